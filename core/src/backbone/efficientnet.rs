@@ -1,0 +1,468 @@
+//! EfficientNet (B4 and Lite0) from one block description, with parameter names that mirror the
+//! lukemelas PyTorch port (`_conv_stem`, `_bn0`, `_blocks.{i}._depthwise_conv`, …) so that its
+//! `.pth` files and the official HVQ-Trans checkpoint (`enc.` prefix) load without renaming.
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::{relu, sigmoid};
+use burn::tensor::module::{batch_norm, conv2d, linear};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Distribution, Tensor};
+
+use crate::config::{BackboneConfig, BackboneKind};
+
+/// BatchNorm epsilon of the TF-trained EfficientNets (PyTorch default would be 1e-5).
+const BN_EPS: f64 = 1e-3;
+
+/// Geometry of one MBConv block, derived from the architecture (not stored in weights).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlockSpec {
+    /// Input channels.
+    pub in_ch: usize,
+    /// Output channels.
+    pub out_ch: usize,
+    /// Expand ratio (1 = no expansion conv).
+    pub expand: usize,
+    /// Depthwise kernel size.
+    pub kernel: usize,
+    /// Depthwise stride.
+    pub stride: usize,
+    /// Squeeze-excitation width, if the block has SE.
+    pub se_ch: Option<usize>,
+}
+
+impl BlockSpec {
+    fn expanded(&self) -> usize {
+        self.in_ch * self.expand
+    }
+}
+
+/// The B0 stage table: (repeats, kernel, stride, expand, in, out).
+const B0_STAGES: [(usize, usize, usize, usize, usize, usize); 7] = [
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+];
+
+/// Width/depth multipliers and options of each variant.
+struct Variant {
+    width: f64,
+    depth: f64,
+    se: bool,
+}
+
+fn variant(kind: BackboneKind) -> Variant {
+    match kind {
+        BackboneKind::EfficientnetB4 => Variant {
+            width: 1.4,
+            depth: 1.8,
+            se: true,
+        },
+        BackboneKind::EfficientnetLite0 => Variant {
+            width: 1.0,
+            depth: 1.0,
+            se: false,
+        },
+    }
+}
+
+/// lukemelas `round_filters`: scale, round to a multiple of 8, never drop more than 10 %.
+fn round_filters(filters: usize, width: f64) -> usize {
+    let f = filters as f64 * width;
+    let mut new = ((f + 4.0) as usize / 8 * 8).max(8);
+    if (new as f64) < 0.9 * f {
+        new += 8;
+    }
+    new
+}
+
+/// Stem output channels.
+pub fn stem_channels(kind: BackboneKind) -> usize {
+    round_filters(32, variant(kind).width)
+}
+
+/// Every MBConv block of the variant, in order.
+pub fn block_specs(kind: BackboneKind) -> Vec<BlockSpec> {
+    let v = variant(kind);
+    let mut out = Vec::new();
+    for (repeats, kernel, stride, expand, cin, cout) in B0_STAGES {
+        let cin = round_filters(cin, v.width);
+        let cout = round_filters(cout, v.width);
+        let repeats = (v.depth * repeats as f64).ceil() as usize;
+        for r in 0..repeats {
+            let in_ch = if r == 0 { cin } else { cout };
+            out.push(BlockSpec {
+                in_ch,
+                out_ch: cout,
+                expand,
+                kernel,
+                stride: if r == 0 { stride } else { 1 },
+                // SE width is a quarter of the block's *input* channels.
+                se_ch: v.se.then(|| ((in_ch as f64 * 0.25) as usize).max(1)),
+            });
+        }
+    }
+    out
+}
+
+/// TF "SAME" padding (begin, end) for one spatial axis of size `size`.
+fn same_padding(size: usize, kernel: usize, stride: usize) -> (usize, usize) {
+    let out = size.div_ceil(stride);
+    let total = ((out - 1) * stride + kernel).saturating_sub(size);
+    (total / 2, total - total / 2)
+}
+
+/// Inference BatchNorm with the four PyTorch tensors.
+#[derive(Module, Debug)]
+pub struct BatchNorm {
+    /// Scale γ.
+    pub weight: Param<Tensor<1>>,
+    /// Shift β.
+    pub bias: Param<Tensor<1>>,
+    /// Running mean.
+    pub running_mean: Param<Tensor<1>>,
+    /// Running variance.
+    pub running_var: Param<Tensor<1>>,
+}
+
+impl BatchNorm {
+    fn new(ch: usize, device: &Device) -> Self {
+        let frozen = |t: Tensor<1>| Param::from_tensor(t).set_require_grad(false);
+        Self {
+            weight: frozen(Tensor::ones([ch], device)),
+            bias: frozen(Tensor::zeros([ch], device)),
+            running_mean: frozen(Tensor::zeros([ch], device)),
+            running_var: frozen(Tensor::ones([ch], device)),
+        }
+    }
+
+    /// Normalise `[B, C, H, W]` with the running statistics.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        batch_norm(
+            x,
+            self.weight.val(),
+            self.bias.val(),
+            self.running_mean.val(),
+            self.running_var.val(),
+            BN_EPS,
+        )
+    }
+}
+
+/// A convolution weight `(out, in/groups, k, k)` with an optional bias.
+#[derive(Module, Debug)]
+pub struct Conv {
+    /// Kernel.
+    pub weight: Param<Tensor<4>>,
+    /// Bias (SE convs only).
+    pub bias: Option<Param<Tensor<1>>>,
+}
+
+impl Conv {
+    fn new(out_ch: usize, in_per_group: usize, k: usize, bias: bool, device: &Device) -> Self {
+        let fan_in = (in_per_group * k * k) as f64;
+        let bound = 1.0 / fan_in.sqrt();
+        let frozen = |t| Param::from_tensor(t).set_require_grad(false);
+        Self {
+            weight: Param::from_tensor(Tensor::random(
+                [out_ch, in_per_group, k, k],
+                Distribution::Uniform(-bound, bound),
+                device,
+            ))
+            .set_require_grad(false),
+            bias: bias.then(|| frozen(Tensor::zeros([out_ch], device))),
+        }
+    }
+
+    fn forward(
+        &self,
+        x: Tensor<4>,
+        stride: usize,
+        pad: [(usize, usize); 2],
+        groups: usize,
+    ) -> Tensor<4> {
+        conv2d(
+            x,
+            self.weight.val(),
+            self.bias.as_ref().map(|b| b.val()),
+            ConvOptions::new_with_padding([stride, stride], pad, [1, 1], groups),
+        )
+    }
+}
+
+/// One MBConv block: expand → depthwise → (SE) → project (+ residual).
+#[derive(Module, Debug)]
+pub struct MbConvBlock {
+    /// 1×1 expansion (absent when the expand ratio is 1).
+    pub _expand_conv: Option<Conv>,
+    /// BN after expansion.
+    pub _bn0: Option<BatchNorm>,
+    /// Depthwise conv.
+    pub _depthwise_conv: Conv,
+    /// BN after depthwise.
+    pub _bn1: BatchNorm,
+    /// SE reduce conv (with bias).
+    pub _se_reduce: Option<Conv>,
+    /// SE expand conv (with bias).
+    pub _se_expand: Option<Conv>,
+    /// 1×1 projection.
+    pub _project_conv: Conv,
+    /// BN after projection.
+    pub _bn2: BatchNorm,
+    #[module(skip)]
+    spec: BlockSpec,
+    /// Depthwise padding (rows, cols) when fixed at construction (static SAME padding).
+    #[module(skip)]
+    static_pad: Option<[(usize, usize); 2]>,
+    #[module(skip)]
+    kind: BackboneKind,
+}
+
+fn activate(kind: BackboneKind, x: Tensor<4>) -> Tensor<4> {
+    match kind {
+        // swish
+        BackboneKind::EfficientnetB4 => x.clone() * sigmoid(x),
+        // ReLU6
+        BackboneKind::EfficientnetLite0 => relu(x).clamp_max(6.0),
+    }
+}
+
+impl MbConvBlock {
+    fn new(
+        spec: BlockSpec,
+        static_pad: Option<[(usize, usize); 2]>,
+        kind: BackboneKind,
+        device: &Device,
+    ) -> Self {
+        let exp = spec.expanded();
+        let has_expand = spec.expand != 1;
+        Self {
+            _expand_conv: has_expand.then(|| Conv::new(exp, spec.in_ch, 1, false, device)),
+            _bn0: has_expand.then(|| BatchNorm::new(exp, device)),
+            _depthwise_conv: Conv::new(exp, 1, spec.kernel, false, device),
+            _bn1: BatchNorm::new(exp, device),
+            _se_reduce: spec.se_ch.map(|s| Conv::new(s, exp, 1, true, device)),
+            _se_expand: spec.se_ch.map(|s| Conv::new(exp, s, 1, true, device)),
+            _project_conv: Conv::new(spec.out_ch, exp, 1, false, device),
+            _bn2: BatchNorm::new(spec.out_ch, device),
+            spec,
+            static_pad,
+            kind,
+        }
+    }
+
+    /// Run the block on `[B, in, H, W]`.
+    pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        let s = &self.spec;
+        let mut x = input.clone();
+        if let (Some(conv), Some(bn)) = (&self._expand_conv, &self._bn0) {
+            x = activate(self.kind, bn.forward(conv.forward(x, 1, [(0, 0); 2], 1)));
+        }
+        let [_, _, h, w] = x.dims();
+        let pad = self.static_pad.unwrap_or_else(|| {
+            [
+                same_padding(h, s.kernel, s.stride),
+                same_padding(w, s.kernel, s.stride),
+            ]
+        });
+        x = self._depthwise_conv.forward(x, s.stride, pad, s.expanded());
+        x = activate(self.kind, self._bn1.forward(x));
+        if let (Some(reduce), Some(expand)) = (&self._se_reduce, &self._se_expand) {
+            let squeezed = x.clone().mean_dim(2).mean_dim(3);
+            let squeezed = activate(self.kind, reduce.forward(squeezed, 1, [(0, 0); 2], 1));
+            let gate = sigmoid(expand.forward(squeezed, 1, [(0, 0); 2], 1));
+            x = x * gate;
+        }
+        x = self
+            ._bn2
+            .forward(self._project_conv.forward(x, 1, [(0, 0); 2], 1));
+        if s.stride == 1 && s.in_ch == s.out_ch {
+            x = x + input;
+        }
+        x
+    }
+}
+
+/// A PyTorch-layout linear layer (weight `(out, in)`).
+#[derive(Module, Debug)]
+pub struct FcLayer {
+    /// `(out, in)`.
+    pub weight: Param<Tensor<2>>,
+    /// `(out)`.
+    pub bias: Param<Tensor<1>>,
+}
+
+/// EfficientNet stem and blocks up to the last tap (plus, optionally, the classifier head).
+#[derive(Module, Debug)]
+pub struct EfficientNet {
+    /// Stem conv (3×3, stride 2).
+    pub _conv_stem: Conv,
+    /// Stem BN.
+    pub _bn0: BatchNorm,
+    /// MBConv blocks.
+    pub _blocks: Vec<MbConvBlock>,
+    /// ImageNet head 1×1 conv to 1280 (only built for weight checks, like `_bn1` and `_fc`).
+    pub _conv_head: Option<Conv>,
+    /// BN of the head.
+    pub _bn1: Option<BatchNorm>,
+    /// Final linear layer (weight `(1000, 1280)`).
+    pub _fc: Option<FcLayer>,
+    #[module(skip)]
+    config: BackboneConfig,
+    #[module(skip)]
+    stem_pad: Option<[(usize, usize); 2]>,
+}
+
+impl EfficientNet {
+    /// Build with placeholder weights. `with_head` builds every block and the ImageNet head.
+    pub fn new(config: &BackboneConfig, with_head: bool, device: &Device) -> Self {
+        let kind = config.kind;
+        let specs = block_specs(kind);
+        let last_tap = config.taps.iter().copied().max().unwrap_or(0);
+        let count = if with_head { specs.len() } else { last_tap + 1 };
+        // Static SAME padding follows the image size block by block, as lukemelas does.
+        let mut size = config.static_padding_size;
+        let stem_pad = size.map(|s| {
+            let p = same_padding(s, 3, 2);
+            [p, p]
+        });
+        size = size.map(|s| s.div_ceil(2));
+        let blocks = specs
+            .into_iter()
+            .take(count)
+            .map(|spec| {
+                let pad = size.map(|s| {
+                    let p = same_padding(s, spec.kernel, spec.stride);
+                    [p, p]
+                });
+                size = size.map(|s| s.div_ceil(spec.stride));
+                MbConvBlock::new(spec, pad, kind, device)
+            })
+            .collect();
+        let stem = stem_channels(kind);
+        let last = block_specs(kind).last().map(|s| s.out_ch).unwrap_or(320);
+        Self {
+            _conv_stem: Conv::new(stem, 3, 3, false, device),
+            _bn0: BatchNorm::new(stem, device),
+            _blocks: blocks,
+            _conv_head: with_head.then(|| Conv::new(1280, last, 1, false, device)),
+            _bn1: with_head.then(|| BatchNorm::new(1280, device)),
+            _fc: with_head.then(|| FcLayer {
+                weight: Param::from_tensor(Tensor::zeros([1000, 1280], device))
+                    .set_require_grad(false),
+                bias: Param::from_tensor(Tensor::zeros([1000], device)).set_require_grad(false),
+            }),
+            config: config.clone(),
+            stem_pad,
+        }
+    }
+
+    /// The configuration this network was built from.
+    pub fn config(&self) -> &BackboneConfig {
+        &self.config
+    }
+
+    /// Stem conv + BN, before the activation.
+    fn stem_bn(&self, x: Tensor<4>) -> Tensor<4> {
+        let [_, _, h, w] = x.dims();
+        let pad = self
+            .stem_pad
+            .unwrap_or([same_padding(h, 3, 2), same_padding(w, 3, 2)]);
+        self._bn0.forward(self._conv_stem.forward(x, 2, pad, 1))
+    }
+
+    /// Stem conv + BN + activation.
+    pub fn stem(&self, x: Tensor<4>) -> Tensor<4> {
+        activate(self.config.kind, self.stem_bn(x))
+    }
+
+    /// Outputs of the tapped blocks for a normalised input `[B, 3, H, W]`.
+    pub fn taps(&self, x: Tensor<4>) -> Vec<Tensor<4>> {
+        let mut x = self.stem(x);
+        let mut taps = Vec::with_capacity(self.config.taps.len());
+        let last = self.config.taps.iter().copied().max().unwrap_or(0);
+        for (i, block) in self._blocks.iter().enumerate().take(last + 1) {
+            x = block.forward(x);
+            if self.config.taps.contains(&i) {
+                taps.push(x.clone());
+            }
+        }
+        taps
+    }
+
+    /// Every block's output (for debugging parity), preceded by the stem's BN output (before its
+    /// activation, where the reference records it).
+    pub fn all_blocks(&self, x: Tensor<4>) -> Vec<Tensor<4>> {
+        let pre = self.stem_bn(x);
+        let mut x = activate(self.config.kind, pre.clone());
+        let mut outs = vec![pre];
+        for block in &self._blocks {
+            x = block.forward(x);
+            outs.push(x.clone());
+        }
+        outs
+    }
+
+    /// ImageNet logits `[B, 1000]` (requires the head).
+    pub fn classify(&self, x: Tensor<4>) -> Option<Tensor<2>> {
+        let (conv, bn, fc) = (
+            self._conv_head.as_ref()?,
+            self._bn1.as_ref()?,
+            self._fc.as_ref()?,
+        );
+        let mut x = self.stem(x);
+        for block in &self._blocks {
+            x = block.forward(x);
+        }
+        let x = activate(
+            self.config.kind,
+            bn.forward(conv.forward(x, 1, [(0, 0); 2], 1)),
+        );
+        let pooled: Tensor<2> = x.mean_dim(2).mean_dim(3).flatten(1, 3);
+        Some(linear(
+            pooled,
+            fc.weight.val().transpose(),
+            Some(fc.bias.val()),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn b4_geometry_matches_the_reference() {
+        let specs = block_specs(BackboneKind::EfficientnetB4);
+        assert_eq!(specs.len(), 32);
+        assert_eq!(stem_channels(BackboneKind::EfficientnetB4), 48);
+        // Taps 1/5/9/21 → 24, 32, 56, 160 channels.
+        let widths: Vec<usize> = [1, 5, 9, 21].iter().map(|&i| specs[i].out_ch).collect();
+        assert_eq!(widths, vec![24, 32, 56, 160]);
+        // SE width is a quarter of the block input: 12 for block 0, 8 for block 6.
+        assert_eq!(specs[0].se_ch, Some(12));
+        assert_eq!(specs[6].se_ch, Some(8));
+    }
+
+    #[test]
+    fn lite0_geometry() {
+        let specs = block_specs(BackboneKind::EfficientnetLite0);
+        assert_eq!(specs.len(), 16);
+        let widths: Vec<usize> = [0, 2, 4, 10].iter().map(|&i| specs[i].out_ch).collect();
+        assert_eq!(widths, vec![16, 24, 40, 112]);
+        assert!(specs.iter().all(|s| s.se_ch.is_none()));
+    }
+
+    #[test]
+    fn same_padding_for_380_gives_the_reference_table() {
+        // Block 6 (k5, s2) sees a 95-pixel image when padding is computed for 380.
+        assert_eq!(same_padding(380, 3, 2), (0, 1));
+        assert_eq!(same_padding(95, 5, 2), (2, 2));
+        assert_eq!(same_padding(112, 5, 2), (1, 2));
+        assert_eq!(same_padding(48, 3, 2), (0, 1));
+        assert_eq!(same_padding(24, 5, 1), (2, 2));
+    }
+}

@@ -1,0 +1,8 @@
+//! Frozen feature extractors (EfficientNet-B4 and -Lite0, one implementation) and the step that
+//! aligns their tapped outputs to the token grid.
+
+mod align;
+mod efficientnet;
+
+pub use align::align_features;
+pub use efficientnet::{BatchNorm, BlockSpec, EfficientNet, MbConvBlock, block_specs};

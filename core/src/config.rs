@@ -1,0 +1,258 @@
+//! Configuration is data: every size of the model, the backbone and the scoring lives in these
+//! serde structs, which are saved beside the weights. Presets are named constructors.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{HvqError, Result};
+
+/// Which EfficientNet variant extracts features.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackboneKind {
+    /// EfficientNet-B4 (the paper's backbone; lukemelas weights).
+    EfficientnetB4,
+    /// EfficientNet-Lite0 (the embedded default; Apache-2.0 ImageNet weights).
+    EfficientnetLite0,
+}
+
+/// Per-channel input normalisation applied to RGB values scaled to [0, 1].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputNorm {
+    /// Subtracted per channel.
+    pub mean: [f32; 3],
+    /// Divided per channel.
+    pub std: [f32; 3],
+}
+
+impl InputNorm {
+    /// ImageNet mean/std, as the official HVQ-Trans data pipeline uses.
+    pub fn imagenet() -> Self {
+        Self {
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+        }
+    }
+
+    /// EfficientNet-Lite's native scaling, (x·255 − 127) / 128.
+    pub fn lite() -> Self {
+        Self {
+            mean: [127.0 / 255.0; 3],
+            std: [128.0 / 255.0; 3],
+        }
+    }
+}
+
+/// The frozen feature extractor and its alignment to the token grid.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BackboneConfig {
+    /// Architecture.
+    pub kind: BackboneKind,
+    /// Indices of the blocks whose outputs are tapped (in order).
+    pub taps: Vec<usize>,
+    /// Input size the TF-"SAME" padding is computed for. The official B4 computes it for 380
+    /// even though it runs at 224; `None` computes it from the actual input (true TF SAME).
+    pub static_padding_size: Option<usize>,
+    /// Side of the square model input (224).
+    pub input_size: usize,
+    /// Side of the aligned feature grid (14).
+    pub feature_size: usize,
+    /// Input normalisation.
+    pub input_norm: InputNorm,
+}
+
+impl BackboneConfig {
+    /// EfficientNet-B4 as HVQ-Trans runs it (taps 1/5/9/21, padding for 380, ImageNet norm).
+    pub fn efficientnet_b4() -> Self {
+        Self {
+            kind: BackboneKind::EfficientnetB4,
+            taps: vec![1, 5, 9, 21],
+            static_padding_size: Some(380),
+            input_size: 224,
+            feature_size: 14,
+            input_norm: InputNorm::imagenet(),
+        }
+    }
+
+    /// EfficientNet-Lite0 (taps 0/2/4/10, TF SAME padding, its native input scaling).
+    pub fn efficientnet_lite0() -> Self {
+        Self {
+            kind: BackboneKind::EfficientnetLite0,
+            taps: vec![0, 2, 4, 10],
+            static_padding_size: None,
+            input_size: 224,
+            feature_size: 14,
+            input_norm: InputNorm::lite(),
+        }
+    }
+
+    /// Channels of the aligned feature (sum of the tapped blocks' widths).
+    pub fn feature_channels(&self) -> usize {
+        let specs = crate::backbone::block_specs(self.kind);
+        self.taps.iter().map(|&t| specs[t].out_ch).sum()
+    }
+}
+
+/// The reconstruction network (everything after the backbone).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HvqConfig {
+    /// Channels of the backbone feature the network reconstructs (272 for B4, 192 for Lite0).
+    pub feature_channels: usize,
+    /// Encoder width C (256). The decoder runs at 2C.
+    pub embed_dim: usize,
+    /// Attention heads (8) in encoder and decoder.
+    pub heads: usize,
+    /// Feed-forward width (1024) in encoder and decoder.
+    pub ffn_dim: usize,
+    /// Encoder layers (4); the hierarchy has one VQ level per encoder output plus one for src.
+    pub enc_layers: usize,
+    /// Decoder layers (4), one per memory level.
+    pub dec_layers: usize,
+    /// Number of classes: one codebook per class per level, one expert per class.
+    pub num_classes: usize,
+    /// Codes per codebook K (512).
+    pub codes: usize,
+    /// Side of the token grid (14).
+    pub feature_size: usize,
+    /// EMA decay of the codebooks (0.99).
+    pub ema_decay: f32,
+    /// Laplace smoothing of the cluster sizes (1e-5).
+    pub ema_eps: f32,
+    /// Weight of the commitment term in the loss (0.25 official).
+    pub commitment_weight: f32,
+    /// Weight of the OT score added to the L2 map (80 official).
+    pub ot_weight: f32,
+    /// Softmax temperature of the OT score; `None` means K, as the official code does.
+    pub ot_temperature: Option<f32>,
+    /// Class names, index = class id.
+    pub class_names: Vec<String>,
+}
+
+impl HvqConfig {
+    /// The official full configuration for a given feature width and class list.
+    pub fn official(feature_channels: usize, class_names: Vec<String>) -> Self {
+        Self {
+            feature_channels,
+            embed_dim: 256,
+            heads: 8,
+            ffn_dim: 1024,
+            enc_layers: 4,
+            dec_layers: 4,
+            num_classes: class_names.len(),
+            codes: 512,
+            feature_size: 14,
+            ema_decay: 0.99,
+            ema_eps: 1e-5,
+            commitment_weight: 0.25,
+            ot_weight: 80.0,
+            ot_temperature: None,
+            class_names,
+        }
+    }
+
+    /// The MVTec-AD class list of the released checkpoint, in the official order.
+    pub fn mvtec_classes() -> Vec<String> {
+        [
+            "bottle",
+            "cable",
+            "capsule",
+            "carpet",
+            "grid",
+            "hazelnut",
+            "leather",
+            "metal_nut",
+            "pill",
+            "screw",
+            "tile",
+            "toothbrush",
+            "transistor",
+            "wood",
+            "zipper",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// Number of tokens (14 × 14).
+    pub fn tokens(&self) -> usize {
+        self.feature_size * self.feature_size
+    }
+
+    /// Number of VQ levels (one per encoder output plus src).
+    pub fn vq_levels(&self) -> usize {
+        self.enc_layers + 1
+    }
+
+    /// The OT softmax temperature in use.
+    pub fn ot_temperature(&self) -> f32 {
+        self.ot_temperature.unwrap_or(self.codes as f32)
+    }
+
+    /// Check the sizes are consistent.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(HvqError::Config(m));
+        if self.embed_dim == 0 || self.embed_dim % self.heads != 0 || self.embed_dim % 2 != 0 {
+            return bad(format!(
+                "embed_dim {} must be even and divisible by heads {}",
+                self.embed_dim, self.heads
+            ));
+        }
+        if self.num_classes == 0 || self.class_names.len() != self.num_classes {
+            return bad(format!(
+                "num_classes {} but {} class names",
+                self.num_classes,
+                self.class_names.len()
+            ));
+        }
+        if self.dec_layers != self.enc_layers {
+            return bad(format!(
+                "the decoder attends one memory level per layer: dec_layers {} must equal enc_layers {}",
+                self.dec_layers, self.enc_layers
+            ));
+        }
+        if self.codes == 0 || self.feature_channels == 0 || self.feature_size == 0 {
+            return bad("codes, feature_channels and feature_size must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Class id for a name.
+    pub fn class_index(&self, name: &str) -> Result<usize> {
+        self.class_names
+            .iter()
+            .position(|c| c == name)
+            .ok_or_else(|| HvqError::UnknownClass {
+                given: name.to_string(),
+                known: self.class_names.clone(),
+            })
+    }
+}
+
+/// Everything needed to rebuild a model: saved as JSON beside (and inside) the weights.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Feature extractor.
+    pub backbone: BackboneConfig,
+    /// Reconstruction network.
+    pub hvq: HvqConfig,
+}
+
+impl ModelConfig {
+    /// Check the two halves agree.
+    pub fn validate(&self) -> Result<()> {
+        self.hvq.validate()?;
+        let fc = self.backbone.feature_channels();
+        if fc != self.hvq.feature_channels {
+            return Err(HvqError::Config(format!(
+                "backbone gives {fc} feature channels, the network expects {}",
+                self.hvq.feature_channels
+            )));
+        }
+        if self.backbone.feature_size != self.hvq.feature_size {
+            return Err(HvqError::Config(
+                "backbone and network feature sizes differ".into(),
+            ));
+        }
+        Ok(())
+    }
+}

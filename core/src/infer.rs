@@ -1,0 +1,197 @@
+//! The inference API every front end calls: image in; anomaly map at the image's own resolution,
+//! image score, verdict and the class used out.
+
+use std::time::Instant;
+
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::{Device, Tensor};
+use image::DynamicImage;
+use serde::Serialize;
+
+use crate::detector::Detector;
+use crate::error::{HvqError, Result};
+use crate::preprocess;
+
+/// Which class's codebooks and expert to use.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClassChoice {
+    /// By index.
+    Index(usize),
+    /// By name.
+    Name(String),
+    /// Let the model choose: the class whose model reconstructs the image best (lowest score).
+    Auto,
+}
+
+/// Time spent in each stage, milliseconds.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StageTimes {
+    /// Resize + normalise + upload.
+    pub preprocess_ms: f64,
+    /// Backbone + align.
+    pub backbone_ms: f64,
+    /// Reconstruction network, map and score (including the read back).
+    pub model_ms: f64,
+    /// Resizing the map to the image resolution.
+    pub upsample_ms: f64,
+}
+
+/// The result for one image.
+#[derive(Clone, Debug, Serialize)]
+pub struct Inspection {
+    /// Image score (max of the 16×16-averaged map).
+    pub score: f32,
+    /// Decision threshold stored with the model, if any.
+    pub threshold: Option<f32>,
+    /// `score > threshold`, when a threshold is known.
+    pub anomalous: Option<bool>,
+    /// Class used.
+    pub class_index: usize,
+    /// Its name.
+    pub class_name: String,
+    /// Image width (the map's width).
+    pub width: u32,
+    /// Image height.
+    pub height: u32,
+    /// Anomaly map at the image resolution, row-major `height × width`.
+    #[serde(skip)]
+    pub map: Vec<f32>,
+    /// Anomaly map at the model resolution (224 × 224), row-major.
+    #[serde(skip)]
+    pub model_map: Vec<f32>,
+    /// Side of `model_map`.
+    pub model_size: usize,
+    /// Stage timings.
+    pub times: StageTimes,
+}
+
+/// A loaded model on a device, ready to inspect images.
+#[derive(Debug)]
+pub struct Inspector {
+    /// The model.
+    pub detector: Detector,
+    device: Device,
+}
+
+impl Inspector {
+    /// Wrap a loaded detector.
+    pub fn new(detector: Detector, device: Device) -> Self {
+        Self { detector, device }
+    }
+
+    /// The device in use.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Resolve a class choice to an index (Auto is resolved during inspection).
+    fn fixed_class(&self, class: &ClassChoice) -> Result<Option<usize>> {
+        let cfg = &self.detector.config.hvq;
+        match class {
+            ClassChoice::Index(i) if *i < cfg.num_classes => Ok(Some(*i)),
+            ClassChoice::Index(i) => Err(HvqError::UnknownClass {
+                given: i.to_string(),
+                known: cfg.class_names.clone(),
+            }),
+            ClassChoice::Name(n) => cfg.class_index(n).map(Some),
+            ClassChoice::Auto if cfg.num_classes == 1 => Ok(Some(0)),
+            ClassChoice::Auto => Ok(None),
+        }
+    }
+
+    /// Inspect an encoded image (PNG/JPEG bytes); `name` appears in errors.
+    pub fn inspect_bytes(
+        &self,
+        bytes: &[u8],
+        name: &str,
+        class: &ClassChoice,
+    ) -> Result<Inspection> {
+        let img = preprocess::decode(bytes, name)?;
+        self.inspect(&img, class)
+    }
+
+    /// Inspect a decoded image.
+    pub fn inspect(&self, img: &DynamicImage, class: &ClassChoice) -> Result<Inspection> {
+        let fixed = self.fixed_class(class)?;
+        let cfg = &self.detector.config;
+        let t0 = Instant::now();
+        let input = preprocess::to_input(
+            img,
+            cfg.backbone.input_size,
+            &cfg.backbone.input_norm,
+            &self.device,
+        );
+        let t1 = Instant::now();
+        let feature = self.detector.features(input);
+        let t2 = Instant::now();
+        // Auto: score the image under every class in one batch and keep the best reconstruction.
+        let candidates: Vec<usize> = match fixed {
+            Some(c) => vec![c],
+            None => (0..cfg.hvq.num_classes).collect(),
+        };
+        let n = candidates.len();
+        let feats = if n == 1 {
+            feature
+        } else {
+            let [_, f, h, w] = feature.dims();
+            feature.expand([n, f, h, w])
+        };
+        let (_, scores) = self.detector.score(feats, &candidates)?;
+        let image_scores: Vec<f32> = scores
+            .image
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .map_err(|e| HvqError::Device(format!("{e:?}")))?;
+        let best = image_scores
+            .iter()
+            .enumerate()
+            .min_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i)
+            .unwrap_or(0);
+        let class_index = candidates[best];
+        let score = image_scores[best];
+        let s = cfg.backbone.input_size;
+        let map224: Tensor<4> = scores.map.narrow(0, best, 1);
+        let model_map: Vec<f32> = map224
+            .to_data()
+            .try_into_vec_as::<f32>()
+            .map_err(|e| HvqError::Device(format!("{e:?}")))?;
+        let t3 = Instant::now();
+        let (w, h) = (img.width(), img.height());
+        let map = if w as usize == s && h as usize == s {
+            model_map.clone()
+        } else {
+            interpolate(
+                map224,
+                InterpolateOptions::new(InterpolateMode::Bilinear)
+                    .with_align_corners(false)
+                    .with_output_size([h as usize, w as usize]),
+            )
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .map_err(|e| HvqError::Device(format!("{e:?}")))?
+        };
+        let t4 = Instant::now();
+        let threshold = self.detector.calibration.as_ref().map(|c| c.threshold);
+        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+        Ok(Inspection {
+            score,
+            threshold,
+            anomalous: threshold.map(|t| score > t),
+            class_index,
+            class_name: cfg.hvq.class_names[class_index].clone(),
+            width: w,
+            height: h,
+            map,
+            model_map,
+            model_size: s,
+            times: StageTimes {
+                preprocess_ms: ms(t0, t1),
+                backbone_ms: ms(t1, t2),
+                model_ms: ms(t2, t3),
+                upsample_ms: ms(t3, t4),
+            },
+        })
+    }
+}

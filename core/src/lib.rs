@@ -1,0 +1,27 @@
+//! # hvq: HVQ-Trans multi-class anomaly detection on burn
+//!
+//! The pipeline is the module tree: [`preprocess`] (image → tensor) → [`backbone`]
+//! (EfficientNet taps, aligned to 14×14) → [`model`] (encoder, hierarchical VQ, decoder, experts)
+//! → [`map`] (anomaly map and image score). [`detector::Detector`] ties them together and
+//! [`infer::Inspector`] is the one entry point front ends use. [`weights`] reads and writes every
+//! tensor, in the official parameter names.
+#![warn(missing_docs)]
+
+pub mod backbone;
+pub mod config;
+pub mod detector;
+pub mod device;
+pub mod error;
+pub mod infer;
+pub mod map;
+pub mod model;
+pub mod overlay;
+pub mod preprocess;
+pub mod pretrained;
+pub mod train;
+pub mod weights;
+
+pub use config::{BackboneConfig, BackboneKind, HvqConfig, ModelConfig};
+pub use detector::Detector;
+pub use error::{HvqError, Result};
+pub use infer::{ClassChoice, Inspection, Inspector};

@@ -1,0 +1,75 @@
+//! Post-norm transformer encoder: `x = LN1(x + MHA(q=k=x+pos, v=x)); x = LN2(x + W2·ReLU(W1·x))`.
+
+use burn::module::Module;
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+
+use super::attention::MultiheadAttention;
+use super::layers::{LayerNorm, Linear};
+
+/// One encoder layer (dropout is identity: inference, and the parity runs set it to 0).
+#[derive(Module, Debug)]
+pub struct EncoderLayer {
+    /// Self-attention.
+    pub self_attn: MultiheadAttention,
+    /// FFN in.
+    pub linear1: Linear,
+    /// FFN out.
+    pub linear2: Linear,
+    /// After attention.
+    pub norm1: LayerNorm,
+    /// After FFN.
+    pub norm2: LayerNorm,
+}
+
+impl EncoderLayer {
+    /// Random init.
+    pub fn new(dim: usize, heads: usize, ffn: usize, device: &Device) -> Self {
+        Self {
+            self_attn: MultiheadAttention::new(dim, heads, device),
+            linear1: Linear::new_xavier(dim, ffn, device),
+            linear2: Linear::new_xavier(ffn, dim, device),
+            norm1: LayerNorm::new(dim, device),
+            norm2: LayerNorm::new(dim, device),
+        }
+    }
+
+    /// `[B, L, C]` → `[B, L, C]`; `pos` is `[1, L, C]`.
+    pub fn forward(&self, x: Tensor<3>, pos: Tensor<3>) -> Tensor<3> {
+        let qk = x.clone() + pos;
+        let x = self
+            .norm1
+            .forward(x.clone() + self.self_attn.forward(qk.clone(), qk, x));
+        let ff = self.linear2.forward(relu(self.linear1.forward(x.clone())));
+        self.norm2.forward(x + ff)
+    }
+}
+
+/// The encoder stack.
+#[derive(Module, Debug)]
+pub struct Encoder {
+    /// Layers in order.
+    pub layers: Vec<EncoderLayer>,
+}
+
+impl Encoder {
+    /// Random init.
+    pub fn new(layers: usize, dim: usize, heads: usize, ffn: usize, device: &Device) -> Self {
+        Self {
+            layers: (0..layers)
+                .map(|_| EncoderLayer::new(dim, heads, ffn, device))
+                .collect(),
+        }
+    }
+
+    /// Every layer's output h1..hN.
+    pub fn forward(&self, src: Tensor<3>, pos: Tensor<3>) -> Vec<Tensor<3>> {
+        let mut x = src;
+        let mut outs = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            x = layer.forward(x, pos.clone());
+            outs.push(x.clone());
+        }
+        outs
+    }
+}

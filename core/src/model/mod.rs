@@ -1,0 +1,21 @@
+//! The HVQ-Trans reconstruction network: projection + positional embedding, post-norm encoder,
+//! hierarchical per-class VQ, level-by-level cross-attending decoder and per-class experts, plus
+//! the OT score. Field names mirror the official parameter names.
+
+mod attention;
+mod decoder;
+mod encoder;
+mod hvq;
+mod layers;
+mod ot;
+mod position;
+mod quantizer;
+
+pub use attention::MultiheadAttention;
+pub use decoder::{Decoder, DecoderLayer};
+pub use encoder::{Encoder, EncoderLayer};
+pub use hvq::{HvqModel, HvqOutput, LevelOutput, Mode};
+pub use layers::{Conv1x1, LayerNorm, Linear};
+pub use ot::ot_score;
+pub use position::PositionEmbedding;
+pub use quantizer::{Codebook, QuantizeOutput};

