@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # One-time machine set-up for building and testing hvq on Debian/Ubuntu (run as root or with sudo):
-# Mesa's lavapipe gives wgpu a Vulkan device on machines without a GPU.
+# - Mesa's lavapipe gives wgpu a Vulkan device on machines without a GPU;
+# - Fashion-MNIST comes from Debian's `dataset-fashion-mnist`;
+# - the ELPV solar-cell data set (CC BY-NC-SA 4.0, not redistributed here) from its PyPI package.
 set -euo pipefail
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-pkgs="mesa-vulkan-drivers libvulkan1"
+pkgs="mesa-vulkan-drivers libvulkan1 dataset-fashion-mnist"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
@@ -11,4 +13,14 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from rustup first" >&2; exit 1; }
-echo "setup done: $(cargo --version); Vulkan ICDs: $(ls /usr/share/vulkan/icd.d 2>/dev/null | tr '\n' ' ')"
+
+# ELPV: ${HVQ_ELPV_DIR:-$HOME/.cache/hvq/elpv/elpv_dataset/data}
+elpv_root="${HVQ_DATA_CACHE:-$HOME/.cache/hvq}/elpv"
+if [ ! -f "$elpv_root/elpv_dataset/data/labels.csv" ]; then
+  mkdir -p "$elpv_root"
+  tmp=$(mktemp -d)
+  python3 -m pip download --no-deps --quiet elpv-dataset==1.0.0.post1 -d "$tmp"
+  python3 -m zipfile -e "$tmp"/elpv_dataset-*.whl "$elpv_root"
+  rm -rf "$tmp"
+fi
+echo "setup done: $(cargo --version); Vulkan ICDs: $(ls /usr/share/vulkan/icd.d 2>/dev/null | tr '\n' ' '); ELPV in $elpv_root/elpv_dataset/data"

@@ -78,7 +78,15 @@ impl Detector {
     /// (an official checkpoint's `module.` prefix already removed by [`TensorMap::without_wrappers`]).
     pub fn from_tensors(config: ModelConfig, map: &TensorMap, device: &Device) -> Result<Self> {
         let mut d = Self::new(config, device)?;
-        d.backbone = map.sub("enc.").load_into(d.backbone)?;
+        let backbone = map.sub("enc.");
+        d.backbone = if backbone.is_empty()
+            && d.config.backbone.kind == crate::config::BackboneKind::EfficientnetLite0
+        {
+            // A model file without backbone tensors uses the embedded Lite0 ImageNet weights.
+            crate::pretrained::lite0_tensors()?.load_into(d.backbone)?
+        } else {
+            backbone.load_into(d.backbone)?
+        };
         d.hvq = d.hvq.load_native(map)?;
         Ok(d)
     }
@@ -128,6 +136,11 @@ impl Detector {
         meta.insert("hvq_config".to_string(), json.clone());
         self.to_tensors().save(dir.join(WEIGHTS_FILE), &meta)?;
         crate::weights::write_atomic(&dir.join(CONFIG_FILE), json.as_bytes())
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> Device {
+        self.backbone._conv_stem.weight.val().device()
     }
 
     /// Aligned backbone features `[B, F, 14, 14]` for normalised images `[B, 3, 224, 224]`.

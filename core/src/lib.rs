@@ -9,15 +9,20 @@
 
 pub mod backbone;
 pub mod config;
+pub mod data;
 pub mod detector;
 pub mod device;
 pub mod error;
+pub mod eval;
+pub mod evaluate;
+pub mod features;
 pub mod infer;
 pub mod map;
 pub mod model;
 pub mod overlay;
 pub mod preprocess;
 pub mod pretrained;
+pub mod threshold;
 pub mod train;
 pub mod weights;
 

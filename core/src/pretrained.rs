@@ -22,3 +22,20 @@ pub fn lite0_backbone(device: &Device) -> Result<EfficientNet> {
     let net = EfficientNet::new(&BackboneConfig::efficientnet_lite0(), false, device);
     lite0_tensors()?.load_into(net)
 }
+
+/// The shipped default model: unified mono/poly solar-cell inspection trained on ELPV with the
+/// Lite0 backbone (see `weights/elpv-lite0/MODEL_CARD.md`). Its file holds only the
+/// reconstruction network; the backbone is the embedded Lite0.
+pub const DEFAULT_CONFIG: &str = include_str!("../../weights/elpv-lite0/config.json");
+/// Weights of the default model's reconstruction network.
+pub const DEFAULT_WEIGHTS: &[u8] = include_bytes!("../../weights/elpv-lite0/model.safetensors");
+
+/// Load the shipped default model on `device`.
+pub fn default_model(device: &Device) -> Result<crate::Detector> {
+    crate::Detector::from_bytes(
+        DEFAULT_CONFIG,
+        DEFAULT_WEIGHTS,
+        "embedded default model (elpv-lite0)",
+        device,
+    )
+}

@@ -8,7 +8,7 @@ use super::encoder::Encoder;
 use super::layers::{Conv1x1, Linear};
 use super::ot::ot_score;
 use super::position::PositionEmbedding;
-use super::quantizer::{Codebook, QuantizeOutput, quantize};
+use super::quantizer::{Codebook, QuantizeOutput, quantize, straight_through};
 use crate::config::HvqConfig;
 use crate::error::{HvqError, Result};
 use crate::weights::TensorMap;
@@ -168,10 +168,19 @@ impl HvqModel {
         let decay = self.config.ema_decay;
         let eps = self.config.ema_eps;
         let out = self.forward_with(feature, &class_ids, |level, x| {
-            let mut parts = Vec::with_capacity(classes.len());
+            // The sequential part (nearest codes, EMA) needs no gradient: run it on plain tensors,
+            // then form the straight-through output and commitment for the batch in one go.
+            let plain = x.clone().detach().without_autodiff();
+            let mut codes = Vec::with_capacity(classes.len());
+            let mut indices = Vec::with_capacity(classes.len());
             for (i, &c) in classes.iter().enumerate() {
-                let xi = x.clone().narrow(0, i, 1);
-                let out = quantize(xi.clone(), books[level][c].embed.val().unsqueeze_dim(0));
+                let xi = plain.clone().narrow(0, i, 1);
+                let embed = books[level][c]
+                    .embed
+                    .val()
+                    .without_autodiff()
+                    .unsqueeze_dim(0);
+                let out = quantize(xi.clone(), embed);
                 let [_, l, d] = xi.dims();
                 books[level][c].ema_update(
                     xi.reshape([l, d]),
@@ -179,12 +188,17 @@ impl HvqModel {
                     decay,
                     eps,
                 );
-                parts.push(out);
+                codes.push(out.codes);
+                indices.push(out.indices);
             }
+            let q = Tensor::cat(codes, 0);
+            let q = if x.is_autodiff() { q.autodiff() } else { q };
+            let (quantized, diff) = straight_through(x, q.clone());
             QuantizeOutput {
-                quantized: Tensor::cat(parts.iter().map(|p| p.quantized.clone()).collect(), 0),
-                diff: Tensor::cat(parts.iter().map(|p| p.diff.clone()).collect(), 0),
-                indices: Tensor::cat(parts.into_iter().map(|p| p.indices).collect(), 0),
+                quantized,
+                diff,
+                indices: Tensor::cat(indices, 0),
+                codes: q,
             }
         });
         self.quantize_lists = books;

@@ -26,6 +26,8 @@ pub struct QuantizeOutput {
     pub diff: Tensor<1>,
     /// Nearest code per token, `[B, L]`.
     pub indices: Tensor<2, Int>,
+    /// The selected code vectors `q` (no gradient), `[B, L, D]`.
+    pub codes: Tensor<3>,
 }
 
 fn buffer<const D: usize>(t: Tensor<D>) -> Param<Tensor<D>> {
@@ -45,7 +47,7 @@ impl Codebook {
 
     /// Apply one EMA step for the tokens `x [L, D]` assigned to `indices [L]`.
     pub fn ema_update(&mut self, x: Tensor<2>, indices: Tensor<1, Int>, decay: f32, eps: f32) {
-        let x = x.detach();
+        let x = x.detach().without_autodiff();
         let [dim, codes] = self.embed.dims();
         let onehot: Tensor<2> = indices.one_hot::<2>(codes).float();
         let onehot_sum: Tensor<1> = onehot.clone().sum_dim(0).reshape([codes]);
@@ -82,15 +84,25 @@ pub fn quantize(x: Tensor<3>, embeds: Tensor<3>) -> QuantizeOutput {
     let indices: Tensor<3, Int> = dist.argmin(2); // [B, L, 1]
     let codes = embeds.swap_dims(1, 2); // [B, K, D]
     let q = codes.gather(1, indices.clone().expand([b, l, d])).detach();
+    let (quantized, diff) = straight_through(x, q.clone());
+    QuantizeOutput {
+        quantized,
+        diff,
+        indices: indices.reshape([b, l]),
+        codes: q,
+    }
+}
+
+/// Straight-through output `x + sg(q − x)` and per-sample commitment `mean((sg(q) − x)²)` for
+/// given code vectors `q [B, L, D]` (treated as constants).
+pub fn straight_through(x: Tensor<3>, q: Tensor<3>) -> (Tensor<3>, Tensor<1>) {
+    let [b, _, _] = x.dims();
+    let q = q.detach();
     let diff = (q.clone() - x.clone())
         .powi_scalar(2)
         .mean_dim(2)
         .mean_dim(1)
         .reshape([b]);
     let quantized = x.clone() + (q - x).detach();
-    QuantizeOutput {
-        quantized,
-        diff,
-        indices: indices.reshape([b, l]),
-    }
+    (quantized, diff)
 }

@@ -1,7 +1,13 @@
-//! Training: the objective, the optimiser (AdamW + global gradient-norm clipping) and one step.
+//! Training: the objective, the optimiser (AdamW + global gradient-norm clipping), the schedule,
+//! checkpoints and the loop.
 
 mod adamw;
+pub mod checkpoint;
 mod objective;
+mod schedule;
+mod trainer;
 
-pub use adamw::{AdamW, AdamWConfig};
+pub use adamw::{AdamW, AdamWConfig, StepReport};
 pub use objective::{LossTerms, official_loss};
+pub use schedule::{TrainConfig, epoch_order};
+pub use trainer::{EpochReport, FeatureSet, TrainEvent, Trainer};

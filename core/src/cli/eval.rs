@@ -1,0 +1,77 @@
+//! `hvq eval`: the field's metrics per class and their mean, as a table and as JSON.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use hvq::Detector;
+use hvq::evaluate::{ClassSource, evaluate};
+
+use super::progress::bar;
+
+/// Class choice at test time.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ClassArg {
+    /// Ground-truth class (the released code's protocol).
+    Label,
+    /// Chosen by the model (best reconstruction).
+    Auto,
+}
+
+/// Options of `hvq eval`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Model directory; default: the shipped model.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Dataset as FORMAT:PATH.
+    #[arg(long)]
+    pub data: String,
+    /// Write the metrics as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// How the class of a test image is chosen.
+    #[arg(long, value_enum, default_value = "label")]
+    pub class: ClassArg,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// cpu, wgpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// Run `hvq eval`.
+pub fn run(args: EvalArgs) -> Result<()> {
+    let device = super::device(&args.device)?;
+    let detector = match &args.weights {
+        Some(dir) => Detector::load_dir(dir, &device)?,
+        None => hvq::pretrained::default_model(&device)?,
+    };
+    let dataset = hvq::data::open(&args.data)?;
+    let pb = bar(dataset.test.len() as u64, "eval");
+    let source = match args.class {
+        ClassArg::Label => ClassSource::Label,
+        ClassArg::Auto => ClassSource::Auto,
+    };
+    let result = evaluate(&detector, &dataset, source, args.batch, &device, &mut |d| {
+        pb.set_position(d as u64)
+    })?;
+    pb.finish_and_clear();
+    let mut rows: Vec<_> = result.classes.values().cloned().collect();
+    rows.push(result.mean.clone());
+    println!("{}", hvq::eval::format_table(&rows));
+    if let Some(acc) = result.class_accuracy {
+        println!(
+            "class chosen correctly for {:.1} % of normal test images",
+            acc * 100.0
+        );
+    }
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&result)?;
+        hvq::weights::write_atomic(path, json.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("metrics written to {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! Subcommands of the `hvq` binary, one file each.
+
+pub mod convert;
+pub mod eval;
+pub mod predict;
+pub mod progress;
+pub mod train;
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use burn::tensor::Device;
+use hvq::backbone::EfficientNet;
+use hvq::config::{BackboneConfig, BackboneKind};
+use hvq::device::DeviceChoice;
+use hvq::weights::TensorMap;
+
+/// Parse a `--device` value and start it.
+pub fn device(name: &str) -> Result<Device> {
+    let choice: DeviceChoice = name.parse()?;
+    Ok(hvq::device::create(choice)?)
+}
+
+/// The backbone with its weights: Lite0 from the embedded file unless a file is given; B4 needs
+/// one (the lukemelas `.pth`, a safetensors conversion, or an official HVQ-Trans checkpoint,
+/// whose backbone lives under `enc.`).
+pub fn backbone(
+    kind: BackboneKind,
+    weights: Option<&Path>,
+    device: &Device,
+) -> Result<EfficientNet> {
+    let config = match kind {
+        BackboneKind::EfficientnetB4 => BackboneConfig::efficientnet_b4(),
+        BackboneKind::EfficientnetLite0 => BackboneConfig::efficientnet_lite0(),
+    };
+    let map = match (weights, kind) {
+        (Some(path), _) => {
+            let map = TensorMap::read(path)?.without_wrappers();
+            if map.names().any(|n| n.starts_with("enc.")) {
+                map.sub("enc.")
+            } else {
+                map
+            }
+        }
+        (None, BackboneKind::EfficientnetLite0) => hvq::pretrained::lite0_tensors()?,
+        (None, BackboneKind::EfficientnetB4) => anyhow::bail!(
+            "EfficientNet-B4 needs --backbone-weights: the lukemelas efficientnet-b4-6ed6700e.pth \
+             or an official HVQ-Trans checkpoint (no B4 weights can be shipped or downloaded)"
+        ),
+    };
+    let source = map.source().to_string();
+    EfficientNet::new(&config, false, device)
+        .pipe(|net| map.load_into(net))
+        .with_context(|| format!("loading the backbone from {source}"))
+}
+
+trait Pipe: Sized {
+    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
+        f(self)
+    }
+}
+impl<T> Pipe for T {}

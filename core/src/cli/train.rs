@@ -1,0 +1,227 @@
+//! `hvq train`: features once, then the reconstruction network, with checkpoints and a log.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use hvq::Detector;
+use hvq::config::{BackboneKind, HvqConfig, ModelConfig};
+use hvq::detector::Calibration;
+use hvq::train::{TrainConfig, TrainEvent, Trainer};
+
+use super::progress::bar;
+
+/// Which backbone.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum BackboneArg {
+    /// EfficientNet-Lite0 (embedded ImageNet weights).
+    Lite0,
+    /// EfficientNet-B4 (needs --backbone-weights).
+    B4,
+}
+
+/// Objective preset.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum PresetArg {
+    /// The released code: label oracle, commitment 0.25, no POT loss, OT score × 80.
+    Official,
+}
+
+/// Options of `hvq train`.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Dataset as FORMAT:PATH (mvtec, visa, cifar10, fashion-mnist, elpv, folder).
+    #[arg(long)]
+    pub data: String,
+    /// Output directory: model, checkpoint, feature cache and log.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Feature extractor.
+    #[arg(long, value_enum, default_value = "lite0")]
+    pub backbone: BackboneArg,
+    /// Backbone weights file (required for b4).
+    #[arg(long)]
+    pub backbone_weights: Option<PathBuf>,
+    /// Objective preset.
+    #[arg(long, value_enum, default_value = "official")]
+    pub preset: PresetArg,
+    /// Epochs (official: 1000; the lr step stays at 80 % of the run).
+    #[arg(long, default_value_t = 1000)]
+    pub epochs: usize,
+    /// Batch size (official: 16).
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Encoder width C (official 256); the decoder runs at 2C.
+    #[arg(long)]
+    pub embed_dim: Option<usize>,
+    /// Codes per codebook (official 512).
+    #[arg(long)]
+    pub codes: Option<usize>,
+    /// Feed-forward width (official 1024).
+    #[arg(long)]
+    pub ffn_dim: Option<usize>,
+    /// Checkpoint every N epochs (and at the end).
+    #[arg(long, default_value_t = 10)]
+    pub checkpoint_every: usize,
+    /// cpu, wgpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop after this many epochs of this invocation (the run can be resumed later).
+    #[arg(long, hide = true)]
+    pub stop_after: Option<usize>,
+    /// Seed (official: 133).
+    #[arg(long, default_value_t = 133)]
+    pub seed: u64,
+}
+
+/// Run `hvq train`.
+pub fn run(args: TrainArgs) -> Result<()> {
+    let device = super::device(&args.device)?;
+    let dataset = hvq::data::open(&args.data)?;
+    if dataset.train.is_empty() {
+        bail!("{}: no training images", args.data);
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let kind = match args.backbone {
+        BackboneArg::Lite0 => BackboneKind::EfficientnetLite0,
+        BackboneArg::B4 => BackboneKind::EfficientnetB4,
+    };
+    let backbone = super::backbone(kind, args.backbone_weights.as_deref(), &device)?;
+    let mut hvq = HvqConfig::official(
+        backbone.config().feature_channels(),
+        dataset.class_names.clone(),
+    );
+    if let Some(c) = args.embed_dim {
+        hvq.embed_dim = c;
+    }
+    if let Some(k) = args.codes {
+        hvq.codes = k;
+    }
+    if let Some(f) = args.ffn_dim {
+        hvq.ffn_dim = f;
+    }
+    let model_config = ModelConfig {
+        backbone: backbone.config().clone(),
+        hvq,
+    };
+    let mut detector = Detector::new(model_config.clone(), &device)?;
+    detector.backbone = backbone;
+
+    // Features once per dataset (eval-mode backbone), cached beside the run.
+    let pb = bar(dataset.train.len() as u64, "features");
+    let (features, hit) = hvq::features::cached(
+        &args.out.join("feature-cache.safetensors"),
+        &detector,
+        &dataset.train,
+        16,
+        &device,
+        &mut |done| pb.set_position(done as u64),
+    )?;
+    pb.finish_and_clear();
+    println!(
+        "{} training images, features {:?}{}",
+        features.len(),
+        features.shape,
+        if hit { " (from cache)" } else { "" }
+    );
+
+    let mut trainer = if args.resume {
+        let t = Trainer::resume(&args.out, &args.data, Some(args.epochs), &device)?;
+        if t.model_config != model_config {
+            bail!(
+                "{}: the checkpoint's model configuration differs from this command's; \
+                 resume with the same --backbone/--embed-dim/--codes/--ffn-dim",
+                args.out.display()
+            );
+        }
+        println!("resuming after epoch {}", t.epochs_done);
+        t
+    } else {
+        let mut config = TrainConfig::official().with_epochs(args.epochs);
+        config.batch_size = args.batch;
+        config.checkpoint_every = args.checkpoint_every;
+        config.seed = args.seed;
+        Trainer::new(model_config.clone(), config, &args.data, &args.out, &device)?
+    };
+
+    let steps_per_epoch = features.len().div_ceil(trainer.config.batch_size.max(1));
+    let remaining = trainer.config.epochs.saturating_sub(trainer.epochs_done);
+    let pb = bar((remaining * steps_per_epoch) as u64, "train");
+    let log_path = args.out.join("train-log.jsonl");
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let mut log_error = None;
+    trainer.run(&features, args.stop_after, &mut |event| match event {
+        TrainEvent::Step { epoch, loss, .. } => {
+            pb.inc(1);
+            pb.set_message(format!("epoch {} loss {loss:.4}", epoch + 1));
+        }
+        TrainEvent::Epoch(report) => {
+            let line = serde_json::to_string(report).expect("report serialises");
+            if let Err(e) = writeln!(log, "{line}") {
+                log_error.get_or_insert(e);
+            }
+        }
+        TrainEvent::Checkpoint { epochs_done, .. } => {
+            pb.println(format!("checkpoint after epoch {epochs_done}"));
+        }
+    })?;
+    pb.finish_and_clear();
+    if let Some(e) = log_error {
+        return Err(e).with_context(|| format!("writing {}", log_path.display()));
+    }
+    if trainer.epochs_done < trainer.config.epochs {
+        println!(
+            "stopped after epoch {} of {}; continue with --resume",
+            trainer.epochs_done, trainer.config.epochs
+        );
+        return Ok(());
+    }
+    finish(&args.out, detector, &trainer, &features)
+}
+
+/// Build the inference model, calibrate its threshold on the training normals, save it.
+fn finish(
+    out: &Path,
+    mut detector: Detector,
+    trainer: &Trainer,
+    features: &hvq::train::FeatureSet,
+) -> Result<()> {
+    detector.hvq = detector.hvq.load_native(&trainer.network())?;
+    let device = detector.device();
+    let mut scores = Vec::with_capacity(features.len());
+    let idx: Vec<usize> = (0..features.len()).collect();
+    for chunk in idx.chunks(32) {
+        let classes: Vec<usize> = chunk.iter().map(|&i| features.classes[i]).collect();
+        let (_, s) = detector.score(features.batch(chunk, &device), &classes)?;
+        scores.extend(
+            s.image
+                .into_data()
+                .try_into_vec_as::<f32>()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+        );
+    }
+    let threshold = hvq::threshold::percentile(&scores, 0.99)
+        .ok_or_else(|| anyhow::anyhow!("no finite training score to calibrate the threshold"))?;
+    detector.calibration = Some(Calibration {
+        threshold,
+        source: format!(
+            "99th percentile of the image scores of the {} training images",
+            scores.len()
+        ),
+    });
+    detector.save_dir(out)?;
+    println!(
+        "model saved to {} (threshold {threshold:.4})",
+        out.display()
+    );
+    Ok(())
+}

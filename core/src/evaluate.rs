@@ -1,0 +1,239 @@
+//! Running a model over a dataset's test split and computing the field's metrics per class.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Dataset, Sample, ScoreKind};
+use crate::detector::Detector;
+use crate::error::{HvqError, Result};
+use crate::eval::{ClassMetrics, PixelData, evaluate_class, mean_metrics};
+use crate::{map, preprocess};
+
+/// How the class (codebooks + expert) of a test image is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClassSource {
+    /// The ground-truth class, as the released code does at test time.
+    Label,
+    /// The class whose model reconstructs the image best (no label needed).
+    Auto,
+}
+
+/// One test image's result.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ImageResult {
+    /// Sample id.
+    pub id: String,
+    /// Ground-truth class.
+    pub class: String,
+    /// Class used for scoring.
+    pub used_class: String,
+    /// Image score.
+    pub score: f32,
+    /// Ground truth.
+    pub anomalous: bool,
+}
+
+/// Metrics per class and their mean, plus every image's score.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// Per class.
+    pub classes: BTreeMap<String, ClassMetrics>,
+    /// Unweighted mean over classes.
+    pub mean: ClassMetrics,
+    /// How classes were chosen.
+    pub class_source: ClassSource,
+    /// Fraction of normal test images whose chosen class is their true class (Auto only).
+    pub class_accuracy: Option<f64>,
+    /// Every test image.
+    pub images: Vec<ImageResult>,
+}
+
+/// Score every test image and compute the metrics. Semantic datasets (one "class" per normal
+/// category, anomalies from other categories) are scored with [`ClassSource::Auto`] and reported
+/// as a single group, as UniAD reports CIFAR-10.
+pub fn evaluate(
+    detector: &Detector,
+    dataset: &Dataset,
+    source: ClassSource,
+    batch: usize,
+    device: &Device,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Evaluation> {
+    if dataset.test.is_empty() {
+        return Err(HvqError::Config(format!(
+            "{}: no test images",
+            dataset.name
+        )));
+    }
+    let names = &detector.config.hvq.class_names;
+    if names != &dataset.class_names {
+        return Err(HvqError::Config(format!(
+            "the model knows classes {names:?}, the dataset has {:?}",
+            dataset.class_names
+        )));
+    }
+    let semantic = dataset.score_kind == ScoreKind::Mean;
+    let source = if semantic { ClassSource::Auto } else { source };
+    let size = detector.config.backbone.input_size;
+    let n_classes = detector.config.hvq.num_classes;
+
+    let mut scores = Vec::with_capacity(dataset.test.len());
+    let mut used = Vec::with_capacity(dataset.test.len());
+    let mut maps: Vec<Vec<f32>> = Vec::new();
+    let mut done = 0;
+    for chunk in dataset.test.chunks(batch.max(1)) {
+        let inputs = chunk
+            .iter()
+            .map(|s| {
+                let img = s.load_image()?;
+                Ok(preprocess::to_input(
+                    &img,
+                    size,
+                    &detector.config.backbone.input_norm,
+                    device,
+                ))
+            })
+            .collect::<Result<Vec<Tensor<4>>>>()?;
+        let feats = detector.features(Tensor::cat(inputs, 0));
+        let b = chunk.len();
+        let (classes, feats) = match source {
+            ClassSource::Label => (chunk.iter().map(|s| s.class).collect::<Vec<_>>(), feats),
+            ClassSource::Auto => {
+                // Every image under every class: sample-major, class-minor.
+                let [_, f, h, w] = feats.dims();
+                let rep = feats
+                    .unsqueeze_dim::<5>(1)
+                    .expand([b, n_classes, f, h, w])
+                    .reshape([b * n_classes, f, h, w]);
+                ((0..b).flat_map(|_| 0..n_classes).collect(), rep)
+            }
+        };
+        let (_, s) = detector.score(feats, &classes)?;
+        let image = match dataset.score_kind {
+            ScoreKind::Max => s.image,
+            ScoreKind::Mean => map::mean_score(s.map.clone()),
+        };
+        let image: Vec<f32> = to_vec(image)?;
+        let all_maps: Vec<f32> = if dataset.has_masks {
+            to_vec(s.map)?
+        } else {
+            Vec::new()
+        };
+        let per = size * size;
+        for i in 0..b {
+            let (k, class) = match source {
+                ClassSource::Label => (i, classes[i]),
+                ClassSource::Auto => {
+                    let row = &image[i * n_classes..(i + 1) * n_classes];
+                    let c = row
+                        .iter()
+                        .enumerate()
+                        .min_by(|a, b| a.1.total_cmp(b.1))
+                        .map(|(c, _)| c)
+                        .unwrap_or(0);
+                    (i * n_classes + c, c)
+                }
+            };
+            scores.push(image[k]);
+            used.push(class);
+            if dataset.has_masks {
+                maps.push(all_maps[k * per..(k + 1) * per].to_vec());
+            }
+        }
+        done += b;
+        progress(done);
+    }
+
+    let images: Vec<ImageResult> = dataset
+        .test
+        .iter()
+        .zip(scores.iter().zip(&used))
+        .map(|(s, (&score, &u))| ImageResult {
+            id: s.id.clone(),
+            class: names[s.class].clone(),
+            used_class: names[u].clone(),
+            score,
+            anomalous: s.anomalous,
+        })
+        .collect();
+    let normals: Vec<usize> = (0..dataset.test.len())
+        .filter(|&i| !dataset.test[i].anomalous)
+        .collect();
+    let class_accuracy = (source == ClassSource::Auto && !normals.is_empty()).then(|| {
+        normals
+            .iter()
+            .filter(|&&i| used[i] == dataset.test[i].class)
+            .count() as f64
+            / normals.len() as f64
+    });
+
+    // Groups: per class, or one group for semantic datasets (anomalies belong to no class).
+    let groups: Vec<(String, Vec<usize>)> = if semantic {
+        vec![("all".to_string(), (0..dataset.test.len()).collect())]
+    } else {
+        (0..n_classes)
+            .map(|c| {
+                (
+                    names[c].clone(),
+                    (0..dataset.test.len())
+                        .filter(|&i| dataset.test[i].class == c)
+                        .collect(),
+                )
+            })
+            .filter(|(_, idx): &(String, Vec<usize>)| !idx.is_empty())
+            .collect()
+    };
+    let mut classes = BTreeMap::new();
+    for (name, idx) in groups {
+        let s: Vec<f32> = idx.iter().map(|&i| scores[i]).collect();
+        let l: Vec<bool> = idx.iter().map(|&i| dataset.test[i].anomalous).collect();
+        let masks: Vec<Vec<bool>> = if dataset.has_masks {
+            idx.iter()
+                .map(|&i| mask_at(&dataset.test[i], size))
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
+        let map_refs: Vec<&[f32]> = idx
+            .iter()
+            .filter_map(|&i| maps.get(i).map(|m| m.as_slice()))
+            .collect();
+        let mask_refs: Vec<&[bool]> = masks.iter().map(|m| m.as_slice()).collect();
+        let pixels = dataset.has_masks.then_some(PixelData {
+            maps: &map_refs,
+            masks: &mask_refs,
+            width: size,
+            height: size,
+        });
+        let m = evaluate_class(&name, &s, &l, pixels).ok_or_else(|| {
+            HvqError::Config(format!(
+                "class {name}: metrics undefined (the test split needs both normal and anomalous images)"
+            ))
+        })?;
+        classes.insert(name, m);
+    }
+    let list: Vec<ClassMetrics> = classes.values().cloned().collect();
+    Ok(Evaluation {
+        mean: mean_metrics(&list),
+        classes,
+        class_source: source,
+        class_accuracy,
+        images,
+    })
+}
+
+fn mask_at(sample: &Sample, size: usize) -> Result<Vec<bool>> {
+    Ok(match sample.load_mask(size as u32, size as u32)? {
+        Some(m) => m.pixels().map(|p| p.0[0] > 0).collect(),
+        None => vec![false; size * size],
+    })
+}
+
+fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| HvqError::Device(format!("reading results back: {e:?}")))
+}

@@ -1,0 +1,136 @@
+//! Backbone features for a list of samples, computed once (eval-mode backbone) and cached on
+//! disk beside the run, so training epochs only run the reconstruction network.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor};
+
+use crate::data::Sample;
+use crate::detector::Detector;
+use crate::error::Result;
+use crate::preprocess;
+use crate::train::FeatureSet;
+use crate::weights::{HostTensor, TensorMap};
+
+/// Aligned features of `samples`, `batch` images at a time; `progress(done)` after each batch.
+pub fn extract(
+    detector: &Detector,
+    samples: &[Sample],
+    batch: usize,
+    device: &Device,
+    progress: &mut dyn FnMut(usize),
+) -> Result<FeatureSet> {
+    let cfg = &detector.config.backbone;
+    let f = detector.config.hvq.feature_channels;
+    let s = cfg.feature_size;
+    let mut values = Vec::with_capacity(samples.len() * f * s * s);
+    for (done, chunk) in samples.chunks(batch.max(1)).enumerate() {
+        let inputs = chunk
+            .iter()
+            .map(|sample| {
+                let img = sample.load_image()?;
+                Ok(preprocess::to_input(
+                    &img,
+                    cfg.input_size,
+                    &cfg.input_norm,
+                    device,
+                ))
+            })
+            .collect::<Result<Vec<Tensor<4>>>>()?;
+        let feats = detector.features(Tensor::cat(inputs, 0));
+        values.extend(HostTensor::from_tensor(&feats).data);
+        progress((done * batch.max(1) + chunk.len()).min(samples.len()));
+    }
+    Ok(FeatureSet {
+        shape: [f, s, s],
+        values,
+        classes: samples.iter().map(|s| s.class).collect(),
+    })
+}
+
+/// A string that changes whenever the cached features would: the backbone configuration, its
+/// weights' checksum and the exact list of samples.
+pub fn cache_key(detector: &Detector, samples: &[Sample]) -> String {
+    let mut h = Fnv::default();
+    h.write(
+        serde_json::to_string(&detector.config.backbone)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    let weights = TensorMap::from_module(&detector.backbone, "backbone");
+    for name in weights.names() {
+        h.write(name.as_bytes());
+        for v in &weights.get(name).expect("listed").data {
+            h.write(&v.to_le_bytes());
+        }
+    }
+    for s in samples {
+        h.write(s.id.as_bytes());
+        h.write(&(s.class as u64).to_le_bytes());
+    }
+    format!("{:016x}", h.0)
+}
+
+/// Load `path` if its key matches, else compute the features and write the cache atomically.
+pub fn cached(
+    path: &Path,
+    detector: &Detector,
+    samples: &[Sample],
+    batch: usize,
+    device: &Device,
+    progress: &mut dyn FnMut(usize),
+) -> Result<(FeatureSet, bool)> {
+    let key = cache_key(detector, samples);
+    if let Ok(bytes) = std::fs::read(path) {
+        if let Ok((_, meta)) = safetensors::SafeTensors::read_metadata(&bytes) {
+            let stored = meta
+                .metadata()
+                .as_ref()
+                .and_then(|m| m.get("hvq_feature_key"))
+                .cloned();
+            if stored.as_deref() == Some(key.as_str()) {
+                let map = TensorMap::from_safetensors(&bytes, &path.display().to_string())?;
+                let t = map.require("features")?;
+                let shape = [t.shape[1], t.shape[2], t.shape[3]];
+                return Ok((
+                    FeatureSet {
+                        shape,
+                        values: t.data.clone(),
+                        classes: samples.iter().map(|s| s.class).collect(),
+                    },
+                    true,
+                ));
+            }
+        }
+    }
+    let set = extract(detector, samples, batch, device, progress)?;
+    let mut map = TensorMap::new("feature cache");
+    let [f, h, w] = set.shape;
+    map.insert(
+        "features",
+        HostTensor::new(vec![set.len(), f, h, w], set.values.clone()),
+    );
+    let mut meta = BTreeMap::new();
+    meta.insert("hvq_feature_key".to_string(), key);
+    map.save(path, &meta)?;
+    Ok((set, false))
+}
+
+/// 64-bit FNV-1a: a stable, dependency-free fingerprint (not for security).
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= *b as u64;
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The training loop on cached (or freshly computed) backbone features.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::Serialize;
+
+use super::adamw::AdamW;
+use super::checkpoint::{self, CHECKPOINT_FILE, RunState};
+use super::objective::official_loss;
+use super::schedule::{TrainConfig, epoch_order};
+use crate::config::ModelConfig;
+use crate::error::{HvqError, Result};
+use crate::model::HvqModel;
+use crate::weights::TensorMap;
+
+/// Aligned backbone features of a training set, held on the host.
+#[derive(Clone, Debug)]
+pub struct FeatureSet {
+    /// `[F, H, W]` of one sample.
+    pub shape: [usize; 3],
+    /// Row-major features, `N × F × H × W`.
+    pub values: Vec<f32>,
+    /// Class id per sample.
+    pub classes: Vec<usize>,
+}
+
+impl FeatureSet {
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.classes.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.classes.is_empty()
+    }
+
+    /// A batch `[B, F, H, W]` of the given samples.
+    pub fn batch(&self, indices: &[usize], device: &Device) -> Tensor<4> {
+        let per: usize = self.shape.iter().product();
+        let mut v = Vec::with_capacity(per * indices.len());
+        for &i in indices {
+            v.extend_from_slice(&self.values[i * per..(i + 1) * per]);
+        }
+        let [f, h, w] = self.shape;
+        Tensor::from_data(TensorData::new(v, [indices.len(), f, h, w]), device)
+    }
+}
+
+/// What the loop reports while it runs.
+#[derive(Clone, Debug, Serialize)]
+pub enum TrainEvent {
+    /// After each optimisation step.
+    Step {
+        /// Epoch (0-based).
+        epoch: usize,
+        /// Step within the epoch (1-based).
+        step: usize,
+        /// Steps per epoch.
+        steps: usize,
+        /// Total loss of the batch.
+        loss: f32,
+    },
+    /// After each epoch.
+    Epoch(EpochReport),
+    /// A checkpoint was written.
+    Checkpoint {
+        /// Epochs completed at that point.
+        epochs_done: usize,
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// Per-epoch means, one JSON line in the training log.
+#[derive(Clone, Debug, Serialize)]
+pub struct EpochReport {
+    /// Epoch (0-based).
+    pub epoch: usize,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Mean total loss.
+    pub loss: f64,
+    /// Mean feature (MSE) loss.
+    pub feature_loss: f64,
+    /// Mean commitment.
+    pub latent_loss: f64,
+    /// Mean pre-clip gradient norm.
+    pub grad_norm: f64,
+    /// Wall time of the epoch, seconds.
+    pub seconds: f64,
+}
+
+/// A training run: the network on an autodiff device, its optimiser and schedule.
+pub struct Trainer {
+    /// The network being trained (on `device`, autodiff); `None` only while the optimiser holds it.
+    model: Option<HvqModel>,
+    optimizer: AdamW,
+    /// Architecture (saved with the checkpoints).
+    pub model_config: ModelConfig,
+    /// Schedule.
+    pub config: TrainConfig,
+    /// Epochs completed.
+    pub epochs_done: usize,
+    dataset: String,
+    device: Device,
+    out_dir: PathBuf,
+}
+
+impl Trainer {
+    /// A fresh run: the network is initialised from the device's seeded generator.
+    pub fn new(
+        model_config: ModelConfig,
+        config: TrainConfig,
+        dataset: &str,
+        out_dir: &Path,
+        device: &Device,
+    ) -> Result<Self> {
+        let device = device.clone().autodiff();
+        device.seed(config.seed);
+        let model = HvqModel::new(&model_config.hvq, &device)?;
+        Ok(Self {
+            model: Some(model),
+            optimizer: AdamW::new(config.optimizer.clone()),
+            model_config,
+            config,
+            epochs_done: 0,
+            dataset: dataset.to_string(),
+            device,
+            out_dir: out_dir.to_path_buf(),
+        })
+    }
+
+    /// Continue a run from `out_dir/checkpoint.safetensors`, exactly where it stopped. The
+    /// checkpoint's configuration wins; `epochs` may extend the run.
+    pub fn resume(
+        out_dir: &Path,
+        dataset: &str,
+        epochs: Option<usize>,
+        device: &Device,
+    ) -> Result<Self> {
+        let path = out_dir.join(CHECKPOINT_FILE);
+        let (network, optim, state) = checkpoint::load(&path)?;
+        if state.dataset != dataset {
+            return Err(HvqError::Config(format!(
+                "{}: the checkpoint was trained on {:?}, not {dataset:?}",
+                path.display(),
+                state.dataset
+            )));
+        }
+        let device = device.clone().autodiff();
+        let model = HvqModel::new(&state.model.hvq, &device)?.load_native(&network)?;
+        let mut config = state.train.clone();
+        if let Some(e) = epochs {
+            config.epochs = e;
+        }
+        let mut optimizer = AdamW::new(config.optimizer.clone());
+        optimizer.load_state(&optim, state.steps, &device);
+        Ok(Self {
+            model: Some(model),
+            optimizer,
+            model_config: state.model,
+            config,
+            epochs_done: state.epochs_done,
+            dataset: dataset.to_string(),
+            device,
+            out_dir: out_dir.to_path_buf(),
+        })
+    }
+
+    /// Write the checkpoint for the current position.
+    pub fn save_checkpoint(&self) -> Result<PathBuf> {
+        let path = self.out_dir.join(CHECKPOINT_FILE);
+        let state = RunState {
+            epochs_done: self.epochs_done,
+            steps: self.optimizer.step,
+            model: self.model_config.clone(),
+            train: self.config.clone(),
+            dataset: self.dataset.clone(),
+        };
+        checkpoint::save(
+            &path,
+            &self.model().to_native(),
+            &self.optimizer.state(),
+            &state,
+        )?;
+        Ok(path)
+    }
+
+    /// Train until `config.epochs` (or `stop_after` more epochs, to emulate an interrupted run),
+    /// checkpointing on schedule and at the end.
+    pub fn run(
+        &mut self,
+        data: &FeatureSet,
+        stop_after: Option<usize>,
+        observer: &mut dyn FnMut(&TrainEvent),
+    ) -> Result<()> {
+        if data.is_empty() {
+            return Err(HvqError::Config("no training samples".into()));
+        }
+        if data.shape[0] != self.model_config.hvq.feature_channels {
+            return Err(HvqError::Config(format!(
+                "features have {} channels, the network expects {}",
+                data.shape[0], self.model_config.hvq.feature_channels
+            )));
+        }
+        let end = match stop_after {
+            Some(n) => (self.epochs_done + n).min(self.config.epochs),
+            None => self.config.epochs,
+        };
+        let weight = self.model_config.hvq.commitment_weight;
+        while self.epochs_done < end {
+            let epoch = self.epochs_done;
+            let t0 = Instant::now();
+            let lr = self.config.lr_at(epoch);
+            let order = epoch_order(data.len(), self.config.seed, epoch);
+            let batches: Vec<&[usize]> = order.chunks(self.config.batch_size.max(1)).collect();
+            let (mut sum, mut feat, mut lat, mut norm) = (0.0, 0.0, 0.0, 0.0);
+            for (i, idx) in batches.iter().enumerate() {
+                let x = data.batch(idx, &self.device);
+                let classes: Vec<usize> = idx.iter().map(|&j| data.classes[j]).collect();
+                let mut model = self
+                    .model
+                    .take()
+                    .expect("the model is only out during a step");
+                let out = model.forward_train(x.clone(), &classes)?;
+                let loss = official_loss(&out, x, weight);
+                let grads = loss.total.backward();
+                let (model, report) = self.optimizer.step(model, &grads, lr);
+                self.model = Some(model);
+                let total = loss.total.into_scalar::<f32>();
+                sum += total as f64;
+                feat += loss.feature.into_scalar::<f32>() as f64;
+                lat += loss.latent.into_scalar::<f32>() as f64;
+                norm += report.grad_norm as f64;
+                observer(&TrainEvent::Step {
+                    epoch,
+                    step: i + 1,
+                    steps: batches.len(),
+                    loss: total,
+                });
+            }
+            let n = batches.len() as f64;
+            self.epochs_done += 1;
+            observer(&TrainEvent::Epoch(EpochReport {
+                epoch,
+                lr,
+                loss: sum / n,
+                feature_loss: feat / n,
+                latent_loss: lat / n,
+                grad_norm: norm / n,
+                seconds: t0.elapsed().as_secs_f64(),
+            }));
+            let every = self.config.checkpoint_every.max(1);
+            if self.epochs_done % every == 0 || self.epochs_done == self.config.epochs {
+                let path = self.save_checkpoint()?;
+                observer(&TrainEvent::Checkpoint {
+                    epochs_done: self.epochs_done,
+                    path,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The network being trained.
+    pub fn model(&self) -> &HvqModel {
+        self.model
+            .as_ref()
+            .expect("the model is only out during a step")
+    }
+
+    /// The trained network as plain tensors (official names), for an inference model.
+    pub fn network(&self) -> TensorMap {
+        self.model().to_native()
+    }
+}

@@ -1,0 +1,231 @@
+//! The public inference API: image in; map at the image's resolution, score, verdict and class
+//! out. Checked against independent host computations, across backends and through save/load.
+
+mod common;
+
+use std::io::Cursor;
+
+use burn::tensor::Device;
+use common::*;
+use hvq::config::{BackboneConfig, HvqConfig, ModelConfig};
+use hvq::detector::Calibration;
+use hvq::{ClassChoice, Detector, HvqError, Inspector};
+use image::DynamicImage;
+
+fn small_config() -> ModelConfig {
+    let backbone = BackboneConfig::efficientnet_lite0();
+    let mut hvq = HvqConfig::official(
+        backbone.feature_channels(),
+        vec!["mono".into(), "poly".into()],
+    );
+    hvq.embed_dim = 16;
+    hvq.heads = 2;
+    hvq.ffn_dim = 32;
+    hvq.codes = 8;
+    ModelConfig { backbone, hvq }
+}
+
+/// A model with the embedded Lite0 backbone and a seeded random reconstruction network.
+fn detector(device: &Device) -> Detector {
+    let seeded = Device::flex();
+    seeded.seed(7);
+    let mut d = Detector::new(small_config(), &seeded).unwrap();
+    d.backbone = hvq::pretrained::lite0_tensors()
+        .unwrap()
+        .load_into(d.backbone)
+        .unwrap();
+    d.calibration = Some(Calibration {
+        threshold: 50.0,
+        source: "test".into(),
+    });
+    // Move to the requested backend through the weights, as a user would.
+    let map = d.to_tensors();
+    let mut moved = Detector::from_tensors(small_config(), &map, device).unwrap();
+    moved.calibration = d.calibration;
+    moved
+}
+
+fn chelsea() -> DynamicImage {
+    hvq::preprocess::load(&repo_root().join("core/tests/data/chelsea.png")).unwrap()
+}
+
+/// Max over 16×16 stride-1 average pooling, computed on the host in f64.
+fn pooled_max(map: &[f32], size: usize, k: usize) -> f64 {
+    let mut best = f64::MIN;
+    for y in 0..=size - k {
+        for x in 0..=size - k {
+            let mut s = 0.0f64;
+            for dy in 0..k {
+                for dx in 0..k {
+                    s += map[(y + dy) * size + x + dx] as f64;
+                }
+            }
+            best = best.max(s / (k * k) as f64);
+        }
+    }
+    best
+}
+
+fn encode(img: &DynamicImage) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+#[test]
+fn inspection_outputs_are_consistent() {
+    let inspector = Inspector::new(detector(&Device::flex()), Device::flex());
+    let img = chelsea();
+    let r = inspector
+        .inspect(&img, &ClassChoice::Name("poly".into()))
+        .unwrap();
+    assert_eq!((r.width, r.height), (img.width(), img.height()));
+    assert_eq!(r.map.len(), (img.width() * img.height()) as usize);
+    assert_eq!(r.model_map.len(), 224 * 224);
+    assert_eq!((r.class_index, r.class_name.as_str()), (1, "poly"));
+    let host = pooled_max(&r.model_map, 224, 16);
+    assert!(
+        ((r.score as f64) - host).abs() <= 1e-5 * host.abs(),
+        "score {} vs host {host}",
+        r.score
+    );
+    assert_eq!(r.anomalous, Some(r.score > 50.0));
+    // Resizing to the photo keeps the map's range and (nearly) its mean.
+    let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+    let (m1, m2) = (mean(&r.map), mean(&r.model_map));
+    assert!((m1 - m2).abs() <= 0.01 * m2.abs(), "mean {m1} vs {m2}");
+    let max = |v: &[f32]| v.iter().cloned().fold(f32::MIN, f32::max);
+    assert!(max(&r.map) <= max(&r.model_map) + 1e-4);
+}
+
+#[test]
+fn auto_picks_the_best_reconstructing_class() {
+    let inspector = Inspector::new(detector(&Device::flex()), Device::flex());
+    let img = chelsea();
+    let scores: Vec<f32> = (0..2)
+        .map(|c| {
+            inspector
+                .inspect(&img, &ClassChoice::Index(c))
+                .unwrap()
+                .score
+        })
+        .collect();
+    let auto = inspector.inspect(&img, &ClassChoice::Auto).unwrap();
+    let expect = if scores[0] <= scores[1] { 0 } else { 1 };
+    assert_eq!(auto.class_index, expect, "scores {scores:?}");
+    assert!((auto.score - scores[expect]).abs() <= 1e-4 * scores[expect].abs());
+}
+
+#[test]
+fn unknown_class_and_bad_bytes_are_errors() {
+    let inspector = Inspector::new(detector(&Device::flex()), Device::flex());
+    let err = inspector
+        .inspect(&chelsea(), &ClassChoice::Name("wood".into()))
+        .unwrap_err();
+    assert!(matches!(err, HvqError::UnknownClass { .. }), "{err}");
+    assert!(
+        inspector
+            .inspect(&chelsea(), &ClassChoice::Index(2))
+            .is_err()
+    );
+    let err = inspector
+        .inspect_bytes(b"not an image", "upload.png", &ClassChoice::Auto)
+        .unwrap_err();
+    assert!(err.to_string().contains("upload.png"), "{err}");
+    let png = encode(&chelsea());
+    let err = inspector
+        .inspect_bytes(&png[..png.len() / 3], "cut.png", &ClassChoice::Auto)
+        .unwrap_err();
+    assert!(err.to_string().contains("cut.png"), "{err}");
+}
+
+#[test]
+fn gray_alpha_and_16_bit_images_work() {
+    let inspector = Inspector::new(detector(&Device::flex()), Device::flex());
+    let img = chelsea();
+    let rgb = inspector.inspect(&img, &ClassChoice::Index(0)).unwrap();
+    for (what, variant) in [
+        ("gray", DynamicImage::ImageLuma8(img.to_luma8())),
+        ("rgba", DynamicImage::ImageRgba8(img.to_rgba8())),
+        ("rgb16", DynamicImage::ImageRgb16(img.to_rgb16())),
+        ("1x1", img.crop_imm(10, 10, 1, 1)),
+    ] {
+        let r = inspector
+            .inspect_bytes(&encode(&variant), what, &ClassChoice::Index(0))
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(
+            r.map.len(),
+            (variant.width() * variant.height()) as usize,
+            "{what}"
+        );
+        assert!(r.score.is_finite(), "{what}");
+        if what == "rgba" || what == "rgb16" {
+            // Same pixels, different container: same result.
+            assert!(
+                (r.score - rgb.score).abs() <= 1e-3,
+                "{what}: {} vs {}",
+                r.score,
+                rgb.score
+            );
+        }
+    }
+}
+
+#[test]
+fn wgpu_gives_the_cpu_result() {
+    let img = chelsea();
+    let cpu = Inspector::new(detector(&Device::flex()), Device::flex());
+    let gpu_device = device("wgpu");
+    let gpu = Inspector::new(detector(&gpu_device), gpu_device);
+    let a = cpu.inspect(&img, &ClassChoice::Index(1)).unwrap();
+    let b = gpu.inspect(&img, &ClassChoice::Index(1)).unwrap();
+    let d = a
+        .model_map
+        .iter()
+        .zip(&b.model_map)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    println!(
+        "cpu score {} wgpu score {} max map diff {d:e}",
+        a.score, b.score
+    );
+    // Lite0 + the network in f32 on two backends: differences stay at 1e-5 relative of the
+    // map's scale (the golden tolerances compound to about this through the whole pipeline).
+    let scale = a.model_map.iter().cloned().fold(0f32, f32::max);
+    assert!(d <= 1e-4 * scale, "map differs by {d} (scale {scale})");
+    assert!((a.score - b.score).abs() <= 1e-4 * scale);
+}
+
+#[test]
+fn saved_model_directory_round_trips() {
+    let d = detector(&Device::flex());
+    let dir = std::env::temp_dir().join(format!("hvq-model-{}", std::process::id()));
+    d.save_dir(&dir).unwrap();
+    let back = Detector::load_dir(&dir, &Device::flex()).unwrap();
+    assert_eq!(back.config, d.config);
+    assert_eq!(back.calibration, d.calibration);
+    let img = chelsea();
+    let a = Inspector::new(d, Device::flex())
+        .inspect(&img, &ClassChoice::Auto)
+        .unwrap();
+    let b = Inspector::new(back, Device::flex())
+        .inspect(&img, &ClassChoice::Auto)
+        .unwrap();
+    assert_eq!(a.model_map, b.model_map);
+    // A model directory from another configuration is refused with the tensor named.
+    let mut other = small_config();
+    other.hvq.codes = 16;
+    let saved = hvq::detector::SavedModel {
+        model: other,
+        calibration: None,
+    };
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string(&saved).unwrap(),
+    )
+    .unwrap();
+    let err = Detector::load_dir(&dir, &Device::flex()).unwrap_err();
+    assert!(matches!(err, HvqError::ShapeMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("quantize_list"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
