@@ -103,9 +103,12 @@ impl AdamW {
             .filter_map(|(name, g)| ids.ids.get(&name).map(|id| (*id, (name, g))))
             .collect();
 
-        // Global norm over all gradients, one host read.
-        let sq: Vec<Tensor<1>> = by_id
-            .values()
+        // Global norm over all gradients, one host read. Summed in parameter-name order: a
+        // hash-map order would change the float rounding from run to run.
+        let mut named: Vec<&(String, Tensor<1>)> = by_id.values().collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let sq: Vec<Tensor<1>> = named
+            .iter()
             .map(|(_, g)| g.clone().powi_scalar(2).sum())
             .collect();
         let total_norm = if sq.is_empty() {
