@@ -125,6 +125,59 @@ pub struct HvqConfig {
     pub ot_temperature: Option<f32>,
     /// Class names, index = class id.
     pub class_names: Vec<String>,
+    /// Which parts of the paper's design are on (the ablation switches of its Table 1).
+    #[serde(default)]
+    pub ablation: Ablation,
+    /// Weight α of the POT loss at every VQ level (0 = off, as the released code; paper: 0.01).
+    #[serde(default)]
+    pub pot_weight: f32,
+    /// Softmax temperature τ of the POT plans; `None` = K, like the OT score.
+    #[serde(default)]
+    pub pot_temperature: Option<f32>,
+    /// A classifier head that picks codebooks and expert when the caller gives no class.
+    #[serde(default)]
+    pub classifier: Option<ClassifierConfig>,
+}
+
+/// The ablation switches of the paper's appendix Table 1. All on = HVQ-Trans.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ablation {
+    /// One VQ level per encoder output plus src (on), or a single VQ layer on the last encoder
+    /// output whose codes every decoder layer attends to (off).
+    pub hierarchical: bool,
+    /// One codebook per class (on) or one shared codebook per level (off).
+    pub switch_codebooks: bool,
+    /// One expert output layer per class (on) or one shared output layer (off).
+    pub switch_experts: bool,
+}
+
+impl Default for Ablation {
+    fn default() -> Self {
+        Self {
+            hierarchical: true,
+            switch_codebooks: true,
+            switch_experts: true,
+        }
+    }
+}
+
+/// The class-predicting head of the paper (its code was never released): an MLP on the
+/// spatially pooled backbone feature, trained jointly with cross-entropy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClassifierConfig {
+    /// Hidden width of the MLP.
+    pub hidden: usize,
+    /// Weight of the cross-entropy term in the loss.
+    pub weight: f32,
+}
+
+impl Default for ClassifierConfig {
+    fn default() -> Self {
+        Self {
+            hidden: 256,
+            weight: 1.0,
+        }
+    }
 }
 
 impl HvqConfig {
@@ -146,7 +199,44 @@ impl HvqConfig {
             ot_weight: 80.0,
             ot_temperature: None,
             class_names,
+            ablation: Ablation::default(),
+            pot_weight: 0.0,
+            pot_temperature: None,
+            classifier: None,
         }
+    }
+
+    /// The paper's objective on top of the official sizes: classifier switching, commitment
+    /// β = 0.5, POT loss α = 0.01 at every level.
+    pub fn paper(feature_channels: usize, class_names: Vec<String>) -> Self {
+        let mut c = Self::official(feature_channels, class_names);
+        c.commitment_weight = 0.5;
+        c.pot_weight = 0.01;
+        c.classifier = Some(ClassifierConfig::default());
+        c
+    }
+
+    /// Codebooks per level: one per class when switching, else one shared.
+    pub fn codebook_slots(&self) -> usize {
+        if self.ablation.switch_codebooks {
+            self.num_classes
+        } else {
+            1
+        }
+    }
+
+    /// Expert output layers: one per class when switching, else one shared.
+    pub fn expert_slots(&self) -> usize {
+        if self.ablation.switch_experts {
+            self.num_classes
+        } else {
+            1
+        }
+    }
+
+    /// The POT softmax temperature in use.
+    pub fn pot_temperature(&self) -> f32 {
+        self.pot_temperature.unwrap_or(self.codes as f32)
     }
 
     /// The MVTec-AD class list of the released checkpoint, in the official order.
@@ -178,9 +268,13 @@ impl HvqConfig {
         self.feature_size * self.feature_size
     }
 
-    /// Number of VQ levels (one per encoder output plus src).
+    /// Number of VQ levels (one per encoder output plus src; 1 without the hierarchy).
     pub fn vq_levels(&self) -> usize {
-        self.enc_layers + 1
+        if self.ablation.hierarchical {
+            self.enc_layers + 1
+        } else {
+            1
+        }
     }
 
     /// The OT softmax temperature in use.
@@ -191,7 +285,10 @@ impl HvqConfig {
     /// Check the sizes are consistent.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(HvqError::Config(m));
-        if self.embed_dim == 0 || self.embed_dim % self.heads != 0 || self.embed_dim % 2 != 0 {
+        if self.embed_dim == 0
+            || !self.embed_dim.is_multiple_of(self.heads)
+            || !self.embed_dim.is_multiple_of(2)
+        {
             return bad(format!(
                 "embed_dim {} must be even and divisible by heads {}",
                 self.embed_dim, self.heads

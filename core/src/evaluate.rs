@@ -45,7 +45,8 @@ pub struct Evaluation {
     pub mean: ClassMetrics,
     /// How classes were chosen.
     pub class_source: ClassSource,
-    /// Fraction of normal test images whose chosen class is their true class (Auto only).
+    /// Fraction of normal test images whose class the model picks correctly: its classifier's
+    /// choice when it has one, else the Auto choice; absent for Label without a classifier.
     pub class_accuracy: Option<f64>,
     /// Every test image.
     pub images: Vec<ImageResult>,
@@ -83,6 +84,7 @@ pub fn evaluate(
     let mut scores = Vec::with_capacity(dataset.test.len());
     let mut used = Vec::with_capacity(dataset.test.len());
     let mut maps: Vec<Vec<f32>> = Vec::new();
+    let mut predicted: Vec<usize> = Vec::new();
     let mut done = 0;
     for chunk in dataset.test.chunks(batch.max(1)) {
         let inputs = chunk
@@ -99,16 +101,24 @@ pub fn evaluate(
             .collect::<Result<Vec<Tensor<4>>>>()?;
         let feats = detector.features(Tensor::cat(inputs, 0));
         let b = chunk.len();
-        let (classes, feats) = match source {
-            ClassSource::Label => (chunk.iter().map(|s| s.class).collect::<Vec<_>>(), feats),
-            ClassSource::Auto => {
-                // Every image under every class: sample-major, class-minor.
+        let logits = detector.hvq.classify(feats.clone());
+        if let Some(l) = &logits {
+            predicted.extend(argmax_rows(l.clone())?);
+        }
+        // Scoring layout: `per` candidate classes per image (1, or all classes when Auto has no
+        // classifier to ask), sample-major.
+        let (classes, feats, per) = match (source, &logits) {
+            (ClassSource::Label, _) => {
+                (chunk.iter().map(|s| s.class).collect::<Vec<_>>(), feats, 1)
+            }
+            (ClassSource::Auto, Some(_)) => (predicted[predicted.len() - b..].to_vec(), feats, 1),
+            (ClassSource::Auto, None) => {
                 let [_, f, h, w] = feats.dims();
                 let rep = feats
                     .unsqueeze_dim::<5>(1)
                     .expand([b, n_classes, f, h, w])
                     .reshape([b * n_classes, f, h, w]);
-                ((0..b).flat_map(|_| 0..n_classes).collect(), rep)
+                ((0..b).flat_map(|_| 0..n_classes).collect(), rep, n_classes)
             }
         };
         let (_, s) = detector.score(feats, &classes)?;
@@ -122,25 +132,21 @@ pub fn evaluate(
         } else {
             Vec::new()
         };
-        let per = size * size;
+        let pixels = size * size;
         for i in 0..b {
-            let (k, class) = match source {
-                ClassSource::Label => (i, classes[i]),
-                ClassSource::Auto => {
-                    let row = &image[i * n_classes..(i + 1) * n_classes];
-                    let c = row
-                        .iter()
-                        .enumerate()
-                        .min_by(|a, b| a.1.total_cmp(b.1))
-                        .map(|(c, _)| c)
-                        .unwrap_or(0);
-                    (i * n_classes + c, c)
-                }
-            };
+            let row = &image[i * per..(i + 1) * per];
+            let best = row
+                .iter()
+                .enumerate()
+                .min_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(c, _)| c)
+                .unwrap_or(0);
+            let k = i * per + best;
+            let class = classes[k];
             scores.push(image[k]);
             used.push(class);
             if dataset.has_masks {
-                maps.push(all_maps[k * per..(k + 1) * per].to_vec());
+                maps.push(all_maps[k * pixels..(k + 1) * pixels].to_vec());
             }
         }
         done += b;
@@ -162,10 +168,19 @@ pub fn evaluate(
     let normals: Vec<usize> = (0..dataset.test.len())
         .filter(|&i| !dataset.test[i].anomalous)
         .collect();
-    let class_accuracy = (source == ClassSource::Auto && !normals.is_empty()).then(|| {
+    // Accuracy of the class choice on normal test images (anomalies of semantic datasets belong
+    // to no known class): the classifier's when there is one, else Auto's.
+    let chosen: Option<&[usize]> = if !predicted.is_empty() {
+        Some(&predicted)
+    } else if source == ClassSource::Auto {
+        Some(&used)
+    } else {
+        None
+    };
+    let class_accuracy = chosen.filter(|_| !normals.is_empty()).map(|c| {
         normals
             .iter()
-            .filter(|&&i| used[i] == dataset.test[i].class)
+            .filter(|&&i| c[i] == dataset.test[i].class)
             .count() as f64
             / normals.len() as f64
     });
@@ -236,4 +251,19 @@ fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     t.into_data()
         .try_into_vec_as::<f32>()
         .map_err(|e| HvqError::Device(format!("reading results back: {e:?}")))
+}
+
+/// Index of the largest logit per row.
+pub fn argmax_rows(logits: Tensor<2>) -> Result<Vec<usize>> {
+    let [_, n] = logits.dims();
+    let v = to_vec(logits)?;
+    Ok(v.chunks(n.max(1))
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| i)
+                .unwrap_or(0)
+        })
+        .collect())
 }

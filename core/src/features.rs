@@ -82,26 +82,26 @@ pub fn cached(
     progress: &mut dyn FnMut(usize),
 ) -> Result<(FeatureSet, bool)> {
     let key = cache_key(detector, samples);
-    if let Ok(bytes) = std::fs::read(path) {
-        if let Ok((_, meta)) = safetensors::SafeTensors::read_metadata(&bytes) {
-            let stored = meta
-                .metadata()
-                .as_ref()
-                .and_then(|m| m.get("hvq_feature_key"))
-                .cloned();
-            if stored.as_deref() == Some(key.as_str()) {
-                let map = TensorMap::from_safetensors(&bytes, &path.display().to_string())?;
-                let t = map.require("features")?;
-                let shape = [t.shape[1], t.shape[2], t.shape[3]];
-                return Ok((
-                    FeatureSet {
-                        shape,
-                        values: t.data.clone(),
-                        classes: samples.iter().map(|s| s.class).collect(),
-                    },
-                    true,
-                ));
-            }
+    if let Ok(bytes) = std::fs::read(path)
+        && let Ok((_, meta)) = safetensors::SafeTensors::read_metadata(&bytes)
+    {
+        let stored = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("hvq_feature_key"))
+            .cloned();
+        if stored.as_deref() == Some(key.as_str()) {
+            let map = TensorMap::from_safetensors(&bytes, &path.display().to_string())?;
+            let t = map.require("features")?;
+            let shape = [t.shape[1], t.shape[2], t.shape[3]];
+            return Ok((
+                FeatureSet {
+                    shape,
+                    values: t.data.clone(),
+                    classes: samples.iter().map(|s| s.class).collect(),
+                },
+                true,
+            ));
         }
     }
     let set = extract(detector, samples, batch, device, progress)?;

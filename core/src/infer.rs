@@ -20,7 +20,8 @@ pub enum ClassChoice {
     Index(usize),
     /// By name.
     Name(String),
-    /// Let the model choose: the class whose model reconstructs the image best (lowest score).
+    /// Let the model choose: its classifier's prediction when it has one (the paper's preset),
+    /// otherwise the class whose codebooks and expert reconstruct the image best (lowest score).
     Auto,
 }
 
@@ -125,10 +126,14 @@ impl Inspector {
         let t1 = Instant::now();
         let feature = self.detector.features(input);
         let t2 = Instant::now();
-        // Auto: score the image under every class in one batch and keep the best reconstruction.
+        // Auto: the classifier's choice when the model has one (the paper's design); otherwise
+        // score the image under every class in one batch and keep the best reconstruction.
         let candidates: Vec<usize> = match fixed {
             Some(c) => vec![c],
-            None => (0..cfg.hvq.num_classes).collect(),
+            None => match self.detector.hvq.classify(feature.clone()) {
+                Some(logits) => vec![crate::evaluate::argmax_rows(logits)?[0]],
+                None => (0..cfg.hvq.num_classes).collect(),
+            },
         };
         let n = candidates.len();
         let feats = if n == 1 {

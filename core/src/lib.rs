@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod backbone;
+pub mod bench;
 pub mod config;
 pub mod data;
 pub mod detector;

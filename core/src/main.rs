@@ -43,6 +43,8 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// Time the pipeline stage by stage, end to end and a training step; table and JSON.
+    Bench(cli::bench::BenchArgs),
     /// Import an official HVQ-Trans checkpoint (MVTec-AD, EfficientNet-B4) as a model directory.
     Import {
         /// The `.pth` checkpoint (with or without the `module.` prefix).
@@ -78,6 +80,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Train(args) => cli::train::run(args),
         Command::Eval(args) => cli::eval::run(args),
+        Command::Bench(args) => cli::bench::run(args),
         Command::Predict {
             weights,
             class,

@@ -36,7 +36,7 @@ fn temp(name: &str) -> PathBuf {
 /// A textured part: stripes whose phase depends on the class, plus a little pseudo-noise.
 fn part(class: usize, seed: u32) -> RgbImage {
     RgbImage::from_fn(64, 64, |x, y| {
-        let stripe = if ((x + 3 * class as u32) / 4) % 2 == 0 {
+        let stripe = if ((x + 3 * class as u32) / 4).is_multiple_of(2) {
             170
         } else {
             80
@@ -145,7 +145,7 @@ fn train_eval_predict_on_a_generated_tree() {
     );
 
     // A second training run on the same data reuses the feature cache.
-    let again = run(&mut train(&data, &temp("model2"), 1).arg("--device").arg("cpu"));
+    let again = run(train(&data, &temp("model2"), 1).arg("--device").arg("cpu"));
     assert!(
         !again.contains("from cache"),
         "a new output directory has no cache yet"

@@ -1,5 +1,6 @@
 //! Subcommands of the `hvq` binary, one file each.
 
+pub mod bench;
 pub mod convert;
 pub mod eval;
 pub mod predict;

@@ -26,6 +26,8 @@ pub enum BackboneArg {
 pub enum PresetArg {
     /// The released code: label oracle, commitment 0.25, no POT loss, OT score × 80.
     Official,
+    /// The paper: a classifier picks codebooks and expert, commitment β = 0.5, POT loss α = 0.01.
+    Paper,
 }
 
 /// Options of `hvq train`.
@@ -49,6 +51,9 @@ pub struct TrainArgs {
     /// Epochs (official: 1000; the lr step stays at 80 % of the run).
     #[arg(long, default_value_t = 1000)]
     pub epochs: usize,
+    /// Learning rate (official: 1e-4); the step schedule scales it.
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
     /// Batch size (official: 16).
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
@@ -73,6 +78,18 @@ pub struct TrainArgs {
     /// Stop after this many epochs of this invocation (the run can be resumed later).
     #[arg(long, hide = true)]
     pub stop_after: Option<usize>,
+    /// Ablation: a single VQ layer instead of the hierarchy.
+    #[arg(long)]
+    pub single_vq: bool,
+    /// Ablation: one shared codebook per level instead of one per class.
+    #[arg(long)]
+    pub no_codebook_switching: bool,
+    /// Ablation: one shared expert instead of one per class.
+    #[arg(long)]
+    pub no_expert_switching: bool,
+    /// Ablation: turn the POT loss off (paper preset) or set its weight α.
+    #[arg(long)]
+    pub pot_weight: Option<f32>,
     /// Seed (official: 133).
     #[arg(long, default_value_t = 133)]
     pub seed: u64,
@@ -144,6 +161,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     } else {
         let mut config = TrainConfig::official().with_epochs(args.epochs);
         config.batch_size = args.batch;
+        config.optimizer.lr = args.lr;
         config.checkpoint_every = args.checkpoint_every;
         config.seed = args.seed;
         Trainer::new(model_config.clone(), config, &args.data, &args.out, &device)?

@@ -1,8 +1,11 @@
-//! The full HVQ-Trans network (`HVQ_TR_switch_OT` without its backbone).
+//! The full HVQ-Trans network (`HVQ_TR_switch_OT` without its backbone), with the paper's
+//! additions behind switches: a class-predicting head, the POT loss and the ablations of its
+//! Table 1 (single VQ layer, shared codebooks, shared expert).
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use super::classifier::Classifier;
 use super::decoder::Decoder;
 use super::encoder::Encoder;
 use super::layers::{Conv1x1, Linear};
@@ -25,6 +28,17 @@ pub enum Mode {
 /// One VQ level's results.
 pub type LevelOutput = QuantizeOutput;
 
+/// Output of the encoder stage.
+#[derive(Clone, Debug)]
+pub struct Encoded {
+    /// Projected tokens `[B, L, C]`.
+    pub src: Tensor<3>,
+    /// Positional embedding `[1, L, C]`.
+    pub pos: Tensor<3>,
+    /// Encoder outputs h1..hN.
+    pub hidden: Vec<Tensor<3>>,
+}
+
 /// Everything the forward pass produces (tokens are batch-first `[B, L, ·]`).
 #[derive(Clone, Debug)]
 pub struct HvqOutput {
@@ -34,6 +48,8 @@ pub struct HvqOutput {
     pub hidden: Vec<Tensor<3>>,
     /// VQ results; index 0 is level 1 (input src), the last is the top level (input hN).
     pub levels: Vec<LevelOutput>,
+    /// Each level's input (index as `levels`); the OT score and the POT loss use them.
+    pub inputs: Vec<Tensor<3>>,
     /// Input of level 1 (`concat(src, q_top)`), which the OT score uses.
     pub level1_input: Tensor<3>,
     /// Decoder output after the final LayerNorm, `[B, L, 2C]`.
@@ -42,6 +58,8 @@ pub struct HvqOutput {
     pub rec: Tensor<4>,
     /// Σ over levels of the batch-mean commitment, `[1]`.
     pub latent: Tensor<1>,
+    /// Class logits `[B, classes]` when the model has a classifier.
+    pub class_logits: Option<Tensor<2>>,
 }
 
 /// The reconstruction network. Field names are the official parameter names, except the
@@ -54,12 +72,14 @@ pub struct HvqModel {
     pub pos_embed: PositionEmbedding,
     /// Transformer encoder.
     pub encoder: Encoder,
-    /// Codebooks per level (index 0 = level 1) and per class.
+    /// Codebooks per level (index 0 = level 1) and per class (one shared without switching).
     pub quantize_lists: Vec<Vec<Codebook>>,
     /// Transformer decoder at 2C.
     pub decoder: Decoder,
-    /// One expert output layer per class (2C → feature channels).
+    /// One expert output layer per class (2C → feature channels); one shared without switching.
     pub output_proj_list: Vec<Linear>,
+    /// The paper's class-predicting head (absent in the released model).
+    pub classifier: Option<Classifier>,
     #[module(skip)]
     config: HvqConfig,
 }
@@ -72,9 +92,10 @@ impl HvqModel {
         let levels = config.vq_levels();
         let quantize_lists = (0..levels)
             .map(|level| {
-                // The top level quantises hN (C wide); the others concat(h, q_top) (2C wide).
+                // The top level (or the single level) quantises hN, C wide; the others
+                // concat(h, q_top), 2C wide.
                 let dim = if level == levels - 1 { c } else { 2 * c };
-                (0..config.num_classes)
+                (0..config.codebook_slots())
                     .map(|_| Codebook::new(dim, config.codes, device))
                     .collect()
             })
@@ -91,9 +112,17 @@ impl HvqModel {
                 config.ffn_dim,
                 device,
             ),
-            output_proj_list: (0..config.num_classes)
+            output_proj_list: (0..config.expert_slots())
                 .map(|_| Linear::new(2 * c, config.feature_channels, device))
                 .collect(),
+            classifier: config.classifier.as_ref().map(|k| {
+                Classifier::new(
+                    config.feature_channels,
+                    k.hidden,
+                    config.num_classes,
+                    device,
+                )
+            }),
             config: config.clone(),
         })
     }
@@ -124,10 +153,44 @@ impl HvqModel {
         Tensor::from_data(TensorData::new(ids, [classes.len()]), device)
     }
 
+    /// Codebook slot per sample (its class, or 0 when codebooks are shared).
+    fn codebook_slot(&self, class: usize) -> usize {
+        if self.config.ablation.switch_codebooks {
+            class
+        } else {
+            0
+        }
+    }
+
+    fn codebook_ids(&self, classes: &[usize], device: &Device) -> Tensor<1, Int> {
+        let slots: Vec<usize> = classes.iter().map(|&c| self.codebook_slot(c)).collect();
+        Self::class_tensor(&slots, device)
+    }
+
+    fn expert_ids(&self, classes: &[usize], device: &Device) -> Tensor<1, Int> {
+        let slots: Vec<usize> = classes
+            .iter()
+            .map(|&c| {
+                if self.config.ablation.switch_experts {
+                    c
+                } else {
+                    0
+                }
+            })
+            .collect();
+        Self::class_tensor(&slots, device)
+    }
+
     /// Codebooks of `level` for each sample: `[B, D, K]`.
-    fn embeds_for(books: &[Codebook], classes: &Tensor<1, Int>) -> Tensor<3> {
+    fn embeds_for(books: &[Codebook], slots: &Tensor<1, Int>) -> Tensor<3> {
         let all: Vec<Tensor<2>> = books.iter().map(|b| b.embed.val()).collect();
-        Tensor::stack::<3>(all, 0).select(0, classes.clone())
+        Tensor::stack::<3>(all, 0).select(0, slots.clone())
+    }
+
+    /// Class logits from aligned features `[B, F, H, W]` (spatially pooled), if the model has a
+    /// classifier.
+    pub fn classify(&self, feature: Tensor<4>) -> Option<Tensor<2>> {
+        self.classifier.as_ref().map(|c| c.forward(feature))
     }
 
     /// Run the network on aligned features `[B, F, H, W]` with one class id per sample.
@@ -150,10 +213,12 @@ impl HvqModel {
     pub fn forward_eval(&self, feature: Tensor<4>, classes: &[usize]) -> Result<HvqOutput> {
         let [b, _, _, _] = feature.dims();
         self.check_classes(classes, b)?;
-        let class_ids = Self::class_tensor(classes, &feature.device());
+        let device = feature.device();
+        let book_ids = self.codebook_ids(classes, &device);
+        let expert_ids = self.expert_ids(classes, &device);
         let books = &self.quantize_lists;
-        Ok(self.forward_with(feature, &class_ids, |level, x| {
-            quantize(x, Self::embeds_for(&books[level], &class_ids))
+        Ok(self.forward_with(feature, &expert_ids, |level, x| {
+            quantize(x, Self::embeds_for(&books[level], &book_ids))
         }))
     }
 
@@ -163,24 +228,27 @@ impl HvqModel {
     pub fn forward_train(&mut self, feature: Tensor<4>, classes: &[usize]) -> Result<HvqOutput> {
         let [b, _, _, _] = feature.dims();
         self.check_classes(classes, b)?;
-        let class_ids = Self::class_tensor(classes, &feature.device());
+        let device = feature.device();
+        let expert_ids = self.expert_ids(classes, &device);
+        let slots: Vec<usize> = classes.iter().map(|&c| self.codebook_slot(c)).collect();
         let mut books = std::mem::take(&mut self.quantize_lists);
         let decay = self.config.ema_decay;
         let eps = self.config.ema_eps;
-        let out = self.forward_with(feature, &class_ids, |level, x| {
+        let out = self.forward_with(feature, &expert_ids, |level, x| {
             // The sequential part (nearest codes, EMA) needs no gradient: run it on plain tensors,
             // then form the straight-through output and commitment for the batch in one go.
             let plain = x.clone().detach().without_autodiff();
-            let mut codes = Vec::with_capacity(classes.len());
-            let mut indices = Vec::with_capacity(classes.len());
-            for (i, &c) in classes.iter().enumerate() {
+            let mut codes = Vec::with_capacity(slots.len());
+            let mut indices = Vec::with_capacity(slots.len());
+            let mut prototypes = Vec::with_capacity(slots.len());
+            for (i, &c) in slots.iter().enumerate() {
                 let xi = plain.clone().narrow(0, i, 1);
                 let embed = books[level][c]
                     .embed
                     .val()
                     .without_autodiff()
                     .unsqueeze_dim(0);
-                let out = quantize(xi.clone(), embed);
+                let out = quantize(xi.clone(), embed.clone());
                 let [_, l, d] = xi.dims();
                 books[level][c].ema_update(
                     xi.reshape([l, d]),
@@ -190,6 +258,7 @@ impl HvqModel {
                 );
                 codes.push(out.codes);
                 indices.push(out.indices);
+                prototypes.push(embed);
             }
             let q = Tensor::cat(codes, 0);
             let q = if x.is_autodiff() { q.autodiff() } else { q };
@@ -199,10 +268,167 @@ impl HvqModel {
                 diff,
                 indices: Tensor::cat(indices, 0),
                 codes: q,
+                prototypes: Tensor::cat(prototypes, 0),
             }
         });
         self.quantize_lists = books;
         Ok(out)
+    }
+
+    fn forward_with(
+        &self,
+        feature: Tensor<4>,
+        expert_ids: &Tensor<1, Int>,
+        quant: impl FnMut(usize, Tensor<3>) -> QuantizeOutput,
+    ) -> HvqOutput {
+        let [b, f, h, w] = feature.dims();
+        let class_logits = self.classify(feature.clone());
+        let encoded = self.encode(feature);
+        let (levels, inputs) = self.quantize_levels(&encoded, quant);
+        let (decoded, rec) = self.decode(&levels, &encoded.pos, expert_ids, [b, f, h, w]);
+        let latent = levels
+            .iter()
+            .map(|l| l.diff.clone().mean())
+            .reduce(|a, b| a + b)
+            .expect("at least one level");
+        HvqOutput {
+            src: encoded.src,
+            hidden: encoded.hidden,
+            levels,
+            level1_input: inputs[0].clone(),
+            inputs,
+            decoded,
+            rec,
+            latent,
+            class_logits,
+        }
+    }
+
+    /// Stage 1: 1×1 projection to tokens and the encoder.
+    pub fn encode(&self, feature: Tensor<4>) -> Encoded {
+        let src = self.quantize_conv_t.tokens(feature);
+        let pos: Tensor<3> = self.pos_embed.forward().unsqueeze_dim(0);
+        let hidden = self.encoder.forward(src.clone(), pos.clone());
+        Encoded { src, pos, hidden }
+    }
+
+    /// Stage 2: the hierarchy, top level first; `quant(level, input)` quantises one level.
+    /// Returns the levels and their inputs (index 0 = level 1). Without the hierarchy there is
+    /// one level, on hN.
+    pub fn quantize_levels(
+        &self,
+        encoded: &Encoded,
+        mut quant: impl FnMut(usize, Tensor<3>) -> QuantizeOutput,
+    ) -> (Vec<QuantizeOutput>, Vec<Tensor<3>>) {
+        let levels_n = self.config.vq_levels();
+        let top_input = encoded.hidden[encoded.hidden.len() - 1].clone();
+        let top = quant(levels_n - 1, top_input.clone());
+        let q_top = top.quantized.clone();
+        let mut levels: Vec<Option<QuantizeOutput>> = vec![None; levels_n];
+        let mut inputs: Vec<Option<Tensor<3>>> = vec![None; levels_n];
+        levels[levels_n - 1] = Some(top);
+        inputs[levels_n - 1] = Some(top_input);
+        for level in (0..levels_n - 1).rev() {
+            let below = if level == 0 {
+                encoded.src.clone()
+            } else {
+                encoded.hidden[level - 1].clone()
+            };
+            let input = Tensor::cat(vec![below, q_top.clone()], 2);
+            inputs[level] = Some(input.clone());
+            levels[level] = Some(quant(level, input));
+        }
+        (
+            levels
+                .into_iter()
+                .map(|l| l.expect("every level ran"))
+                .collect(),
+            inputs
+                .into_iter()
+                .map(|l| l.expect("every level ran"))
+                .collect(),
+        )
+    }
+
+    /// Eval-mode quantisation of every level for the samples' classes.
+    pub fn quantize_eval(
+        &self,
+        encoded: &Encoded,
+        classes: &[usize],
+    ) -> (Vec<QuantizeOutput>, Vec<Tensor<3>>) {
+        let ids = self.codebook_ids(classes, &encoded.src.device());
+        let books = &self.quantize_lists;
+        self.quantize_levels(encoded, |level, x| {
+            quantize(x, Self::embeds_for(&books[level], &ids))
+        })
+    }
+
+    /// Stage 3: the decoder over the memories (level N−1 down to 1; the single level's codes,
+    /// duplicated to 2C, in every layer without the hierarchy) and the experts.
+    /// Returns the decoder output `[B, L, 2C]` and the reconstruction `[B, F, H, W]`.
+    pub fn decode(
+        &self,
+        levels: &[QuantizeOutput],
+        pos: &Tensor<3>,
+        expert_ids: &Tensor<1, Int>,
+        [b, f, h, w]: [usize; 4],
+    ) -> (Tensor<3>, Tensor<4>) {
+        let memories: Vec<Tensor<3>> = if self.config.ablation.hierarchical {
+            (0..levels.len() - 1)
+                .rev()
+                .map(|l| levels[l].quantized.clone())
+                .collect()
+        } else {
+            let q = levels[0].quantized.clone();
+            vec![Tensor::cat(vec![q.clone(), q], 2); self.config.dec_layers]
+        };
+        let pos2 = Tensor::cat(vec![pos.clone(), pos.clone()], 2);
+        let decoded = self.decoder.forward(&memories, pos2);
+
+        // Per-class expert, applied as one batched product.
+        let weights: Vec<Tensor<2>> = self
+            .output_proj_list
+            .iter()
+            .map(|e| e.weight.val())
+            .collect();
+        let biases: Vec<Tensor<1>> = self.output_proj_list.iter().map(|e| e.bias.val()).collect();
+        let w_b = Tensor::stack::<3>(weights, 0).select(0, expert_ids.clone()); // [B, F, 2C]
+        let b_b: Tensor<3> = Tensor::stack::<2>(biases, 0)
+            .select(0, expert_ids.clone())
+            .unsqueeze_dim(1); // [B, 1, F]
+        let rec_tokens = decoded.clone().matmul(w_b.swap_dims(1, 2)) + b_b; // [B, L, F]
+        let rec = rec_tokens.swap_dims(1, 2).reshape([b, f, h, w]);
+        (decoded, rec)
+    }
+
+    /// Expert slots for the samples' classes as a device tensor.
+    pub fn experts_for(&self, classes: &[usize], device: &Device) -> Tensor<1, Int> {
+        self.expert_ids(classes, device)
+    }
+
+    /// Level-1 codebooks `[B, D, K]` for the samples' classes.
+    pub fn level1_codebooks(&self, classes: &[usize], device: &Device) -> Tensor<3> {
+        Self::embeds_for(&self.quantize_lists[0], &self.codebook_ids(classes, device))
+    }
+
+    /// OT score `[B, L]` of level 1 for the samples' classes.
+    pub fn ot(&self, out: &HvqOutput, classes: &[usize]) -> Tensor<2> {
+        let embeds = self.level1_codebooks(classes, &out.rec.device());
+        ot_score(
+            out.level1_input.clone(),
+            embeds,
+            self.config.ot_temperature(),
+        )
+    }
+
+    /// Replace one codebook tensor (used by tests and weight import).
+    pub fn codebook_mut(&mut self, level: usize, slot: usize) -> &mut Codebook {
+        &mut self.quantize_lists[level][slot]
+    }
+
+    /// Set a parameter-free buffer from host data.
+    pub fn set_buffer<const D: usize>(slot: &mut Param<Tensor<D>>, value: Tensor<D>) {
+        *slot = Param::from_tensor(value).set_require_grad(false);
     }
 
     /// Load every parameter and codebook from official names (`quantize_list_{n}.{c}.embed`, …).
@@ -227,125 +453,27 @@ impl HvqModel {
         }
         native
     }
-
-    fn forward_with(
-        &self,
-        feature: Tensor<4>,
-        class_ids: &Tensor<1, Int>,
-        mut quant: impl FnMut(usize, Tensor<3>) -> QuantizeOutput,
-    ) -> HvqOutput {
-        let [b, f, h, w] = feature.dims();
-        let src = self.quantize_conv_t.tokens(feature);
-        let pos: Tensor<3> = self.pos_embed.forward().unsqueeze_dim(0);
-        let hidden = self.encoder.forward(src.clone(), pos.clone());
-        let levels_n = self.config.vq_levels();
-
-        let mut levels: Vec<Option<QuantizeOutput>> = vec![None; levels_n];
-        let top = quant(levels_n - 1, hidden[levels_n - 2].clone());
-        let q_top = top.quantized.clone();
-        levels[levels_n - 1] = Some(top);
-        let mut level1_input = None;
-        for level in (0..levels_n - 1).rev() {
-            let below = if level == 0 {
-                src.clone()
-            } else {
-                hidden[level - 1].clone()
-            };
-            let input = Tensor::cat(vec![below, q_top.clone()], 2);
-            if level == 0 {
-                level1_input = Some(input.clone());
-            }
-            levels[level] = Some(quant(level, input));
-        }
-        let levels: Vec<QuantizeOutput> = levels
-            .into_iter()
-            .map(|l| l.expect("every level ran"))
-            .collect();
-
-        // Memories from the level just under the top down to level 1.
-        let memories: Vec<Tensor<3>> = (0..levels_n - 1)
-            .rev()
-            .map(|l| levels[l].quantized.clone())
-            .collect();
-        let pos2 = Tensor::cat(vec![pos.clone(), pos], 2);
-        let decoded = self.decoder.forward(&memories, pos2);
-
-        // Per-class expert, applied as one batched product.
-        let weights: Vec<Tensor<2>> = self
-            .output_proj_list
-            .iter()
-            .map(|e| e.weight.val())
-            .collect();
-        let biases: Vec<Tensor<1>> = self.output_proj_list.iter().map(|e| e.bias.val()).collect();
-        let w_b = Tensor::stack::<3>(weights, 0).select(0, class_ids.clone()); // [B, F, 2C]
-        let b_b: Tensor<3> = Tensor::stack::<2>(biases, 0)
-            .select(0, class_ids.clone())
-            .unsqueeze_dim(1); // [B, 1, F]
-        let rec_tokens = decoded.clone().matmul(w_b.swap_dims(1, 2)) + b_b; // [B, L, F]
-        let rec = rec_tokens.swap_dims(1, 2).reshape([b, f, h, w]);
-
-        let latent = levels
-            .iter()
-            .map(|l| l.diff.clone().mean())
-            .reduce(|a, b| a + b)
-            .expect("at least one level");
-
-        HvqOutput {
-            src,
-            hidden,
-            levels,
-            level1_input: level1_input.expect("level 1 ran"),
-            decoded,
-            rec,
-            latent,
-        }
-    }
-
-    /// OT score `[B, L]` of level 1 for the samples' classes.
-    pub fn ot(&self, out: &HvqOutput, classes: &[usize]) -> Tensor<2> {
-        let device = out.rec.device();
-        let ids = Self::class_tensor(classes, &device);
-        let embeds = Self::embeds_for(&self.quantize_lists[0], &ids);
-        ot_score(
-            out.level1_input.clone(),
-            embeds,
-            self.config.ot_temperature(),
-        )
-    }
-
-    /// Replace one codebook tensor (used by tests and weight import).
-    pub fn codebook_mut(&mut self, level: usize, class: usize) -> &mut Codebook {
-        &mut self.quantize_lists[level][class]
-    }
-
-    /// Set a parameter-free buffer from host data.
-    pub fn set_buffer<const D: usize>(slot: &mut Param<Tensor<D>>, value: Tensor<D>) {
-        *slot = Param::from_tensor(value).set_require_grad(false);
-    }
 }
 
 /// `quantize_list_{n}.rest` → `quantize_lists.{n-1}.rest`; other names unchanged.
 fn native_to_ours(name: &str) -> String {
-    if let Some(rest) = name.strip_prefix("quantize_list_") {
-        if let Some((n, tail)) = rest.split_once('.') {
-            if let Ok(n) = n.parse::<usize>() {
-                if n >= 1 {
-                    return format!("quantize_lists.{}.{tail}", n - 1);
-                }
-            }
-        }
+    if let Some(rest) = name.strip_prefix("quantize_list_")
+        && let Some((n, tail)) = rest.split_once('.')
+        && let Ok(n) = n.parse::<usize>()
+        && n >= 1
+    {
+        return format!("quantize_lists.{}.{tail}", n - 1);
     }
     name.to_string()
 }
 
 /// Inverse of [`native_to_ours`].
 fn ours_to_native(name: &str) -> String {
-    if let Some(rest) = name.strip_prefix("quantize_lists.") {
-        if let Some((n, tail)) = rest.split_once('.') {
-            if let Ok(n) = n.parse::<usize>() {
-                return format!("quantize_list_{}.{tail}", n + 1);
-            }
-        }
+    if let Some(rest) = name.strip_prefix("quantize_lists.")
+        && let Some((n, tail)) = rest.split_once('.')
+        && let Ok(n) = n.parse::<usize>()
+    {
+        return format!("quantize_list_{}.{tail}", n + 1);
     }
     name.to_string()
 }

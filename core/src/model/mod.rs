@@ -3,6 +3,7 @@
 //! the OT score. Field names mirror the official parameter names.
 
 mod attention;
+mod classifier;
 mod decoder;
 mod encoder;
 mod hvq;
@@ -12,10 +13,11 @@ mod position;
 mod quantizer;
 
 pub use attention::MultiheadAttention;
+pub use classifier::Classifier;
 pub use decoder::{Decoder, DecoderLayer};
 pub use encoder::{Encoder, EncoderLayer};
-pub use hvq::{HvqModel, HvqOutput, LevelOutput, Mode};
+pub use hvq::{Encoded, HvqModel, HvqOutput, LevelOutput, Mode};
 pub use layers::{Conv1x1, LayerNorm, Linear};
-pub use ot::ot_score;
+pub use ot::{ot_score, pot_loss};
 pub use position::PositionEmbedding;
 pub use quantizer::{Codebook, QuantizeOutput};

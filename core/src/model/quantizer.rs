@@ -28,6 +28,9 @@ pub struct QuantizeOutput {
     pub indices: Tensor<2, Int>,
     /// The selected code vectors `q` (no gradient), `[B, L, D]`.
     pub codes: Tensor<3>,
+    /// The codebook each sample was quantised with (before any EMA update), `[B, D, K]`: the
+    /// prototypes of the POT loss.
+    pub prototypes: Tensor<3>,
 }
 
 fn buffer<const D: usize>(t: Tensor<D>) -> Param<Tensor<D>> {
@@ -82,7 +85,7 @@ pub fn quantize(x: Tensor<3>, embeds: Tensor<3>) -> QuantizeOutput {
     let dist = x_sq.expand([b, l, k]) - x.clone().matmul(embeds.clone()).mul_scalar(2.0)
         + e_sq.expand([b, l, k]);
     let indices: Tensor<3, Int> = dist.argmin(2); // [B, L, 1]
-    let codes = embeds.swap_dims(1, 2); // [B, K, D]
+    let codes = embeds.clone().swap_dims(1, 2); // [B, K, D]
     let q = codes.gather(1, indices.clone().expand([b, l, d])).detach();
     let (quantized, diff) = straight_through(x, q.clone());
     QuantizeOutput {
@@ -90,6 +93,7 @@ pub fn quantize(x: Tensor<3>, embeds: Tensor<3>) -> QuantizeOutput {
         diff,
         indices: indices.reshape([b, l]),
         codes: q,
+        prototypes: embeds.detach(),
     }
 }
 

@@ -152,15 +152,15 @@ impl AdamW {
         self.step = step;
         self.moments.clear();
         for name in map.names() {
-            if let Some(base) = name.strip_suffix(".exp_avg") {
-                if let Some(v) = map.get(&format!("{base}.exp_avg_sq")) {
-                    let m = map.get(name).expect("listed");
-                    let flat = |t: &HostTensor| HostTensor::new(vec![t.data.len()], t.data.clone());
-                    self.moments.insert(
-                        base.to_string(),
-                        (flat(m).to_tensor(device), flat(v).to_tensor(device)),
-                    );
-                }
+            if let Some(base) = name.strip_suffix(".exp_avg")
+                && let Some(v) = map.get(&format!("{base}.exp_avg_sq"))
+            {
+                let m = map.get(name).expect("listed");
+                let flat = |t: &HostTensor| HostTensor::new(vec![t.data.len()], t.data.clone());
+                self.moments.insert(
+                    base.to_string(),
+                    (flat(m).to_tensor(device), flat(v).to_tensor(device)),
+                );
             }
         }
     }

@@ -8,6 +8,6 @@ mod schedule;
 mod trainer;
 
 pub use adamw::{AdamW, AdamWConfig, StepReport};
-pub use objective::{LossTerms, official_loss};
+pub use objective::{LossTerms, cross_entropy, objective, official_loss};
 pub use schedule::{TrainConfig, epoch_order};
 pub use trainer::{EpochReport, FeatureSet, TrainEvent, Trainer};

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::adamw::AdamW;
 use super::checkpoint::{self, CHECKPOINT_FILE, RunState};
-use super::objective::official_loss;
+use super::objective::objective;
 use super::schedule::{TrainConfig, epoch_order};
 use crate::config::ModelConfig;
 use crate::error::{HvqError, Result};
@@ -210,7 +210,6 @@ impl Trainer {
             Some(n) => (self.epochs_done + n).min(self.config.epochs),
             None => self.config.epochs,
         };
-        let weight = self.model_config.hvq.commitment_weight;
         while self.epochs_done < end {
             let epoch = self.epochs_done;
             let t0 = Instant::now();
@@ -226,7 +225,7 @@ impl Trainer {
                     .take()
                     .expect("the model is only out during a step");
                 let out = model.forward_train(x.clone(), &classes)?;
-                let loss = official_loss(&out, x, weight);
+                let loss = objective(&out, x, &classes, &self.model_config.hvq);
                 let grads = loss.total.backward();
                 let (model, report) = self.optimizer.step(model, &grads, lr);
                 self.model = Some(model);
@@ -254,7 +253,7 @@ impl Trainer {
                 seconds: t0.elapsed().as_secs_f64(),
             }));
             let every = self.config.checkpoint_every.max(1);
-            if self.epochs_done % every == 0 || self.epochs_done == self.config.epochs {
+            if self.epochs_done.is_multiple_of(every) || self.epochs_done == self.config.epochs {
                 let path = self.save_checkpoint()?;
                 observer(&TrainEvent::Checkpoint {
                     epochs_done: self.epochs_done,

@@ -1,0 +1,318 @@
+//! Timing the pipeline stage by stage (`hvq bench`): warm-up, repeated runs, median and minimum.
+//!
+//! Each stage is followed by a device sync so its time is its own; the end-to-end time comes from
+//! separate runs without intermediate syncs (what a user sees). Results serialise to JSON so a
+//! later run can be compared with this one.
+
+use std::time::Instant;
+
+use burn::tensor::{Device, Distribution, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{BackboneConfig, HvqConfig, ModelConfig};
+use crate::detector::Detector;
+use crate::error::{HvqError, Result};
+use crate::model::HvqModel;
+use crate::train::{AdamW, AdamWConfig, objective};
+use crate::{map, preprocess};
+
+/// Which model to time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BenchModel {
+    /// The paper's full configuration: EfficientNet-B4 + C = 256, K = 512, 15 classes (random weights).
+    Official,
+    /// The shipped default model (Lite0 + its network).
+    Default,
+}
+
+/// Median and minimum of one stage, milliseconds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StageTime {
+    /// Stage name.
+    pub stage: String,
+    /// Median over the timed runs.
+    pub median_ms: f64,
+    /// Fastest run.
+    pub min_ms: f64,
+}
+
+/// Everything one `hvq bench` run measured.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BenchReport {
+    /// CPU model and thread count, OS.
+    pub machine: String,
+    /// Backend.
+    pub device: String,
+    /// Model timed.
+    pub model: BenchModel,
+    /// Images per batch.
+    pub batch: usize,
+    /// Timed runs per measurement (after warm-up).
+    pub runs: usize,
+    /// Per-stage times (synchronised after each stage).
+    pub stages: Vec<StageTime>,
+    /// End to end, no intermediate syncs: decode + preprocess + forward + map + readback.
+    pub end_to_end: StageTime,
+    /// Images per second from the end-to-end median.
+    pub images_per_second: f64,
+    /// One training step (batch `batch`) on cached features.
+    pub train_step_cached: StageTime,
+    /// One training step including the frozen backbone's forward.
+    pub train_step_uncached: StageTime,
+    /// Peak resident memory of the process, MiB (host).
+    pub peak_rss_mib: Option<f64>,
+}
+
+fn stats(stage: &str, mut v: Vec<f64>) -> StageTime {
+    v.sort_by(f64::total_cmp);
+    StageTime {
+        stage: stage.to_string(),
+        median_ms: if v.is_empty() {
+            f64::NAN
+        } else {
+            v[v.len() / 2]
+        },
+        min_ms: v.first().copied().unwrap_or(f64::NAN),
+    }
+}
+
+fn sync(device: &Device) -> Result<()> {
+    device
+        .sync()
+        .map_err(|e| HvqError::Device(format!("{e:?}")))
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// Build the model to time.
+pub fn model(which: BenchModel, device: &Device) -> Result<Detector> {
+    match which {
+        BenchModel::Default => crate::pretrained::default_model(device),
+        BenchModel::Official => {
+            let backbone = BackboneConfig::efficientnet_b4();
+            let hvq = HvqConfig::official(backbone.feature_channels(), HvqConfig::mvtec_classes());
+            Detector::new(ModelConfig { backbone, hvq }, device)
+        }
+    }
+}
+
+/// A description of this machine.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    format!("{cpu}, {threads} threads, {}", std::env::consts::OS)
+}
+
+/// Peak resident set size (VmHWM) of this process.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Time inference and training of `detector` on `device` with an encoded sample image.
+pub fn run(
+    detector: &Detector,
+    which: BenchModel,
+    device: &Device,
+    device_name: &str,
+    image_bytes: &[u8],
+    batch: usize,
+    warmup: usize,
+    runs: usize,
+) -> Result<BenchReport> {
+    let cfg = &detector.config;
+    let size = cfg.backbone.input_size;
+    let classes: Vec<usize> = (0..batch).map(|i| i % cfg.hvq.num_classes).collect();
+    let expert_ids = detector.hvq.experts_for(&classes, device);
+    let names = [
+        "preprocess",
+        "backbone",
+        "encoder",
+        "vq",
+        "decoder",
+        "map + ot",
+        "upsample + score",
+        "readback",
+    ];
+    let mut per_stage: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    let mut e2e = Vec::new();
+
+    let preprocess_batch = || -> Result<Tensor<4>> {
+        let inputs = (0..batch)
+            .map(|_| {
+                let img = preprocess::decode(image_bytes, "bench image")?;
+                Ok(preprocess::to_input(
+                    &img,
+                    size,
+                    &cfg.backbone.input_norm,
+                    device,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(inputs, 0))
+    };
+
+    for it in 0..warmup + runs {
+        // Staged, synchronised.
+        let mut t = Vec::with_capacity(names.len());
+        let t0 = Instant::now();
+        let x = preprocess_batch()?;
+        sync(device)?;
+        t.push(ms(t0));
+        let t0 = Instant::now();
+        let feat = detector.features(x);
+        sync(device)?;
+        t.push(ms(t0));
+        let t0 = Instant::now();
+        let enc = detector.hvq.encode(feat.clone());
+        sync(device)?;
+        t.push(ms(t0));
+        let t0 = Instant::now();
+        let (levels, inputs) = detector.hvq.quantize_eval(&enc, &classes);
+        sync(device)?;
+        t.push(ms(t0));
+        let t0 = Instant::now();
+        let dims = feat.dims();
+        let (_, rec) = detector.hvq.decode(&levels, &enc.pos, &expert_ids, dims);
+        sync(device)?;
+        t.push(ms(t0));
+        let t0 = Instant::now();
+        let l2 = map::l2_map(rec, feat);
+        let ot = (cfg.hvq.ot_weight != 0.0).then(|| {
+            let embeds = detector.hvq.level1_codebooks(&classes, device);
+            crate::model::ot_score(inputs[0].clone(), embeds, cfg.hvq.ot_temperature())
+        });
+        let map14 = map::total_map(l2, ot, cfg.hvq.ot_weight);
+        sync(device)?;
+        t.push(ms(t0));
+        let t0 = Instant::now();
+        let map224 = map::upsample(map14, [size, size]);
+        let score = map::image_score(map224.clone(), size / cfg.hvq.feature_size);
+        sync(device)?;
+        t.push(ms(t0));
+        let t0 = Instant::now();
+        let _ = map224.into_data();
+        let _ = score.into_data();
+        t.push(ms(t0));
+        if it >= warmup {
+            for (s, v) in per_stage.iter_mut().zip(t) {
+                s.push(v);
+            }
+        }
+
+        // End to end without intermediate syncs.
+        let t0 = Instant::now();
+        let x = preprocess_batch()?;
+        let feat = detector.features(x);
+        let (_, s) = detector.score(feat, &classes)?;
+        let _ = s.map.into_data();
+        let _ = s.image.into_data();
+        if it >= warmup {
+            e2e.push(ms(t0));
+        }
+    }
+
+    // Training steps (the reconstruction network only; the backbone stays frozen).
+    let ad = device.clone().autodiff();
+    let mut net = HvqModel::new(&cfg.hvq, &ad)?.load_native(&detector.hvq.to_native())?;
+    let mut opt = AdamW::new(AdamWConfig::default());
+    let (mut cached, mut uncached) = (Vec::new(), Vec::new());
+    let f = cfg.hvq.feature_channels;
+    let s = cfg.hvq.feature_size;
+    for it in 0..warmup + runs {
+        for with_backbone in [false, true] {
+            let t0 = Instant::now();
+            let feat: Tensor<4> = if with_backbone {
+                let x = preprocess_batch()?;
+                detector.features(x).autodiff()
+            } else {
+                Tensor::random([batch, f, s, s], Distribution::Normal(0.0, 1.0), &ad)
+            };
+            let out = net.forward_train(feat.clone(), &classes)?;
+            let loss = objective(&out, feat, &classes, &cfg.hvq);
+            let grads = loss.total.backward();
+            let (n, _) = opt.step(net, &grads, 1e-4);
+            net = n;
+            sync(&ad)?;
+            if it >= warmup {
+                if with_backbone {
+                    &mut uncached
+                } else {
+                    &mut cached
+                }
+                .push(ms(t0));
+            }
+        }
+    }
+
+    let end_to_end = stats("end to end", e2e);
+    Ok(BenchReport {
+        machine: machine(),
+        device: device_name.to_string(),
+        model: which,
+        batch,
+        runs,
+        stages: names
+            .iter()
+            .zip(per_stage)
+            .map(|(n, v)| stats(n, v))
+            .collect(),
+        images_per_second: batch as f64 / (end_to_end.median_ms / 1e3),
+        end_to_end,
+        train_step_cached: stats("train step (cached features)", cached),
+        train_step_uncached: stats("train step (with backbone)", uncached),
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+/// A readable table of a report.
+pub fn format_report(r: &BenchReport) -> String {
+    let mut out = format!(
+        "{} on {} ({}), batch {}, {} runs\n{:<30} {:>12} {:>12}\n",
+        serde_json::to_string(&r.model)
+            .unwrap_or_default()
+            .trim_matches('"'),
+        r.device,
+        r.machine,
+        r.batch,
+        r.runs,
+        "stage",
+        "median ms",
+        "min ms"
+    );
+    for s in r
+        .stages
+        .iter()
+        .chain([&r.end_to_end, &r.train_step_cached, &r.train_step_uncached])
+    {
+        out.push_str(&format!(
+            "{:<30} {:>12.1} {:>12.1}\n",
+            s.stage, s.median_ms, s.min_ms
+        ));
+    }
+    out.push_str(&format!(
+        "{:<30} {:>12.1}\n{:<30} {:>12.1}\n",
+        "ms per image (end to end)",
+        r.end_to_end.median_ms / r.batch as f64,
+        "images per second",
+        r.images_per_second
+    ));
+    if let Some(m) = r.peak_rss_mib {
+        out.push_str(&format!("{:<30} {:>12.0}\n", "peak host memory (MiB)", m));
+    }
+    out
+}

@@ -1,0 +1,72 @@
+//! `hvq bench`: stage timings, images per second, training-step times; table and JSON.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use hvq::bench::{self, BenchModel};
+
+/// Model to time.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ConfigArg {
+    /// EfficientNet-B4 + the paper's full network (random weights).
+    Official,
+    /// The shipped default model.
+    Default,
+}
+
+/// Options of `hvq bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// cpu, wgpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Model to time.
+    #[arg(long, value_enum, default_value = "default")]
+    pub config: ConfigArg,
+    /// Images per batch.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Timed runs (after 2 warm-up runs).
+    #[arg(long, default_value_t = 6)]
+    pub runs: usize,
+    /// Image to use (default: the shipped sample cell).
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// The shipped sample image, so `bench` needs no argument.
+const SAMPLE: &[u8] = include_bytes!("../../../samples/mono-defect-cell0001.png");
+
+/// Run `hvq bench`.
+pub fn run(args: BenchArgs) -> Result<()> {
+    let device = super::device(&args.device)?;
+    let which = match args.config {
+        ConfigArg::Official => BenchModel::Official,
+        ConfigArg::Default => BenchModel::Default,
+    };
+    let detector = bench::model(which, &device)?;
+    let bytes = match &args.image {
+        Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        None => SAMPLE.to_vec(),
+    };
+    let report = bench::run(
+        &detector,
+        which,
+        &device,
+        &args.device,
+        &bytes,
+        args.batch,
+        2,
+        args.runs,
+    )?;
+    println!("{}", bench::format_report(&report));
+    if let Some(path) = &args.json {
+        hvq::weights::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+        println!("report written to {}", path.display());
+    }
+    Ok(())
+}
