@@ -56,7 +56,31 @@ pub fn convert_backbone(pth: &Path, out: &Path, name: &str, split: usize) -> Res
 /// Import an official HVQ-Trans checkpoint (MVTec-AD, 15 classes, B4) into a model directory.
 pub fn import_official(checkpoint: &Path, out: &Path, classes: Option<Vec<String>>) -> Result<()> {
     let map = TensorMap::read(checkpoint)?.without_wrappers();
-    let classes = classes.unwrap_or_else(HvqConfig::mvtec_classes);
+    // The number of classes is the number of experts in the file.
+    let experts = map
+        .names()
+        .filter(|n| n.starts_with("output_proj_list.") && n.ends_with(".weight"))
+        .count();
+    if experts == 0 {
+        bail!(
+            "{}: no `output_proj_list.*.weight`: not an HVQ-Trans checkpoint",
+            checkpoint.display()
+        );
+    }
+    let classes = match classes {
+        Some(c) if c.len() == experts => c,
+        Some(c) => bail!(
+            "{}: the checkpoint has {experts} classes (experts `output_proj_list.0..{}`), --classes names {}",
+            checkpoint.display(),
+            experts - 1,
+            c.len()
+        ),
+        None if experts == 15 => HvqConfig::mvtec_classes(),
+        None => bail!(
+            "{}: the checkpoint has {experts} classes; name them in order with --classes",
+            checkpoint.display()
+        ),
+    };
     let backbone = BackboneConfig::efficientnet_b4();
     let mut hvq = HvqConfig::official(backbone.feature_channels(), classes);
     // Sizes come from the file where it says them, so a reduced checkpoint imports too.

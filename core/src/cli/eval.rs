@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use hvq::Detector;
 use hvq::evaluate::{ClassSource, evaluate};
+use hvq::train::checkpoint::CHECKPOINT_FILE;
 
 use super::progress::bar;
 
@@ -45,6 +46,19 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs) -> Result<()> {
     let device = super::device(&args.device)?;
     let detector = match &args.weights {
+        // A training run still in progress: evaluate its last checkpoint (Lite0 runs only, as
+        // the checkpoint holds no backbone).
+        Some(dir)
+            if !dir.join(hvq::detector::CONFIG_FILE).exists()
+                && dir.join(CHECKPOINT_FILE).exists() =>
+        {
+            let (network, _, state) = hvq::train::checkpoint::load(&dir.join(CHECKPOINT_FILE))?;
+            println!(
+                "evaluating the checkpoint after epoch {} of {}",
+                state.epochs_done, state.train.epochs
+            );
+            Detector::from_tensors(state.model, &network, &device)?
+        }
         Some(dir) => Detector::load_dir(dir, &device)?,
         None => hvq::pretrained::default_model(&device)?,
     };
@@ -58,8 +72,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         pb.set_position(d as u64)
     })?;
     pb.finish_and_clear();
-    let mut rows: Vec<_> = result.classes.values().cloned().collect();
-    rows.push(result.mean.clone());
+    // The table adds the mean row itself.
+    let rows: Vec<_> = result.classes.values().cloned().collect();
     println!("{}", hvq::eval::format_table(&rows));
     if let Some(acc) = result.class_accuracy {
         println!(
