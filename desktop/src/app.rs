@@ -136,10 +136,14 @@ pub struct InspectorApp {
     photo: Option<Photo>,
     photo_error: Option<(u64, String)>,
     gpu_overlay: bool,
+    /// Largest texture side the renderer accepts.
+    max_texture: u32,
     path_input: String,
-    export: Option<Receiver<Result<ExportSummary, String>>>,
+    export: Option<Receiver<Result<(PathBuf, ExportSummary), String>>>,
     next_calibration_id: u64,
     scroll_to_selected: bool,
+    /// Where the user's threshold came from (slider, calibration).
+    threshold_origin: String,
 }
 
 impl InspectorApp {
@@ -148,12 +152,12 @@ impl InspectorApp {
         let settings = options
             .settings
             .unwrap_or_else(|| Settings::load(cc.storage));
-        let gpu_overlay = match &cc.wgpu_render_state {
+        let (gpu_overlay, max_texture) = match &cc.wgpu_render_state {
             Some(rs) => {
                 overlay::install(rs);
-                true
+                (true, rs.device.limits().max_texture_dimension_2d)
             }
-            None => false,
+            None => (false, 2048),
         };
         let ctx = cc.egui_ctx.clone();
         let worker = Worker::spawn(options.device, move || ctx.request_repaint());
@@ -174,10 +178,12 @@ impl InspectorApp {
             photo: None,
             photo_error: None,
             gpu_overlay,
+            max_texture,
             path_input: String::new(),
             export: None,
             next_calibration_id: 0,
             scroll_to_selected: false,
+            threshold_origin: "user".into(),
         };
         app.worker.send(crate::worker::Request::LoadModel(source));
         if !options.open.is_empty() {
@@ -197,7 +203,7 @@ impl InspectorApp {
     /// Where the threshold comes from, in words.
     fn threshold_source(&self) -> String {
         match (self.settings.threshold, &self.model) {
-            (Some(_), _) => "user".into(),
+            (Some(_), _) => self.threshold_origin.clone(),
             (None, ModelState::Ready(info)) if info.threshold.is_some() => info
                 .threshold_source
                 .clone()
@@ -333,12 +339,9 @@ impl InspectorApp {
                 self.message = format!("exporting to {}…", dir.display());
                 std::thread::spawn(move || {
                     let r = state::export(&dir, &list, threshold, opacity)
+                        .map(|s| (dir.clone(), s))
                         .map_err(|e| format!("export to {}: {e:#}", dir.display()));
-                    let _ = tx.send(r.map(|s| {
-                        let mut s = s;
-                        s.failures.insert(0, dir.display().to_string());
-                        s
-                    }));
+                    let _ = tx.send(r);
                     ctx.request_repaint();
                 });
                 self.export = Some(rx);
@@ -368,6 +371,7 @@ impl InspectorApp {
             }
             Command::SetThreshold(t) => {
                 self.settings.threshold = t;
+                self.threshold_origin = "user".into();
                 let t = self.threshold();
                 self.list.resort(t);
             }
@@ -430,6 +434,8 @@ impl InspectorApp {
                                         run.folder.display()
                                     );
                                     self.settings.threshold = Some(t);
+                                    self.threshold_origin =
+                                        format!("calibrated on {} known-good image(s)", run.scores.len());
                                     self.list.resort(Some(t));
                                 }
                                 None => {
@@ -448,10 +454,10 @@ impl InspectorApp {
             && let Ok(r) = rx.try_recv()
         {
             self.message = match r {
-                Ok(s) => {
-                    let mut m = format!("exported {} rows and {} overlays to {}", s.rows, s.overlays, s.failures[0]);
-                    if s.failures.len() > 1 {
-                        m.push_str(&format!("; {} failed: {}", s.failures.len() - 1, s.failures[1]));
+                Ok((dir, s)) => {
+                    let mut m = format!("exported {} rows and {} overlays to {}", s.rows, s.overlays, dir.display());
+                    if let Some(first) = s.failures.first() {
+                        m.push_str(&format!("; {} overlay(s) failed: {first}", s.failures.len()));
                     }
                     m
                 }
@@ -474,6 +480,18 @@ impl InspectorApp {
         }
         let id = entry.id;
         match hvq::preprocess::load(&entry.path) {
+            Ok(img) if img.width().max(img.height()) > self.max_texture => {
+                self.photo = None;
+                self.photo_error = Some((
+                    id,
+                    format!(
+                        "{}×{} is larger than this GPU can display ({} pixels per side); the score and export still work",
+                        img.width(),
+                        img.height(),
+                        self.max_texture
+                    ),
+                ));
+            }
             Ok(img) => {
                 let rgba = img.to_rgba8();
                 let size = [rgba.width(), rgba.height()];
@@ -519,7 +537,7 @@ impl InspectorApp {
     }
 
     fn dropped_files(&mut self, ctx: &egui::Context) {
-        let dropped: Vec<PathBuf> = ctx.input(|i| i.raw.dropped_files.iter().filter_map(|f| f.path.clone()).collect());
+        let dropped: Vec<PathBuf> = ctx.input(|i| i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).filter(|p| !p.as_os_str().is_empty()).collect());
         if !dropped.is_empty() {
             self.commands.push(Command::Open(dropped));
         }
@@ -670,7 +688,7 @@ impl InspectorApp {
                 ModelState::Ready(i) => ui.label(format!("model: {}", i.source)),
                 ModelState::Failed(_) => ui.colored_label(FAIL, "no model"),
             };
-            ui.label(format!("device: {}", self.device));
+            ui.label(format!("device: {}", describe_device(&self.device))).on_hover_text(&self.device);
             ui.separator();
             ui.label(&self.message);
         });
@@ -683,14 +701,15 @@ impl InspectorApp {
                 if self.list.sort != key {
                     ""
                 } else if self.list.sort_order == SortOrder::Ascending {
-                    " ⏶"
+                    " ▲"
                 } else {
-                    " ⏷"
+                    " ▼"
                 }
             };
             for (key, label) in [(SortKey::Name, "Name"), (SortKey::Score, "Score"), (SortKey::Verdict, "Verdict")] {
                 if ui
-                    .selectable_label(self.list.sort == key, format!("{label}{}", arrow(key)))
+                    // Monospace: the arrows are in the bundled monospace font.
+                    .selectable_label(self.list.sort == key, RichText::new(format!("{label}{}", arrow(key))).monospace())
                     .on_hover_text("sort (again: reverse)")
                     .clicked()
                 {
@@ -700,7 +719,7 @@ impl InspectorApp {
         });
         ui.separator();
         if self.list.is_empty() {
-            ui.weak("Drop images or a folder here,\nor use File ▸ Open.");
+            ui.weak("Drop images or a folder here,\nor use File > Open.");
             return;
         }
         let font = egui::FontId::monospace(12.0);
@@ -740,15 +759,15 @@ impl InspectorApp {
         let Some(entry) = self.list.selected_entry().cloned() else {
             ui.centered_and_justified(|ui| {
                 let msg = match &self.model {
-                    ModelState::Failed(e) => format!("The model could not be loaded:\n{e}\n\nUse Model ▸ Load model directory…"),
-                    _ => "Open images or a folder (File ▸ Open, drag and drop, or the path field).".into(),
+                    ModelState::Failed(e) => format!("The model could not be loaded:\n{e}\n\nUse Model > Load model directory…"),
+                    _ => "Open images or a folder (File > Open, drag and drop, or the path field).".into(),
                 };
                 ui.heading(msg);
             });
             return;
         };
         // Header: name, score, verdict.
-        ui.horizontal(|ui| {
+        ui.horizontal_wrapped(|ui| {
             ui.heading(entry.name());
             match &entry.status {
                 Status::Queued => {
@@ -763,7 +782,7 @@ impl InspectorApp {
                     ui.label(RichText::new(format!("Score {:.4}", o.score)).size(20.0).strong());
                     let v = state::verdict(o.score, t);
                     ui.label(
-                        RichText::new(format!(" {} ", v.label()))
+                        RichText::new(v.label())
                             .size(20.0)
                             .strong()
                             .color(Color32::WHITE)
@@ -789,13 +808,16 @@ impl InspectorApp {
             }
             return;
         }
-        let Some(photo) = &self.photo else { return };
-        let legend_w = 90.0;
+        if self.photo.is_none() {
+            return;
+        }
+        let legend_w = 120.0;
         let avail = ui.available_rect_before_wrap();
         let area = egui::Rect::from_min_max(avail.min, egui::pos2(avail.max.x - legend_w, avail.max.y));
         let legend_rect = egui::Rect::from_min_max(egui::pos2(area.max.x, avail.min.y), avail.max);
         let response = ui.allocate_rect(area, egui::Sense::click_and_drag());
         self.zoom_and_pan(ui, &response, area);
+        let Some(photo) = &self.photo else { return };
         let outcome = match &entry.status {
             Status::Done(o) => Some(o),
             _ => None,
@@ -821,7 +843,7 @@ impl InspectorApp {
                     let (lo, hi) = state::display_range(o, t);
                     let (offset, scale) = overlay::placement(*pane, image_rect);
                     let image = OverlayImage {
-                        key: entry.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (Arc::as_ptr(&o.map) as u64),
+                        key: entry.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (Arc::as_ptr(&o.map) as usize as u64),
                         rgba: photo.rgba.clone(),
                         map: o.map.clone(),
                         width: photo.size[0],
@@ -930,14 +952,40 @@ fn legend(ui: &egui::Ui, rect: egui::Rect, lo: f32, hi: f32, threshold: Option<f
     let y_of = |v: f32| bar.max.y - ((v - lo) / (hi - lo).max(1e-6)).clamp(0.0, 1.0) * bar.height();
     painter.text(egui::pos2(bar.center().x, bar.min.y - 4.0), egui::Align2::CENTER_BOTTOM, format!("{hi:.2}"), font.clone(), text);
     painter.text(egui::pos2(bar.center().x, bar.max.y + 4.0), egui::Align2::CENTER_TOP, format!("{lo:.2}"), font.clone(), text);
-    let mut mark = |v: f32, label: &str, color: Color32| {
+    let mark = |v: f32, label: String, color: Color32, label_y: f32| {
         let y = y_of(v);
         painter.line_segment([egui::pos2(bar.min.x - 4.0, y), egui::pos2(bar.max.x + 4.0, y)], egui::Stroke::new(2.0, color));
-        painter.text(egui::pos2(bar.max.x + 6.0, y), egui::Align2::LEFT_CENTER, format!("{label}\n{v:.2}"), font.clone(), color);
+        painter.text(egui::pos2(bar.max.x + 6.0, label_y), egui::Align2::LEFT_CENTER, label, font.clone(), color);
     };
-    mark(score, "score", text);
+    // Labels stay clear of the scale's end values.
+    let clamp_y = |y: f32| y.clamp(bar.min.y + 10.0, bar.max.y - 10.0);
+    let score_y = clamp_y(y_of(score));
+    let mut label_y = score_y;
     if let Some(t) = threshold {
-        mark(t, "thr", Color32::from_rgb(255, 255, 255));
+        let ty = clamp_y(y_of(t));
+        mark(t, format!("thr {t:.2}"), Color32::from_rgb(255, 255, 255), ty);
+        // Keep the two labels apart when the values are close.
+        if (label_y - ty).abs() < 14.0 {
+            label_y = if score_y > ty { ty + 14.0 } else { ty - 14.0 };
+        }
+    }
+    mark(score, format!("score {score:.2}"), text, label_y);
+}
+
+/// The compute device in words.
+pub fn describe_device(debug: &str) -> String {
+    let kind = if debug.contains("Wgpu") {
+        "wgpu (GPU)"
+    } else if debug.contains("Cuda") {
+        "CUDA"
+    } else if debug.contains("Flex") {
+        "CPU"
+    } else {
+        debug
+    };
+    match debug.find(" (wgpu unavailable") {
+        Some(i) => format!("{kind}{}", &debug[i..]),
+        None => kind.to_string(),
     }
 }
 
@@ -957,7 +1005,7 @@ impl eframe::App for InspectorApp {
             .show(ui, |ui| self.image_list(ui));
         egui::CentralPanel::default().show(ui, |ui| self.inspection_view(ui));
         if ctx.input(|i| !i.raw.hovered_files.is_empty()) {
-            let painter = ctx.layer_painter(egui::LayerId::new(egui::Order::Foreground, egui::Id::new("drop")));
+            let painter = ctx.layer_painter(egui::LayerId::new(egui::Order::Foreground, egui::Id::unique("hvq-drop-overlay")));
             let rect = ctx.content_rect();
             painter.rect_filled(rect, 0.0, Color32::from_black_alpha(160));
             painter.text(rect.center(), egui::Align2::CENTER_CENTER, "Drop images or folders to inspect", egui::FontId::proportional(24.0), Color32::WHITE);

@@ -104,6 +104,7 @@ mod tests {
 
     #[test]
     fn missing_fields_take_defaults() {
+        use eframe::Storage as _;
         let mut storage = MemStorage::default();
         storage.set_string(STORAGE_KEY, "(opacity: 0.25)".into());
         let s = Settings::load(Some(&storage));

@@ -699,7 +699,7 @@ mod tests {
     #[test]
     fn keyboard_navigation_follows_display_order() {
         let mut list = list_with(&[("a.png", Some(3.0)), ("b.png", Some(1.0)), ("c.png", Some(2.0))]);
-        list.sort_by(SortKey::Score, None); // c? no: descending: a(3), c(2), b(1)
+        list.sort_by(SortKey::Score, None); // descending: a (3), c (2), b (1)
         list.select_end(false);
         assert_eq!(list.selected_entry().unwrap().name(), "a.png");
         list.move_selection(1);

@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# hvq vs PyTorch on one NVIDIA GPU, in one go, from a fresh copy of the repository:
+#   1. cargo build --release -p core --features cuda   (falls back to the wgpu-only build if the
+#      CUDA build fails, so the rest still runs; the failure is reported)
+#   2. hvq bench --device cuda and --device wgpu (Vulkan, NVIDIA driver) for each config
+#   3. a venv with torch (PyPI) + safetensors + numpy if missing, then
+#      scripts/pytorch/bench_torch.py --device cuda for the same configs on the same GPU
+#   4. a table: median end-to-end ms per image, images/s, ratio hvq/PyTorch, training steps,
+#      per-stage times; GPU name and date. Everything lands in bench-results/<date>/.
+#
+# Usage: bash scripts/gpu-bench.sh [--batch 8] [--runs 6] [--configs "official default"]
+#                                   [--out DIR] [--skip-build] [--no-wgpu] [--no-torch] [--tf32]
+# Environment:
+#   CARGO_TARGET_DIR    where cargo builds (default: ./target)
+#   HVQ_TORCH_VENV      venv for PyTorch (default: ~/.cache/hvq/torch-venv)
+#   HVQ_PYTHON          use this Python (with torch, safetensors, numpy) instead of the venv
+#   HVQ_TORCH_PIP_ARGS  extra pip arguments for torch, e.g. "--index-url https://download.pytorch.org/whl/cu126"
+#                       when the driver is older than the PyPI wheel's CUDA (the default is plain PyPI)
+#   HVQ_FORCE_WGPU=1    run wgpu even when no NVIDIA Vulkan driver file is found
+#   HVQ_GOLDEN_DIR      golden tensors (default ../shared/golden): if present, the PyTorch reference is
+#                       first checked against them on the GPU (scripts/pytorch/check_golden.py)
+# Exit status: 0 when every run succeeded, 1 when some failed (the table shows what ran), 2 on
+# a setup error (no GPU, no cargo, ...).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+BATCH=8
+RUNS=6
+CONFIGS="official default"
+OUT=""
+SKIP_BUILD=0
+DO_WGPU=1
+DO_TORCH=1
+TF32=""
+
+log() { printf '[gpu-bench] %s\n' "$*"; }
+warn() { printf '[gpu-bench] WARNING: %s\n' "$*" >&2; }
+die() { printf '[gpu-bench] ERROR: %s\n' "$*" >&2; exit 2; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --batch) BATCH=${2:?--batch needs a value}; shift 2 ;;
+    --runs) RUNS=${2:?--runs needs a value}; shift 2 ;;
+    --configs) CONFIGS=${2:?--configs needs a value}; shift 2 ;;
+    --out) OUT=${2:?--out needs a value}; shift 2 ;;
+    --skip-build) SKIP_BUILD=1; shift ;;
+    --no-wgpu) DO_WGPU=0; shift ;;
+    --no-torch) DO_TORCH=0; shift ;;
+    --tf32) TF32="--tf32"; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; die "unknown argument: $1" ;;
+  esac
+done
+case "$BATCH$RUNS" in *[!0-9]*) die "--batch and --runs must be positive integers" ;; esac
+for c in $CONFIGS; do
+  case "$c" in official|default) ;; *) die "unknown config '$c' (official or default)" ;; esac
+done
+
+# ---- the GPU --------------------------------------------------------------------------------
+command -v nvidia-smi >/dev/null || die "nvidia-smi not found: this script needs a machine with an NVIDIA GPU and its driver"
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n1) || true
+[ -n "$GPU" ] || die "nvidia-smi lists no GPU (is the driver loaded? try 'nvidia-smi')"
+DRIVER=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n1 || true)
+DATE=$(date -u +%Y-%m-%d_%H%M%SZ)
+OUT=${OUT:-bench-results/$DATE}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+log "GPU: $GPU (driver $DRIVER); date $DATE; batch $BATCH, $RUNS runs; configs: $CONFIGS"
+log "results in $OUT"
+{
+  echo "date: $DATE"
+  echo "gpu: $GPU"
+  echo "driver: $DRIVER"
+  echo "host: $(uname -a)"
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //') ($(nproc) threads)"
+  echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')"
+  echo "batch: $BATCH  runs: $RUNS  configs: $CONFIGS"
+} > "$OUT/environment.txt"
+nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
+
+FAILED=()
+
+# ---- hvq ------------------------------------------------------------------------------------
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+HVQ=$TARGET/release/hvq
+CUDA_BUILT=0
+if [ "$SKIP_BUILD" = 1 ]; then
+  [ -x "$HVQ" ] || die "--skip-build but $HVQ does not exist"
+  CUDA_BUILT=1
+  log "using the existing $HVQ (--skip-build)"
+else
+  command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs)"
+  echo "rust: $(rustc --version 2>/dev/null), $(cargo --version)" >> "$OUT/environment.txt"
+  log "building hvq with CUDA (cargo build --release -p core --features cuda; log: $OUT/build-cuda.log) ..."
+  if cargo build --release -p core --features cuda > "$OUT/build-cuda.log" 2>&1; then
+    CUDA_BUILT=1
+    log "CUDA build done"
+  else
+    tail -n 25 "$OUT/build-cuda.log" >&2 || true
+    warn "the CUDA build failed (see $OUT/build-cuda.log). burn's CUDA build script downloads an LLVM bundle, so the machine needs internet access for the first build."
+    FAILED+=("build --features cuda")
+    log "building without CUDA so the wgpu runs can go ahead (log: $OUT/build-wgpu.log) ..."
+    if ! cargo build --release -p core > "$OUT/build-wgpu.log" 2>&1; then
+      tail -n 25 "$OUT/build-wgpu.log" >&2 || true
+      warn "the wgpu build failed too (see $OUT/build-wgpu.log): no hvq runs"
+      FAILED+=("build (wgpu)")
+    fi
+  fi
+fi
+
+run_hvq() { # device config
+  local dev=$1 cfg=$2 json="$OUT/hvq-$1-$2.json" logf="$OUT/hvq-$1-$2.log"
+  shift 2
+  log "hvq bench --device $dev --config $cfg --batch $BATCH --runs $RUNS"
+  if env "$@" "$HVQ" bench --device "$dev" --config "$cfg" --batch "$BATCH" --runs "$RUNS" --json "$json" > "$logf" 2>&1; then
+    sed -n '1,20p' "$logf"
+  else
+    tail -n 15 "$logf" >&2 || true
+    warn "hvq bench --device $dev --config $cfg failed (log: $logf)"
+    rm -f "$json"
+    FAILED+=("hvq $dev $cfg")
+  fi
+}
+
+if [ -x "$HVQ" ]; then
+  if [ "$CUDA_BUILT" = 1 ]; then
+    for cfg in $CONFIGS; do run_hvq cuda "$cfg"; done
+  fi
+  if [ "$DO_WGPU" = 1 ]; then
+    # Point the Vulkan loader at the NVIDIA driver only, so wgpu cannot fall back to a CPU
+    # implementation (lavapipe) and time that instead.
+    ICD=""
+    for f in /usr/share/vulkan/icd.d/nvidia_icd*.json /etc/vulkan/icd.d/nvidia_icd*.json /usr/local/share/vulkan/icd.d/nvidia_icd*.json; do
+      [ -f "$f" ] && { ICD=$f; break; }
+    done
+    if [ -n "$ICD" ]; then
+      log "wgpu: Vulkan driver file $ICD"
+      command -v vulkaninfo >/dev/null && VK_DRIVER_FILES=$ICD VK_ICD_FILENAMES=$ICD vulkaninfo --summary > "$OUT/vulkaninfo.txt" 2>&1 || true
+      for cfg in $CONFIGS; do run_hvq wgpu "$cfg" VK_DRIVER_FILES="$ICD" VK_ICD_FILENAMES="$ICD" WGPU_BACKEND=vulkan; done
+    elif [ "${HVQ_FORCE_WGPU:-0}" = 1 ]; then
+      warn "no NVIDIA Vulkan driver file (nvidia_icd.json) found; running wgpu anyway (HVQ_FORCE_WGPU=1): it may not be on the GPU"
+      for cfg in $CONFIGS; do run_hvq wgpu "$cfg" WGPU_BACKEND=vulkan; done
+    else
+      warn "no NVIDIA Vulkan driver file (nvidia_icd.json in /usr/share/vulkan/icd.d or /etc/vulkan/icd.d): skipping wgpu, which would run on another Vulkan driver (e.g. lavapipe on the CPU). Install the driver's Vulkan part (in containers, NVIDIA_DRIVER_CAPABILITIES must include 'graphics'), or set HVQ_FORCE_WGPU=1."
+      FAILED+=("wgpu (no NVIDIA Vulkan driver)")
+    fi
+  fi
+fi
+
+# ---- PyTorch --------------------------------------------------------------------------------
+torch_ok() { "$1" -c 'import torch, safetensors, numpy' >/dev/null 2>&1; }
+PY=""
+if [ "$DO_TORCH" = 1 ]; then
+  VENV=${HVQ_TORCH_VENV:-$HOME/.cache/hvq/torch-venv}
+  if [ -n "${HVQ_PYTHON:-}" ]; then
+    torch_ok "$HVQ_PYTHON" && PY=$HVQ_PYTHON || warn "HVQ_PYTHON=$HVQ_PYTHON cannot import torch, safetensors and numpy"
+  elif [ -x "$VENV/bin/python" ] && torch_ok "$VENV/bin/python"; then
+    PY=$VENV/bin/python
+    log "PyTorch venv: $VENV (existing)"
+  else
+    log "setting up the PyTorch venv in $VENV (pip install torch safetensors numpy from PyPI; several GB) ..."
+    if { [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"; } > "$OUT/torch-venv.log" 2>&1 \
+      && "$VENV/bin/python" -m pip install ${HVQ_TORCH_PIP_ARGS:-} torch safetensors numpy >> "$OUT/torch-venv.log" 2>&1 \
+      && torch_ok "$VENV/bin/python"; then
+      PY=$VENV/bin/python
+    else
+      tail -n 15 "$OUT/torch-venv.log" >&2 || true
+      warn "could not set up the venv (log: $OUT/torch-venv.log; on Debian/Ubuntu 'python3 -m venv' needs the python3-venv package)"
+      if command -v python3 >/dev/null && torch_ok python3; then
+        PY=$(command -v python3)
+        warn "using the system python3, which has torch"
+      fi
+    fi
+  fi
+  if [ -n "$PY" ]; then
+    if ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+      warn "torch $("$PY" -c 'import torch; print(torch.__version__, "CUDA", torch.version.cuda)' 2>/dev/null) cannot use the GPU (driver $DRIVER). If the driver is older than the wheel's CUDA, install a matching wheel: HVQ_TORCH_PIP_ARGS='--index-url https://download.pytorch.org/whl/cu126' with a fresh HVQ_TORCH_VENV."
+      FAILED+=("PyTorch (no CUDA)")
+      PY=""
+    fi
+  else
+    FAILED+=("PyTorch (not installed)")
+  fi
+  if [ -n "$PY" ]; then
+    echo "python: $("$PY" -c 'import torch, sys; print(sys.version.split()[0], "torch", torch.__version__, "CUDA", torch.version.cuda)')" >> "$OUT/environment.txt"
+    # The PyTorch reference against the official code's golden tensors, on this GPU (if present).
+    GOLDEN=${HVQ_GOLDEN_DIR:-$ROOT/../shared/golden}
+    if [ -f "$GOLDEN/hvq_small.safetensors" ]; then
+      log "check_golden.py --device cuda (golden tensors in $GOLDEN)"
+      if "$PY" scripts/pytorch/check_golden.py --device cuda --golden "$GOLDEN" > "$OUT/torch-golden-cuda.txt" 2>&1; then
+        tail -n 1 "$OUT/torch-golden-cuda.txt"
+      else
+        tail -n 15 "$OUT/torch-golden-cuda.txt" >&2 || true
+        warn "the PyTorch reference does not match the golden tensors on this GPU (see $OUT/torch-golden-cuda.txt)"
+        FAILED+=("PyTorch golden check (cuda)")
+      fi
+    else
+      log "no golden tensors at $GOLDEN (set HVQ_GOLDEN_DIR to check the PyTorch reference on this GPU first)"
+    fi
+    for cfg in $CONFIGS; do
+      json="$OUT/torch-cuda-$cfg.json" logf="$OUT/torch-cuda-$cfg.log"
+      log "bench_torch.py --device cuda --config $cfg --batch $BATCH --runs $RUNS --train-batch $BATCH"
+      # --train-batch = --batch: hvq bench times its training steps at --batch.
+      if "$PY" scripts/pytorch/bench_torch.py --device cuda --config "$cfg" --batch "$BATCH" --runs "$RUNS" \
+          --train-batch "$BATCH" $TF32 --json "$json" > "$logf" 2>&1; then
+        sed -n '1,20p' "$logf"
+      else
+        tail -n 15 "$logf" >&2 || true
+        warn "bench_torch.py --config $cfg failed (log: $logf)"
+        rm -f "$json"
+        FAILED+=("PyTorch cuda $cfg")
+      fi
+    done
+  fi
+fi
+
+# ---- the table ------------------------------------------------------------------------------
+echo
+SUMMARY_PY=$(command -v python3 || true)  # compare.py needs only the standard library
+SUMMARY_PY=${SUMMARY_PY:-$PY}
+shopt -s nullglob
+REPORTS=("$OUT"/hvq-*.json "$OUT"/torch-*.json)
+shopt -u nullglob
+if [ ${#REPORTS[@]} -gt 0 ]; then
+  "$SUMMARY_PY" scripts/pytorch/compare.py "$OUT" --ref cuda --gpu "$GPU" --date "$DATE" | tee "$OUT/summary.txt" \
+    || FAILED+=("summary table")
+else
+  warn "no run produced a report"
+fi
+echo
+if [ ${#FAILED[@]} -gt 0 ]; then
+  warn "incomplete: ${FAILED[*]}"
+  log "all output (reports, logs, summary.md) is in $OUT"
+  exit 1
+fi
+log "done: reports, logs and summary.md are in $OUT"

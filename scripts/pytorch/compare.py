@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Side-by-side table of `hvq bench` and `bench_torch.py` reports (standard library only).
+
+Reads DIR/hvq-<device>-<config>.json and DIR/torch-<device>-<config>.json and prints, per config,
+the median end-to-end milliseconds per image of every run and its ratio to the PyTorch reference
+run (`--ref`, default cuda; hvq/PyTorch > 1 means hvq is slower), then the per-stage medians and
+the training steps. Also writes DIR/summary.md.
+Usage: compare.py DIR [--ref cuda|cpu] [--gpu NAME] [--date TEXT]
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def load(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def per_image(r):
+    return r["end_to_end"]["median_ms"] / r["batch"]
+
+
+def fmt(v, digits=1):
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def ratio(a, b):
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def train_ms(r, key="train_step_cached"):
+    s = r.get(key) if r else None
+    return s["median_ms"] if s else None
+
+
+def train_batch(r):
+    return r.get("train_batch", r["batch"]) if r else None
+
+
+def table(header, rows):
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dir")
+    ap.add_argument("--ref", default="cuda", help="device of the PyTorch run the ratios refer to")
+    ap.add_argument("--gpu", default="", help="GPU name for the heading")
+    ap.add_argument("--date", default="", help="date for the heading")
+    a = ap.parse_args()
+    d = Path(a.dir)
+    runs = {}
+    for p in sorted(d.glob("*.json")):
+        parts = p.stem.split("-", 2)
+        if len(parts) == 3 and parts[0] in ("hvq", "torch"):
+            r = load(p)
+            if r:
+                runs[(parts[0], parts[1], parts[2])] = r
+    if not runs:
+        sys.exit(f"compare.py: no hvq-*.json or torch-*.json reports in {d}")
+    configs = sorted({k[2] for k in runs}, key=lambda c: (c != "official", c))
+    out = []
+    head = "# hvq vs PyTorch"
+    if a.gpu:
+        head += f" on {a.gpu}"
+    if a.date:
+        head += f", {a.date}"
+    out.append(head)
+    any_r = next(iter(runs.values()))
+    out.append(f"\nmachine: {any_r.get('machine', '?')}")
+    for (fw, dev, cfg), r in sorted(runs.items()):
+        if fw == "torch":
+            out.append(f"PyTorch ({dev}): {r.get('framework', '?')}, {r.get('precision', '?')}, threads {r.get('threads', '?')}")
+    out.append("\nRatio = hvq / PyTorch on the same config (> 1: hvq slower). Median over the timed runs.")
+    for cfg in configs:
+        ref = runs.get(("torch", a.ref, cfg))
+        rows = []
+        order = sorted((k for k in runs if k[2] == cfg), key=lambda k: (k[0] != "hvq", k[1]))
+        for fw, dev, _ in order:
+            r = runs[(fw, dev, cfg)]
+            name = f"{'hvq' if fw == 'hvq' else 'PyTorch'} {dev}"
+            tm = train_ms(r)
+            rows.append([
+                name, r["batch"], fmt(per_image(r), 2), fmt(r["images_per_second"]),
+                fmt(ratio(per_image(r), per_image(ref) if ref else None), 2),
+                f"{fmt(tm)} (b{train_batch(r)})" if tm is not None else "—",
+                fmt(ratio(tm, train_ms(ref)), 2) if ref and train_batch(r) == train_batch(ref) else "—",
+            ])
+        out.append(f"\n## config `{cfg}`" + ("" if ref else f"  (no PyTorch {a.ref} run: no ratios)"))
+        out.append(table(["run", "batch", "ms/image e2e", "images/s", f"ratio vs PyTorch {a.ref}",
+                          "train step ms (cached)", "train ratio"], rows))
+        stage_names = []
+        for k in order:
+            for s in runs[k]["stages"]:
+                if s["stage"] not in stage_names:
+                    stage_names.append(s["stage"])
+        srows = []
+        for st in stage_names + ["end to end"]:
+            row = [st]
+            for k in order:
+                r = runs[k]
+                s = r["end_to_end"] if st == "end to end" else next((x for x in r["stages"] if x["stage"] == st), None)
+                row.append(fmt(s["median_ms"]) if s else "—")
+            if ref:
+                rs = ref["end_to_end"] if st == "end to end" else next((x for x in ref["stages"] if x["stage"] == st), None)
+                for k in order:
+                    if k[0] == "hvq":
+                        r = runs[k]
+                        s = r["end_to_end"] if st == "end to end" else next((x for x in r["stages"] if x["stage"] == st), None)
+                        row.append(fmt(ratio(s["median_ms"] if s else None, rs["median_ms"] if rs else None), 2))
+            srows.append(row)
+        names = [f"{'hvq' if k[0] == 'hvq' else 'PyTorch'} {k[1]} ms" for k in order]
+        if ref:
+            names += [f"ratio {k[1]}" for k in order if k[0] == "hvq"]
+        out.append("\nper stage (median ms per batch, synchronised after each stage):")
+        out.append(table(["stage"] + names, srows))
+    text = "\n".join(out)
+    print(text)
+    (d / "summary.md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
