@@ -260,3 +260,31 @@ fn cmyk_jpeg_decodes_to_the_right_colours() {
         .unwrap();
     assert_eq!((r.width, r.height), (64, 48));
 }
+
+#[test]
+fn shipped_default_model_scores_the_samples() {
+    let device = Device::flex();
+    let d = hvq::pretrained::default_model(&device).expect("embedded default model loads");
+    assert_eq!(d.config.hvq.class_names, ["mono", "poly"]);
+    let threshold = d.calibration.as_ref().expect("calibrated").threshold;
+    let inspector = Inspector::new(d, device);
+    let score = |name: &str| {
+        let img = hvq::preprocess::load(&repo_root().join("samples").join(name)).unwrap();
+        inspector.inspect(&img, &ClassChoice::Auto).unwrap()
+    };
+    let defect = score("mono-defect-cell0001.png");
+    let normal = score("mono-normal-cell0369.png");
+    assert_eq!(
+        (defect.class_name.as_str(), normal.class_name.as_str()),
+        ("mono", "mono")
+    );
+    // The model card's figures: the cracked mono cell is flagged, the normal one is not.
+    assert!(
+        defect.score > threshold && normal.score < threshold,
+        "{} / {} vs {threshold}",
+        defect.score,
+        normal.score
+    );
+    assert_eq!(defect.anomalous, Some(true));
+    assert_eq!((defect.width, defect.height), (300, 300));
+}

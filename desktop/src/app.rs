@@ -261,7 +261,11 @@ impl InspectorApp {
             Command::Open(paths) => {
                 let (files, errors) = state::expand_paths(&paths);
                 if let Some(first) = paths.first() {
-                    let folder = if first.is_dir() { Some(first.as_path()) } else { first.parent() };
+                    let folder = if first.is_dir() {
+                        Some(first.as_path())
+                    } else {
+                        first.parent()
+                    };
                     self.settings.last_folder = folder.map(Path::to_path_buf);
                 }
                 for (p, e) in errors {
@@ -298,8 +302,12 @@ impl InspectorApp {
                     let class = self.class_choice();
                     for f in &files {
                         self.next_calibration_id += 1;
-                        self.worker
-                            .inspect(self.next_calibration_id, f.clone(), class.clone(), Purpose::Calibration);
+                        self.worker.inspect(
+                            self.next_calibration_id,
+                            f.clone(),
+                            class.clone(),
+                            Purpose::Calibration,
+                        );
                     }
                     let q = self.settings.calibration_quantile;
                     self.calibration = Some(CalibrationRun {
@@ -307,7 +315,11 @@ impl InspectorApp {
                         total: files.len(),
                         scores: Vec::new(),
                         errors: Vec::new(),
-                        rule: if q >= 1.0 { CalibrationRule::Max } else { CalibrationRule::Quantile(q) },
+                        rule: if q >= 1.0 {
+                            CalibrationRule::Max
+                        } else {
+                            CalibrationRule::Quantile(q)
+                        },
                     });
                     self.message = format!("calibrating on {} known-good image(s)…", files.len());
                 }
@@ -405,7 +417,8 @@ impl InspectorApp {
             match reply {
                 Reply::Device(d) => self.device = d,
                 Reply::Model(Ok(info)) => {
-                    if self.settings.class != "auto" && !info.classes.contains(&self.settings.class) {
+                    if self.settings.class != "auto" && !info.classes.contains(&self.settings.class)
+                    {
                         self.settings.class = "auto".into();
                     }
                     self.message = format!("model {} ready", info.source);
@@ -415,11 +428,19 @@ impl InspectorApp {
                     self.message = e.clone();
                     self.model = ModelState::Failed(e);
                 }
-                Reply::Inspected { id, purpose: Purpose::List, result } => {
+                Reply::Inspected {
+                    id,
+                    purpose: Purpose::List,
+                    result,
+                } => {
                     let t = self.threshold();
                     self.list.set_result(id, result, t);
                 }
-                Reply::Inspected { purpose: Purpose::Calibration, result, id } => {
+                Reply::Inspected {
+                    purpose: Purpose::Calibration,
+                    result,
+                    id,
+                } => {
                     if let Some(run) = &mut self.calibration {
                         match result {
                             Ok(o) => run.scores.push(o.score),
@@ -434,8 +455,10 @@ impl InspectorApp {
                                         run.folder.display()
                                     );
                                     self.settings.threshold = Some(t);
-                                    self.threshold_origin =
-                                        format!("calibrated on {} known-good image(s)", run.scores.len());
+                                    self.threshold_origin = format!(
+                                        "calibrated on {} known-good image(s)",
+                                        run.scores.len()
+                                    );
                                     self.list.resort(Some(t));
                                 }
                                 None => {
@@ -455,9 +478,17 @@ impl InspectorApp {
         {
             self.message = match r {
                 Ok((dir, s)) => {
-                    let mut m = format!("exported {} rows and {} overlays to {}", s.rows, s.overlays, dir.display());
+                    let mut m = format!(
+                        "exported {} rows and {} overlays to {}",
+                        s.rows,
+                        s.overlays,
+                        dir.display()
+                    );
                     if let Some(first) = s.failures.first() {
-                        m.push_str(&format!("; {} overlay(s) failed: {first}", s.failures.len()));
+                        m.push_str(&format!(
+                            "; {} overlay(s) failed: {first}",
+                            s.failures.len()
+                        ));
                     }
                     m
                 }
@@ -495,8 +526,12 @@ impl InspectorApp {
             Ok(img) => {
                 let rgba = img.to_rgba8();
                 let size = [rgba.width(), rgba.height()];
-                let color = egui::ColorImage::from_rgba_unmultiplied([size[0] as usize, size[1] as usize], &rgba);
-                let texture = ctx.load_texture(format!("photo-{id}"), color, egui::TextureOptions::LINEAR);
+                let color = egui::ColorImage::from_rgba_unmultiplied(
+                    [size[0] as usize, size[1] as usize],
+                    &rgba,
+                );
+                let texture =
+                    ctx.load_texture(format!("photo-{id}"), color, egui::TextureOptions::LINEAR);
                 self.photo = Some(Photo {
                     id,
                     texture,
@@ -537,7 +572,14 @@ impl InspectorApp {
     }
 
     fn dropped_files(&mut self, ctx: &egui::Context) {
-        let dropped: Vec<PathBuf> = ctx.input(|i| i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).filter(|p| !p.as_os_str().is_empty()).collect());
+        let dropped: Vec<PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        });
         if !dropped.is_empty() {
             self.commands.push(Command::Open(dropped));
         }
@@ -577,13 +619,23 @@ impl InspectorApp {
                 }
                 ui.horizontal(|ui| {
                     ui.label("Calibration quantile");
-                    ui.add(egui::DragValue::new(&mut self.settings.calibration_quantile).range(0.5..=1.0).speed(0.001))
-                        .on_hover_text("1.0: the largest known-good score; 0.99: its 99th percentile");
+                    ui.add(
+                        egui::DragValue::new(&mut self.settings.calibration_quantile)
+                            .range(0.5..=1.0)
+                            .speed(0.001),
+                    )
+                    .on_hover_text("1.0: the largest known-good score; 0.99: its 99th percentile");
                 });
             });
             ui.menu_button("View", |ui| {
-                ui.checkbox(&mut self.settings.side_by_side, "Original and map side by side");
-                ui.checkbox(&mut self.settings.hide_below_lo, "Hide the map below its scale");
+                ui.checkbox(
+                    &mut self.settings.side_by_side,
+                    "Original and map side by side",
+                );
+                ui.checkbox(
+                    &mut self.settings.hide_below_lo,
+                    "Hide the map below its scale",
+                );
                 if ui.button("Fit image (0)").clicked() {
                     self.commands.push(Command::ResetView);
                 }
@@ -617,12 +669,29 @@ impl InspectorApp {
                 ModelState::Ready(i) => i.threshold,
                 _ => None,
             };
-            let mut t = self.threshold().or(scores.iter().cloned().reduce(f32::max)).unwrap_or(1.0);
-            let top = scores.iter().cloned().chain(model_t).chain(Some(t)).fold(f32::MIN, f32::max);
-            let bottom = scores.iter().cloned().chain(model_t).chain(Some(t)).fold(f32::MAX, f32::min);
+            let mut t = self
+                .threshold()
+                .or(scores.iter().cloned().reduce(f32::max))
+                .unwrap_or(1.0);
+            let top = scores
+                .iter()
+                .cloned()
+                .chain(model_t)
+                .chain(Some(t))
+                .fold(f32::MIN, f32::max);
+            let bottom = scores
+                .iter()
+                .cloned()
+                .chain(model_t)
+                .chain(Some(t))
+                .fold(f32::MAX, f32::min);
             let span = (top - bottom).abs().max(top.abs() * 0.1).max(1e-3);
             let range = (bottom - 0.1 * span).max(0.0)..=top + 0.1 * span;
-            let r = ui.add(egui::Slider::new(&mut t, range).max_decimals(4).clamping(egui::SliderClamping::Never));
+            let r = ui.add(
+                egui::Slider::new(&mut t, range)
+                    .max_decimals(4)
+                    .clamping(egui::SliderClamping::Never),
+            );
             if r.changed() {
                 self.commands.push(Command::SetThreshold(Some(t)));
             }
@@ -634,7 +703,11 @@ impl InspectorApp {
             {
                 self.commands.push(Command::SetThreshold(None));
             }
-            if ui.button("Calibrate…").on_hover_text("from a folder of known-good images").clicked() {
+            if ui
+                .button("Calibrate…")
+                .on_hover_text("from a folder of known-good images")
+                .clicked()
+            {
                 self.commands.push(Command::PickCalibrationFolder);
             }
             ui.separator();
@@ -649,7 +722,8 @@ impl InspectorApp {
             );
             let enter = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
             if (ui.button("Open").clicked() || enter) && !self.path_input.trim().is_empty() {
-                self.commands.push(Command::Open(vec![PathBuf::from(self.path_input.trim())]));
+                self.commands
+                    .push(Command::Open(vec![PathBuf::from(self.path_input.trim())]));
                 self.path_input.clear();
             }
         });
@@ -680,7 +754,10 @@ impl InspectorApp {
             ui.colored_label(PASS, format!("{} pass", c.pass));
             ui.colored_label(FAIL, format!("{} fail", c.fail));
             if c.errors > 0 {
-                ui.colored_label(Color32::from_rgb(230, 160, 40), format!("{} unreadable", c.errors));
+                ui.colored_label(
+                    Color32::from_rgb(230, 160, 40),
+                    format!("{} unreadable", c.errors),
+                );
             }
             ui.separator();
             match &self.model {
@@ -688,7 +765,8 @@ impl InspectorApp {
                 ModelState::Ready(i) => ui.label(format!("model: {}", i.source)),
                 ModelState::Failed(_) => ui.colored_label(FAIL, "no model"),
             };
-            ui.label(format!("device: {}", describe_device(&self.device))).on_hover_text(&self.device);
+            ui.label(format!("device: {}", describe_device(&self.device)))
+                .on_hover_text(&self.device);
             ui.separator();
             ui.label(&self.message);
         });
@@ -706,10 +784,17 @@ impl InspectorApp {
                     " ▼"
                 }
             };
-            for (key, label) in [(SortKey::Name, "Name"), (SortKey::Score, "Score"), (SortKey::Verdict, "Verdict")] {
+            for (key, label) in [
+                (SortKey::Name, "Name"),
+                (SortKey::Score, "Score"),
+                (SortKey::Verdict, "Verdict"),
+            ] {
                 if ui
                     // Monospace: the arrows are in the bundled monospace font.
-                    .selectable_label(self.list.sort == key, RichText::new(format!("{label}{}", arrow(key))).monospace())
+                    .selectable_label(
+                        self.list.sort == key,
+                        RichText::new(format!("{label}{}", arrow(key))).monospace(),
+                    )
                     .on_hover_text("sort (again: reverse)")
                     .clicked()
                 {
@@ -723,34 +808,39 @@ impl InspectorApp {
             return;
         }
         let font = egui::FontId::monospace(12.0);
-        egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| {
-            for e in self.list.iter() {
-                let mut job = egui::text::LayoutJob::default();
-                let mut name = e.name();
-                if name.chars().count() > 26 {
-                    name = format!("{}…", name.chars().take(25).collect::<String>());
+        egui::ScrollArea::vertical()
+            .auto_shrink([false, false])
+            .show(ui, |ui| {
+                for e in self.list.iter() {
+                    let mut job = egui::text::LayoutJob::default();
+                    let mut name = e.name();
+                    if name.chars().count() > 26 {
+                        name = format!("{}…", name.chars().take(25).collect::<String>());
+                    }
+                    let fmt = |color| egui::TextFormat::simple(font.clone(), color);
+                    job.append(&format!("{name:<27}"), 0.0, fmt(ui.visuals().text_color()));
+                    let score = e
+                        .score()
+                        .map(|s| format!("{s:>10.4}"))
+                        .unwrap_or_else(|| format!("{:>10}", ""));
+                    job.append(&score, 0.0, fmt(ui.visuals().text_color()));
+                    let v = e.verdict(t);
+                    job.append(&format!("  {:<12}", v.label()), 0.0, fmt(verdict_color(v)));
+                    let selected = self.list.selected == Some(e.id);
+                    let mut r = ui.selectable_label(selected, job);
+                    if let Status::Failed(msg) = &e.status {
+                        r = r.on_hover_text(msg);
+                    } else {
+                        r = r.on_hover_text(e.path.display().to_string());
+                    }
+                    if r.clicked() {
+                        self.commands.push(Command::Select(e.id));
+                    }
+                    if selected && self.scroll_to_selected {
+                        r.scroll_to_me(None);
+                    }
                 }
-                let fmt = |color| egui::TextFormat::simple(font.clone(), color);
-                job.append(&format!("{name:<27}"), 0.0, fmt(ui.visuals().text_color()));
-                let score = e.score().map(|s| format!("{s:>10.4}")).unwrap_or_else(|| format!("{:>10}", ""));
-                job.append(&score, 0.0, fmt(ui.visuals().text_color()));
-                let v = e.verdict(t);
-                job.append(&format!("  {:<12}", v.label()), 0.0, fmt(verdict_color(v)));
-                let selected = self.list.selected == Some(e.id);
-                let mut r = ui.selectable_label(selected, job);
-                if let Status::Failed(msg) = &e.status {
-                    r = r.on_hover_text(msg);
-                } else {
-                    r = r.on_hover_text(e.path.display().to_string());
-                }
-                if r.clicked() {
-                    self.commands.push(Command::Select(e.id));
-                }
-                if selected && self.scroll_to_selected {
-                    r.scroll_to_me(None);
-                }
-            }
-        });
+            });
         self.scroll_to_selected = false;
     }
 
@@ -759,8 +849,11 @@ impl InspectorApp {
         let Some(entry) = self.list.selected_entry().cloned() else {
             ui.centered_and_justified(|ui| {
                 let msg = match &self.model {
-                    ModelState::Failed(e) => format!("The model could not be loaded:\n{e}\n\nUse Model > Load model directory…"),
-                    _ => "Open images or a folder (File > Open, drag and drop, or the path field).".into(),
+                    ModelState::Failed(e) => format!(
+                        "The model could not be loaded:\n{e}\n\nUse Model > Load model directory…"
+                    ),
+                    _ => "Open images or a folder (File > Open, drag and drop, or the path field)."
+                        .into(),
                 };
                 ui.heading(msg);
             });
@@ -779,7 +872,11 @@ impl InspectorApp {
                 }
                 Status::Done(o) => {
                     ui.separator();
-                    ui.label(RichText::new(format!("Score {:.4}", o.score)).size(20.0).strong());
+                    ui.label(
+                        RichText::new(format!("Score {:.4}", o.score))
+                            .size(20.0)
+                            .strong(),
+                    );
                     let v = state::verdict(o.score, t);
                     ui.label(
                         RichText::new(v.label())
@@ -790,7 +887,9 @@ impl InspectorApp {
                     );
                     ui.separator();
                     match t {
-                        Some(t) => ui.label(format!("threshold {t:.4} ({})", self.threshold_source())),
+                        Some(t) => {
+                            ui.label(format!("threshold {t:.4} ({})", self.threshold_source()))
+                        }
                         None => ui.label("no threshold"),
                     };
                     ui.separator();
@@ -813,7 +912,8 @@ impl InspectorApp {
         }
         let legend_w = 120.0;
         let avail = ui.available_rect_before_wrap();
-        let area = egui::Rect::from_min_max(avail.min, egui::pos2(avail.max.x - legend_w, avail.max.y));
+        let area =
+            egui::Rect::from_min_max(avail.min, egui::pos2(avail.max.x - legend_w, avail.max.y));
         let legend_rect = egui::Rect::from_min_max(egui::pos2(area.max.x, avail.min.y), avail.max);
         let response = ui.allocate_rect(area, egui::Sense::click_and_drag());
         self.zoom_and_pan(ui, &response, area);
@@ -836,14 +936,18 @@ impl InspectorApp {
             let painter = ui.painter_at(*pane);
             painter.rect_filled(*pane, 0.0, Color32::from_gray(20));
             let fit = fit_rect(*pane, aspect);
-            let image_rect = egui::Rect::from_center_size(fit.center() + self.view.pan, fit.size() * self.view.zoom);
+            let image_rect = egui::Rect::from_center_size(
+                fit.center() + self.view.pan,
+                fit.size() * self.view.zoom,
+            );
             let show_overlay = outcome.is_some() && (panes.len() == 1 || k == 1);
             match (show_overlay, outcome) {
                 (true, Some(o)) if self.gpu_overlay => {
                     let (lo, hi) = state::display_range(o, t);
                     let (offset, scale) = overlay::placement(*pane, image_rect);
                     let image = OverlayImage {
-                        key: entry.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (Arc::as_ptr(&o.map) as usize as u64),
+                        key: entry.id.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                            ^ (Arc::as_ptr(&o.map) as usize as u64),
                         rgba: photo.rgba.clone(),
                         map: o.map.clone(),
                         width: photo.size[0],
@@ -869,13 +973,30 @@ impl InspectorApp {
                         Color32::WHITE,
                     );
                     if show_overlay && !self.gpu_overlay {
-                        painter.text(pane.center_top() + egui::vec2(0.0, 12.0), egui::Align2::CENTER_TOP,
-                            "the overlay needs the wgpu renderer", egui::FontId::proportional(14.0), FAIL);
+                        painter.text(
+                            pane.center_top() + egui::vec2(0.0, 12.0),
+                            egui::Align2::CENTER_TOP,
+                            "the overlay needs the wgpu renderer",
+                            egui::FontId::proportional(14.0),
+                            FAIL,
+                        );
                     }
                 }
             }
-            let caption = if panes.len() == 2 { ["original", "anomaly map"][k] } else if outcome.is_some() { "anomaly map" } else { "original" };
-            painter.text(pane.left_top() + egui::vec2(6.0, 4.0), egui::Align2::LEFT_TOP, caption, egui::FontId::proportional(13.0), Color32::from_gray(220));
+            let caption = if panes.len() == 2 {
+                ["original", "anomaly map"][k]
+            } else if outcome.is_some() {
+                "anomaly map"
+            } else {
+                "original"
+            };
+            painter.text(
+                pane.left_top() + egui::vec2(6.0, 4.0),
+                egui::Align2::LEFT_TOP,
+                caption,
+                egui::FontId::proportional(13.0),
+                Color32::from_gray(220),
+            );
         }
         if let Some(o) = outcome {
             let (lo, hi) = state::display_range(o, t);
@@ -891,7 +1012,13 @@ impl InspectorApp {
             self.view.pan += response.drag_delta();
         }
         if response.hovered() {
-            let (scroll, pinch, pointer) = ui.input(|i| (i.smooth_scroll_delta().y, i.zoom_delta(), i.pointer.hover_pos()));
+            let (scroll, pinch, pointer) = ui.input(|i| {
+                (
+                    i.smooth_scroll_delta().y,
+                    i.zoom_delta(),
+                    i.pointer.hover_pos(),
+                )
+            });
             let factor = pinch * (scroll * 0.002).exp();
             if (factor - 1.0).abs() > 1e-4 {
                 let new_zoom = (self.view.zoom * factor).clamp(0.2, 40.0);
@@ -920,7 +1047,11 @@ fn verdict_color(v: Verdict) -> Color32 {
 /// The largest rect of `aspect` (w/h) centred in `area`.
 fn fit_rect(area: egui::Rect, aspect: f32) -> egui::Rect {
     let (w, h) = (area.width(), area.height());
-    let size = if w / h > aspect { egui::vec2(h * aspect, h) } else { egui::vec2(w, w / aspect) };
+    let size = if w / h > aspect {
+        egui::vec2(h * aspect, h)
+    } else {
+        egui::vec2(w, w / aspect)
+    };
     egui::Rect::from_center_size(area.center(), size)
 }
 
@@ -936,7 +1067,11 @@ fn legend(ui: &egui::Ui, rect: egui::Rect, lo: f32, hi: f32, threshold: Option<f
     for i in 0..=steps {
         let f = i as f32 / steps as f32;
         let c = hvq::overlay::jet(f);
-        let color = Color32::from_rgb((c[0] * 255.0).round() as u8, (c[1] * 255.0).round() as u8, (c[2] * 255.0).round() as u8);
+        let color = Color32::from_rgb(
+            (c[0] * 255.0).round() as u8,
+            (c[1] * 255.0).round() as u8,
+            (c[2] * 255.0).round() as u8,
+        );
         let y = bar.max.y - f * bar.height();
         mesh.colored_vertex(egui::pos2(bar.min.x, y), color);
         mesh.colored_vertex(egui::pos2(bar.max.x, y), color);
@@ -950,12 +1085,36 @@ fn legend(ui: &egui::Ui, rect: egui::Rect, lo: f32, hi: f32, threshold: Option<f
     let text = ui.visuals().text_color();
     let font = egui::FontId::monospace(11.0);
     let y_of = |v: f32| bar.max.y - ((v - lo) / (hi - lo).max(1e-6)).clamp(0.0, 1.0) * bar.height();
-    painter.text(egui::pos2(bar.center().x, bar.min.y - 4.0), egui::Align2::CENTER_BOTTOM, format!("{hi:.2}"), font.clone(), text);
-    painter.text(egui::pos2(bar.center().x, bar.max.y + 4.0), egui::Align2::CENTER_TOP, format!("{lo:.2}"), font.clone(), text);
+    painter.text(
+        egui::pos2(bar.center().x, bar.min.y - 4.0),
+        egui::Align2::CENTER_BOTTOM,
+        format!("{hi:.2}"),
+        font.clone(),
+        text,
+    );
+    painter.text(
+        egui::pos2(bar.center().x, bar.max.y + 4.0),
+        egui::Align2::CENTER_TOP,
+        format!("{lo:.2}"),
+        font.clone(),
+        text,
+    );
     let mark = |v: f32, label: String, color: Color32, label_y: f32| {
         let y = y_of(v);
-        painter.line_segment([egui::pos2(bar.min.x - 4.0, y), egui::pos2(bar.max.x + 4.0, y)], egui::Stroke::new(2.0, color));
-        painter.text(egui::pos2(bar.max.x + 6.0, label_y), egui::Align2::LEFT_CENTER, label, font.clone(), color);
+        painter.line_segment(
+            [
+                egui::pos2(bar.min.x - 4.0, y),
+                egui::pos2(bar.max.x + 4.0, y),
+            ],
+            egui::Stroke::new(2.0, color),
+        );
+        painter.text(
+            egui::pos2(bar.max.x + 6.0, label_y),
+            egui::Align2::LEFT_CENTER,
+            label,
+            font.clone(),
+            color,
+        );
     };
     // Labels stay clear of the scale's end values.
     let clamp_y = |y: f32| y.clamp(bar.min.y + 10.0, bar.max.y - 10.0);
@@ -963,7 +1122,12 @@ fn legend(ui: &egui::Ui, rect: egui::Rect, lo: f32, hi: f32, threshold: Option<f
     let mut label_y = score_y;
     if let Some(t) = threshold {
         let ty = clamp_y(y_of(t));
-        mark(t, format!("thr {t:.2}"), Color32::from_rgb(255, 255, 255), ty);
+        mark(
+            t,
+            format!("thr {t:.2}"),
+            Color32::from_rgb(255, 255, 255),
+            ty,
+        );
         // Keep the two labels apart when the values are close.
         if (label_y - ty).abs() < 14.0 {
             label_y = if score_y > ty { ty + 14.0 } else { ty - 14.0 };
@@ -1005,10 +1169,19 @@ impl eframe::App for InspectorApp {
             .show(ui, |ui| self.image_list(ui));
         egui::CentralPanel::default().show(ui, |ui| self.inspection_view(ui));
         if ctx.input(|i| !i.raw.hovered_files.is_empty()) {
-            let painter = ctx.layer_painter(egui::LayerId::new(egui::Order::Foreground, egui::Id::unique("hvq-drop-overlay")));
+            let painter = ctx.layer_painter(egui::LayerId::new(
+                egui::Order::Foreground,
+                egui::Id::unique("hvq-drop-overlay"),
+            ));
             let rect = ctx.content_rect();
             painter.rect_filled(rect, 0.0, Color32::from_black_alpha(160));
-            painter.text(rect.center(), egui::Align2::CENTER_CENTER, "Drop images or folders to inspect", egui::FontId::proportional(24.0), Color32::WHITE);
+            painter.text(
+                rect.center(),
+                egui::Align2::CENTER_CENTER,
+                "Drop images or folders to inspect",
+                egui::FontId::proportional(24.0),
+                Color32::WHITE,
+            );
         }
         for c in std::mem::take(&mut self.commands) {
             self.apply(&ctx, c);

@@ -49,7 +49,10 @@ impl Params {
 
 /// Place the image rect inside the viewport rect: the shader's offset and scale.
 pub fn placement(viewport: egui::Rect, image: egui::Rect) -> ([f32; 2], [f32; 2]) {
-    let scale = [image.width() / viewport.width(), image.height() / viewport.height()];
+    let scale = [
+        image.width() / viewport.width(),
+        image.height() / viewport.height(),
+    ];
     let offset = [
         2.0 * (image.center().x - viewport.center().x) / viewport.width(),
         -2.0 * (image.center().y - viewport.center().y) / viewport.height(),
@@ -255,9 +258,25 @@ impl CallbackTrait for OverlayCallback {
         if res.current.as_ref().map(|c| c.0) != Some(img.key) {
             let dims = (img.width, img.height);
             // Raw bytes / 255, as the CPU blend reads them: a non-sRGB format.
-            let photo = upload(device, queue, "hvq overlay photo", wgpu::TextureFormat::Rgba8Unorm, dims, &img.rgba, 4);
+            let photo = upload(
+                device,
+                queue,
+                "hvq overlay photo",
+                wgpu::TextureFormat::Rgba8Unorm,
+                dims,
+                &img.rgba,
+                4,
+            );
             let map_bytes: Vec<u8> = img.map.iter().flat_map(|v| v.to_le_bytes()).collect();
-            let map = upload(device, queue, "hvq overlay anomaly map", wgpu::TextureFormat::R32Float, dims, &map_bytes, 4);
+            let map = upload(
+                device,
+                queue,
+                "hvq overlay anomaly map",
+                wgpu::TextureFormat::R32Float,
+                dims,
+                &map_bytes,
+                4,
+            );
             let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("hvq overlay bind group"),
                 layout: &res.layout,

@@ -260,7 +260,12 @@ impl ImageList {
     }
 
     /// Store the worker's answer for `id` (ignored when the entry is gone).
-    pub fn set_result(&mut self, id: u64, result: std::result::Result<Outcome, String>, threshold: Option<f32>) {
+    pub fn set_result(
+        &mut self,
+        id: u64,
+        result: std::result::Result<Outcome, String>,
+        threshold: Option<f32>,
+    ) {
         if let Some(e) = self.entries.iter_mut().find(|e| e.id == id) {
             e.status = match result {
                 Ok(o) => Status::Done(o),
@@ -275,7 +280,10 @@ impl ImageList {
         for e in &mut self.entries {
             e.status = Status::Queued;
         }
-        self.entries.iter().map(|e| (e.id, e.path.clone())).collect()
+        self.entries
+            .iter()
+            .map(|e| (e.id, e.path.clone()))
+            .collect()
     }
 
     /// Remove everything.
@@ -330,7 +338,12 @@ impl ImageList {
                         Verdict::Pending => -1,
                     };
                     dir(rank(a).cmp(&rank(b)))
-                        .then_with(|| dir(a.score().unwrap_or(0.0).total_cmp(&b.score().unwrap_or(0.0))))
+                        .then_with(|| {
+                            dir(a
+                                .score()
+                                .unwrap_or(0.0)
+                                .total_cmp(&b.score().unwrap_or(0.0)))
+                        })
                         .then_with(|| by_name(a, b))
                 }
             }
@@ -356,7 +369,11 @@ impl ImageList {
 
     /// Select the first (`false`) or last (`true`) row.
     pub fn select_end(&mut self, last: bool) {
-        let idx = if last { self.order.last() } else { self.order.first() };
+        let idx = if last {
+            self.order.last()
+        } else {
+            self.order.first()
+        };
         self.selected = idx.map(|&i| self.entries[i].id);
     }
 
@@ -618,7 +635,9 @@ pub fn export(
                 row.overlay = Some(name);
                 summary.overlays += 1;
             }
-            Err(e) => summary.failures.push(format!("{}: {e:#}", entry.path.display())),
+            Err(e) => summary
+                .failures
+                .push(format!("{}: {e:#}", entry.path.display())),
         }
     }
     summary.rows = rows.len();
@@ -671,7 +690,10 @@ mod tests {
         let again = list.add(vec!["a.png".into(), "c.png".into()]);
         assert_eq!(again.len(), 1);
         assert_eq!(list.len(), 3);
-        assert!(matches!(list.get(again[0].0).unwrap().status, Status::Queued));
+        assert!(matches!(
+            list.get(again[0].0).unwrap().status,
+            Status::Queued
+        ));
     }
 
     #[test]
@@ -687,7 +709,11 @@ mod tests {
         assert_eq!(list.sort_order, SortOrder::Descending);
         assert_eq!(names(&list), ["c.png", "a.png", "d.png", "b.png"]);
         list.sort_by(SortKey::Score, Some(2.0));
-        assert_eq!(names(&list), ["d.png", "a.png", "c.png", "b.png"], "unscored stay last");
+        assert_eq!(
+            names(&list),
+            ["d.png", "a.png", "c.png", "b.png"],
+            "unscored stay last"
+        );
         list.sort_by(SortKey::Verdict, Some(5.0));
         assert_eq!(names(&list), ["c.png", "a.png", "d.png", "b.png"]);
         list.sort_by(SortKey::Name, None);
@@ -698,7 +724,11 @@ mod tests {
 
     #[test]
     fn keyboard_navigation_follows_display_order() {
-        let mut list = list_with(&[("a.png", Some(3.0)), ("b.png", Some(1.0)), ("c.png", Some(2.0))]);
+        let mut list = list_with(&[
+            ("a.png", Some(3.0)),
+            ("b.png", Some(1.0)),
+            ("c.png", Some(2.0)),
+        ]);
         list.sort_by(SortKey::Score, None); // descending: a (3), c (2), b (1)
         list.select_end(false);
         assert_eq!(list.selected_entry().unwrap().name(), "a.png");
@@ -715,11 +745,18 @@ mod tests {
     #[test]
     fn verdicts_follow_the_threshold() {
         assert_eq!(verdict(5.0, Some(4.0)), Verdict::Fail);
-        assert_eq!(verdict(4.0, Some(4.0)), Verdict::Pass, "equal passes, as the CLI");
+        assert_eq!(
+            verdict(4.0, Some(4.0)),
+            Verdict::Pass,
+            "equal passes, as the CLI"
+        );
         assert_eq!(verdict(5.0, None), Verdict::Uncalibrated);
         let list = list_with(&[("a.png", Some(3.0)), ("b.png", None), ("c.png", Some(9.0))]);
         let c = list.counts(Some(5.0));
-        assert_eq!((c.total, c.pass, c.fail, c.errors, c.queued), (3, 1, 1, 1, 0));
+        assert_eq!(
+            (c.total, c.pass, c.fail, c.errors, c.queued),
+            (3, 1, 1, 1, 0)
+        );
         let c = list.counts(Some(10.0));
         assert_eq!((c.pass, c.fail), (2, 0));
     }
@@ -763,7 +800,10 @@ mod tests {
         let list = list_with(&[("a,b.png", Some(3.0)), ("c.png", None)]);
         let csv = to_csv(&result_rows(&list, Some(2.0)));
         let lines: Vec<&str> = csv.lines().collect();
-        assert_eq!(lines[0], "image,class,score,threshold,verdict,error,overlay");
+        assert_eq!(
+            lines[0],
+            "image,class,score,threshold,verdict,error,overlay"
+        );
         assert_eq!(lines[1], "\"a,b.png\",mono,3,2,FAIL,,");
         assert_eq!(lines[2], "c.png,,,2,error,cannot decode,");
     }
@@ -775,7 +815,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         // A real 2×2 photo for the inspected image, and a missing one.
         let photo_path = dir.join("cell.png");
-        let photo = image::RgbImage::from_fn(2, 2, |x, y| image::Rgb([(x * 100) as u8, (y * 100) as u8, 50]));
+        let photo = image::RgbImage::from_fn(2, 2, |x, y| {
+            image::Rgb([(x * 100) as u8, (y * 100) as u8, 50])
+        });
         photo.save(&photo_path).unwrap();
         let mut list = ImageList::new(SortKey::Name, SortOrder::Ascending);
         let ids = list.add(vec![photo_path.clone(), dir.join("missing.png")]);
@@ -807,7 +849,10 @@ mod tests {
             std::fs::write(dir.join(f), b"x").unwrap();
         }
         let (files, errors) = expand_paths(&[dir.clone(), dir.join("nothing-here")]);
-        let names: Vec<_> = files.iter().map(|p| p.file_name().unwrap().to_str().unwrap()).collect();
+        let names: Vec<_> = files
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap())
+            .collect();
         assert_eq!(names, ["a.jpg", "b.PNG", "nothing-here"]);
         assert!(errors.is_empty());
         let _ = std::fs::remove_dir_all(&dir);

@@ -205,7 +205,11 @@ fn load(source: ModelSource, device: &Device) -> hvq::Result<Detector> {
 
 /// Inspect one file: decode, run, keep what the list needs. Panics inside the backend become
 /// errors, so a bad image never takes the thread down.
-pub fn inspect_file(inspector: &Inspector, path: &std::path::Path, class: &ClassChoice) -> Result<Outcome, String> {
+pub fn inspect_file(
+    inspector: &Inspector,
+    path: &std::path::Path,
+    class: &ClassChoice,
+) -> Result<Outcome, String> {
     let run = || -> hvq::Result<Outcome> {
         let img = hvq::preprocess::load(path)?;
         Ok(Outcome::from_inspection(inspector.inspect(&img, class)?))
@@ -239,7 +243,10 @@ fn run(
         }
         Err(e) => {
             let d = Device::flex();
-            send(Reply::Device(format!("{} (wgpu unavailable: {e})", device_name(&d))));
+            send(Reply::Device(format!(
+                "{} (wgpu unavailable: {e})",
+                device_name(&d)
+            )));
             d
         }
     };
@@ -249,14 +256,19 @@ fn run(
             Request::LoadModel(source) => {
                 let name = source.describe();
                 inspector = None;
-                let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(source, &device)));
+                let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    load(source, &device)
+                }));
                 let reply = match loaded {
                     Ok(Ok(detector)) => {
                         let info = ModelInfo {
                             source: name,
                             classes: detector.config.hvq.class_names.clone(),
                             threshold: detector.calibration.as_ref().map(|c| c.threshold),
-                            threshold_source: detector.calibration.as_ref().map(|c| c.source.clone()),
+                            threshold_source: detector
+                                .calibration
+                                .as_ref()
+                                .map(|c| c.source.clone()),
                             device: device_name(&device),
                         };
                         inspector = Some(Inspector::new(detector, device.clone()));
@@ -285,7 +297,11 @@ fn run(
                 if g < generation.load(Ordering::SeqCst) {
                     continue;
                 }
-                send(Reply::Inspected { id, purpose, result });
+                send(Reply::Inspected {
+                    id,
+                    purpose,
+                    result,
+                });
             }
         }
     }

@@ -23,7 +23,11 @@ fn settle(harness: &mut Harness<'_, InspectorApp>, limit: Duration) {
         if !harness.state().busy() {
             break;
         }
-        assert!(start.elapsed() < limit, "app still busy after {limit:?}: {}", harness.state().message);
+        assert!(
+            start.elapsed() < limit,
+            "app still busy after {limit:?}: {}",
+            harness.state().message
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     harness.run_steps(3);
@@ -32,7 +36,10 @@ fn settle(harness: &mut Harness<'_, InspectorApp>, limit: Duration) {
 #[test]
 fn inspects_samples_and_shows_score_and_verdict() {
     let good = scratch("ui-known-good");
-    for s in samples().iter().filter(|p| p.to_string_lossy().contains("normal")) {
+    for s in samples()
+        .iter()
+        .filter(|p| p.to_string_lossy().contains("normal"))
+    {
         std::fs::copy(s, good.join(s.file_name().unwrap())).unwrap();
     }
     let broken = scratch("ui-broken").join("corrupt.png");
@@ -62,7 +69,11 @@ fn inspects_samples_and_shows_score_and_verdict() {
         });
     settle(&mut harness, Duration::from_secs(900));
     let app = harness.state();
-    assert!(matches!(app.model, hvq_desktop::app::ModelState::Ready(_)), "{:?}", app.model);
+    assert!(
+        matches!(app.model, hvq_desktop::app::ModelState::Ready(_)),
+        "{:?}",
+        app.model
+    );
     assert_eq!(app.list.len(), 5);
     assert_eq!(app.threshold(), None, "the test model has no threshold");
 
@@ -81,7 +92,11 @@ fn inspects_samples_and_shows_score_and_verdict() {
 
     // The corrupt file is listed with its error.
     let bad = app.list.iter().find(|e| e.name() == "corrupt.png").unwrap();
-    assert!(matches!(&bad.status, Status::Failed(m) if m.contains("corrupt.png")), "{:?}", bad.status);
+    assert!(
+        matches!(&bad.status, Status::Failed(m) if m.contains("corrupt.png")),
+        "{:?}",
+        bad.status
+    );
 
     // Sort by score (highest first), select the top image with the keyboard.
     harness.get_by_label("Score").click();
@@ -93,9 +108,14 @@ fn inspects_samples_and_shows_score_and_verdict() {
     harness.run_steps(4);
     let app = harness.state();
     let scores: Vec<f32> = app.list.iter().filter_map(|e| e.score()).collect();
-    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "sorted by score: {scores:?}");
+    assert!(
+        scores.windows(2).all(|w| w[0] >= w[1]),
+        "sorted by score: {scores:?}"
+    );
     let sel = app.list.selected_entry().unwrap().clone();
-    let Status::Done(o) = &sel.status else { panic!("top entry not inspected") };
+    let Status::Done(o) = &sel.status else {
+        panic!("top entry not inspected")
+    };
     assert_eq!(o.score, scores[0]);
     let verdict = state::verdict(o.score, Some(t));
     let score_text = format!("Score {:.4}", o.score);
@@ -107,22 +127,28 @@ fn inspects_samples_and_shows_score_and_verdict() {
     // What the window shows.
     harness.get_by_label(&score_text);
     harness.get_by_label(verdict.label());
-    harness.get_by_label(&format!("threshold {t:.4} (calibrated on 2 known-good image(s))"));
-
+    harness.get_by_label(&format!(
+        "threshold {t:.4} (calibrated on 2 known-good image(s))"
+    ));
 
     // The overlay was drawn by the shader: with the colormap's opacity at 0 the same frame differs
     // (the overlay pane turns into the plain photo).
     harness.state_mut().settings.opacity = 0.0;
     harness.run_steps(2);
     let plain = harness.render().expect("wgpu render");
-    plain.save(artifacts().join("desktop-inspector-opacity0.png")).unwrap();
+    plain
+        .save(artifacts().join("desktop-inspector-opacity0.png"))
+        .unwrap();
     let (w, h) = image.dimensions();
     let changed = image
         .pixels()
         .zip(plain.pixels())
         .filter(|(a, b)| a.0.iter().zip(b.0.iter()).any(|(x, y)| x.abs_diff(*y) > 24))
         .count();
-    assert!(changed > (w * h / 20) as usize, "only {changed} pixels changed with the opacity: overlay not drawn?");
+    assert!(
+        changed > (w * h / 20) as usize,
+        "only {changed} pixels changed with the opacity: overlay not drawn?"
+    );
 }
 
 /// The README's screenshot: the shipped default model on the shipped samples. Run by hand once
@@ -140,13 +166,19 @@ fn readme_screenshot() {
                     model: None,
                     open: vec![repo_root().join("samples")],
                     device: DeviceChoice::Wgpu,
-                    settings: Some(Settings { side_by_side: true, ..Default::default() }),
+                    settings: Some(Settings {
+                        side_by_side: true,
+                        ..Default::default()
+                    }),
                 },
             )
         });
     settle(&mut harness, Duration::from_secs(900));
     assert!(
-        matches!(harness.state().model, hvq_desktop::app::ModelState::Ready(_)),
+        matches!(
+            harness.state().model,
+            hvq_desktop::app::ModelState::Ready(_)
+        ),
         "{:?}",
         harness.state().model
     );

@@ -14,7 +14,12 @@ use hvq_desktop::state::{self, ImageList, Outcome, SortKey, SortOrder};
 use hvq_desktop::worker::{ModelSource, Purpose, Reply, Request, Worker};
 
 /// Load `source` on `device` in a worker, inspect `images`, return the outcomes in order.
-fn run_worker(device: DeviceChoice, source: ModelSource, images: &[&Path], class: ClassChoice) -> Vec<Result<Outcome, String>> {
+fn run_worker(
+    device: DeviceChoice,
+    source: ModelSource,
+    images: &[&Path],
+    class: ClassChoice,
+) -> Vec<Result<Outcome, String>> {
     let worker = Worker::spawn(device, || {});
     worker.send(Request::LoadModel(source));
     for (i, p) in images.iter().enumerate() {
@@ -22,7 +27,10 @@ fn run_worker(device: DeviceChoice, source: ModelSource, images: &[&Path], class
     }
     let mut out: Vec<Option<Result<Outcome, String>>> = vec![None; images.len()];
     while out.iter().any(Option::is_none) {
-        match worker.recv_timeout(Duration::from_secs(600)).expect("worker answered") {
+        match worker
+            .recv_timeout(Duration::from_secs(600))
+            .expect("worker answered")
+        {
             Reply::Device(d) => eprintln!("worker device: {d}"),
             Reply::Model(m) => {
                 m.expect("model loads");
@@ -37,18 +45,42 @@ fn run_worker(device: DeviceChoice, source: ModelSource, images: &[&Path], class
 fn worker_map_equals_inspector_on_wgpu() {
     let weights = random_weights();
     let sample = samples()[0].clone();
-    let outcome = run_worker(DeviceChoice::Wgpu, model_source(weights.clone(), Some(1.0)), &[&sample], ClassChoice::Auto)
-        .remove(0)
-        .unwrap();
+    let outcome = run_worker(
+        DeviceChoice::Wgpu,
+        model_source(weights.clone(), Some(1.0)),
+        &[&sample],
+        ClassChoice::Auto,
+    )
+    .remove(0)
+    .unwrap();
     let device = hvq::device::create(DeviceChoice::Wgpu).unwrap();
     let inspector = Inspector::new(detector_from(&weights, Some(1.0), &device), device);
     let img = hvq::preprocess::load(&sample).unwrap();
     let direct = inspector.inspect(&img, &ClassChoice::Auto).unwrap();
-    assert_eq!((outcome.width, outcome.height), (direct.width, direct.height));
+    assert_eq!(
+        (outcome.width, outcome.height),
+        (direct.width, direct.height)
+    );
     assert_eq!(outcome.class_index, direct.class_index);
-    assert_eq!(outcome.score.to_bits(), direct.score.to_bits(), "score {} vs {}", outcome.score, direct.score);
-    let differ = outcome.map.iter().zip(&direct.map).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-    assert_eq!(differ, 0, "{differ} of {} map values differ", direct.map.len());
+    assert_eq!(
+        outcome.score.to_bits(),
+        direct.score.to_bits(),
+        "score {} vs {}",
+        outcome.score,
+        direct.score
+    );
+    let differ = outcome
+        .map
+        .iter()
+        .zip(&direct.map)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
+    assert_eq!(
+        differ,
+        0,
+        "{differ} of {} map values differ",
+        direct.map.len()
+    );
 }
 
 #[test]
@@ -64,8 +96,16 @@ fn unreadable_files_are_errors_not_crashes() {
         &[&bad, &missing, &good],
         ClassChoice::Name("mono".into()),
     );
-    assert!(r[0].as_ref().unwrap_err().contains("broken.png"), "{:?}", r[0].as_ref().err());
-    assert!(r[1].as_ref().unwrap_err().contains("missing.png"), "{:?}", r[1].as_ref().err());
+    assert!(
+        r[0].as_ref().unwrap_err().contains("broken.png"),
+        "{:?}",
+        r[0].as_ref().err()
+    );
+    assert!(
+        r[1].as_ref().unwrap_err().contains("missing.png"),
+        "{:?}",
+        r[1].as_ref().err()
+    );
     assert_eq!(r[2].as_ref().unwrap().class_name, "mono");
 }
 
@@ -81,7 +121,12 @@ fn exported_overlay_and_map_equal_predicts() {
     let images = samples();
     let refs: Vec<&Path> = images.iter().map(|p| p.as_path()).collect();
     // The app's path: worker (CPU, as `predict`'s default device) → list → export.
-    let outcomes = run_worker(DeviceChoice::Cpu, ModelSource::Dir(model_dir.clone()), &refs, ClassChoice::Auto);
+    let outcomes = run_worker(
+        DeviceChoice::Cpu,
+        ModelSource::Dir(model_dir.clone()),
+        &refs,
+        ClassChoice::Auto,
+    );
     let mut list = ImageList::new(SortKey::Name, SortOrder::Ascending);
     let ids = list.add(images.clone());
     for ((id, _), o) in ids.iter().zip(outcomes) {
@@ -94,7 +139,11 @@ fn exported_overlay_and_map_equal_predicts() {
     // The CLI: the real `hvq predict` when it is built (CI builds the workspace first),
     // otherwise its recipe (Inspector + the same scale + `overlay::blend` at opacity 0.5).
     let exe = std::env::current_exe().unwrap();
-    let hvq_bin = exe.parent().and_then(Path::parent).map(|d| d.join("hvq")).filter(|p| p.is_file());
+    let hvq_bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("hvq"))
+        .filter(|p| p.is_file());
     let predicted = dir.join("predict");
     match &hvq_bin {
         Some(bin) => {
@@ -113,7 +162,10 @@ fn exported_overlay_and_map_equal_predicts() {
             eprintln!("hvq binary not built next to the tests: comparing with predict's recipe");
             std::fs::create_dir_all(&predicted).unwrap();
             let device = burn::tensor::Device::flex();
-            let inspector = Inspector::new(hvq::Detector::load_dir(&model_dir, &device).unwrap(), device);
+            let inspector = Inspector::new(
+                hvq::Detector::load_dir(&model_dir, &device).unwrap(),
+                device,
+            );
             for p in &images {
                 let img = hvq::preprocess::load(p).unwrap();
                 let r = inspector.inspect(&img, &ClassChoice::Auto).unwrap();
@@ -133,10 +185,16 @@ fn exported_overlay_and_map_equal_predicts() {
     }
     for e in list.iter() {
         let stem = e.path.file_stem().unwrap().to_string_lossy().into_owned();
-        let ours = image::open(export.join(format!("{stem}_overlay.png"))).unwrap().to_rgb8();
-        let cli = image::open(predicted.join(format!("{stem}_overlay.png"))).unwrap().to_rgb8();
+        let ours = image::open(export.join(format!("{stem}_overlay.png")))
+            .unwrap()
+            .to_rgb8();
+        let cli = image::open(predicted.join(format!("{stem}_overlay.png")))
+            .unwrap()
+            .to_rgb8();
         assert!(ours == cli, "{stem}: overlay differs from predict's");
-        let state::Status::Done(o) = &e.status else { panic!("{stem} not inspected") };
+        let state::Status::Done(o) = &e.status else {
+            panic!("{stem} not inspected")
+        };
         let npy = std::fs::read(predicted.join(format!("{stem}_map.npy"))).unwrap();
         assert_eq!(
             npy,

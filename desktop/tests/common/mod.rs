@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 
 use burn::tensor::Device;
+use hvq::Detector;
 use hvq::config::{BackboneConfig, HvqConfig, ModelConfig};
 use hvq::detector::Calibration;
-use hvq::Detector;
 use hvq_desktop::worker::ModelSource;
 
 /// The repository root.
@@ -42,7 +42,10 @@ pub fn scratch(name: &str) -> PathBuf {
 /// The small two-class (mono, poly) model of core's inference tests.
 pub fn small_config() -> ModelConfig {
     let backbone = BackboneConfig::efficientnet_lite0();
-    let mut hvq = HvqConfig::official(backbone.feature_channels(), vec!["mono".into(), "poly".into()]);
+    let mut hvq = HvqConfig::official(
+        backbone.feature_channels(),
+        vec!["mono".into(), "poly".into()],
+    );
     hvq.embed_dim = 16;
     hvq.heads = 2;
     hvq.ffn_dim = 32;
@@ -53,14 +56,24 @@ pub fn small_config() -> ModelConfig {
 /// Weights: embedded Lite0 backbone, seeded random reconstruction network.
 pub fn random_weights() -> hvq::weights::TensorMap {
     let mut d = Detector::new(small_config(), &Device::flex()).unwrap();
-    d.backbone = hvq::pretrained::lite0_tensors().unwrap().load_into(d.backbone).unwrap();
+    d.backbone = hvq::pretrained::lite0_tensors()
+        .unwrap()
+        .load_into(d.backbone)
+        .unwrap();
     d.to_tensors()
 }
 
 /// The model on `device` from these weights, with a threshold (`None`: uncalibrated).
-pub fn detector_from(map: &hvq::weights::TensorMap, threshold: Option<f32>, device: &Device) -> Detector {
+pub fn detector_from(
+    map: &hvq::weights::TensorMap,
+    threshold: Option<f32>,
+    device: &Device,
+) -> Detector {
     let mut d = Detector::from_tensors(small_config(), map, device).unwrap();
-    d.calibration = threshold.map(|threshold| Calibration { threshold, source: "test".into() });
+    d.calibration = threshold.map(|threshold| Calibration {
+        threshold,
+        source: "test".into(),
+    });
     d
 }
 
