@@ -86,6 +86,7 @@ FAILED=()
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 HVQ=$TARGET/release/hvq
 CUDA_BUILT=0
+BUILD_OK=1
 if [ "$SKIP_BUILD" = 1 ]; then
   [ -x "$HVQ" ] || die "--skip-build but $HVQ does not exist"
   CUDA_BUILT=1
@@ -105,6 +106,7 @@ else
     if ! cargo build --release -p core > "$OUT/build-wgpu.log" 2>&1; then
       tail -n 25 "$OUT/build-wgpu.log" >&2 || true
       warn "the wgpu build failed too (see $OUT/build-wgpu.log): no hvq runs"
+      BUILD_OK=0
       FAILED+=("build (wgpu)")
     fi
   fi
@@ -124,7 +126,7 @@ run_hvq() { # device config
   fi
 }
 
-if [ -x "$HVQ" ]; then
+if [ "$BUILD_OK" = 1 ] && [ -x "$HVQ" ]; then
   if [ "$CUDA_BUILT" = 1 ]; then
     for cfg in $CONFIGS; do run_hvq cuda "$cfg"; done
   fi

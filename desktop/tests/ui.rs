@@ -120,6 +120,8 @@ fn inspects_samples_and_shows_score_and_verdict() {
     let verdict = state::verdict(o.score, Some(t));
     let score_text = format!("Score {:.4}", o.score);
 
+    harness.remove_cursor();
+    harness.run_steps(1);
     let image = harness.render().expect("wgpu render");
     let path = artifacts().join("desktop-inspector.png");
     image.save(&path).unwrap();
@@ -186,6 +188,8 @@ fn readme_screenshot() {
     harness.run_steps(2);
     harness.key_press(egui::Key::Home);
     harness.run_steps(4);
+    harness.remove_cursor();
+    harness.run_steps(1);
     let image = harness.render().expect("wgpu render");
     let path = repo_root().join("desktop/docs/screenshot.png");
     image.save(&path).unwrap();
