@@ -123,6 +123,17 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// How many images per batch and how many runs.
+#[derive(Clone, Copy, Debug)]
+pub struct BenchOptions {
+    /// Images per batch.
+    pub batch: usize,
+    /// Untimed runs first (kernel compilation, caches, autotuning).
+    pub warmup: usize,
+    /// Timed runs.
+    pub runs: usize,
+}
+
 /// Time inference and training of `detector` on `device` with an encoded sample image.
 pub fn run(
     detector: &Detector,
@@ -130,10 +141,13 @@ pub fn run(
     device: &Device,
     device_name: &str,
     image_bytes: &[u8],
-    batch: usize,
-    warmup: usize,
-    runs: usize,
+    options: BenchOptions,
 ) -> Result<BenchReport> {
+    let BenchOptions {
+        batch,
+        warmup,
+        runs,
+    } = options;
     let cfg = &detector.config;
     let size = cfg.backbone.input_size;
     let classes: Vec<usize> = (0..batch).map(|i| i % cfg.hvq.num_classes).collect();

@@ -299,3 +299,44 @@ fn resume_with_another_dataset_or_without_checkpoint_is_refused() {
     );
     std::fs::remove_dir_all(out).ok();
 }
+
+#[test]
+fn bench_writes_a_comparable_json_report() {
+    let dir = temp("bench");
+    let json = dir.join("bench.json");
+    let out = run(hvq()
+        .args([
+            "bench", "--device", "cpu", "--config", "default", "--batch", "2", "--runs", "1",
+            "--json",
+        ])
+        .arg(&json));
+    assert!(out.contains("images per second"), "{out}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let stages: Vec<&str> = r["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "preprocess",
+            "backbone",
+            "encoder",
+            "vq",
+            "decoder",
+            "map + ot",
+            "upsample + score",
+            "readback"
+        ]
+    );
+    for key in ["end_to_end", "train_step_cached", "train_step_uncached"] {
+        let ms = r[key]["median_ms"].as_f64().unwrap();
+        assert!(ms.is_finite() && ms > 0.0, "{key}: {ms}");
+    }
+    assert_eq!(r["batch"], 2);
+    assert_eq!(r["model"], "default");
+    std::fs::remove_dir_all(dir).ok();
+}

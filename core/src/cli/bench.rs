@@ -53,16 +53,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
         None => SAMPLE.to_vec(),
     };
-    let report = bench::run(
-        &detector,
-        which,
-        &device,
-        &args.device,
-        &bytes,
-        args.batch,
-        2,
-        args.runs,
-    )?;
+    let options = bench::BenchOptions {
+        batch: args.batch,
+        warmup: 2,
+        runs: args.runs,
+    };
+    let report = bench::run(&detector, which, &device, &args.device, &bytes, options)?;
     println!("{}", bench::format_report(&report));
     if let Some(path) = &args.json {
         hvq::weights::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
