@@ -49,15 +49,6 @@ pub fn backbone(
              or an official HVQ-Trans checkpoint (no B4 weights can be shipped or downloaded)"
         ),
     };
-    let source = map.source().to_string();
-    EfficientNet::new(&config, false, device)
-        .pipe(|net| map.load_into(net))
-        .with_context(|| format!("loading the backbone from {source}"))
+    map.load_into(EfficientNet::new(&config, false, device))
+        .with_context(|| format!("loading the backbone from {}", map.source()))
 }
-
-trait Pipe: Sized {
-    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
-        f(self)
-    }
-}
-impl<T> Pipe for T {}
