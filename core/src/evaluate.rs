@@ -9,6 +9,7 @@ use crate::data::{Dataset, Sample, ScoreKind};
 use crate::detector::Detector;
 use crate::error::{HvqError, Result};
 use crate::eval::{ClassMetrics, PixelData, evaluate_class, mean_metrics};
+use crate::weights::read_back;
 use crate::{map, preprocess};
 
 /// How the class (codebooks + expert) of a test image is chosen.
@@ -126,9 +127,9 @@ pub fn evaluate(
             ScoreKind::Max => s.image,
             ScoreKind::Mean => map::mean_score(s.map.clone()),
         };
-        let image: Vec<f32> = to_vec(image)?;
+        let image: Vec<f32> = read_back(image)?;
         let all_maps: Vec<f32> = if dataset.has_masks {
-            to_vec(s.map)?
+            read_back(s.map)?
         } else {
             Vec::new()
         };
@@ -247,16 +248,10 @@ fn mask_at(sample: &Sample, size: usize) -> Result<Vec<bool>> {
     })
 }
 
-fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    t.into_data()
-        .try_into_vec_as::<f32>()
-        .map_err(|e| HvqError::Device(format!("reading results back: {e:?}")))
-}
-
 /// Index of the largest logit per row.
 pub fn argmax_rows(logits: Tensor<2>) -> Result<Vec<usize>> {
     let [_, n] = logits.dims();
-    let v = to_vec(logits)?;
+    let v = read_back(logits)?;
     Ok(v.chunks(n.max(1))
         .map(|row| {
             row.iter()

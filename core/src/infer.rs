@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::detector::Detector;
 use crate::error::{HvqError, Result};
 use crate::preprocess;
+use crate::weights::read_back;
 
 /// Which class's codebooks and expert to use.
 #[derive(Clone, Debug, PartialEq)]
@@ -143,11 +144,7 @@ impl Inspector {
             feature.expand([n, f, h, w])
         };
         let (_, scores) = self.detector.score(feats, &candidates)?;
-        let image_scores: Vec<f32> = scores
-            .image
-            .into_data()
-            .try_into_vec_as::<f32>()
-            .map_err(|e| HvqError::Device(format!("{e:?}")))?;
+        let image_scores = read_back(scores.image)?;
         let best = image_scores
             .iter()
             .enumerate()
@@ -158,24 +155,18 @@ impl Inspector {
         let score = image_scores[best];
         let s = cfg.backbone.input_size;
         let map224: Tensor<4> = scores.map.narrow(0, best, 1);
-        let model_map: Vec<f32> = map224
-            .to_data()
-            .try_into_vec_as::<f32>()
-            .map_err(|e| HvqError::Device(format!("{e:?}")))?;
+        let model_map = read_back(map224.clone())?;
         let t3 = Instant::now();
         let (w, h) = (img.width(), img.height());
         let map = if w as usize == s && h as usize == s {
             model_map.clone()
         } else {
-            interpolate(
+            read_back(interpolate(
                 map224,
                 InterpolateOptions::new(InterpolateMode::Bilinear)
                     .with_align_corners(false)
                     .with_output_size([h as usize, w as usize]),
-            )
-            .into_data()
-            .try_into_vec_as::<f32>()
-            .map_err(|e| HvqError::Device(format!("{e:?}")))?
+            ))?
         };
         let t4 = Instant::now();
         let threshold = self.detector.calibration.as_ref().map(|c| c.threshold);

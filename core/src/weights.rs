@@ -52,6 +52,15 @@ impl HostTensor {
     }
 }
 
+/// Read a device tensor back to the host as f32 values (row-major), with a device error rather
+/// than a panic when the backend fails.
+pub fn read_back<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>> {
+    tensor
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| HvqError::Device(format!("reading results back: {e:?}")))
+}
+
 /// Named tensors from one source (a file, or a module), with the source's name kept for errors.
 #[derive(Clone, Debug, Default)]
 pub struct TensorMap {

@@ -220,12 +220,7 @@ fn finish(
     for chunk in idx.chunks(32) {
         let classes: Vec<usize> = chunk.iter().map(|&i| features.classes[i]).collect();
         let (_, s) = detector.score(features.batch(chunk, &device), &classes)?;
-        scores.extend(
-            s.image
-                .into_data()
-                .try_into_vec_as::<f32>()
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?,
-        );
+        scores.extend(hvq::weights::read_back(s.image)?);
     }
     let threshold = hvq::threshold::percentile(&scores, 0.99)
         .ok_or_else(|| anyhow::anyhow!("no finite training score to calibrate the threshold"))?;

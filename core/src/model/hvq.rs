@@ -2,7 +2,7 @@
 //! additions behind switches: a class-predicting head, the POT loss and the ablations of its
 //! Table 1 (single VQ layer, shared codebooks, shared expert).
 
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::classifier::Classifier;
@@ -419,16 +419,6 @@ impl HvqModel {
             embeds,
             self.config.ot_temperature(),
         )
-    }
-
-    /// Replace one codebook tensor (used by tests and weight import).
-    pub fn codebook_mut(&mut self, level: usize, slot: usize) -> &mut Codebook {
-        &mut self.quantize_lists[level][slot]
-    }
-
-    /// Set a parameter-free buffer from host data.
-    pub fn set_buffer<const D: usize>(slot: &mut Param<Tensor<D>>, value: Tensor<D>) {
-        *slot = Param::from_tensor(value).set_require_grad(false);
     }
 
     /// Load every parameter and codebook from official names (`quantize_list_{n}.{c}.embed`, …).
