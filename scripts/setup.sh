@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # One-time machine set-up for building and testing hvq on Debian/Ubuntu (run as root or with sudo):
 # - Mesa's lavapipe gives wgpu a Vulkan device on machines without a GPU;
+# - Chromium (WebGPU on SwiftShader) and Playwright's driver library run the web page's test;
+# - the wasm32 target and wasm-bindgen-cli build the web page;
 # - Fashion-MNIST comes from Debian's `dataset-fashion-mnist`;
 # - the ELPV solar-cell data set (CC BY-NC-SA 4.0, not redistributed here) from its PyPI package.
 set -euo pipefail
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-pkgs="mesa-vulkan-drivers libvulkan1 dataset-fashion-mnist"
+pkgs="mesa-vulkan-drivers libvulkan1 dataset-fashion-mnist chromium"
+command -v npm >/dev/null || pkgs="$pkgs nodejs npm"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
@@ -13,6 +16,8 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from rustup first" >&2; exit 1; }
+bash scripts/wasm-tools.sh
+(cd tests/web && npm ci --no-audit --no-fund --silent)
 
 # ELPV: ${HVQ_ELPV_DIR:-$HOME/.cache/hvq/elpv/elpv_dataset/data}
 elpv_root="${HVQ_DATA_CACHE:-$HOME/.cache/hvq}/elpv"
@@ -23,4 +28,4 @@ if [ ! -f "$elpv_root/elpv_dataset/data/labels.csv" ]; then
   python3 -m zipfile -e "$tmp"/elpv_dataset-*.whl "$elpv_root"
   rm -rf "$tmp"
 fi
-echo "setup done: $(cargo --version); Vulkan ICDs: $(ls /usr/share/vulkan/icd.d 2>/dev/null | tr '\n' ' '); ELPV in $elpv_root/elpv_dataset/data"
+echo "setup done: $(cargo --version); $(wasm-bindgen --version); $(chromium --version 2>/dev/null); Vulkan ICDs: $(ls /usr/share/vulkan/icd.d 2>/dev/null | tr '\n' ' '); ELPV in $elpv_root/elpv_dataset/data"

@@ -2,6 +2,7 @@
 # The project's test command: every test of the workspace, on the CPU backend and on wgpu.
 # Golden tensors are read from $HVQ_GOLDEN_DIR (default ../shared/golden).
 # Extra arguments go to `cargo test` after `--` (e.g. a name filter, `--nocapture`).
+# Then the web page: built into web/dist and tested in headless Chromium against the CLI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hvq-target}"
@@ -10,6 +11,10 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --lib --bins --tests --no-fail-fast -- "$@" 2>&1 | tee "$log" || status=$?
+if [ "$#" -eq 0 ]; then
+  # `cargo test --bins` built the CLI the web test compares against.
+  { bash web/build.sh && HVQ_BIN="$CARGO_TARGET_DIR/debug/hvq" node tests/web/e2e.mjs; } 2>&1 | tee -a "$log" || status=$?
+fi
 # One closing line for the whole run (cargo prints one per test binary).
 passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '^test result: .*; ([0-9]+) failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')

@@ -90,7 +90,12 @@ fn ms(t: Instant) -> f64 {
 /// Build the model to time.
 pub fn model(which: BenchModel, device: &Device) -> Result<Detector> {
     match which {
+        #[cfg(feature = "embedded-weights")]
         BenchModel::Default => crate::pretrained::default_model(device),
+        #[cfg(not(feature = "embedded-weights"))]
+        BenchModel::Default => Err(HvqError::Config(
+            "this build embeds no default model (feature `embedded-weights`)".into(),
+        )),
         BenchModel::Official => {
             let backbone = BackboneConfig::efficientnet_b4();
             let hvq = HvqConfig::official(backbone.feature_channels(), HvqConfig::mvtec_classes());

@@ -77,18 +77,44 @@ impl Detector {
     /// Build from a tensor map in the official layout: backbone under `enc.`, the rest top-level
     /// (an official checkpoint's `module.` prefix already removed by [`TensorMap::without_wrappers`]).
     pub fn from_tensors(config: ModelConfig, map: &TensorMap, device: &Device) -> Result<Self> {
-        let mut d = Self::new(config, device)?;
         let backbone = map.sub("enc.");
-        d.backbone = if backbone.is_empty()
-            && d.config.backbone.kind == crate::config::BackboneKind::EfficientnetLite0
+        let backbone = if backbone.is_empty()
+            && config.backbone.kind == crate::config::BackboneKind::EfficientnetLite0
         {
             // A model file without backbone tensors uses the embedded Lite0 ImageNet weights.
-            crate::pretrained::lite0_tensors()?.load_into(d.backbone)?
+            Self::embedded_lite0()?
         } else {
-            backbone.load_into(d.backbone)?
+            backbone
         };
+        Self::assemble(config, &backbone, map, device)
+    }
+
+    /// Random-initialised modules, then the backbone from `backbone` (native names) and the
+    /// reconstruction network from `map` (official names).
+    fn assemble(
+        config: ModelConfig,
+        backbone: &TensorMap,
+        map: &TensorMap,
+        device: &Device,
+    ) -> Result<Self> {
+        let mut d = Self::new(config, device)?;
+        d.backbone = backbone.load_into(d.backbone)?;
         d.hvq = d.hvq.load_native(map)?;
         Ok(d)
+    }
+
+    #[cfg(feature = "embedded-weights")]
+    fn embedded_lite0() -> Result<TensorMap> {
+        crate::pretrained::lite0_tensors()
+    }
+
+    #[cfg(not(feature = "embedded-weights"))]
+    fn embedded_lite0() -> Result<TensorMap> {
+        Err(HvqError::Config(
+            "the model file has no backbone tensors (enc.*) and this build embeds no Lite0 \
+             weights: pass the backbone file too"
+                .into(),
+        ))
     }
 
     /// All weights in the official layout.
@@ -121,6 +147,31 @@ impl Detector {
             .map_err(|e| HvqError::Config(format!("{source}: {e}")))?;
         let map = TensorMap::from_safetensors(weights, source)?;
         let mut d = Self::from_tensors(saved.model, &map, device)?;
+        d.calibration = saved.calibration;
+        Ok(d)
+    }
+
+    /// Load from in-memory config JSON, the reconstruction network's safetensors and, separately,
+    /// the backbone's (native EfficientNet names, as `weights/efficientnet-lite0.safetensors`):
+    /// what the web page downloads. Backbone tensors inside `weights` take precedence.
+    pub fn from_parts(
+        config_json: &str,
+        weights: &[u8],
+        weights_name: &str,
+        backbone: &[u8],
+        backbone_name: &str,
+        device: &Device,
+    ) -> Result<Self> {
+        let saved: SavedModel = serde_json::from_str(config_json)
+            .map_err(|e| HvqError::Config(format!("{weights_name} config: {e}")))?;
+        let map = TensorMap::from_safetensors(weights, weights_name)?;
+        let inside = map.sub("enc.");
+        let backbone = if inside.is_empty() {
+            TensorMap::from_safetensors(backbone, backbone_name)?
+        } else {
+            inside
+        };
+        let mut d = Self::assemble(saved.model, &backbone, &map, device)?;
         d.calibration = saved.calibration;
         Ok(d)
     }

@@ -55,6 +55,19 @@ pub fn create(choice: DeviceChoice) -> Result<Device> {
     Ok(device)
 }
 
+/// [`probe`] for devices that cannot block (WebGPU in the browser, where a panic cannot be
+/// caught either: the backend's own errors are what this reports).
+pub async fn probe_async(device: &Device) -> Result<()> {
+    let t = burn::tensor::Tensor::<1>::from_floats([1.0f32, 2.0, 3.0], device);
+    let v = crate::weights::read_back_async(t.sum()).await?;
+    match v.first() {
+        Some(v) if (v - 6.0).abs() < 1e-6 => Ok(()),
+        other => Err(HvqError::Device(format!(
+            "{device:?} computed 1+2+3 = {other:?}"
+        ))),
+    }
+}
+
 /// Run a tiny computation and read it back; any panic inside the backend becomes an error.
 pub fn probe(device: &Device) -> Result<()> {
     let d = device.clone();

@@ -251,8 +251,12 @@ fn mask_at(sample: &Sample, size: usize) -> Result<Vec<bool>> {
 /// Index of the largest logit per row.
 pub fn argmax_rows(logits: Tensor<2>) -> Result<Vec<usize>> {
     let [_, n] = logits.dims();
-    let v = read_back(logits)?;
-    Ok(v.chunks(n.max(1))
+    Ok(argmax_values(&read_back(logits)?, n))
+}
+
+/// Row-wise argmax of row-major values with `n` columns (ties: the last maximum, as `max_by`).
+pub fn argmax_values(v: &[f32], n: usize) -> Vec<usize> {
+    v.chunks(n.max(1))
         .map(|row| {
             row.iter()
                 .enumerate()
@@ -260,5 +264,5 @@ pub fn argmax_rows(logits: Tensor<2>) -> Result<Vec<usize>> {
                 .map(|(i, _)| i)
                 .unwrap_or(0)
         })
-        .collect())
+        .collect()
 }

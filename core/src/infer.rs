@@ -1,8 +1,6 @@
 //! The inference API every front end calls: image in; anomaly map at the image's own resolution,
 //! image score, verdict and the class used out.
 
-use std::time::Instant;
-
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor};
@@ -12,7 +10,10 @@ use serde::Serialize;
 use crate::detector::Detector;
 use crate::error::{HvqError, Result};
 use crate::preprocess;
-use crate::weights::read_back;
+use crate::weights::read_back_async;
+// `std::time::Instant` panics in the browser; web-time is std's on native and `performance.now()`
+// on wasm.
+use web_time::Instant;
 
 /// Which class's codebooks and expert to use.
 #[derive(Clone, Debug, PartialEq)]
@@ -56,7 +57,8 @@ pub struct Inspection {
     pub width: u32,
     /// Image height.
     pub height: u32,
-    /// Anomaly map at the image resolution, row-major `height × width`.
+    /// Anomaly map at the image resolution, row-major `height × width` (empty when
+    /// [`MapResolution::Model`] was asked for).
     #[serde(skip)]
     pub map: Vec<f32>,
     /// Anomaly map at the model resolution (224 × 224), row-major.
@@ -66,6 +68,16 @@ pub struct Inspection {
     pub model_size: usize,
     /// Stage timings.
     pub times: StageTimes,
+}
+
+/// At which resolution [`Inspector::inspect_with`] returns the map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapResolution {
+    /// The image's own resolution (`Inspection::map` filled): files, the CLI, the desktop app.
+    Image,
+    /// Only the model's 224×224 map (`Inspection::map` left empty): a display that resamples on
+    /// the GPU, such as the web page's overlay shader, which upsamples exactly as the CPU path.
+    Model,
 }
 
 /// A loaded model on a device, ready to inspect images.
@@ -113,8 +125,26 @@ impl Inspector {
         self.inspect(&img, class)
     }
 
-    /// Inspect a decoded image.
+    /// Inspect a decoded image; the map at the image's resolution.
     pub fn inspect(&self, img: &DynamicImage, class: &ClassChoice) -> Result<Inspection> {
+        // One implementation for every platform: the async one, run to completion here (native
+        // backends block on read-backs; the CPU backend never waits).
+        burn::tensor::try_read_sync(self.inspect_with(img, class, MapResolution::Image))
+            .unwrap_or_else(|| {
+                Err(HvqError::Device(
+                    "this backend cannot read results synchronously here: use inspect_with".into(),
+                ))
+            })
+    }
+
+    /// Inspect a decoded image, awaiting the device's read-backs (required on WebGPU, where a
+    /// read-back cannot block).
+    pub async fn inspect_with(
+        &self,
+        img: &DynamicImage,
+        class: &ClassChoice,
+        resolution: MapResolution,
+    ) -> Result<Inspection> {
         let fixed = self.fixed_class(class)?;
         let cfg = &self.detector.config;
         let t0 = Instant::now();
@@ -132,7 +162,11 @@ impl Inspector {
         let candidates: Vec<usize> = match fixed {
             Some(c) => vec![c],
             None => match self.detector.hvq.classify(feature.clone()) {
-                Some(logits) => vec![crate::evaluate::argmax_rows(logits)?[0]],
+                Some(logits) => {
+                    let n = logits.dims()[1];
+                    let values = read_back_async(logits).await?;
+                    vec![crate::evaluate::argmax_values(&values, n)[0]]
+                }
                 None => (0..cfg.hvq.num_classes).collect(),
             },
         };
@@ -144,7 +178,7 @@ impl Inspector {
             feature.expand([n, f, h, w])
         };
         let (_, scores) = self.detector.score(feats, &candidates)?;
-        let image_scores = read_back(scores.image)?;
+        let image_scores = read_back_async(scores.image).await?;
         let best = image_scores
             .iter()
             .enumerate()
@@ -155,18 +189,21 @@ impl Inspector {
         let score = image_scores[best];
         let s = cfg.backbone.input_size;
         let map224: Tensor<4> = scores.map.narrow(0, best, 1);
-        let model_map = read_back(map224.clone())?;
+        let model_map = read_back_async(map224.clone()).await?;
         let t3 = Instant::now();
         let (w, h) = (img.width(), img.height());
-        let map = if w as usize == s && h as usize == s {
+        let map = if resolution == MapResolution::Model {
+            Vec::new()
+        } else if w as usize == s && h as usize == s {
             model_map.clone()
         } else {
-            read_back(interpolate(
+            read_back_async(interpolate(
                 map224,
                 InterpolateOptions::new(InterpolateMode::Bilinear)
                     .with_align_corners(false)
                     .with_output_size([h as usize, w as usize]),
-            ))?
+            ))
+            .await?
         };
         let t4 = Instant::now();
         let threshold = self.detector.calibration.as_ref().map(|c| c.threshold);

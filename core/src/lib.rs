@@ -21,7 +21,10 @@ pub mod infer;
 pub mod map;
 pub mod model;
 pub mod overlay;
+#[cfg(feature = "wgpu")]
+pub mod overlay_gpu;
 pub mod preprocess;
+#[cfg(feature = "embedded-weights")]
 pub mod pretrained;
 pub mod threshold;
 pub mod train;
@@ -30,4 +33,4 @@ pub mod weights;
 pub use config::{BackboneConfig, BackboneKind, HvqConfig, ModelConfig};
 pub use detector::Detector;
 pub use error::{HvqError, Result};
-pub use infer::{ClassChoice, Inspection, Inspector};
+pub use infer::{ClassChoice, Inspection, Inspector, MapResolution};

@@ -43,6 +43,8 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// Set a model's threshold from known-good images (a dataset's training split).
+    Calibrate(cli::calibrate::CalibrateArgs),
     /// Time the pipeline stage by stage, end to end and a training step; table and JSON.
     Bench(cli::bench::BenchArgs),
     /// Import an official HVQ-Trans checkpoint (MVTec-AD, EfficientNet-B4) as a model directory.
@@ -81,6 +83,7 @@ fn main() -> Result<()> {
         Command::Train(args) => cli::train::run(args),
         Command::Eval(args) => cli::eval::run(args),
         Command::Bench(args) => cli::bench::run(args),
+        Command::Calibrate(args) => cli::calibrate::run(args),
         Command::Predict {
             weights,
             class,

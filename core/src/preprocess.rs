@@ -10,34 +10,71 @@ use crate::error::{HvqError, Result};
 /// Largest accepted image side, to refuse decompression bombs with a clear message.
 pub const MAX_SIDE: u32 = 16_384;
 
+/// How large an image may be before decoding is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Largest width or height.
+    pub max_side: u32,
+    /// Largest width × height.
+    pub max_pixels: u64,
+}
+
+impl DecodeLimits {
+    /// Native front ends: any image up to [`MAX_SIDE`] on a side.
+    pub const NATIVE: Self = Self {
+        max_side: MAX_SIDE,
+        max_pixels: MAX_SIDE as u64 * MAX_SIDE as u64,
+    };
+    /// A browser tab: a wasm page has at most 4 GiB of memory, and the photo is also decoded by
+    /// the browser for display; 50 megapixels covers industrial cameras.
+    pub const BROWSER: Self = Self {
+        max_side: 12_000,
+        max_pixels: 50_000_000,
+    };
+}
+
 /// Decode an image file's bytes; `name` is used in error messages.
 pub fn decode(bytes: &[u8], name: &str) -> Result<DynamicImage> {
-    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| HvqError::Image {
-            path: name.to_string(),
-            reason: e.to_string(),
-        })?;
-    if reader.format().is_none() {
-        return Err(HvqError::Image {
-            path: name.to_string(),
-            reason: "not a recognised image format (PNG or JPEG expected)".into(),
-        });
+    decode_with(bytes, name, DecodeLimits::NATIVE)
+}
+
+/// [`decode`] with explicit size limits.
+pub fn decode_with(bytes: &[u8], name: &str, max: DecodeLimits) -> Result<DynamicImage> {
+    let fail = |reason: String| HvqError::Image {
+        path: name.to_string(),
+        reason,
+    };
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| fail(e.to_string()))
+    };
+    if reader()?.format().is_none() {
+        return Err(fail(
+            "not a recognised image format (PNG or JPEG expected)".into(),
+        ));
+    }
+    // Read the header first so an oversized image is refused before any pixel is allocated.
+    let (w, h) = reader()?
+        .into_dimensions()
+        .map_err(|e| fail(format!("cannot decode: {e}")))?;
+    if w > max.max_side || h > max.max_side || w as u64 * h as u64 > max.max_pixels {
+        return Err(fail(format!(
+            "image is too large ({w}×{h}); the limit here is {} pixels a side and {} megapixels",
+            max.max_side,
+            max.max_pixels / 1_000_000
+        )));
     }
     let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
-    let mut reader = reader;
+    limits.max_image_width = Some(max.max_side);
+    limits.max_image_height = Some(max.max_side);
+    let mut reader = reader()?;
     reader.limits(limits);
-    let img = reader.decode().map_err(|e| HvqError::Image {
-        path: name.to_string(),
-        reason: format!("cannot decode: {e}"),
-    })?;
+    let img = reader
+        .decode()
+        .map_err(|e| fail(format!("cannot decode: {e}")))?;
     if img.width() == 0 || img.height() == 0 {
-        return Err(HvqError::Image {
-            path: name.to_string(),
-            reason: "image has zero width or height".into(),
-        });
+        return Err(fail("image has zero width or height".into()));
     }
     Ok(img)
 }
@@ -53,11 +90,10 @@ pub fn to_rgb(img: &DynamicImage) -> RgbImage {
     img.to_rgb8()
 }
 
-/// Resize (triangle filter, antialiased when shrinking, like PIL's BILINEAR used by the reference
-/// data pipeline) to `size`×`size` and normalise into a `[1, 3, size, size]` tensor.
-pub fn to_input(img: &DynamicImage, size: usize, norm: &InputNorm, device: &Device) -> Tensor<4> {
+/// The RGB image at `size`×`size` (triangle filter, antialiased when shrinking), unnormalised.
+pub fn resize_rgb(img: &DynamicImage, size: usize) -> RgbImage {
     let rgb = to_rgb(img);
-    let resized = if rgb.width() as usize == size && rgb.height() as usize == size {
+    if rgb.width() as usize == size && rgb.height() as usize == size {
         rgb
     } else {
         image::imageops::resize(
@@ -66,7 +102,13 @@ pub fn to_input(img: &DynamicImage, size: usize, norm: &InputNorm, device: &Devi
             size as u32,
             image::imageops::FilterType::Triangle,
         )
-    };
+    }
+}
+
+/// Resize (triangle filter, antialiased when shrinking, like PIL's BILINEAR used by the reference
+/// data pipeline) to `size`×`size` and normalise into a `[1, 3, size, size]` tensor.
+pub fn to_input(img: &DynamicImage, size: usize, norm: &InputNorm, device: &Device) -> Tensor<4> {
+    let resized = resize_rgb(img, size);
     Tensor::from_data(
         TensorData::new(normalise(&resized, norm), [1, 3, size, size]),
         device,

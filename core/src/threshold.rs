@@ -1,5 +1,51 @@
 //! Decision thresholds from normal images' scores.
 
+use crate::detector::{Calibration, Detector};
+use crate::error::{HvqError, Result};
+use crate::train::FeatureSet;
+
+/// The threshold at the `q`-quantile of the image scores of `normals` (features of known-good
+/// images, each scored with its own class): what `train` stores at its end and `calibrate`
+/// recomputes.
+pub fn calibrate(detector: &Detector, normals: &FeatureSet, q: f64) -> Result<Calibration> {
+    let device = detector.device();
+    let mut scores = Vec::with_capacity(normals.len());
+    let idx: Vec<usize> = (0..normals.len()).collect();
+    for chunk in idx.chunks(32) {
+        let classes: Vec<usize> = chunk.iter().map(|&i| normals.classes[i]).collect();
+        let (_, s) = detector.score(normals.batch(chunk, &device), &classes)?;
+        scores.extend(crate::weights::read_back(s.image)?);
+    }
+    let threshold = percentile(&scores, q).ok_or_else(|| {
+        HvqError::Config("no finite normal-image score to calibrate the threshold from".into())
+    })?;
+    Ok(Calibration {
+        threshold,
+        source: format!(
+            "{} percentile of the image scores of the {} training images",
+            ordinal_percent(q),
+            scores.len()
+        ),
+    })
+}
+
+/// `0.99` → `"99th"`, `0.995` → `"99.5th"`.
+fn ordinal_percent(q: f64) -> String {
+    let p = q * 100.0;
+    let p = if (p - p.round()).abs() < 1e-9 {
+        format!("{}", p.round() as i64)
+    } else {
+        format!("{p}")
+    };
+    let suffix = match p.as_str() {
+        s if s.ends_with('1') && !s.ends_with("11") => "st",
+        s if s.ends_with('2') && !s.ends_with("12") => "nd",
+        s if s.ends_with('3') && !s.ends_with("13") => "rd",
+        _ => "th",
+    };
+    format!("{p}{suffix}")
+}
+
 /// The `q`-quantile (0..=1) with linear interpolation between order statistics, as
 /// `numpy.percentile(..., method="linear")`. NaNs are ignored; `None` for no finite value.
 pub fn percentile(values: &[f32], q: f64) -> Option<f32> {
@@ -25,5 +71,14 @@ mod tests {
         assert!((percentile(&[4.0, 1.0, 3.0, 2.0], 0.99).unwrap() - 3.97).abs() < 1e-6);
         assert_eq!(percentile(&[5.0], 0.5), Some(5.0));
         assert_eq!(percentile(&[f32::NAN], 0.5), None);
+    }
+
+    #[test]
+    fn ordinals() {
+        assert_eq!(ordinal_percent(0.99), "99th");
+        assert_eq!(ordinal_percent(0.995), "99.5th");
+        assert_eq!(ordinal_percent(0.91), "91st");
+        assert_eq!(ordinal_percent(0.92), "92nd");
+        assert_eq!(ordinal_percent(0.11), "11th");
     }
 }

@@ -61,6 +61,16 @@ pub fn read_back<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>> {
         .map_err(|e| HvqError::Device(format!("reading results back: {e:?}")))
 }
 
+/// [`read_back`] for backends that cannot block (WebGPU in the browser); the same values.
+pub async fn read_back_async<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>> {
+    tensor
+        .into_data_async()
+        .await
+        .map_err(|e| HvqError::Device(format!("reading results back: {e:?}")))?
+        .try_into_vec_as::<f32>()
+        .map_err(|e| HvqError::Device(format!("reading results back: {e:?}")))
+}
+
 /// Named tensors from one source (a file, or a module), with the source's name kept for errors.
 #[derive(Clone, Debug, Default)]
 pub struct TensorMap {

@@ -214,6 +214,40 @@ fn train_eval_predict_on_a_generated_tree() {
     assert!(rows[0]["score"].as_f64().is_some() && rows[0]["verdict"].is_string());
     let npy = std::fs::read(pred.join("000_map.npy")).unwrap();
     assert_eq!(&npy[..6], b"\x93NUMPY");
+    // The model-resolution map too (the web page's parity reference): 224×224 float32 values
+    // whose 16×16-pooled maximum is the image score.
+    let npy224 = std::fs::read(pred.join("000_map224.npy")).unwrap();
+    let header = u16::from_le_bytes([npy224[8], npy224[9]]) as usize;
+    assert!(String::from_utf8_lossy(&npy224[10..10 + header]).contains("(224, 224)"));
+    let map224: Vec<f32> = npy224[10 + header..]
+        .chunks(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    assert_eq!(map224.len(), 224 * 224);
+    let mut pooled = f64::MIN;
+    for y in 0..=224 - 16 {
+        for x in 0..=224 - 16 {
+            let mut sum = 0.0f64;
+            for dy in 0..16 {
+                for dx in 0..16 {
+                    sum += map224[(y + dy) * 224 + x + dx] as f64;
+                }
+            }
+            pooled = pooled.max(sum / 256.0);
+        }
+    }
+    // The last image written under the stem "000" is good/000.png (stems can repeat across folders).
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|r| r["image"].as_str().unwrap_or("").ends_with("000.png"))
+        .unwrap();
+    let score = row["score"].as_f64().unwrap();
+    assert!(
+        (pooled - score).abs() <= 1e-5 * score.abs(),
+        "{pooled} vs {score}"
+    );
     assert!(
         std::fs::read_to_string(pred.join("results.csv"))
             .unwrap()

@@ -288,3 +288,113 @@ fn shipped_default_model_scores_the_samples() {
     assert_eq!(defect.anomalous, Some(true));
     assert_eq!((defect.width, defect.height), (300, 300));
 }
+
+#[test]
+fn model_resolution_inspection_and_separate_backbone_file_match() {
+    // What the web page does: the model from three downloaded files (config, network, backbone),
+    // the map only at 224×224, read back asynchronously. Same numbers as the CLI's path.
+    let device = Device::flex();
+    let embedded = Inspector::new(
+        hvq::pretrained::default_model(&device).unwrap(),
+        device.clone(),
+    );
+    let root = repo_root();
+    let read = |p: &str| std::fs::read(root.join(p)).unwrap();
+    let parts = Detector::from_parts(
+        &std::fs::read_to_string(root.join("weights/elpv-lite0/config.json")).unwrap(),
+        &read("weights/elpv-lite0/model.safetensors"),
+        "model.safetensors",
+        &read("weights/efficientnet-lite0.safetensors"),
+        "efficientnet-lite0.safetensors",
+        &device,
+    )
+    .unwrap();
+    assert_eq!(parts.calibration, embedded.detector.calibration);
+    let web = Inspector::new(parts, device);
+    let img = hvq::preprocess::load(&root.join("samples/poly-defect-cell0068.png")).unwrap();
+    let full = embedded.inspect(&img, &ClassChoice::Auto).unwrap();
+    let small = burn::tensor::try_read_sync(web.inspect_with(
+        &img,
+        &ClassChoice::Auto,
+        hvq::MapResolution::Model,
+    ))
+    .expect("the CPU backend never waits")
+    .unwrap();
+    assert!(
+        small.map.is_empty(),
+        "no image-resolution map was asked for"
+    );
+    assert_eq!(small.model_map, full.model_map);
+    assert_eq!(
+        (small.score, small.class_index),
+        (full.score, full.class_index)
+    );
+    // A missing backbone tensor names the backbone file.
+    let err = Detector::from_parts(
+        &std::fs::read_to_string(root.join("weights/elpv-lite0/config.json")).unwrap(),
+        &read("weights/elpv-lite0/model.safetensors"),
+        "model.safetensors",
+        &hvq::weights::TensorMap::new("x").to_safetensors(&Default::default()),
+        "efficientnet-lite0.safetensors",
+        &Device::flex(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("efficientnet-lite0.safetensors"), "{err}");
+}
+
+/// PNG bytes whose header declares `w × h` pixels, with no real pixel data behind it.
+fn png_header_only(w: u32, h: u32) -> Vec<u8> {
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let mut crc = flate2::Crc::new();
+        crc.update(kind);
+        crc.update(data);
+        let mut out = (data.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        out.extend_from_slice(&crc.sum().to_be_bytes());
+        out
+    };
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(chunk(b"IHDR", &ihdr));
+    png.extend(chunk(b"IDAT", &[0; 16]));
+    png.extend(chunk(b"IEND", &[]));
+    png
+}
+
+#[test]
+fn oversized_images_are_refused_before_decoding() {
+    use hvq::preprocess::{DecodeLimits, decode_with};
+    let bomb = png_header_only(20_000, 20_000);
+    let err = decode_with(&bomb, "bomb.png", DecodeLimits::BROWSER)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bomb.png") && err.contains("too large (20000×20000)"),
+        "{err}"
+    );
+    // 9000×9000 is within the browser's side limit but over its pixel budget.
+    let err = decode_with(
+        &png_header_only(9_000, 9_000),
+        "wide.png",
+        DecodeLimits::BROWSER,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("too large"), "{err}");
+    // Natively the same header passes the size check and fails on its (absent) pixels instead.
+    let err = decode_with(
+        &png_header_only(9_000, 9_000),
+        "wide.png",
+        DecodeLimits::NATIVE,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("cannot decode") && !err.contains("too large"),
+        "{err}"
+    );
+}

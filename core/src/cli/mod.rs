@@ -1,6 +1,7 @@
 //! Subcommands of the `hvq` binary, one file each.
 
 pub mod bench;
+pub mod calibrate;
 pub mod convert;
 pub mod eval;
 pub mod predict;

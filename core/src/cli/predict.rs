@@ -77,8 +77,7 @@ pub fn run(
         match result {
             Ok((img, r)) => {
                 let photo = hvq::preprocess::to_rgb(&img);
-                let hi = r.threshold.unwrap_or(r.score).max(r.score);
-                let lo = r.model_map.iter().cloned().fold(f32::MAX, f32::min);
+                let (lo, hi) = hvq::overlay::color_scale(&r.model_map, r.score, r.threshold);
                 let overlay = hvq::overlay::blend(&photo, &r.map, lo, hi, 0.5);
                 let png = out.join(format!("{stem}_overlay.png"));
                 overlay
@@ -88,6 +87,12 @@ pub fn run(
                 hvq::weights::write_atomic(
                     &npy,
                     &hvq::overlay::npy_bytes(&r.map, r.height as usize, r.width as usize),
+                )?;
+                // The map at the model's resolution too: what the web page and parity checks use.
+                let npy224 = out.join(format!("{stem}_map224.npy"));
+                hvq::weights::write_atomic(
+                    &npy224,
+                    &hvq::overlay::npy_bytes(&r.model_map, r.model_size, r.model_size),
                 )?;
                 let verdict = match r.anomalous {
                     Some(true) => "anomalous",

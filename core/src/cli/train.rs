@@ -7,7 +7,6 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use hvq::Detector;
 use hvq::config::{BackboneKind, HvqConfig, ModelConfig};
-use hvq::detector::Calibration;
 use hvq::train::{TrainConfig, TrainEvent, Trainer};
 
 use super::progress::bar;
@@ -214,23 +213,11 @@ fn finish(
     features: &hvq::train::FeatureSet,
 ) -> Result<()> {
     detector.hvq = detector.hvq.load_native(&trainer.network())?;
-    let device = detector.device();
-    let mut scores = Vec::with_capacity(features.len());
-    let idx: Vec<usize> = (0..features.len()).collect();
-    for chunk in idx.chunks(32) {
-        let classes: Vec<usize> = chunk.iter().map(|&i| features.classes[i]).collect();
-        let (_, s) = detector.score(features.batch(chunk, &device), &classes)?;
-        scores.extend(hvq::weights::read_back(s.image)?);
-    }
-    let threshold = hvq::threshold::percentile(&scores, 0.99)
-        .ok_or_else(|| anyhow::anyhow!("no finite training score to calibrate the threshold"))?;
-    detector.calibration = Some(Calibration {
-        threshold,
-        source: format!(
-            "99th percentile of the image scores of the {} training images",
-            scores.len()
-        ),
-    });
+    detector.calibration = Some(hvq::threshold::calibrate(&detector, features, 0.99)?);
+    let threshold = detector
+        .calibration
+        .as_ref()
+        .map_or(f32::NAN, |c| c.threshold);
     detector.save_dir(out)?;
     println!(
         "model saved to {} (threshold {threshold:.4})",

@@ -10,17 +10,23 @@
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 
+/// Vectors shorter than this count as zero vectors, whose cosine with anything is 0 (as in
+/// scikit-learn's `cosine_similarity` and PyTorch's, whose eps is the same). Codebook entries
+/// that no token selects decay towards 0 under the EMA, to ~1e-20 per component: their squares
+/// are subnormal, so `x·e / (‖x‖‖e‖)` becomes rounding noise (cosines of ±60 were seen) that
+/// differs between backends that keep subnormals (CPU, lavapipe) and those that flush them to
+/// zero (SwiftShader's WebGPU). With the norms clamped, such entries get cosine ≈ 0 everywhere;
+/// vectors of ordinary length are unaffected.
+const ZERO_NORM: f64 = 1e-8;
+
 /// Dot products `[B, L, K]` and cosines of tokens `x [B, L, D]` with prototypes `e [B, D, K]`.
-/// Cosines follow scikit-learn's `cosine_similarity`: a zero vector has cosine 0.
 fn dots_and_cosines(x: Tensor<3>, embeds: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
     let [b, l, _] = x.dims();
     let [_, _, k] = embeds.dims();
     let dots = x.clone().matmul(embeds.clone());
-    let x_norm = x.powi_scalar(2).sum_dim(2).sqrt(); // [B, L, 1]
-    let e_norm = embeds.powi_scalar(2).sum_dim(1).sqrt(); // [B, 1, K]
-    let denom =
-        (x_norm.expand([b, l, k]) * e_norm.expand([b, l, k])).clamp_min(f32::MIN_POSITIVE as f64);
-    let cos = dots.clone() / denom;
+    let x_norm = x.powi_scalar(2).sum_dim(2).sqrt().clamp_min(ZERO_NORM); // [B, L, 1]
+    let e_norm = embeds.powi_scalar(2).sum_dim(1).sqrt().clamp_min(ZERO_NORM); // [B, 1, K]
+    let cos = dots.clone() / (x_norm.expand([b, l, k]) * e_norm.expand([b, l, k]));
     (dots, cos)
 }
 
@@ -47,4 +53,61 @@ pub fn pot_loss(x: Tensor<3>, embeds: Tensor<3>, temperature: f32) -> Tensor<1> 
     let to_prototypes = (forward * cost.clone()).sum_dim(2).mean_dim(1); // [B, 1, 1]
     let to_tokens = (backward * cost).sum_dim(1).mean_dim(2); // [B, 1, 1]
     (to_prototypes + to_tokens).reshape([b])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, TensorData};
+
+    /// The OT score in f64 from its definition, with vectors shorter than `ZERO_NORM` taken as
+    /// zero vectors (cosine 0).
+    fn reference(x: &[f64], e: &[f64], l: usize, d: usize, k: usize, tau: f64) -> Vec<f64> {
+        let dot = |n: usize, j: usize| (0..d).map(|i| x[n * d + i] * e[i * k + j]).sum::<f64>();
+        let xn = |n: usize| (0..d).map(|i| x[n * d + i].powi(2)).sum::<f64>().sqrt();
+        let en = |j: usize| (0..d).map(|i| e[i * k + j].powi(2)).sum::<f64>().sqrt();
+        let cos = |n: usize, j: usize| {
+            if xn(n) < ZERO_NORM || en(j) < ZERO_NORM {
+                0.0
+            } else {
+                dot(n, j) / (xn(n) * en(j))
+            }
+        };
+        (0..l)
+            .map(|n| {
+                let z: f64 = (0..k).map(|j| (dot(n, j) / tau).exp()).sum();
+                (0..k)
+                    .map(|j| (dot(n, j) / tau).exp() / z * (1.0 - cos(n, j)))
+                    .sum()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ot_score_treats_decayed_codes_as_zero_vectors() {
+        // Codes 0–2 ordinary; code 3 decayed to 1e-20 per component (subnormal squares), code 4
+        // exactly zero; token 2 is short, so the plan is spread over every code.
+        let (l, d, k, tau) = (3, 4, 5, 5.0);
+        let xs: Vec<f32> = vec![
+            3.0, -1.0, 2.0, 0.5, //
+            -2.0, 4.0, 1.0, -1.0, //
+            0.01, 0.02, -0.01, 0.0,
+        ];
+        let mut es = vec![0.0f32; d * k];
+        for i in 0..d {
+            es[i * k] = [1.0, 2.0, -1.0, 0.5][i];
+            es[i * k + 1] = [-1.5, 0.5, 2.0, 1.0][i];
+            es[i * k + 2] = [0.3, -0.7, 0.2, 2.5][i];
+            es[i * k + 3] = [1e-20, -3e-20, 2e-20, 1e-20][i];
+        }
+        let device = Device::flex();
+        let x = Tensor::<3>::from_data(TensorData::new(xs.clone(), [1, l, d]), &device);
+        let e = Tensor::<3>::from_data(TensorData::new(es.clone(), [1, d, k]), &device);
+        let got = crate::weights::read_back(ot_score(x, e, tau as f32)).unwrap();
+        let f = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<_>>();
+        let want = reference(&f(&xs), &f(&es), l, d, k, tau);
+        for (n, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!((*g as f64 - w).abs() < 1e-5, "token {n}: {g} vs {w}");
+        }
+    }
 }

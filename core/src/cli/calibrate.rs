@@ -1,0 +1,72 @@
+//! `hvq calibrate`: set a model's decision threshold from known-good images (the training split
+//! of a dataset, or a `folder:` of good parts), as `train` does at its end. Only the model's
+//! `config.json` is rewritten (atomically); the weights file is left as it is.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use hvq::Detector;
+use hvq::detector::{CONFIG_FILE, SavedModel};
+
+use super::progress::bar;
+
+/// Options of `hvq calibrate`.
+#[derive(Args, Debug)]
+pub struct CalibrateArgs {
+    /// Model directory (`config.json` + `model.safetensors`).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Dataset as FORMAT:PATH; its training images (all normal) are scored.
+    #[arg(long)]
+    pub data: String,
+    /// Quantile of the normal images' scores used as the threshold.
+    #[arg(long, default_value_t = 0.99)]
+    pub quantile: f64,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// cpu, wgpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// Run `hvq calibrate`.
+pub fn run(args: CalibrateArgs) -> Result<()> {
+    if !(0.0..=1.0).contains(&args.quantile) {
+        bail!("--quantile {} is not in [0, 1]", args.quantile);
+    }
+    let device = super::device(&args.device)?;
+    let mut detector = Detector::load_dir(&args.weights, &device)?;
+    let dataset = hvq::data::open(&args.data)?;
+    if dataset.class_names != detector.config.hvq.class_names {
+        bail!(
+            "{} has classes {:?} but the model has {:?}",
+            args.data,
+            dataset.class_names,
+            detector.config.hvq.class_names
+        );
+    }
+    let pb = bar(dataset.train.len() as u64, "normals");
+    let features =
+        hvq::features::extract(&detector, &dataset.train, args.batch, &device, &mut |d| {
+            pb.set_position(d as u64)
+        })?;
+    pb.finish_and_clear();
+    let calibration = hvq::threshold::calibrate(&detector, &features, args.quantile)?;
+    let old = detector.calibration.replace(calibration.clone());
+    let saved = SavedModel {
+        model: detector.config.clone(),
+        calibration: detector.calibration.clone(),
+    };
+    let path = args.weights.join(CONFIG_FILE);
+    hvq::weights::write_atomic(&path, serde_json::to_string_pretty(&saved)?.as_bytes())?;
+    println!(
+        "threshold {:.4} ({}); was {}; written to {}",
+        calibration.threshold,
+        calibration.source,
+        old.map_or("none".to_string(), |c| format!("{:.4}", c.threshold)),
+        path.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! The page's backend self-check: the same photo through the model on the page's device and on a
+//! CPU copy of the same weights, compared stage by stage. A GPU driver or shader compiler that
+//! computes wrongly shows up here as the first stage that differs.
+
+use burn::tensor::{Device, Tensor};
+use hvq::weights::read_back_async;
+use hvq::{Detector, Result};
+use serde::Serialize;
+
+/// One stage's comparison.
+#[derive(Debug, Serialize)]
+pub struct StageDiff {
+    /// Stage name.
+    pub stage: String,
+    /// Largest |device − CPU|.
+    pub max_abs_diff: f32,
+    /// Largest |CPU| (the scale the difference is relative to).
+    pub max_abs: f32,
+}
+
+async fn diff<const D: usize>(stage: String, a: Tensor<D>, b: Tensor<D>) -> Result<StageDiff> {
+    let a = read_back_async(a).await?;
+    let b = read_back_async(b).await?;
+    let max_abs_diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    let max_abs = b.iter().map(|y| y.abs()).fold(0.0f32, f32::max);
+    Ok(StageDiff {
+        stage,
+        max_abs_diff,
+        max_abs,
+    })
+}
+
+/// Run `input` (a normalised `[1, 3, S, S]` image on the host) through `gpu` and `cpu` for
+/// class `class`, comparing every backbone block, the aligned features, the encoder layers,
+/// each VQ level and the reconstruction.
+pub async fn compare(
+    gpu: &Detector,
+    cpu: &Detector,
+    input: &[f32],
+    size: usize,
+    class: usize,
+) -> Result<Vec<StageDiff>> {
+    let on = |d: &Device| {
+        Tensor::<4>::from_data(
+            burn::tensor::TensorData::new(input.to_vec(), [1, 3, size, size]),
+            d,
+        )
+    };
+    let (xg, xc) = (on(&gpu.device()), on(&cpu.device()));
+    let mut out = Vec::new();
+    let blocks_g = gpu.backbone.all_blocks(xg.clone());
+    let blocks_c = cpu.backbone.all_blocks(xc.clone());
+    let last = gpu.config.backbone.taps.iter().copied().max().unwrap_or(0);
+    for (i, (g, c)) in blocks_g
+        .into_iter()
+        .zip(blocks_c)
+        .enumerate()
+        .take(last + 2)
+    {
+        let name = if i == 0 {
+            "backbone stem (BN)".to_string()
+        } else {
+            format!("backbone block {}", i - 1)
+        };
+        out.push(diff(name, g, c).await?);
+    }
+    let (fg, fc) = (gpu.features(xg), cpu.features(xc));
+    out.push(diff("aligned features".into(), fg.clone(), fc.clone()).await?);
+    let (eg, ec) = (gpu.hvq.encode(fg.clone()), cpu.hvq.encode(fc.clone()));
+    out.push(diff("input projection".into(), eg.src.clone(), ec.src.clone()).await?);
+    for (i, (g, c)) in eg.hidden.iter().zip(&ec.hidden).enumerate() {
+        out.push(diff(format!("encoder layer {}", i + 1), g.clone(), c.clone()).await?);
+    }
+    let (og, _) = gpu.score(fg.clone(), &[class])?;
+    let (oc, _) = cpu.score(fc.clone(), &[class])?;
+    for (i, (g, c)) in og.levels.iter().zip(&oc.levels).enumerate() {
+        out.push(
+            diff(
+                format!("VQ level {} indices", i + 1),
+                g.indices.clone().float(),
+                c.indices.clone().float(),
+            )
+            .await?,
+        );
+    }
+    out.push(diff("decoder".into(), og.decoded.clone(), oc.decoded.clone()).await?);
+    out.push(diff("reconstruction".into(), og.rec.clone(), oc.rec.clone()).await?);
+    out.push(
+        diff(
+            "L2 map".into(),
+            hvq::map::l2_map(og.rec.clone(), fg.clone()),
+            hvq::map::l2_map(oc.rec.clone(), fc.clone()),
+        )
+        .await?,
+    );
+    // The OT score's parts: dot products, norms, cosines, the transport plan, the score.
+    let parts = |d: &Detector, o: &hvq::model::HvqOutput| {
+        let x = o.level1_input.clone();
+        let e = d.hvq.level1_codebooks(&[class], &x.device());
+        let dots = x.clone().matmul(e.clone());
+        let x_norm = x.clone().powi_scalar(2).sum_dim(2).sqrt();
+        let e_norm = e.clone().powi_scalar(2).sum_dim(1).sqrt();
+        let t = d.config.hvq.ot_temperature();
+        let plan = burn::tensor::activation::softmax(dots.clone().div_scalar(t as f64), 2);
+        let score = hvq::model::ot_score(x, e, t);
+        let [b, l, k] = dots.dims();
+        let prod = x_norm.clone().expand([b, l, k]) * e_norm.clone().expand([b, l, k]);
+        let denom = prod.clone().clamp_min(f32::MIN_POSITIVE as f64);
+        let cos = dots.clone() / denom.clone();
+        let weighted = plan.clone() * cos.clone().neg().add_scalar(1.0);
+        (
+            dots, x_norm, e_norm, plan, score, prod, denom, cos, weighted,
+        )
+    };
+    let (g, c) = (parts(gpu, &og), parts(cpu, &oc));
+    out.push(diff("OT dot products".into(), g.0, c.0).await?);
+    out.push(diff("OT token norms".into(), g.1, c.1).await?);
+    out.push(diff("OT prototype norms".into(), g.2, c.2).await?);
+    out.push(diff("OT plan (softmax)".into(), g.3, c.3).await?);
+    out.push(diff("OT score".into(), g.4, c.4).await?);
+    out.push(diff("OT norm products".into(), g.5, c.5).await?);
+    out.push(diff("OT clamped products".into(), g.6, c.6).await?);
+    out.push(diff("OT cosines".into(), g.7, c.7).await?);
+    out.push(diff("OT plan × cost".into(), g.8, c.8).await?);
+    let (_, sg) = gpu.score(fg, &[class])?;
+    let (_, sc) = cpu.score(fc, &[class])?;
+    out.push(diff("map 14×14".into(), sg.map14, sc.map14).await?);
+    out.push(diff("image score".into(), sg.image, sc.image).await?);
+    Ok(out)
+}

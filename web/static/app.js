@@ -1,0 +1,171 @@
+// The page: the controls and the result panel. The model's worker (worker.js) computes and draws
+// the photo with its anomaly map on the canvas (see render.js).
+//
+// `window.hvq` exposes the state and the latest result (used by the end-to-end test).
+// URL parameters: `backend=auto|webgpu|cpu` (where the model runs; default auto),
+// `renderer=cpu` (draw the overlay without WebGPU even when the browser has it).
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const MAX_DISPLAY = 640; // longest side of the view, CSS pixels
+
+const hvq = (window.hvq = { state: 'loading', backend: null, notice: null, result: null, error: null });
+
+function setState(state) {
+  hvq.state = state;
+  document.body.dataset.state = state;
+}
+
+function showError(message) {
+  hvq.error = message;
+  $('error').textContent = message;
+  $('error').hidden = !message;
+}
+
+// ---- the worker, as promises ----------------------------------------------------------------
+const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+const pending = new Map();
+let nextId = 1;
+worker.onmessage = ({ data }) => {
+  if (data.type === 'progress') return onProgress(data);
+  if (data.type === 'log') return console[data.level]('[worker]', data.text);
+  const p = pending.get(data.id);
+  if (!p) return;
+  pending.delete(data.id);
+  if (data.type === 'error') p.reject(new Error(data.message));
+  else p.resolve(data);
+};
+worker.onerror = (e) => { showError(`The model's worker failed: ${e.message}`); setState('error'); };
+function call(type, msg = {}, transfer = []) {
+  const id = nextId++;
+  return new Promise((resolve, reject) => {
+    pending.set(id, { resolve, reject });
+    worker.postMessage({ ...msg, type, id }, transfer);
+  });
+}
+
+function onProgress({ done, total, path }) {
+  $('load-progress').value = total ? done / total : 0;
+  $('load-detail').textContent = `${path} — ${(done / 1e6).toFixed(1)} of ${(total / 1e6).toFixed(1)} MB`;
+}
+
+// ---- results -----------------------------------------------------------------------------------
+let current = null; // { result, bitmap }
+
+function threshold() { return Number($('threshold').value); }
+function opacity() { return Number($('opacity').value); }
+
+async function redraw() {
+  if (!current) return;
+  const t = threshold();
+  const { lo, hi } = await call('draw', { threshold: t, opacity: opacity() });
+  $('legend-lo').textContent = lo.toFixed(2);
+  $('legend-hi').textContent = hi.toFixed(2);
+  const r = current.result;
+  const anomalous = r.score > t;
+  $('verdict').textContent = anomalous ? 'ANOMALOUS' : 'NORMAL';
+  $('verdict').className = 'verdict ' + (anomalous ? 'anomalous' : 'normal');
+  $('r-threshold').textContent = t.toFixed(3);
+  $('threshold-value').textContent = t.toFixed(2);
+  $('opacity-value').textContent = opacity().toFixed(2);
+  hvq.verdict = anomalous ? 'anomalous' : 'normal';
+}
+
+function setThresholdRange(modelThreshold, score) {
+  const slider = $('threshold');
+  const top = Math.max(modelThreshold ?? 0, score ?? 0) * 2 || 1;
+  slider.max = String(Math.max(Number(slider.max), top));
+  slider.min = '0';
+}
+
+async function inspect(bytes, name) {
+  showError('');
+  setState('busy');
+  const t0 = performance.now();
+  try {
+    // The wasm checks format and size first, so a bad file is reported by the same code as the CLI.
+    const result = await call('inspect', { bytes, name, cls: $('class').value }, [bytes.buffer]);
+    const roundTrip = performance.now() - t0;
+    const scale = Math.min(1, MAX_DISPLAY / Math.max(result.width, result.height));
+    const width = Math.max(1, Math.round(result.width * scale));
+    const height = Math.max(1, Math.round(result.height * scale));
+    const bitmap = await createImageBitmap(current_blob, { resizeWidth: width, resizeHeight: height, resizeQuality: 'high' });
+    await call('show', { bitmap }, [bitmap]);
+    $('view').style.aspectRatio = `${width} / ${height}`;
+    current = { result };
+    result.roundTripMs = roundTrip;
+    hvq.result = result;
+    setThresholdRange(result.threshold, result.score);
+    $('r-name').textContent = name;
+    $('r-score').textContent = result.score.toFixed(3);
+    $('r-class').textContent = result.className + ($('class').value === 'auto' ? ' (auto)' : '');
+    $('r-size').textContent = `${result.width} × ${result.height}`;
+    const cells = document.querySelectorAll('#times td');
+    [...result.times, roundTrip].forEach((ms, i) => { cells[i].textContent = ms.toFixed(1); });
+    await redraw();
+    setState('done');
+  } catch (e) {
+    // The message names the file and what is wrong; the page stays usable.
+    showError(e.message.startsWith(name) ? e.message : `${name}: ${e.message}`);
+    setState('error');
+  }
+}
+
+// Check this page's compute device against the CPU on a photo (see web/src/self_check.rs).
+hvq.selfCheck = async (url, cls = 'auto') => {
+  const bytes = new Uint8Array(await (await fetch(url)).arrayBuffer());
+  return (await call('selfCheck', { bytes, name: url, cls }, [bytes.buffer])).stages;
+};
+
+let current_blob = null;
+async function inspectBlob(blob, name) {
+  current_blob = blob;
+  const bytes = new Uint8Array(await blob.arrayBuffer());
+  await inspect(bytes, name);
+}
+
+// ---- start -------------------------------------------------------------------------------------
+async function start() {
+  if ('serviceWorker' in navigator && params.get('offline') !== '0') {
+    navigator.serviceWorker.register('sw.js').catch((e) => console.warn('offline cache unavailable:', e));
+  }
+  const manifest = await (await fetch('manifest.json')).json();
+  for (const s of manifest.samples) {
+    const b = document.createElement('button');
+    b.dataset.sample = s.name;
+    b.title = s.name;
+    b.innerHTML = `<img src="${s.path}" alt="${s.name}">`;
+    b.onclick = async () => inspectBlob(await (await fetch(s.path)).blob(), s.name);
+    $('samples').append(b);
+  }
+  // The canvas is drawn by the worker.
+  const canvas = $('view').transferControlToOffscreen();
+  const ready = await call('load', { canvas, prefer: params.get('backend') ?? 'auto', renderer: params.get('renderer') ?? 'auto' }, [canvas]);
+  Object.assign(hvq, { backend: ready.backend, notice: ready.notice, bytes: ready.bytes, loadMs: ready.loadMs, compileMs: ready.compileMs, renderer: ready.renderer });
+  $('backend').textContent = ready.backend === 'webgpu' ? 'WebGPU' : 'CPU (wasm)';
+  $('backend').className = 'badge ' + ready.backend;
+  if (ready.notice) { $('notice').textContent = ready.notice; $('notice').hidden = false; }
+  for (const c of ready.classes) $('class').append(new Option(c, c));
+  if (ready.threshold != null) {
+    $('threshold').max = String(ready.threshold * 2);
+    $('threshold').value = String(ready.threshold);
+  }
+  $('threshold-value').textContent = threshold().toFixed(2);
+  setState('ready');
+}
+
+$('file').onchange = (e) => { const f = e.target.files[0]; if (f) inspectBlob(f, f.name); };
+const drop = $('drop');
+drop.ondragover = (e) => { e.preventDefault(); drop.classList.add('over'); };
+drop.ondragleave = () => drop.classList.remove('over');
+drop.ondrop = (e) => {
+  e.preventDefault();
+  drop.classList.remove('over');
+  const f = e.dataTransfer.files[0];
+  if (f) inspectBlob(f, f.name);
+};
+$('threshold').oninput = () => redraw();
+$('opacity').oninput = () => redraw();
+$('class').onchange = () => { if (current_blob) inspectBlob(current_blob, $('r-name').textContent); };
+
+start().catch((e) => { showError(`Could not start: ${e.message}`); setState('error'); });

@@ -1,0 +1,117 @@
+// The model's thread: downloads the wasm and the weights (reporting progress), loads the model on
+// WebGPU or the CPU, inspects photos, and draws the result on the page's canvas (transferred here
+// as an OffscreenCanvas), so the page stays responsive while the CPU fallback computes. Every
+// number (scores, maps, colour scale, CPU overlay) comes from the Rust core.
+import init, { WebModel, blendOverlay, colorScale } from './pkg/hvq_web.js';
+import { GpuOverlay, CpuOverlay } from './render.js';
+
+// The worker's console messages (Rust panics, WebGPU errors) also go to the page's console.
+for (const level of ['warn', 'error']) {
+  const original = console[level].bind(console);
+  console[level] = (...args) => {
+    original(...args);
+    postMessage({ type: 'log', level, text: args.map(String).join(' ') });
+  };
+}
+
+let model = null;
+let canvas = null;
+let overlay = null;
+let last = null; // the latest result's map and score, for the colour scale and the overlay
+
+async function download(files, report) {
+  const total = files.reduce((n, f) => n + f.bytes, 0);
+  let received = 0;
+  const out = [];
+  for (const f of files) {
+    const response = await fetch(f.path);
+    if (!response.ok) throw new Error(`${f.path}: HTTP ${response.status}`);
+    const reader = response.body.getReader();
+    const chunks = [];
+    let length = 0;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      length += value.length;
+      received += value.length;
+      report(received, total, f.path);
+    }
+    const bytes = new Uint8Array(length);
+    let offset = 0;
+    for (const c of chunks) { bytes.set(c, offset); offset += c.length; }
+    out.push(bytes);
+  }
+  return { out, total };
+}
+
+function makeOverlay(renderer) {
+  if (renderer !== 'cpu' && model.enableGpuOverlay()) return new GpuOverlay(canvas, model);
+  return new CpuOverlay(canvas, blendOverlay);
+}
+
+const handlers = {
+  async load(msg) {
+    canvas = msg.canvas;
+    const manifest = await (await fetch('manifest.json')).json();
+    const m = manifest.model;
+    const { out, total } = await download([manifest.wasm, m.config, m.weights, m.backbone],
+      (done, all, path) => postMessage({ type: 'progress', done, total: all, path }));
+    const [wasm, config, weights, backbone] = out;
+    const t0 = performance.now();
+    await init({ module_or_path: wasm });
+    const compileMs = performance.now() - t0;
+    model = await WebModel.load(new TextDecoder().decode(config), weights, backbone, msg.prefer);
+    overlay = makeOverlay(msg.renderer);
+    return {
+      type: 'ready', backend: model.backend, notice: model.notice ?? null, classes: model.classes,
+      threshold: model.threshold ?? null, hasClassifier: model.hasClassifier, bytes: total,
+      compileMs, loadMs: model.loadMs, renderer: overlay.kind,
+    };
+  },
+  async inspect(msg) {
+    if (!model) throw new Error('the model is not loaded yet');
+    const r = await model.inspect(new Uint8Array(msg.bytes), msg.name, msg.cls);
+    try {
+      const map = r.map;
+      last = { map, size: r.mapSize, score: r.score };
+      return {
+        type: 'result', name: msg.name, score: r.score, threshold: r.threshold ?? null,
+        className: r.className, classIndex: r.classIndex, width: r.width, height: r.height,
+        mapSize: r.mapSize, map: map.slice(), times: Array.from(r.times),
+      };
+    } finally {
+      r.free();
+    }
+  },
+  // The photo at display size for the latest result.
+  show(msg) {
+    if (!last) throw new Error('no result yet');
+    overlay.setImage(msg.bitmap, last.map, last.size);
+    msg.bitmap.close();
+    return { type: 'shown' };
+  },
+  // Draw with a threshold and opacity; the colour scale is the CLI's and the desktop app's.
+  async draw(msg) {
+    if (!last) throw new Error('no result yet');
+    const [lo, hi] = colorScale(last.map, last.score, msg.threshold);
+    await overlay.draw(lo, hi, msg.opacity);
+    return { type: 'drawn', lo, hi };
+  },
+  // This device against a CPU copy of the model, stage by stage (see web/src/self_check.rs).
+  async selfCheck(msg) {
+    if (!model) throw new Error('the model is not loaded yet');
+    const json = await model.selfCheck(new Uint8Array(msg.bytes), msg.name, msg.cls ?? 'auto');
+    return { type: 'selfCheck', stages: JSON.parse(json) };
+  },
+};
+
+self.onmessage = async ({ data: msg }) => {
+  try {
+    const reply = await handlers[msg.type](msg);
+    reply.id = msg.id;
+    postMessage(reply);
+  } catch (e) {
+    postMessage({ type: 'error', id: msg.id, during: msg.type, message: e?.message ?? String(e) });
+  }
+};
