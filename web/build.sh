@@ -13,11 +13,12 @@ dist="$root/web/dist"
 
 bash scripts/wasm-tools.sh
 
-cargo build -p web --release --target wasm32-unknown-unknown --locked
+# wasm-release: release with LTO and one codegen unit (22 MB of wasm instead of 34 MB).
+cargo build -p web --profile wasm-release --target wasm32-unknown-unknown --locked
 rm -rf "$dist"
 mkdir -p "$dist/pkg" "$dist/weights/elpv-lite0" "$dist/samples"
 wasm-bindgen --target web --no-typescript --remove-name-section --remove-producers-section --out-dir "$dist/pkg" \
-  "$CARGO_TARGET_DIR/wasm32-unknown-unknown/release/hvq_web.wasm"
+  "$CARGO_TARGET_DIR/wasm32-unknown-unknown/wasm-release/hvq_web.wasm"
 
 cp web/static/* "$dist/"
 cp shaders/overlay.wgsl "$dist/"

@@ -293,5 +293,15 @@ mod tests {
         assert_eq!((f(0), f(1), f(2)), (1.0, 2.0, 0.5));
         assert_eq!(u32::from_le_bytes(b[12..16].try_into().unwrap()), 1);
         assert_eq!((f(4), f(5), f(6), f(7)), (0.25, -0.5, 1.0, 2.0));
+        // The shader's struct: naga agrees on its size.
+        let module = naga::front::wgsl::parse_str(SHADER).unwrap();
+        let (handle, _) = module
+            .types
+            .iter()
+            .find(|(_, t)| t.name.as_deref() == Some("Params"))
+            .unwrap();
+        let mut layouter = naga::proc::Layouter::default();
+        layouter.update(module.to_ctx()).unwrap();
+        assert_eq!(layouter[handle].size as usize, b.len());
     }
 }
