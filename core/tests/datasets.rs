@@ -673,6 +673,38 @@ fn fashion_mnist_idx_gz_and_plain() {
     assert_eq!(count(&a.test, |s| s.anomalous), 6);
     assert_eq!(ids(&a.test), ids(&open(1).test));
     assert_ne!(ids(&a.test), ids(&open(2).test));
+
+    // The reduced protocol: the first training and normal test image of each class, as many anomalies
+    // as normals, the first of the same seeded draw.
+    let small = data::open(&format!(
+        "fashion-mnist:{}?split=0,2,4&seed=1&limit=1",
+        t.0.display()
+    ))
+    .unwrap();
+    assert_eq!(count(&small.test, |s| !s.anomalous), 3);
+    assert_eq!(count(&small.test, |s| s.anomalous), 3);
+    let first_anomalies: Vec<String> = a
+        .test
+        .iter()
+        .filter(|s| s.anomalous)
+        .take(3)
+        .map(|s| s.id.clone())
+        .collect();
+    let kept: Vec<String> = small
+        .test
+        .iter()
+        .filter(|s| s.anomalous)
+        .map(|s| s.id.clone())
+        .collect();
+    assert_eq!(kept, first_anomalies);
+    for class in 0..3 {
+        assert_eq!(count(&small.train, |s| s.class == class), 1);
+    }
+    let err = err_text(data::open(&format!(
+        "fashion-mnist:{}?limit=0",
+        t.0.display()
+    )));
+    assert!(err.contains("limit=0"), "{err}");
 }
 
 #[test]

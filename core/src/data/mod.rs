@@ -11,7 +11,10 @@
 //!
 //! Options follow a `?` and are separated by `&`: `classes=bottle,cable` (a subset, for the
 //! multi-class formats), `split=0,2,4,6,8` (the normal classes of cifar10 / fashion-mnist, default
-//! `0,1,2,3,4`) and `seed=N` (anomaly sampling of the semantic formats, default 0). Example:
+//! `0,1,2,3,4`), `seed=N` (anomaly sampling of the semantic formats, default 0) and `limit=N` (a
+//! reduced protocol for quick experiments: at most N training and N normal test images per class,
+//! and as many anomalous test images as normal ones are kept, the first in the dataset's order —
+//! for the semantic formats, the first of the protocol's seeded draw). Example:
 //! `fashion-mnist:/usr/share/datasets/fashion-mnist?split=0,2,4,6,8`.
 //!
 //! Opening a dataset reads only listings and labels; images are decoded by [`Sample::load_image`].
@@ -86,6 +89,9 @@ pub struct DatasetOptions {
     pub split: Option<Vec<usize>>,
     /// Seed of the anomalous-test-image draw of the semantic datasets. Default 0.
     pub seed: u64,
+    /// Reduced protocol: at most this many training and normal test images per class, and no
+    /// more anomalous test images than normal ones.
+    pub limit: Option<usize>,
 }
 
 /// Open a dataset from a `FORMAT:PATH[?options]` spec, e.g. `mvtec:/data/mvtec?classes=bottle`.
@@ -138,6 +144,19 @@ pub fn parse_spec(spec: &str) -> Result<(String, PathBuf, DatasetOptions)> {
                     })?;
                 opts.split = Some(parsed);
             }
+            "limit" => {
+                let n: usize = value.trim().parse().map_err(|_| {
+                    HvqError::Config(format!(
+                        "dataset {spec:?}: limit={value:?} is not a positive integer"
+                    ))
+                })?;
+                if n == 0 {
+                    return Err(HvqError::Config(format!(
+                        "dataset {spec:?}: limit=0 would leave no images"
+                    )));
+                }
+                opts.limit = Some(n);
+            }
             "seed" => {
                 opts.seed = value.trim().parse().map_err(|_| {
                     HvqError::Config(format!(
@@ -147,7 +166,7 @@ pub fn parse_spec(spec: &str) -> Result<(String, PathBuf, DatasetOptions)> {
             }
             other => {
                 return Err(HvqError::Config(format!(
-                    "dataset {spec:?}: unknown option {other:?} (known: classes, split, seed)"
+                    "dataset {spec:?}: unknown option {other:?} (known: classes, split, seed, limit)"
                 )));
             }
         }
@@ -209,6 +228,9 @@ pub fn open_with(format: &str, path: &Path, opts: &DatasetOptions) -> Result<Dat
         "elpv" => elpv::open(path, classes)?,
         _ => folder::open(path, classes)?,
     };
+    if let Some(n) = opts.limit {
+        limit(&mut ds, n);
+    }
     ds.has_masks = ds.test.iter().any(|s| s.anomalous)
         && ds
             .test
@@ -216,6 +238,33 @@ pub fn open_with(format: &str, path: &Path, opts: &DatasetOptions) -> Result<Dat
             .filter(|s| s.anomalous)
             .all(|s| s.mask.is_some());
     Ok(ds)
+}
+
+/// Keep the first `n` training and normal test images of each class, and as many anomalous test
+/// images as normal ones (the first, in order).
+fn limit(ds: &mut Dataset, n: usize) {
+    let mut seen = vec![0usize; ds.class_names.len()];
+    ds.train.retain(|s| {
+        seen[s.class] += 1;
+        seen[s.class] <= n
+    });
+    let mut normal = vec![0usize; ds.class_names.len()];
+    ds.test.retain(|s| {
+        if s.anomalous {
+            return true;
+        }
+        normal[s.class] += 1;
+        normal[s.class] <= n
+    });
+    let kept: usize = normal.iter().map(|&c| c.min(n)).sum();
+    let mut anomalous = 0;
+    ds.test.retain(|s| {
+        if !s.anomalous {
+            return true;
+        }
+        anomalous += 1;
+        anomalous <= kept
+    });
 }
 
 /// Image file extensions we can decode (the `image` crate is built with PNG and JPEG only).
