@@ -370,3 +370,47 @@ fn bench_writes_a_comparable_json_report() {
     assert_eq!(r["model"], "default");
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn train_applies_the_preset_and_every_ablation_switch() {
+    // The flags must reach the saved configuration (they once were parsed and then ignored).
+    let root = temp("tree-ablation");
+    make_tree(&root);
+    let data = format!("mvtec:{}", root.display());
+    let config = |flags: &[&str]| {
+        let out = temp("ablation-run");
+        let log = run(train(&data, &out, 1).args(flags));
+        assert!(log.contains("model saved"), "{log}");
+        let text = std::fs::read_to_string(out.join("config.json")).unwrap();
+        std::fs::remove_dir_all(&out).ok();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["model"]["hvq"].clone()
+    };
+    let full = config(&["--preset", "paper"]);
+    assert_eq!(
+        full["ablation"],
+        serde_json::json!({"hierarchical": true, "switch_codebooks": true, "switch_experts": true})
+    );
+    assert!(
+        full["classifier"].is_object(),
+        "paper preset has the classifier: {full}"
+    );
+    assert!((full["pot_weight"].as_f64().unwrap() - 0.01).abs() < 1e-9);
+    let cut = config(&[
+        "--preset",
+        "paper",
+        "--single-vq",
+        "--no-codebook-switching",
+        "--no-expert-switching",
+        "--pot-weight",
+        "0.5",
+    ]);
+    assert_eq!(
+        cut["ablation"],
+        serde_json::json!({"hierarchical": false, "switch_codebooks": false, "switch_experts": false})
+    );
+    assert!((cut["pot_weight"].as_f64().unwrap() - 0.5).abs() < 1e-9);
+    let official = config(&[]);
+    assert!(official["classifier"].is_null(), "{official}");
+    assert_eq!(official["pot_weight"].as_f64(), Some(0.0));
+    std::fs::remove_dir_all(root).ok();
+}

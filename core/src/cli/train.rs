@@ -108,10 +108,18 @@ pub fn run(args: TrainArgs) -> Result<()> {
         BackboneArg::B4 => BackboneKind::EfficientnetB4,
     };
     let backbone = super::backbone(kind, args.backbone_weights.as_deref(), &device)?;
-    let mut hvq = HvqConfig::official(
-        backbone.config().feature_channels(),
-        dataset.class_names.clone(),
-    );
+    let channels = backbone.config().feature_channels();
+    let mut hvq = match args.preset {
+        PresetArg::Official => HvqConfig::official(channels, dataset.class_names.clone()),
+        PresetArg::Paper => HvqConfig::paper(channels, dataset.class_names.clone()),
+    };
+    // The appendix's ablation switches (all on = HVQ-Trans).
+    hvq.ablation.hierarchical = !args.single_vq;
+    hvq.ablation.switch_codebooks = !args.no_codebook_switching;
+    hvq.ablation.switch_experts = !args.no_expert_switching;
+    if let Some(alpha) = args.pot_weight {
+        hvq.pot_weight = alpha;
+    }
     if let Some(c) = args.embed_dim {
         hvq.embed_dim = c;
     }
