@@ -3,7 +3,7 @@
 # five trainings that add one component at a time, each evaluated with the model choosing the
 # class (classifier), image AUROC from the mean of the map. Writes docs/ablation.md.
 #
-#   SPLIT=0,1,2,3,4 LIMIT=100 EPOCHS=20 LR=5e-4 bash scripts/ablation.sh
+#   SPLIT=0,1,2,3,4 LIMIT=100 EPOCHS=12 LR=5e-4 bash scripts/ablation.sh   # docs/ablation.md
 #
 # LIMIT keeps that many training and normal test images per class (the dataset's `limit=` option):
 # the full protocol (30 000 training images) takes about 28 minutes per epoch on a 2-core CPU at
