@@ -38,6 +38,13 @@ pub struct SavedModel {
     pub calibration: Option<Calibration>,
 }
 
+impl SavedModel {
+    /// Parse a `config.json`; `source` names it in errors.
+    pub fn parse(json: &str, source: &str) -> Result<Self> {
+        serde_json::from_str(json).map_err(|e| HvqError::Config(format!("{source}: {e}")))
+    }
+}
+
 /// Scores for a batch.
 #[derive(Clone, Debug)]
 pub struct Scores {
@@ -128,8 +135,7 @@ impl Detector {
     pub fn load_dir(dir: &Path, device: &Device) -> Result<Self> {
         let cfg_path = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| HvqError::io(&cfg_path, e))?;
-        let saved: SavedModel = serde_json::from_str(&text)
-            .map_err(|e| HvqError::Config(format!("{}: {e}", cfg_path.display())))?;
+        let saved = SavedModel::parse(&text, &cfg_path.display().to_string())?;
         let map = TensorMap::read(dir.join(WEIGHTS_FILE))?;
         let mut d = Self::from_tensors(saved.model, &map, device)?;
         d.calibration = saved.calibration;
@@ -143,8 +149,7 @@ impl Detector {
         source: &str,
         device: &Device,
     ) -> Result<Self> {
-        let saved: SavedModel = serde_json::from_str(config_json)
-            .map_err(|e| HvqError::Config(format!("{source}: {e}")))?;
+        let saved = SavedModel::parse(config_json, source)?;
         let map = TensorMap::from_safetensors(weights, source)?;
         let mut d = Self::from_tensors(saved.model, &map, device)?;
         d.calibration = saved.calibration;
@@ -162,8 +167,7 @@ impl Detector {
         backbone_name: &str,
         device: &Device,
     ) -> Result<Self> {
-        let saved: SavedModel = serde_json::from_str(config_json)
-            .map_err(|e| HvqError::Config(format!("{weights_name} config: {e}")))?;
+        let saved = SavedModel::parse(config_json, &format!("{weights_name} config"))?;
         let map = TensorMap::from_safetensors(weights, weights_name)?;
         let inside = map.sub("enc.");
         let backbone = if inside.is_empty() {

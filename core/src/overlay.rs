@@ -39,9 +39,18 @@ pub fn blend(photo: &RgbImage, map: &[f32], lo: f32, hi: f32, opacity: f32) -> R
 /// (the blue end) to the larger of the image score and the threshold (the red end), so a normal
 /// image never shows saturated red and an anomalous one reaches red at its worst region.
 pub fn color_scale(model_map: &[f32], score: f32, threshold: Option<f32>) -> (f32, f32) {
+    (scale_bottom(model_map), scale_top(score, threshold))
+}
+
+/// The blue end of [`color_scale`]: the smallest value of the model-resolution map (0 if empty).
+pub fn scale_bottom(model_map: &[f32]) -> f32 {
     let lo = model_map.iter().cloned().fold(f32::INFINITY, f32::min);
-    let hi = threshold.unwrap_or(score).max(score);
-    (if lo.is_finite() { lo } else { 0.0 }, hi)
+    if lo.is_finite() { lo } else { 0.0 }
+}
+
+/// The red end of [`color_scale`]: the larger of the image score and the threshold.
+pub fn scale_top(score: f32, threshold: Option<f32>) -> f32 {
+    threshold.unwrap_or(score).max(score)
 }
 
 /// Bilinear value of a row-major `mw × mh` map at normalised coordinates `(u, v)` ∈ [0, 1]²,

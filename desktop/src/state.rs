@@ -35,7 +35,7 @@ pub struct Outcome {
 impl Outcome {
     /// Keep what the list needs from an inspection.
     pub fn from_inspection(r: hvq::Inspection) -> Self {
-        let map_min = r.model_map.iter().cloned().fold(f32::INFINITY, f32::min);
+        let map_min = hvq::overlay::scale_bottom(&r.model_map);
         let t = &r.times;
         Self {
             score: r.score,
@@ -496,8 +496,10 @@ impl CalibrationRun {
 /// The colormap's scale for one image: `lo` is the smallest value of the model-resolution map,
 /// `hi` the larger of threshold and score — exactly what `hvq predict` uses for its overlays.
 pub fn display_range(outcome: &Outcome, threshold: Option<f32>) -> (f32, f32) {
-    let hi = threshold.unwrap_or(outcome.score).max(outcome.score);
-    (outcome.map_min, hi)
+    (
+        outcome.map_min,
+        hvq::overlay::scale_top(outcome.score, threshold),
+    )
 }
 
 /// One row of the exported results.

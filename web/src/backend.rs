@@ -4,7 +4,7 @@
 use burn::tensor::Device;
 use burn::tensor::wgpu::WgpuSetup;
 
-/// An opened device. `_setup` keeps the WebGPU instance and adapter referenced for the model's
+/// An opened device. `setup` keeps the WebGPU instance and adapter referenced for the model's
 /// lifetime: when the browser collects them, Chromium refuses to create further pipelines
 /// ("A valid external Instance reference no longer exists").
 pub struct Opened {
@@ -15,7 +15,7 @@ pub struct Opened {
     /// Why the CPU is used although WebGPU was wanted.
     pub notice: Option<String>,
     /// The WebGPU handles, while the model lives.
-    pub _setup: Option<WgpuSetup>,
+    pub setup: Option<WgpuSetup>,
 }
 
 /// What the page asks for.
@@ -68,13 +68,13 @@ pub async fn open(choice: BackendChoice) -> Result<Opened, String> {
         device: Device::flex(),
         backend: Backend::Cpu,
         notice,
-        _setup: None,
+        setup: None,
     };
     let gpu = |(device, setup)| Opened {
         device,
         backend: Backend::WebGpu,
         notice: None,
-        _setup: Some(setup),
+        setup: Some(setup),
     };
     match choice {
         BackendChoice::Cpu => Ok(cpu(None)),

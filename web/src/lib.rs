@@ -67,10 +67,9 @@ impl log::Log for ConsoleLog {
 #[wasm_bindgen]
 pub struct WebModel {
     inspector: Rc<Inspector>,
-    backend: Backend,
-    notice: Option<String>,
     load_ms: f64,
-    _device: backend::Opened,
+    /// Where the model runs (and, on WebGPU, the handles that must stay alive).
+    opened: backend::Opened,
     /// The downloaded files, kept for the self-check's CPU copy.
     files: Rc<(String, Vec<u8>, Vec<u8>)>,
     /// The overlay shader on the model's WebGPU device, once enabled.
@@ -104,10 +103,8 @@ impl WebModel {
         let load_ms = t0.elapsed().as_secs_f64() * 1e3;
         Ok(WebModel {
             inspector: Rc::new(Inspector::new(detector, device)),
-            backend: opened.backend,
-            notice: opened.notice.clone(),
             load_ms,
-            _device: opened,
+            opened,
             files: Rc::new((config_json, model, backbone)),
             renderer: RefCell::new(None),
         })
@@ -116,13 +113,13 @@ impl WebModel {
     /// `"webgpu"` or `"cpu"`.
     #[wasm_bindgen(getter)]
     pub fn backend(&self) -> String {
-        self.backend.as_str().to_string()
+        self.opened.backend.as_str().to_string()
     }
 
     /// Why the CPU is used when WebGPU was wanted (shown on the page), if so.
     #[wasm_bindgen(getter)]
     pub fn notice(&self) -> Option<String> {
-        self.notice.clone()
+        self.opened.notice.clone()
     }
 
     /// Milliseconds spent building the model on the device.
@@ -200,8 +197,10 @@ impl WebModel {
                 let img = hvq::preprocess::decode_with(&bytes, &name, DecodeLimits::BROWSER)?;
                 let cfg = &gpu.config;
                 let size = cfg.backbone.input_size;
-                let input =
-                    hvq::preprocess::normalise(&resize(&img, size), &cfg.backbone.input_norm);
+                let input = hvq::preprocess::normalise(
+                    &hvq::preprocess::resize_rgb(&img, size),
+                    &cfg.backbone.input_norm,
+                );
                 let class = if class == "auto" {
                     0
                 } else {
@@ -223,7 +222,7 @@ impl WebModel {
     /// when the model runs on the CPU (the page then blends with [`blend_overlay`]).
     #[wasm_bindgen(js_name = enableGpuOverlay)]
     pub fn enable_gpu_overlay(&self) -> bool {
-        let Some(setup) = &self._device._setup else {
+        let Some(setup) = &self.opened.setup else {
             return false;
         };
         *self.renderer.borrow_mut() = Some(Rc::new(render::Renderer::new(setup)));
@@ -269,11 +268,6 @@ impl WebModel {
             Ok(js_sys::Uint8Array::from(pixels.as_slice()).into())
         })
     }
-}
-
-/// The photo resized to the model's input, as `hvq::preprocess::to_input` does.
-fn resize(img: &image::DynamicImage, size: usize) -> image::RgbImage {
-    hvq::preprocess::resize_rgb(img, size)
 }
 
 /// The overlay on the CPU, for browsers without WebGPU: the shader's formulas from

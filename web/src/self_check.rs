@@ -75,8 +75,8 @@ pub async fn compare(
     for (i, (g, c)) in eg.hidden.iter().zip(&ec.hidden).enumerate() {
         out.push(diff(format!("encoder layer {}", i + 1), g.clone(), c.clone()).await?);
     }
-    let (og, _) = gpu.score(fg.clone(), &[class])?;
-    let (oc, _) = cpu.score(fc.clone(), &[class])?;
+    let (og, sg) = gpu.score(fg.clone(), &[class])?;
+    let (oc, sc) = cpu.score(fc.clone(), &[class])?;
     for (i, (g, c)) in og.levels.iter().zip(&oc.levels).enumerate() {
         out.push(
             diff(
@@ -92,42 +92,19 @@ pub async fn compare(
     out.push(
         diff(
             "L2 map".into(),
-            hvq::map::l2_map(og.rec.clone(), fg.clone()),
-            hvq::map::l2_map(oc.rec.clone(), fc.clone()),
+            hvq::map::l2_map(og.rec.clone(), fg),
+            hvq::map::l2_map(oc.rec.clone(), fc),
         )
         .await?,
     );
-    // The OT score's parts: dot products, norms, cosines, the transport plan, the score.
-    let parts = |d: &Detector, o: &hvq::model::HvqOutput| {
-        let x = o.level1_input.clone();
-        let e = d.hvq.level1_codebooks(&[class], &x.device());
-        let dots = x.clone().matmul(e.clone());
-        let x_norm = x.clone().powi_scalar(2).sum_dim(2).sqrt();
-        let e_norm = e.clone().powi_scalar(2).sum_dim(1).sqrt();
-        let t = d.config.hvq.ot_temperature();
-        let plan = burn::tensor::activation::softmax(dots.clone().div_scalar(t as f64), 2);
-        let score = hvq::model::ot_score(x, e, t);
-        let [b, l, k] = dots.dims();
-        let prod = x_norm.clone().expand([b, l, k]) * e_norm.clone().expand([b, l, k]);
-        let denom = prod.clone().clamp_min(f32::MIN_POSITIVE as f64);
-        let cos = dots.clone() / denom.clone();
-        let weighted = plan.clone() * cos.clone().neg().add_scalar(1.0);
-        (
-            dots, x_norm, e_norm, plan, score, prod, denom, cos, weighted,
+    out.push(
+        diff(
+            "OT score".into(),
+            gpu.hvq.ot(&og, &[class]),
+            cpu.hvq.ot(&oc, &[class]),
         )
-    };
-    let (g, c) = (parts(gpu, &og), parts(cpu, &oc));
-    out.push(diff("OT dot products".into(), g.0, c.0).await?);
-    out.push(diff("OT token norms".into(), g.1, c.1).await?);
-    out.push(diff("OT prototype norms".into(), g.2, c.2).await?);
-    out.push(diff("OT plan (softmax)".into(), g.3, c.3).await?);
-    out.push(diff("OT score".into(), g.4, c.4).await?);
-    out.push(diff("OT norm products".into(), g.5, c.5).await?);
-    out.push(diff("OT clamped products".into(), g.6, c.6).await?);
-    out.push(diff("OT cosines".into(), g.7, c.7).await?);
-    out.push(diff("OT plan × cost".into(), g.8, c.8).await?);
-    let (_, sg) = gpu.score(fg, &[class])?;
-    let (_, sc) = cpu.score(fc, &[class])?;
+        .await?,
+    );
     out.push(diff("map 14×14".into(), sg.map14, sc.map14).await?);
     out.push(diff("image score".into(), sg.image, sc.image).await?);
     Ok(out)
