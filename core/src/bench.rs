@@ -98,7 +98,11 @@ pub fn model(which: BenchModel, device: &Device) -> Result<Detector> {
         )),
         BenchModel::Official => {
             let backbone = BackboneConfig::efficientnet_b4();
-            let hvq = HvqConfig::official(backbone.feature_channels(), HvqConfig::mvtec_classes());
+            let mut hvq =
+                HvqConfig::official(backbone.feature_channels(), HvqConfig::mvtec_classes());
+            // The PyTorch side (scripts/pytorch/bench_torch.py) trains without dropout: the
+            // training steps compare the same computation.
+            hvq.dropout = 0.0;
             Detector::new(ModelConfig { backbone, hvq }, device)
         }
     }
@@ -156,7 +160,7 @@ pub fn run(
     let cfg = &detector.config;
     let size = cfg.backbone.input_size;
     let classes: Vec<usize> = (0..batch).map(|i| i % cfg.hvq.num_classes).collect();
-    let expert_ids = detector.hvq.experts_for(&classes, device);
+    let expert_ids = detector.hvq.experts_for(&classes);
     let names = [
         "preprocess",
         "backbone",
@@ -212,7 +216,7 @@ pub fn run(
         let t0 = Instant::now();
         let l2 = map::l2_map(rec, feat);
         let ot = (cfg.hvq.ot_weight != 0.0).then(|| {
-            let embeds = detector.hvq.level1_codebooks(&classes, device);
+            let embeds = detector.hvq.level1_codebooks(&classes);
             crate::model::ot_score(inputs[0].clone(), embeds, cfg.hvq.ot_temperature())
         });
         let map14 = map::total_map(l2, ot, cfg.hvq.ot_weight);

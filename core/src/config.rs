@@ -137,6 +137,11 @@ pub struct HvqConfig {
     /// A classifier head that picks codebooks and expert when the caller gives no class.
     #[serde(default)]
     pub classifier: Option<ClassifierConfig>,
+    /// Dropout probability of the transformer layers while training (the reference's
+    /// `nn.Dropout` and `nn.MultiheadAttention` dropout: 0.1). Inference never drops. Config
+    /// files written before this field existed were trained without dropout: 0.
+    #[serde(default)]
+    pub dropout: f64,
 }
 
 /// The ablation switches of the paper's appendix Table 1. All on = HVQ-Trans.
@@ -203,6 +208,7 @@ impl HvqConfig {
             pot_weight: 0.0,
             pot_temperature: None,
             classifier: None,
+            dropout: 0.1,
         }
     }
 

@@ -7,6 +7,7 @@
 //! tensor, in the official parameter names.
 #![warn(missing_docs)]
 
+pub mod allocator;
 pub mod backbone;
 pub mod bench;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod eval;
 pub mod evaluate;
 pub mod features;
 pub mod infer;
+pub mod kernels;
 pub mod map;
 pub mod model;
 pub mod overlay;

@@ -79,6 +79,7 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    hvq::allocator::keep_freed_memory();
     match Cli::parse().command {
         Command::Train(args) => cli::train::run(args),
         Command::Eval(args) => cli::eval::run(args),

@@ -403,14 +403,19 @@ fn train_applies_the_preset_and_every_ablation_switch() {
         "--no-expert-switching",
         "--pot-weight",
         "0.5",
+        "--dropout",
+        "0.25",
     ]);
     assert_eq!(
         cut["ablation"],
         serde_json::json!({"hierarchical": false, "switch_codebooks": false, "switch_experts": false})
     );
     assert!((cut["pot_weight"].as_f64().unwrap() - 0.5).abs() < 1e-9);
+    assert_eq!(cut["dropout"].as_f64(), Some(0.25));
     let official = config(&[]);
     assert!(official["classifier"].is_null(), "{official}");
     assert_eq!(official["pot_weight"].as_f64(), Some(0.0));
+    // The reference's transformer dropout is on by default.
+    assert_eq!(official["dropout"].as_f64(), Some(0.1));
     std::fs::remove_dir_all(root).ok();
 }

@@ -262,3 +262,39 @@ fn classifier_chooses_codebooks_and_expert_when_no_class_is_given() {
         assert_ne!(other.model_map, explicit.model_map);
     }
 }
+
+/// The transformer dropout (the reference's 0.1) acts in training only and changes the
+/// computation when on. (That its masks follow the seed, so a resumed run matches, is checked by
+/// the CLI's kill-and-resume test, one process per run: the tests here share the device
+/// generator with tests running in parallel threads.)
+#[test]
+fn dropout_applies_in_training_only() {
+    let device = Device::flex();
+    let x = feature(2, &device);
+    let classes = [0, 1];
+    let base = HvqModel::new(&tiny(2), &device).unwrap().to_native();
+    // The same weights under a given dropout probability.
+    let model = |p: f64| {
+        let mut cfg = tiny(2);
+        cfg.dropout = p;
+        HvqModel::new(&cfg, &device)
+            .unwrap()
+            .load_native(&base)
+            .unwrap()
+    };
+    let rec =
+        |out: hvq::model::HvqOutput| -> Vec<f32> { out.rec.into_data().try_to_vec().unwrap() };
+    let train = |p: f64, seed: u64| {
+        let mut m = model(p);
+        device.seed(seed);
+        rec(m.forward_train(x.clone(), &classes).unwrap())
+    };
+    // Off: nothing random in the training forward.
+    assert_eq!(train(0.0, 1), train(0.0, 2));
+    // On: other masks for another seed, and not the computation without dropout.
+    assert_ne!(train(0.5, 1), train(0.5, 2));
+    assert_ne!(train(0.5, 1), train(0.0, 1));
+    // Inference never drops: the eval forward with p = 0.5 equals the one with p = 0.
+    let eval = |p: f64| rec(model(p).forward_eval(x.clone(), &classes).unwrap());
+    assert_eq!(eval(0.5), eval(0.0));
+}

@@ -1,6 +1,7 @@
 //! `hvq-desktop`: the inspection app. Images or folders given on the command line are opened.
 
 fn main() -> eframe::Result<()> {
+    hvq::allocator::keep_freed_memory();
     let open: Vec<std::path::PathBuf> = std::env::args_os().skip(1).map(Into::into).collect();
     let native = eframe::NativeOptions {
         viewport: eframe::egui::ViewportBuilder::default()

@@ -238,7 +238,7 @@ def main():
         "notes": [
             "preprocess starts from decoded 8-bit pixels of the bench image's size (decoding not timed)",
             f"training steps at batch {a.train_batch}; hvq bench uses --batch for them",
-            "no dropout (the Rust port has none); inference under torch.inference_mode()",
+            "no dropout (hvq bench sets the official 0.1 to 0 on its side too); inference under torch.inference_mode()",
             "class codebooks and experts re-stacked on every call" if a.restack else
             "stacked class codebooks and experts cached between inference calls (hvq re-stacks them per call; --restack mirrors that)",
         ],

@@ -248,12 +248,11 @@ pub struct MbConvBlock {
     kind: BackboneKind,
 }
 
-/// Swish `x·σ(x)`, written `x / (1 + e⁻ˣ)`: the same function (limits included: e⁻ˣ → ∞ gives
-/// −0), but on the CPU backend one `exp` pass and three cheap ones take half the time of its
-/// `sigmoid`, whose scalar evaluation dominated the B4 backbone (`cargo bench -p core --bench
-/// kernels`, group "backbone": 8.5 vs 15.6 ms at the 56×56 stage, batch 8).
+/// Swish `x·σ(x)`, computed as `x / (1 + e⁻ˣ)` (the same function). On the CPU backend a vectorised kernel ([`crate::kernels::swish`]): burn's own
+/// `sigmoid` and `exp` evaluate a scalar `exp` per element, which dominated the B4 backbone
+/// (`cargo bench -p core --bench kernels`, group "backbone").
 fn swish(x: Tensor<4>) -> Tensor<4> {
-    x.clone() / x.neg().exp().add_scalar(1.0)
+    crate::kernels::swish(x)
 }
 
 fn activate(kind: BackboneKind, x: Tensor<4>) -> Tensor<4> {

@@ -89,6 +89,9 @@ pub struct TrainArgs {
     /// Ablation: turn the POT loss off (paper preset) or set its weight α.
     #[arg(long)]
     pub pot_weight: Option<f32>,
+    /// Dropout probability of the transformer layers while training (official: 0.1; 0 = off).
+    #[arg(long)]
+    pub dropout: Option<f64>,
     /// Seed (official: 133).
     #[arg(long, default_value_t = 133)]
     pub seed: u64,
@@ -119,6 +122,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
     hvq.ablation.switch_experts = !args.no_expert_switching;
     if let Some(alpha) = args.pot_weight {
         hvq.pot_weight = alpha;
+    }
+    if let Some(p) = args.dropout {
+        if !(0.0..1.0).contains(&p) {
+            bail!("--dropout {p}: a probability in [0, 1) is expected");
+        }
+        hvq.dropout = p;
     }
     if let Some(c) = args.embed_dim {
         hvq.embed_dim = c;

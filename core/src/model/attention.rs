@@ -1,11 +1,10 @@
 //! Multi-head attention with PyTorch's packed parameters (`in_proj_weight` = [W_q; W_k; W_v]).
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::softmax;
 use burn::tensor::module::linear;
 use burn::tensor::{Device, Distribution, Tensor};
 
-use super::layers::Linear;
+use super::layers::{Linear, dropout};
 
 /// `nn.MultiheadAttention` (no dropout at inference, no mask), batch-first tensors.
 #[derive(Module, Debug)]
@@ -46,8 +45,9 @@ impl MultiheadAttention {
         linear(x, w.transpose(), Some(b))
     }
 
-    /// Attention of `query [B, Lq, E]` over `key [B, Lk, E]` / `value [B, Lk, E]` → `[B, Lq, E]`.
-    pub fn forward(&self, query: Tensor<3>, key: Tensor<3>, value: Tensor<3>) -> Tensor<3> {
+    /// Attention of `query [B, Lq, E]` over `key [B, Lk, E]` / `value [B, Lk, E]` → `[B, Lq, E]`,
+    /// with dropout `p` on the attention weights (0 at inference).
+    pub fn forward(&self, query: Tensor<3>, key: Tensor<3>, value: Tensor<3>, p: f64) -> Tensor<3> {
         let [b, lq, e] = query.dims();
         let [_, lk, _] = key.dims();
         let h = self.heads;
@@ -59,7 +59,7 @@ impl MultiheadAttention {
         let q = split(self.project(query, 0), lq).mul_scalar(scale);
         let k = split(self.project(key, 1), lk);
         let v = split(self.project(value, 2), lk);
-        let attn = softmax(q.matmul(k.swap_dims(2, 3)), 3);
+        let attn = dropout(crate::kernels::softmax_last(q.matmul(k.swap_dims(2, 3))), p);
         let out = attn.matmul(v).swap_dims(1, 2).reshape([b, lq, e]);
         self.out_proj.forward(out)
     }

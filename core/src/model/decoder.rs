@@ -5,7 +5,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use super::attention::MultiheadAttention;
-use super::layers::{LayerNorm, Linear};
+use super::layers::{LayerNorm, Linear, dropout};
 
 /// `t = LN1(t + SA(t+pos)); t = LN2(t + CA(q=t+pos, k=mem+pos, v=mem)); t = LN3(t + FFN(t))`.
 #[derive(Module, Debug)]
@@ -40,19 +40,19 @@ impl DecoderLayer {
         }
     }
 
-    /// `[B, L, 2C]` with memory `[B, L, 2C]` and `pos` `[1, L, 2C]`.
-    pub fn forward(&self, t: Tensor<3>, memory: Tensor<3>, pos: Tensor<3>) -> Tensor<3> {
+    /// `[B, L, 2C]` with memory `[B, L, 2C]` and `pos` `[1, L, 2C]`; dropout probability `p`
+    /// (0 at inference) where `nn.TransformerDecoderLayer` has its dropouts.
+    pub fn forward(&self, t: Tensor<3>, memory: Tensor<3>, pos: Tensor<3>, p: f64) -> Tensor<3> {
         let q = t.clone() + pos.clone();
-        let t = self
-            .norm1
-            .forward(t.clone() + self.self_attn.forward(q.clone(), q, t));
+        let attn = self.self_attn.forward(q.clone(), q, t.clone(), p);
+        let t = self.norm1.forward(t + dropout(attn, p));
         let q = t.clone() + pos.clone();
         let k = memory.clone() + pos;
-        let t = self
-            .norm2
-            .forward(t + self.multihead_attn.forward(q, k, memory));
-        let ff = self.linear2.forward(relu(self.linear1.forward(t.clone())));
-        self.norm3.forward(t + ff)
+        let attn = self.multihead_attn.forward(q, k, memory, p);
+        let t = self.norm2.forward(t + dropout(attn, p));
+        let hidden = dropout(relu(self.linear1.forward(t.clone())), p);
+        let ff = self.linear2.forward(hidden);
+        self.norm3.forward(t + dropout(ff, p))
     }
 }
 
@@ -76,11 +76,12 @@ impl Decoder {
         }
     }
 
-    /// Start from `memories[0]` (no learned queries) and attend `memories[i]` in layer i.
-    pub fn forward(&self, memories: &[Tensor<3>], pos: Tensor<3>) -> Tensor<3> {
+    /// Start from `memories[0]` (no learned queries) and attend `memories[i]` in layer i
+    /// (dropout probability `p`: 0 at inference).
+    pub fn forward(&self, memories: &[Tensor<3>], pos: Tensor<3>, p: f64) -> Tensor<3> {
         let mut t = memories[0].clone();
         for (layer, memory) in self.layers.iter().zip(memories) {
-            t = layer.forward(t, memory.clone(), pos.clone());
+            t = layer.forward(t, memory.clone(), pos.clone(), p);
         }
         self.norm.forward(t)
     }

@@ -5,9 +5,9 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use super::attention::MultiheadAttention;
-use super::layers::{LayerNorm, Linear};
+use super::layers::{LayerNorm, Linear, dropout};
 
-/// One encoder layer (dropout is identity: inference, and the parity runs set it to 0).
+/// One encoder layer, with `nn.TransformerEncoderLayer`'s dropouts (given per call: 0 at inference).
 #[derive(Module, Debug)]
 pub struct EncoderLayer {
     /// Self-attention.
@@ -34,14 +34,14 @@ impl EncoderLayer {
         }
     }
 
-    /// `[B, L, C]` → `[B, L, C]`; `pos` is `[1, L, C]`.
-    pub fn forward(&self, x: Tensor<3>, pos: Tensor<3>) -> Tensor<3> {
+    /// `[B, L, C]` → `[B, L, C]`; `pos` is `[1, L, C]`; dropout probability `p`.
+    pub fn forward(&self, x: Tensor<3>, pos: Tensor<3>, p: f64) -> Tensor<3> {
         let qk = x.clone() + pos;
-        let x = self
-            .norm1
-            .forward(x.clone() + self.self_attn.forward(qk.clone(), qk, x));
-        let ff = self.linear2.forward(relu(self.linear1.forward(x.clone())));
-        self.norm2.forward(x + ff)
+        let attn = self.self_attn.forward(qk.clone(), qk, x.clone(), p);
+        let x = self.norm1.forward(x + dropout(attn, p));
+        let hidden = dropout(relu(self.linear1.forward(x.clone())), p);
+        let ff = self.linear2.forward(hidden);
+        self.norm2.forward(x + dropout(ff, p))
     }
 }
 
@@ -62,12 +62,12 @@ impl Encoder {
         }
     }
 
-    /// Every layer's output h1..hN.
-    pub fn forward(&self, src: Tensor<3>, pos: Tensor<3>) -> Vec<Tensor<3>> {
+    /// Every layer's output h1..hN (dropout probability `p`: 0 at inference).
+    pub fn forward(&self, src: Tensor<3>, pos: Tensor<3>, p: f64) -> Vec<Tensor<3>> {
         let mut x = src;
         let mut outs = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            x = layer.forward(x, pos.clone());
+            x = layer.forward(x, pos.clone(), p);
             outs.push(x.clone());
         }
         outs

@@ -11,7 +11,7 @@ use super::encoder::Encoder;
 use super::layers::{Conv1x1, Linear};
 use super::ot::ot_score;
 use super::position::PositionEmbedding;
-use super::quantizer::{Codebook, QuantizeOutput, quantize, straight_through};
+use super::quantizer::{Codebook, QuantizeOutput, ema_update, quantize, straight_through};
 use crate::config::HvqConfig;
 use crate::error::{HvqError, Result};
 use crate::weights::TensorMap;
@@ -148,11 +148,6 @@ impl HvqModel {
         Ok(())
     }
 
-    fn class_tensor(classes: &[usize], device: &Device) -> Tensor<1, Int> {
-        let ids: Vec<i64> = classes.iter().map(|&c| c as i64).collect();
-        Tensor::from_data(TensorData::new(ids, [classes.len()]), device)
-    }
-
     /// Codebook slot per sample (its class, or 0 when codebooks are shared).
     fn codebook_slot(&self, class: usize) -> usize {
         if self.config.ablation.switch_codebooks {
@@ -162,13 +157,13 @@ impl HvqModel {
         }
     }
 
-    fn codebook_ids(&self, classes: &[usize], device: &Device) -> Tensor<1, Int> {
-        let slots: Vec<usize> = classes.iter().map(|&c| self.codebook_slot(c)).collect();
-        Self::class_tensor(&slots, device)
+    fn codebook_slots(&self, classes: &[usize]) -> Vec<usize> {
+        classes.iter().map(|&c| self.codebook_slot(c)).collect()
     }
 
-    fn expert_ids(&self, classes: &[usize], device: &Device) -> Tensor<1, Int> {
-        let slots: Vec<usize> = classes
+    /// Expert slot per sample (its class, or 0 when the expert is shared).
+    fn expert_slots(&self, classes: &[usize]) -> Vec<usize> {
+        classes
             .iter()
             .map(|&c| {
                 if self.config.ablation.switch_experts {
@@ -177,14 +172,15 @@ impl HvqModel {
                     0
                 }
             })
-            .collect();
-        Self::class_tensor(&slots, device)
+            .collect()
     }
 
-    /// Codebooks of `level` for each sample: `[B, D, K]`.
-    fn embeds_for(books: &[Codebook], slots: &Tensor<1, Int>) -> Tensor<3> {
-        let all: Vec<Tensor<2>> = books.iter().map(|b| b.embed.val()).collect();
-        Tensor::stack::<3>(all, 0).select(0, slots.clone())
+    /// Codebooks of `level` for each sample: `[B, D, K]`. Only the codebooks the batch uses are
+    /// copied (stacking all of them and selecting afterwards copied 16 MB per level with the
+    /// official 15 classes).
+    fn embeds_for(books: &[Codebook], slots: &[usize]) -> Tensor<3> {
+        let used: Vec<Tensor<2>> = slots.iter().map(|&s| books[s].embed.val()).collect();
+        Tensor::stack::<3>(used, 0)
     }
 
     /// Class logits from aligned features `[B, F, H, W]` (spatially pooled), if the model has a
@@ -213,12 +209,11 @@ impl HvqModel {
     pub fn forward_eval(&self, feature: Tensor<4>, classes: &[usize]) -> Result<HvqOutput> {
         let [b, _, _, _] = feature.dims();
         self.check_classes(classes, b)?;
-        let device = feature.device();
-        let book_ids = self.codebook_ids(classes, &device);
-        let expert_ids = self.expert_ids(classes, &device);
+        let book_slots = self.codebook_slots(classes);
+        let expert_slots = self.expert_slots(classes);
         let books = &self.quantize_lists;
-        Ok(self.forward_with(feature, &expert_ids, |level, x| {
-            quantize(x, Self::embeds_for(&books[level], &book_ids))
+        Ok(self.forward_with(feature, &expert_slots, 0.0, |level, x| {
+            quantize(x, Self::embeds_for(&books[level], &book_slots))
         }))
     }
 
@@ -228,38 +223,64 @@ impl HvqModel {
     pub fn forward_train(&mut self, feature: Tensor<4>, classes: &[usize]) -> Result<HvqOutput> {
         let [b, _, _, _] = feature.dims();
         self.check_classes(classes, b)?;
-        let device = feature.device();
-        let expert_ids = self.expert_ids(classes, &device);
-        let slots: Vec<usize> = classes.iter().map(|&c| self.codebook_slot(c)).collect();
+        let expert_slots = self.expert_slots(classes);
+        let slots = self.codebook_slots(classes);
         let mut books = std::mem::take(&mut self.quantize_lists);
         let decay = self.config.ema_decay;
         let eps = self.config.ema_eps;
-        let out = self.forward_with(feature, &expert_ids, |level, x| {
+        let dropout = self.config.dropout;
+        let out = self.forward_with(feature, &expert_slots, dropout, |level, x| {
             // The sequential part (nearest codes, EMA) needs no gradient: run it on plain tensors,
             // then form the straight-through output and commitment for the batch in one go.
+            // Samples go in rounds: round r holds the r-th sample of each codebook in batch order,
+            // so every codebook is used at most once per round and a sample sees exactly the
+            // updates of the earlier samples of its codebook (the reference's sequential order),
+            // while the codebooks of one round are quantised and updated together.
             let plain = x.clone().detach().without_autodiff();
-            let mut codes = Vec::with_capacity(slots.len());
-            let mut indices = Vec::with_capacity(slots.len());
-            let mut prototypes = Vec::with_capacity(slots.len());
-            for (i, &c) in slots.iter().enumerate() {
-                let xi = plain.clone().narrow(0, i, 1);
-                let embed = books[level][c]
-                    .embed
-                    .val()
-                    .without_autodiff()
-                    .unsqueeze_dim(0);
-                let out = quantize(xi.clone(), embed.clone());
-                let [_, l, d] = xi.dims();
-                books[level][c].ema_update(
-                    xi.reshape([l, d]),
-                    out.indices.clone().reshape([l]),
+            let device = plain.device();
+            let [b, l, d] = plain.dims();
+            let mut codes: Vec<Option<Tensor<3>>> = vec![None; b];
+            let mut indices: Vec<Option<Tensor<2, Int>>> = vec![None; b];
+            let mut prototypes: Vec<Option<Tensor<3>>> = vec![None; b];
+            for round in sample_rounds(&slots) {
+                let round_slots: Vec<usize> = round.iter().map(|&i| slots[i]).collect();
+                let ids: Vec<i64> = round.iter().map(|&i| i as i64).collect();
+                let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [round.len()]), &device);
+                let xs = plain.clone().select(0, ids);
+                let embeds: Tensor<3> = Tensor::stack(
+                    round_slots
+                        .iter()
+                        .map(|&c| books[level][c].embed.val().without_autodiff())
+                        .collect(),
+                    0,
+                );
+                let out = quantize(xs.clone(), embeds.clone());
+                ema_update(
+                    &mut books[level],
+                    &round_slots,
+                    xs,
+                    out.indices.clone(),
                     decay,
                     eps,
                 );
-                codes.push(out.codes);
-                indices.push(out.indices);
-                prototypes.push(embed);
+                for (j, &i) in round.iter().enumerate() {
+                    codes[i] = Some(out.codes.clone().narrow(0, j, 1));
+                    indices[i] = Some(out.indices.clone().narrow(0, j, 1));
+                    prototypes[i] = Some(embeds.clone().narrow(0, j, 1));
+                }
             }
+            let every = |v: Vec<Option<Tensor<3>>>| -> Vec<Tensor<3>> {
+                v.into_iter()
+                    .map(|t| t.expect("every sample is in a round"))
+                    .collect()
+            };
+            let codes = every(codes);
+            let prototypes = every(prototypes);
+            let indices: Vec<Tensor<2, Int>> = indices
+                .into_iter()
+                .map(|t| t.expect("every sample is in a round"))
+                .collect();
+            debug_assert_eq!(codes[0].dims(), [1, l, d]);
             let q = Tensor::cat(codes, 0);
             let q = if x.is_autodiff() { q.autodiff() } else { q };
             let (quantized, diff) = straight_through(x, q.clone());
@@ -278,14 +299,16 @@ impl HvqModel {
     fn forward_with(
         &self,
         feature: Tensor<4>,
-        expert_ids: &Tensor<1, Int>,
+        expert_slots: &[usize],
+        dropout: f64,
         quant: impl FnMut(usize, Tensor<3>) -> QuantizeOutput,
     ) -> HvqOutput {
         let [b, f, h, w] = feature.dims();
         let class_logits = self.classify(feature.clone());
-        let encoded = self.encode(feature);
+        let encoded = self.encode_with(feature, dropout);
         let (levels, inputs) = self.quantize_levels(&encoded, quant);
-        let (decoded, rec) = self.decode(&levels, &encoded.pos, expert_ids, [b, f, h, w]);
+        let (decoded, rec) =
+            self.decode_with(&levels, &encoded.pos, expert_slots, [b, f, h, w], dropout);
         let latent = levels
             .iter()
             .map(|l| l.diff.clone().mean())
@@ -304,11 +327,15 @@ impl HvqModel {
         }
     }
 
-    /// Stage 1: 1×1 projection to tokens and the encoder.
+    /// Stage 1: 1×1 projection to tokens and the encoder (inference: no dropout).
     pub fn encode(&self, feature: Tensor<4>) -> Encoded {
+        self.encode_with(feature, 0.0)
+    }
+
+    fn encode_with(&self, feature: Tensor<4>, dropout: f64) -> Encoded {
         let src = self.quantize_conv_t.tokens(feature);
         let pos: Tensor<3> = self.pos_embed.forward().unsqueeze_dim(0);
-        let hidden = self.encoder.forward(src.clone(), pos.clone());
+        let hidden = self.encoder.forward(src.clone(), pos.clone(), dropout);
         Encoded { src, pos, hidden }
     }
 
@@ -356,7 +383,7 @@ impl HvqModel {
         encoded: &Encoded,
         classes: &[usize],
     ) -> (Vec<QuantizeOutput>, Vec<Tensor<3>>) {
-        let ids = self.codebook_ids(classes, &encoded.src.device());
+        let ids = self.codebook_slots(classes);
         let books = &self.quantize_lists;
         self.quantize_levels(encoded, |level, x| {
             quantize(x, Self::embeds_for(&books[level], &ids))
@@ -370,8 +397,19 @@ impl HvqModel {
         &self,
         levels: &[QuantizeOutput],
         pos: &Tensor<3>,
-        expert_ids: &Tensor<1, Int>,
+        expert_slots: &[usize],
+        dims: [usize; 4],
+    ) -> (Tensor<3>, Tensor<4>) {
+        self.decode_with(levels, pos, expert_slots, dims, 0.0)
+    }
+
+    fn decode_with(
+        &self,
+        levels: &[QuantizeOutput],
+        pos: &Tensor<3>,
+        expert_slots: &[usize],
         [b, f, h, w]: [usize; 4],
+        dropout: f64,
     ) -> (Tensor<3>, Tensor<4>) {
         let memories: Vec<Tensor<3>> = if self.config.ablation.hierarchical {
             (0..levels.len() - 1)
@@ -383,37 +421,35 @@ impl HvqModel {
             vec![Tensor::cat(vec![q.clone(), q], 2); self.config.dec_layers]
         };
         let pos2 = Tensor::cat(vec![pos.clone(), pos.clone()], 2);
-        let decoded = self.decoder.forward(&memories, pos2);
+        let decoded = self.decoder.forward(&memories, pos2, dropout);
 
-        // Per-class expert, applied as one batched product.
-        let weights: Vec<Tensor<2>> = self
-            .output_proj_list
+        // Per-sample expert, applied as one batched product (only the experts the batch uses are
+        // copied).
+        let experts: Vec<&Linear> = expert_slots
             .iter()
-            .map(|e| e.weight.val())
+            .map(|&s| &self.output_proj_list[s])
             .collect();
-        let biases: Vec<Tensor<1>> = self.output_proj_list.iter().map(|e| e.bias.val()).collect();
-        let w_b = Tensor::stack::<3>(weights, 0).select(0, expert_ids.clone()); // [B, F, 2C]
-        let b_b: Tensor<3> = Tensor::stack::<2>(biases, 0)
-            .select(0, expert_ids.clone())
-            .unsqueeze_dim(1); // [B, 1, F]
+        let w_b = Tensor::stack::<3>(experts.iter().map(|e| e.weight.val()).collect(), 0); // [B, F, 2C]
+        let b_b: Tensor<3> =
+            Tensor::stack::<2>(experts.iter().map(|e| e.bias.val()).collect(), 0).unsqueeze_dim(1); // [B, 1, F]
         let rec_tokens = decoded.clone().matmul(w_b.swap_dims(1, 2)) + b_b; // [B, L, F]
         let rec = rec_tokens.swap_dims(1, 2).reshape([b, f, h, w]);
         (decoded, rec)
     }
 
-    /// Expert slots for the samples' classes as a device tensor.
-    pub fn experts_for(&self, classes: &[usize], device: &Device) -> Tensor<1, Int> {
-        self.expert_ids(classes, device)
+    /// Expert slot per sample for the samples' classes.
+    pub fn experts_for(&self, classes: &[usize]) -> Vec<usize> {
+        self.expert_slots(classes)
     }
 
     /// Level-1 codebooks `[B, D, K]` for the samples' classes.
-    pub fn level1_codebooks(&self, classes: &[usize], device: &Device) -> Tensor<3> {
-        Self::embeds_for(&self.quantize_lists[0], &self.codebook_ids(classes, device))
+    pub fn level1_codebooks(&self, classes: &[usize]) -> Tensor<3> {
+        Self::embeds_for(&self.quantize_lists[0], &self.codebook_slots(classes))
     }
 
     /// OT score `[B, L]` of level 1 for the samples' classes.
     pub fn ot(&self, out: &HvqOutput, classes: &[usize]) -> Tensor<2> {
-        let embeds = self.level1_codebooks(classes, &out.rec.device());
+        let embeds = self.level1_codebooks(classes);
         ot_score(
             out.level1_input.clone(),
             embeds,
@@ -445,6 +481,22 @@ impl HvqModel {
     }
 }
 
+/// Batch positions grouped into rounds: round r holds, in batch order, the r-th sample of every
+/// codebook slot that has at least r + 1 samples. Within a round no slot repeats.
+fn sample_rounds(slots: &[usize]) -> Vec<Vec<usize>> {
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    let mut seen: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    for (i, &s) in slots.iter().enumerate() {
+        let r = seen.entry(s).or_insert(0);
+        if rounds.len() <= *r {
+            rounds.push(Vec::new());
+        }
+        rounds[*r].push(i);
+        *r += 1;
+    }
+    rounds
+}
+
 /// `quantize_list_{n}.rest` → `quantize_lists.{n-1}.rest`; other names unchanged.
 fn native_to_ours(name: &str) -> String {
     if let Some(rest) = name.strip_prefix("quantize_list_")
@@ -471,6 +523,16 @@ fn ours_to_native(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounds_keep_each_codebooks_sample_order_and_never_repeat_a_codebook() {
+        assert_eq!(
+            sample_rounds(&[0, 2, 1, 2, 2, 0]),
+            vec![vec![0, 1, 2], vec![3, 5], vec![4]]
+        );
+        assert_eq!(sample_rounds(&[3, 3, 3]), vec![vec![0], vec![1], vec![2]]);
+        assert_eq!(sample_rounds(&[]), Vec::<Vec<usize>>::new());
+    }
 
     #[test]
     fn codebook_names_round_trip() {

@@ -51,6 +51,17 @@ impl Linear {
     }
 }
 
+/// Inverted dropout as `nn.Dropout` computes it in training: each element is zeroed with
+/// probability `p` and the others scaled by `1/(1−p)`, so the expectation is unchanged. `p = 0`
+/// returns `x` untouched (no random draw). The mask comes from the device's seeded generator.
+pub fn dropout<const D: usize>(x: Tensor<D>, p: f64) -> Tensor<D> {
+    if p <= 0.0 {
+        return x;
+    }
+    let keep: Tensor<D> = Tensor::random(x.shape(), Distribution::Bernoulli(1.0 - p), &x.device());
+    x * keep.div_scalar(1.0 - p)
+}
+
 /// LayerNorm over the last axis, eps 1e-5.
 #[derive(Module, Debug)]
 pub struct LayerNorm {
@@ -109,5 +120,36 @@ impl Conv1x1 {
         let tokens: Tensor<3> = x.reshape([b, c, h * w]).swap_dims(1, 2);
         let weight: Tensor<2> = self.weight.val().reshape([out, c]);
         linear(tokens, weight.transpose(), Some(self.bias.val()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropout_zeroes_a_fraction_p_and_keeps_the_mean() {
+        let device = Device::flex();
+        device.seed(3);
+        let n = 200_000;
+        let x: Tensor<1> = Tensor::ones([n], &device);
+        assert_eq!(
+            dropout(x.clone(), 0.0)
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap(),
+            vec![1.0; n]
+        );
+        let p = 0.25;
+        let y: Vec<f32> = dropout(x, p).into_data().try_to_vec().unwrap();
+        let zeros = y.iter().filter(|&&v| v == 0.0).count() as f64;
+        // Binomial(n, p): 5 standard deviations.
+        let sd = (n as f64 * p * (1.0 - p)).sqrt();
+        assert!(
+            (zeros - n as f64 * p).abs() < 5.0 * sd,
+            "{zeros} zeros of {n}"
+        );
+        let scale = (1.0 / (1.0 - p)) as f32;
+        assert!(y.iter().all(|&v| v == 0.0 || (v - scale).abs() < 1e-6));
     }
 }

@@ -37,7 +37,7 @@ fn dots_and_cosines(x: Tensor<3>, embeds: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
 pub fn ot_score(x: Tensor<3>, embeds: Tensor<3>, temperature: f32) -> Tensor<2> {
     let [b, l, _] = x.dims();
     let (dots, cos) = dots_and_cosines(x, embeds);
-    let p = softmax(dots.div_scalar(temperature as f64), 2);
+    let p = crate::kernels::softmax_last(dots.div_scalar(temperature as f64));
     (p * cos.neg().add_scalar(1.0)).sum_dim(2).reshape([b, l])
 }
 

@@ -47,29 +47,66 @@ impl Codebook {
             cluster_size: buffer(Tensor::zeros([codes], device)),
         }
     }
+}
 
-    /// Apply one EMA step for the tokens `x [L, D]` assigned to `indices [L]`.
-    pub fn ema_update(&mut self, x: Tensor<2>, indices: Tensor<1, Int>, decay: f32, eps: f32) {
-        let x = x.detach().without_autodiff();
-        let [dim, codes] = self.embed.dims();
-        let onehot: Tensor<2> = indices.one_hot::<2>(codes).float();
-        let onehot_sum: Tensor<1> = onehot.clone().sum_dim(0).reshape([codes]);
-        let embed_sum = x.transpose().matmul(onehot);
-        let keep = decay as f64;
-        let add = 1.0 - decay as f64;
-        let cluster_size =
-            self.cluster_size.val().detach().mul_scalar(keep) + onehot_sum.mul_scalar(add);
-        let embed_avg = self.embed_avg.val().detach().mul_scalar(keep) + embed_sum.mul_scalar(add);
-        let n = cluster_size.clone().sum();
-        let smoothed = (cluster_size.clone().add_scalar(eps as f64))
-            .div(n.clone().add_scalar(codes as f64 * eps as f64))
-            .mul(n);
-        let embed = embed_avg
-            .clone()
-            .div(smoothed.reshape([1, codes]).expand([dim, codes]));
-        self.cluster_size = buffer(cluster_size);
-        self.embed_avg = buffer(embed_avg);
-        self.embed = buffer(embed);
+/// One EMA step for each of several *different* codebooks at once: codebook `slots[j]` of
+/// `books` takes the tokens `x[j] [L, D]` assigned to `indices[j] [L]`. The formulas are the
+/// reference's per-sample update (`cluster_size`, `embed_avg` decayed, Laplace-smoothed sizes),
+/// evaluated for the m codebooks as batched tensors instead of m rounds of small ones.
+///
+/// The slots must be distinct: an update of a codebook must see the previous one (sample order),
+/// which the caller ensures by grouping (see `HvqModel::forward_train`).
+pub fn ema_update(
+    books: &mut [Codebook],
+    slots: &[usize],
+    x: Tensor<3>,
+    indices: Tensor<2, Int>,
+    decay: f32,
+    eps: f32,
+) {
+    debug_assert!(
+        slots
+            .iter()
+            .enumerate()
+            .all(|(j, s)| !slots[..j].contains(s)),
+        "ema_update: repeated codebook in {slots:?}"
+    );
+    let x = x.detach().without_autodiff();
+    let [m, _, dim] = x.dims();
+    let [_, codes] = books[slots[0]].embed.dims();
+    let onehot: Tensor<3> = indices.one_hot::<3>(codes).float(); // [m, L, K]
+    let onehot_sum: Tensor<2> = onehot.clone().sum_dim(1).reshape([m, codes]);
+    let embed_sum = x.swap_dims(1, 2).matmul(onehot); // [m, D, K]
+    let stack2 = |f: &dyn Fn(&Codebook) -> Tensor<1>| -> Tensor<2> {
+        Tensor::stack(slots.iter().map(|&s| f(&books[s]).detach()).collect(), 0)
+    };
+    let cluster_old = stack2(&|b| b.cluster_size.val());
+    let avg_old: Tensor<3> = Tensor::stack(
+        slots
+            .iter()
+            .map(|&s| books[s].embed_avg.val().detach())
+            .collect(),
+        0,
+    );
+    let keep = decay as f64;
+    let add = 1.0 - decay as f64;
+    let cluster_size = cluster_old.mul_scalar(keep) + onehot_sum.mul_scalar(add); // [m, K]
+    let embed_avg = avg_old.mul_scalar(keep) + embed_sum.mul_scalar(add); // [m, D, K]
+    let n = cluster_size.clone().sum_dim(1); // [m, 1]
+    let smoothed = (cluster_size.clone().add_scalar(eps as f64))
+        .div(
+            n.clone()
+                .add_scalar(codes as f64 * eps as f64)
+                .expand([m, codes]),
+        )
+        .mul(n.expand([m, codes]));
+    let embed = embed_avg
+        .clone()
+        .div(smoothed.reshape([m, 1, codes]).expand([m, dim, codes]));
+    for (j, &s) in slots.iter().enumerate() {
+        books[s].cluster_size = buffer(cluster_size.clone().narrow(0, j, 1).reshape([codes]));
+        books[s].embed_avg = buffer(embed_avg.clone().narrow(0, j, 1).reshape([dim, codes]));
+        books[s].embed = buffer(embed.clone().narrow(0, j, 1).reshape([dim, codes]));
     }
 }
 

@@ -214,6 +214,10 @@ impl Trainer {
             let epoch = self.epochs_done;
             let t0 = Instant::now();
             let lr = self.config.lr_at(epoch);
+            // Dropout masks come from the device generator: seeding it per epoch makes an epoch's
+            // masks independent of whether the run was resumed before it.
+            self.device
+                .seed(self.config.seed.wrapping_add(1 + epoch as u64));
             let order = epoch_order(data.len(), self.config.seed, epoch);
             let batches: Vec<&[usize]> = order.chunks(self.config.batch_size.max(1)).collect();
             let (mut sum, mut feat, mut lat, mut norm) = (0.0, 0.0, 0.0, 0.0);
