@@ -18,6 +18,9 @@ device="${DEVICE:-cpu}"
 data="fashion-mnist:${FASHION_MNIST:-/usr/share/datasets/fashion-mnist}?split=$split${LIMIT:+&limit=$LIMIT}"
 out="${OUT:-runs/ablation-${split//,/}}"
 width="--embed-dim ${EMBED_DIM:-64} --ffn-dim ${FFN_DIM:-256} --codes ${CODES:-64}"
+# docs/ablation.md was trained without transformer dropout (before `--dropout` existed, when the
+# port had none): 0 by default here so the command reproduces it; DROPOUT=0.1 is the reference's.
+dropout="${DROPOUT:-0}"
 cargo build --release -p core -p desktop --bin hvq
 hvq="$CARGO_TARGET_DIR/release/hvq"
 
@@ -35,7 +38,7 @@ for i in "${!rows[@]}"; do
   echo "=== row $((i + 1)): $name ($flags)"
   # shellcheck disable=SC2086
   "$hvq" train --data "$data" --out "$dir" --preset paper $flags $width --epochs "$epochs" --lr "$lr" \
-    --device "$device" $( [ -f "$dir/checkpoint.safetensors" ] && echo --resume )
+    --dropout "$dropout" --device "$device" $( [ -f "$dir/checkpoint.safetensors" ] && echo --resume )
   "$hvq" eval --weights "$dir" --data "$data" --class auto --json "$dir/eval.json" --device "$device"
 done
 
