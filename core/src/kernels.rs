@@ -75,6 +75,10 @@ fn map_in_place<const D: usize>(
 const PARALLEL_MIN: usize = 1 << 15;
 
 fn for_each_chunk(data: &mut [f32], row: usize, kernel: fn(&mut [f32], usize)) {
+    if data.is_empty() {
+        // e.g. [0, 5]: no rows (and a zero row length would be no valid chunk size).
+        return;
+    }
     let row_len = if row == usize::MAX {
         data.len().max(1)
     } else {
@@ -244,10 +248,10 @@ mod tests {
     use super::*;
     use burn::tensor::{Device, Distribution, TensorData};
 
-    /// Relative error bound of `portable::exp` against f64, in units of f32's epsilon: measured
-    /// worst case over the sweep below is under 2 ulp (Cephes documents ~1 ulp rms); a broken
-    /// coefficient or range reduction gives errors of 1e−4 and more.
-    const EXP_ULP: f64 = 3.0;
+    /// Relative error bound of `portable::exp` against f64, in units of f32's epsilon: the worst
+    /// case measured over the sweep below is 0.68 ε (printed by the test); a broken coefficient or
+    /// range reduction gives errors of 1e−4 and more.
+    const EXP_ULP: f64 = 1.0;
 
     #[test]
     fn exp_matches_f64_over_its_range() {
@@ -260,6 +264,10 @@ mod tests {
             let got = portable::exp(x) as f64;
             worst = worst.max(((got - want) / want).abs());
         }
+        eprintln!(
+            "exp: worst relative error {:.2} ulp",
+            worst / f32::EPSILON as f64
+        );
         assert!(
             worst <= EXP_ULP * f32::EPSILON as f64,
             "worst relative error {worst:e}"
@@ -353,6 +361,16 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn empty_tensors_pass_through() {
+        let device = Device::flex();
+        let x: Tensor<3> = Tensor::zeros([0, 4, 5], &device);
+        assert_eq!(softmax_last(x.clone()).dims(), [0, 4, 5]);
+        assert_eq!(swish(x).dims(), [0, 4, 5]);
+        let no_rows: Tensor<3> = Tensor::zeros([2, 3, 0], &device);
+        assert_eq!(softmax_last(no_rows).dims(), [2, 3, 0]);
     }
 
     #[test]
