@@ -72,6 +72,7 @@ fn map_in_place<const D: usize>(
 }
 
 /// Below this many elements one thread does the whole tensor (splitting costs more).
+#[cfg(feature = "parallel")]
 const PARALLEL_MIN: usize = 1 << 15;
 
 fn for_each_chunk(data: &mut [f32], row: usize, kernel: fn(&mut [f32], usize)) {
@@ -102,7 +103,6 @@ fn for_each_chunk(data: &mut [f32], row: usize, kernel: fn(&mut [f32], usize)) {
             return;
         }
     }
-    let _ = PARALLEL_MIN;
     let len = data.len();
     kernel(data, row_len.min(len));
 }

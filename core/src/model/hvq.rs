@@ -238,22 +238,17 @@ impl HvqModel {
             // while the codebooks of one round are quantised and updated together.
             let plain = x.clone().detach().without_autodiff();
             let device = plain.device();
-            let [b, l, d] = plain.dims();
-            let mut codes: Vec<Option<Tensor<3>>> = vec![None; b];
-            let mut indices: Vec<Option<Tensor<2, Int>>> = vec![None; b];
-            let mut prototypes: Vec<Option<Tensor<3>>> = vec![None; b];
-            for round in sample_rounds(&slots) {
+            let ids = |rows: &[usize]| {
+                let rows: Vec<i64> = rows.iter().map(|&i| i as i64).collect();
+                let n = rows.len();
+                Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &device)
+            };
+            let rounds = sample_rounds(&slots);
+            let (mut codes, mut indices, mut prototypes) = (Vec::new(), Vec::new(), Vec::new());
+            for round in &rounds {
                 let round_slots: Vec<usize> = round.iter().map(|&i| slots[i]).collect();
-                let ids: Vec<i64> = round.iter().map(|&i| i as i64).collect();
-                let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [round.len()]), &device);
-                let xs = plain.clone().select(0, ids);
-                let embeds: Tensor<3> = Tensor::stack(
-                    round_slots
-                        .iter()
-                        .map(|&c| books[level][c].embed.val().without_autodiff())
-                        .collect(),
-                    0,
-                );
+                let xs = plain.clone().select(0, ids(round));
+                let embeds = Self::embeds_for(&books[level], &round_slots).without_autodiff();
                 let out = quantize(xs.clone(), embeds.clone());
                 ema_update(
                     &mut books[level],
@@ -263,33 +258,25 @@ impl HvqModel {
                     decay,
                     eps,
                 );
-                for (j, &i) in round.iter().enumerate() {
-                    codes[i] = Some(out.codes.clone().narrow(0, j, 1));
-                    indices[i] = Some(out.indices.clone().narrow(0, j, 1));
-                    prototypes[i] = Some(embeds.clone().narrow(0, j, 1));
-                }
+                codes.push(out.codes);
+                indices.push(out.indices);
+                prototypes.push(embeds);
             }
-            let every = |v: Vec<Option<Tensor<3>>>| -> Vec<Tensor<3>> {
-                v.into_iter()
-                    .map(|t| t.expect("every sample is in a round"))
-                    .collect()
-            };
-            let codes = every(codes);
-            let prototypes = every(prototypes);
-            let indices: Vec<Tensor<2, Int>> = indices
-                .into_iter()
-                .map(|t| t.expect("every sample is in a round"))
-                .collect();
-            debug_assert_eq!(codes[0].dims(), [1, l, d]);
-            let q = Tensor::cat(codes, 0);
+            // Rows come out round by round; put them back in batch order.
+            let mut batch_order = vec![0; slots.len()];
+            for (row, &i) in rounds.concat().iter().enumerate() {
+                batch_order[i] = row;
+            }
+            let back = ids(&batch_order);
+            let q = Tensor::cat(codes, 0).select(0, back.clone());
             let q = if x.is_autodiff() { q.autodiff() } else { q };
             let (quantized, diff) = straight_through(x, q.clone());
             QuantizeOutput {
                 quantized,
                 diff,
-                indices: Tensor::cat(indices, 0),
+                indices: Tensor::cat(indices, 0).select(0, back.clone()),
                 codes: q,
-                prototypes: Tensor::cat(prototypes, 0),
+                prototypes: Tensor::cat(prototypes, 0).select(0, back),
             }
         });
         self.quantize_lists = books;
