@@ -138,6 +138,11 @@ impl TensorMap {
         self.tensors.insert(name.into(), tensor);
     }
 
+    /// Keep only the tensors whose name satisfies `keep`.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.tensors.retain(|name, _| keep(name));
+    }
+
     /// Keep only the tensors under `prefix` (e.g. `"enc."`), with the prefix removed.
     pub fn sub(&self, prefix: &str) -> TensorMap {
         TensorMap {

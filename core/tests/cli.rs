@@ -313,6 +313,94 @@ fn killed_and_resumed_training_equals_an_uninterrupted_run() {
     }
 }
 
+/// `--backbone-mode train` (the official trainer's frozen backbone in train mode): no feature
+/// cache, the backbone's running statistics move and are saved with the model, and a run stopped
+/// after two epochs and resumed ends with exactly the weights and statistics of a straight run
+/// (drop-connect masks included, since they are reseeded per epoch).
+#[test]
+fn train_mode_backbone_saves_its_statistics_and_resumes_exactly() {
+    let root = temp("tree-train-mode");
+    make_tree(&root);
+    let data = format!("mvtec:{}", root.display());
+    let epochs = 3;
+    let mode = ["--backbone-mode", "train"];
+
+    let straight = temp("train-mode-straight");
+    let log = run(train(&data, &straight, epochs).args(mode));
+    assert!(log.contains("train-mode backbone"), "{log}");
+    assert!(
+        !straight.join("feature-cache.safetensors").exists(),
+        "train mode must not cache features"
+    );
+    let a = weights(&straight);
+    let shipped = hvq::pretrained::lite0_tensors().unwrap();
+    let mut moved = 0;
+    let mut stats = 0;
+    for name in shipped.names() {
+        let saved = a
+            .get(&format!("enc.{name}"))
+            .expect("backbone saved with the model");
+        if name.ends_with("running_mean") || name.ends_with("running_var") {
+            stats += 1;
+            moved += usize::from(saved != shipped.get(name).unwrap());
+        } else {
+            assert_eq!(
+                saved,
+                shipped.get(name).unwrap(),
+                "{name}: frozen weight changed"
+            );
+        }
+    }
+    assert_eq!(
+        moved, stats,
+        "every running statistic of the tapped blocks moves"
+    );
+
+    let stopped = temp("train-mode-stopped");
+    run(train(&data, &stopped, epochs)
+        .args(mode)
+        .args(["--stop-after", "2"]));
+    assert!(!stopped.join("model.safetensors").exists());
+    let refused = hvq()
+        .args([
+            "train",
+            "--data",
+            &data,
+            "--resume",
+            "--backbone-mode",
+            "eval",
+            "--out",
+        ])
+        .arg(&stopped)
+        .args(["--epochs", &epochs.to_string()])
+        .args(SMALL)
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "resuming in another mode must fail"
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--backbone-mode"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let resumed = run(train(&data, &stopped, epochs).arg("--resume"));
+    assert!(resumed.contains("resuming after epoch 2"), "{resumed}");
+    let b = weights(&stopped);
+    assert_eq!(a.len(), b.len());
+    for name in a.names() {
+        assert_eq!(
+            a.get(name),
+            b.get(name),
+            "{name} differs after stop + resume"
+        );
+    }
+    for d in [root, straight, stopped] {
+        std::fs::remove_dir_all(d).ok();
+    }
+}
+
 #[test]
 fn resume_with_another_dataset_or_without_checkpoint_is_refused() {
     let out = temp("no-ckpt");

@@ -11,7 +11,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 use crate::config::{BackboneConfig, BackboneKind};
 
 /// BatchNorm epsilon of the TF-trained EfficientNets (PyTorch default would be 1e-5).
-const BN_EPS: f64 = 1e-3;
+pub(super) const BN_EPS: f64 = 1e-3;
 
 /// Geometry of one MBConv block, derived from the architecture (not stored in weights).
 #[derive(Clone, Debug, PartialEq)]
@@ -31,7 +31,7 @@ pub struct BlockSpec {
 }
 
 impl BlockSpec {
-    fn expanded(&self) -> usize {
+    pub(super) fn expanded(&self) -> usize {
         self.in_ch * self.expand
     }
 }
@@ -109,7 +109,7 @@ pub fn block_specs(kind: BackboneKind) -> Vec<BlockSpec> {
 }
 
 /// TF "SAME" padding (begin, end) for one spatial axis of size `size`.
-fn same_padding(size: usize, kernel: usize, stride: usize) -> (usize, usize) {
+pub(super) fn same_padding(size: usize, kernel: usize, stride: usize) -> (usize, usize) {
     let out = size.div_ceil(stride);
     let total = ((out - 1) * stride + kernel).saturating_sub(size);
     (total / 2, total - total / 2)
@@ -129,7 +129,7 @@ pub struct BatchNorm {
 }
 
 impl BatchNorm {
-    fn new(ch: usize, device: &Device) -> Self {
+    pub(super) fn new(ch: usize, device: &Device) -> Self {
         let frozen = |t: Tensor<1>| Param::from_tensor(t).set_require_grad(false);
         Self {
             weight: frozen(Tensor::ones([ch], device)),
@@ -177,7 +177,7 @@ impl Conv {
         }
     }
 
-    fn forward(
+    pub(super) fn forward(
         &self,
         x: Tensor<4>,
         stride: usize,
@@ -240,12 +240,12 @@ pub struct MbConvBlock {
     /// BN after projection.
     pub _bn2: BatchNorm,
     #[module(skip)]
-    spec: BlockSpec,
+    pub(super) spec: BlockSpec,
     /// Depthwise padding (rows, cols) when fixed at construction (static SAME padding).
     #[module(skip)]
-    static_pad: Option<[(usize, usize); 2]>,
+    pub(super) static_pad: Option<[(usize, usize); 2]>,
     #[module(skip)]
-    kind: BackboneKind,
+    pub(super) kind: BackboneKind,
 }
 
 /// Swish `x·σ(x)`, computed as `x / (1 + e⁻ˣ)` (the same function). On the CPU backend a vectorised kernel ([`crate::kernels::swish`]): burn's own
@@ -255,7 +255,7 @@ fn swish(x: Tensor<4>) -> Tensor<4> {
     crate::kernels::swish(x)
 }
 
-fn activate(kind: BackboneKind, x: Tensor<4>) -> Tensor<4> {
+pub(super) fn activate(kind: BackboneKind, x: Tensor<4>) -> Tensor<4> {
     match kind {
         BackboneKind::EfficientnetB4 => swish(x),
         // ReLU6
@@ -346,9 +346,9 @@ pub struct EfficientNet {
     /// Final linear layer (weight `(1000, 1280)`).
     pub _fc: Option<FcLayer>,
     #[module(skip)]
-    config: BackboneConfig,
+    pub(super) config: BackboneConfig,
     #[module(skip)]
-    stem_pad: Option<[(usize, usize); 2]>,
+    pub(super) stem_pad: Option<[(usize, usize); 2]>,
 }
 
 impl EfficientNet {

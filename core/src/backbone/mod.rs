@@ -3,6 +3,8 @@
 
 mod align;
 mod efficientnet;
+mod train_mode;
 
 pub use align::align_features;
 pub use efficientnet::{BatchNorm, BlockSpec, EfficientNet, MbConvBlock, block_specs};
+pub use train_mode::{BackboneMode, BackboneTraining, drop_connect};

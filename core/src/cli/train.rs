@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use hvq::Detector;
+use hvq::backbone::{BackboneMode, BackboneTraining};
 use hvq::config::{BackboneKind, HvqConfig, ModelConfig};
-use hvq::train::{TrainConfig, TrainEvent, Trainer};
+use hvq::train::{FeatureSet, TrainConfig, TrainEvent, Trainer, TrainingData};
 
 use super::progress::bar;
 
@@ -18,6 +19,25 @@ pub enum BackboneArg {
     Lite0,
     /// EfficientNet-B4 (needs --backbone-weights).
     B4,
+}
+
+/// How the frozen backbone runs during training.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackboneModeArg {
+    /// Eval mode: running-statistic BatchNorm, features cached once per dataset (default).
+    Eval,
+    /// Train mode, as the official trainer: batch-statistic BatchNorm whose running statistics
+    /// are updated and saved with the model, drop-connect 0.2, features recomputed every step.
+    Train,
+}
+
+impl From<BackboneModeArg> for BackboneMode {
+    fn from(m: BackboneModeArg) -> Self {
+        match m {
+            BackboneModeArg::Eval => BackboneMode::Eval,
+            BackboneModeArg::Train => BackboneMode::Train,
+        }
+    }
 }
 
 /// Objective preset.
@@ -44,6 +64,10 @@ pub struct TrainArgs {
     /// Backbone weights file (required for b4).
     #[arg(long)]
     pub backbone_weights: Option<PathBuf>,
+    /// Backbone during training: eval (default, cached features) or train (the official
+    /// trainer's batch-statistic BatchNorm and drop-connect; slower, no cache).
+    #[arg(long, value_enum)]
+    pub backbone_mode: Option<BackboneModeArg>,
     /// Objective preset.
     #[arg(long, value_enum, default_value = "official")]
     pub preset: PresetArg,
@@ -145,31 +169,23 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let mut detector = Detector::new(model_config.clone(), &device)?;
     detector.backbone = backbone;
 
-    // Features once per dataset (eval-mode backbone), cached beside the run.
-    let pb = bar(dataset.train.len() as u64, "features");
-    let (features, hit) = hvq::features::cached(
-        &args.out.join("feature-cache.safetensors"),
-        &detector,
-        &dataset.train,
-        16,
-        &device,
-        &mut |done| pb.set_position(done as u64),
-    )?;
-    pb.finish_and_clear();
-    println!(
-        "{} training images, features {:?}{}",
-        features.len(),
-        features.shape,
-        if hit { " (from cache)" } else { "" }
-    );
-
+    let live = Some(detector.backbone.clone());
     let mut trainer = if args.resume {
-        let t = Trainer::resume(&args.out, &args.data, Some(args.epochs), &device)?;
+        let t = Trainer::resume(&args.out, &args.data, Some(args.epochs), &device, live)?;
         if t.model_config != model_config {
             bail!(
                 "{}: the checkpoint's model configuration differs from this command's; \
                  resume with the same --backbone/--embed-dim/--codes/--ffn-dim",
                 args.out.display()
+            );
+        }
+        if let Some(mode) = args.backbone_mode
+            && BackboneMode::from(mode) != t.config.backbone.mode
+        {
+            bail!(
+                "{}: the run was started with --backbone-mode {:?}; resume it with the same mode",
+                args.out.display(),
+                t.config.backbone.mode
             );
         }
         println!("resuming after epoch {}", t.epochs_done);
@@ -180,10 +196,61 @@ pub fn run(args: TrainArgs) -> Result<()> {
         config.optimizer.lr = args.lr;
         config.checkpoint_every = args.checkpoint_every;
         config.seed = args.seed;
-        Trainer::new(model_config.clone(), config, &args.data, &args.out, &device)?
+        config.backbone = match args.backbone_mode.map(BackboneMode::from) {
+            Some(BackboneMode::Train) => BackboneTraining::official_train_mode(),
+            _ => BackboneTraining::default(),
+        };
+        Trainer::new(
+            model_config.clone(),
+            config,
+            &args.data,
+            &args.out,
+            &device,
+            live,
+        )?
     };
 
-    let steps_per_epoch = features.len().div_ceil(trainer.config.batch_size.max(1));
+    // Eval mode: features once per dataset, cached beside the run. Train mode: none (the
+    // backbone's output changes with every batch's statistics and drop-connect).
+    let features = match trainer.config.backbone.mode {
+        BackboneMode::Eval => {
+            let pb = bar(dataset.train.len() as u64, "features");
+            let (features, hit) = hvq::features::cached(
+                &args.out.join("feature-cache.safetensors"),
+                &detector,
+                &dataset.train,
+                16,
+                &device,
+                &mut |done| pb.set_position(done as u64),
+            )?;
+            pb.finish_and_clear();
+            println!(
+                "{} training images, features {:?}{}",
+                features.len(),
+                features.shape,
+                if hit { " (from cache)" } else { "" }
+            );
+            Some(features)
+        }
+        BackboneMode::Train => {
+            println!(
+                "{} training images, train-mode backbone (batch statistics, drop-connect {}): \
+                 features recomputed every step",
+                dataset.train.len(),
+                trainer.config.backbone.drop_connect
+            );
+            None
+        }
+    };
+    let data = match &features {
+        Some(f) => TrainingData::Features(f),
+        None => TrainingData::Images(&dataset.train),
+    };
+
+    let steps_per_epoch = dataset
+        .train
+        .len()
+        .div_ceil(trainer.config.batch_size.max(1));
     let remaining = trainer.config.epochs.saturating_sub(trainer.epochs_done);
     let pb = bar((remaining * steps_per_epoch) as u64, "train");
     let log_path = args.out.join("train-log.jsonl");
@@ -193,7 +260,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
     let mut log_error = None;
-    trainer.run(&features, args.stop_after, &mut |event| match event {
+    trainer.run(data, args.stop_after, &mut |event| match event {
         TrainEvent::Step { epoch, loss, .. } => {
             pb.inc(1);
             pb.set_message(format!("epoch {} loss {loss:.4}", epoch + 1));
@@ -219,6 +286,23 @@ pub fn run(args: TrainArgs) -> Result<()> {
         );
         return Ok(());
     }
+    let features = match features {
+        Some(f) => f,
+        None => {
+            // The trained running statistics are part of the model; the threshold is calibrated
+            // on features of the backbone as the saved model will run it (eval mode).
+            detector.backbone = trainer
+                .backbone()
+                .context("a train-mode run keeps its backbone")?
+                .clone();
+            let pb = bar(dataset.train.len() as u64, "calibration features");
+            let f = hvq::features::extract(&detector, &dataset.train, 16, &device, &mut |done| {
+                pb.set_position(done as u64)
+            })?;
+            pb.finish_and_clear();
+            f
+        }
+    };
     finish(&args.out, detector, &trainer, &features)
 }
 
@@ -227,7 +311,7 @@ fn finish(
     out: &Path,
     mut detector: Detector,
     trainer: &Trainer,
-    features: &hvq::train::FeatureSet,
+    features: &FeatureSet,
 ) -> Result<()> {
     detector.hvq = detector.hvq.load_native(&trainer.network())?;
     detector.calibration = Some(hvq::threshold::calibrate(&detector, features, 0.99)?);

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::adamw::AdamWConfig;
+use crate::backbone::BackboneTraining;
 
 /// Everything that shapes a training run; saved in every checkpoint so `--resume` continues with
 /// exactly the same settings.
@@ -22,6 +23,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Write a checkpoint every this many epochs (and always at the end).
     pub checkpoint_every: usize,
+    /// How the frozen backbone runs: eval mode with cached features (default; older checkpoints
+    /// have no such field) or the official trainer's train mode.
+    #[serde(default)]
+    pub backbone: BackboneTraining,
 }
 
 impl TrainConfig {
@@ -35,6 +40,7 @@ impl TrainConfig {
             lr_gamma: 0.1,
             seed: 133,
             checkpoint_every: 10,
+            backbone: BackboneTraining::default(),
         }
     }
 

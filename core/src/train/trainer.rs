@@ -10,10 +10,16 @@ use super::adamw::AdamW;
 use super::checkpoint::{self, CHECKPOINT_FILE, RunState};
 use super::objective::objective;
 use super::schedule::{TrainConfig, epoch_order};
+use crate::backbone::{BackboneMode, EfficientNet, align_features};
 use crate::config::ModelConfig;
+use crate::data::Sample;
 use crate::error::{HvqError, Result};
 use crate::model::HvqModel;
+use crate::preprocess;
 use crate::weights::TensorMap;
+
+/// Prefix of the backbone's tensors in a checkpoint (train mode only: its running statistics move).
+const BACKBONE_PREFIX: &str = "enc.";
 
 /// Aligned backbone features of a training set, held on the host.
 #[derive(Clone, Debug)]
@@ -49,6 +55,31 @@ impl FeatureSet {
     }
 }
 
+/// What the network learns from.
+#[derive(Clone, Copy, Debug)]
+pub enum TrainingData<'a> {
+    /// Features of an eval-mode backbone, computed once (the default).
+    Features(&'a FeatureSet),
+    /// Images, run through the train-mode backbone at every step (the official trainer).
+    Images(&'a [Sample]),
+}
+
+impl TrainingData<'_> {
+    fn len(&self) -> usize {
+        match self {
+            TrainingData::Features(f) => f.len(),
+            TrainingData::Images(s) => s.len(),
+        }
+    }
+
+    fn class(&self, i: usize) -> usize {
+        match self {
+            TrainingData::Features(f) => f.classes[i],
+            TrainingData::Images(s) => s[i].class,
+        }
+    }
+}
+
 /// What the loop reports while it runs.
 #[derive(Clone, Debug, Serialize)]
 pub enum TrainEvent {
@@ -72,6 +103,19 @@ pub enum TrainEvent {
         /// The file.
         path: PathBuf,
     },
+}
+
+/// The backbone a run keeps: only a train-mode run has one, and it must.
+fn live_backbone(
+    config: &TrainConfig,
+    backbone: Option<EfficientNet>,
+) -> Result<Option<EfficientNet>> {
+    match config.backbone.mode {
+        BackboneMode::Eval => Ok(None),
+        BackboneMode::Train => backbone
+            .map(Some)
+            .ok_or_else(|| HvqError::Config("a train-mode backbone run needs the backbone".into())),
+    }
 }
 
 /// Per-epoch means, one JSON line in the training log.
@@ -105,19 +149,26 @@ pub struct Trainer {
     /// Epochs completed.
     pub epochs_done: usize,
     dataset: String,
+    /// The autodiff device the network trains on.
     device: Device,
+    /// Train mode only: the frozen backbone (on the plain device), whose running statistics move.
+    backbone: Option<EfficientNet>,
     out_dir: PathBuf,
 }
 
 impl Trainer {
-    /// A fresh run: the network is initialised from the device's seeded generator.
+    /// A fresh run: the network is initialised from the device's seeded generator. `backbone`
+    /// is required when `config.backbone.mode` is train (it runs at every step and its running
+    /// statistics are trained state), and ignored otherwise.
     pub fn new(
         model_config: ModelConfig,
         config: TrainConfig,
         dataset: &str,
         out_dir: &Path,
         device: &Device,
+        backbone: Option<EfficientNet>,
     ) -> Result<Self> {
+        let backbone = live_backbone(&config, backbone)?;
         let device = device.clone().autodiff();
         device.seed(config.seed);
         let model = HvqModel::new(&model_config.hvq, &device)?;
@@ -129,20 +180,38 @@ impl Trainer {
             epochs_done: 0,
             dataset: dataset.to_string(),
             device,
+            backbone,
             out_dir: out_dir.to_path_buf(),
         })
     }
 
     /// Continue a run from `out_dir/checkpoint.safetensors`, exactly where it stopped. The
     /// checkpoint's configuration wins; `epochs` may extend the run.
+    /// In train mode the backbone's running statistics come from the checkpoint too (`backbone`
+    /// supplies the architecture and the frozen weights).
     pub fn resume(
         out_dir: &Path,
         dataset: &str,
         epochs: Option<usize>,
         device: &Device,
+        backbone: Option<EfficientNet>,
     ) -> Result<Self> {
         let path = out_dir.join(CHECKPOINT_FILE);
-        let (network, optim, state) = checkpoint::load(&path)?;
+        let (mut network, optim, state) = checkpoint::load(&path)?;
+        let saved_backbone = network.sub(BACKBONE_PREFIX);
+        network.retain(|name| !name.starts_with(BACKBONE_PREFIX));
+        let backbone = match live_backbone(&state.train, backbone)? {
+            Some(_) if saved_backbone.is_empty() => {
+                return Err(HvqError::WeightsFormat {
+                    path: path.clone(),
+                    reason: "a train-mode backbone run, but the checkpoint holds no backbone \
+                             statistics (enc.*)"
+                        .into(),
+                });
+            }
+            Some(net) => Some(saved_backbone.load_into(net)?),
+            None => None,
+        };
         if state.dataset != dataset {
             return Err(HvqError::Config(format!(
                 "{}: the checkpoint was trained on {:?}, not {dataset:?}",
@@ -166,6 +235,7 @@ impl Trainer {
             epochs_done: state.epochs_done,
             dataset: dataset.to_string(),
             device,
+            backbone,
             out_dir: out_dir.to_path_buf(),
         })
     }
@@ -180,12 +250,14 @@ impl Trainer {
             train: self.config.clone(),
             dataset: self.dataset.clone(),
         };
-        checkpoint::save(
-            &path,
-            &self.model().to_native(),
-            &self.optimizer.state(),
-            &state,
-        )?;
+        let mut network = self.model().to_native();
+        if let Some(backbone) = &self.backbone {
+            network.extend_prefixed(
+                BACKBONE_PREFIX,
+                TensorMap::from_module(backbone, "backbone"),
+            );
+        }
+        checkpoint::save(&path, &network, &self.optimizer.state(), &state)?;
         Ok(path)
     }
 
@@ -193,18 +265,32 @@ impl Trainer {
     /// checkpointing on schedule and at the end.
     pub fn run(
         &mut self,
-        data: &FeatureSet,
+        data: TrainingData<'_>,
         stop_after: Option<usize>,
         observer: &mut dyn FnMut(&TrainEvent),
     ) -> Result<()> {
-        if data.is_empty() {
+        if data.len() == 0 {
             return Err(HvqError::Config("no training samples".into()));
         }
-        if data.shape[0] != self.model_config.hvq.feature_channels {
-            return Err(HvqError::Config(format!(
-                "features have {} channels, the network expects {}",
-                data.shape[0], self.model_config.hvq.feature_channels
-            )));
+        match (data, self.config.backbone.mode) {
+            (TrainingData::Features(f), BackboneMode::Eval) => {
+                if f.shape[0] != self.model_config.hvq.feature_channels {
+                    return Err(HvqError::Config(format!(
+                        "features have {} channels, the network expects {}",
+                        f.shape[0], self.model_config.hvq.feature_channels
+                    )));
+                }
+            }
+            (TrainingData::Images(_), BackboneMode::Train) => {}
+            (_, mode) => {
+                return Err(HvqError::Config(format!(
+                    "a {mode:?}-mode backbone run needs {}",
+                    match mode {
+                        BackboneMode::Eval => "cached features",
+                        BackboneMode::Train => "images",
+                    }
+                )));
+            }
         }
         let end = match stop_after {
             Some(n) => (self.epochs_done + n).min(self.config.epochs),
@@ -216,14 +302,16 @@ impl Trainer {
             let lr = self.config.lr_at(epoch);
             // Dropout masks come from the device generator: seeding it per epoch makes an epoch's
             // masks independent of whether the run was resumed before it.
-            self.device
-                .seed(self.config.seed.wrapping_add(1 + epoch as u64));
+            let epoch_seed = self.config.seed.wrapping_add(1 + epoch as u64);
+            self.device.seed(epoch_seed);
+            // Drop-connect masks of a train-mode backbone come from the plain device's generator.
+            self.device.clone().inner().seed(epoch_seed);
             let order = epoch_order(data.len(), self.config.seed, epoch);
             let batches: Vec<&[usize]> = order.chunks(self.config.batch_size.max(1)).collect();
             let (mut sum, mut feat, mut lat, mut norm) = (0.0, 0.0, 0.0, 0.0);
             for (i, idx) in batches.iter().enumerate() {
-                let x = data.batch(idx, &self.device);
-                let classes: Vec<usize> = idx.iter().map(|&j| data.classes[j]).collect();
+                let x = self.batch(data, idx)?;
+                let classes: Vec<usize> = idx.iter().map(|&j| data.class(j)).collect();
                 let mut model = self
                     .model
                     .take()
@@ -266,6 +354,40 @@ impl Trainer {
             }
         }
         Ok(())
+    }
+
+    /// The features of samples `idx`: from the cache, or through the train-mode backbone (which
+    /// updates its running statistics), entering the autodiff graph as constants.
+    fn batch(&mut self, data: TrainingData<'_>, idx: &[usize]) -> Result<Tensor<4>> {
+        match data {
+            TrainingData::Features(f) => Ok(f.batch(idx, &self.device)),
+            TrainingData::Images(samples) => {
+                let backbone = self.backbone.as_mut().ok_or_else(|| {
+                    HvqError::Config("a train-mode backbone run without a backbone".into())
+                })?;
+                let cfg = backbone.config().clone();
+                let plain = self.device.clone().inner();
+                let inputs = idx
+                    .iter()
+                    .map(|&i| {
+                        let img = samples[i].load_image()?;
+                        Ok(preprocess::to_input(
+                            &img,
+                            cfg.input_size,
+                            &cfg.input_norm,
+                            &plain,
+                        ))
+                    })
+                    .collect::<Result<Vec<Tensor<4>>>>()?;
+                let taps = backbone.taps_train(Tensor::cat(inputs, 0), &self.config.backbone);
+                Ok(align_features(taps, cfg.feature_size).autodiff())
+            }
+        }
+    }
+
+    /// The backbone of a train-mode run, with the running statistics it has reached.
+    pub fn backbone(&self) -> Option<&EfficientNet> {
+        self.backbone.as_ref()
     }
 
     /// The network being trained.
