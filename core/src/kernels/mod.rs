@@ -12,6 +12,9 @@
 //! so gradients and GPU backends are untouched. Results agree with the generic formulas to a
 //! few ulp (tests below, against f64).
 
+mod softmax_autodiff;
+
+use burn::backend::flex::FlexTensor;
 use burn::backend::{DispatchDevice, Flex};
 use burn::tensor::activation::softmax;
 use burn::tensor::{DType, Tensor};
@@ -25,8 +28,15 @@ pub fn swish<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     map_in_place(x, usize::MAX, simd::swish)
 }
 
-/// Softmax over the last axis.
+/// Softmax over the last axis. Tensors tracked by autodiff on the CPU backend get one fused
+/// autodiff operation ([`softmax_autodiff`]); other backends burn's own softmax.
 pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if x.is_autodiff() && x.dtype() == DType::F32 && x.dims()[D - 1] > 0 {
+        return match softmax_autodiff::softmax_last(x) {
+            Ok(y) => y,
+            Err(x) => softmax(x, D - 1),
+        };
+    }
     if !on_plain_cpu(&x) {
         return softmax(x, D - 1);
     }
@@ -61,6 +71,11 @@ fn map_in_place<const D: usize>(
         // `on_plain_cpu` checked the device; a mismatch here is a bug in that check.
         Err(e) => panic!("kernels: CPU tensor expected: {e:?}"),
     };
+    Tensor::from_primitive::<Flex>(map_in_place_flex(flex, row, kernel))
+}
+
+/// [`map_in_place`] on the CPU backend's own tensor type.
+fn map_in_place_flex(flex: FlexTensor, row: usize, kernel: fn(&mut [f32], usize)) -> FlexTensor {
     let mut flex = flex.to_contiguous();
     let (start, end) = flex
         .layout()
@@ -68,7 +83,7 @@ fn map_in_place<const D: usize>(
         .expect("to_contiguous returns a contiguous layout");
     let data = &mut flex.storage_mut::<f32>()[start..end];
     for_each_chunk(data, row, kernel);
-    Tensor::from_primitive::<Flex>(flex)
+    flex
 }
 
 /// Below this many elements one thread does the whole tensor (splitting costs more).
@@ -373,8 +388,65 @@ mod tests {
         assert_eq!(softmax_last(no_rows).dims(), [2, 3, 0]);
     }
 
+    /// The fused autodiff softmax: value and gradient of `Σ w ⊙ softmax(x)` against f64
+    /// (`∂x_i = s_i (w_i − Σ_j w_j s_j)`), on a strided input that must not be overwritten, with
+    /// the output used twice (gradients accumulate).
     #[test]
-    fn tensors_outside_the_fast_path_use_burns_ops_and_keep_their_gradient() {
+    fn autodiff_softmax_matches_its_f64_value_and_gradient() {
+        let device = Device::flex().autodiff();
+        for row in [196usize, 37] {
+            let shape = [2, 90, row];
+            let n: usize = shape.iter().product();
+            let xv = sample(n, 30.0);
+            let wv = sample(n, 3.0);
+            // Build x transposed and swap back: a non-contiguous view of the same values.
+            let transposed = tensor(&xv, shape, &device.clone().inner()).swap_dims(1, 2);
+            let base: Tensor<3> = Tensor::from_data(transposed.into_data(), &device).require_grad();
+            let x = base.clone().swap_dims(1, 2);
+            assert!(
+                softmax_autodiff::softmax_last(x.clone()).is_ok(),
+                "a tracked CPU tensor takes the fused operation"
+            );
+            let w = tensor(&wv, shape, &device.clone().inner()).autodiff();
+            let y = softmax_last(x);
+            let loss = (y.clone() * w.clone()).sum() + (y.clone() * w).sum().mul_scalar(0.5);
+            let yv: Vec<f32> = y.into_data().try_to_vec().unwrap();
+            let grads = loss.backward();
+            let g: Vec<f32> = base
+                .grad(&grads)
+                .expect("gradient reaches x")
+                .swap_dims(1, 2)
+                .into_data()
+                .try_to_vec()
+                .unwrap();
+            let after: Vec<f32> = base.swap_dims(1, 2).into_data().try_to_vec().unwrap();
+            assert_eq!(after, xv, "the input must not be overwritten");
+            for r in 0..n / row {
+                let xr = &xv[r * row..(r + 1) * row];
+                let wr = &wv[r * row..(r + 1) * row];
+                let m = xr.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+                let z: f64 = xr.iter().map(|&v| (v as f64 - m).exp()).sum();
+                let s: Vec<f64> = xr.iter().map(|&v| (v as f64 - m).exp() / z).collect();
+                let ws: f64 = wr.iter().zip(&s).map(|(&w, s)| w as f64 * s).sum();
+                for k in 0..row {
+                    let i = r * row + k;
+                    let tol = 8.0 * f32::EPSILON as f64 * s[k] + 1e-37;
+                    assert!((yv[i] as f64 - s[k]).abs() <= tol, "value {}: {}", i, yv[i]);
+                    // 1.5 × (w − Σ w s) s; terms of size |w| ≤ 3 summed over the row in f32.
+                    let want = 1.5 * s[k] * (wr[k] as f64 - ws);
+                    let tol = 1e-5 * (1.0 + s[k] * 3.0);
+                    assert!(
+                        (g[i] as f64 - want).abs() <= tol,
+                        "grad {i}: {} vs {want}",
+                        g[i]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn autodiff_tensors_keep_their_gradient() {
         let device = Device::flex().autodiff();
         let x: Tensor<3> =
             Tensor::random([2, 3, 5], Distribution::Normal(0.0, 2.0), &device).require_grad();

@@ -1,0 +1,131 @@
+//! The last-axis softmax as one autodiff operation on the CPU backend.
+//!
+//! burn's autodiff records a softmax as max, subtract, `exp`, sum and divide, each with its own
+//! backward; over attention matrices (batch × heads × 196 × 196) those passes and the scalar
+//! `exp` were the largest non-matmul cost of a training step. Here the forward is the vectorised
+//! kernel of [`super::softmax_last`] and the backward is one pass per row,
+//! `∂x = y ⊙ (∂y − Σ ∂y ⊙ y)`, from the saved output `y`.
+//!
+//! Applies to f32 tensors tracked by autodiff on a flex device with burn's default (no)
+//! gradient checkpointing; the caller falls back to burn's own ops otherwise.
+
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{AutodiffBackend, Flex};
+use burn::tensor::Tensor;
+
+/// The autodiff node: its state is the forward output.
+#[derive(Debug)]
+struct SoftmaxLast {
+    row: usize,
+}
+
+impl Backward<Flex, 1> for SoftmaxLast {
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let y = ops.state;
+        let row = self.row;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+            softmax_backward(grad, &y, row)
+        });
+    }
+}
+
+/// `x` tracked by autodiff on flex: `Ok(softmax over the last axis)`; otherwise `Err(x)` back.
+pub(super) fn softmax_last<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
+    let row = x.dims()[D - 1];
+    let tracked = match x
+        .clone()
+        .try_into_primitive::<Autodiff<Flex, NoCheckpointing>>()
+    {
+        Ok(t) => t,
+        Err(_) => return Err(x),
+    };
+    drop(x);
+    // Take the node first so the buffer has one owner left: the backward needs only `y`, so
+    // the kernel can overwrite the logits instead of copying them (if the caller still holds
+    // them, the write copies first).
+    let node = tracked.node();
+    let inner = <Autodiff<Flex> as AutodiffBackend>::inner(tracked);
+    let y = super::map_in_place_flex(inner, row, super::simd::softmax_rows);
+    let op = SoftmaxLast { row };
+    let out = match op
+        .prepare::<NoCheckpointing>([node])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Ok(Tensor::from_primitive::<Autodiff<Flex, NoCheckpointing>>(
+        out,
+    ))
+}
+
+/// `∂x = y ⊙ (∂y − Σ_row ∂y ⊙ y)`, row by row, in the gradient's buffer.
+fn softmax_backward(grad: FlexTensor, y: &FlexTensor, row: usize) -> FlexTensor {
+    let mut grad = grad.to_contiguous();
+    let y = y.to_contiguous();
+    let (ys, ye) = y
+        .layout()
+        .contiguous_offsets()
+        .expect("to_contiguous returns a contiguous layout");
+    let (gs, ge) = grad
+        .layout()
+        .contiguous_offsets()
+        .expect("to_contiguous returns a contiguous layout");
+    let yv = &y.storage::<f32>()[ys..ye];
+    let gv = &mut grad.storage_mut::<f32>()[gs..ge];
+    assert_eq!(
+        yv.len(),
+        gv.len(),
+        "softmax backward: gradient and output sizes differ"
+    );
+    if row == 0 || gv.is_empty() {
+        return grad;
+    }
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        if gv.len() >= super::PARALLEL_MIN {
+            let rows_per_chunk = (gv.len() / row)
+                .div_ceil(rayon::current_num_threads().max(1) * 4)
+                .max(1);
+            gv.par_chunks_mut(rows_per_chunk * row)
+                .zip(yv.par_chunks(rows_per_chunk * row))
+                .for_each(|(g, y)| rows_backward(g, y, row));
+            return grad;
+        }
+    }
+    rows_backward(gv, yv, row);
+    grad
+}
+
+fn rows_backward(g: &mut [f32], y: &[f32], row: usize) {
+    for (g, y) in g.chunks_exact_mut(row).zip(y.chunks_exact(row)) {
+        // Eight partial sums so the dot product vectorises.
+        let mut acc = [0.0f32; 8];
+        let mut gc = g.chunks_exact(8);
+        let mut yc = y.chunks_exact(8);
+        for (a, b) in (&mut gc).zip(&mut yc) {
+            for k in 0..8 {
+                acc[k] += a[k] * b[k];
+            }
+        }
+        let mut dot: f32 = gc
+            .remainder()
+            .iter()
+            .zip(yc.remainder())
+            .map(|(a, b)| a * b)
+            .sum();
+        dot += acc.iter().sum::<f32>();
+        for (gi, yi) in g.iter_mut().zip(y) {
+            *gi = *yi * (*gi - dot);
+        }
+    }
+}
