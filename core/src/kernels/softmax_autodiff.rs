@@ -7,7 +7,7 @@
 //! `∂x = y ⊙ (∂y − Σ ∂y ⊙ y)`, from the saved output `y`.
 //!
 //! Applies to f32 tensors tracked by autodiff on a flex device with burn's default (no)
-//! gradient checkpointing; the caller falls back to burn's own ops otherwise.
+//! gradient checkpointing ([`applies`]); the caller uses burn's own softmax otherwise.
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -15,8 +15,8 @@ use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::flex::FlexTensor;
-use burn::backend::{AutodiffBackend, Flex};
-use burn::tensor::Tensor;
+use burn::backend::{AutodiffBackend, DispatchDevice, Flex, GradientCheckpointingStrategy};
+use burn::tensor::{DType, Tensor};
 
 /// The autodiff node: its state is the forward output.
 #[derive(Debug)]
@@ -36,17 +36,22 @@ impl Backward<Flex, 1> for SoftmaxLast {
     }
 }
 
-/// `x` tracked by autodiff on flex: `Ok(softmax over the last axis)`; otherwise `Err(x)` back.
-pub(super) fn softmax_last<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
+/// Whether [`softmax_last`] takes `x`: f32, autodiff without gradient checkpointing, on flex.
+pub(super) fn applies<const D: usize>(x: &Tensor<D>) -> bool {
+    let device = x.device();
+    x.dtype() == DType::F32
+        && device.gradient_checkpointing_strategy() == Some(GradientCheckpointingStrategy::Disabled)
+        && matches!(device.inner().as_dispatch(), DispatchDevice::Flex(_))
+}
+
+/// Softmax over the last axis of `x` (for which [`applies`] holds) as one autodiff operation.
+pub(super) fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let row = x.dims()[D - 1];
-    let tracked = match x
-        .clone()
-        .try_into_primitive::<Autodiff<Flex, NoCheckpointing>>()
-    {
+    let tracked = match x.try_into_primitive::<Autodiff<Flex, NoCheckpointing>>() {
         Ok(t) => t,
-        Err(_) => return Err(x),
+        // `applies` checked the device; a mismatch here is a bug in that check.
+        Err(e) => panic!("kernels: tracked CPU tensor expected: {e:?}"),
     };
-    drop(x);
     // Take the node first so the buffer has one owner left: the backward needs only `y`, so
     // the kernel can overwrite the logits instead of copying them (if the caller still holds
     // them, the write copies first).
@@ -62,9 +67,7 @@ pub(super) fn softmax_last<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Te
         OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
         OpsKind::UnTracked(prep) => prep.finish(y),
     };
-    Ok(Tensor::from_primitive::<Autodiff<Flex, NoCheckpointing>>(
-        out,
-    ))
+    Tensor::from_primitive::<Autodiff<Flex, NoCheckpointing>>(out)
 }
 
 /// `∂x = y ⊙ (∂y − Σ_row ∂y ⊙ y)`, row by row, in the gradient's buffer.
