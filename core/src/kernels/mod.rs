@@ -103,13 +103,13 @@ fn for_each_chunk(data: &mut [f32], row: usize, kernel: fn(&mut [f32], usize)) {
         use rayon::prelude::*;
         if data.len() >= PARALLEL_MIN {
             let threads = rayon::current_num_threads().max(1);
-            // A few chunks per thread for balance, each a whole number of rows.
-            let rows = data.len() / row_len;
-            let rows_per_chunk = rows.div_ceil(threads * 4).max(1);
+            // A few chunks per thread for balance, each a whole number of rows (any split when
+            // the kernel is element-wise).
+            let pieces = threads * 4;
             let chunk = if row == usize::MAX {
-                data.len().div_ceil(threads * 4)
+                data.len().div_ceil(pieces)
             } else {
-                rows_per_chunk * row_len
+                (data.len() / row_len).div_ceil(pieces).max(1) * row_len
             };
             data.par_chunks_mut(chunk)
                 .for_each(|part| kernel(part, row_len.min(part.len())));

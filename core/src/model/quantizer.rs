@@ -77,17 +77,8 @@ pub fn ema_update(
     let onehot: Tensor<3> = indices.one_hot::<3>(codes).float(); // [m, L, K]
     let onehot_sum: Tensor<2> = onehot.clone().sum_dim(1).reshape([m, codes]);
     let embed_sum = x.swap_dims(1, 2).matmul(onehot); // [m, D, K]
-    let stack2 = |f: &dyn Fn(&Codebook) -> Tensor<1>| -> Tensor<2> {
-        Tensor::stack(slots.iter().map(|&s| f(&books[s]).detach()).collect(), 0)
-    };
-    let cluster_old = stack2(&|b| b.cluster_size.val());
-    let avg_old: Tensor<3> = Tensor::stack(
-        slots
-            .iter()
-            .map(|&s| books[s].embed_avg.val().detach())
-            .collect(),
-        0,
-    );
+    let cluster_old: Tensor<2> = stack_slots(books, slots, |b| b.cluster_size.val());
+    let avg_old: Tensor<3> = stack_slots(books, slots, |b| b.embed_avg.val());
     let keep = decay as f64;
     let add = 1.0 - decay as f64;
     let cluster_size = cluster_old.mul_scalar(keep) + onehot_sum.mul_scalar(add); // [m, K]
@@ -108,6 +99,18 @@ pub fn ema_update(
         books[s].embed_avg = buffer(embed_avg.clone().narrow(0, j, 1).reshape([dim, codes]));
         books[s].embed = buffer(embed.clone().narrow(0, j, 1).reshape([dim, codes]));
     }
+}
+
+/// One buffer of the codebooks `slots`, stacked along a new first axis (no gradient).
+fn stack_slots<const D: usize, const E: usize>(
+    books: &[Codebook],
+    slots: &[usize],
+    buffer: impl Fn(&Codebook) -> Tensor<D>,
+) -> Tensor<E> {
+    Tensor::stack(
+        slots.iter().map(|&s| buffer(&books[s]).detach()).collect(),
+        0,
+    )
 }
 
 /// Quantise `x [B, L, D]` where sample b uses codebook `embeds[b]` (`[B, D, K]`).
