@@ -13,7 +13,10 @@
 //! backends are untouched. Results agree with the generic formulas to a few ulp (tests below,
 //! against f64).
 
+mod dropout_mask;
 mod softmax_autodiff;
+
+pub use dropout_mask::dropout_mask;
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::{DispatchDevice, Flex};

@@ -58,8 +58,16 @@ pub fn dropout<const D: usize>(x: Tensor<D>, p: f64) -> Tensor<D> {
     if p <= 0.0 {
         return x;
     }
-    let keep: Tensor<D> = Tensor::random(x.shape(), Distribution::Bernoulli(1.0 - p), &x.device());
-    x * keep.div_scalar(1.0 - p)
+    let device = x.device();
+    match crate::kernels::dropout_mask(x.shape(), 1.0 - p, &device) {
+        // CPU: one pass from a counter-based generator seeded by the device's.
+        Some(mask) => x * mask,
+        None => {
+            let keep: Tensor<D> =
+                Tensor::random(x.shape(), Distribution::Bernoulli(1.0 - p), &device);
+            x * keep.div_scalar(1.0 - p)
+        }
+    }
 }
 
 /// LayerNorm over the last axis, eps 1e-5.
