@@ -1,6 +1,7 @@
 //! Vectorised CPU kernels for the element-wise functions burn's CPU backend evaluates one scalar
 //! `exp` at a time: swish (the B4 backbone's activation) and the last-axis softmax (attention,
-//! OT score).
+//! OT score), plus its autodiff form for training ([`softmax_autodiff`]) and dropout masks
+//! ([`dropout_mask`](dropout_mask::dropout_mask)).
 //!
 //! burn-flex calls the C library's scalar `expf` per element (7 % of a profiled `hvq bench
 //! --config official`, plus the loop around it). Here `exp` is a branch-free polynomial that the
