@@ -1,6 +1,6 @@
 //! Vectorised CPU kernels for the element-wise functions burn's CPU backend evaluates one scalar
 //! `exp` at a time: swish (the B4 backbone's activation) and the last-axis softmax (attention,
-//! OT score), plus its autodiff form for training ([`softmax_autodiff`]) and dropout masks
+//! OT score), plus its autodiff form for training (`softmax_autodiff`) and dropout masks
 //! ([`dropout_mask`](dropout_mask::dropout_mask)).
 //!
 //! burn-flex calls the C library's scalar `expf` per element (7 % of a profiled `hvq bench
@@ -9,7 +9,7 @@
 //! at run time from the CPU's flags; rows are split across the CPU backend's thread pool.
 //!
 //! The fast path applies to plain f32 tensors on a flex device. The softmax of an f32 tensor
-//! tracked by autodiff on flex is one fused autodiff operation ([`softmax_autodiff`], training);
+//! tracked by autodiff on flex is one fused autodiff operation (`softmax_autodiff`, training);
 //! anything else (wgpu, CUDA, swish under autodiff, another dtype) takes burn's own ops, so GPU
 //! backends are untouched. Results agree with the generic formulas to a few ulp (tests below,
 //! against f64).
