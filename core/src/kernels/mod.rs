@@ -34,7 +34,7 @@ pub fn swish<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 /// Softmax over the last axis. Tensors tracked by autodiff on the CPU backend get one fused
-/// autodiff operation ([`softmax_autodiff`]); other backends burn's own softmax.
+/// autodiff operation (`softmax_autodiff`); other backends burn's own softmax.
 pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if x.is_autodiff() && x.dims()[D - 1] > 0 && softmax_autodiff::applies(&x) {
         return softmax_autodiff::softmax_last(x);

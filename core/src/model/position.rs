@@ -10,7 +10,7 @@ pub struct EmbeddingTable {
     pub weight: Param<Tensor<2>>,
 }
 
-/// pos[l = h·W + w] = concat(col[w], row[h]).
+/// `pos[l = h·W + w] = concat(col[w], row[h])`.
 #[derive(Module, Debug)]
 pub struct PositionEmbedding {
     /// Indexed by h.
