@@ -15,7 +15,7 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Optimiser settings (official: AdamW 1e-4, wd 1e-4, clip 0.1).
     pub optimizer: AdamWConfig,
-    /// Epochs (0-based) from which the learning rate is multiplied by `lr_gamma` (official: [800]).
+    /// Epochs (0-based) from which the learning rate is multiplied by `lr_gamma` (official: `[800]`).
     pub lr_steps: Vec<usize>,
     /// Multiplier at each step (official: 0.1).
     pub lr_gamma: f64,
