@@ -60,6 +60,10 @@ pub struct BenchReport {
     pub train_step_cached: StageTime,
     /// One training step including the frozen backbone's forward.
     pub train_step_uncached: StageTime,
+    /// Transformer dropout during the timed training steps (0 unless asked: the PyTorch script
+    /// trains without it).
+    #[serde(default)]
+    pub train_dropout: f64,
     /// Peak resident memory of the process, MiB (host).
     pub peak_rss_mib: Option<f64>,
 }
@@ -141,6 +145,8 @@ pub struct BenchOptions {
     pub warmup: usize,
     /// Timed runs.
     pub runs: usize,
+    /// Transformer dropout in the timed training steps.
+    pub train_dropout: f64,
 }
 
 /// Time inference and training of `detector` on `device` with an encoded sample image.
@@ -156,6 +162,7 @@ pub fn run(
         batch,
         warmup,
         runs,
+        train_dropout,
     } = options;
     let cfg = &detector.config;
     let size = cfg.backbone.input_size;
@@ -251,7 +258,9 @@ pub fn run(
 
     // Training steps (the reconstruction network only; the backbone stays frozen).
     let ad = device.clone().autodiff();
-    let mut net = HvqModel::new(&cfg.hvq, &ad)?.load_native(&detector.hvq.to_native())?;
+    let mut train_cfg = cfg.hvq.clone();
+    train_cfg.dropout = train_dropout;
+    let mut net = HvqModel::new(&train_cfg, &ad)?.load_native(&detector.hvq.to_native())?;
     let mut opt = AdamW::new(AdamWConfig::default());
     let (mut cached, mut uncached) = (Vec::new(), Vec::new());
     let f = cfg.hvq.feature_channels;
@@ -298,6 +307,7 @@ pub fn run(
         end_to_end,
         train_step_cached: stats("train step (cached features)", cached),
         train_step_uncached: stats("train step (with backbone)", uncached),
+        train_dropout,
         peak_rss_mib: peak_rss_mib(),
     })
 }
@@ -305,7 +315,7 @@ pub fn run(
 /// A readable table of a report.
 pub fn format_report(r: &BenchReport) -> String {
     let mut out = format!(
-        "{} on {} ({}), batch {}, {} runs\n{:<30} {:>12} {:>12}\n",
+        "{} on {} ({}), batch {}, {} runs, training dropout {}\n{:<30} {:>12} {:>12}\n",
         serde_json::to_string(&r.model)
             .unwrap_or_default()
             .trim_matches('"'),
@@ -313,6 +323,7 @@ pub fn format_report(r: &BenchReport) -> String {
         r.machine,
         r.batch,
         r.runs,
+        r.train_dropout,
         "stage",
         "median ms",
         "min ms"

@@ -424,7 +424,17 @@ fn bench_writes_a_comparable_json_report() {
     let json = dir.join("bench.json");
     let out = run(hvq()
         .args([
-            "bench", "--device", "cpu", "--config", "default", "--batch", "2", "--runs", "1",
+            "bench",
+            "--device",
+            "cpu",
+            "--config",
+            "default",
+            "--batch",
+            "2",
+            "--runs",
+            "1",
+            "--train-dropout",
+            "0.1",
             "--json",
         ])
         .arg(&json));
@@ -456,6 +466,13 @@ fn bench_writes_a_comparable_json_report() {
     }
     assert_eq!(r["batch"], 2);
     assert_eq!(r["model"], "default");
+    assert_eq!(r["train_dropout"], 0.1);
+    let bad = hvq()
+        .args(["bench", "--train-dropout", "1.5"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--train-dropout 1.5"));
     std::fs::remove_dir_all(dir).ok();
 }
 

@@ -33,6 +33,10 @@ pub struct BenchArgs {
     /// Image to use (default: the shipped sample cell).
     #[arg(long)]
     pub image: Option<PathBuf>,
+    /// Transformer dropout in the timed training steps (default 0, as the PyTorch script; the
+    /// official preset trains with 0.1).
+    #[arg(long, default_value_t = 0.0)]
+    pub train_dropout: f64,
     /// Write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -43,6 +47,12 @@ const SAMPLE: &[u8] = include_bytes!("../../../samples/mono-defect-cell0001.png"
 
 /// Run `hvq bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
+    if !(0.0..1.0).contains(&args.train_dropout) {
+        anyhow::bail!(
+            "--train-dropout {}: a probability in [0, 1) is expected",
+            args.train_dropout
+        );
+    }
     let device = super::device(&args.device)?;
     let which = match args.config {
         ConfigArg::Official => BenchModel::Official,
@@ -57,6 +67,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         batch: args.batch,
         warmup: 2,
         runs: args.runs,
+        train_dropout: args.train_dropout,
     };
     let report = bench::run(&detector, which, &device, &args.device, &bytes, options)?;
     println!("{}", bench::format_report(&report));
