@@ -18,6 +18,8 @@ use crate::weights::TensorMap;
 pub const CONFIG_FILE: &str = "config.json";
 /// Weights file inside a model directory.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// Prefix of the backbone's tensors in the official layout (model files and checkpoints).
+pub const BACKBONE_PREFIX: &str = "enc.";
 
 /// How scores are turned into verdicts; saved with the model.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -84,7 +86,7 @@ impl Detector {
     /// Build from a tensor map in the official layout: backbone under `enc.`, the rest top-level
     /// (an official checkpoint's `module.` prefix already removed by [`TensorMap::without_wrappers`]).
     pub fn from_tensors(config: ModelConfig, map: &TensorMap, device: &Device) -> Result<Self> {
-        let backbone = map.sub("enc.");
+        let backbone = map.sub(BACKBONE_PREFIX);
         let backbone = if backbone.is_empty()
             && config.backbone.kind == crate::config::BackboneKind::EfficientnetLite0
         {
@@ -127,7 +129,10 @@ impl Detector {
     /// All weights in the official layout.
     pub fn to_tensors(&self) -> TensorMap {
         let mut map = self.hvq.to_native();
-        map.extend_prefixed("enc.", TensorMap::from_module(&self.backbone, "backbone"));
+        map.extend_prefixed(
+            BACKBONE_PREFIX,
+            TensorMap::from_module(&self.backbone, "backbone"),
+        );
         map
     }
 
@@ -169,7 +174,7 @@ impl Detector {
     ) -> Result<Self> {
         let saved = SavedModel::parse(config_json, &format!("{weights_name} config"))?;
         let map = TensorMap::from_safetensors(weights, weights_name)?;
-        let inside = map.sub("enc.");
+        let inside = map.sub(BACKBONE_PREFIX);
         let backbone = if inside.is_empty() {
             TensorMap::from_safetensors(backbone, backbone_name)?
         } else {

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use burn::tensor::{Device, Tensor};
 
+use crate::config::BackboneConfig;
 use crate::data::Sample;
 use crate::detector::Detector;
 use crate::error::Result;
@@ -26,19 +27,7 @@ pub fn extract(
     let s = cfg.feature_size;
     let mut values = Vec::with_capacity(samples.len() * f * s * s);
     for (done, chunk) in samples.chunks(batch.max(1)).enumerate() {
-        let inputs = chunk
-            .iter()
-            .map(|sample| {
-                let img = sample.load_image()?;
-                Ok(preprocess::to_input(
-                    &img,
-                    cfg.input_size,
-                    &cfg.input_norm,
-                    device,
-                ))
-            })
-            .collect::<Result<Vec<Tensor<4>>>>()?;
-        let feats = detector.features(Tensor::cat(inputs, 0));
+        let feats = detector.features(input_batch(chunk, cfg, device)?);
         values.extend(HostTensor::from_tensor(&feats).data);
         progress((done * batch.max(1) + chunk.len()).min(samples.len()));
     }
@@ -47,6 +36,28 @@ pub fn extract(
         values,
         classes: samples.iter().map(|s| s.class).collect(),
     })
+}
+
+/// The backbone inputs `[N, 3, S, S]` of `samples`: each image decoded, resized and normalised
+/// as `cfg` says.
+pub fn input_batch<'a>(
+    samples: impl IntoIterator<Item = &'a Sample>,
+    cfg: &BackboneConfig,
+    device: &Device,
+) -> Result<Tensor<4>> {
+    let inputs = samples
+        .into_iter()
+        .map(|sample| {
+            let img = sample.load_image()?;
+            Ok(preprocess::to_input(
+                &img,
+                cfg.input_size,
+                &cfg.input_norm,
+                device,
+            ))
+        })
+        .collect::<Result<Vec<Tensor<4>>>>()?;
+    Ok(Tensor::cat(inputs, 0))
 }
 
 /// A string that changes whenever the cached features would: the backbone configuration, its

@@ -38,8 +38,11 @@ pub fn backbone(
     let map = match (weights, kind) {
         (Some(path), _) => {
             let map = TensorMap::read(path)?.without_wrappers();
-            if map.names().any(|n| n.starts_with("enc.")) {
-                map.sub("enc.")
+            if map
+                .names()
+                .any(|n| n.starts_with(hvq::detector::BACKBONE_PREFIX))
+            {
+                map.sub(hvq::detector::BACKBONE_PREFIX)
             } else {
                 map
             }

@@ -13,13 +13,12 @@ use super::schedule::{TrainConfig, epoch_order};
 use crate::backbone::{BackboneMode, EfficientNet, align_features};
 use crate::config::ModelConfig;
 use crate::data::Sample;
+// Train mode only: a checkpoint holds the backbone too (its running statistics move).
+use crate::detector::BACKBONE_PREFIX;
 use crate::error::{HvqError, Result};
+use crate::features::input_batch;
 use crate::model::HvqModel;
-use crate::preprocess;
 use crate::weights::TensorMap;
-
-/// Prefix of the backbone's tensors in a checkpoint (train mode only: its running statistics move).
-const BACKBONE_PREFIX: &str = "enc.";
 
 /// Aligned backbone features of a training set, held on the host.
 #[derive(Clone, Debug)]
@@ -367,19 +366,8 @@ impl Trainer {
                 })?;
                 let cfg = backbone.config().clone();
                 let plain = self.device.clone().inner();
-                let inputs = idx
-                    .iter()
-                    .map(|&i| {
-                        let img = samples[i].load_image()?;
-                        Ok(preprocess::to_input(
-                            &img,
-                            cfg.input_size,
-                            &cfg.input_norm,
-                            &plain,
-                        ))
-                    })
-                    .collect::<Result<Vec<Tensor<4>>>>()?;
-                let taps = backbone.taps_train(Tensor::cat(inputs, 0), &self.config.backbone);
+                let inputs = input_batch(idx.iter().map(|&i| &samples[i]), &cfg, &plain)?;
+                let taps = backbone.taps_train(inputs, &self.config.backbone);
                 Ok(align_features(taps, cfg.feature_size).autodiff())
             }
         }
