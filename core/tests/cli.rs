@@ -155,10 +155,23 @@ fn train_eval_predict_on_a_generated_tree() {
     );
 
     // A second training run on the same data reuses the feature cache.
-    let again = run(train(&data, &temp("model2"), 1).arg("--device").arg("cpu"));
+    // Its stderr is a pipe, not a terminal: the progress bars come as plain log lines
+    // (every redraw with HVQ_PROGRESS_SECONDS=0), with no terminal escape codes.
+    let again = run(train(&data, &temp("model2"), 1)
+        .arg("--device")
+        .arg("cpu")
+        .env("HVQ_PROGRESS_SECONDS", "0"));
     assert!(
         !again.contains("from cache"),
         "a new output directory has no cache yet"
+    );
+    assert!(
+        again.contains("features [") && again.contains("train ["),
+        "progress lines in a piped log:\n{again}"
+    );
+    assert!(
+        !again.contains('\x1b'),
+        "no escape codes in a log:\n{again}"
     );
 
     let json = model.join("metrics.json");
