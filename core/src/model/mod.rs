@@ -20,4 +20,4 @@ pub use hvq::{Encoded, HvqModel, HvqOutput, LevelOutput, Mode};
 pub use layers::{Conv1x1, LayerNorm, Linear};
 pub use ot::{ot_score, pot_loss};
 pub use position::PositionEmbedding;
-pub use quantizer::{Codebook, QuantizeOutput};
+pub use quantizer::{Codebook, QuantizeOutput, quantize, straight_through};
