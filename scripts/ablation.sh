@@ -26,8 +26,14 @@ width="--embed-dim ${EMBED_DIM:-64} --ffn-dim ${FFN_DIM:-256} --codes ${CODES:-6
 dropout="${DROPOUT:-0}"
 seed="${SEED:-133}"
 [ "$seed" = 133 ] || out="$out-seed$seed"
-cargo build --release -p core -p desktop --bin hvq
-hvq="$CARGO_TARGET_DIR/release/hvq"
+# HVQ_BIN runs a given binary instead of building one (e.g. a copy that a later build cannot
+# overwrite while the five trainings run).
+if [ -n "${HVQ_BIN:-}" ]; then
+  hvq="$HVQ_BIN"
+else
+  cargo build --release -p core -p desktop --bin hvq
+  hvq="$CARGO_TARGET_DIR/release/hvq"
+fi
 
 rows=(
   "single VQ|--single-vq --no-codebook-switching --no-expert-switching --pot-weight 0"
