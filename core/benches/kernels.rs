@@ -99,6 +99,23 @@ fn network(c: &mut Criterion) {
             })
         })
     });
+    g.bench_function("VQ quantize, codes looked up (512-d, K 512)", |z| {
+        z.iter(|| run(|| hvq::model::quantize(x.clone(), books.clone()).quantized))
+    });
+    g.bench_function(
+        "VQ code lookup as an element gather from the transposed view",
+        |z| {
+            let idx: Tensor<3, burn::tensor::Int> = x.clone().matmul(books.clone()).argmax(2);
+            z.iter(|| {
+                run(|| {
+                    books
+                        .clone()
+                        .swap_dims(1, 2)
+                        .gather(1, idx.clone().expand([b, l, c2]))
+                })
+            })
+        },
+    );
     g.bench_function("OT score (512-d, K 512)", |z| {
         z.iter(|| run(|| hvq::model::ot_score(x.clone(), books.clone(), k as f32)))
     });
@@ -112,5 +129,33 @@ fn network(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, backbone, network);
+/// The anomaly map's last steps: 14×14 → 224×224 and the 16×16 box-average maximum.
+fn map(c: &mut Criterion) {
+    use burn::tensor::module::avg_pool2d;
+    use burn::tensor::ops::AvgPoolOptions;
+    let d = Device::flex();
+    let m14 = Tensor::<4>::random([8, 1, 14, 14], Distribution::Default, &d);
+    let m224 = hvq::map::upsample(m14.clone(), [224, 224]);
+    let mut g = c.benchmark_group("map b8");
+    g.sample_size(20);
+    g.bench_function("upsample 14 -> 224", |z| {
+        z.iter(|| run(|| hvq::map::upsample(m14.clone(), [224, 224])))
+    });
+    g.bench_function("image score (separable 16x16 average, max)", |z| {
+        z.iter(|| run(|| hvq::map::image_score(m224.clone(), 16)))
+    });
+    g.bench_function("16x16 average pool in one pass", |z| {
+        z.iter(|| {
+            run(|| {
+                avg_pool2d(
+                    m224.clone(),
+                    AvgPoolOptions::new([16, 16]).with_stride([1, 1]),
+                )
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, backbone, network, map);
 criterion_main!(benches);

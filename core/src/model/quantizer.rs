@@ -177,7 +177,12 @@ mod tests {
         let x = Tensor::<3>::from_data(TensorData::new(xs.clone(), [b, l, d]), &device);
         let e = Tensor::<3>::from_data(TensorData::new(es.clone(), [b, d, k]), &device);
         let out = quantize(x, e);
-        let idx: Vec<i64> = out.indices.into_data().convert::<i64>().to_vec().unwrap();
+        let idx: Vec<i64> = out
+            .indices
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .unwrap();
         let q = crate::weights::read_back(out.codes).unwrap();
         for s in 0..b {
             for t in 0..l {
