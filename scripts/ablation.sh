@@ -8,9 +8,13 @@
 # SEED (default 133, the reference's) changes initialisation and shuffling; a run with another seed
 # gets its own section (and output folder), so seeds can be compared.
 #
-# LIMIT keeps that many training and normal test images per class (the dataset's `limit=` option):
-# the full protocol (30 000 training images) takes about 28 minutes per epoch on a 2-core CPU at
-# this width, so only a reduced one fits without a GPU. Unset LIMIT for the full protocol.
+# LIMIT keeps that many training and normal test images per class (the dataset's `limit=` option).
+# Unset LIMIT for the full protocol (30 000 training images): its own section and folder
+# (`runs/ablation-<split>-full`); on a 2-core CPU at this width an epoch takes about 15 minutes.
+#
+# Re-running the command continues where it stopped: a row with eval.json is done, a finished
+# training (model.safetensors) is only evaluated, an interrupted one resumes from its checkpoint.
+# The rows share one feature cache (same data, same frozen backbone), extracted once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hvq-target}"
@@ -25,6 +29,8 @@ width="--embed-dim ${EMBED_DIM:-64} --ffn-dim ${FFN_DIM:-256} --codes ${CODES:-6
 # port had none): 0 by default here so the command reproduces it; DROPOUT=0.1 is the reference's.
 dropout="${DROPOUT:-0}"
 seed="${SEED:-133}"
+full=$([ -n "${LIMIT:-}" ] && echo 0 || echo 1)
+[ "$full" = 0 ] || out="$out-full"
 [ "$seed" = 133 ] || out="$out-seed$seed"
 # HVQ_BIN runs a given binary instead of building one (e.g. a copy that a later build cannot
 # overwrite while the five trainings run).
@@ -47,19 +53,33 @@ for i in "${!rows[@]}"; do
   flags="${rows[$i]#*|}"
   dir="$out/row$((i + 1))"
   echo "=== row $((i + 1)): $name ($flags)"
-  # shellcheck disable=SC2086
-  "$hvq" train --data "$data" --out "$dir" --preset paper $flags $width --epochs "$epochs" --lr "$lr" \
-    --dropout "$dropout" --seed "$seed" --device "$device" $( [ -f "$dir/checkpoint.safetensors" ] && echo --resume )
+  if [ -f "$dir/eval.json" ]; then
+    echo "done before: $dir/eval.json"
+    continue
+  fi
+  shared="$out/feature-cache.safetensors"
+  mkdir -p "$dir"
+  [ -f "$shared" ] && [ ! -e "$dir/feature-cache.safetensors" ] && ln -s ../feature-cache.safetensors "$dir/feature-cache.safetensors"
+  if [ ! -f "$dir/model.safetensors" ]; then
+    # shellcheck disable=SC2086
+    "$hvq" train --data "$data" --out "$dir" --preset paper $flags $width --epochs "$epochs" --lr "$lr" \
+      --dropout "$dropout" --seed "$seed" --device "$device" $( [ -f "$dir/checkpoint.safetensors" ] && echo --resume )
+  fi
+  # The first row extracted the features: share them with the others.
+  if [ ! -e "$shared" ] && [ -f "$dir/feature-cache.safetensors" ] && [ ! -L "$dir/feature-cache.safetensors" ]; then
+    mv "$dir/feature-cache.safetensors" "$shared"
+    ln -s ../feature-cache.safetensors "$dir/feature-cache.safetensors"
+  fi
   "$hvq" eval --weights "$dir" --data "$data" --class auto --json "$dir/eval.json" --device "$device"
 done
 
-python3 - "$out" "$data" "$epochs" "$lr" "$split" "$dropout" "$seed" <<'PY'
+python3 - "$out" "$data" "$epochs" "$lr" "$split" "$dropout" "$seed" "$full" <<'PY'
 # One section per split in docs/ablation.md, between markers: a run replaces its split's section
 # (or adds it before the hand-written "## Reading"), and leaves the other splits' sections alone.
 import json, re, sys
-out, data, epochs, lr, split, dropout, seed = sys.argv[1:]
-key = split if seed == "133" else f"{split} seed {seed}"
-title = f"Split {{{split}}}" + ("" if seed == "133" else f", seed {seed}")
+out, data, epochs, lr, split, dropout, seed, full = sys.argv[1:]
+key = split + (" full" if full == "1" else "") + ("" if seed == "133" else f" seed {seed}")
+title = f"Split {{{split}}}" + (", full protocol" if full == "1" else "") + ("" if seed == "133" else f", seed {seed}")
 paper = [71.1, 74.3, 77.6, 81.6, 87.8]
 names = ["single VQ", "+ codebook switching", "hierarchical VQ", "+ expert switching", "+ POT (full paper model)"]
 lines = ["| row | ours: Fashion-MNIST image AUROC | class accuracy (normal test images) | paper: CIFAR-10 AUROC |", "|---|---|---|---|"]
