@@ -63,7 +63,8 @@ for i in "${!rows[@]}"; do
   if [ ! -f "$dir/model.safetensors" ]; then
     # shellcheck disable=SC2086
     "$hvq" train --data "$data" --out "$dir" --preset paper $flags $width --epochs "$epochs" --lr "$lr" \
-      --dropout "$dropout" --seed "$seed" --device "$device" $( [ -f "$dir/checkpoint.safetensors" ] && echo --resume )
+      --dropout "$dropout" --seed "$seed" --device "$device" --checkpoint-every 1 \
+      $( [ -f "$dir/checkpoint.safetensors" ] && echo --resume )
   fi
   # The first row extracted the features: share them with the others.
   if [ ! -e "$shared" ] && [ -f "$dir/feature-cache.safetensors" ] && [ ! -L "$dir/feature-cache.safetensors" ]; then
