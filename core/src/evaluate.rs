@@ -9,8 +9,8 @@ use crate::data::{Dataset, Sample, ScoreKind};
 use crate::detector::Detector;
 use crate::error::{HvqError, Result};
 use crate::eval::{ClassMetrics, PixelData, evaluate_class, mean_metrics};
+use crate::map;
 use crate::weights::read_back;
-use crate::{map, preprocess};
 
 /// How the class (codebooks + expert) of a test image is chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,19 +88,8 @@ pub fn evaluate(
     let mut predicted: Vec<usize> = Vec::new();
     let mut done = 0;
     for chunk in dataset.test.chunks(batch.max(1)) {
-        let inputs = chunk
-            .iter()
-            .map(|s| {
-                let img = s.load_image()?;
-                Ok(preprocess::to_input(
-                    &img,
-                    size,
-                    &detector.config.backbone.input_norm,
-                    device,
-                ))
-            })
-            .collect::<Result<Vec<Tensor<4>>>>()?;
-        let feats = detector.features(Tensor::cat(inputs, 0));
+        let inputs = crate::features::input_batch(chunk, &detector.config.backbone, device)?;
+        let feats = detector.features(inputs);
         let b = chunk.len();
         let logits = detector.hvq.classify(feats.clone());
         if let Some(l) = &logits {
