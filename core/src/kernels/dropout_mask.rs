@@ -61,21 +61,7 @@ fn fill(values: &mut [f32], seed: u64, keep: f64) {
             };
         }
     };
-    #[cfg(feature = "parallel")]
-    {
-        use rayon::prelude::*;
-        if values.len() >= super::PARALLEL_MIN {
-            let chunk = values
-                .len()
-                .div_ceil(rayon::current_num_threads().max(1) * 4);
-            values
-                .par_chunks_mut(chunk)
-                .enumerate()
-                .for_each(|(c, part)| run(c * chunk, part));
-            return;
-        }
-    }
-    run(0, values);
+    super::for_each_chunk(values, usize::MAX, |offset, part, _| run(offset, part));
 }
 
 #[cfg(test)]

@@ -84,7 +84,7 @@ fn map_in_place_flex(flex: FlexTensor, row: usize, kernel: fn(&mut [f32], usize)
         .contiguous_offsets()
         .expect("to_contiguous returns a contiguous layout");
     let data = &mut flex.storage_mut::<f32>()[start..end];
-    for_each_chunk(data, row, kernel);
+    for_each_chunk(data, row, |_, part, row| kernel(part, row));
     flex
 }
 
@@ -92,7 +92,14 @@ fn map_in_place_flex(flex: FlexTensor, row: usize, kernel: fn(&mut [f32], usize)
 #[cfg(feature = "parallel")]
 const PARALLEL_MIN: usize = 1 << 15;
 
-fn for_each_chunk(data: &mut [f32], row: usize, kernel: fn(&mut [f32], usize)) {
+/// Run `kernel(offset, chunk, row_len)` over `data` in chunks of whole rows of `row` elements
+/// (`usize::MAX`: any split), across the thread pool; `offset` is the chunk's first index in
+/// `data`. Every parallel CPU kernel here splits its work through this one policy.
+fn for_each_chunk(
+    data: &mut [f32],
+    row: usize,
+    kernel: impl Fn(usize, &mut [f32], usize) + Sync + Send,
+) {
     if data.is_empty() {
         // e.g. [0, 5]: no rows (and a zero row length would be no valid chunk size).
         return;
@@ -116,12 +123,13 @@ fn for_each_chunk(data: &mut [f32], row: usize, kernel: fn(&mut [f32], usize)) {
                 (data.len() / row_len).div_ceil(pieces).max(1) * row_len
             };
             data.par_chunks_mut(chunk)
-                .for_each(|part| kernel(part, row_len.min(part.len())));
+                .enumerate()
+                .for_each(|(c, part)| kernel(c * chunk, part, row_len.min(part.len())));
             return;
         }
     }
     let len = data.len();
-    kernel(data, row_len.min(len));
+    kernel(0, data, row_len.min(len));
 }
 
 /// The kernels, compiled once per instruction set.

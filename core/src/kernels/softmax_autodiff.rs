@@ -92,20 +92,9 @@ fn softmax_backward(grad: FlexTensor, y: &FlexTensor, row: usize) -> FlexTensor 
     if row == 0 || gv.is_empty() {
         return grad;
     }
-    #[cfg(feature = "parallel")]
-    {
-        use rayon::prelude::*;
-        if gv.len() >= super::PARALLEL_MIN {
-            let rows_per_chunk = (gv.len() / row)
-                .div_ceil(rayon::current_num_threads().max(1) * 4)
-                .max(1);
-            gv.par_chunks_mut(rows_per_chunk * row)
-                .zip(yv.par_chunks(rows_per_chunk * row))
-                .for_each(|(g, y)| rows_backward(g, y, row));
-            return grad;
-        }
-    }
-    rows_backward(gv, yv, row);
+    super::for_each_chunk(gv, row, |offset, g, row| {
+        rows_backward(g, &yv[offset..offset + g.len()], row)
+    });
     grad
 }
 
