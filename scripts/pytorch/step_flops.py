@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """How much arithmetic a training step is, and how fast this CPU multiplies matrices.
 
-Counts the floating-point operations of one training step of the official configuration on cached
+Counts the floating-point operations of one inference batch (backbone, network, map, score) and of
+one training step of the official configuration on cached
 features (forward with the per-sample sequential EMA, loss, backward; the same step bench_torch.py
 times) with torch's FlopCounterMode, split by operator, and times torch's own sgemm (MKL) on large
 square matrices at the given thread count. Together they bound how fast any f32 implementation of
@@ -45,6 +46,14 @@ def main():
     classes = torch.tensor([i % hcfg.num_classes for i in range(a.batch)])
     feat = torch.randn(a.batch, hcfg.feature_channels, hcfg.feature_size, hcfg.feature_size)
 
+    # Inference of the same configuration (backbone taps, network, map and score), for the same bound.
+    det.eval()
+    size = det.bcfg.input_size
+    with torch.no_grad(), FlopCounterMode(display=False) as infer_counter:
+        det(torch.randn(a.batch, 3, size, size), classes)
+    inference = infer_counter.get_total_flops()
+    net.train()
+
     counter = FlopCounterMode(display=False)
     with counter:
         out = net.train_loss(feat, classes)
@@ -74,6 +83,8 @@ def main():
         "forward_gflop": forward / 1e9,
         "backward_gflop": (total - forward) / 1e9,
         "step_gflop_by_op": {k: v / 1e9 for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])},
+        "inference_gflop": inference / 1e9,
+        "inference_ms_at_best_sgemm": inference / 1e9 / best * 1e3,
         "sgemm_size": n,
         "sgemm_gflops_best": best,
         "sgemm_gflops_median": median,
@@ -85,6 +96,8 @@ def main():
         print(f"  {k:<40} {v:8.2f} GFLOP")
     print(f"torch sgemm {n}x{n}x{n}, {a.threads} threads: best {best:.0f} GFLOP/s, median {median:.0f}")
     print(f"=> the step's arithmetic alone at the best sgemm rate: {report['step_ms_at_best_sgemm']:.0f} ms")
+    print(f"inference (backbone, network, map, score), batch {a.batch}: {report['inference_gflop']:.1f} GFLOP "
+          f"=> {report['inference_ms_at_best_sgemm']:.0f} ms at the best sgemm rate")
     if a.json:
         Path(a.json).write_text(json.dumps(report, indent=2) + "\n")
 
