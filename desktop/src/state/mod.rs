@@ -1,0 +1,115 @@
+//! The inspector's state logic, free of any UI or GPU: the image list and its order, verdicts
+//! against the threshold, calibration from known-good images, the display scale and export.
+//! Here: an inspection's outcome, its status and verdict, and the colour scale; the rest in
+//! `list`, `files`, `calibration` and `export`.
+
+use std::sync::Arc;
+
+mod calibration;
+mod export;
+mod files;
+mod list;
+
+pub use calibration::{CalibrationRule, CalibrationRun, calibrate};
+pub use export::{ExportSummary, ResultRow, export, overlay_image, result_rows, to_csv};
+pub use files::{IMAGE_EXTENSIONS, expand_paths, images_in_folder, is_image_path};
+pub use list::{Counts, Entry, ImageList, SortKey, SortOrder};
+
+/// The outcome of a finished inspection, as the list keeps it.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// Image score.
+    pub score: f32,
+    /// Class used.
+    pub class_index: usize,
+    /// Its name.
+    pub class_name: String,
+    /// Image size.
+    pub width: u32,
+    /// Image height.
+    pub height: u32,
+    /// Anomaly map at the image resolution, row-major (shared with the renderer).
+    pub map: Arc<Vec<f32>>,
+    /// Smallest value of the model-resolution map: the bottom of the display scale (as `predict`).
+    pub map_min: f32,
+    /// Inference time, milliseconds.
+    pub millis: f64,
+}
+
+impl Outcome {
+    /// Keep what the list needs from an inspection.
+    pub fn from_inspection(r: hvq::Inspection) -> Self {
+        let map_min = hvq::overlay::scale_bottom(&r.model_map);
+        let t = &r.times;
+        Self {
+            score: r.score,
+            class_index: r.class_index,
+            class_name: r.class_name,
+            width: r.width,
+            height: r.height,
+            map: Arc::new(r.map),
+            map_min,
+            millis: t.preprocess_ms + t.backbone_ms + t.model_ms + t.upsample_ms,
+        }
+    }
+}
+
+/// Where an image is in its life.
+#[derive(Clone, Debug)]
+pub enum Status {
+    /// Waiting for the worker.
+    Queued,
+    /// Inspected.
+    Done(Outcome),
+    /// Could not be read or inspected; the message says why.
+    Failed(String),
+}
+
+/// Pass/fail of one image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    /// Score at or below the threshold.
+    Pass,
+    /// Score above the threshold.
+    Fail,
+    /// No threshold known.
+    Uncalibrated,
+    /// Not inspected yet.
+    Pending,
+    /// Unreadable or failed.
+    Error,
+}
+
+impl Verdict {
+    /// The word shown and exported.
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Pass => "PASS",
+            Verdict::Fail => "FAIL",
+            Verdict::Uncalibrated => "uncalibrated",
+            Verdict::Pending => "pending",
+            Verdict::Error => "error",
+        }
+    }
+}
+
+/// `score > threshold` fails, as the CLI decides.
+pub fn verdict(score: f32, threshold: Option<f32>) -> Verdict {
+    match threshold {
+        Some(t) if score > t => Verdict::Fail,
+        Some(_) => Verdict::Pass,
+        None => Verdict::Uncalibrated,
+    }
+}
+
+/// The colormap's scale for one image: `lo` is the smallest value of the model-resolution map,
+/// `hi` the larger of threshold and score — exactly what `hvq predict` uses for its overlays.
+pub fn display_range(outcome: &Outcome, threshold: Option<f32>) -> (f32, f32) {
+    (
+        outcome.map_min,
+        hvq::overlay::scale_top(outcome.score, threshold),
+    )
+}
+
+#[cfg(test)]
+mod tests;
