@@ -41,7 +41,6 @@ def main():
     net.invalidate()
     for p in net.parameters():
         p.requires_grad_(True)
-    net.train()
     hcfg = det.hcfg
     classes = torch.tensor([i % hcfg.num_classes for i in range(a.batch)])
     feat = torch.randn(a.batch, hcfg.feature_channels, hcfg.feature_size, hcfg.feature_size)
@@ -52,7 +51,7 @@ def main():
     with torch.no_grad(), FlopCounterMode(display=False) as infer_counter:
         det(torch.randn(a.batch, 3, size, size), classes)
     inference = infer_counter.get_total_flops()
-    net.train()
+    net.train()  # the training step below: sequential EMA, dropout as configured
 
     counter = FlopCounterMode(display=False)
     with counter:
