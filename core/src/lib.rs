@@ -32,6 +32,9 @@ pub mod threshold;
 pub mod train;
 pub mod weights;
 
+#[cfg(test)]
+mod test_rng;
+
 pub use config::{BackboneConfig, BackboneKind, HvqConfig, ModelConfig};
 pub use detector::Detector;
 pub use error::{HvqError, Result};

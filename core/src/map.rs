@@ -57,6 +57,7 @@ mod tests {
     /// the maximum per image (non-square map, windows at the borders included).
     #[test]
     fn image_score_is_the_largest_window_mean() {
+        let _generator = crate::test_rng::lock();
         let (b, h, w, pool) = (2, 23, 19, 5);
         let vals: Vec<f32> = (0..b * h * w)
             .map(|i| ((i * 7919) % 1009) as f32 / 10.0 - 30.0)

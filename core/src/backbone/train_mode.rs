@@ -224,6 +224,7 @@ mod tests {
     /// BatchNorm in train mode against the definition, computed in f64 on the host.
     #[test]
     fn batch_norm_train_matches_the_definition() {
+        let _generator = crate::test_rng::lock();
         let device = Device::flex();
         device.seed(7);
         let (b, c, h, w) = (3usize, 4usize, 5usize, 2usize);
@@ -287,6 +288,7 @@ mod tests {
     /// Drop-connect zeroes whole samples with probability p and scales the kept ones by 1/(1−p).
     #[test]
     fn drop_connect_drops_whole_samples_at_rate_p() {
+        let _generator = crate::test_rng::lock();
         let device = Device::flex();
         device.seed(11);
         let p = 0.3;
@@ -322,6 +324,7 @@ mod tests {
 
     #[test]
     fn drop_connect_rate_scales_over_the_whole_network() {
+        let _generator = crate::test_rng::lock();
         let device = Device::flex();
         let net = EfficientNet::new(&BackboneConfig::efficientnet_b4(), false, &device);
         // B4 has 32 blocks; the reference divides by all of them although taps stop at 21.
@@ -335,6 +338,7 @@ mod tests {
     /// or the no-drop output's branch scaled by 1/(1−p) plus the input.
     #[test]
     fn block_drop_connect_acts_on_the_residual_branch_only() {
+        let _generator = crate::test_rng::lock();
         let device = Device::flex();
         device.seed(5);
         let cfg = BackboneConfig::efficientnet_lite0();
@@ -383,6 +387,7 @@ mod tests {
     /// A train-mode pass moves the running statistics that the saved model will use.
     #[test]
     fn train_mode_moves_the_running_statistics() {
+        let _generator = crate::test_rng::lock();
         let device = Device::flex();
         device.seed(3);
         let cfg = BackboneConfig::efficientnet_lite0();

@@ -78,6 +78,7 @@ mod tests {
 
     #[test]
     fn masks_follow_the_device_seed_and_have_the_right_rate() {
+        let _generator = crate::test_rng::lock();
         let device = Device::flex();
         device.seed(9);
         let a = mask(300_000, 0.9, &device);
@@ -103,6 +104,7 @@ mod tests {
 
     #[test]
     fn autodiff_devices_get_a_constant_mask() {
+        let _generator = crate::test_rng::lock();
         let device = Device::flex().autodiff();
         let m = dropout_mask::<2>(Shape::new([4, 5]), 0.5, &device).expect("flex");
         assert!(m.is_autodiff());

@@ -280,6 +280,7 @@ mod tests {
 
     #[test]
     fn exp_matches_f64_over_its_range() {
+        let _generator = crate::test_rng::lock();
         let mut worst = 0.0f64;
         let steps = 2_000_000;
         for i in 0..=steps {
@@ -326,6 +327,7 @@ mod tests {
 
     #[test]
     fn swish_matches_its_f64_definition_on_the_cpu_fast_path() {
+        let _generator = crate::test_rng::lock();
         let device = Device::flex();
         // Large enough to be split across threads, odd so the last chunk is ragged.
         let shape = [3, 101, 331];
@@ -348,6 +350,7 @@ mod tests {
 
     #[test]
     fn swish_leaves_shared_and_strided_inputs_intact() {
+        let _generator = crate::test_rng::lock();
         let device = Device::flex();
         let x: Tensor<3> = Tensor::random([4, 8, 16], Distribution::Normal(0.0, 3.0), &device);
         let before = values(x.clone());
@@ -369,6 +372,7 @@ mod tests {
 
     #[test]
     fn softmax_matches_its_f64_definition_on_the_cpu_fast_path() {
+        let _generator = crate::test_rng::lock();
         let device = Device::flex();
         // Rows of 196 (attention) and 37 (ragged against the 16 lanes).
         for row in [196usize, 37] {
@@ -390,6 +394,7 @@ mod tests {
 
     #[test]
     fn empty_tensors_pass_through() {
+        let _generator = crate::test_rng::lock();
         let device = Device::flex();
         let x: Tensor<3> = Tensor::zeros([0, 4, 5], &device);
         assert_eq!(softmax_last(x.clone()).dims(), [0, 4, 5]);
@@ -403,6 +408,7 @@ mod tests {
     /// the output used twice (gradients accumulate).
     #[test]
     fn autodiff_softmax_matches_its_f64_value_and_gradient() {
+        let _generator = crate::test_rng::lock();
         let device = Device::flex().autodiff();
         for row in [196usize, 37] {
             let shape = [2, 90, row];
@@ -457,6 +463,7 @@ mod tests {
 
     #[test]
     fn autodiff_tensors_keep_their_gradient() {
+        let _generator = crate::test_rng::lock();
         let device = Device::flex().autodiff();
         let x: Tensor<3> =
             Tensor::random([2, 3, 5], Distribution::Normal(0.0, 2.0), &device).require_grad();

@@ -513,6 +513,7 @@ mod tests {
 
     #[test]
     fn rounds_keep_each_codebooks_sample_order_and_never_repeat_a_codebook() {
+        let _generator = crate::test_rng::lock();
         assert_eq!(
             sample_rounds(&[0, 2, 1, 2, 2, 0]),
             vec![vec![0, 1, 2], vec![3, 5], vec![4]]
@@ -523,6 +524,7 @@ mod tests {
 
     #[test]
     fn codebook_names_round_trip() {
+        let _generator = crate::test_rng::lock();
         assert_eq!(
             native_to_ours("quantize_list_5.14.embed"),
             "quantize_lists.4.14.embed"

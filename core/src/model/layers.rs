@@ -137,6 +137,7 @@ mod tests {
 
     #[test]
     fn dropout_zeroes_a_fraction_p_and_keeps_the_mean() {
+        let _generator = crate::test_rng::lock();
         let device = Device::flex();
         device.seed(3);
         let n = 200_000;

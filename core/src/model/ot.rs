@@ -85,6 +85,7 @@ mod tests {
 
     #[test]
     fn ot_score_treats_decayed_codes_as_zero_vectors() {
+        let _generator = crate::test_rng::lock();
         // Codes 0–2 ordinary; code 3 decayed to 1e-20 per component (subnormal squares), code 4
         // exactly zero; token 2 is short, so the plan is spread over every code.
         let (l, d, k, tau) = (3, 4, 5, 5.0);

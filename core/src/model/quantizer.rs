@@ -168,6 +168,7 @@ mod tests {
     /// f64, first index on ties, and the output rows equal to that code's column.
     #[test]
     fn each_sample_takes_the_nearest_code_of_its_own_codebook() {
+        let _generator = crate::test_rng::lock();
         let (b, l, d, k) = (3, 5, 4, 6);
         // Deterministic, well-separated values (no near ties).
         let val = |i: usize, salt: usize| ((i * 37 + salt * 101) % 29) as f32 / 7.0 - 2.0;

@@ -266,6 +266,7 @@ mod tests {
     /// decay (so the decoupled decay is visible), and a clip that is active.
     #[test]
     fn matches_a_plain_adamw_with_global_clipping() {
+        let _generator = crate::test_rng::lock();
         let device = Device::flex();
         let t = |v: &[f32]| Tensor::<1>::from_data(TensorData::new(v.to_vec(), [v.len()]), &device);
         let mut m = Two {
