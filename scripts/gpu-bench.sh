@@ -9,7 +9,12 @@
 #      per-stage times; GPU name and date. Everything lands in bench-results/<date>/.
 #
 # Usage: bash scripts/gpu-bench.sh [--batch 8] [--runs 6] [--configs "official default"]
-#                                   [--out DIR] [--skip-build] [--no-wgpu] [--no-torch] [--tf32]
+#                                   [--out DIR] [--skip-build] [--hvq BINARY] [--no-cuda] [--no-wgpu]
+#                                   [--no-torch] [--tf32] [--time-limit SECONDS]
+#   --hvq BINARY        use this hvq binary (built elsewhere, e.g. on a machine that can build) and
+#                       skip the build; its CUDA runs are tried unless --no-cuda
+#   --no-cuda           no `hvq --device cuda` runs (a binary built without the `cuda` feature)
+#   --time-limit S      stop any one benchmark run after S seconds (default: no limit)
 # Environment:
 #   CARGO_TARGET_DIR    where cargo builds (default: ./target)
 #   HVQ_TORCH_VENV      venv for PyTorch (default: ~/.cache/hvq/torch-venv)
@@ -30,6 +35,9 @@ RUNS=6
 CONFIGS="official default"
 OUT=""
 SKIP_BUILD=0
+HVQ_BIN=""
+DO_CUDA=1
+TIME_LIMIT=""
 DO_WGPU=1
 DO_TORCH=1
 TF32=""
@@ -46,6 +54,9 @@ while [ $# -gt 0 ]; do
     --configs) CONFIGS=${2:?--configs needs a value}; shift 2 ;;
     --out) OUT=${2:?--out needs a value}; shift 2 ;;
     --skip-build) SKIP_BUILD=1; shift ;;
+    --hvq) HVQ_BIN=${2:?--hvq needs a path}; SKIP_BUILD=1; shift 2 ;;
+    --no-cuda) DO_CUDA=0; shift ;;
+    --time-limit) TIME_LIMIT=${2:?--time-limit needs a value}; shift 2 ;;
     --no-wgpu) DO_WGPU=0; shift ;;
     --no-torch) DO_TORCH=0; shift ;;
     --tf32) TF32="--tf32"; shift ;;
@@ -53,7 +64,10 @@ while [ $# -gt 0 ]; do
     *) usage >&2; die "unknown argument: $1" ;;
   esac
 done
-case "$BATCH$RUNS" in *[!0-9]*) die "--batch and --runs must be positive integers" ;; esac
+case "$BATCH$RUNS${TIME_LIMIT}" in *[!0-9]*) die "--batch, --runs and --time-limit must be positive integers" ;; esac
+# A run that hangs (a driver problem, say) must not take the rest of the session with it.
+LIMIT=()
+[ -n "$TIME_LIMIT" ] && LIMIT=(timeout --kill-after=10 "$TIME_LIMIT")
 for c in $CONFIGS; do
   case "$c" in official|default) ;; *) die "unknown config '$c' (official or default)" ;; esac
 done
@@ -84,30 +98,40 @@ FAILED=()
 
 # ---- hvq ------------------------------------------------------------------------------------
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-HVQ=$TARGET/release/hvq
+HVQ=${HVQ_BIN:-$TARGET/release/hvq}
 CUDA_BUILT=0
 BUILD_OK=1
 if [ "$SKIP_BUILD" = 1 ]; then
   [ -x "$HVQ" ] || die "--skip-build but $HVQ does not exist"
-  CUDA_BUILT=1
-  log "using the existing $HVQ (--skip-build)"
+  CUDA_BUILT=$DO_CUDA
+  log "using the existing $HVQ (no build)"
 else
   command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs)"
   echo "rust: $(rustc --version 2>/dev/null), $(cargo --version)" >> "$OUT/environment.txt"
-  log "building hvq with CUDA (cargo build --release -p core --features cuda; log: $OUT/build-cuda.log) ..."
-  if cargo build --release -p core --features cuda > "$OUT/build-cuda.log" 2>&1; then
-    CUDA_BUILT=1
-    log "CUDA build done"
-  else
-    tail -n 25 "$OUT/build-cuda.log" >&2 || true
-    warn "the CUDA build failed (see $OUT/build-cuda.log). burn's CUDA build script downloads an LLVM bundle, so the machine needs internet access for the first build."
-    FAILED+=("build --features cuda")
-    log "building without CUDA so the wgpu runs can go ahead (log: $OUT/build-wgpu.log) ..."
+  if [ "$DO_CUDA" = 0 ]; then
+    log "building hvq without CUDA (--no-cuda; log: $OUT/build-wgpu.log) ..."
     if ! cargo build --release -p core > "$OUT/build-wgpu.log" 2>&1; then
       tail -n 25 "$OUT/build-wgpu.log" >&2 || true
-      warn "the wgpu build failed too (see $OUT/build-wgpu.log): no hvq runs"
+      warn "the build failed (see $OUT/build-wgpu.log): no hvq runs"
       BUILD_OK=0
       FAILED+=("build (wgpu)")
+    fi
+  else
+    log "building hvq with CUDA (cargo build --release -p core --features cuda; log: $OUT/build-cuda.log) ..."
+    if cargo build --release -p core --features cuda > "$OUT/build-cuda.log" 2>&1; then
+      CUDA_BUILT=1
+      log "CUDA build done"
+    else
+      tail -n 25 "$OUT/build-cuda.log" >&2 || true
+      warn "the CUDA build failed (see $OUT/build-cuda.log). burn's CUDA build script downloads an LLVM bundle, so the machine needs internet access for the first build."
+      FAILED+=("build --features cuda")
+      log "building without CUDA so the wgpu runs can go ahead (log: $OUT/build-wgpu.log) ..."
+      if ! cargo build --release -p core > "$OUT/build-wgpu.log" 2>&1; then
+        tail -n 25 "$OUT/build-wgpu.log" >&2 || true
+        warn "the wgpu build failed too (see $OUT/build-wgpu.log): no hvq runs"
+        BUILD_OK=0
+        FAILED+=("build (wgpu)")
+      fi
     fi
   fi
 fi
@@ -116,7 +140,7 @@ run_hvq() { # device config
   local dev=$1 cfg=$2 json="$OUT/hvq-$1-$2.json" logf="$OUT/hvq-$1-$2.log"
   shift 2
   log "hvq bench --device $dev --config $cfg --batch $BATCH --runs $RUNS"
-  if env "$@" "$HVQ" bench --device "$dev" --config "$cfg" --batch "$BATCH" --runs "$RUNS" --json "$json" > "$logf" 2>&1; then
+  if "${LIMIT[@]}" env "$@" "$HVQ" bench --device "$dev" --config "$cfg" --batch "$BATCH" --runs "$RUNS" --json "$json" > "$logf" 2>&1; then
     sed -n '1,20p' "$logf"
   else
     tail -n 15 "$logf" >&2 || true
@@ -134,7 +158,7 @@ if [ "$BUILD_OK" = 1 ] && [ -x "$HVQ" ]; then
     # Point the Vulkan loader at the NVIDIA driver only, so wgpu cannot fall back to a CPU
     # implementation (lavapipe) and time that instead.
     ICD=""
-    for f in /usr/share/vulkan/icd.d/nvidia_icd*.json /etc/vulkan/icd.d/nvidia_icd*.json /usr/local/share/vulkan/icd.d/nvidia_icd*.json; do
+    for f in /usr/share/vulkan/icd.d/nvidia_icd*.json /etc/vulkan/icd.d/nvidia_icd*.json /usr/local/share/vulkan/icd.d/nvidia_icd*.json /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd*.json; do
       [ -f "$f" ] && { ICD=$f; break; }
     done
     if [ -n "$ICD" ]; then
@@ -191,7 +215,7 @@ if [ "$DO_TORCH" = 1 ]; then
     GOLDEN=${HVQ_GOLDEN_DIR:-$ROOT/../shared/golden}
     if [ -f "$GOLDEN/hvq_small.safetensors" ]; then
       log "check_golden.py --device cuda (golden tensors in $GOLDEN)"
-      if "$PY" scripts/pytorch/check_golden.py --device cuda --golden "$GOLDEN" > "$OUT/torch-golden-cuda.txt" 2>&1; then
+      if "${LIMIT[@]}" "$PY" scripts/pytorch/check_golden.py --device cuda --golden "$GOLDEN" > "$OUT/torch-golden-cuda.txt" 2>&1; then
         tail -n 1 "$OUT/torch-golden-cuda.txt"
       else
         tail -n 15 "$OUT/torch-golden-cuda.txt" >&2 || true
@@ -205,7 +229,7 @@ if [ "$DO_TORCH" = 1 ]; then
       json="$OUT/torch-cuda-$cfg.json" logf="$OUT/torch-cuda-$cfg.log"
       log "bench_torch.py --device cuda --config $cfg --batch $BATCH --runs $RUNS --train-batch $BATCH"
       # --train-batch = --batch: hvq bench times its training steps at --batch.
-      if "$PY" scripts/pytorch/bench_torch.py --device cuda --config "$cfg" --batch "$BATCH" --runs "$RUNS" \
+      if "${LIMIT[@]}" "$PY" scripts/pytorch/bench_torch.py --device cuda --config "$cfg" --batch "$BATCH" --runs "$RUNS" \
           --train-batch "$BATCH" $TF32 --json "$json" > "$logf" 2>&1; then
         sed -n '1,20p' "$logf"
       else

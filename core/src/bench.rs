@@ -44,6 +44,10 @@ pub struct BenchReport {
     pub machine: String,
     /// Backend.
     pub device: String,
+    /// The adapter the backend ran on, as it names itself (`NVIDIA H200`, `llvmpipe (LLVM …)`);
+    /// `None` on the CPU backend. Tells a GPU figure from one taken on a software driver.
+    #[serde(default)]
+    pub adapter: Option<String>,
     /// Model timed.
     pub model: BenchModel,
     /// Images per batch.
@@ -181,19 +185,15 @@ pub fn run(
     let mut per_stage: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut e2e = Vec::new();
 
+    let slots: Vec<usize> = (0..batch).collect();
     let preprocess_batch = || -> Result<Tensor<4>> {
-        let inputs = (0..batch)
-            .map(|_| {
-                let img = preprocess::decode(image_bytes, "bench image")?;
-                Ok(preprocess::to_input(
-                    &img,
-                    size,
-                    &cfg.backbone.input_norm,
-                    device,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Tensor::cat(inputs, 0))
+        preprocess::batch_input(
+            &slots,
+            |_| preprocess::decode(image_bytes, "bench image"),
+            size,
+            &cfg.backbone.input_norm,
+            device,
+        )
     };
 
     for it in 0..warmup + runs {
@@ -295,6 +295,7 @@ pub fn run(
     Ok(BenchReport {
         machine: machine(),
         device: device_name.to_string(),
+        adapter: device.identity().map(|identity| identity.name),
         model: which,
         batch,
         runs,
@@ -319,7 +320,10 @@ pub fn format_report(r: &BenchReport) -> String {
         serde_json::to_string(&r.model)
             .unwrap_or_default()
             .trim_matches('"'),
-        r.device,
+        match &r.adapter {
+            Some(adapter) => format!("{} [{adapter}]", r.device),
+            None => r.device.clone(),
+        },
         r.machine,
         r.batch,
         r.runs,

@@ -45,19 +45,14 @@ pub fn input_batch<'a>(
     cfg: &BackboneConfig,
     device: &Device,
 ) -> Result<Tensor<4>> {
-    let inputs = samples
-        .into_iter()
-        .map(|sample| {
-            let img = sample.load_image()?;
-            Ok(preprocess::to_input(
-                &img,
-                cfg.input_size,
-                &cfg.input_norm,
-                device,
-            ))
-        })
-        .collect::<Result<Vec<Tensor<4>>>>()?;
-    Ok(Tensor::cat(inputs, 0))
+    let samples: Vec<&Sample> = samples.into_iter().collect();
+    preprocess::batch_input(
+        &samples,
+        |sample| sample.load_image(),
+        cfg.input_size,
+        &cfg.input_norm,
+        device,
+    )
 }
 
 /// A string that changes whenever the cached features would: the backbone configuration, its

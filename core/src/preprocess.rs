@@ -2,6 +2,7 @@
 //! this happens, for every front end.
 
 use burn::tensor::{Device, Tensor, TensorData};
+use image::imageops::FilterType;
 use image::{DynamicImage, RgbImage};
 
 use crate::config::InputNorm;
@@ -96,34 +97,105 @@ pub fn resize_rgb(img: &DynamicImage, size: usize) -> RgbImage {
     if rgb.width() as usize == size && rgb.height() as usize == size {
         rgb
     } else {
-        image::imageops::resize(
-            &rgb,
-            size as u32,
-            size as u32,
-            image::imageops::FilterType::Triangle,
-        )
+        image::imageops::resize(&rgb, size as u32, size as u32, FilterType::Triangle)
     }
 }
 
 /// Resize (triangle filter, antialiased when shrinking, like PIL's BILINEAR used by the reference
 /// data pipeline) to `size`×`size` and normalise into a `[1, 3, size, size]` tensor.
 pub fn to_input(img: &DynamicImage, size: usize, norm: &InputNorm, device: &Device) -> Tensor<4> {
-    let resized = resize_rgb(img, size);
     Tensor::from_data(
-        TensorData::new(normalise(&resized, norm), [1, 3, size, size]),
+        TensorData::new(input_values(img, size, norm), [1, 3, size, size]),
         device,
     )
 }
 
+/// The planar CHW values `to_input` uploads: resized to `size`×`size` and normalised.
+///
+/// An 8-bit grayscale image (the common case in inspection) is resized as one channel and
+/// replicated afterwards: the filter treats channels independently, so this is exactly the
+/// resize of its RGB conversion, at a third of the work and without the conversion.
+pub fn input_values(img: &DynamicImage, size: usize, norm: &InputNorm) -> Vec<f32> {
+    let mut out = vec![0f32; 3 * size * size];
+    write_input(img, size, norm, &mut out);
+    out
+}
+
+/// [`input_values`] into `out` (length `3·size·size`).
+fn write_input(img: &DynamicImage, size: usize, norm: &InputNorm, out: &mut [f32]) {
+    match img {
+        DynamicImage::ImageLuma8(gray) => {
+            let same = gray.width() as usize == size && gray.height() as usize == size;
+            let resized;
+            let gray = if same {
+                gray
+            } else {
+                resized =
+                    image::imageops::resize(gray, size as u32, size as u32, FilterType::Triangle);
+                &resized
+            };
+            let plane = size * size;
+            for (c, channel) in out.chunks_exact_mut(plane).enumerate() {
+                let (mean, std) = (norm.mean[c], norm.std[c]);
+                for (v, p) in channel.iter_mut().zip(gray.as_raw()) {
+                    *v = (*p as f32 / 255.0 - mean) / std;
+                }
+            }
+        }
+        _ => normalise_into(&resize_rgb(img, size), norm, out),
+    }
+}
+
+/// A `[N, 3, size, size]` batch of the images `load` gives for `items` (decoding included):
+/// each image is decoded, resized and normalised on the host, in parallel where the build has
+/// threads, into one buffer that is uploaded once. The first error, in item order, is returned.
+pub fn batch_input<T: Sync>(
+    items: &[T],
+    load: impl Fn(&T) -> Result<DynamicImage> + Sync,
+    size: usize,
+    norm: &InputNorm,
+    device: &Device,
+) -> Result<Tensor<4>> {
+    let per_image = 3 * size * size;
+    let mut values = vec![0f32; items.len() * per_image];
+    let fill = |(item, out): (&T, &mut [f32])| -> Result<()> {
+        write_input(&load(item)?, size, norm, out);
+        Ok(())
+    };
+    #[cfg(feature = "parallel")]
+    let results: Vec<Result<()>> = {
+        use rayon::prelude::*;
+        items
+            .par_iter()
+            .zip(values.par_chunks_mut(per_image))
+            .map(fill)
+            .collect()
+    };
+    #[cfg(not(feature = "parallel"))]
+    let results: Vec<Result<()>> = items
+        .iter()
+        .zip(values.chunks_mut(per_image))
+        .map(fill)
+        .collect();
+    results.into_iter().collect::<Result<Vec<()>>>()?;
+    Ok(Tensor::from_data(
+        TensorData::new(values, [items.len(), 3, size, size]),
+        device,
+    ))
+}
+
 /// Planar CHW floats from an RGB image.
 pub fn normalise(rgb: &RgbImage, norm: &InputNorm) -> Vec<f32> {
-    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-    let mut out = vec![0f32; 3 * w * h];
-    for (x, y, p) in rgb.enumerate_pixels() {
+    let mut out = vec![0f32; 3 * rgb.width() as usize * rgb.height() as usize];
+    normalise_into(rgb, norm, &mut out);
+    out
+}
+
+fn normalise_into(rgb: &RgbImage, norm: &InputNorm, out: &mut [f32]) {
+    let plane = rgb.width() as usize * rgb.height() as usize;
+    for (i, p) in rgb.as_raw().chunks_exact(3).enumerate() {
         for c in 0..3 {
-            let v = p.0[c] as f32 / 255.0;
-            out[c * w * h + y as usize * w + x as usize] = (v - norm.mean[c]) / norm.std[c];
+            out[c * plane + i] = (p[c] as f32 / 255.0 - norm.mean[c]) / norm.std[c];
         }
     }
-    out
 }

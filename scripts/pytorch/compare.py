@@ -75,6 +75,8 @@ def main():
     any_r = next(iter(runs.values()))
     out.append(f"\nmachine: {any_r.get('machine', '?')}")
     for (fw, dev, cfg), r in sorted(runs.items()):
+        if fw == "hvq" and r.get("adapter"):
+            out.append(f"hvq ({dev}, {cfg}): adapter {r['adapter']}")
         if fw == "torch":
             out.append(f"PyTorch ({dev}): {r.get('framework', '?')}, {r.get('precision', '?')}, threads {r.get('threads', '?')}")
     out.append("\nRatio = hvq / PyTorch on the same config (> 1: hvq slower). Median over the timed runs.")

@@ -197,10 +197,7 @@ impl WebModel {
                 let img = hvq::preprocess::decode_with(&bytes, &name, DecodeLimits::BROWSER)?;
                 let cfg = &gpu.config;
                 let size = cfg.backbone.input_size;
-                let input = hvq::preprocess::normalise(
-                    &hvq::preprocess::resize_rgb(&img, size),
-                    &cfg.backbone.input_norm,
-                );
+                let input = hvq::preprocess::input_values(&img, size, &cfg.backbone.input_norm);
                 let class = if class == "auto" {
                     0
                 } else {
