@@ -480,6 +480,12 @@ fn bench_writes_a_comparable_json_report() {
     assert_eq!(r["batch"], 2);
     assert_eq!(r["model"], "default");
     assert_eq!(r["train_dropout"], 0.1);
+    // Only GPU backends name an adapter (on wgpu: "NVIDIA H200", "llvmpipe (…)", ...).
+    assert!(
+        r["adapter"].is_null(),
+        "CPU report with an adapter: {}",
+        r["adapter"]
+    );
     let bad = hvq()
         .args(["bench", "--train-dropout", "1.5"])
         .output()
