@@ -29,6 +29,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+# shellcheck source=nvidia-icd.sh
+. scripts/nvidia-icd.sh
 
 BATCH=8
 RUNS=6
@@ -108,15 +110,7 @@ if [ "$SKIP_BUILD" = 1 ]; then
 else
   command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs)"
   echo "rust: $(rustc --version 2>/dev/null), $(cargo --version)" >> "$OUT/environment.txt"
-  if [ "$DO_CUDA" = 0 ]; then
-    log "building hvq without CUDA (--no-cuda; log: $OUT/build-wgpu.log) ..."
-    if ! cargo build --release -p core > "$OUT/build-wgpu.log" 2>&1; then
-      tail -n 25 "$OUT/build-wgpu.log" >&2 || true
-      warn "the build failed (see $OUT/build-wgpu.log): no hvq runs"
-      BUILD_OK=0
-      FAILED+=("build (wgpu)")
-    fi
-  else
+  if [ "$DO_CUDA" = 1 ]; then
     log "building hvq with CUDA (cargo build --release -p core --features cuda; log: $OUT/build-cuda.log) ..."
     if cargo build --release -p core --features cuda > "$OUT/build-cuda.log" 2>&1; then
       CUDA_BUILT=1
@@ -125,13 +119,16 @@ else
       tail -n 25 "$OUT/build-cuda.log" >&2 || true
       warn "the CUDA build failed (see $OUT/build-cuda.log). burn's CUDA build script downloads an LLVM bundle, so the machine needs internet access for the first build."
       FAILED+=("build --features cuda")
-      log "building without CUDA so the wgpu runs can go ahead (log: $OUT/build-wgpu.log) ..."
-      if ! cargo build --release -p core > "$OUT/build-wgpu.log" 2>&1; then
-        tail -n 25 "$OUT/build-wgpu.log" >&2 || true
-        warn "the wgpu build failed too (see $OUT/build-wgpu.log): no hvq runs"
-        BUILD_OK=0
-        FAILED+=("build (wgpu)")
-      fi
+    fi
+  fi
+  # Without CUDA (--no-cuda, or its build failed): the wgpu runs can still go ahead.
+  if [ "$CUDA_BUILT" = 0 ]; then
+    log "building hvq without CUDA (log: $OUT/build-wgpu.log) ..."
+    if ! cargo build --release -p core > "$OUT/build-wgpu.log" 2>&1; then
+      tail -n 25 "$OUT/build-wgpu.log" >&2 || true
+      warn "the build without CUDA failed (see $OUT/build-wgpu.log): no hvq runs"
+      BUILD_OK=0
+      FAILED+=("build (wgpu)")
     fi
   fi
 fi
@@ -155,12 +152,7 @@ if [ "$BUILD_OK" = 1 ] && [ -x "$HVQ" ]; then
     for cfg in $CONFIGS; do run_hvq cuda "$cfg"; done
   fi
   if [ "$DO_WGPU" = 1 ]; then
-    # Point the Vulkan loader at the NVIDIA driver only, so wgpu cannot fall back to a CPU
-    # implementation (lavapipe) and time that instead.
-    ICD=""
-    for f in /usr/share/vulkan/icd.d/nvidia_icd*.json /etc/vulkan/icd.d/nvidia_icd*.json /usr/local/share/vulkan/icd.d/nvidia_icd*.json /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd*.json; do
-      [ -f "$f" ] && { ICD=$f; break; }
-    done
+    ICD=$(nvidia_icd)
     if [ -n "$ICD" ]; then
       log "wgpu: Vulkan driver file $ICD"
       command -v vulkaninfo >/dev/null && VK_DRIVER_FILES=$ICD VK_ICD_FILENAMES=$ICD vulkaninfo --summary > "$OUT/vulkaninfo.txt" 2>&1 || true
@@ -169,7 +161,7 @@ if [ "$BUILD_OK" = 1 ] && [ -x "$HVQ" ]; then
       warn "no NVIDIA Vulkan driver file (nvidia_icd.json) found; running wgpu anyway (HVQ_FORCE_WGPU=1): it may not be on the GPU"
       for cfg in $CONFIGS; do run_hvq wgpu "$cfg" WGPU_BACKEND=vulkan; done
     else
-      warn "no NVIDIA Vulkan driver file (nvidia_icd.json in /usr/share/vulkan/icd.d or /etc/vulkan/icd.d): skipping wgpu, which would run on another Vulkan driver (e.g. lavapipe on the CPU). Install the driver's Vulkan part (in containers, NVIDIA_DRIVER_CAPABILITIES must include 'graphics'), or set HVQ_FORCE_WGPU=1."
+      warn "no NVIDIA Vulkan driver file (nvidia_icd.json; see scripts/nvidia-icd.sh for where it is looked for): skipping wgpu, which would run on another Vulkan driver (e.g. lavapipe on the CPU). Install the driver's Vulkan part (in containers, NVIDIA_DRIVER_CAPABILITIES must include 'graphics'), or set HVQ_FORCE_WGPU=1."
       FAILED+=("wgpu (no NVIDIA Vulkan driver)")
     fi
   fi

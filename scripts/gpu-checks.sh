@@ -15,7 +15,7 @@
 #   --data F:PATH   training data for step 3 (default: none, step 3 is skipped)
 #   --epochs N      epochs for step 3 (default 20)
 # Environment: VK_DRIVER_FILES, if unset, is pointed at the NVIDIA Vulkan driver file when one is
-# found, so wgpu cannot fall back to a CPU Vulkan driver.
+# found (scripts/nvidia-icd.sh), so wgpu cannot fall back to a CPU Vulkan driver.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,12 +40,10 @@ OUT=$(cd "$OUT" && pwd)
 log() { printf '[gpu-checks %s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 FAILED=()
 
-if [ -z "${VK_DRIVER_FILES:-}" ]; then
-  for f in /usr/share/vulkan/icd.d/nvidia_icd*.json /etc/vulkan/icd.d/nvidia_icd*.json \
-           /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd*.json; do
-    [ -f "$f" ] && { export VK_DRIVER_FILES=$f VK_ICD_FILENAMES=$f; break; }
-  done
-fi
+# shellcheck source=nvidia-icd.sh
+. scripts/nvidia-icd.sh
+ICD=$(nvidia_icd)
+[ -n "$ICD" ] && export VK_DRIVER_FILES=$ICD VK_ICD_FILENAMES=$ICD
 log "Vulkan driver file: ${VK_DRIVER_FILES:-none found (wgpu takes what the loader finds)}"
 
 # ---- 1. the benchmark ---------------------------------------------------------------------------

@@ -136,9 +136,8 @@ fn write_input(img: &DynamicImage, size: usize, norm: &InputNorm, out: &mut [f32
             };
             let plane = size * size;
             for (c, channel) in out.chunks_exact_mut(plane).enumerate() {
-                let (mean, std) = (norm.mean[c], norm.std[c]);
-                for (v, p) in channel.iter_mut().zip(gray.as_raw()) {
-                    *v = (*p as f32 / 255.0 - mean) / std;
+                for (v, &p) in channel.iter_mut().zip(gray.as_raw()) {
+                    *v = normalised(p, c, norm);
                 }
             }
         }
@@ -195,7 +194,13 @@ fn normalise_into(rgb: &RgbImage, norm: &InputNorm, out: &mut [f32]) {
     let plane = rgb.width() as usize * rgb.height() as usize;
     for (i, p) in rgb.as_raw().chunks_exact(3).enumerate() {
         for c in 0..3 {
-            out[c * plane + i] = (p[c] as f32 / 255.0 - norm.mean[c]) / norm.std[c];
+            out[c * plane + i] = normalised(p[c], c, norm);
         }
     }
+}
+
+/// One 8-bit value of channel `c`, scaled to [0, 1] and normalised: the formula both routes share.
+#[inline(always)]
+fn normalised(value: u8, c: usize, norm: &InputNorm) -> f32 {
+    (value as f32 / 255.0 - norm.mean[c]) / norm.std[c]
 }
