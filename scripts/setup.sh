@@ -4,7 +4,9 @@
 # - Chromium (WebGPU on SwiftShader) and Playwright's driver library run the web page's test;
 # - the wasm32 target and wasm-bindgen-cli build the web page;
 # - Fashion-MNIST comes from Debian's `dataset-fashion-mnist`;
-# - the ELPV solar-cell data set (CC BY-NC-SA 4.0, not redistributed here) from its PyPI package.
+# - the ELPV solar-cell data set (CC BY-NC-SA 4.0, not redistributed here) from its PyPI package;
+# - LLVM 23.1's static libraries (PyPI, checksummed) where burn's CUDA backend looks for them, so a
+#   `--features cuda` build links without downloading anything (scripts/cuda-llvm.sh).
 set -euo pipefail
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
 pkgs="mesa-vulkan-drivers libvulkan1 dataset-fashion-mnist chromium"
@@ -17,6 +19,11 @@ if [ -n "$missing" ]; then
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from rustup first" >&2; exit 1; }
 bash scripts/wasm-tools.sh
+if [ "$(uname -s)-$(uname -m)" = Linux-x86_64 ]; then
+  bash scripts/cuda-llvm.sh
+else
+  echo "setup: no pinned LLVM wheels for $(uname -s)-$(uname -m): a --features cuda build will download LLVM itself"
+fi
 (cd tests/web && npm ci --no-audit --no-fund --silent)
 
 # ELPV: ${HVQ_ELPV_DIR:-$HOME/.cache/hvq/elpv/elpv_dataset/data}
@@ -28,4 +35,4 @@ if [ ! -f "$elpv_root/elpv_dataset/data/labels.csv" ]; then
   python3 -m zipfile -e "$tmp"/elpv_dataset-*.whl "$elpv_root"
   rm -rf "$tmp"
 fi
-echo "setup done: $(cargo --version); $(wasm-bindgen --version); $(chromium --version 2>/dev/null); Vulkan ICDs: $(ls /usr/share/vulkan/icd.d 2>/dev/null | tr '\n' ' '); ELPV in $elpv_root/elpv_dataset/data"
+echo "setup done: $(cargo --version); $(wasm-bindgen --version); $(chromium --version 2>/dev/null); Vulkan ICDs: $(ls /usr/share/vulkan/icd.d 2>/dev/null | tr '\n' ' '); ELPV in $elpv_root/elpv_dataset/data; LLVM for CUDA in ${XDG_DATA_HOME:-$HOME/.local/share}/tracel"

@@ -28,6 +28,7 @@ pub mod overlay_gpu;
 pub mod preprocess;
 #[cfg(feature = "embedded-weights")]
 pub mod pretrained;
+pub mod selfcheck;
 pub mod threshold;
 pub mod train;
 pub mod weights;

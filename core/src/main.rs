@@ -3,6 +3,7 @@
 mod cli;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -33,8 +34,9 @@ enum Command {
         /// Override the model's stored threshold.
         #[arg(long)]
         threshold: Option<f32>,
-        /// cpu, wgpu or cuda.
-        #[arg(long, default_value = "cpu")]
+        /// auto (CUDA, else a hardware GPU through wgpu, else the CPU; the choice and why
+        /// are printed), cpu, wgpu or cuda.
+        #[arg(long, default_value = "auto")]
         device: String,
         /// Output directory.
         #[arg(long)]
@@ -47,6 +49,9 @@ enum Command {
     Calibrate(cli::calibrate::CalibrateArgs),
     /// Time the pipeline stage by stage, end to end and a training step; table and JSON.
     Bench(cli::bench::BenchArgs),
+    /// Check a device against the CPU: the shipped model on the shipped sample images, on both,
+    /// compared; exit status 1 when they differ beyond float rounding.
+    Selfcheck(cli::selfcheck::SelfCheckArgs),
     /// Import an official HVQ-Trans checkpoint (MVTec-AD, EfficientNet-B4) as a model directory.
     Import {
         /// The `.pth` checkpoint (with or without the `module.` prefix).
@@ -78,13 +83,27 @@ enum Command {
     },
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
+    cli::panic_report::install();
     hvq::allocator::keep_freed_memory();
-    match Cli::parse().command {
+    match run(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole chain of causes on one line, and never a backtrace (RUST_BACKTRACE is
+            // for our bugs, which the panic report covers): these are the user's errors.
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
         Command::Train(args) => cli::train::run(args),
         Command::Eval(args) => cli::eval::run(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Calibrate(args) => cli::calibrate::run(args),
+        Command::Selfcheck(args) => cli::selfcheck::run(args),
         Command::Predict {
             weights,
             class,

@@ -39,3 +39,24 @@ pub fn default_model(device: &Device) -> Result<crate::Detector> {
         device,
     )
 }
+
+/// The four solar-cell photos in `samples/` (ELPV, CC BY-NC-SA 4.0; see `samples/README.md`),
+/// so `hvq selfcheck` can run the default model on a known input anywhere the binary is.
+pub const SAMPLES: [(&str, &[u8]); 4] = [
+    (
+        "mono-defect-cell0001.png",
+        include_bytes!("../../samples/mono-defect-cell0001.png"),
+    ),
+    (
+        "mono-normal-cell0369.png",
+        include_bytes!("../../samples/mono-normal-cell0369.png"),
+    ),
+    (
+        "poly-defect-cell0068.png",
+        include_bytes!("../../samples/poly-defect-cell0068.png"),
+    ),
+    (
+        "poly-normal-cell0065.png",
+        include_bytes!("../../samples/poly-normal-cell0065.png"),
+    ),
+];

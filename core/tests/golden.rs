@@ -125,6 +125,13 @@ fn golden_backbone_b4_wgpu() {
     backbone_b4(&device("wgpu"));
 }
 
+// Built only with `--features cuda` and run on a GPU machine (scripts/cuda-checks.sh).
+#[cfg(feature = "cuda")]
+#[test]
+fn golden_backbone_b4_cuda() {
+    backbone_b4(&device("cuda"));
+}
+
 // ------------------------------------------------------------------ set B: eval forward
 
 fn hvq_small(device: &Device) {
@@ -283,6 +290,13 @@ fn golden_hvq_small_flex() {
 #[test]
 fn golden_hvq_small_wgpu() {
     hvq_small(&device("wgpu"));
+}
+
+// Built only with `--features cuda` and run on a GPU machine (scripts/cuda-checks.sh).
+#[cfg(feature = "cuda")]
+#[test]
+fn golden_hvq_small_cuda() {
+    hvq_small(&device("cuda"));
 }
 
 // ------------------------------------------------------------------ set C: one training step
@@ -468,4 +482,11 @@ fn golden_hvq_small_trainstep_flex() {
 #[test]
 fn golden_hvq_small_trainstep_wgpu() {
     hvq_small_trainstep(&device("wgpu"));
+}
+
+// Built only with `--features cuda` and run on a GPU machine (scripts/cuda-checks.sh).
+#[cfg(feature = "cuda")]
+#[test]
+fn golden_hvq_small_trainstep_cuda() {
+    hvq_small_trainstep(&device("cuda"));
 }

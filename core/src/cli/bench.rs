@@ -18,8 +18,9 @@ pub enum ConfigArg {
 /// Options of `hvq bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// cpu, wgpu or cuda.
-    #[arg(long, default_value = "cpu")]
+    /// auto (CUDA, else a hardware GPU through wgpu, else the CPU; the choice and why
+    /// are printed), cpu, wgpu or cuda.
+    #[arg(long, default_value = "auto")]
     pub device: String,
     /// Model to time.
     #[arg(long, value_enum, default_value = "default")]
@@ -53,7 +54,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
             args.train_dropout
         );
     }
-    let device = super::device(&args.device)?;
+    let selection = super::device(&args.device)?;
+    let device = selection.device;
     let which = match args.config {
         ConfigArg::Official => BenchModel::Official,
         ConfigArg::Default => BenchModel::Default,
@@ -69,7 +71,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         runs: args.runs,
         train_dropout: args.train_dropout,
     };
-    let report = bench::run(&detector, which, &device, &args.device, &bytes, options)?;
+    let report = bench::run(
+        &detector,
+        which,
+        &device,
+        selection.backend.name(),
+        &bytes,
+        options,
+    )?;
     println!("{}", bench::format_report(&report));
     if let Some(path) = &args.json {
         hvq::weights::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;

@@ -26,8 +26,9 @@ pub struct CalibrateArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
-    /// cpu, wgpu or cuda.
-    #[arg(long, default_value = "cpu")]
+    /// auto (CUDA, else a hardware GPU through wgpu, else the CPU; the choice and why
+    /// are printed), cpu, wgpu or cuda.
+    #[arg(long, default_value = "auto")]
     pub device: String,
 }
 
@@ -36,7 +37,7 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&args.quantile) {
         bail!("--quantile {} is not in [0, 1]", args.quantile);
     }
-    let device = super::device(&args.device)?;
+    let device = super::device(&args.device)?.device;
     let mut detector = Detector::load_dir(&args.weights, &device)?;
     let dataset = hvq::data::open(&args.data)?;
     if dataset.class_names != detector.config.hvq.class_names {

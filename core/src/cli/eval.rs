@@ -37,14 +37,15 @@ pub struct EvalArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
-    /// cpu, wgpu or cuda.
-    #[arg(long, default_value = "cpu")]
+    /// auto (CUDA, else a hardware GPU through wgpu, else the CPU; the choice and why
+    /// are printed), cpu, wgpu or cuda.
+    #[arg(long, default_value = "auto")]
     pub device: String,
 }
 
 /// Run `hvq eval`.
 pub fn run(args: EvalArgs) -> Result<()> {
-    let device = super::device(&args.device)?;
+    let device = super::device(&args.device)?.device;
     let detector = match &args.weights {
         // A training run still in progress: evaluate its last checkpoint (Lite0 runs only, as
         // the checkpoint holds no backbone).

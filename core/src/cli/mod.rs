@@ -4,8 +4,10 @@ pub mod bench;
 pub mod calibrate;
 pub mod convert;
 pub mod eval;
+pub mod panic_report;
 pub mod predict;
 pub mod progress;
+pub mod selfcheck;
 pub mod train;
 
 use std::path::Path;
@@ -14,13 +16,25 @@ use anyhow::{Context, Result};
 use burn::tensor::Device;
 use hvq::backbone::EfficientNet;
 use hvq::config::{BackboneConfig, BackboneKind};
-use hvq::device::DeviceChoice;
+use hvq::device::{DeviceChoice, Selection};
 use hvq::weights::TensorMap;
 
-/// Parse a `--device` value and start it.
-pub fn device(name: &str) -> Result<Device> {
+/// Parse a `--device` value, start the device and say on stderr which one runs and why
+/// (stdout stays the command's results).
+pub fn device(name: &str) -> Result<Selection> {
     let choice: DeviceChoice = name.parse()?;
-    Ok(hvq::device::create(choice)?)
+    let selection = hvq::device::select(choice)?;
+    eprintln!(
+        "device: {}{} — {}",
+        selection.backend,
+        selection
+            .adapter
+            .as_deref()
+            .map(|a| format!(" ({a})"))
+            .unwrap_or_default(),
+        selection.reason
+    );
+    Ok(selection)
 }
 
 /// The backbone with its weights: Lite0 from the embedded file unless a file is given; B4 needs

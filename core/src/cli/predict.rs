@@ -46,7 +46,7 @@ pub fn run(
     out: &Path,
     images: &[PathBuf],
 ) -> Result<()> {
-    let device = super::device(device)?;
+    let device = super::device(device)?.device;
     let mut detector = match weights {
         Some(dir) => Detector::load_dir(dir, &device)?,
         None => hvq::pretrained::default_model(&device)?,

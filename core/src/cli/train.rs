@@ -92,8 +92,9 @@ pub struct TrainArgs {
     /// Checkpoint every N epochs (and at the end).
     #[arg(long, default_value_t = 10)]
     pub checkpoint_every: usize,
-    /// cpu, wgpu or cuda.
-    #[arg(long, default_value = "cpu")]
+    /// auto (CUDA, else a hardware GPU through wgpu, else the CPU; the choice and why
+    /// are printed), cpu, wgpu or cuda.
+    #[arg(long, default_value = "auto")]
     pub device: String,
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
@@ -123,7 +124,7 @@ pub struct TrainArgs {
 
 /// Run `hvq train`.
 pub fn run(args: TrainArgs) -> Result<()> {
-    let device = super::device(&args.device)?;
+    let device = super::device(&args.device)?.device;
     let dataset = hvq::data::open(&args.data)?;
     if dataset.train.is_empty() {
         bail!("{}: no training images", args.data);

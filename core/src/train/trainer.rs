@@ -156,7 +156,8 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// A fresh run: the network is initialised from the device's seeded generator. `backbone`
+    /// A fresh run: the network is initialised from the CPU's generator seeded with
+    /// `config.seed`, whatever the device. `backbone`
     /// is required when `config.backbone.mode` is train (it runs at every step and its running
     /// statistics are trained state), and ignored otherwise.
     pub fn new(
@@ -169,8 +170,14 @@ impl Trainer {
     ) -> Result<Self> {
         let backbone = live_backbone(&config, backbone)?;
         let device = device.clone().autodiff();
-        device.seed(config.seed);
-        let model = HvqModel::new(&model_config.hvq, &device)?;
+        // The initial weights are drawn on the CPU and moved: every backend has its own
+        // generator, and a seed must mean the same starting point on CPU, wgpu and CUDA (so a
+        // run can be checked, or continued, on another device).
+        let cpu = Device::flex();
+        cpu.seed(config.seed);
+        let initial = HvqModel::new(&model_config.hvq, &cpu)?;
+        let model = TensorMap::from_module(&initial, "initial weights")
+            .load_into(HvqModel::new(&model_config.hvq, &device)?)?;
         Ok(Self {
             model: Some(model),
             optimizer: AdamW::new(config.optimizer.clone()),

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub mod tree;
+
 use burn::tensor::{Device, Int, Tensor};
 use hvq::weights::{HostTensor, TensorMap};
 

@@ -1,0 +1,77 @@
+//! `hvq selfcheck`: the shipped model on the shipped sample images, on a device and on the CPU,
+//! compared (see `hvq::selfcheck`). Exit status 0 when the device agrees with the CPU, 1 when not.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use hvq::Inspector;
+use hvq::device::DeviceChoice;
+
+/// Options of `hvq selfcheck`.
+#[derive(Args, Debug)]
+pub struct SelfCheckArgs {
+    /// The device to check against the CPU: auto (CUDA, else a hardware GPU through wgpu, else
+    /// the CPU), cpu, wgpu or cuda.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Also write the comparison as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Run `hvq selfcheck`.
+pub fn run(args: SelfCheckArgs) -> Result<()> {
+    let selection = super::device(&args.device)?;
+    let cpu_device = hvq::device::create(DeviceChoice::Cpu)?;
+    let cpu = Inspector::new(hvq::pretrained::default_model(&cpu_device)?, cpu_device);
+    let device = Inspector::new(
+        hvq::pretrained::default_model(&selection.device)?,
+        selection.device.clone(),
+    );
+    let check = hvq::selfcheck::run(&cpu, &device, &hvq::pretrained::SAMPLES)?;
+
+    println!(
+        "selfcheck: shipped model on {} samples, {} vs cpu (bound: |Δ| ≤ {:.0e} × max|map|)",
+        check.samples.len(),
+        selection.backend,
+        check.bound
+    );
+    println!(
+        "{:<26} {:>6} {:>6} {:>11} {:>11} {:>9} {:>10} {:>9}  ",
+        "image", "class", "device", "score cpu", "score dev", "max|map|", "max|Δmap|", "rel Δ"
+    );
+    for s in &check.samples {
+        println!(
+            "{:<26} {:>6} {:>6} {:>11.5} {:>11.5} {:>9.3} {:>10.3e} {:>9.2e}  {}",
+            s.image,
+            s.cpu_class,
+            s.device_class,
+            s.cpu_score,
+            s.device_score,
+            s.map_max_abs,
+            s.map_max_abs_diff,
+            s.relative_diff,
+            if s.passed { "ok" } else { "DIFFERS" }
+        );
+    }
+    if let Some(path) = &args.json {
+        let mut value = serde_json::to_value(&check)?;
+        value["backend"] = serde_json::Value::String(selection.backend.name().into());
+        hvq::weights::write_atomic(path, serde_json::to_string_pretty(&value)?.as_bytes())?;
+    }
+    if !check.passed {
+        bail!(
+            "{} differs from the CPU by up to {:.2e} of the map's range (bound {:.0e}): this \
+             device computes wrongly; results on it cannot be trusted",
+            selection.backend,
+            check.worst_relative_diff,
+            check.bound
+        );
+    }
+    println!(
+        "selfcheck passed: {} agrees with the CPU within {:.2e} (bound {:.0e})",
+        selection.backend, check.worst_relative_diff, check.bound
+    );
+    Ok(())
+}

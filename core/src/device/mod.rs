@@ -1,0 +1,292 @@
+//! Choosing a compute device by name, with a clear error when it cannot start.
+//!
+//! `auto` (the CLI's default) takes the fastest device that really works here: CUDA when the
+//! binary was built with it and an NVIDIA driver and toolkit are present, else a hardware GPU
+//! through wgpu, else the CPU. A software rasterizer (lavapipe, SwiftShader) is a wgpu adapter
+//! too, but slower than the CPU backend, so `auto` passes it over. [`Selection::reason`] says
+//! what was chosen and why, for the user to read.
+
+pub mod cuda_driver;
+pub mod panic_capture;
+
+use burn::tensor::Device;
+
+use crate::error::{HvqError, Result};
+
+/// The backends the CLI and tests can ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// The best device that works here: CUDA, else a hardware GPU through wgpu, else the CPU.
+    Auto,
+    /// burn's pure-Rust CPU backend (flex).
+    Cpu,
+    /// burn's wgpu backend (Vulkan/Metal/DX12/WebGPU; lavapipe on a CPU-only Linux box).
+    Wgpu,
+    /// NVIDIA CUDA (build with `--features cuda`).
+    Cuda,
+}
+
+impl DeviceChoice {
+    /// The name the CLI takes and prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Cpu => "cpu",
+            Self::Wgpu => "wgpu",
+            Self::Cuda => "cuda",
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = HvqError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "cpu" | "flex" => Ok(Self::Cpu),
+            "wgpu" => Ok(Self::Wgpu),
+            "cuda" => Ok(Self::Cuda),
+            other => Err(HvqError::Device(format!(
+                "unknown device {other:?}: use auto, cpu, wgpu or cuda"
+            ))),
+        }
+    }
+}
+
+/// A started device and how it was chosen.
+#[derive(Clone, Debug)]
+pub struct Selection {
+    /// The device, probed with a small computation.
+    pub device: Device,
+    /// The backend it runs on (never `Auto`).
+    pub backend: DeviceChoice,
+    /// The hardware's name where the backend reports one (`NVIDIA H200`, `llvmpipe …`).
+    pub adapter: Option<String>,
+    /// One line for the user: what was chosen and why.
+    pub reason: String,
+}
+
+/// Whether this binary was built with the CUDA backend.
+pub const CUDA_BUILT: bool = cfg!(feature = "cuda");
+
+/// Start the device `choice` names; `Auto` picks one (see the module docs).
+pub fn select(choice: DeviceChoice) -> Result<Selection> {
+    match choice {
+        DeviceChoice::Auto => select_auto(),
+        explicit => {
+            let device = create(explicit)?;
+            let adapter = adapter_name(&device);
+            Ok(Selection {
+                reason: format!("{explicit} (asked for)"),
+                device,
+                backend: explicit,
+                adapter,
+            })
+        }
+    }
+}
+
+fn select_auto() -> Result<Selection> {
+    let mut passed_over = Vec::new();
+    if CUDA_BUILT {
+        match create(DeviceChoice::Cuda) {
+            Ok(device) => {
+                return Ok(Selection {
+                    adapter: adapter_name(&device),
+                    reason: "auto: CUDA (this build has CUDA and an NVIDIA driver is present)"
+                        .into(),
+                    device,
+                    backend: DeviceChoice::Cuda,
+                });
+            }
+            Err(e) => passed_over.push(format!("CUDA: {}", first_clause(&e))),
+        }
+    } else {
+        passed_over.push("CUDA: not in this build (--features cuda)".into());
+    }
+    if cfg!(feature = "wgpu") {
+        match create(DeviceChoice::Wgpu) {
+            Ok(device) => {
+                let identity = device.identity();
+                let adapter = identity.as_ref().map(|i| i.name.clone());
+                // No physical card behind the adapter: a software rasterizer on the CPU.
+                if identity.as_ref().is_some_and(|i| i.physical.is_some()) {
+                    return Ok(Selection {
+                        reason: format!(
+                            "auto: wgpu on a GPU ({}; {})",
+                            adapter.as_deref().unwrap_or("unnamed adapter"),
+                            passed_over.join("; ")
+                        ),
+                        device,
+                        backend: DeviceChoice::Wgpu,
+                        adapter,
+                    });
+                }
+                passed_over.push(format!(
+                    "wgpu: only a software adapter ({})",
+                    adapter.as_deref().unwrap_or("unnamed")
+                ));
+            }
+            Err(e) => passed_over.push(format!("wgpu: {}", first_clause(&e))),
+        }
+    } else {
+        passed_over.push("wgpu: not in this build".into());
+    }
+    let device = create(DeviceChoice::Cpu)?;
+    Ok(Selection {
+        reason: format!("auto: CPU ({})", passed_over.join("; ")),
+        device,
+        backend: DeviceChoice::Cpu,
+        adapter: None,
+    })
+}
+
+/// An error's message without the "device error: " its Display adds.
+fn without_prefix(e: &HvqError) -> String {
+    match e {
+        HvqError::Device(msg) => msg.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The first clause of why a backend was passed over, for `auto`'s one-line reason (the full
+/// message is what asking for that backend by name prints).
+fn first_clause(e: &HvqError) -> String {
+    let msg = without_prefix(e);
+    let end = [" (", "; "]
+        .iter()
+        .filter_map(|sep| msg.find(sep))
+        .min()
+        .unwrap_or(msg.len());
+    msg[..end].to_string()
+}
+
+fn adapter_name(device: &Device) -> Option<String> {
+    panic_capture::capture(|| device.identity().map(|i| i.name))
+        .ok()
+        .flatten()
+}
+
+/// Create the device `choice` names (`Auto` as in [`select`]). wgpu and CUDA are probed with a
+/// tiny computation so a missing driver is reported here, not as a panic deep inside the first
+/// forward.
+pub fn create(choice: DeviceChoice) -> Result<Device> {
+    let device = match choice {
+        DeviceChoice::Auto => return select_auto().map(|s| s.device),
+        DeviceChoice::Cpu => Device::flex(),
+        #[cfg(feature = "wgpu")]
+        DeviceChoice::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        #[cfg(not(feature = "wgpu"))]
+        DeviceChoice::Wgpu => {
+            return Err(HvqError::Device(
+                "this build has no wgpu support (feature `wgpu`)".into(),
+            ));
+        }
+        #[cfg(feature = "cuda")]
+        DeviceChoice::Cuda => {
+            cuda_driver::check()?;
+            Device::cuda(0)
+        }
+        #[cfg(not(feature = "cuda"))]
+        DeviceChoice::Cuda => {
+            return Err(HvqError::Device(
+                "this hvq was built without CUDA: rebuild with \
+                 `cargo build --release -p core --features cuda` (README: CUDA)"
+                    .into(),
+            ));
+        }
+    };
+    probe(&device)?;
+    Ok(device)
+}
+
+/// [`probe`] for devices that cannot block (WebGPU in the browser, where a panic cannot be
+/// caught either: the backend's own errors are what this reports).
+pub async fn probe_async(device: &Device) -> Result<()> {
+    let t = burn::tensor::Tensor::<1>::from_floats([1.0f32, 2.0, 3.0], device);
+    let v = crate::weights::read_back_async(t.sum()).await?;
+    match v.first() {
+        Some(v) if (v - 6.0).abs() < 1e-6 => Ok(()),
+        other => Err(HvqError::Device(format!(
+            "{device:?} computed 1+2+3 = {other:?}"
+        ))),
+    }
+}
+
+/// Run a tiny computation and read it back; a panic inside the backend, on this thread or one
+/// of its workers, becomes an error carrying the backend's own message.
+pub fn probe(device: &Device) -> Result<()> {
+    let d = device.clone();
+    let result = panic_capture::capture(move || {
+        let t = burn::tensor::Tensor::<1>::from_floats([1.0f32, 2.0, 3.0], &d);
+        crate::weights::read_back(t.sum())
+    });
+    match result {
+        Ok(Ok(v)) if v.first().is_some_and(|v| (v - 6.0).abs() < 1e-6) => Ok(()),
+        Ok(Ok(v)) => Err(HvqError::Device(format!(
+            "{device:?} computed 1+2+3 = {v:?}"
+        ))),
+        Ok(Err(e)) => Err(HvqError::Device(format!(
+            "{device:?} could not start: {}",
+            without_prefix(&e)
+        ))),
+        Err(messages) => Err(HvqError::Device(format!(
+            "{device:?} could not start: {}",
+            messages.join("; ")
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_and_print_back() {
+        for c in [
+            DeviceChoice::Auto,
+            DeviceChoice::Cpu,
+            DeviceChoice::Wgpu,
+            DeviceChoice::Cuda,
+        ] {
+            assert_eq!(c.name().parse::<DeviceChoice>().unwrap(), c);
+        }
+        let err = "tpu".parse::<DeviceChoice>().unwrap_err().to_string();
+        assert!(err.contains("auto, cpu, wgpu or cuda"), "{err}");
+    }
+
+    /// auto takes wgpu exactly when its adapter is a physical card; lavapipe (CI and the
+    /// developers' VMs have no GPU) is a software adapter, so there auto lands on the CPU.
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn auto_passes_over_software_adapters_and_says_why() {
+        let wgpu = create(DeviceChoice::Wgpu).ok().and_then(|d| d.identity());
+        let hardware = wgpu.as_ref().is_some_and(|i| i.physical.is_some());
+        if let Some(i) = &wgpu
+            && (i.name.contains("llvmpipe") || i.name.contains("SwiftShader"))
+        {
+            assert!(!hardware, "{} taken for a card", i.name);
+        }
+        let s = select(DeviceChoice::Auto).unwrap();
+        assert!(s.reason.contains("CUDA: not in this build"), "{}", s.reason);
+        if hardware {
+            assert_eq!(s.backend, DeviceChoice::Wgpu, "{}", s.reason);
+        } else {
+            assert_eq!(s.backend, DeviceChoice::Cpu, "{}", s.reason);
+            assert!(s.reason.starts_with("auto: CPU ("), "{}", s.reason);
+        }
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_in_a_build_without_it_says_how_to_rebuild() {
+        let err = create(DeviceChoice::Cuda).unwrap_err().to_string();
+        assert!(err.contains("--features cuda"), "{err}");
+    }
+}

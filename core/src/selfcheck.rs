@@ -1,0 +1,158 @@
+//! Does this device compute what the CPU computes? The shipped model on known images, run on the
+//! device under test and on the CPU backend, compared end to end.
+//!
+//! A GPU driver, shader compiler or kernel that computes wrongly shows up as a class, score or map
+//! that differs from the CPU's by more than float rounding. The bound is the one the web page's
+//! test uses against the CLI: every difference at most 1e-3 of the image's largest map value
+//! (maps and scores share that scale; scores are averages of the map). Measured well inside it:
+//! wgpu on lavapipe ≤ 1.9e-6 and on an NVIDIA H200 (Vulkan) ≤ 3e-6 relative, CUDA on the H200
+//! ≤ 1.3e-4 (maps of the same samples, measured when the CUDA path first ran).
+
+use burn::tensor::Device;
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::infer::{ClassChoice, Inspection, Inspector};
+
+/// Largest allowed |device − CPU| over the CPU's largest |map| value.
+pub const RELATIVE_BOUND: f32 = 1e-3;
+
+/// One image's comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct SampleDiff {
+    /// The image's name.
+    pub image: String,
+    /// Class the CPU chose (auto).
+    pub cpu_class: String,
+    /// Class the device chose (auto).
+    pub device_class: String,
+    /// Image score on the CPU.
+    pub cpu_score: f32,
+    /// Image score on the device.
+    pub device_score: f32,
+    /// Largest |map| on the CPU (the scale of the differences).
+    pub map_max_abs: f32,
+    /// Largest |device − CPU| over the map at the model's resolution.
+    pub map_max_abs_diff: f32,
+    /// The larger of the score and map differences over `map_max_abs`.
+    pub relative_diff: f32,
+    /// Same class and `relative_diff` within [`RELATIVE_BOUND`].
+    pub passed: bool,
+}
+
+/// The whole check.
+#[derive(Debug, Clone, Serialize)]
+pub struct SelfCheck {
+    /// The device under test, as the backend names it.
+    pub device: String,
+    /// Its adapter's name, where the backend reports one.
+    pub adapter: Option<String>,
+    /// [`RELATIVE_BOUND`].
+    pub bound: f32,
+    /// Per image.
+    pub samples: Vec<SampleDiff>,
+    /// The largest `relative_diff`.
+    pub worst_relative_diff: f32,
+    /// Every image passed.
+    pub passed: bool,
+}
+
+/// Compare two inspections of one image.
+pub fn compare(image: &str, cpu: &Inspection, device: &Inspection) -> SampleDiff {
+    // `f32::max` drops NaN, so a NaN difference is made infinite first: NaN anywhere must fail.
+    let finite = |d: f32| if d.is_nan() { f32::INFINITY } else { d };
+    let map_max_abs = cpu
+        .model_map
+        .iter()
+        .fold(0.0f32, |m, v| m.max(finite(v.abs())));
+    let map_max_abs_diff = if cpu.model_map.len() == device.model_map.len() {
+        cpu.model_map
+            .iter()
+            .zip(&device.model_map)
+            .fold(0.0f32, |m, (a, b)| m.max(finite((a - b).abs())))
+    } else {
+        f32::INFINITY
+    };
+    let score_diff = finite((cpu.score - device.score).abs());
+    let relative_diff =
+        finite(score_diff.max(map_max_abs_diff) / map_max_abs.max(f32::MIN_POSITIVE));
+    SampleDiff {
+        image: image.to_string(),
+        cpu_class: cpu.class_name.clone(),
+        device_class: device.class_name.clone(),
+        cpu_score: cpu.score,
+        device_score: device.score,
+        map_max_abs,
+        map_max_abs_diff,
+        relative_diff,
+        passed: cpu.class_name == device.class_name && relative_diff <= RELATIVE_BOUND,
+    }
+}
+
+/// Run `cpu` and `device` (the same model on two devices) on `images` (name, encoded bytes),
+/// class `auto`, and compare.
+pub fn run(cpu: &Inspector, device: &Inspector, images: &[(&str, &[u8])]) -> Result<SelfCheck> {
+    let mut samples = Vec::with_capacity(images.len());
+    for (name, bytes) in images {
+        let on_cpu = cpu.inspect_bytes(bytes, name, &ClassChoice::Auto)?;
+        let on_device = device.inspect_bytes(bytes, name, &ClassChoice::Auto)?;
+        samples.push(compare(name, &on_cpu, &on_device));
+    }
+    let worst_relative_diff = samples.iter().fold(0.0f32, |m, s| m.max(s.relative_diff));
+    let dev: &Device = device.device();
+    Ok(SelfCheck {
+        device: format!("{dev:?}"),
+        adapter: crate::device::panic_capture::capture(|| dev.identity().map(|i| i.name))
+            .ok()
+            .flatten(),
+        bound: RELATIVE_BOUND,
+        passed: !samples.is_empty() && samples.iter().all(|s| s.passed),
+        samples,
+        worst_relative_diff,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::infer::StageTimes;
+
+    fn inspection(class: &str, score: f32, map: Vec<f32>) -> Inspection {
+        Inspection {
+            score,
+            threshold: None,
+            anomalous: None,
+            class_index: 0,
+            class_name: class.into(),
+            width: 2,
+            height: 2,
+            map: map.clone(),
+            model_map: map,
+            model_size: 2,
+            times: StageTimes::default(),
+        }
+    }
+
+    #[test]
+    fn differences_are_relative_to_the_largest_map_value() {
+        let cpu = inspection("mono", 50.0, vec![0.0, 100.0, -20.0, 10.0]);
+        // 0.05 off on a map of maximum 100: 5e-4 relative, inside 1e-3.
+        let near = inspection("mono", 50.05, vec![0.0, 100.0, -20.0, 10.05]);
+        let d = compare("a", &cpu, &near);
+        assert!((d.relative_diff - 5e-4).abs() < 1e-6, "{d:?}");
+        assert!(d.passed);
+        // 0.2 off: 2e-3, outside.
+        let far = inspection("mono", 50.0, vec![0.2, 100.0, -20.0, 10.0]);
+        assert!(!compare("a", &cpu, &far).passed);
+        // Another class fails whatever the numbers.
+        let other = inspection("poly", 50.0, vec![0.0, 100.0, -20.0, 10.0]);
+        assert!(!compare("a", &cpu, &other).passed);
+        // NaN on the device fails, in the score or in the map.
+        let nan = inspection("mono", f32::NAN, vec![0.0, 100.0, -20.0, 10.0]);
+        let d = compare("a", &cpu, &nan);
+        assert!(!d.passed && d.relative_diff.is_infinite(), "{d:?}");
+        let nan_map = inspection("mono", 50.0, vec![0.0, f32::NAN, -20.0, 10.0]);
+        let d = compare("a", &cpu, &nan_map);
+        assert!(!d.passed && d.relative_diff.is_infinite(), "{d:?}");
+    }
+}
