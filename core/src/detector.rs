@@ -43,7 +43,14 @@ pub struct SavedModel {
 impl SavedModel {
     /// Parse a `config.json`; `source` names it in errors.
     pub fn parse(json: &str, source: &str) -> Result<Self> {
-        serde_json::from_str(json).map_err(|e| HvqError::Config(format!("{source}: {e}")))
+        let saved: Self =
+            serde_json::from_str(json).map_err(|e| HvqError::Config(format!("{source}: {e}")))?;
+        // Sizes are checked here, before any module is allocated with them.
+        saved.model.validate().map_err(|e| match e {
+            HvqError::Config(m) => HvqError::Config(format!("{source}: {m}")),
+            other => other,
+        })?;
+        Ok(saved)
     }
 }
 

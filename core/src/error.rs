@@ -75,6 +75,35 @@ pub enum HvqError {
         /// The classes the model was trained on.
         known: Vec<String>,
     },
+    /// The model's score for an image is NaN or infinite (NaN weights, or an overflow): no
+    /// verdict can be given.
+    #[error(
+        "the model gave no finite score ({score}) under class {class:?}: its weights or this \
+         image produce NaN or infinity, so the image is not judged"
+    )]
+    NonFiniteScore {
+        /// The score computed.
+        score: f32,
+        /// The class it was computed under.
+        class: String,
+    },
+    /// Training diverged: a loss or gradient norm that is NaN or infinite.
+    #[error(
+        "training stopped at epoch {epoch}, step {step}: the loss is {loss} and the gradient \
+         norm {grad_norm}; {checkpoint}"
+    )]
+    NonFiniteLoss {
+        /// Epoch (1-based).
+        epoch: usize,
+        /// Step within the epoch (1-based).
+        step: usize,
+        /// The loss.
+        loss: f32,
+        /// The gradient's global norm.
+        grad_norm: f32,
+        /// What the user has left: the last checkpoint, or none.
+        checkpoint: String,
+    },
     /// The compute device could not be initialised or failed.
     #[error("device error: {0}")]
     Device(String),

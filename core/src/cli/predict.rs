@@ -66,6 +66,7 @@ pub fn run(
     let files = collect_images(images)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut rows = Vec::new();
+    let mut failed = 0;
     let mut csv = String::from("image,class,score,threshold,verdict,error\n");
     for file in &files {
         let stem = file
@@ -120,6 +121,7 @@ pub fn run(
                 rows.push(row);
             }
             Err(e) => {
+                failed += 1;
                 eprintln!("{}: {e}", file.display());
                 csv.push_str(&format!(
                     "{},,,,error,\"{}\"\n",
@@ -136,5 +138,39 @@ pub fn run(
     )?;
     hvq::weights::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
     println!("wrote {} results to {}", rows.len(), out.display());
+    if failed > 0 {
+        return Err(SomeImagesFailed {
+            failed,
+            total: files.len(),
+        }
+        .into());
+    }
     Ok(())
 }
+
+/// Some images could not be inspected (each has an error row): `hvq predict` exits with
+/// [`SomeImagesFailed::EXIT_CODE`] so a script can tell, after writing every result it could.
+#[derive(Debug)]
+pub struct SomeImagesFailed {
+    /// Images that got an error row.
+    pub failed: usize,
+    /// Images given.
+    pub total: usize,
+}
+
+impl SomeImagesFailed {
+    /// The exit status (1 stays for errors that stop the command before or while it writes).
+    pub const EXIT_CODE: u8 = 2;
+}
+
+impl std::fmt::Display for SomeImagesFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} images could not be inspected (see the error rows)",
+            self.failed, self.total
+        )
+    }
+}
+
+impl std::error::Error for SomeImagesFailed {}

@@ -102,6 +102,9 @@ pub struct TrainArgs {
     /// Stop after this many epochs of this invocation (the run can be resumed later).
     #[arg(long, hide = true)]
     pub stop_after: Option<usize>,
+    /// Test hook: make the loss of this optimiser step (1-based, over the run) NaN.
+    #[arg(long, hide = true)]
+    pub inject_nan_at_step: Option<u64>,
     /// Ablation: a single VQ layer instead of the hierarchy.
     #[arg(long)]
     pub single_vq: bool,
@@ -261,6 +264,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
     let mut log_error = None;
+    if let Some(step) = args.inject_nan_at_step {
+        trainer.inject_nan_at_step(step);
+    }
     trainer.run(data, args.stop_after, &mut |event| match event {
         TrainEvent::Step { epoch, loss, .. } => {
             pb.inc(1);

@@ -153,6 +153,9 @@ pub struct Trainer {
     /// Train mode only: the frozen backbone (on the plain device), whose running statistics move.
     backbone: Option<EfficientNet>,
     out_dir: PathBuf,
+    /// Fault injection for tests: the loss of this optimiser step (1-based, counted over the
+    /// run) is made NaN, as a diverging run's would be.
+    inject_nan_at_step: Option<u64>,
 }
 
 impl Trainer {
@@ -188,6 +191,7 @@ impl Trainer {
             device,
             backbone,
             out_dir: out_dir.to_path_buf(),
+            inject_nan_at_step: None,
         })
     }
 
@@ -243,7 +247,14 @@ impl Trainer {
             device,
             backbone,
             out_dir: out_dir.to_path_buf(),
+            inject_nan_at_step: None,
         })
+    }
+
+    /// Test hook: make the loss of optimiser step `step` (1-based, over the whole run) NaN.
+    #[doc(hidden)]
+    pub fn inject_nan_at_step(&mut self, step: u64) {
+        self.inject_nan_at_step = Some(step);
     }
 
     /// Write the checkpoint for the current position.
@@ -323,11 +334,25 @@ impl Trainer {
                     .take()
                     .expect("the model is only out during a step");
                 let out = model.forward_train(x.clone(), &classes)?;
-                let loss = objective(&out, x, &classes, &self.model_config.hvq);
+                let mut loss = objective(&out, x, &classes, &self.model_config.hvq);
+                if self.inject_nan_at_step == Some(self.optimizer.step + 1) {
+                    loss.total = loss.total * f32::NAN;
+                }
                 let grads = loss.total.backward();
                 let (model, report) = self.optimizer.step(model, &grads, lr);
                 self.model = Some(model);
                 let total = loss.total.into_scalar::<f32>();
+                // A non-finite loss or gradient has already poisoned the weights in memory: stop
+                // before anything is written, so the last checkpoint stays the last good state.
+                if !total.is_finite() || !report.grad_norm.is_finite() {
+                    return Err(HvqError::NonFiniteLoss {
+                        epoch: epoch + 1,
+                        step: i + 1,
+                        loss: total,
+                        grad_norm: report.grad_norm,
+                        checkpoint: self.last_checkpoint(),
+                    });
+                }
                 sum += total as f64;
                 feat += loss.feature.into_scalar::<f32>() as f64;
                 lat += loss.latent.into_scalar::<f32>() as f64;
@@ -360,6 +385,23 @@ impl Trainer {
             }
         }
         Ok(())
+    }
+
+    /// The checkpoint on disk and the epochs it holds, if there is one.
+    fn last_checkpoint(&self) -> String {
+        let path = self.out_dir.join(CHECKPOINT_FILE);
+        match checkpoint::load(&path) {
+            Ok((_, _, state)) => format!(
+                "{} (after epoch {}) is kept: continue from it with --resume, or start a new \
+                 run with a lower --lr if it diverges again",
+                path.display(),
+                state.epochs_done
+            ),
+            Err(_) => format!(
+                "no checkpoint was written before it ({}); start again with a lower --lr",
+                path.display()
+            ),
+        }
     }
 
     /// The features of samples `idx`: from the cache, or through the train-mode backbone (which

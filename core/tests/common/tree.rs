@@ -10,14 +10,21 @@ pub fn hvq() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hvq"))
 }
 
-pub fn run(cmd: &mut Command) -> String {
+/// Run a command: its exit code (`None` when a signal ended it) and stdout + stderr.
+pub fn output(cmd: &mut Command) -> (Option<i32>, String) {
     let out = cmd.output().expect("hvq runs");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    (out.status.code(), text)
+}
+
+/// Run a command that must succeed; its stdout + stderr.
+pub fn run(cmd: &mut Command) -> String {
+    let (code, text) = output(cmd);
+    assert_eq!(code, Some(0), "{cmd:?} failed:\n{text}");
     text
 }
 
