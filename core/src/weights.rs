@@ -375,6 +375,17 @@ impl TensorMap {
 
 /// Write bytes to `path` atomically (temporary file, fsync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, bytes, |file, bytes| file.write_all(bytes))
+}
+
+/// [`write_atomic`] with the write step given (tests make it fail half-way, as a full disk does).
+/// Whatever fails, the file at `path` is the old one or the new one, never a mix, and the
+/// temporary file does not stay behind to fill the disk further.
+fn write_atomic_with(
+    path: &Path,
+    bytes: &[u8],
+    write: impl FnOnce(&mut std::fs::File, &[u8]) -> std::io::Result<()>,
+) -> Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -385,13 +396,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "weights".into());
     let tmp = dir.join(format!(".{file_name}.tmp{}", std::process::id()));
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| HvqError::io(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| HvqError::io(&tmp, e))?;
-        f.sync_all().map_err(|e| HvqError::io(&tmp, e))?;
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        write(&mut f, bytes)?;
+        f.sync_all()
+    });
+    let result = written
+        .map_err(|e| HvqError::io(&tmp, e))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| HvqError::io(path, e)));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path).map_err(|e| HvqError::io(path, e))?;
-    Ok(())
+    result
 }
 
 fn bytes_to_f32(raw: &[u8], width: usize, f: impl Fn(&[u8]) -> f32) -> Vec<f32> {
@@ -488,5 +503,49 @@ impl ModuleVisitor for Collector {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         self.map
             .insert(self.path.join("."), HostTensor::from_tensor(&param.val()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A checkpoint rewritten on a disk that fills up half-way: the previous checkpoint stays
+    /// whole and readable, and no partial temporary file is left behind.
+    #[test]
+    fn a_write_that_fails_half_way_leaves_the_previous_file_intact() {
+        let dir = std::env::temp_dir().join(format!("hvq-atomic-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("checkpoint.safetensors");
+        let mut old = TensorMap::new("old");
+        old.insert("w", HostTensor::new(vec![2], vec![1.0, 2.0]));
+        let old_bytes = old.to_safetensors(&BTreeMap::new());
+        write_atomic(&path, &old_bytes).unwrap();
+
+        let mut new = TensorMap::new("new");
+        new.insert("w", HostTensor::new(vec![4], vec![3.0; 4]));
+        let new_bytes = new.to_safetensors(&BTreeMap::new());
+        let err = write_atomic_with(&path, &new_bytes, |file, bytes| {
+            file.write_all(&bytes[..bytes.len() / 2])?;
+            Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "No space left on device",
+            ))
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("No space left"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), old_bytes);
+        assert_eq!(TensorMap::read(&path).unwrap().get("w"), old.get("w"));
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("checkpoint.safetensors")]);
+
+        // The same write without the fault replaces the file.
+        write_atomic(&path, &new_bytes).unwrap();
+        assert_eq!(TensorMap::read(&path).unwrap().get("w"), new.get("w"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
