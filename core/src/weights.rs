@@ -541,11 +541,48 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(left, vec![std::ffi::OsString::from("checkpoint.safetensors")]);
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from("checkpoint.safetensors")]
+        );
 
         // The same write without the fault replaces the file.
         write_atomic(&path, &new_bytes).unwrap();
         assert_eq!(TensorMap::read(&path).unwrap().get("w"), new.get("w"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod pickle_tests {
+    use super::*;
+
+    /// A legacy `.pth` whose pickle, loaded by Python, would call `os.system` (GLOBAL + REDUCE):
+    /// the reader is Rust and imports nothing, so it must refuse the file (or read it as data)
+    /// without the command ever running, and without a panic.
+    #[test]
+    fn a_pickle_that_would_run_code_is_refused_without_running_it() {
+        let dir = std::env::temp_dir().join(format!("hvq-pickle-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let marker = dir.join("pwned");
+        let command = format!("touch {}", marker.display());
+        // Protocol 2: PROTO 2, GLOBAL 'posix system', a string argument, TUPLE1, REDUCE, STOP.
+        let mut pickle = b"\x80\x02cposix\nsystem\nq\x00X".to_vec();
+        pickle.extend((command.len() as u32).to_le_bytes());
+        pickle.extend(command.as_bytes());
+        pickle.extend(b"q\x01\x85q\x02Rq\x03.");
+        for (name, bytes) in [("evil.pth", pickle.clone()), ("evil.bin", pickle)] {
+            let path = dir.join(name);
+            std::fs::write(&path, &bytes).unwrap();
+            let outcome = std::panic::catch_unwind(|| TensorMap::read(&path));
+            let result = outcome.unwrap_or_else(|_| panic!("{name}: the reader panicked"));
+            match result {
+                Err(e) => assert!(e.to_string().contains(name), "{e}"),
+                Ok(map) => assert!(map.is_empty(), "{name}: tensors from a code pickle"),
+            }
+            assert!(!marker.exists(), "{name}: the pickle's command ran");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
