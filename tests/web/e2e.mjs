@@ -9,6 +9,8 @@
 //    (wasm) with a notice, and give the same score and map.
 // 4. Bad input (not an image, a truncated PNG, an oversized image) gives a message on the page.
 // 5. Offline: once loaded, the page reloads and inspects with the network cut (service worker).
+// 6. Model files that arrive cut short or fail (HTTP 500) give a message and a Retry button; a
+//    retry that finds them whole loads the model and inspects.
 // Screenshots and a JSON summary (sizes, in-browser times) go to $HVQ_ARTIFACTS.
 //
 // Tolerance: the CLI runs burn's native CPU backend (SIMD, multi-threaded), the page runs
@@ -96,6 +98,9 @@ const TYPES = {
   '.wasm': 'application/wasm', '.png': 'image/png', '.wgsl': 'text/wgsl', '.md': 'text/markdown',
   '.safetensors': 'application/octet-stream',
 };
+// Faults to serve once, by path: 'truncate' (half the file, as a cut connection or a stale cache
+// gives) or 'http500'.
+const faults = new Map();
 function serve() {
   const server = createServer((req, res) => {
     let path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
@@ -105,7 +110,11 @@ function serve() {
       if (!path.endsWith('favicon.ico')) logs.push(`[server] 404 ${path}`);
       res.writeHead(404); res.end(); return;
     }
-    const body = readFileSync(file);
+    const fault = faults.get(path);
+    faults.delete(path);
+    if (fault === 'http500') { res.writeHead(500); res.end(); return; }
+    let body = readFileSync(file);
+    if (fault === 'truncate') body = body.subarray(0, body.length >> 1);
     res.writeHead(200, { 'Content-Type': TYPES[extname(file)] ?? 'application/octet-stream', 'Content-Length': body.length });
     res.end(body);
   });
@@ -265,6 +274,47 @@ await check('cpu_fallback_matches_cli', async () => {
     summary.cpu = { ...compare(r, native, 'CPU fallback'), first_ms: r.roundTripMs, load_ms: info.loadMs, times_ms: r.times };
     summary.cpu.warm = await timeSamples(page, 2);
     await page.screenshot({ path: join(artifacts, 'web-cpu.png') });
+  } finally {
+    await browser.close();
+  }
+});
+
+await check('broken_model_downloads_show_a_message_and_a_retry', async () => {
+  const manifest = JSON.parse(readFileSync(join(dist, 'manifest.json'), 'utf8'));
+  const weights = manifest.model.weights;
+  const browser = await launch(NO_WEBGPU_ARGS);
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+    const page = await context.newPage();
+    page.setDefaultTimeout(TIMEOUT);
+    page.on('console', (m) => logs.push(`[${m.type()}] ${m.text()}`));
+    const failedLoad = async () => {
+      await page.waitForFunction(() => window.hvq?.state === 'error', null, { timeout: TIMEOUT });
+      assert.ok(await page.isVisible('#retry'), 'a Retry button');
+      assert.ok(await page.isVisible('#error'), 'the message is shown');
+      return page.evaluate(() => window.hvq.error);
+    };
+    // Without the service worker, so every attempt goes to the server.
+    faults.set('/' + weights.path, 'truncate');
+    await page.goto(url + '?offline=0');
+    const cut = await failedLoad();
+    assert.ok(cut.includes(weights.path), cut);
+    assert.match(cut, new RegExp(`received ${weights.bytes >> 1} of ${weights.bytes} bytes`));
+    await page.screenshot({ path: join(artifacts, 'web-load-failed.png') });
+    // A retry that meets a server error says so, and offers the retry again.
+    faults.set('/' + manifest.model.config.path, 'http500');
+    await page.click('#retry');
+    const server500 = await failedLoad();
+    assert.ok(server500.includes(manifest.model.config.path) && server500.includes('HTTP 500'), server500);
+    // The next retry finds the files whole: the page works.
+    await page.click('#retry');
+    await page.waitForFunction(() => ['ready', 'error'].includes(window.hvq?.state), null, { timeout: TIMEOUT });
+    const state = await page.evaluate(() => ({ state: window.hvq.state, error: window.hvq.error }));
+    assert.equal(state.state, 'ready', state.error);
+    assert.ok(!(await page.isVisible('#retry')), 'no Retry button once loaded');
+    const r = await runSample(page);
+    compare(r, native, 'CPU fallback after a retry');
+    summary.load_failure_messages = [cut, server500];
   } finally {
     await browser.close();
   }

@@ -125,11 +125,21 @@ async function inspectBlob(blob, name) {
 }
 
 // ---- start -------------------------------------------------------------------------------------
+// Also the Retry button's: whatever already worked (service worker, samples) is not done again.
+let workerRegistered = false;
 async function start() {
-  if ('serviceWorker' in navigator && params.get('offline') !== '0') {
+  if (!workerRegistered && 'serviceWorker' in navigator && params.get('offline') !== '0') {
+    workerRegistered = true;
     navigator.serviceWorker.register('sw.js').catch((e) => console.warn('offline cache unavailable:', e));
   }
-  const manifest = await (await fetch('manifest.json')).json();
+  if ($('samples').children.length === 0) await showSamples();
+  await loadModel();
+}
+
+async function showSamples() {
+  const response = await fetch('manifest.json', { cache: 'no-store' });
+  if (!response.ok) throw new Error(`manifest.json: HTTP ${response.status} ${response.statusText}`);
+  const manifest = await response.json();
   for (const s of manifest.samples) {
     const b = document.createElement('button');
     b.dataset.sample = s.name;
@@ -138,9 +148,19 @@ async function start() {
     b.onclick = async () => inspectBlob(await (await fetch(s.path)).blob(), s.name);
     $('samples').append(b);
   }
-  // The canvas is drawn by the worker.
-  const canvas = $('view').transferControlToOffscreen();
-  const ready = await call('load', { canvas, prefer: params.get('backend') ?? 'auto', renderer: params.get('renderer') ?? 'auto' }, [canvas]);
+}
+
+// Download and load the model; after a failure, the Retry button calls this again.
+let canvasSent = false;
+async function loadModel() {
+  setState('loading');
+  // The canvas is drawn by the worker; it can be handed over once only.
+  const canvas = canvasSent ? undefined : $('view').transferControlToOffscreen();
+  const retry = canvasSent;
+  canvasSent = true;
+  const ready = await call('load', {
+    canvas, retry, prefer: params.get('backend') ?? 'auto', renderer: params.get('renderer') ?? 'auto',
+  }, canvas ? [canvas] : []);
   Object.assign(hvq, { backend: ready.backend, notice: ready.notice, bytes: ready.bytes, loadMs: ready.loadMs, compileMs: ready.compileMs, renderer: ready.renderer });
   $('backend').textContent = ready.backend === 'webgpu' ? 'WebGPU' : 'CPU (wasm)';
   $('backend').className = 'badge ' + ready.backend;
@@ -168,4 +188,16 @@ $('threshold').oninput = () => redraw();
 $('opacity').oninput = () => redraw();
 $('class').onchange = () => { if (current_blob) inspectBlob(current_blob, $('r-name').textContent); };
 
-start().catch((e) => { showError(`Could not start: ${e.message}`); setState('error'); });
+// A model that fails to download or load leaves a message and a Retry button, never a blank page.
+function loadFailed(e) {
+  showError(`Could not load the model: ${e.message}`);
+  $('backend').textContent = 'not loaded';
+  $('retry').hidden = false;
+  setState('error');
+}
+$('retry').onclick = () => {
+  $('retry').hidden = true;
+  showError('');
+  start().catch(loadFailed);
+};
+start().catch(loadFailed);

@@ -19,13 +19,20 @@ let canvas = null;
 let overlay = null;
 let last = null; // the latest result's map and score, for the colour scale and the overlay
 
-async function download(files, report) {
+// Drop a bad copy from the offline cache (sw.js), so a retry fetches the file again.
+async function forget(path) {
+  if (!self.caches) return;
+  for (const key of await caches.keys()) await (await caches.open(key)).delete(path, { ignoreSearch: true });
+}
+
+async function download(files, report, retry) {
   const total = files.reduce((n, f) => n + f.bytes, 0);
   let received = 0;
   const out = [];
   for (const f of files) {
-    const response = await fetch(f.path);
-    if (!response.ok) throw new Error(`${f.path}: HTTP ${response.status}`);
+    // A retry must not be answered by the browser's copy of a bad response.
+    const response = await fetch(f.path, { cache: retry ? 'no-store' : 'default' });
+    if (!response.ok) throw new Error(`${f.path}: HTTP ${response.status} ${response.statusText}`);
     const reader = response.body.getReader();
     const chunks = [];
     let length = 0;
@@ -36,6 +43,13 @@ async function download(files, report) {
       length += value.length;
       received += value.length;
       report(received, total, f.path);
+    }
+    // A cut connection or a stale cache can hand over part of a file with no error: the manifest
+    // says how large each one is.
+    if (f.bytes && length !== f.bytes) {
+      await forget(f.path);
+      throw new Error(`${f.path}: received ${length} of ${f.bytes} bytes (the download was cut ` +
+        'short, or the server has another version of the file)');
     }
     const bytes = new Uint8Array(length);
     let offset = 0;
@@ -51,12 +65,15 @@ function makeOverlay(renderer) {
 }
 
 const handlers = {
+  // Also a retry after a failed load: the canvas came with the first attempt.
   async load(msg) {
-    canvas = msg.canvas;
-    const manifest = await (await fetch('manifest.json')).json();
+    canvas = msg.canvas ?? canvas;
+    const response = await fetch('manifest.json', { cache: msg.retry ? 'no-store' : 'default' });
+    if (!response.ok) throw new Error(`manifest.json: HTTP ${response.status} ${response.statusText}`);
+    const manifest = await response.json();
     const m = manifest.model;
     const { out, total } = await download([manifest.wasm, m.config, m.weights, m.backbone],
-      (done, all, path) => postMessage({ type: 'progress', done, total: all, path }));
+      (done, all, path) => postMessage({ type: 'progress', done, total: all, path }), msg.retry);
     const [wasm, config, weights, backbone] = out;
     const t0 = performance.now();
     await init({ module_or_path: wasm });
