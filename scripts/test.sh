@@ -12,6 +12,11 @@ trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --lib --bins --tests --no-fail-fast -- "$@" 2>&1 | tee "$log" || status=$?
 if [ "$#" -eq 0 ]; then
+  # The fuzzer must keep building, and each target find nothing in a short run (longer runs are
+  # made by hand: README).
+  for target in image config safetensors pth idx spec; do
+    cargo run -q -p core --example fuzz -- "$target" 3 2>&1 | tee -a "$log" || status=$?
+  done
   # `cargo test --bins` built the CLI the web test compares against.
   { bash web/build.sh && HVQ_BIN="$CARGO_TARGET_DIR/debug/hvq" node tests/web/e2e.mjs; } 2>&1 | tee -a "$log" || status=$?
 fi
