@@ -102,9 +102,7 @@ pub fn run(cpu: &Inspector, device: &Inspector, images: &[(&str, &[u8])]) -> Res
     let dev: &Device = device.device();
     Ok(SelfCheck {
         device: format!("{dev:?}"),
-        adapter: crate::device::panic_capture::capture(|| dev.identity().map(|i| i.name))
-            .ok()
-            .flatten(),
+        adapter: crate::device::adapter_name(dev),
         bound: RELATIVE_BOUND,
         passed: !samples.is_empty() && samples.iter().all(|s| s.passed),
         samples,

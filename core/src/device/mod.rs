@@ -167,7 +167,8 @@ fn first_clause(e: &HvqError) -> String {
     msg[..end].to_string()
 }
 
-fn adapter_name(device: &Device) -> Option<String> {
+/// The adapter's name where the backend reports one (`None` also when asking panics).
+pub fn adapter_name(device: &Device) -> Option<String> {
     panic_capture::capture(|| device.identity().map(|i| i.name))
         .ok()
         .flatten()
