@@ -78,10 +78,10 @@ for name in sorted(cpu):
     mc = np.load(out / f"predict-cpu/{stem}_map.npy")
     dmap = float(np.abs(mg - mc).max())
     dscore = abs(g["score"] - c["score"])
-    ok = (g["class_name"] == c["class_name"] and dscore <= 1e-3 * abs(c["score"])
+    ok = (g["class"] == c["class"] and dscore <= 1e-3 * abs(c["score"])
           and dmap <= 1e-3 * float(np.abs(mc).max()))
     bad += not ok
-    print(f"{name:32} class {g['class_name']}/{c['class_name']}  score {g['score']:.5f} vs {c['score']:.5f}"
+    print(f"{name:32} class {g['class']}/{c['class']}  score {g['score']:.5f} vs {c['score']:.5f}"
           f" (|d| {dscore:.2e})  map max |d| {dmap:.2e} (max |map| {np.abs(mc).max():.2f})  {'ok' if ok else 'FAIL'}")
 sys.exit(1 if bad else 0)
 EOF

@@ -12,6 +12,10 @@ trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --lib --bins --tests --no-fail-fast -- "$@" 2>&1 | tee "$log" || status=$?
 if [ "$#" -eq 0 ]; then
+  # The public API's documentation examples, and the two example programs (README "Layout").
+  cargo test -p core --doc --no-fail-fast 2>&1 | tee -a "$log" || status=$?
+  cargo run -q -p core --example inspect -- samples 2>&1 | tee -a "$log" || status=$?
+  cargo run -q -p core --example train 2>&1 | tee -a "$log" || status=$?
   # The fuzzer must keep building, and each target find nothing in a short run (longer runs are
   # made by hand: README).
   for target in image config safetensors pth idx spec; do

@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::{EfficientNet, align_features};
 use crate::config::ModelConfig;
+use crate::device::read_back_async;
 use crate::error::{HvqError, Result};
-use crate::map;
+use crate::map::{self, ScoreKind};
 use crate::model::{HvqModel, HvqOutput};
 use crate::weights::TensorMap;
 
@@ -63,6 +64,20 @@ pub struct Scores {
     pub map: Tensor<4>,
     /// Image scores `[B]`.
     pub image: Tensor<1>,
+}
+
+/// A batch scored under the classes chosen for its images ([`Detector::score_choosing`]).
+#[derive(Clone, Debug)]
+pub struct Chosen {
+    /// Class used, per image.
+    pub classes: Vec<usize>,
+    /// Image score under that class, per image.
+    pub scores: Vec<f32>,
+    /// Anomaly map at model input size under that class, `[B, 1, S, S]`.
+    pub maps: Tensor<4>,
+    /// The classifier's prediction per image, when it was asked (some class left to the model)
+    /// and the model has one.
+    pub predicted: Option<Vec<usize>>,
 }
 
 /// Backbone + reconstruction network.
@@ -202,7 +217,7 @@ impl Detector {
         let mut meta = BTreeMap::new();
         meta.insert("hvq_config".to_string(), json.clone());
         self.to_tensors().save(dir.join(WEIGHTS_FILE), &meta)?;
-        crate::weights::write_atomic(&dir.join(CONFIG_FILE), json.as_bytes())
+        crate::fs::write_atomic(&dir.join(CONFIG_FILE), json.as_bytes())
     }
 
     /// The device the weights live on.
@@ -220,13 +235,132 @@ impl Detector {
 
     /// Anomaly maps and scores from features (eval mode, OT on as configured).
     pub fn score(&self, feature: Tensor<4>, classes: &[usize]) -> Result<(HvqOutput, Scores)> {
-        let out = self.hvq.forward_eval(feature.clone(), classes)?;
+        self.score_staged(feature, classes, &mut |_| {})
+    }
+
+    /// [`Detector::score`], calling `stage(name)` after each stage ("encoder", "vq", "decoder",
+    /// "map + ot", "upsample + score"): `hvq bench` synchronises and times them there.
+    pub fn score_staged(
+        &self,
+        feature: Tensor<4>,
+        classes: &[usize],
+        stage: &mut dyn FnMut(&'static str),
+    ) -> Result<(HvqOutput, Scores)> {
+        let out = self
+            .hvq
+            .forward_eval_staged(feature.clone(), classes, stage)?;
         let l2 = map::l2_map(out.rec.clone(), feature);
         let ot = (self.config.hvq.ot_weight != 0.0).then(|| self.hvq.ot(&out, classes));
         let map14 = map::total_map(l2, ot, self.config.hvq.ot_weight);
+        stage("map + ot");
         let s = self.config.backbone.input_size;
         let map = map::upsample(map14.clone(), [s, s]);
         let image = map::image_score(map.clone(), s / self.config.hvq.feature_size);
+        stage("upsample + score");
         Ok((out, Scores { map14, map, image }))
     }
+
+    /// The classifier's class per image (the paper's design), when the model has one.
+    pub async fn predicted_classes(&self, feature: Tensor<4>) -> Result<Option<Vec<usize>>> {
+        match self.hvq.classify(feature) {
+            Some(logits) => {
+                let n = logits.dims()[1];
+                let values = read_back_async(logits).await?;
+                Ok(Some(argmax_rows(&values, n)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Score a batch of features, image `i` under class `fixed[i]` when given, otherwise under
+    /// the class the model chooses: its classifier's prediction when it has one; else every
+    /// class, keeping the lowest score (the best reconstruction; the first on ties). The one
+    /// place where "auto" is resolved, for single images and for datasets alike.
+    pub async fn score_choosing(
+        &self,
+        feature: Tensor<4>,
+        fixed: &[Option<usize>],
+        kind: ScoreKind,
+    ) -> Result<Chosen> {
+        let b = feature.dims()[0];
+        if fixed.len() != b {
+            return Err(HvqError::Config(format!(
+                "{} class choices for a batch of {b} images",
+                fixed.len()
+            )));
+        }
+        let n_classes = self.config.hvq.num_classes;
+        let predicted = if fixed.iter().any(Option::is_none) {
+            self.predicted_classes(feature.clone()).await?
+        } else {
+            None
+        };
+        // Rows to score, image-major: one per image, or one per class for an image whose class
+        // is left to the model when there is no classifier to ask.
+        let (mut image_of, mut classes) = (Vec::new(), Vec::new());
+        for (i, choice) in fixed.iter().enumerate() {
+            let candidates = match (choice, &predicted) {
+                (Some(c), _) => vec![*c],
+                (None, Some(p)) => vec![p[i]],
+                (None, None) => (0..n_classes).collect(),
+            };
+            for c in candidates {
+                image_of.push(i);
+                classes.push(c);
+            }
+        }
+        let device = feature.device();
+        let rows = |r: &[usize]| {
+            let r: Vec<i64> = r.iter().map(|&i| i as i64).collect();
+            let n = r.len();
+            Tensor::<1, Int>::from_data(TensorData::new(r, [n]), &device)
+        };
+        let identity = |r: &[usize]| r.iter().enumerate().all(|(k, &i)| k == i) && r.len() == b;
+        let feats = if identity(&image_of) {
+            feature
+        } else {
+            feature.select(0, rows(&image_of))
+        };
+        let (_, s) = self.score(feats, &classes)?;
+        let image = match kind {
+            ScoreKind::Max => s.image,
+            ScoreKind::Mean => map::mean_score(s.map.clone()),
+        };
+        let values = read_back_async(image).await?;
+        let mut best = Vec::with_capacity(b);
+        let mut start = 0;
+        for i in 0..b {
+            let n = image_of[start..].iter().take_while(|&&k| k == i).count();
+            let pick = values[start..start + n]
+                .iter()
+                .enumerate()
+                .min_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |(k, _)| k);
+            best.push(start + pick);
+            start += n;
+        }
+        let maps = if identity(&best) && best.len() == classes.len() {
+            s.map
+        } else {
+            s.map.select(0, rows(&best))
+        };
+        Ok(Chosen {
+            classes: best.iter().map(|&r| classes[r]).collect(),
+            scores: best.iter().map(|&r| values[r]).collect(),
+            maps,
+            predicted,
+        })
+    }
+}
+
+/// Row-wise argmax of row-major values with `n` columns (ties: the last maximum, as `max_by`).
+fn argmax_rows(v: &[f32], n: usize) -> Vec<usize> {
+    v.chunks(n.max(1))
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |(i, _)| i)
+        })
+        .collect()
 }

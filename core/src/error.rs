@@ -64,6 +64,14 @@ pub enum HvqError {
         /// What is wrong.
         reason: String,
     },
+    /// A dataset cannot be used: its spec, layout, files or classes. The message names the
+    /// dataset or the file.
+    #[error("{0}")]
+    Dataset(String),
+    /// A training run cannot start or continue as asked (its settings, its checkpoint or its
+    /// data disagree). The message names the run.
+    #[error("{0}")]
+    Training(String),
     /// A configuration is invalid or inconsistent.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -113,6 +121,16 @@ pub enum HvqError {
 pub type Result<T> = std::result::Result<T, HvqError>;
 
 impl HvqError {
+    /// A dataset error about `source` (a spec, folder or file).
+    pub fn dataset(source: impl std::fmt::Display, reason: impl std::fmt::Display) -> Self {
+        HvqError::Dataset(format!("{source}: {reason}"))
+    }
+
+    /// A training error about the run in `run`.
+    pub fn training(run: impl std::fmt::Display, reason: impl std::fmt::Display) -> Self {
+        HvqError::Training(format!("{run}: {reason}"))
+    }
+
     /// Wrap an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         HvqError::Io {

@@ -4,15 +4,48 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::config::BackboneConfig;
 use crate::data::Sample;
 use crate::detector::Detector;
 use crate::error::Result;
 use crate::preprocess;
-use crate::train::FeatureSet;
 use crate::weights::{HostTensor, TensorMap};
+
+/// Aligned backbone features of a training set, held on the host.
+#[derive(Clone, Debug)]
+pub struct FeatureSet {
+    /// `[F, H, W]` of one sample.
+    pub shape: [usize; 3],
+    /// Row-major features, `N × F × H × W`.
+    pub values: Vec<f32>,
+    /// Class id per sample.
+    pub classes: Vec<usize>,
+}
+
+impl FeatureSet {
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.classes.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.classes.is_empty()
+    }
+
+    /// A batch `[B, F, H, W]` of the given samples.
+    pub fn batch(&self, indices: &[usize], device: &Device) -> Tensor<4> {
+        let per: usize = self.shape.iter().product();
+        let mut v = Vec::with_capacity(per * indices.len());
+        for &i in indices {
+            v.extend_from_slice(&self.values[i * per..(i + 1) * per]);
+        }
+        let [f, h, w] = self.shape;
+        Tensor::from_data(TensorData::new(v, [indices.len(), f, h, w]), device)
+    }
+}
 
 /// Aligned features of `samples`, `batch` images at a time; `progress(done)` after each batch.
 pub fn extract(

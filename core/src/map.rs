@@ -3,6 +3,7 @@
 use burn::tensor::Tensor;
 use burn::tensor::module::{avg_pool2d, interpolate};
 use burn::tensor::ops::{AvgPoolOptions, InterpolateMode, InterpolateOptions};
+use serde::{Deserialize, Serialize};
 
 /// `‖rec − feature‖₂` over channels, `[B, F, H, W]` → `[B, 1, H, W]`.
 pub fn l2_map(rec: Tensor<4>, feature: Tensor<4>) -> Tensor<4> {
@@ -42,6 +43,17 @@ pub fn image_score(map: Tensor<4>, pool: usize) -> Tensor<1> {
     pooled.flatten::<2>(1, 3).max_dim(1).reshape([b])
 }
 
+/// How an anomaly map becomes an image score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScoreKind {
+    /// Maximum of the (pooled) anomaly map: defects are small and local (MVTec-like, ELPV).
+    Max,
+    /// Mean of the anomaly map: a semantic anomaly changes the whole image (cifar10,
+    /// fashion-mnist), as UniAD scores CIFAR-10.
+    Mean,
+}
+
 /// Image score as the mean of the map (UniAD's choice for semantic datasets such as CIFAR-10).
 pub fn mean_score(map: Tensor<4>) -> Tensor<1> {
     let [b, _, _, _] = map.dims();
@@ -64,7 +76,7 @@ mod tests {
             .collect();
         let device = Device::flex();
         let map = Tensor::<4>::from_data(TensorData::new(vals.clone(), [b, 1, h, w]), &device);
-        let got = crate::weights::read_back(image_score(map, pool)).unwrap();
+        let got = crate::device::read_back(image_score(map, pool)).unwrap();
         for (s, g) in got.iter().enumerate() {
             let mut best = f64::MIN;
             for y in 0..=h - pool {

@@ -163,7 +163,7 @@ mod tests {
         let options = InterpolateOptions::new(InterpolateMode::Bilinear)
             .with_align_corners(false)
             .with_output_size([h, w]);
-        let resized = crate::weights::read_back(interpolate(t, options)).unwrap();
+        let resized = crate::device::read_back(interpolate(t, options)).unwrap();
         for y in 0..h {
             for x in 0..w {
                 let u = (x as f32 + 0.5) / w as f32;

@@ -30,16 +30,6 @@ pub const DEFAULT_CONFIG: &str = include_str!("../../weights/elpv-lite0/config.j
 /// Weights of the default model's reconstruction network.
 pub const DEFAULT_WEIGHTS: &[u8] = include_bytes!("../../weights/elpv-lite0/model.safetensors");
 
-/// Load the shipped default model on `device`.
-pub fn default_model(device: &Device) -> Result<crate::Detector> {
-    crate::Detector::from_bytes(
-        DEFAULT_CONFIG,
-        DEFAULT_WEIGHTS,
-        "embedded default model (elpv-lite0)",
-        device,
-    )
-}
-
 /// The four solar-cell photos in `samples/` (ELPV, CC BY-NC-SA 4.0; see `samples/README.md`),
 /// so `hvq selfcheck` can run the default model on a known input anywhere the binary is.
 pub const SAMPLES: [(&str, &[u8]); 4] = [

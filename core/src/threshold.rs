@@ -2,7 +2,7 @@
 
 use crate::detector::{Calibration, Detector};
 use crate::error::{HvqError, Result};
-use crate::train::FeatureSet;
+use crate::features::FeatureSet;
 
 /// The threshold at the `q`-quantile of the image scores of `normals` (features of known-good
 /// images, each scored with its own class): what `train` stores at its end and `calibrate`
@@ -14,10 +14,10 @@ pub fn calibrate(detector: &Detector, normals: &FeatureSet, q: f64) -> Result<Ca
     for chunk in idx.chunks(32) {
         let classes: Vec<usize> = chunk.iter().map(|&i| normals.classes[i]).collect();
         let (_, s) = detector.score(normals.batch(chunk, &device), &classes)?;
-        scores.extend(crate::weights::read_back(s.image)?);
+        scores.extend(crate::device::read_back(s.image)?);
     }
     let threshold = percentile(&scores, q).ok_or_else(|| {
-        HvqError::Config("no finite normal-image score to calibrate the threshold from".into())
+        HvqError::Training("no finite normal-image score to calibrate the threshold from".into())
     })?;
     Ok(Calibration {
         threshold,

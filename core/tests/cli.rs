@@ -150,13 +150,20 @@ fn train_eval_predict_on_a_generated_tree() {
             pooled = pooled.max(sum / 256.0);
         }
     }
-    // The last image written under the stem "000" is good/000.png (stems can repeat across folders).
-    let row = rows
+    // Two images are named 000.png (in two folders): the first keeps the stem, the second gets
+    // `000_2`, so no output overwrites another; each row names its files.
+    let named: Vec<&serde_json::Value> = rows
         .as_array()
         .unwrap()
         .iter()
-        .rfind(|r| r["image"].as_str().unwrap_or("").ends_with("000.png"))
-        .unwrap();
+        .filter(|r| r["image"].as_str().unwrap_or("").ends_with("000.png"))
+        .collect();
+    assert_eq!(named.len(), 2, "{rows}");
+    assert_eq!(named[0]["map"], "000_map.npy");
+    assert_eq!(named[1]["map"], "000_2_map.npy");
+    assert_eq!(named[1]["overlay"], "000_2_overlay.png");
+    assert!(pred.join("000_2_map224.npy").exists());
+    let row = named[0];
     let score = row["score"].as_f64().unwrap();
     assert!(
         (pooled - score).abs() <= 1e-5 * score.abs(),

@@ -264,7 +264,9 @@ fn cmyk_jpeg_decodes_to_the_right_colours() {
 #[test]
 fn shipped_default_model_scores_the_samples() {
     let device = Device::flex();
-    let d = hvq::pretrained::default_model(&device).expect("embedded default model loads");
+    let d = hvq::app::ModelSource::Shipped
+        .load(&device)
+        .expect("embedded default model loads");
     assert_eq!(d.config.hvq.class_names, ["mono", "poly"]);
     let threshold = d.calibration.as_ref().expect("calibrated").threshold;
     let inspector = Inspector::new(d, device);
@@ -295,7 +297,7 @@ fn model_resolution_inspection_and_separate_backbone_file_match() {
     // the map only at 224×224, read back asynchronously. Same numbers as the CLI's path.
     let device = Device::flex();
     let embedded = Inspector::new(
-        hvq::pretrained::default_model(&device).unwrap(),
+        hvq::app::ModelSource::Shipped.load(&device).unwrap(),
         device.clone(),
     );
     let root = repo_root();

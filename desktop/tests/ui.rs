@@ -195,7 +195,7 @@ fn default_model_on_the_samples() {
     let fails: Vec<String> = app
         .list
         .iter()
-        .filter(|e| e.verdict(threshold) == Verdict::Fail)
+        .filter(|e| e.verdict(threshold) == Verdict::Anomalous)
         .map(|e| e.name())
         .collect();
     assert_eq!(

@@ -8,20 +8,21 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
+use hvq::app::ModelSource;
 use hvq::device::DeviceChoice;
 use hvq::{ClassChoice, Inspector};
 use hvq_desktop::state::{self, ImageList, Outcome, SortKey, SortOrder};
-use hvq_desktop::worker::{ModelSource, Purpose, Reply, Request, Worker};
+use hvq_desktop::worker::{ModelLoad, Purpose, Reply, Worker};
 
 /// Load `source` on `device` in a worker, inspect `images`, return the outcomes in order.
 fn run_worker(
     device: DeviceChoice,
-    source: ModelSource,
+    source: ModelLoad,
     images: &[&Path],
     class: ClassChoice,
 ) -> Vec<Result<Outcome, String>> {
     let worker = Worker::spawn(device, || {});
-    worker.send(Request::LoadModel(source));
+    worker.load(source);
     for (i, p) in images.iter().enumerate() {
         worker.inspect(i as u64, p.to_path_buf(), class.clone(), Purpose::List);
     }
@@ -35,7 +36,9 @@ fn run_worker(
             Reply::Model(m) => {
                 m.expect("model loads");
             }
-            Reply::Inspected { id, result, .. } => out[id as usize] = Some(result),
+            Reply::Inspected { id, result, .. } => {
+                out[id as usize] = Some(result.map(Outcome::from_inspection))
+            }
         }
     }
     out.into_iter().map(Option::unwrap).collect()
@@ -123,7 +126,7 @@ fn exported_overlay_and_map_equal_predicts() {
     // The app's path: worker (CPU, as `predict`'s default device) → list → export.
     let outcomes = run_worker(
         DeviceChoice::Cpu,
-        ModelSource::Dir(model_dir.clone()),
+        ModelSource::Dir(model_dir.clone()).into(),
         &refs,
         ClassChoice::Auto,
     );

@@ -71,7 +71,7 @@ function nativeReference() {
   execFileSync(hvqBin, ['predict', '--device', 'cpu', '--out', out, join(root, 'samples', SAMPLE)], { stdio: 'inherit' });
   const rows = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8'));
   const map = readNpy(join(out, SAMPLE.replace('.png', '_map224.npy')));
-  return { score: rows[0].score, className: rows[0].class_name, map };
+  return { score: rows[0].score, className: rows[0].class, map };
 }
 
 function compare(web, native, label) {

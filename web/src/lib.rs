@@ -160,11 +160,7 @@ impl WebModel {
             let img = hvq::preprocess::decode_with(&bytes, &name, DecodeLimits::BROWSER)
                 .map_err(|e| JsValue::from(js_error(e)))?;
             let decode_ms = t0.elapsed().as_secs_f64() * 1e3;
-            let choice = if class == "auto" {
-                ClassChoice::Auto
-            } else {
-                ClassChoice::Name(class)
-            };
+            let choice: ClassChoice = class.parse().map_err(|e| JsValue::from(js_error(e)))?;
             let r = inspector
                 .inspect_with(&img, &choice, MapResolution::Model)
                 .await
@@ -198,10 +194,10 @@ impl WebModel {
                 let cfg = &gpu.config;
                 let size = cfg.backbone.input_size;
                 let input = hvq::preprocess::input_values(&img, size, &cfg.backbone.input_norm);
-                let class = if class == "auto" {
-                    0
-                } else {
-                    cfg.hvq.class_index(&class)?
+                // The comparison needs one class: the first stands for "auto".
+                let class = match class.parse::<ClassChoice>() {
+                    Ok(ClassChoice::Name(name)) => cfg.hvq.class_index(&name)?,
+                    _ => 0,
                 };
                 let stages = self_check::compare(gpu, &cpu, &input, size, class).await?;
                 Ok::<_, hvq::HvqError>(serde_json::to_string(&stages).unwrap_or_default())
@@ -300,6 +296,15 @@ pub fn blend_overlay(
         false,
     );
     Ok(())
+}
+
+/// The verdict word (`normal`, `anomalous`) for a score under a threshold: core's rule and
+/// vocabulary, as in every result file.
+#[wasm_bindgen]
+pub fn verdict(score: f32, threshold: f32) -> String {
+    hvq::app::Verdict::of(score, Some(threshold))
+        .as_str()
+        .to_string()
 }
 
 /// The display scale shared with the CLI and the desktop app: `[lo, hi]`.

@@ -36,6 +36,13 @@ impl WebInspection {
         self.inner.threshold
     }
 
+    /// `normal`, `anomalous` or `uncalibrated`: the verdict's word in every result file (the
+    /// page shows it in capitals).
+    #[wasm_bindgen(getter)]
+    pub fn verdict(&self) -> String {
+        self.inner.verdict().as_str().to_string()
+    }
+
     /// Class whose codebooks and expert were used.
     #[wasm_bindgen(getter, js_name = className)]
     pub fn class_name(&self) -> String {

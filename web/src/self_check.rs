@@ -3,7 +3,7 @@
 //! computes wrongly shows up here as the first stage that differs.
 
 use burn::tensor::{Device, Tensor};
-use hvq::weights::read_back_async;
+use hvq::device::read_back_async;
 use hvq::{Detector, Result};
 use serde::Serialize;
 
@@ -70,13 +70,13 @@ pub async fn compare(
     }
     let (fg, fc) = (gpu.features(xg), cpu.features(xc));
     out.push(diff("aligned features".into(), fg.clone(), fc.clone()).await?);
-    let (eg, ec) = (gpu.hvq.encode(fg.clone()), cpu.hvq.encode(fc.clone()));
-    out.push(diff("input projection".into(), eg.src.clone(), ec.src.clone()).await?);
-    for (i, (g, c)) in eg.hidden.iter().zip(&ec.hidden).enumerate() {
-        out.push(diff(format!("encoder layer {}", i + 1), g.clone(), c.clone()).await?);
-    }
+    // The model's forward, as inference runs it; its intermediate outputs are compared.
     let (og, sg) = gpu.score(fg.clone(), &[class])?;
     let (oc, sc) = cpu.score(fc.clone(), &[class])?;
+    out.push(diff("input projection".into(), og.src.clone(), oc.src.clone()).await?);
+    for (i, (g, c)) in og.hidden.iter().zip(&oc.hidden).enumerate() {
+        out.push(diff(format!("encoder layer {}", i + 1), g.clone(), c.clone()).await?);
+    }
     for (i, (g, c)) in og.levels.iter().zip(&oc.levels).enumerate() {
         out.push(
             diff(

@@ -58,17 +58,15 @@ function opacity() { return Number($('opacity').value); }
 async function redraw() {
   if (!current) return;
   const t = threshold();
-  const { lo, hi } = await call('draw', { threshold: t, opacity: opacity() });
+  const { lo, hi, verdict } = await call('draw', { threshold: t, opacity: opacity() });
   $('legend-lo').textContent = lo.toFixed(2);
   $('legend-hi').textContent = hi.toFixed(2);
-  const r = current.result;
-  const anomalous = r.score > t;
-  $('verdict').textContent = anomalous ? 'ANOMALOUS' : 'NORMAL';
-  $('verdict').className = 'verdict ' + (anomalous ? 'anomalous' : 'normal');
+  $('verdict').textContent = verdict.toUpperCase();
+  $('verdict').className = 'verdict ' + verdict;
   $('r-threshold').textContent = t.toFixed(3);
   $('threshold-value').textContent = t.toFixed(2);
   $('opacity-value').textContent = opacity().toFixed(2);
-  hvq.verdict = anomalous ? 'anomalous' : 'normal';
+  hvq.verdict = verdict;
 }
 
 function setThresholdRange(modelThreshold, score) {

@@ -2,7 +2,7 @@
 // WebGPU or the CPU, inspects photos, and draws the result on the page's canvas (transferred here
 // as an OffscreenCanvas), so the page stays responsive while the CPU fallback computes. Every
 // number (scores, maps, colour scale, CPU overlay) comes from the Rust core.
-import init, { WebModel, blendOverlay, colorScale } from './pkg/hvq_web.js';
+import init, { WebModel, blendOverlay, colorScale, verdict } from './pkg/hvq_web.js';
 import { GpuOverlay, CpuOverlay } from './render.js';
 
 // The worker's console messages (Rust panics, WebGPU errors) also go to the page's console.
@@ -113,7 +113,8 @@ const handlers = {
     if (!last) throw new Error('no result yet');
     const [lo, hi] = colorScale(last.map, last.score, msg.threshold);
     await overlay.draw(lo, hi, msg.opacity);
-    return { type: 'drawn', lo, hi };
+    // The verdict under the page's threshold, decided by core as everywhere else.
+    return { type: 'drawn', lo, hi, verdict: verdict(last.score, msg.threshold) };
   },
   // This device against a CPU copy of the model, stage by stage (see web/src/self_check.rs).
   async selfCheck(msg) {

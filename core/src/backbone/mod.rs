@@ -6,5 +6,5 @@ mod efficientnet;
 mod train_mode;
 
 pub use align::align_features;
-pub use efficientnet::{BatchNorm, BlockSpec, EfficientNet, MbConvBlock, block_specs};
+pub use efficientnet::{BatchNorm, EfficientNet, MbConvBlock};
 pub use train_mode::{BackboneMode, BackboneTraining, drop_connect};

@@ -19,8 +19,9 @@ use burn::tensor::{Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::efficientnet::{
-    BN_EPS, BatchNorm, Conv, EfficientNet, MbConvBlock, activate, block_specs, same_padding,
+    BN_EPS, BatchNorm, Conv, EfficientNet, MbConvBlock, activate, same_padding,
 };
+use crate::config::block_specs;
 
 /// How the frozen backbone runs while the reconstruction network trains.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use hvq::bench::{self, BenchModel};
+use hvq::app::bench::{self, BenchModel};
 
 /// Model to time.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -81,7 +81,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     )?;
     println!("{}", bench::format_report(&report));
     if let Some(path) = &args.json {
-        hvq::weights::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+        hvq::fs::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
         println!("report written to {}", path.display());
     }
     Ok(())

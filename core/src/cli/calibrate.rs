@@ -6,8 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use hvq::Detector;
-use hvq::detector::{CONFIG_FILE, SavedModel};
+use hvq::app::calibrate::calibrate_model_dir;
 
 use super::progress::bar;
 
@@ -38,36 +37,24 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
         bail!("--quantile {} is not in [0, 1]", args.quantile);
     }
     let device = super::device(&args.device)?.device;
-    let mut detector = Detector::load_dir(&args.weights, &device)?;
     let dataset = hvq::data::open(&args.data)?;
-    if dataset.class_names != detector.config.hvq.class_names {
-        bail!(
-            "{} has classes {:?} but the model has {:?}",
-            args.data,
-            dataset.class_names,
-            detector.config.hvq.class_names
-        );
-    }
     let pb = bar(dataset.train.len() as u64, "normals");
-    let features =
-        hvq::features::extract(&detector, &dataset.train, args.batch, &device, &mut |d| {
-            pb.set_position(d as u64)
-        })?;
+    let done = calibrate_model_dir(
+        &args.weights,
+        &dataset,
+        args.quantile,
+        args.batch,
+        &device,
+        &mut |d, _| pb.set_position(d as u64),
+    )?;
     pb.finish_and_clear();
-    let calibration = hvq::threshold::calibrate(&detector, &features, args.quantile)?;
-    let old = detector.calibration.replace(calibration.clone());
-    let saved = SavedModel {
-        model: detector.config.clone(),
-        calibration: detector.calibration.clone(),
-    };
-    let path = args.weights.join(CONFIG_FILE);
-    hvq::weights::write_atomic(&path, serde_json::to_string_pretty(&saved)?.as_bytes())?;
     println!(
         "threshold {:.4} ({}); was {}; written to {}",
-        calibration.threshold,
-        calibration.source,
-        old.map_or("none".to_string(), |c| format!("{:.4}", c.threshold)),
-        path.display()
+        done.new.threshold,
+        done.new.source,
+        done.old
+            .map_or("none".to_string(), |c| format!("{:.4}", c.threshold)),
+        done.config_path.display()
     );
     Ok(())
 }

@@ -4,9 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use hvq::Detector;
-use hvq::evaluate::{ClassSource, evaluate};
-use hvq::train::checkpoint::CHECKPOINT_FILE;
+use hvq::app::ModelSource;
+use hvq::app::evaluate::{ClassSource, evaluate};
 
 use super::progress::bar;
 
@@ -46,23 +45,13 @@ pub struct EvalArgs {
 /// Run `hvq eval`.
 pub fn run(args: EvalArgs) -> Result<()> {
     let device = super::device(&args.device)?.device;
-    let detector = match &args.weights {
-        // A training run still in progress: evaluate its last checkpoint (Lite0 runs only, as
-        // the checkpoint holds no backbone).
-        Some(dir)
-            if !dir.join(hvq::detector::CONFIG_FILE).exists()
-                && dir.join(CHECKPOINT_FILE).exists() =>
-        {
-            let (network, _, state) = hvq::train::checkpoint::load(&dir.join(CHECKPOINT_FILE))?;
-            println!(
-                "evaluating the checkpoint after epoch {} of {}",
-                state.epochs_done, state.train.epochs
-            );
-            Detector::from_tensors(state.model, &network, &device)?
-        }
-        Some(dir) => Detector::load_dir(dir, &device)?,
-        None => hvq::pretrained::default_model(&device)?,
-    };
+    // A training run still in progress: its last checkpoint (Lite0 runs only, as the checkpoint
+    // holds no backbone).
+    let source = ModelSource::from_option(args.weights.as_deref());
+    if source.is_checkpoint() {
+        println!("evaluating the last checkpoint of an unfinished run");
+    }
+    let detector = source.load(&device)?;
     let dataset = hvq::data::open(&args.data)?;
     let pb = bar(dataset.test.len() as u64, "eval");
     let source = match args.class {
@@ -84,7 +73,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&result)?;
-        hvq::weights::write_atomic(path, json.as_bytes())
+        hvq::fs::write_atomic(path, json.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
         println!("metrics written to {}", path.display());
     }

@@ -3,39 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use hvq::{ClassChoice, Detector, Inspector};
-
-fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for p in inputs {
-        if p.is_dir() {
-            let mut inner: Vec<PathBuf> = std::fs::read_dir(p)
-                .with_context(|| format!("reading directory {}", p.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| {
-                    f.extension()
-                        .map(|e| {
-                            matches!(
-                                e.to_ascii_lowercase().to_str(),
-                                Some("png" | "jpg" | "jpeg")
-                            )
-                        })
-                        .unwrap_or(false)
-                })
-                .collect();
-            inner.sort();
-            files.extend(inner);
-        } else if p.exists() {
-            files.push(p.clone());
-        } else {
-            bail!("{}: no such file or directory", p.display());
-        }
-    }
-    if files.is_empty() {
-        bail!("no PNG or JPEG images found in {:?}", inputs);
-    }
-    Ok(files)
-}
+use hvq::app::results::{self, OutputNames, ResultRow};
+use hvq::app::{ClassChoice, Inspection, Inspector, ModelSource, list_images};
+use hvq::detector::Calibration;
+use hvq::fs::write_atomic;
 
 /// Run `hvq predict`.
 pub fn run(
@@ -47,105 +18,92 @@ pub fn run(
     images: &[PathBuf],
 ) -> Result<()> {
     let device = super::device(device)?.device;
-    let mut detector = match weights {
-        Some(dir) => Detector::load_dir(dir, &device)?,
-        None => hvq::pretrained::default_model(&device)?,
-    };
+    let mut detector = ModelSource::from_option(weights).load(&device)?;
     if let Some(t) = threshold {
-        detector.calibration = Some(hvq::detector::Calibration {
+        detector.calibration = Some(Calibration {
             threshold: t,
             source: "command line".into(),
         });
     }
-    let choice = if class == "auto" {
-        ClassChoice::Auto
-    } else {
-        ClassChoice::Name(class.to_string())
-    };
+    let choice: ClassChoice = class.parse()?;
     let inspector = Inspector::new(detector, device);
-    let files = collect_images(images)?;
+    let listing = list_images(images);
+    if listing.files.is_empty() && listing.problems.is_empty() {
+        bail!("no PNG or JPEG images found in {images:?}");
+    }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut rows = Vec::new();
-    let mut failed = 0;
-    let mut csv = String::from("image,class,score,threshold,verdict,error\n");
-    for file in &files {
-        let stem = file
-            .file_stem()
-            .map(|s| s.to_string_lossy().to_string())
-            .unwrap_or_default();
+    let mut names = OutputNames::default();
+    for (path, problem) in &listing.problems {
+        eprintln!("{}: {problem}", path.display());
+        rows.push(ResultRow::failed(
+            path,
+            format!("{}: {problem}", path.display()),
+        ));
+    }
+    for file in &listing.files {
         let result = hvq::preprocess::load(file)
             .and_then(|img| inspector.inspect(&img, &choice).map(|r| (img, r)));
         match result {
             Ok((img, r)) => {
-                let photo = hvq::preprocess::to_rgb(&img);
-                let (lo, hi) = hvq::overlay::color_scale(&r.model_map, r.score, r.threshold);
-                let overlay = hvq::overlay::blend(&photo, &r.map, lo, hi, 0.5);
-                let png = out.join(format!("{stem}_overlay.png"));
-                overlay
-                    .save(&png)
-                    .with_context(|| format!("writing {}", png.display()))?;
-                let npy = out.join(format!("{stem}_map.npy"));
-                hvq::weights::write_atomic(
-                    &npy,
-                    &hvq::overlay::npy_bytes(&r.map, r.height as usize, r.width as usize),
-                )?;
-                // The map at the model's resolution too: what the web page and parity checks use.
-                let npy224 = out.join(format!("{stem}_map224.npy"));
-                hvq::weights::write_atomic(
-                    &npy224,
-                    &hvq::overlay::npy_bytes(&r.model_map, r.model_size, r.model_size),
-                )?;
-                let verdict = match r.anomalous {
-                    Some(true) => "anomalous",
-                    Some(false) => "normal",
-                    None => "uncalibrated",
-                };
+                let mut row = ResultRow::inspected(file, &r, r.threshold);
+                let stem = names.stem(file);
+                let (overlay, map) = write_outputs(out, &stem, &img, &r)?;
+                row.overlay = Some(overlay);
+                row.map = Some(map);
                 println!(
-                    "{:<40} {:>10.4} {:<10} {}",
+                    "{:<40} {:>10.4} {:<12} {}",
                     file.display(),
                     r.score,
-                    verdict,
+                    row.verdict,
                     r.class_name
                 );
-                csv.push_str(&format!(
-                    "{},{},{},{},{},\n",
-                    file.display(),
-                    r.class_name,
-                    r.score,
-                    r.threshold.map(|t| t.to_string()).unwrap_or_default(),
-                    verdict
-                ));
-                let mut row = serde_json::to_value(&r)?;
-                row["image"] = serde_json::Value::String(file.display().to_string());
-                row["verdict"] = serde_json::Value::String(verdict.into());
                 rows.push(row);
             }
             Err(e) => {
-                failed += 1;
                 eprintln!("{}: {e}", file.display());
-                csv.push_str(&format!(
-                    "{},,,,error,\"{}\"\n",
-                    file.display(),
-                    e.to_string().replace('"', "'")
-                ));
-                rows.push(serde_json::json!({"image": file.display().to_string(), "error": e.to_string()}));
+                rows.push(ResultRow::failed(file, &e));
             }
         }
     }
-    hvq::weights::write_atomic(
-        &out.join("results.json"),
-        serde_json::to_string_pretty(&rows)?.as_bytes(),
-    )?;
-    hvq::weights::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
+    results::write_tables(out, &rows)?;
     println!("wrote {} results to {}", rows.len(), out.display());
+    let failed = rows.iter().filter(|r| r.error.is_some()).count();
     if failed > 0 {
         return Err(SomeImagesFailed {
             failed,
-            total: files.len(),
+            total: rows.len(),
         }
         .into());
     }
     Ok(())
+}
+
+/// The overlay PNG, the map at the image's resolution and at the model's (what the web page and
+/// parity checks compare); returns the overlay's and the map's file names.
+fn write_outputs(
+    out: &Path,
+    stem: &str,
+    img: &image::DynamicImage,
+    r: &Inspection,
+) -> Result<(String, String)> {
+    let photo = hvq::preprocess::to_rgb(img);
+    let (lo, hi) = hvq::overlay::color_scale(&r.model_map, r.score, r.threshold);
+    let overlay = format!("{stem}_overlay.png");
+    let png = out.join(&overlay);
+    hvq::overlay::blend(&photo, &r.map, lo, hi, 0.5)
+        .save(&png)
+        .with_context(|| format!("writing {}", png.display()))?;
+    let map = format!("{stem}_map.npy");
+    write_atomic(
+        &out.join(&map),
+        &hvq::overlay::npy_bytes(&r.map, r.height as usize, r.width as usize),
+    )?;
+    write_atomic(
+        &out.join(format!("{stem}_map224.npy")),
+        &hvq::overlay::npy_bytes(&r.model_map, r.model_size, r.model_size),
+    )?;
+    Ok((overlay, map))
 }
 
 /// Some images could not be inspected (each has an error row): `hvq predict` exits with

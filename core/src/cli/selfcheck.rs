@@ -1,11 +1,12 @@
 //! `hvq selfcheck`: the shipped model on the shipped sample images, on a device and on the CPU,
-//! compared (see `hvq::selfcheck`). Exit status 0 when the device agrees with the CPU, 1 when not.
+//! compared (see `hvq::app::selfcheck`). Exit status 0 when the device agrees with the CPU, 1 when not.
 
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::Args;
 use hvq::Inspector;
+use hvq::app::ModelSource;
 use hvq::device::DeviceChoice;
 
 /// Options of `hvq selfcheck`.
@@ -24,12 +25,12 @@ pub struct SelfCheckArgs {
 pub fn run(args: SelfCheckArgs) -> Result<()> {
     let selection = super::device(&args.device)?;
     let cpu_device = hvq::device::create(DeviceChoice::Cpu)?;
-    let cpu = Inspector::new(hvq::pretrained::default_model(&cpu_device)?, cpu_device);
+    let cpu = Inspector::new(ModelSource::Shipped.load(&cpu_device)?, cpu_device);
     let device = Inspector::new(
-        hvq::pretrained::default_model(&selection.device)?,
+        ModelSource::Shipped.load(&selection.device)?,
         selection.device.clone(),
     );
-    let check = hvq::selfcheck::run(&cpu, &device, &hvq::pretrained::SAMPLES)?;
+    let check = hvq::app::selfcheck::run(&cpu, &device, &hvq::pretrained::SAMPLES)?;
 
     println!(
         "selfcheck: shipped model on {} samples, {} vs cpu (bound: |Δ| ≤ {:.0e} × max|map|)",
@@ -58,7 +59,7 @@ pub fn run(args: SelfCheckArgs) -> Result<()> {
     if let Some(path) = &args.json {
         let mut value = serde_json::to_value(&check)?;
         value["backend"] = serde_json::Value::String(selection.backend.name().into());
-        hvq::weights::write_atomic(path, serde_json::to_string_pretty(&value)?.as_bytes())?;
+        hvq::fs::write_atomic(path, serde_json::to_string_pretty(&value)?.as_bytes())?;
     }
     if !check.passed {
         bail!(

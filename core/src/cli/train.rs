@@ -1,14 +1,14 @@
 //! `hvq train`: features once, then the reconstruction network, with checkpoints and a log.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
-use hvq::Detector;
-use hvq::backbone::{BackboneMode, BackboneTraining};
-use hvq::config::{BackboneKind, HvqConfig, ModelConfig};
-use hvq::train::{FeatureSet, TrainConfig, TrainEvent, Trainer, TrainingData};
+use hvq::app::training::{Overrides, Preset, TrainOutcome, TrainProgress, TrainRequest, train};
+use hvq::backbone::BackboneMode;
+use hvq::config::BackboneKind;
+use hvq::train::{TrainConfig, TrainEvent};
+use indicatif::ProgressBar;
 
 use super::progress::bar;
 
@@ -125,211 +125,136 @@ pub struct TrainArgs {
     pub seed: u64,
 }
 
-/// Run `hvq train`.
-pub fn run(args: TrainArgs) -> Result<()> {
-    let device = super::device(&args.device)?.device;
-    let dataset = hvq::data::open(&args.data)?;
-    if dataset.train.is_empty() {
-        bail!("{}: no training images", args.data);
-    }
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let kind = match args.backbone {
-        BackboneArg::Lite0 => BackboneKind::EfficientnetLite0,
-        BackboneArg::B4 => BackboneKind::EfficientnetB4,
-    };
-    let backbone = super::backbone(kind, args.backbone_weights.as_deref(), &device)?;
-    let channels = backbone.config().feature_channels();
-    let mut hvq = match args.preset {
-        PresetArg::Official => HvqConfig::official(channels, dataset.class_names.clone()),
-        PresetArg::Paper => HvqConfig::paper(channels, dataset.class_names.clone()),
-    };
-    // The appendix's ablation switches (all on = HVQ-Trans).
-    hvq.ablation.hierarchical = !args.single_vq;
-    hvq.ablation.switch_codebooks = !args.no_codebook_switching;
-    hvq.ablation.switch_experts = !args.no_expert_switching;
-    if let Some(alpha) = args.pot_weight {
-        hvq.pot_weight = alpha;
-    }
-    if let Some(p) = args.dropout {
-        if !(0.0..1.0).contains(&p) {
-            bail!("--dropout {p}: a probability in [0, 1) is expected");
+impl TrainArgs {
+    /// The application layer's request.
+    fn request(&self) -> TrainRequest {
+        let mut train = TrainConfig::official().with_epochs(self.epochs);
+        train.batch_size = self.batch;
+        train.optimizer.lr = self.lr;
+        train.checkpoint_every = self.checkpoint_every;
+        train.seed = self.seed;
+        TrainRequest {
+            data: self.data.clone(),
+            out: self.out.clone(),
+            backbone: match self.backbone {
+                BackboneArg::Lite0 => BackboneKind::EfficientnetLite0,
+                BackboneArg::B4 => BackboneKind::EfficientnetB4,
+            },
+            backbone_weights: self.backbone_weights.clone(),
+            backbone_mode: self.backbone_mode.map(BackboneMode::from),
+            preset: match self.preset {
+                PresetArg::Official => Preset::Official,
+                PresetArg::Paper => Preset::Paper,
+            },
+            overrides: Overrides {
+                embed_dim: self.embed_dim,
+                codes: self.codes,
+                ffn_dim: self.ffn_dim,
+                pot_weight: self.pot_weight,
+                dropout: self.dropout,
+                single_vq: self.single_vq,
+                no_codebook_switching: self.no_codebook_switching,
+                no_expert_switching: self.no_expert_switching,
+            },
+            train,
+            resume: self.resume,
+            stop_after: self.stop_after,
+            inject_nan_at_step: self.inject_nan_at_step,
         }
-        hvq.dropout = p;
     }
-    if let Some(c) = args.embed_dim {
-        hvq.embed_dim = c;
-    }
-    if let Some(k) = args.codes {
-        hvq.codes = k;
-    }
-    if let Some(f) = args.ffn_dim {
-        hvq.ffn_dim = f;
-    }
-    let model_config = ModelConfig {
-        backbone: backbone.config().clone(),
-        hvq,
-    };
-    let mut detector = Detector::new(model_config.clone(), &device)?;
-    detector.backbone = backbone;
-
-    let live = Some(detector.backbone.clone());
-    let mut trainer = if args.resume {
-        let t = Trainer::resume(&args.out, &args.data, Some(args.epochs), &device, live)?;
-        if t.model_config != model_config {
-            bail!(
-                "{}: the checkpoint's model configuration differs from this command's; \
-                 resume with the same --backbone/--embed-dim/--codes/--ffn-dim",
-                args.out.display()
-            );
-        }
-        if let Some(mode) = args.backbone_mode
-            && BackboneMode::from(mode) != t.config.backbone.mode
-        {
-            bail!(
-                "{}: the run was started with --backbone-mode {:?}; resume it with the same mode",
-                args.out.display(),
-                t.config.backbone.mode
-            );
-        }
-        println!("resuming after epoch {}", t.epochs_done);
-        t
-    } else {
-        let mut config = TrainConfig::official().with_epochs(args.epochs);
-        config.batch_size = args.batch;
-        config.optimizer.lr = args.lr;
-        config.checkpoint_every = args.checkpoint_every;
-        config.seed = args.seed;
-        config.backbone = match args.backbone_mode.map(BackboneMode::from) {
-            Some(BackboneMode::Train) => BackboneTraining::official_train_mode(),
-            _ => BackboneTraining::default(),
-        };
-        Trainer::new(
-            model_config.clone(),
-            config,
-            &args.data,
-            &args.out,
-            &device,
-            live,
-        )?
-    };
-
-    // Eval mode: features once per dataset, cached beside the run. Train mode: none (the
-    // backbone's output changes with every batch's statistics and drop-connect).
-    let features = match trainer.config.backbone.mode {
-        BackboneMode::Eval => {
-            let pb = bar(dataset.train.len() as u64, "features");
-            let (features, hit) = hvq::features::cached(
-                &args.out.join("feature-cache.safetensors"),
-                &detector,
-                &dataset.train,
-                16,
-                &device,
-                &mut |done| pb.set_position(done as u64),
-            )?;
-            pb.finish_and_clear();
-            println!(
-                "{} training images, features {:?}{}",
-                features.len(),
-                features.shape,
-                if hit { " (from cache)" } else { "" }
-            );
-            Some(features)
-        }
-        BackboneMode::Train => {
-            println!(
-                "{} training images, train-mode backbone (batch statistics, drop-connect {}): \
-                 features recomputed every step",
-                dataset.train.len(),
-                trainer.config.backbone.drop_connect
-            );
-            None
-        }
-    };
-    let data = match &features {
-        Some(f) => TrainingData::Features(f),
-        None => TrainingData::Images(&dataset.train),
-    };
-
-    let steps_per_epoch = dataset
-        .train
-        .len()
-        .div_ceil(trainer.config.batch_size.max(1));
-    let remaining = trainer.config.epochs.saturating_sub(trainer.epochs_done);
-    let pb = bar((remaining * steps_per_epoch) as u64, "train");
-    let log_path = args.out.join("train-log.jsonl");
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("opening {}", log_path.display()))?;
-    let mut log_error = None;
-    if let Some(step) = args.inject_nan_at_step {
-        trainer.inject_nan_at_step(step);
-    }
-    trainer.run(data, args.stop_after, &mut |event| match event {
-        TrainEvent::Step { epoch, loss, .. } => {
-            pb.inc(1);
-            pb.set_message(format!("epoch {} loss {loss:.4}", epoch + 1));
-        }
-        TrainEvent::Epoch(report) => {
-            let line = serde_json::to_string(report).expect("report serialises");
-            if let Err(e) = writeln!(log, "{line}") {
-                log_error.get_or_insert(e);
-            }
-        }
-        TrainEvent::Checkpoint { epochs_done, .. } => {
-            pb.println(format!("checkpoint after epoch {epochs_done}"));
-        }
-    })?;
-    pb.finish_and_clear();
-    if let Some(e) = log_error {
-        return Err(e).with_context(|| format!("writing {}", log_path.display()));
-    }
-    if trainer.epochs_done < trainer.config.epochs {
-        println!(
-            "stopped after epoch {} of {}; continue with --resume",
-            trainer.epochs_done, trainer.config.epochs
-        );
-        return Ok(());
-    }
-    let features = match features {
-        Some(f) => f,
-        None => {
-            // The trained running statistics are part of the model; the threshold is calibrated
-            // on features of the backbone as the saved model will run it (eval mode).
-            detector.backbone = trainer
-                .backbone()
-                .context("a train-mode run keeps its backbone")?
-                .clone();
-            let pb = bar(dataset.train.len() as u64, "calibration features");
-            let f = hvq::features::extract(&detector, &dataset.train, 16, &device, &mut |done| {
-                pb.set_position(done as u64)
-            })?;
-            pb.finish_and_clear();
-            f
-        }
-    };
-    finish(&args.out, detector, &trainer, &features)
 }
 
-/// Build the inference model, calibrate its threshold on the training normals, save it.
-fn finish(
-    out: &Path,
-    mut detector: Detector,
-    trainer: &Trainer,
-    features: &FeatureSet,
-) -> Result<()> {
-    detector.hvq = detector.hvq.load_native(&trainer.network())?;
-    detector.calibration = Some(hvq::threshold::calibrate(&detector, features, 0.99)?);
-    let threshold = detector
-        .calibration
-        .as_ref()
-        .map_or(f32::NAN, |c| c.threshold);
-    detector.save_dir(out)?;
-    println!(
-        "model saved to {} (threshold {threshold:.4})",
-        out.display()
-    );
+/// Run `hvq train`: the application layer's training run, with progress bars.
+pub fn run(args: TrainArgs) -> Result<()> {
+    let device = super::device(&args.device)?.device;
+    let mut bars = Bars::default();
+    let outcome = train(&args.request(), &device, &mut |p| bars.show(p))?;
+    bars.clear();
+    match outcome {
+        TrainOutcome::Stopped {
+            epochs_done,
+            epochs,
+        } => println!("stopped after epoch {epochs_done} of {epochs}; continue with --resume"),
+        TrainOutcome::Saved { dir, threshold } => {
+            println!(
+                "model saved to {} (threshold {threshold:.4})",
+                dir.display()
+            )
+        }
+    }
     Ok(())
+}
+
+/// The progress bars of one run: feature extraction, then training.
+#[derive(Default)]
+struct Bars {
+    features: Option<ProgressBar>,
+    train: Option<ProgressBar>,
+}
+
+impl Bars {
+    fn show(&mut self, progress: TrainProgress<'_>) {
+        match progress {
+            TrainProgress::Resumed { epochs_done } => {
+                println!("resuming after epoch {epochs_done}")
+            }
+            TrainProgress::Features {
+                purpose,
+                done,
+                total,
+            } => self
+                .features
+                .get_or_insert_with(|| bar(total as u64, purpose))
+                .set_position(done as u64),
+            TrainProgress::DataReady {
+                images,
+                shape,
+                from_cache,
+                drop_connect,
+            } => {
+                if let Some(pb) = self.features.take() {
+                    pb.finish_and_clear();
+                }
+                match (shape, drop_connect) {
+                    (Some(shape), _) => println!(
+                        "{images} training images, features {shape:?}{}",
+                        if from_cache { " (from cache)" } else { "" }
+                    ),
+                    (None, p) => println!(
+                        "{images} training images, train-mode backbone (batch statistics, \
+                         drop-connect {}): features recomputed every step",
+                        p.unwrap_or_default()
+                    ),
+                }
+            }
+            TrainProgress::Trainer {
+                steps_per_epoch,
+                epochs_left,
+                event,
+            } => {
+                let pb = self
+                    .train
+                    .get_or_insert_with(|| bar((epochs_left * steps_per_epoch) as u64, "train"));
+                match event {
+                    TrainEvent::Step { epoch, loss, .. } => {
+                        pb.inc(1);
+                        pb.set_message(format!("epoch {} loss {loss:.4}", epoch + 1));
+                    }
+                    TrainEvent::Checkpoint { epochs_done, .. } => {
+                        pb.println(format!("checkpoint after epoch {epochs_done}"));
+                    }
+                    TrainEvent::Epoch(_) => {}
+                }
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        for pb in [self.features.take(), self.train.take()]
+            .into_iter()
+            .flatten()
+        {
+            pb.finish_and_clear();
+        }
+    }
 }

@@ -46,7 +46,7 @@ impl Batch {
         let path = dir.join(name);
         let bytes = std::fs::read(&path).map_err(|e| HvqError::io(&path, e))?;
         if bytes.is_empty() || bytes.len() % RECORD != 0 {
-            return Err(HvqError::Config(format!(
+            return Err(HvqError::Dataset(format!(
                 "{}: {} bytes is not a whole number of {RECORD}-byte CIFAR-10 records \
                  (truncated or not the binary release?)",
                 path.display(),
@@ -55,7 +55,7 @@ impl Batch {
         }
         let batch = Batch { name, bytes };
         if let Some(i) = (0..batch.len()).find(|&i| batch.label(i) > 9) {
-            return Err(HvqError::Config(format!(
+            return Err(HvqError::Dataset(format!(
                 "{}: record {i} has label {}, CIFAR-10 labels are 0..9",
                 path.display(),
                 batch.label(i)
@@ -111,7 +111,7 @@ fn find_dir(root: &Path) -> Result<PathBuf> {
     } else {
         ""
     };
-    Err(HvqError::Config(format!(
+    Err(HvqError::Dataset(format!(
         "cifar10 dataset {}: neither it nor its cifar-10-batches-bin folder holds {}{hint}",
         root.display(),
         TRAIN_FILES[0]

@@ -30,7 +30,7 @@ fn find_root(root: &Path) -> Result<PathBuf> {
         .find(|d| d.join("labels.csv").is_file())
         .cloned()
         .ok_or_else(|| {
-            HvqError::Config(format!(
+            HvqError::Dataset(format!(
                 "elpv dataset {}: no labels.csv in it, its data folder or elpv_dataset/data",
                 root.display()
             ))
@@ -42,7 +42,7 @@ pub(super) fn open(root: &Path, classes: Option<&[String]>) -> Result<Dataset> {
     let csv = data.join("labels.csv");
     let text = std::fs::read_to_string(&csv).map_err(|e| HvqError::io(&csv, e))?;
     let err =
-        |line: usize, msg: String| HvqError::Config(format!("{}:{line}: {msg}", csv.display()));
+        |line: usize, msg: String| HvqError::Dataset(format!("{}:{line}: {msg}", csv.display()));
 
     // (type index, image path as written, probability class: 0 normal, 1 defective, None left out)
     let mut cells: Vec<(usize, String, Option<bool>)> = Vec::new();
@@ -129,7 +129,7 @@ pub(super) fn open(root: &Path, classes: Option<&[String]>) -> Result<Dataset> {
             }
         }
         if !train.iter().any(|s: &Sample| s.class == class) {
-            return Err(HvqError::Config(format!(
+            return Err(HvqError::Dataset(format!(
                 "{}: no defect-free (prob 0) {name} cells to train on",
                 csv.display()
             )));

@@ -49,7 +49,7 @@ fn find(root: &Path, prefix: &str, kind: &str) -> Result<PathBuf> {
         .find(|p| p.is_file())
         .cloned()
         .ok_or_else(|| {
-            HvqError::Config(format!(
+            HvqError::Dataset(format!(
                 "fashion-mnist dataset {}: {} not found (gzipped or not)",
                 root.display(),
                 candidates[1].display()
@@ -65,7 +65,8 @@ fn read_idx(path: &Path, ndims: usize) -> Result<Idx> {
     } else {
         raw
     };
-    let bad = |why: String| HvqError::Config(format!("{}: not an IDX file: {why}", path.display()));
+    let bad =
+        |why: String| HvqError::Dataset(format!("{}: not an IDX file: {why}", path.display()));
     if bytes.len() < 4 {
         return Err(bad(format!("only {} bytes", bytes.len())));
     }
@@ -109,13 +110,13 @@ fn read_split(root: &Path, prefix: &str) -> Result<(Idx, Vec<u8>, usize, usize)>
     let labels = read_idx(&labels_path, 1)?.data;
     let (n, rows, cols) = (images.dims[0], images.dims[1], images.dims[2]);
     if rows == 0 || cols == 0 {
-        return Err(HvqError::Config(format!(
+        return Err(HvqError::Dataset(format!(
             "{}: images of size {rows}x{cols}",
             images_path.display()
         )));
     }
     if labels.len() != n {
-        return Err(HvqError::Config(format!(
+        return Err(HvqError::Dataset(format!(
             "{}: {} labels for the {n} images of {}",
             labels_path.display(),
             labels.len(),
@@ -123,7 +124,7 @@ fn read_split(root: &Path, prefix: &str) -> Result<(Idx, Vec<u8>, usize, usize)>
         )));
     }
     if let Some(i) = labels.iter().position(|&l| l > 9) {
-        return Err(HvqError::Config(format!(
+        return Err(HvqError::Dataset(format!(
             "{}: label {i} is {}, Fashion-MNIST labels are 0..9",
             labels_path.display(),
             labels[i]
@@ -137,7 +138,7 @@ pub(super) fn open(root: &Path, opts: &DatasetOptions) -> Result<Dataset> {
     let (train, train_labels, rows, cols) = read_split(root, "train")?;
     let (test, test_labels, t_rows, t_cols) = read_split(root, "t10k")?;
     if (rows, cols) != (t_rows, t_cols) {
-        return Err(HvqError::Config(format!(
+        return Err(HvqError::Dataset(format!(
             "fashion-mnist dataset {}: training images are {rows}x{cols}, test images {t_rows}x{t_cols}",
             root.display()
         )));

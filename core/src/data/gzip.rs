@@ -14,9 +14,11 @@ pub(super) fn gunzip(bytes: &[u8], path: &Path, limit: u64) -> Result<Vec<u8>> {
     flate2::read::MultiGzDecoder::new(bytes)
         .take(limit.saturating_add(1))
         .read_to_end(&mut out)
-        .map_err(|e| HvqError::Config(format!("{}: not a valid gzip file: {e}", path.display())))?;
+        .map_err(|e| {
+            HvqError::Dataset(format!("{}: not a valid gzip file: {e}", path.display()))
+        })?;
     if out.len() as u64 > limit {
-        return Err(HvqError::Config(format!(
+        return Err(HvqError::Dataset(format!(
             "{}: inflates to more than {limit} bytes; refusing it",
             path.display()
         )));

@@ -32,8 +32,6 @@ mod visa;
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{HvqError, Result};
 
 pub use sample::{ImageSource, Sample};
@@ -48,16 +46,7 @@ pub const FORMATS: &[&str] = &[
     "folder",
 ];
 
-/// How an anomaly map becomes an image score.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ScoreKind {
-    /// Maximum of the (pooled) anomaly map: defects are small and local (MVTec-like, ELPV).
-    Max,
-    /// Mean of the anomaly map: a semantic anomaly changes the whole image (cifar10,
-    /// fashion-mnist), as UniAD scores CIFAR-10.
-    Mean,
-}
+pub use crate::map::ScoreKind;
 
 /// A dataset: classes, train and test samples, and how to score it.
 #[derive(Debug, Clone)]
@@ -103,7 +92,7 @@ pub fn open(spec: &str) -> Result<Dataset> {
 /// Split a `FORMAT:PATH[?options]` spec into its parts (the format is lower-cased).
 pub fn parse_spec(spec: &str) -> Result<(String, PathBuf, DatasetOptions)> {
     let Some((format, rest)) = spec.split_once(':') else {
-        return Err(HvqError::Config(format!(
+        return Err(HvqError::Dataset(format!(
             "dataset {spec:?}: expected FORMAT:PATH, with FORMAT one of {}",
             FORMATS.join(", ")
         )));
@@ -115,7 +104,7 @@ pub fn parse_spec(spec: &str) -> Result<(String, PathBuf, DatasetOptions)> {
         _ => (rest, None),
     };
     if path.is_empty() {
-        return Err(HvqError::Config(format!(
+        return Err(HvqError::Dataset(format!(
             "dataset {spec:?}: the path after `{format}:` is empty"
         )));
     }
@@ -138,7 +127,7 @@ pub fn parse_spec(spec: &str) -> Result<(String, PathBuf, DatasetOptions)> {
                     .map(|s| s.parse::<usize>())
                     .collect::<std::result::Result<Vec<_>, _>>()
                     .map_err(|_| {
-                        HvqError::Config(format!(
+                        HvqError::Dataset(format!(
                             "dataset {spec:?}: split={value:?} is not a comma-separated list of class indices"
                         ))
                     })?;
@@ -146,12 +135,12 @@ pub fn parse_spec(spec: &str) -> Result<(String, PathBuf, DatasetOptions)> {
             }
             "limit" => {
                 let n: usize = value.trim().parse().map_err(|_| {
-                    HvqError::Config(format!(
+                    HvqError::Dataset(format!(
                         "dataset {spec:?}: limit={value:?} is not a positive integer"
                     ))
                 })?;
                 if n == 0 {
-                    return Err(HvqError::Config(format!(
+                    return Err(HvqError::Dataset(format!(
                         "dataset {spec:?}: limit=0 would leave no images"
                     )));
                 }
@@ -159,13 +148,13 @@ pub fn parse_spec(spec: &str) -> Result<(String, PathBuf, DatasetOptions)> {
             }
             "seed" => {
                 opts.seed = value.trim().parse().map_err(|_| {
-                    HvqError::Config(format!(
+                    HvqError::Dataset(format!(
                         "dataset {spec:?}: seed={value:?} is not a non-negative integer"
                     ))
                 })?;
             }
             other => {
-                return Err(HvqError::Config(format!(
+                return Err(HvqError::Dataset(format!(
                     "dataset {spec:?}: unknown option {other:?} (known: classes, split, seed, limit)"
                 )));
             }
@@ -188,33 +177,33 @@ pub fn open_with(format: &str, path: &Path, opts: &DatasetOptions) -> Result<Dat
         "elpv" => "elpv",
         "folder" => "folder",
         other => {
-            return Err(HvqError::Config(format!(
+            return Err(HvqError::Dataset(format!(
                 "unknown dataset format {other:?}; known formats: {}",
                 FORMATS.join(", ")
             )));
         }
     };
     if !path.exists() {
-        return Err(HvqError::Config(format!(
+        return Err(HvqError::Dataset(format!(
             "{format} dataset: {} does not exist",
             path.display()
         )));
     }
     if !path.is_dir() {
-        return Err(HvqError::Config(format!(
+        return Err(HvqError::Dataset(format!(
             "{format} dataset: {} is not a folder",
             path.display()
         )));
     }
     let semantic = matches!(format, "cifar10" | "fashion-mnist");
     if semantic && opts.classes.is_some() {
-        return Err(HvqError::Config(format!(
+        return Err(HvqError::Dataset(format!(
             "{format} dataset {}: choose the normal classes with split=..., not classes=...",
             path.display()
         )));
     }
     if !semantic && opts.split.is_some() {
-        return Err(HvqError::Config(format!(
+        return Err(HvqError::Dataset(format!(
             "{format} dataset {}: split=... applies to cifar10 and fashion-mnist only",
             path.display()
         )));
@@ -367,13 +356,13 @@ fn select_classes(
         return Ok(all);
     };
     if wanted.is_empty() {
-        return Err(HvqError::Config(format!(
+        return Err(HvqError::Dataset(format!(
             "{what} dataset {}: classes= names no class",
             root.display()
         )));
     }
     if let Some(missing) = wanted.iter().find(|w| !all.contains(w)) {
-        return Err(HvqError::Config(format!(
+        return Err(HvqError::Dataset(format!(
             "{what} dataset {}: no class {missing:?}; classes present: {}",
             root.display(),
             all.join(", ")

@@ -33,7 +33,7 @@ pub(super) fn open(root: &Path, classes: Option<&[String]>, name: &str) -> Resul
         } else {
             ""
         };
-        return Err(HvqError::Config(format!(
+        return Err(HvqError::Dataset(format!(
             "{name} dataset {}: no class folders found (expected <class>/train/good/*.png){hint}",
             root.display()
         )));
@@ -73,7 +73,7 @@ pub(super) fn load_class(
 ) -> Result<(Vec<Sample>, Vec<Sample>)> {
     let good = class_dir.join("train").join("good");
     if !good.is_dir() {
-        return Err(HvqError::Config(format!(
+        return Err(HvqError::Dataset(format!(
             "{}: folder missing (the normal training images go there)",
             good.display()
         )));
@@ -90,7 +90,7 @@ pub(super) fn load_class(
         })
         .collect();
     if train.is_empty() {
-        return Err(HvqError::Config(format!(
+        return Err(HvqError::Dataset(format!(
             "{}: no PNG or JPEG training images in this folder",
             good.display()
         )));
@@ -99,7 +99,7 @@ pub(super) fn load_class(
     let test_dir = class_dir.join("test");
     if !test_dir.is_dir() {
         if test_required {
-            return Err(HvqError::Config(format!(
+            return Err(HvqError::Dataset(format!(
                 "{}: folder missing (expected test/good and test/<defect> folders)",
                 test_dir.display()
             )));
@@ -123,7 +123,7 @@ pub(super) fn load_class(
                 match find_mask(&mask_dir, &s) {
                     Some(m) => Some(m),
                     None if any_gt && policy == MaskPolicy::RequiredIfAny => {
-                        return Err(HvqError::Config(format!(
+                        return Err(HvqError::Dataset(format!(
                             "{}: ground-truth mask missing for test image {} \
                              (this class has masks, so every defective image needs one)",
                             mask_dir.join(format!("{s}_mask.png")).display(),
@@ -146,7 +146,7 @@ pub(super) fn load_class(
         }
     }
     if test.is_empty() && test_required {
-        return Err(HvqError::Config(format!(
+        return Err(HvqError::Dataset(format!(
             "{}: no PNG or JPEG test images in its sub-folders",
             test_dir.display()
         )));

@@ -61,7 +61,7 @@ pub(super) struct Meta<'a> {
 pub(super) fn check_split(opts: &DatasetOptions, format: &str, root: &Path) -> Result<Vec<usize>> {
     let split = opts.split.clone().unwrap_or_else(|| DEFAULT_SPLIT.to_vec());
     let bad = |why: &str| {
-        HvqError::Config(format!(
+        HvqError::Dataset(format!(
             "{format} dataset {}: split {split:?} {why}",
             root.display()
         ))
@@ -158,7 +158,7 @@ pub(super) fn build(
     let class_names: Vec<String> = split.iter().map(|&c| meta.names[c].to_string()).collect();
     for (i, c) in class_names.iter().enumerate() {
         if !train_samples.iter().any(|s| s.class == i) {
-            return Err(HvqError::Config(format!(
+            return Err(HvqError::Dataset(format!(
                 "{} dataset {}: no training images of class {c:?}",
                 meta.format,
                 meta.root.display()

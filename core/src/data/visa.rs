@@ -31,7 +31,7 @@ struct Row {
 fn open_csv(root: &Path, csv: &Path, classes: Option<&[String]>) -> Result<Dataset> {
     let text = std::fs::read_to_string(csv).map_err(|e| HvqError::io(csv, e))?;
     let err =
-        |line: usize, msg: String| HvqError::Config(format!("{}:{line}: {msg}", csv.display()));
+        |line: usize, msg: String| HvqError::Dataset(format!("{}:{line}: {msg}", csv.display()));
     let mut lines = text
         .lines()
         .enumerate()
@@ -170,7 +170,7 @@ fn open_csv(root: &Path, csv: &Path, classes: Option<&[String]>) -> Result<Datas
     test.sort_by_key(|s| s.class);
     for (i, c) in class_names.iter().enumerate() {
         if !train.iter().any(|s| s.class == i) {
-            return Err(HvqError::Config(format!(
+            return Err(HvqError::Dataset(format!(
                 "{}: no normal training images for class {c:?}",
                 csv.display()
             )));

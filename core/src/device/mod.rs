@@ -8,6 +8,9 @@
 
 pub mod cuda_driver;
 pub mod panic_capture;
+mod readback;
+
+pub use readback::{read_back, read_back_async};
 
 use burn::tensor::Device;
 
@@ -211,7 +214,7 @@ pub fn create(choice: DeviceChoice) -> Result<Device> {
 /// caught either: the backend's own errors are what this reports).
 pub async fn probe_async(device: &Device) -> Result<()> {
     let t = burn::tensor::Tensor::<1>::from_floats([1.0f32, 2.0, 3.0], device);
-    let v = crate::weights::read_back_async(t.sum()).await?;
+    let v = crate::device::read_back_async(t.sum()).await?;
     match v.first() {
         Some(v) if (v - 6.0).abs() < 1e-6 => Ok(()),
         other => Err(HvqError::Device(format!(
@@ -226,7 +229,7 @@ pub fn probe(device: &Device) -> Result<()> {
     let d = device.clone();
     let result = panic_capture::capture(move || {
         let t = burn::tensor::Tensor::<1>::from_floats([1.0f32, 2.0, 3.0], &d);
-        crate::weights::read_back(t.sum())
+        crate::device::read_back(t.sum())
     });
     match result {
         Ok(Ok(v)) if v.first().is_some_and(|v| (v - 6.0).abs() < 1e-6) => Ok(()),

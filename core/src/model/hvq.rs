@@ -207,14 +207,29 @@ impl HvqModel {
 
     /// Inference forward: codebooks read only, the whole batch quantised at once.
     pub fn forward_eval(&self, feature: Tensor<4>, classes: &[usize]) -> Result<HvqOutput> {
+        self.forward_eval_staged(feature, classes, &mut |_| {})
+    }
+
+    /// [`HvqModel::forward_eval`], calling `stage(name)` after each stage ("encoder", "vq",
+    /// "decoder") so a benchmark can synchronise and time it.
+    pub fn forward_eval_staged(
+        &self,
+        feature: Tensor<4>,
+        classes: &[usize],
+        stage: &mut dyn FnMut(&'static str),
+    ) -> Result<HvqOutput> {
         let [b, _, _, _] = feature.dims();
         self.check_classes(classes, b)?;
         let book_slots = self.codebook_slots(classes);
         let expert_slots = self.expert_slots(classes);
         let books = &self.quantize_lists;
-        Ok(self.forward_with(feature, &expert_slots, 0.0, |level, x| {
-            quantize(x, Self::embeds_for(&books[level], &book_slots))
-        }))
+        Ok(self.forward_with(
+            feature,
+            &expert_slots,
+            0.0,
+            |level, x| quantize(x, Self::embeds_for(&books[level], &book_slots)),
+            stage,
+        ))
     }
 
     /// Training forward: the codebooks follow the EMA, sample by sample in batch order, so a later
@@ -229,56 +244,62 @@ impl HvqModel {
         let decay = self.config.ema_decay;
         let eps = self.config.ema_eps;
         let dropout = self.config.dropout;
-        let out = self.forward_with(feature, &expert_slots, dropout, |level, x| {
-            // The sequential part (nearest codes, EMA) needs no gradient: run it on plain tensors,
-            // then form the straight-through output and commitment for the batch in one go.
-            // Samples go in rounds: round r holds the r-th sample of each codebook in batch order,
-            // so every codebook is used at most once per round and a sample sees exactly the
-            // updates of the earlier samples of its codebook (the reference's sequential order),
-            // while the codebooks of one round are quantised and updated together.
-            let plain = x.clone().detach().without_autodiff();
-            let device = plain.device();
-            let ids = |rows: &[usize]| {
-                let rows: Vec<i64> = rows.iter().map(|&i| i as i64).collect();
-                let n = rows.len();
-                Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &device)
-            };
-            let rounds = sample_rounds(&slots);
-            let (mut codes, mut indices, mut prototypes) = (Vec::new(), Vec::new(), Vec::new());
-            for round in &rounds {
-                let round_slots: Vec<usize> = round.iter().map(|&i| slots[i]).collect();
-                let xs = plain.clone().select(0, ids(round));
-                let embeds = Self::embeds_for(&books[level], &round_slots).without_autodiff();
-                let out = quantize(xs.clone(), embeds.clone());
-                ema_update(
-                    &mut books[level],
-                    &round_slots,
-                    xs,
-                    out.indices.clone(),
-                    decay,
-                    eps,
-                );
-                codes.push(out.codes);
-                indices.push(out.indices);
-                prototypes.push(embeds);
-            }
-            // Rows come out round by round; put them back in batch order.
-            let mut batch_order = vec![0; slots.len()];
-            for (row, &i) in rounds.concat().iter().enumerate() {
-                batch_order[i] = row;
-            }
-            let back = ids(&batch_order);
-            let q = Tensor::cat(codes, 0).select(0, back.clone());
-            let q = if x.is_autodiff() { q.autodiff() } else { q };
-            let (quantized, diff) = straight_through(x, q.clone());
-            QuantizeOutput {
-                quantized,
-                diff,
-                indices: Tensor::cat(indices, 0).select(0, back.clone()),
-                codes: q,
-                prototypes: Tensor::cat(prototypes, 0).select(0, back),
-            }
-        });
+        let out = self.forward_with(
+            feature,
+            &expert_slots,
+            dropout,
+            |level, x| {
+                // The sequential part (nearest codes, EMA) needs no gradient: run it on plain tensors,
+                // then form the straight-through output and commitment for the batch in one go.
+                // Samples go in rounds: round r holds the r-th sample of each codebook in batch order,
+                // so every codebook is used at most once per round and a sample sees exactly the
+                // updates of the earlier samples of its codebook (the reference's sequential order),
+                // while the codebooks of one round are quantised and updated together.
+                let plain = x.clone().detach().without_autodiff();
+                let device = plain.device();
+                let ids = |rows: &[usize]| {
+                    let rows: Vec<i64> = rows.iter().map(|&i| i as i64).collect();
+                    let n = rows.len();
+                    Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &device)
+                };
+                let rounds = sample_rounds(&slots);
+                let (mut codes, mut indices, mut prototypes) = (Vec::new(), Vec::new(), Vec::new());
+                for round in &rounds {
+                    let round_slots: Vec<usize> = round.iter().map(|&i| slots[i]).collect();
+                    let xs = plain.clone().select(0, ids(round));
+                    let embeds = Self::embeds_for(&books[level], &round_slots).without_autodiff();
+                    let out = quantize(xs.clone(), embeds.clone());
+                    ema_update(
+                        &mut books[level],
+                        &round_slots,
+                        xs,
+                        out.indices.clone(),
+                        decay,
+                        eps,
+                    );
+                    codes.push(out.codes);
+                    indices.push(out.indices);
+                    prototypes.push(embeds);
+                }
+                // Rows come out round by round; put them back in batch order.
+                let mut batch_order = vec![0; slots.len()];
+                for (row, &i) in rounds.concat().iter().enumerate() {
+                    batch_order[i] = row;
+                }
+                let back = ids(&batch_order);
+                let q = Tensor::cat(codes, 0).select(0, back.clone());
+                let q = if x.is_autodiff() { q.autodiff() } else { q };
+                let (quantized, diff) = straight_through(x, q.clone());
+                QuantizeOutput {
+                    quantized,
+                    diff,
+                    indices: Tensor::cat(indices, 0).select(0, back.clone()),
+                    codes: q,
+                    prototypes: Tensor::cat(prototypes, 0).select(0, back),
+                }
+            },
+            &mut |_| {},
+        );
         self.quantize_lists = books;
         Ok(out)
     }
@@ -289,13 +310,17 @@ impl HvqModel {
         expert_slots: &[usize],
         dropout: f64,
         quant: impl FnMut(usize, Tensor<3>) -> QuantizeOutput,
+        stage: &mut dyn FnMut(&'static str),
     ) -> HvqOutput {
         let [b, f, h, w] = feature.dims();
         let class_logits = self.classify(feature.clone());
         let encoded = self.encode_with(feature, dropout);
+        stage("encoder");
         let (levels, inputs) = self.quantize_levels(&encoded, quant);
+        stage("vq");
         let (decoded, rec) =
             self.decode_with(&levels, &encoded.pos, expert_slots, [b, f, h, w], dropout);
+        stage("decoder");
         let latent = levels
             .iter()
             .map(|l| l.diff.clone().mean())

@@ -104,7 +104,7 @@ mod tests {
         let device = Device::flex();
         let x = Tensor::<3>::from_data(TensorData::new(xs.clone(), [1, l, d]), &device);
         let e = Tensor::<3>::from_data(TensorData::new(es.clone(), [1, d, k]), &device);
-        let got = crate::weights::read_back(ot_score(x, e, tau as f32)).unwrap();
+        let got = crate::device::read_back(ot_score(x, e, tau as f32)).unwrap();
         let f = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<_>>();
         let want = reference(&f(&xs), &f(&es), l, d, k, tau);
         for (n, (g, w)) in got.iter().zip(&want).enumerate() {

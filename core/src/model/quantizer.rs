@@ -184,7 +184,7 @@ mod tests {
             .convert::<i64>()
             .try_to_vec::<i64>()
             .unwrap();
-        let q = crate::weights::read_back(out.codes).unwrap();
+        let q = crate::device::read_back(out.codes).unwrap();
         for s in 0..b {
             for t in 0..l {
                 let dist = |j: usize| -> f64 {

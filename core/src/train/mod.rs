@@ -10,4 +10,4 @@ mod trainer;
 pub use adamw::{AdamW, AdamWConfig, StepReport};
 pub use objective::{LossTerms, cross_entropy, objective, official_loss};
 pub use schedule::{TrainConfig, epoch_order};
-pub use trainer::{EpochReport, FeatureSet, TrainEvent, Trainer, TrainingData};
+pub use trainer::{EpochReport, TrainEvent, Trainer, TrainingData};

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use serde::Serialize;
 
 use super::adamw::AdamW;
@@ -16,43 +16,9 @@ use crate::data::Sample;
 // Train mode only: a checkpoint holds the backbone too (its running statistics move).
 use crate::detector::BACKBONE_PREFIX;
 use crate::error::{HvqError, Result};
-use crate::features::input_batch;
+use crate::features::{FeatureSet, input_batch};
 use crate::model::HvqModel;
 use crate::weights::TensorMap;
-
-/// Aligned backbone features of a training set, held on the host.
-#[derive(Clone, Debug)]
-pub struct FeatureSet {
-    /// `[F, H, W]` of one sample.
-    pub shape: [usize; 3],
-    /// Row-major features, `N × F × H × W`.
-    pub values: Vec<f32>,
-    /// Class id per sample.
-    pub classes: Vec<usize>,
-}
-
-impl FeatureSet {
-    /// Number of samples.
-    pub fn len(&self) -> usize {
-        self.classes.len()
-    }
-
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.classes.is_empty()
-    }
-
-    /// A batch `[B, F, H, W]` of the given samples.
-    pub fn batch(&self, indices: &[usize], device: &Device) -> Tensor<4> {
-        let per: usize = self.shape.iter().product();
-        let mut v = Vec::with_capacity(per * indices.len());
-        for &i in indices {
-            v.extend_from_slice(&self.values[i * per..(i + 1) * per]);
-        }
-        let [f, h, w] = self.shape;
-        Tensor::from_data(TensorData::new(v, [indices.len(), f, h, w]), device)
-    }
-}
 
 /// What the network learns from.
 #[derive(Clone, Copy, Debug)]
@@ -111,9 +77,9 @@ fn live_backbone(
 ) -> Result<Option<EfficientNet>> {
     match config.backbone.mode {
         BackboneMode::Eval => Ok(None),
-        BackboneMode::Train => backbone
-            .map(Some)
-            .ok_or_else(|| HvqError::Config("a train-mode backbone run needs the backbone".into())),
+        BackboneMode::Train => backbone.map(Some).ok_or_else(|| {
+            HvqError::Training("a train-mode backbone run needs the backbone".into())
+        }),
     }
 }
 
@@ -223,7 +189,7 @@ impl Trainer {
             None => None,
         };
         if state.dataset != dataset {
-            return Err(HvqError::Config(format!(
+            return Err(HvqError::Training(format!(
                 "{}: the checkpoint was trained on {:?}, not {dataset:?}",
                 path.display(),
                 state.dataset
@@ -287,12 +253,12 @@ impl Trainer {
         observer: &mut dyn FnMut(&TrainEvent),
     ) -> Result<()> {
         if data.len() == 0 {
-            return Err(HvqError::Config("no training samples".into()));
+            return Err(HvqError::Training("no training samples".into()));
         }
         match (data, self.config.backbone.mode) {
             (TrainingData::Features(f), BackboneMode::Eval) => {
                 if f.shape[0] != self.model_config.hvq.feature_channels {
-                    return Err(HvqError::Config(format!(
+                    return Err(HvqError::Training(format!(
                         "features have {} channels, the network expects {}",
                         f.shape[0], self.model_config.hvq.feature_channels
                     )));
@@ -300,7 +266,7 @@ impl Trainer {
             }
             (TrainingData::Images(_), BackboneMode::Train) => {}
             (_, mode) => {
-                return Err(HvqError::Config(format!(
+                return Err(HvqError::Training(format!(
                     "a {mode:?}-mode backbone run needs {}",
                     match mode {
                         BackboneMode::Eval => "cached features",
@@ -411,7 +377,7 @@ impl Trainer {
             TrainingData::Features(f) => Ok(f.batch(idx, &self.device)),
             TrainingData::Images(samples) => {
                 let backbone = self.backbone.as_mut().ok_or_else(|| {
-                    HvqError::Config("a train-mode backbone run without a backbone".into())
+                    HvqError::Training("a train-mode backbone run without a backbone".into())
                 })?;
                 let cfg = backbone.config().clone();
                 let plain = self.device.clone().inner();

@@ -15,7 +15,8 @@ use crate::settings::Settings;
 use crate::state::{
     self, CalibrationRule, CalibrationRun, ExportSummary, ImageList, SortKey, Verdict,
 };
-use crate::worker::{ModelInfo, ModelSource, Purpose, Reply, Worker};
+use crate::worker::{ModelInfo, ModelLoad, Purpose, Reply, Worker};
+use hvq::app::ModelSource;
 
 mod panels;
 mod view;
@@ -23,7 +24,7 @@ mod view;
 /// How to start the app (the binary uses the defaults; tests pass their own model and images).
 pub struct Options {
     /// Model to load; `None`: the settings' model directory, else the shipped default.
-    pub model: Option<ModelSource>,
+    pub model: Option<ModelLoad>,
     /// Images or folders to open at start.
     pub open: Vec<PathBuf>,
     /// Compute device for inference.
@@ -164,10 +165,9 @@ impl InspectorApp {
         };
         let ctx = cc.egui_ctx.clone();
         let worker = Worker::spawn(options.device, move || ctx.request_repaint());
-        let source = options.model.unwrap_or_else(|| match &settings.model_dir {
-            Some(dir) => ModelSource::Dir(dir.clone()),
-            None => ModelSource::Default,
-        });
+        let source = options
+            .model
+            .unwrap_or_else(|| ModelSource::from_option(settings.model_dir.as_deref()).into());
         let mut app = Self {
             list: ImageList::new(settings.sort, settings.order),
             settings,
@@ -188,7 +188,7 @@ impl InspectorApp {
             scroll_to_selected: false,
             threshold_origin: "user".into(),
         };
-        app.worker.send(crate::worker::Request::LoadModel(source));
+        app.worker.load(source);
         if !options.open.is_empty() {
             app.apply(&cc.egui_ctx, Command::Open(options.open));
         }
@@ -217,10 +217,9 @@ impl InspectorApp {
     }
 
     fn class_choice(&self) -> ClassChoice {
-        if self.settings.class == "auto" {
-            ClassChoice::Auto
-        } else {
-            ClassChoice::Name(self.settings.class.clone())
+        match self.settings.class.parse() {
+            Ok(choice) => choice,
+            Err(never) => match never {},
         }
     }
 
@@ -262,7 +261,7 @@ impl InspectorApp {
     pub fn apply(&mut self, ctx: &egui::Context, command: Command) {
         match command {
             Command::Open(paths) => {
-                let (files, errors) = state::expand_paths(&paths);
+                let listing = state::list_images(&paths);
                 if let Some(first) = paths.first() {
                     let folder = if first.is_dir() {
                         Some(first.as_path())
@@ -271,10 +270,10 @@ impl InspectorApp {
                     };
                     self.settings.last_folder = folder.map(Path::to_path_buf);
                 }
-                for (p, e) in errors {
+                for (p, e) in listing.problems {
                     self.list.add_failed(p, e);
                 }
-                let work = self.list.add(files);
+                let work = self.list.add(listing.files);
                 self.message = format!("opened {} image(s)", work.len());
                 self.send_all(work);
             }
@@ -335,11 +334,11 @@ impl InspectorApp {
             }
             Command::LoadModel(dir) => {
                 self.settings.model_dir = Some(dir.clone());
-                self.load_model(ModelSource::Dir(dir));
+                self.load_model(ModelSource::Dir(dir).into());
             }
             Command::LoadDefaultModel => {
                 self.settings.model_dir = None;
-                self.load_model(ModelSource::Default);
+                self.load_model(ModelSource::Shipped.into());
             }
             Command::PickExportDir => {
                 if let Some(dir) = self.folder_dialog() {
@@ -407,10 +406,10 @@ impl InspectorApp {
         d.pick_folder()
     }
 
-    fn load_model(&mut self, source: ModelSource) {
+    fn load_model(&mut self, source: ModelLoad) {
         self.model = ModelState::Loading(source.describe());
         self.worker.cancel_pending();
-        self.worker.send(crate::worker::Request::LoadModel(source));
+        self.worker.load(source);
         self.requeue();
     }
 
@@ -433,14 +432,15 @@ impl InspectorApp {
                 }
                 Reply::Inspected {
                     id,
-                    purpose: Purpose::List,
+                    tag: Purpose::List,
                     result,
                 } => {
                     let t = self.threshold();
-                    self.list.set_result(id, result, t);
+                    self.list
+                        .set_result(id, result.map(state::Outcome::from_inspection), t);
                 }
                 Reply::Inspected {
-                    purpose: Purpose::Calibration,
+                    tag: Purpose::Calibration,
                     result,
                     id,
                 } => {
@@ -589,13 +589,13 @@ impl InspectorApp {
     }
 }
 
-pub(super) const PASS: Color32 = Color32::from_rgb(40, 160, 70);
-pub(super) const FAIL: Color32 = Color32::from_rgb(210, 50, 50);
+pub(super) const GREEN: Color32 = Color32::from_rgb(40, 160, 70);
+pub(super) const RED: Color32 = Color32::from_rgb(210, 50, 50);
 
 pub(super) fn verdict_color(v: Verdict) -> Color32 {
     match v {
-        Verdict::Pass => PASS,
-        Verdict::Fail => FAIL,
+        Verdict::Normal => GREEN,
+        Verdict::Anomalous => RED,
         Verdict::Error => Color32::from_rgb(230, 160, 40),
         Verdict::Uncalibrated | Verdict::Pending => Color32::GRAY,
     }

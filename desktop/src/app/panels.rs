@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use eframe::egui::{self, Color32, RichText};
 
-use super::{Command, FAIL, InspectorApp, ModelState, PASS, describe_device, verdict_color};
+use super::{Command, GREEN, InspectorApp, ModelState, RED, describe_device, verdict_color};
 use crate::state::{SortKey, SortOrder, Status};
 
 impl InspectorApp {
@@ -174,8 +174,8 @@ impl InspectorApp {
                 );
             }
             ui.label(format!("{} images", c.total));
-            ui.colored_label(PASS, format!("{} pass", c.pass));
-            ui.colored_label(FAIL, format!("{} fail", c.fail));
+            ui.colored_label(GREEN, format!("{} normal", c.normal));
+            ui.colored_label(RED, format!("{} anomalous", c.anomalous));
             if c.errors > 0 {
                 ui.colored_label(
                     Color32::from_rgb(230, 160, 40),
@@ -186,7 +186,7 @@ impl InspectorApp {
             match &self.model {
                 ModelState::Loading(s) => ui.label(format!("loading {s}…")),
                 ModelState::Ready(i) => ui.label(format!("model: {}", i.source)),
-                ModelState::Failed(_) => ui.colored_label(FAIL, "no model"),
+                ModelState::Failed(_) => ui.colored_label(RED, "no model"),
             };
             ui.label(format!("device: {}", describe_device(&self.device)))
                 .on_hover_text(&self.device);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use eframe::egui::{self, Color32, RichText};
 
-use super::{Command, FAIL, InspectorApp, ModelState, verdict_color};
+use super::{Command, InspectorApp, ModelState, RED, verdict_color};
 use crate::overlay::{self, OverlayCallback, OverlayImage, Params};
 use crate::state::{self, Status};
 
@@ -34,7 +34,7 @@ impl InspectorApp {
                     ui.label("inspecting…");
                 }
                 Status::Failed(e) => {
-                    ui.colored_label(FAIL, RichText::new(format!("Error: {e}")).strong());
+                    ui.colored_label(RED, RichText::new(format!("Error: {e}")).strong());
                 }
                 Status::Done(o) => {
                     ui.separator();
@@ -69,7 +69,7 @@ impl InspectorApp {
             && *id == entry.id
         {
             if !matches!(entry.status, Status::Failed(_)) {
-                ui.colored_label(FAIL, e);
+                ui.colored_label(RED, e);
             }
             return;
         }
@@ -144,7 +144,7 @@ impl InspectorApp {
                             egui::Align2::CENTER_TOP,
                             "the overlay needs the wgpu renderer",
                             egui::FontId::proportional(14.0),
-                            FAIL,
+                            RED,
                         );
                     }
                 }

@@ -3,76 +3,30 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use hvq::app::results::{self, OutputNames, ResultRow};
 
 use super::{ImageList, Outcome, Status, display_range};
 
-/// One row of the exported results.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct ResultRow {
-    /// Image path.
-    pub image: String,
-    /// Class used.
-    pub class: Option<String>,
-    /// Score.
-    pub score: Option<f32>,
-    /// Threshold applied.
-    pub threshold: Option<f32>,
-    /// `PASS`, `FAIL`, `uncalibrated`, `pending` or `error`.
-    pub verdict: String,
-    /// Error message for unreadable images.
-    pub error: Option<String>,
-    /// Overlay PNG written for this image (file name inside the export folder).
-    pub overlay: Option<String>,
-}
-
-/// Rows of the list in display order under `threshold`.
+/// Rows of the list in display order under `threshold`, in core's result schema.
 pub fn result_rows(list: &ImageList, threshold: Option<f32>) -> Vec<ResultRow> {
     list.iter()
         .map(|e| {
-            let (class, score, error) = match &e.status {
-                Status::Done(o) => (Some(o.class_name.clone()), Some(o.score), None),
-                Status::Failed(msg) => (None, None, Some(msg.clone())),
-                Status::Queued => (None, None, None),
-            };
-            ResultRow {
-                image: e.path.display().to_string(),
-                class,
-                score,
-                threshold,
-                verdict: e.verdict(threshold).label().into(),
-                error,
-                overlay: None,
+            let mut row = ResultRow::empty(&e.path, e.verdict(threshold));
+            match &e.status {
+                Status::Done(o) => {
+                    row.class = Some(o.class_name.clone());
+                    row.score = Some(o.score);
+                    row.threshold = threshold;
+                    row.width = Some(o.width);
+                    row.height = Some(o.height);
+                    row.millis = Some(o.millis);
+                }
+                Status::Failed(msg) => row.error = Some(msg.clone()),
+                Status::Queued => {}
             }
+            row
         })
         .collect()
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-/// The rows as CSV (`image,class,score,threshold,verdict,error,overlay`).
-pub fn to_csv(rows: &[ResultRow]) -> String {
-    let mut out = String::from("image,class,score,threshold,verdict,error,overlay\n");
-    let opt = |v: Option<f32>| v.map(|x| x.to_string()).unwrap_or_default();
-    for r in rows {
-        out.push_str(&format!(
-            "{},{},{},{},{},{},{}\n",
-            csv_field(&r.image),
-            csv_field(r.class.as_deref().unwrap_or("")),
-            opt(r.score),
-            opt(r.threshold),
-            r.verdict,
-            csv_field(r.error.as_deref().unwrap_or("")),
-            csv_field(r.overlay.as_deref().unwrap_or("")),
-        ));
-    }
-    out
 }
 
 /// The CPU overlay of an inspected image, exactly as `hvq predict` writes it at `opacity` 0.5.
@@ -115,23 +69,13 @@ pub fn export(
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut rows = result_rows(list, threshold);
     let mut summary = ExportSummary::default();
-    let mut used = std::collections::HashSet::new();
+    let mut names = OutputNames::default();
     for (row, entry) in rows.iter_mut().zip(list.iter()) {
         let Status::Done(outcome) = &entry.status else {
             continue;
         };
-        let stem = entry
-            .path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| format!("image{}", entry.id));
         // Same stem in two folders: keep both.
-        let mut name = format!("{stem}_overlay.png");
-        let mut k = 2;
-        while !used.insert(name.clone()) {
-            name = format!("{stem}_{k}_overlay.png");
-            k += 1;
-        }
+        let name = format!("{}_overlay.png", names.stem(&entry.path));
         let written = overlay_image(&entry.path, outcome, threshold, opacity).and_then(|img| {
             let path = dir.join(&name);
             img.save(&path)
@@ -148,8 +92,6 @@ pub fn export(
         }
     }
     summary.rows = rows.len();
-    let json = serde_json::to_string_pretty(&rows)?;
-    hvq::weights::write_atomic(&dir.join("results.json"), json.as_bytes())?;
-    hvq::weights::write_atomic(&dir.join("results.csv"), to_csv(&rows).as_bytes())?;
+    results::write_tables(dir, &rows)?;
     Ok(summary)
 }

@@ -74,10 +74,10 @@ pub struct Counts {
     pub total: usize,
     /// Still waiting.
     pub queued: usize,
-    /// Passed.
-    pub pass: usize,
-    /// Failed.
-    pub fail: usize,
+    /// Judged normal.
+    pub normal: usize,
+    /// Judged anomalous.
+    pub anomalous: usize,
     /// Unreadable or failed.
     pub errors: usize,
 }
@@ -238,11 +238,11 @@ impl ImageList {
                     (None, None) => by_name(a, b),
                 },
                 SortKey::Verdict => {
-                    // Descending: failures first, then passes; pending and errors at the end.
+                    // Descending: anomalous first, then normal; pending and errors at the end.
                     let rank = |e: &Entry| match e.verdict(threshold) {
-                        Verdict::Fail => 3,
+                        Verdict::Anomalous => 3,
                         Verdict::Uncalibrated => 2,
-                        Verdict::Pass => 1,
+                        Verdict::Normal => 1,
                         Verdict::Error => 0,
                         Verdict::Pending => -1,
                     };
@@ -295,8 +295,8 @@ impl ImageList {
         for e in &self.entries {
             match e.verdict(threshold) {
                 Verdict::Pending => c.queued += 1,
-                Verdict::Pass => c.pass += 1,
-                Verdict::Fail => c.fail += 1,
+                Verdict::Normal => c.normal += 1,
+                Verdict::Anomalous => c.anomalous += 1,
                 Verdict::Error => c.errors += 1,
                 Verdict::Uncalibrated => {}
             }

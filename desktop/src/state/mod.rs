@@ -1,18 +1,20 @@
 //! The inspector's state logic, free of any UI or GPU: the image list and its order, verdicts
 //! against the threshold, calibration from known-good images, the display scale and export.
 //! Here: an inspection's outcome, its status and verdict, and the colour scale; the rest in
-//! `list`, `files`, `calibration` and `export`.
+//! `list`, `calibration` and `export`. Which files a folder means, the verdict's vocabulary and
+//! the result schema are core's ([`hvq::app`]).
 
 use std::sync::Arc;
 
 mod calibration;
 mod export;
-mod files;
 mod list;
 
 pub use calibration::{CalibrationRule, CalibrationRun, calibrate};
-pub use export::{ExportSummary, ResultRow, export, overlay_image, result_rows, to_csv};
-pub use files::{IMAGE_EXTENSIONS, expand_paths, images_in_folder, is_image_path};
+pub use export::{ExportSummary, export, overlay_image, result_rows};
+pub use hvq::app::Verdict;
+pub use hvq::app::images::{IMAGE_EXTENSIONS, images_in_folder, is_image_path, list_images};
+pub use hvq::app::results::{ResultRow, to_csv};
 pub use list::{Counts, Entry, ImageList, SortKey, SortOrder};
 
 /// The outcome of a finished inspection, as the list keeps it.
@@ -65,41 +67,9 @@ pub enum Status {
     Failed(String),
 }
 
-/// Pass/fail of one image.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Verdict {
-    /// Score at or below the threshold.
-    Pass,
-    /// Score above the threshold.
-    Fail,
-    /// No threshold known.
-    Uncalibrated,
-    /// Not inspected yet.
-    Pending,
-    /// Unreadable or failed.
-    Error,
-}
-
-impl Verdict {
-    /// The word shown and exported.
-    pub fn label(self) -> &'static str {
-        match self {
-            Verdict::Pass => "PASS",
-            Verdict::Fail => "FAIL",
-            Verdict::Uncalibrated => "uncalibrated",
-            Verdict::Pending => "pending",
-            Verdict::Error => "error",
-        }
-    }
-}
-
-/// `score > threshold` fails, as the CLI decides.
+/// `score > threshold` is anomalous, as the CLI decides.
 pub fn verdict(score: f32, threshold: Option<f32>) -> Verdict {
-    match threshold {
-        Some(t) if score > t => Verdict::Fail,
-        Some(_) => Verdict::Pass,
-        None => Verdict::Uncalibrated,
-    }
+    Verdict::of(score, threshold)
 }
 
 /// The colormap's scale for one image: `lo` is the smallest value of the model-resolution map,

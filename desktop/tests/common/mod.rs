@@ -8,7 +8,7 @@ use burn::tensor::Device;
 use hvq::Detector;
 use hvq::config::{BackboneConfig, HvqConfig, ModelConfig};
 use hvq::detector::Calibration;
-use hvq_desktop::worker::ModelSource;
+use hvq_desktop::worker::ModelLoad;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -78,8 +78,8 @@ pub fn detector_from(
 }
 
 /// The same model as a worker's model source.
-pub fn model_source(map: hvq::weights::TensorMap, threshold: Option<f32>) -> ModelSource {
-    ModelSource::Custom(
+pub fn model_source(map: hvq::weights::TensorMap, threshold: Option<f32>) -> ModelLoad {
+    ModelLoad::Custom(
         "test model (random network, Lite0 backbone)".into(),
         Box::new(move |device| Ok(detector_from(&map, threshold, device))),
     )

@@ -1,6 +1,10 @@
 //! Configuration is data: every size of the model, the backbone and the scoring lives in these
 //! serde structs, which are saved beside the weights. Presets are named constructors.
 
+mod efficientnet_blocks;
+
+pub use efficientnet_blocks::{BlockSpec, block_specs, stem_channels};
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{HvqError, Result};
@@ -108,7 +112,7 @@ impl BackboneConfig {
     /// user data): taps that exist and increase, and input and grid sizes the backbone can run.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(HvqError::Config(format!("backbone.{m}")));
-        let blocks = crate::backbone::block_specs(self.kind).len();
+        let blocks = block_specs(self.kind).len();
         if self.taps.is_empty()
             || self.taps.iter().any(|&t| t >= blocks)
             || self.taps.windows(2).any(|w| w[0] >= w[1])
@@ -149,7 +153,7 @@ impl BackboneConfig {
 
     /// Channels of the aligned feature (sum of the tapped blocks' widths).
     pub fn feature_channels(&self) -> usize {
-        let specs = crate::backbone::block_specs(self.kind);
+        let specs = block_specs(self.kind);
         self.taps.iter().map(|&t| specs[t].out_ch).sum()
     }
 }

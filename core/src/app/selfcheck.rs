@@ -11,8 +11,8 @@
 use burn::tensor::Device;
 use serde::Serialize;
 
+use super::inspect::{ClassChoice, Inspection, Inspector};
 use crate::error::Result;
-use crate::infer::{ClassChoice, Inspection, Inspector};
 
 /// Largest allowed |device − CPU| over the CPU's largest |map| value.
 pub const RELATIVE_BOUND: f32 = 1e-3;
@@ -113,7 +113,7 @@ pub fn run(cpu: &Inspector, device: &Inspector, images: &[(&str, &[u8])]) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::infer::StageTimes;
+    use crate::app::inspect::StageTimes;
 
     fn inspection(class: &str, score: f32, map: Vec<f32>) -> Inspection {
         Inspection {

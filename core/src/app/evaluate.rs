@@ -2,15 +2,14 @@
 
 use std::collections::BTreeMap;
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, Sample, ScoreKind};
 use crate::detector::Detector;
+use crate::device::read_back;
 use crate::error::{HvqError, Result};
 use crate::eval::{ClassMetrics, PixelData, evaluate_class, mean_metrics};
-use crate::map;
-use crate::weights::read_back;
 
 /// How the class (codebooks + expert) of a test image is chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,14 +64,14 @@ pub fn evaluate(
     progress: &mut dyn FnMut(usize),
 ) -> Result<Evaluation> {
     if dataset.test.is_empty() {
-        return Err(HvqError::Config(format!(
+        return Err(HvqError::Dataset(format!(
             "{}: no test images",
             dataset.name
         )));
     }
     let names = &detector.config.hvq.class_names;
     if names != &dataset.class_names {
-        return Err(HvqError::Config(format!(
+        return Err(HvqError::Dataset(format!(
             "the model knows classes {names:?}, the dataset has {:?}",
             dataset.class_names
         )));
@@ -90,58 +89,29 @@ pub fn evaluate(
     for chunk in dataset.test.chunks(batch.max(1)) {
         let inputs = crate::features::input_batch(chunk, &detector.config.backbone, device)?;
         let feats = detector.features(inputs);
-        let b = chunk.len();
-        let logits = detector.hvq.classify(feats.clone());
-        if let Some(l) = &logits {
-            predicted.extend(argmax_rows(l.clone())?);
+        let fixed: Vec<Option<usize>> = match source {
+            ClassSource::Label => chunk.iter().map(|s| Some(s.class)).collect(),
+            ClassSource::Auto => vec![None; chunk.len()],
+        };
+        let chosen = block_on(detector.score_choosing(feats.clone(), &fixed, dataset.score_kind))?;
+        // The classifier's accuracy is reported under either source.
+        let classifier = match (&chosen.predicted, source) {
+            (Some(p), _) => Some(p.clone()),
+            (None, ClassSource::Label) => block_on(detector.predicted_classes(feats))?,
+            (None, ClassSource::Auto) => None,
+        };
+        predicted.extend(classifier.unwrap_or_default());
+        if dataset.has_masks {
+            let pixels = size * size;
+            let values = read_back(chosen.maps)?;
+            maps.extend(values.chunks(pixels).map(<[f32]>::to_vec));
         }
-        // Scoring layout: `per` candidate classes per image (1, or all classes when Auto has no
-        // classifier to ask), sample-major.
-        let (classes, feats, per) = match (source, &logits) {
-            (ClassSource::Label, _) => {
-                (chunk.iter().map(|s| s.class).collect::<Vec<_>>(), feats, 1)
-            }
-            (ClassSource::Auto, Some(_)) => (predicted[predicted.len() - b..].to_vec(), feats, 1),
-            (ClassSource::Auto, None) => {
-                let [_, f, h, w] = feats.dims();
-                let rep = feats
-                    .unsqueeze_dim::<5>(1)
-                    .expand([b, n_classes, f, h, w])
-                    .reshape([b * n_classes, f, h, w]);
-                ((0..b).flat_map(|_| 0..n_classes).collect(), rep, n_classes)
-            }
-        };
-        let (_, s) = detector.score(feats, &classes)?;
-        let image = match dataset.score_kind {
-            ScoreKind::Max => s.image,
-            ScoreKind::Mean => map::mean_score(s.map.clone()),
-        };
-        let image: Vec<f32> = read_back(image)?;
-        let all_maps: Vec<f32> = if dataset.has_masks {
-            read_back(s.map)?
-        } else {
-            Vec::new()
-        };
-        let pixels = size * size;
-        for i in 0..b {
-            let row = &image[i * per..(i + 1) * per];
-            let best = row
-                .iter()
-                .enumerate()
-                .min_by(|a, b| a.1.total_cmp(b.1))
-                .map(|(c, _)| c)
-                .unwrap_or(0);
-            let k = i * per + best;
-            let class = classes[k];
-            scores.push(image[k]);
-            used.push(class);
-            if dataset.has_masks {
-                maps.push(all_maps[k * pixels..(k + 1) * pixels].to_vec());
-            }
-        }
-        done += b;
+        scores.extend(chosen.scores);
+        used.extend(chosen.classes);
+        done += chunk.len();
         progress(done);
     }
+    debug_assert!(used.iter().all(|&c| c < n_classes));
 
     let images: Vec<ImageResult> = dataset
         .test
@@ -214,7 +184,7 @@ pub fn evaluate(
             height: size,
         });
         let m = evaluate_class(&name, &s, &l, pixels).ok_or_else(|| {
-            HvqError::Config(format!(
+            HvqError::Dataset(format!(
                 "class {name}: metrics undefined (the test split needs both normal and anomalous images)"
             ))
         })?;
@@ -237,21 +207,12 @@ fn mask_at(sample: &Sample, size: usize) -> Result<Vec<bool>> {
     })
 }
 
-/// Index of the largest logit per row.
-pub fn argmax_rows(logits: Tensor<2>) -> Result<Vec<usize>> {
-    let [_, n] = logits.dims();
-    Ok(argmax_values(&read_back(logits)?, n))
-}
-
-/// Row-wise argmax of row-major values with `n` columns (ties: the last maximum, as `max_by`).
-pub fn argmax_values(v: &[f32], n: usize) -> Vec<usize> {
-    v.chunks(n.max(1))
-        .map(|row| {
-            row.iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map(|(i, _)| i)
-                .unwrap_or(0)
-        })
-        .collect()
+/// Run a future to completion on this thread (native backends block on read-backs; the CPU
+/// backend never waits).
+fn block_on<T>(future: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    burn::tensor::try_read_sync(future).unwrap_or_else(|| {
+        Err(HvqError::Device(
+            "this backend cannot read results synchronously here".into(),
+        ))
+    })
 }

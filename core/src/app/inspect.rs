@@ -8,9 +8,10 @@ use image::DynamicImage;
 use serde::Serialize;
 
 use crate::detector::Detector;
+use crate::device::read_back_async;
 use crate::error::{HvqError, Result};
+use crate::map::ScoreKind;
 use crate::preprocess;
-use crate::weights::read_back_async;
 // `std::time::Instant` panics in the browser; web-time is std's on native and `performance.now()`
 // on wasm.
 use web_time::Instant;
@@ -25,6 +26,18 @@ pub enum ClassChoice {
     /// Let the model choose: its classifier's prediction when it has one (the paper's preset),
     /// otherwise the class whose codebooks and expert reconstruct the image best (lowest score).
     Auto,
+}
+
+impl std::str::FromStr for ClassChoice {
+    type Err = std::convert::Infallible;
+
+    /// `auto`, or a class name (what `--class`, the desktop's menu and the web page pass).
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(match s {
+            "auto" => ClassChoice::Auto,
+            name => ClassChoice::Name(name.to_string()),
+        })
+    }
 }
 
 /// Time spent in each stage, milliseconds.
@@ -68,6 +81,13 @@ pub struct Inspection {
     pub model_size: usize,
     /// Stage timings.
     pub times: StageTimes,
+}
+
+impl Inspection {
+    /// The verdict under the model's threshold.
+    pub fn verdict(&self) -> super::Verdict {
+        super::Verdict::of(self.score, self.threshold)
+    }
 }
 
 /// At which resolution [`Inspector::inspect_with`] returns the map.
@@ -157,36 +177,11 @@ impl Inspector {
         let t1 = Instant::now();
         let feature = self.detector.features(input);
         let t2 = Instant::now();
-        // Auto: the classifier's choice when the model has one (the paper's design); otherwise
-        // score the image under every class in one batch and keep the best reconstruction.
-        let candidates: Vec<usize> = match fixed {
-            Some(c) => vec![c],
-            None => match self.detector.hvq.classify(feature.clone()) {
-                Some(logits) => {
-                    let n = logits.dims()[1];
-                    let values = read_back_async(logits).await?;
-                    vec![crate::evaluate::argmax_values(&values, n)[0]]
-                }
-                None => (0..cfg.hvq.num_classes).collect(),
-            },
-        };
-        let n = candidates.len();
-        let feats = if n == 1 {
-            feature
-        } else {
-            let [_, f, h, w] = feature.dims();
-            feature.expand([n, f, h, w])
-        };
-        let (_, scores) = self.detector.score(feats, &candidates)?;
-        let image_scores = read_back_async(scores.image).await?;
-        let best = image_scores
-            .iter()
-            .enumerate()
-            .min_by(|a, b| a.1.total_cmp(b.1))
-            .map(|(i, _)| i)
-            .unwrap_or(0);
-        let class_index = candidates[best];
-        let score = image_scores[best];
+        let chosen = self
+            .detector
+            .score_choosing(feature, &[fixed], ScoreKind::Max)
+            .await?;
+        let (class_index, score) = (chosen.classes[0], chosen.scores[0]);
         // NaN compares false with any threshold, so a broken model (NaN weights, say) would
         // call every image normal: no finite score, no verdict.
         if !score.is_finite() {
@@ -196,7 +191,7 @@ impl Inspector {
             });
         }
         let s = cfg.backbone.input_size;
-        let map224: Tensor<4> = scores.map.narrow(0, best, 1);
+        let map224: Tensor<4> = chosen.maps;
         let model_map = read_back_async(map224.clone()).await?;
         let t3 = Instant::now();
         let (w, h) = (img.width(), img.height());

@@ -13,8 +13,8 @@ use crate::config::{BackboneConfig, HvqConfig, ModelConfig};
 use crate::detector::Detector;
 use crate::error::{HvqError, Result};
 use crate::model::HvqModel;
+use crate::preprocess;
 use crate::train::{AdamW, AdamWConfig, objective};
-use crate::{map, preprocess};
 
 /// Which model to time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,12 +98,7 @@ fn ms(t: Instant) -> f64 {
 /// Build the model to time.
 pub fn model(which: BenchModel, device: &Device) -> Result<Detector> {
     match which {
-        #[cfg(feature = "embedded-weights")]
-        BenchModel::Default => crate::pretrained::default_model(device),
-        #[cfg(not(feature = "embedded-weights"))]
-        BenchModel::Default => Err(HvqError::Config(
-            "this build embeds no default model (feature `embedded-weights`)".into(),
-        )),
+        BenchModel::Default => super::ModelSource::Shipped.load(device),
         BenchModel::Official => {
             let backbone = BackboneConfig::efficientnet_b4();
             let mut hvq =
@@ -171,7 +166,6 @@ pub fn run(
     let cfg = &detector.config;
     let size = cfg.backbone.input_size;
     let classes: Vec<usize> = (0..batch).map(|i| i % cfg.hvq.num_classes).collect();
-    let expert_ids = detector.hvq.experts_for(&classes);
     let names = [
         "preprocess",
         "backbone",
@@ -207,33 +201,20 @@ pub fn run(
         let feat = detector.features(x);
         sync(device)?;
         t.push(ms(t0));
-        let t0 = Instant::now();
-        let enc = detector.hvq.encode(feat.clone());
-        sync(device)?;
-        t.push(ms(t0));
-        let t0 = Instant::now();
-        let (levels, inputs) = detector.hvq.quantize_eval(&enc, &classes);
-        sync(device)?;
-        t.push(ms(t0));
-        let t0 = Instant::now();
-        let dims = feat.dims();
-        let (_, rec) = detector.hvq.decode(&levels, &enc.pos, &expert_ids, dims);
-        sync(device)?;
-        t.push(ms(t0));
-        let t0 = Instant::now();
-        let l2 = map::l2_map(rec, feat);
-        let ot = (cfg.hvq.ot_weight != 0.0).then(|| {
-            let embeds = detector.hvq.level1_codebooks(&classes);
-            crate::model::ot_score(inputs[0].clone(), embeds, cfg.hvq.ot_temperature())
-        });
-        let map14 = map::total_map(l2, ot, cfg.hvq.ot_weight);
-        sync(device)?;
-        t.push(ms(t0));
-        let t0 = Instant::now();
-        let map224 = map::upsample(map14, [size, size]);
-        let score = map::image_score(map224.clone(), size / cfg.hvq.feature_size);
-        sync(device)?;
-        t.push(ms(t0));
+        // The model's own stages, each synchronised and timed where it ends.
+        let mut t0 = Instant::now();
+        let mut failed = None;
+        let (_, scores) = detector.score_staged(feat, &classes, &mut |_| {
+            if let Err(e) = sync(device) {
+                failed.get_or_insert(e);
+            }
+            t.push(ms(t0));
+            t0 = Instant::now();
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let (map224, score) = (scores.map, scores.image);
         let t0 = Instant::now();
         let _ = map224.into_data();
         let _ = score.into_data();

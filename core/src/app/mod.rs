@@ -1,0 +1,32 @@
+//! The application layer: what every front end does with a model, written once. The CLI
+//! (`src/cli/`), the desktop inspector and the web page call these; none of them composes the
+//! pipeline itself.
+//!
+//! - [`source`]: which model (the shipped one, a directory, an unfinished run) and backbone;
+//! - [`images`]: which files a list of paths means;
+//! - [`inspect`]: one image in, map, score, class and verdict out ([`Inspector`]);
+//! - [`verdict`] and [`results`]: one verdict vocabulary and one result-row schema (CSV/JSON);
+//! - [`worker`]: a thread that owns the device and inspects files queued to it (native only);
+//! - [`training`]: a whole training run (features, trainer, calibration, saved model);
+//! - [`calibrate`]: a stored model's threshold from known-good images;
+//! - [`evaluate`]: a dataset's test split and its metrics;
+//! - [`bench`] and [`selfcheck`]: timings, and a device checked against the CPU.
+
+pub mod bench;
+pub mod calibrate;
+pub mod evaluate;
+pub mod images;
+pub mod inspect;
+pub mod results;
+pub mod selfcheck;
+pub mod source;
+pub mod training;
+pub mod verdict;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod worker;
+
+pub use images::{ImageListing, list_images};
+pub use inspect::{ClassChoice, Inspection, Inspector, MapResolution, StageTimes};
+pub use results::{OutputNames, ResultRow};
+pub use source::ModelSource;
+pub use verdict::Verdict;

@@ -1,0 +1,402 @@
+//! A whole training run, as `hvq train` does it and any other front end would: the backbone,
+//! the architecture from a preset and overrides, the trainer (new or resumed), the feature
+//! cache, the JSON-lines log, and at the end the threshold calibrated on the training normals
+//! and the model directory saved. Progress comes back through a callback.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use super::source::load_backbone;
+use crate::backbone::{BackboneMode, BackboneTraining};
+use crate::config::{BackboneKind, HvqConfig, ModelConfig};
+use crate::data::Dataset;
+use crate::detector::Detector;
+use crate::error::{HvqError, Result};
+use crate::features::FeatureSet;
+use crate::train::{TrainConfig, TrainEvent, Trainer, TrainingData};
+
+/// The feature cache's file name in a run's folder.
+pub const FEATURE_CACHE_FILE: &str = "feature-cache.safetensors";
+/// The training log's file name in a run's folder (one JSON line per epoch).
+pub const TRAIN_LOG_FILE: &str = "train-log.jsonl";
+/// Images per backbone batch when extracting features.
+const FEATURE_BATCH: usize = 16;
+
+/// Objective preset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// The released code: label oracle, commitment 0.25, no POT loss, OT score × 80.
+    Official,
+    /// The paper: a classifier picks codebooks and expert, commitment β = 0.5, POT loss α = 0.01.
+    Paper,
+}
+
+/// Changes to the preset's architecture and objective (all `None`/`false` = the preset).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Overrides {
+    /// Encoder width C.
+    pub embed_dim: Option<usize>,
+    /// Codes per codebook.
+    pub codes: Option<usize>,
+    /// Feed-forward width.
+    pub ffn_dim: Option<usize>,
+    /// POT loss weight α.
+    pub pot_weight: Option<f32>,
+    /// Transformer dropout while training.
+    pub dropout: Option<f64>,
+    /// Ablation: a single VQ layer instead of the hierarchy.
+    pub single_vq: bool,
+    /// Ablation: one shared codebook per level.
+    pub no_codebook_switching: bool,
+    /// Ablation: one shared expert.
+    pub no_expert_switching: bool,
+}
+
+/// Everything a training run is asked to do.
+#[derive(Clone, Debug)]
+pub struct TrainRequest {
+    /// Dataset as `FORMAT:PATH`.
+    pub data: String,
+    /// The run's folder: model, checkpoint, feature cache and log.
+    pub out: PathBuf,
+    /// Feature extractor.
+    pub backbone: BackboneKind,
+    /// Its weights file (required for B4).
+    pub backbone_weights: Option<PathBuf>,
+    /// Backbone mode while training (`None`: eval, or the resumed run's).
+    pub backbone_mode: Option<BackboneMode>,
+    /// Objective preset.
+    pub preset: Preset,
+    /// Changes to it.
+    pub overrides: Overrides,
+    /// Epochs, learning rate, batch size, checkpoint interval, seed (ignored on resume, except
+    /// the epochs).
+    pub train: TrainConfig,
+    /// Continue the run in `out` from its checkpoint.
+    pub resume: bool,
+    /// Stop after this many epochs of this call (the run can be resumed later).
+    pub stop_after: Option<usize>,
+    /// Test hook: make the loss of this optimiser step (1-based, over the run) NaN.
+    pub inject_nan_at_step: Option<u64>,
+}
+
+/// What a run reports while it works.
+#[derive(Debug)]
+pub enum TrainProgress<'a> {
+    /// Resuming after this many epochs.
+    Resumed {
+        /// Epochs already done.
+        epochs_done: usize,
+    },
+    /// Backbone features being extracted (`purpose`: "features" or "calibration features").
+    Features {
+        /// What they are for.
+        purpose: &'static str,
+        /// Images done.
+        done: usize,
+        /// Images in all.
+        total: usize,
+    },
+    /// The training data is ready.
+    DataReady {
+        /// Training images.
+        images: usize,
+        /// Feature shape per image, when features are cached (eval-mode backbone).
+        shape: Option<[usize; 3]>,
+        /// Whether they came from the cache.
+        from_cache: bool,
+        /// Drop-connect rate of a train-mode backbone.
+        drop_connect: Option<f64>,
+    },
+    /// The trainer's own events (steps, epochs, checkpoints).
+    Trainer {
+        /// Optimiser steps per epoch.
+        steps_per_epoch: usize,
+        /// Epochs left in this call.
+        epochs_left: usize,
+        /// The event.
+        event: &'a TrainEvent,
+    },
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TrainOutcome {
+    /// Stopped early (`stop_after`); continue with `resume`.
+    Stopped {
+        /// Epochs done.
+        epochs_done: usize,
+        /// Epochs planned.
+        epochs: usize,
+    },
+    /// Finished: the model directory is saved in `out`.
+    Saved {
+        /// The model directory.
+        dir: PathBuf,
+        /// Its calibrated threshold.
+        threshold: f32,
+    },
+}
+
+/// The reconstruction network's configuration for a preset, overrides and backbone channels.
+pub fn hvq_config(
+    preset: Preset,
+    overrides: &Overrides,
+    channels: usize,
+    classes: Vec<String>,
+) -> Result<HvqConfig> {
+    let mut hvq = match preset {
+        Preset::Official => HvqConfig::official(channels, classes),
+        Preset::Paper => HvqConfig::paper(channels, classes),
+    };
+    // The appendix's ablation switches (all on = HVQ-Trans).
+    hvq.ablation.hierarchical = !overrides.single_vq;
+    hvq.ablation.switch_codebooks = !overrides.no_codebook_switching;
+    hvq.ablation.switch_experts = !overrides.no_expert_switching;
+    if let Some(alpha) = overrides.pot_weight {
+        hvq.pot_weight = alpha;
+    }
+    if let Some(p) = overrides.dropout {
+        if !(0.0..1.0).contains(&p) {
+            return Err(HvqError::Config(format!(
+                "dropout {p}: a probability in [0, 1) is expected"
+            )));
+        }
+        hvq.dropout = p;
+    }
+    if let Some(c) = overrides.embed_dim {
+        hvq.embed_dim = c;
+    }
+    if let Some(k) = overrides.codes {
+        hvq.codes = k;
+    }
+    if let Some(f) = overrides.ffn_dim {
+        hvq.ffn_dim = f;
+    }
+    Ok(hvq)
+}
+
+/// Run (or resume) the training `request` describes on `device`.
+pub fn train(
+    request: &TrainRequest,
+    device: &Device,
+    progress: &mut dyn FnMut(TrainProgress<'_>),
+) -> Result<TrainOutcome> {
+    let out = &request.out;
+    let dataset = crate::data::open(&request.data)?;
+    if dataset.train.is_empty() {
+        return Err(HvqError::dataset(&request.data, "no training images"));
+    }
+    std::fs::create_dir_all(out).map_err(|e| HvqError::io(out, e))?;
+    let backbone = load_backbone(
+        request.backbone,
+        request.backbone_weights.as_deref(),
+        device,
+    )?;
+    let hvq = hvq_config(
+        request.preset,
+        &request.overrides,
+        backbone.config().feature_channels(),
+        dataset.class_names.clone(),
+    )?;
+    let model_config = ModelConfig {
+        backbone: backbone.config().clone(),
+        hvq,
+    };
+    let mut detector = Detector::new(model_config.clone(), device)?;
+    detector.backbone = backbone;
+
+    let mut trainer = start_trainer(request, &model_config, &detector, device)?;
+    if request.resume {
+        progress(TrainProgress::Resumed {
+            epochs_done: trainer.epochs_done,
+        });
+    }
+    let features = training_features(&trainer, &detector, &dataset, out, device, progress)?;
+    let data = match &features {
+        Some(f) => TrainingData::Features(f),
+        None => TrainingData::Images(&dataset.train),
+    };
+
+    let steps_per_epoch = dataset
+        .train
+        .len()
+        .div_ceil(trainer.config.batch_size.max(1));
+    let epochs_left = trainer.config.epochs.saturating_sub(trainer.epochs_done);
+    let log_path = out.join(TRAIN_LOG_FILE);
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| HvqError::io(&log_path, e))?;
+    let mut log_error = None;
+    if let Some(step) = request.inject_nan_at_step {
+        trainer.inject_nan_at_step(step);
+    }
+    trainer.run(data, request.stop_after, &mut |event| {
+        if let TrainEvent::Epoch(report) = event {
+            let line = serde_json::to_string(report).unwrap_or_default();
+            if let Err(e) = writeln!(log, "{line}") {
+                log_error.get_or_insert(e);
+            }
+        }
+        progress(TrainProgress::Trainer {
+            steps_per_epoch,
+            epochs_left,
+            event,
+        });
+    })?;
+    if let Some(e) = log_error {
+        return Err(HvqError::io(&log_path, e));
+    }
+    if trainer.epochs_done < trainer.config.epochs {
+        return Ok(TrainOutcome::Stopped {
+            epochs_done: trainer.epochs_done,
+            epochs: trainer.config.epochs,
+        });
+    }
+    let features = match features {
+        Some(f) => f,
+        None => {
+            // The trained running statistics are part of the model; the threshold is calibrated
+            // on features of the backbone as the saved model will run it (eval mode).
+            detector.backbone = trainer
+                .backbone()
+                .ok_or_else(|| {
+                    HvqError::training(out.display(), "a train-mode run lost its backbone")
+                })?
+                .clone();
+            let total = dataset.train.len();
+            crate::features::extract(
+                &detector,
+                &dataset.train,
+                FEATURE_BATCH,
+                device,
+                &mut |done| {
+                    progress(TrainProgress::Features {
+                        purpose: "calibration features",
+                        done,
+                        total,
+                    })
+                },
+            )?
+        }
+    };
+    let threshold = save_model(out, detector, &trainer, &features)?;
+    Ok(TrainOutcome::Saved {
+        dir: out.clone(),
+        threshold,
+    })
+}
+
+/// A new trainer, or the run in `out` resumed (its settings checked against the request's).
+fn start_trainer(
+    request: &TrainRequest,
+    model_config: &ModelConfig,
+    detector: &Detector,
+    device: &Device,
+) -> Result<Trainer> {
+    let out = &request.out;
+    let live = Some(detector.backbone.clone());
+    if request.resume {
+        let t = Trainer::resume(out, &request.data, Some(request.train.epochs), device, live)?;
+        if &t.model_config != model_config {
+            return Err(HvqError::training(
+                out.display(),
+                "the checkpoint's model configuration differs from this command's; resume with \
+                 the same --backbone/--embed-dim/--codes/--ffn-dim",
+            ));
+        }
+        if let Some(mode) = request.backbone_mode
+            && mode != t.config.backbone.mode
+        {
+            return Err(HvqError::training(
+                out.display(),
+                format!(
+                    "the run was started with --backbone-mode {:?}; resume it with the same mode",
+                    t.config.backbone.mode
+                ),
+            ));
+        }
+        return Ok(t);
+    }
+    let mut config = request.train.clone();
+    config.backbone = match request.backbone_mode {
+        Some(BackboneMode::Train) => BackboneTraining::official_train_mode(),
+        _ => BackboneTraining::default(),
+    };
+    Trainer::new(
+        model_config.clone(),
+        config,
+        &request.data,
+        out,
+        device,
+        live,
+    )
+}
+
+/// Eval mode: features once per dataset, cached beside the run. Train mode: none (the
+/// backbone's output changes with every batch's statistics and drop-connect).
+fn training_features(
+    trainer: &Trainer,
+    detector: &Detector,
+    dataset: &Dataset,
+    out: &Path,
+    device: &Device,
+    progress: &mut dyn FnMut(TrainProgress<'_>),
+) -> Result<Option<FeatureSet>> {
+    let total = dataset.train.len();
+    match trainer.config.backbone.mode {
+        BackboneMode::Eval => {
+            let (features, from_cache) = crate::features::cached(
+                &out.join(FEATURE_CACHE_FILE),
+                detector,
+                &dataset.train,
+                FEATURE_BATCH,
+                device,
+                &mut |done| {
+                    progress(TrainProgress::Features {
+                        purpose: "features",
+                        done,
+                        total,
+                    })
+                },
+            )?;
+            progress(TrainProgress::DataReady {
+                images: features.len(),
+                shape: Some(features.shape),
+                from_cache,
+                drop_connect: None,
+            });
+            Ok(Some(features))
+        }
+        BackboneMode::Train => {
+            progress(TrainProgress::DataReady {
+                images: total,
+                shape: None,
+                from_cache: false,
+                drop_connect: Some(trainer.config.backbone.drop_connect),
+            });
+            Ok(None)
+        }
+    }
+}
+
+/// Build the inference model, calibrate its threshold on the training normals, save it.
+fn save_model(
+    out: &Path,
+    mut detector: Detector,
+    trainer: &Trainer,
+    features: &FeatureSet,
+) -> Result<f32> {
+    detector.hvq = detector.hvq.load_native(&trainer.network())?;
+    let calibration = crate::threshold::calibrate(&detector, features, 0.99)?;
+    let threshold = calibration.threshold;
+    detector.calibration = Some(calibration);
+    detector.save_dir(out)?;
+    Ok(threshold)
+}

@@ -1,0 +1,142 @@
+//! The library's modules form layers and imports only point down: every `crate::x` path in a
+//! module's code names a module of a lower layer. That rules out import cycles (a cycle needs an
+//! edge that points up or sideways) and keeps the application layer (`app`) above the pipeline.
+//! A new module must be placed in `LAYERS`, or this test fails.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Bottom first. Within a layer, modules do not import each other.
+const LAYERS: &[&[&str]] = &[
+    &["error", "allocator", "test_rng"],
+    &["fs", "device", "kernels", "config", "eval"],
+    &["weights", "preprocess", "map"],
+    &["overlay", "data", "backbone", "model"],
+    &["overlay_gpu", "pretrained"],
+    &["detector"],
+    &["features"],
+    &["train", "threshold"],
+    &["app"],
+];
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The top-level modules named by `crate::…` paths in `code` (comments removed): `crate::a::b`
+/// gives `a`, `crate::{a, b::{c, d}}` gives `a` and `b`.
+fn crate_references(code: &str) -> BTreeSet<String> {
+    let code: String = code
+        .lines()
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut found = BTreeSet::new();
+    let ident = |s: &str| -> String {
+        s.trim_start()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    for (at, _) in code.match_indices("crate::") {
+        let rest = &code[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // Split the group at depth 0 and take each part's first segment.
+            let (mut depth, mut start) = (0usize, 0usize);
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => {
+                        found.insert(ident(&group[start..i]));
+                        break;
+                    }
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        found.insert(ident(&group[start..i]));
+                        start = i + 1;
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            found.insert(ident(rest));
+        }
+    }
+    found.remove("");
+    found
+}
+
+/// Which top-level module each library file belongs to (None: the crate root, the binary).
+fn top_module(src: &Path, file: &Path) -> Option<String> {
+    let rel = file.strip_prefix(src).unwrap();
+    let first = rel.components().next()?.as_os_str().to_str()?.to_string();
+    let name = first.trim_end_matches(".rs").to_string();
+    (!matches!(name.as_str(), "lib" | "main" | "cli")).then_some(name)
+}
+
+#[test]
+fn imports_only_point_down_the_layers() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let layer: BTreeMap<&str, usize> = LAYERS
+        .iter()
+        .enumerate()
+        .flat_map(|(i, mods)| mods.iter().map(move |m| (*m, i)))
+        .collect();
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in &files {
+        let Some(module) = top_module(&src, file) else {
+            continue;
+        };
+        let code = std::fs::read_to_string(file).unwrap();
+        let refs = crate_references(&code);
+        edges.entry(module.clone()).or_default().extend(
+            refs.into_iter()
+                .filter(|r| r != &module)
+                .filter(|r| r.chars().next().is_some_and(|c| c.is_lowercase())),
+        );
+    }
+    let mut wrong = Vec::new();
+    for (module, targets) in &edges {
+        let Some(&from) = layer.get(module.as_str()) else {
+            wrong.push(format!("{module}: not placed in LAYERS"));
+            continue;
+        };
+        for target in targets {
+            match layer.get(target.as_str()) {
+                Some(&to) if to < from => {}
+                Some(&to) => wrong.push(format!(
+                    "{module} (layer {from}) imports {target} (layer {to})"
+                )),
+                None => wrong.push(format!("{module} imports {target}, which is not in LAYERS")),
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "imports that do not point down:\n{}",
+        wrong.join("\n")
+    );
+    // Every layer's modules exist (the table is not stale).
+    for m in layer.keys() {
+        assert!(
+            src.join(format!("{m}.rs")).exists() || src.join(m).join("mod.rs").exists(),
+            "LAYERS names {m}, which is not a module"
+        );
+    }
+}
+
+#[test]
+fn the_reference_scanner_sees_grouped_and_nested_paths() {
+    let code = "use crate::{a, b::{c, d}, e::f};\nlet x = crate::g::h(); // crate::comment\n";
+    let got: Vec<String> = crate_references(code).into_iter().collect();
+    assert_eq!(got, ["a", "b", "e", "g"]);
+}
