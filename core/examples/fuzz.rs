@@ -3,6 +3,12 @@
 //! deleted, duplicated and spliced ranges, truncation) and fed to a target; a panic is a finding,
 //! saved under `fuzz/findings/<target>/` with its message. Errors are the expected outcome.
 //!
+//! The corpus is kept: an input whose outcome (success, or the kind of error: its message with
+//! numbers blanked) no earlier input produced is saved under `fuzz/corpus/<target>/` (small
+//! inputs only, 1 MB per target) and mutated further, so runs build on each other. Every run
+//! first replays the whole corpus and every saved finding: a regression fails the run. `SECONDS`
+//! 0 only replays (what `scripts/test.sh` runs for each target, then 3 s of fuzzing).
+//!
 //! ```sh
 //! cargo run --release -p core --example fuzz -- TARGET SECONDS [RNG_SEED]
 //! ```
@@ -11,7 +17,7 @@
 //! pickle), `idx` (Fashion-MNIST IDX, plain and gzip, through the dataset loader), `spec`
 //! (dataset `FORMAT:PATH?options` strings). It prints executions, distinct panics and the rate.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -19,6 +25,18 @@ use std::time::{Duration, Instant};
 use burn::tensor::Device;
 use hvq::config::BackboneConfig;
 use hvq::weights::{HostTensor, TensorMap};
+
+/// Largest input kept in the corpus, and the corpus's size per target (it is committed).
+const CORPUS_FILE_MAX: usize = 64 * 1024;
+const CORPUS_TARGET_MAX: usize = 1024 * 1024;
+const CORPUS_FILES_MAX: usize = 64;
+
+/// FNV-1a, for corpus file names.
+fn fingerprint(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
 
 /// xorshift64*: reproducible from the seed on the command line.
 struct Rng(u64);
@@ -140,7 +158,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// Feeds one input to the code under test.
-type Run = Box<dyn Fn(&[u8])>;
+type Run = Box<dyn Fn(&[u8]) -> String>;
 /// A format-aware mutation of a seed.
 type Mutation = fn(&mut Rng, &[u8]) -> Vec<u8>;
 
@@ -203,6 +221,84 @@ fn mutate_json(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
     serde_json::to_vec(&doc).expect("serialises")
 }
 
+/// The kind of an outcome: `ok`, or the error's message without what varies between inputs of
+/// one kind (quoted text, paths, numbers), cut short.
+fn outcome<T, E: std::fmt::Display>(result: Result<T, E>) -> String {
+    let Err(e) = result else {
+        return "ok".into();
+    };
+    let mut text = e.to_string();
+    for quote in ['"', '`', '\''] {
+        let parts: Vec<&str> = text.split(quote).collect();
+        text = parts
+            .iter()
+            .step_by(2)
+            .copied()
+            .collect::<Vec<_>>()
+            .join("…");
+    }
+    text.split_whitespace()
+        .filter(|w| !w.contains('/') && !w.chars().any(|c| c.is_ascii_digit()))
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(90)
+        .collect()
+}
+
+/// CRC-32 (IEEE), as PNG chunks carry it.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A PNG mutated inside one chunk (header fields, palette, compressed data, …) with its CRC
+/// repaired, so the input gets past the CRC check to the decoder's logic. Not a PNG: bytes.
+fn mutate_png(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
+    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+    if !seed.starts_with(SIGNATURE) {
+        return mutate(rng, seed, seed);
+    }
+    // Chunks as (start of length field, data length).
+    let mut chunks = Vec::new();
+    let mut at = SIGNATURE.len();
+    while at + 12 <= seed.len() {
+        let len = u32::from_be_bytes([seed[at], seed[at + 1], seed[at + 2], seed[at + 3]]) as usize;
+        if at + 12 + len > seed.len() {
+            break;
+        }
+        chunks.push((at, len));
+        at += 12 + len;
+    }
+    if chunks.is_empty() {
+        return mutate(rng, seed, seed);
+    }
+    let (start, len) = chunks[rng.below(chunks.len())];
+    let data = &seed[start + 8..start + 8 + len];
+    let mut new_data = mutate(rng, data, data);
+    if rng.below(4) == 0 {
+        new_data.truncate(rng.below(new_data.len() + 1));
+    }
+    let mut out = seed[..start].to_vec();
+    out.extend((new_data.len() as u32).to_be_bytes());
+    let mut typed = seed[start + 4..start + 8].to_vec();
+    typed.extend(&new_data);
+    out.extend(&typed);
+    out.extend(crc32(&typed).to_be_bytes());
+    out.extend(&seed[start + 12 + len..]);
+    out
+}
+
 fn target(name: &str, scratch: &Path) -> Target {
     let cpu = Device::flex();
     match name {
@@ -215,12 +311,14 @@ fn target(name: &str, scratch: &Path) -> Target {
             .iter()
             .map(|p| read(&repo().join(p)))
             .collect(),
-            structured: None,
+            structured: Some(mutate_png),
             run: Box::new(|bytes| {
-                if let Ok(img) = hvq::preprocess::decode(bytes, "fuzz") {
+                let decoded = hvq::preprocess::decode(bytes, "fuzz");
+                if let Ok(img) = &decoded {
                     let norm = BackboneConfig::efficientnet_lite0().input_norm;
-                    let _ = hvq::preprocess::input_values(&img, 224, &norm);
+                    let _ = hvq::preprocess::input_values(img, 224, &norm);
                 }
+                outcome(decoded)
             }),
         },
         "config" => Target {
@@ -228,10 +326,11 @@ fn target(name: &str, scratch: &Path) -> Target {
             structured: Some(mutate_json),
             run: Box::new(move |bytes| {
                 let Ok(text) = std::str::from_utf8(bytes) else {
-                    return;
+                    return "not UTF-8".into();
                 };
-                let Ok(saved) = hvq::detector::SavedModel::parse(text, "fuzz/config.json") else {
-                    return;
+                let saved = match hvq::detector::SavedModel::parse(text, "fuzz/config.json") {
+                    Ok(saved) => saved,
+                    Err(e) => return outcome::<(), _>(Err(e)),
                 };
                 // Build what a valid config asks for, when it is small enough to be quick.
                 if saved
@@ -240,8 +339,9 @@ fn target(name: &str, scratch: &Path) -> Target {
                     .parameter_estimate()
                     .is_some_and(|p| p < 2_000_000)
                 {
-                    let _ = hvq::model::HvqModel::new(&saved.model.hvq, &cpu);
+                    return outcome(hvq::model::HvqModel::new(&saved.model.hvq, &cpu));
                 }
+                "ok, large".into()
             }),
         },
         "safetensors" => Target {
@@ -250,9 +350,7 @@ fn target(name: &str, scratch: &Path) -> Target {
                 read(&repo().join("weights/elpv-lite0/model.safetensors")),
             ],
             structured: None,
-            run: Box::new(|bytes| {
-                let _ = TensorMap::from_safetensors(bytes, "fuzz.safetensors");
-            }),
+            run: Box::new(|bytes| outcome(TensorMap::from_safetensors(bytes, "fuzz.safetensors"))),
         },
         "pth" => {
             let file = scratch.join("fuzz.pth");
@@ -270,7 +368,7 @@ fn target(name: &str, scratch: &Path) -> Target {
                 structured: None,
                 run: Box::new(move |bytes| {
                     std::fs::write(&file, bytes).expect("scratch file");
-                    let _ = TensorMap::read(&file);
+                    outcome(TensorMap::read(&file))
                 }),
             }
         }
@@ -289,7 +387,10 @@ fn target(name: &str, scratch: &Path) -> Target {
                         std::fs::write(root.join(format!("{split}-labels-idx1-ubyte")), &labels)
                             .expect("scratch file");
                     }
-                    let _ = hvq::data::open(&format!("fashion-mnist:{}", root.display()));
+                    outcome(hvq::data::open(&format!(
+                        "fashion-mnist:{}",
+                        root.display()
+                    )))
                 }),
             }
         }
@@ -304,9 +405,7 @@ fn target(name: &str, scratch: &Path) -> Target {
             .map(|s| s.as_bytes().to_vec())
             .collect(),
             structured: None,
-            run: Box::new(|bytes| {
-                let _ = hvq::data::parse_spec(&String::from_utf8_lossy(bytes));
-            }),
+            run: Box::new(|bytes| outcome(hvq::data::parse_spec(&String::from_utf8_lossy(bytes)))),
         },
         other => {
             eprintln!("unknown target {other:?}: image, config, safetensors, pth, idx or spec");
@@ -327,6 +426,8 @@ fn main() {
         .get(3)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x9e37_79b9_7f4a_7c15);
+    // The PNG mutation's checksum is the format's: the IEND chunk's CRC is fixed.
+    assert_eq!(crc32(b"IEND"), 0xae42_6082, "CRC-32");
     let scratch = std::env::temp_dir().join(format!("hvq-fuzz-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).expect("scratch dir");
     let findings = repo().join("fuzz/findings").join(name);
@@ -346,33 +447,89 @@ fn main() {
 
     let mut rng = Rng(rng_seed | 1);
     let mut distinct: BTreeMap<String, usize> = BTreeMap::new();
-    let (start, budget) = (Instant::now(), Duration::from_secs(seconds));
+    let mut seeds = t.seeds.clone();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let corpus = repo().join("fuzz/corpus").join(name);
+    let (mut corpus_bytes, mut corpus_files) = (0usize, 0usize);
     let mut executions = 0u64;
+    let mut record_panic = |input: &[u8], label: &str, executions: u64| {
+        let message = last_panic.lock().unwrap().clone();
+        let count = distinct.entry(message.clone()).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            std::fs::create_dir_all(&findings).expect("findings dir");
+            let file = findings.join(format!("{label}{executions:08}.bin"));
+            std::fs::write(&file, input).expect("finding saved");
+            std::fs::write(file.with_extension("txt"), &message).expect("finding saved");
+            println!("PANIC {message}\n  input: {}", file.display());
+        }
+    };
+
+    // Replay: the kept corpus and every saved finding must run without a panic.
+    let mut replayed = 0;
+    for dir in [&corpus, &findings] {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.retain(|f| f.extension().is_some_and(|e| e == "bin"));
+        files.sort();
+        for file in files {
+            let input = read(&file);
+            replayed += 1;
+            match panic::catch_unwind(AssertUnwindSafe(|| (t.run)(&input))) {
+                Ok(kind) => {
+                    seen.insert(kind);
+                }
+                Err(_) => {
+                    println!("REGRESSION {}", file.display());
+                    record_panic(&input, "replay-", replayed);
+                }
+            }
+            if dir == &corpus {
+                corpus_bytes += input.len();
+                corpus_files += 1;
+                seeds.push(input);
+            }
+        }
+    }
+
+    let (start, budget) = (Instant::now(), Duration::from_secs(seconds));
+    let mut kept = 0;
     while start.elapsed() < budget {
-        let seed = &t.seeds[rng.below(t.seeds.len())];
-        let other = &t.seeds[rng.below(t.seeds.len())];
+        let seed = &seeds[rng.below(seeds.len())];
+        let other = &seeds[rng.below(seeds.len())];
         let input = match t.structured {
             Some(structured) if rng.below(2) == 0 => structured(&mut rng, seed),
             _ => mutate(&mut rng, seed, other),
         };
         executions += 1;
-        if panic::catch_unwind(AssertUnwindSafe(|| (t.run)(&input))).is_err() {
-            let message = last_panic.lock().unwrap().clone();
-            let count = distinct.entry(message.clone()).or_insert(0);
-            *count += 1;
-            if *count == 1 {
-                std::fs::create_dir_all(&findings).expect("findings dir");
-                let file = findings.join(format!("{executions:08}.bin"));
-                std::fs::write(&file, &input).expect("finding saved");
-                std::fs::write(file.with_extension("txt"), &message).expect("finding saved");
-                println!("PANIC {message}\n  input: {}", file.display());
+        match panic::catch_unwind(AssertUnwindSafe(|| (t.run)(&input))) {
+            Ok(kind) => {
+                // A new kind of outcome: keep the input (small ones, within the budget).
+                if !seen.contains(&kind)
+                    && input.len() <= CORPUS_FILE_MAX
+                    && corpus_bytes + input.len() <= CORPUS_TARGET_MAX
+                    && corpus_files < CORPUS_FILES_MAX
+                {
+                    std::fs::create_dir_all(&corpus).expect("corpus dir");
+                    let file = corpus.join(format!("{:016x}.bin", fingerprint(&input)));
+                    std::fs::write(&file, &input).expect("corpus input saved");
+                    corpus_bytes += input.len();
+                    corpus_files += 1;
+                    kept += 1;
+                    seeds.push(input);
+                }
+                seen.insert(kind);
             }
+            Err(_) => record_panic(&input, "", executions),
         }
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "fuzz {name}: {executions} executions in {secs:.0} s ({:.0}/s), {} distinct panics ({} in all), rng seed {rng_seed}",
-        executions as f64 / secs,
+        "fuzz {name}: replayed {replayed} kept inputs; {executions} executions in {secs:.0} s ({:.0}/s), \
+         {} outcome kinds, {kept} inputs added to the corpus, {} distinct panics ({} in all), rng seed {rng_seed}",
+        executions as f64 / secs.max(1e-9),
+        seen.len(),
         distinct.len(),
         distinct.values().sum::<usize>()
     );

@@ -100,7 +100,7 @@ pub fn cache_key(detector: &Detector, samples: &[Sample]) -> String {
     let weights = TensorMap::from_module(&detector.backbone, "backbone");
     for name in weights.names() {
         h.write(name.as_bytes());
-        for v in &weights.get(name).expect("listed").data {
+        for v in weights.get(name).iter().flat_map(|t| &t.data) {
             h.write(&v.to_le_bytes());
         }
     }

@@ -68,6 +68,35 @@ pub fn sample_bilinear(map: &[f32], mw: usize, mh: usize, u: f32, v: f32) -> f32
     top + (bottom - top) * fy
 }
 
+/// A `mw × mh` map resized to `w × h` with [`sample_bilinear`] (burn's bilinear resize with
+/// `align_corners=False`, checked against it in the tests below, and the overlay shader's
+/// sampling). The map at an image's resolution is always this of the model's map, so a front end
+/// can keep the small map and compute the large one when it needs it, identical every time.
+pub fn resize_map(map: &[f32], (mw, mh): (usize, usize), (w, h): (usize, usize)) -> Vec<f32> {
+    let row = |y: usize, out: &mut [f32]| {
+        let v = (y as f32 + 0.5) / h as f32;
+        for (x, value) in out.iter_mut().enumerate() {
+            *value = sample_bilinear(map, mw, mh, (x as f32 + 0.5) / w as f32, v);
+        }
+    };
+    let mut out = vec![0.0f32; w * h];
+    if w == 0 || h == 0 || mw == 0 || mh == 0 || map.len() != mw * mh {
+        return out;
+    }
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(w)
+            .enumerate()
+            .for_each(|(y, r)| row(y, r));
+    }
+    #[cfg(not(feature = "parallel"))]
+    for (y, r) in out.chunks_mut(w).enumerate() {
+        row(y, r);
+    }
+    out
+}
+
 /// The overlay shader's fragment stage on the CPU, for displays without WebGPU: blend the jet
 /// colormap of a `mw × mh` map (resampled to the photo) over an RGBA photo of `w × h`, in place.
 /// Pixels below `lo` keep the photo when `hide_below_lo` is set.
@@ -173,6 +202,23 @@ mod tests {
                 assert!((got - want).abs() <= 1e-5, "({x},{y}): {got} vs {want}");
             }
         }
+    }
+
+    #[test]
+    fn resize_map_is_bilinear_sampling_at_pixel_centres() {
+        let (mw, mh, w, h) = (5usize, 3usize, 13usize, 8usize);
+        let map: Vec<f32> = (0..mw * mh).map(|i| (i * i) as f32 * 0.25).collect();
+        let resized = resize_map(&map, (mw, mh), (w, h));
+        assert_eq!(resized.len(), w * h);
+        for y in 0..h {
+            for x in 0..w {
+                let u = (x as f32 + 0.5) / w as f32;
+                let v = (y as f32 + 0.5) / h as f32;
+                assert_eq!(resized[y * w + x], sample_bilinear(&map, mw, mh, u, v));
+            }
+        }
+        // Same size: the map itself.
+        assert_eq!(resize_map(&map, (mw, mh), (mw, mh)), map);
     }
 
     #[test]

@@ -112,3 +112,43 @@ fn a_model_that_overflows_gives_no_verdict() {
         std::fs::remove_dir_all(d).ok();
     }
 }
+
+/// A panic inside hvq while it inspects an image (injected through the CLI's test hook: nothing
+/// is known to panic on user data) becomes that image's error row and one message naming the
+/// image, with no backtrace even under RUST_BACKTRACE=1; the other images are still inspected
+/// and the exit status says some failed.
+#[test]
+fn a_panic_names_the_input_and_prints_no_backtrace() {
+    let out = temp("panic-out");
+    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples");
+    let result = hvq()
+        .args(["predict", "--device", "cpu", "--out"])
+        .arg(&out)
+        .arg(&samples)
+        .env("HVQ_TEST_PANIC", "poly-defect-cell0068")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("internal error while inspecting")
+            && stderr.contains("poly-defect-cell0068.png")
+            && stderr.contains("bug in hvq"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("stack backtrace"), "{stderr}");
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    let failed: Vec<&serde_json::Value> = rows.iter().filter(|r| r["verdict"] == "error").collect();
+    assert_eq!(failed.len(), 1, "{rows:?}");
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("poly-defect-cell0068.png")
+    );
+    std::fs::remove_dir_all(out).ok();
+}

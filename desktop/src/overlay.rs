@@ -33,8 +33,10 @@ pub struct OverlayImage {
     pub key: u64,
     /// Photo, RGBA8, `width × height`.
     pub rgba: Arc<Vec<u8>>,
-    /// Anomaly map, `width × height`, row-major.
+    /// Anomaly map at the model's resolution, `map_size²`, row-major (the shader resamples it).
     pub map: Arc<Vec<f32>>,
+    /// Side of `map`.
+    pub map_size: u32,
     /// Width.
     pub width: u32,
     /// Height.
@@ -92,11 +94,13 @@ impl CallbackTrait for OverlayCallback {
         };
         let img = &self.image;
         if res.current.as_ref().map(|c| c.0) != Some(img.key) {
-            // The map is at the photo's resolution here.
+            // The model's map; the shader samples it at each photo pixel as
+            // `overlay::resize_map` does.
             let dims = (img.width, img.height);
+            let map_dims = (img.map_size, img.map_size);
             let uploaded = res
                 .pipeline
-                .image(device, queue, &img.rgba, dims, &img.map, dims);
+                .image(device, queue, &img.rgba, dims, &img.map, map_dims);
             res.current = Some((img.key, uploaded));
         }
         res.pipeline.set_params(queue, &self.params);

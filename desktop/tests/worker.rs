@@ -72,8 +72,10 @@ fn worker_map_equals_inspector_on_wgpu() {
         outcome.score,
         direct.score
     );
-    let differ = outcome
-        .map
+    // The list keeps the model's map; the image-resolution one is computed from it.
+    assert_eq!(outcome.model_map.as_slice(), direct.model_map.as_slice());
+    let full = outcome.full_map();
+    let differ = full
         .iter()
         .zip(&direct.map)
         .filter(|(a, b)| a.to_bits() != b.to_bits())
@@ -201,7 +203,7 @@ fn exported_overlay_and_map_equal_predicts() {
         let npy = std::fs::read(predicted.join(format!("{stem}_map.npy"))).unwrap();
         assert_eq!(
             npy,
-            hvq::overlay::npy_bytes(&o.map, o.height as usize, o.width as usize),
+            hvq::overlay::npy_bytes(&o.full_map(), o.height as usize, o.width as usize),
             "{stem}: map differs from predict's"
         );
     }

@@ -1,9 +1,7 @@
 //! The inference API every front end calls: image in; anomaly map at the image's own resolution,
 //! image score, verdict and the class used out.
 
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use image::DynamicImage;
 use serde::Serialize;
 
@@ -93,10 +91,12 @@ impl Inspection {
 /// At which resolution [`Inspector::inspect_with`] returns the map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapResolution {
-    /// The image's own resolution (`Inspection::map` filled): files, the CLI, the desktop app.
+    /// The image's own resolution (`Inspection::map` filled): files, the CLI.
     Image,
     /// Only the model's 224×224 map (`Inspection::map` left empty): a display that resamples on
-    /// the GPU, such as the web page's overlay shader, which upsamples exactly as the CPU path.
+    /// the GPU (the web page's and the desktop's overlay shader, which sample exactly as
+    /// `overlay::resize_map`), or a list that keeps thousands of results (the desktop, through
+    /// the worker).
     Model,
 }
 
@@ -147,14 +147,25 @@ impl Inspector {
 
     /// Inspect a decoded image; the map at the image's resolution.
     pub fn inspect(&self, img: &DynamicImage, class: &ClassChoice) -> Result<Inspection> {
+        self.inspect_at(img, class, MapResolution::Image)
+    }
+
+    /// [`Inspector::inspect`] with the map at the resolution asked for.
+    pub fn inspect_at(
+        &self,
+        img: &DynamicImage,
+        class: &ClassChoice,
+        resolution: MapResolution,
+    ) -> Result<Inspection> {
         // One implementation for every platform: the async one, run to completion here (native
         // backends block on read-backs; the CPU backend never waits).
-        burn::tensor::try_read_sync(self.inspect_with(img, class, MapResolution::Image))
-            .unwrap_or_else(|| {
+        burn::tensor::try_read_sync(self.inspect_with(img, class, resolution)).unwrap_or_else(
+            || {
                 Err(HvqError::Device(
                     "this backend cannot read results synchronously here: use inspect_with".into(),
                 ))
-            })
+            },
+        )
     }
 
     /// Inspect a decoded image, awaiting the device's read-backs (required on WebGPU, where a
@@ -191,22 +202,18 @@ impl Inspector {
             });
         }
         let s = cfg.backbone.input_size;
-        let map224: Tensor<4> = chosen.maps;
-        let model_map = read_back_async(map224.clone()).await?;
+        let model_map = read_back_async(chosen.maps).await?;
         let t3 = Instant::now();
         let (w, h) = (img.width(), img.height());
+        // On the host from the model's map (not the device): the same values on every backend,
+        // and what a front end that keeps only the small map recomputes when it needs the large
+        // one (`overlay::resize_map`).
         let map = if resolution == MapResolution::Model {
             Vec::new()
         } else if w as usize == s && h as usize == s {
             model_map.clone()
         } else {
-            read_back_async(interpolate(
-                map224,
-                InterpolateOptions::new(InterpolateMode::Bilinear)
-                    .with_align_corners(false)
-                    .with_output_size([h as usize, w as usize]),
-            ))
-            .await?
+            crate::overlay::resize_map(&model_map, (s, s), (w as usize, h as usize))
         };
         let t4 = Instant::now();
         let threshold = self.detector.calibration.as_ref().map(|c| c.threshold);

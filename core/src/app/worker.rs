@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 
 use burn::tensor::Device;
 
-use super::inspect::{ClassChoice, Inspection, Inspector};
+use super::inspect::{ClassChoice, Inspection, Inspector, MapResolution};
 use super::source::ModelSource;
 use crate::detector::Detector;
 use crate::device::DeviceChoice;
@@ -208,16 +208,9 @@ fn device_name(d: &Device) -> String {
     format!("{d:?}")
 }
 
-/// The message of a caught panic.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "no message".into())
-}
-
-/// Inspect one file: decode, run. A panic inside the backend becomes an error naming the file,
+/// Inspect one file: decode, run; the map at the model's resolution only (the one at the
+/// image's is `overlay::resize_map` of it, computed when needed: a list of thousands of
+/// photos keeps 200 kB per image, not 4 bytes per pixel). A panic inside the backend becomes an error naming the file,
 /// so a bad image never takes the thread down.
 pub fn inspect_file(
     inspector: &Inspector,
@@ -226,7 +219,7 @@ pub fn inspect_file(
 ) -> std::result::Result<Inspection, String> {
     let run = || -> Result<Inspection> {
         let img = crate::preprocess::load(path)?;
-        inspector.inspect(&img, class)
+        inspector.inspect_at(&img, class, MapResolution::Model)
     };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
         Ok(Ok(o)) => Ok(o),
@@ -235,7 +228,7 @@ pub fn inspect_file(
             "{}: inference failed inside the backend ({}); this is a bug in hvq, please report it \
              with the image",
             path.display(),
-            panic_message(p.as_ref())
+            crate::device::panic_capture::payload_text(p.as_ref())
         )),
     }
 }
@@ -289,7 +282,7 @@ fn run<Tag>(
                     Ok(Err(e)) => Err(format!("{name}: {e}")),
                     Err(p) => Err(format!(
                         "{name}: loading failed inside the backend ({})",
-                        panic_message(p.as_ref())
+                        crate::device::panic_capture::payload_text(p.as_ref())
                     )),
                 };
                 send(Reply::Model(reply));

@@ -8,6 +8,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 use hvq::app::calibrate::calibrate_model_dir;
 
+use super::panic_report::working_on;
 use super::progress::bar;
 
 /// Options of `hvq calibrate`.
@@ -33,6 +34,11 @@ pub struct CalibrateArgs {
 
 /// Run `hvq calibrate`.
 pub fn run(args: CalibrateArgs) -> Result<()> {
+    let _input = working_on(format!(
+        "calibrating {} on {}",
+        args.weights.display(),
+        args.data
+    ));
     if !(0.0..=1.0).contains(&args.quantile) {
         bail!("--quantile {} is not in [0, 1]", args.quantile);
     }

@@ -9,6 +9,7 @@ use hvq::weights::TensorMap;
 
 /// Split an EfficientNet `.pth` into the feature part (embedded) and the ImageNet head.
 pub fn convert_backbone(pth: &Path, out: &Path, name: &str, split: usize) -> Result<()> {
+    let _input = super::panic_report::working_on(format!("converting {}", pth.display()));
     let map = TensorMap::read(pth)?.without_wrappers();
     if map.is_empty() {
         bail!("{}: no float tensors found", pth.display());
@@ -55,6 +56,7 @@ pub fn convert_backbone(pth: &Path, out: &Path, name: &str, split: usize) -> Res
 
 /// Import an official HVQ-Trans checkpoint (MVTec-AD, 15 classes, B4) into a model directory.
 pub fn import_official(checkpoint: &Path, out: &Path, classes: Option<Vec<String>>) -> Result<()> {
+    let _input = super::panic_report::working_on(format!("importing {}", checkpoint.display()));
     let map = TensorMap::read(checkpoint)?.without_wrappers();
     // The number of classes is the number of experts in the file.
     let experts = map

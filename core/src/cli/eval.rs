@@ -7,6 +7,7 @@ use clap::{Args, ValueEnum};
 use hvq::app::ModelSource;
 use hvq::app::evaluate::{ClassSource, evaluate};
 
+use super::panic_report::working_on;
 use super::progress::bar;
 
 /// Class choice at test time.
@@ -44,6 +45,7 @@ pub struct EvalArgs {
 
 /// Run `hvq eval`.
 pub fn run(args: EvalArgs) -> Result<()> {
+    let _input = working_on(format!("evaluating on {}", args.data));
     let device = super::device(&args.device)?.device;
     // A training run still in progress: its last checkpoint (Lite0 runs only, as the checkpoint
     // holds no backbone).

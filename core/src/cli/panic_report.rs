@@ -1,10 +1,49 @@
-//! What the user reads when something inside hvq panics: one plain message, never a backtrace.
+//! What the user reads when something inside hvq panics: one plain message naming the input
+//! being worked on, never a backtrace.
 //!
 //! A device that runs out of memory gets advice (a smaller `--batch`); anything else is a bug in
-//! hvq and says so, with where it happened, so it can be reported.
+//! hvq and says so, with the input and where it happened, so it can be reported. Commands name
+//! what they work on with [`working_on`].
 
 use std::panic::{self, PanicHookInfo};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// What the command is working on, innermost last ("inspecting photo.png").
+static CONTEXT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Marks `what` as the current input until dropped.
+pub struct WorkingOn(());
+
+impl Drop for WorkingOn {
+    fn drop(&mut self) {
+        if let Ok(mut context) = CONTEXT.lock() {
+            context.pop();
+        }
+    }
+}
+
+/// Name the input a panic report will mention (e.g. `inspecting samples/a.png`).
+///
+/// Test hook: when `HVQ_TEST_PANIC` is set and `what` contains its value, this panics, so the
+/// report can be checked end to end (nothing in hvq is known to panic on user data).
+pub fn working_on(what: impl Into<String>) -> WorkingOn {
+    let what = what.into();
+    let trigger = std::env::var("HVQ_TEST_PANIC").unwrap_or_default();
+    let inject = !trigger.is_empty() && what.contains(&trigger);
+    if let Ok(mut context) = CONTEXT.lock() {
+        context.push(what);
+    }
+    let guard = WorkingOn(());
+    if inject {
+        panic!("test panic (HVQ_TEST_PANIC={trigger})");
+    }
+    guard
+}
+
+fn current_input() -> Option<String> {
+    CONTEXT.lock().ok()?.last().cloned()
+}
 
 use hvq::device::panic_capture::{out_of_memory_advice, payload_text};
 
@@ -25,10 +64,18 @@ pub fn install() {
                     .location()
                     .map(|l| format!(" (at {}:{})", l.file(), l.line()))
                     .unwrap_or_default();
+                let input = current_input()
+                    .map(|i| format!(" while {i}"))
+                    .unwrap_or_default();
                 eprintln!(
-                    "hvq: internal error: {}{at}\nThis is a bug in hvq: please report it with the \
-                     command you ran.",
-                    message.lines().next().unwrap_or_default()
+                    "hvq: internal error{input}: {}{at}\nThis is a bug in hvq: please report it \
+                     with the command you ran{}.",
+                    message.lines().next().unwrap_or_default(),
+                    if input.is_empty() {
+                        ""
+                    } else {
+                        " and that input"
+                    }
                 );
             }
         }

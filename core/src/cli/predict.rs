@@ -1,12 +1,16 @@
 //! `hvq predict`: overlays, raw maps and a results table for images or folders.
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use hvq::app::results::{self, OutputNames, ResultRow};
 use hvq::app::{ClassChoice, Inspection, Inspector, ModelSource, list_images};
 use hvq::detector::Calibration;
+use hvq::device::panic_capture::payload_text;
 use hvq::fs::write_atomic;
+
+use super::panic_report::working_on;
 
 /// Run `hvq predict`.
 pub fn run(
@@ -18,7 +22,10 @@ pub fn run(
     images: &[PathBuf],
 ) -> Result<()> {
     let device = super::device(device)?.device;
-    let mut detector = ModelSource::from_option(weights).load(&device)?;
+    let source = ModelSource::from_option(weights);
+    let _loading = working_on(format!("loading the model ({})", source.describe()));
+    let mut detector = source.load(&device)?;
+    drop(_loading);
     if let Some(t) = threshold {
         detector.calibration = Some(Calibration {
             threshold: t,
@@ -42,8 +49,22 @@ pub fn run(
         ));
     }
     for file in &listing.files {
-        let result = hvq::preprocess::load(file)
-            .and_then(|img| inspector.inspect(&img, &choice).map(|r| (img, r)));
+        // A panic inside the backend becomes this image's error row (the panic report names it
+        // once on stderr); the other images are still inspected.
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let _input = working_on(format!("inspecting {}", file.display()));
+            hvq::preprocess::load(file)
+                .and_then(|img| inspector.inspect(&img, &choice).map(|r| (img, r)))
+                .map_err(|e| e.to_string())
+        }))
+        .unwrap_or_else(|p| {
+            Err(format!(
+                "{}: inference failed inside hvq ({}); this is a bug in hvq, please report it \
+                 with the image",
+                file.display(),
+                payload_text(p.as_ref())
+            ))
+        });
         match result {
             Ok((img, r)) => {
                 let mut row = ResultRow::inspected(file, &r, r.threshold);

@@ -10,6 +10,7 @@ use hvq::config::BackboneKind;
 use hvq::train::{TrainConfig, TrainEvent};
 use indicatif::ProgressBar;
 
+use super::panic_report::working_on;
 use super::progress::bar;
 
 /// Which backbone.
@@ -166,6 +167,11 @@ impl TrainArgs {
 
 /// Run `hvq train`: the application layer's training run, with progress bars.
 pub fn run(args: TrainArgs) -> Result<()> {
+    let _input = working_on(format!(
+        "training on {} into {}",
+        args.data,
+        args.out.display()
+    ));
     let device = super::device(&args.device)?.device;
     let mut bars = Bars::default();
     let outcome = train(&args.request(), &device, &mut |p| bars.show(p))?;

@@ -71,9 +71,7 @@ pub fn load(path: &Path) -> Result<(TensorMap, TensorMap, RunState)> {
         })?;
     let all = TensorMap::from_safetensors(&bytes, &source)?;
     let optimizer = all.sub("optim.");
-    let mut network = TensorMap::new(&source);
-    for n in all.names().filter(|n| !n.starts_with("optim.")) {
-        network.insert(n, all.get(n).expect("listed").clone());
-    }
+    let mut network = all;
+    network.retain(|n| !n.starts_with("optim."));
     Ok((network, optimizer, state))
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::dtype::{bytes_to_f32, f16_to_f32};
+use super::dtype::{Element, to_f32};
 use super::{HostTensor, TensorMap};
 use crate::error::{HvqError, Result};
 
@@ -26,18 +26,13 @@ impl TensorMap {
                 path: path.to_path_buf(),
                 reason: format!("tensor `{name}`: {e}"),
             })?;
-            let data = match dtype {
-                DType::F32 => bytes_to_f32(&raw, 4, |b| f32::from_le_bytes(b.try_into().unwrap())),
-                DType::F64 => bytes_to_f32(&raw, 8, |b| {
-                    f64::from_le_bytes(b.try_into().unwrap()) as f32
-                }),
-                DType::F16 => bytes_to_f32(&raw, 2, |b| {
-                    f16_to_f32(u16::from_le_bytes(b.try_into().unwrap()))
-                }),
-                _ => bytes_to_f32(&raw, 2, |b| {
-                    f32::from_bits((u16::from_le_bytes(b.try_into().unwrap()) as u32) << 16)
-                }),
+            let element = match dtype {
+                DType::F32 => Element::F32,
+                DType::F64 => Element::F64,
+                DType::F16 => Element::F16,
+                _ => Element::BF16,
             };
+            let data = to_f32(&raw, element);
             if data.len() != shape.iter().product::<usize>() {
                 return Err(HvqError::BadTensor {
                     source_name: source,

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::dtype::{bytes_to_f32, f16_to_f32};
+use super::dtype::{Element, to_f32};
 use super::{HostTensor, TensorMap};
 use crate::error::{HvqError, Result};
 use crate::fs::write_atomic;
@@ -21,19 +21,14 @@ impl TensorMap {
         for (name, view) in st.tensors() {
             use safetensors::Dtype;
             let raw = view.data();
-            let data = match view.dtype() {
-                Dtype::F32 => bytes_to_f32(raw, 4, |b| f32::from_le_bytes(b.try_into().unwrap())),
-                Dtype::F64 => {
-                    bytes_to_f32(raw, 8, |b| f64::from_le_bytes(b.try_into().unwrap()) as f32)
-                }
-                Dtype::F16 => bytes_to_f32(raw, 2, |b| {
-                    f16_to_f32(u16::from_le_bytes(b.try_into().unwrap()))
-                }),
-                Dtype::BF16 => bytes_to_f32(raw, 2, |b| {
-                    f32::from_bits((u16::from_le_bytes(b.try_into().unwrap()) as u32) << 16)
-                }),
+            let element = match view.dtype() {
+                Dtype::F32 => Element::F32,
+                Dtype::F64 => Element::F64,
+                Dtype::F16 => Element::F16,
+                Dtype::BF16 => Element::BF16,
                 _ => continue,
             };
+            let data = to_f32(raw, element);
             map.insert(name, HostTensor::new(view.shape().to_vec(), data));
         }
         Ok(map)

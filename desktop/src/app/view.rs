@@ -113,9 +113,10 @@ impl InspectorApp {
                     let (offset, scale) = overlay::placement(*pane, image_rect);
                     let image = OverlayImage {
                         key: entry.id.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                            ^ (Arc::as_ptr(&o.map) as usize as u64),
+                            ^ (Arc::as_ptr(&o.model_map) as usize as u64),
                         rgba: photo.rgba.clone(),
-                        map: o.map.clone(),
+                        map: o.model_map.clone(),
+                        map_size: o.model_size as u32,
                         width: photo.size[0],
                         height: photo.size[1],
                     };

@@ -44,7 +44,13 @@ pub fn overlay_image(
         path.display()
     );
     let (lo, hi) = display_range(outcome, threshold);
-    Ok(hvq::overlay::blend(&photo, &outcome.map, lo, hi, opacity))
+    Ok(hvq::overlay::blend(
+        &photo,
+        &outcome.full_map(),
+        lo,
+        hi,
+        opacity,
+    ))
 }
 
 /// What an export wrote.

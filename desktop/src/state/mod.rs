@@ -30,8 +30,13 @@ pub struct Outcome {
     pub width: u32,
     /// Image height.
     pub height: u32,
-    /// Anomaly map at the image resolution, row-major (shared with the renderer).
-    pub map: Arc<Vec<f32>>,
+    /// Anomaly map at the model's resolution (`model_size²`, row-major; shared with the
+    /// renderer, whose shader resamples it to the photo). The map at the image's resolution is
+    /// [`Outcome::full_map`]: a list of thousands of 5-megapixel photos keeps 200 kB per image,
+    /// not 20 MB.
+    pub model_map: Arc<Vec<f32>>,
+    /// Side of `model_map`.
+    pub model_size: usize,
     /// Smallest value of the model-resolution map: the bottom of the display scale (as `predict`).
     pub map_min: f32,
     /// Inference time, milliseconds.
@@ -49,10 +54,22 @@ impl Outcome {
             class_name: r.class_name,
             width: r.width,
             height: r.height,
-            map: Arc::new(r.map),
+            model_map: Arc::new(r.model_map),
+            model_size: r.model_size,
             map_min,
             millis: t.preprocess_ms + t.backbone_ms + t.model_ms + t.upsample_ms,
         }
+    }
+}
+
+impl Outcome {
+    /// The map at the image's resolution, exactly as `hvq predict` computes it.
+    pub fn full_map(&self) -> Vec<f32> {
+        hvq::overlay::resize_map(
+            &self.model_map,
+            (self.model_size, self.model_size),
+            (self.width as usize, self.height as usize),
+        )
     }
 }
 

@@ -10,7 +10,8 @@ fn outcome(score: f32) -> Outcome {
         class_name: "mono".into(),
         width: 2,
         height: 2,
-        map: Arc::new(vec![0.0, 1.0, 2.0, score]),
+        model_map: Arc::new(vec![0.0, 1.0, 2.0, score]),
+        model_size: 2,
         map_min: 0.0,
         millis: 1.0,
     }
