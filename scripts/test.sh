@@ -23,6 +23,8 @@ if [ "$#" -eq 0 ]; then
   done
   # `cargo test --bins` built the CLI the web test compares against.
   { bash web/build.sh && HVQ_BIN="$CARGO_TARGET_DIR/debug/hvq" node tests/web/e2e.mjs; } 2>&1 | tee -a "$log" || status=$?
+  # The HTML reports of `hvq eval --report` and `hvq predict --report`, rendered in Chromium.
+  HVQ_BIN="$CARGO_TARGET_DIR/debug/hvq" node tests/web/report.mjs 2>&1 | tee -a "$log" || status=$?
 fi
 # One closing line for the whole run (cargo prints one per test binary).
 passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')

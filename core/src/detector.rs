@@ -7,7 +7,7 @@ use std::path::Path;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::backbone::{EfficientNet, align_features};
+use crate::backbone::{Backbone, align_features};
 use crate::config::ModelConfig;
 use crate::device::read_back_async;
 use crate::error::{HvqError, Result};
@@ -80,13 +80,29 @@ pub struct Chosen {
     pub predicted: Option<Vec<usize>>,
 }
 
+/// The embedded Lite0 ImageNet weights (native names), for model files and backbones that
+/// name no other: the one place that knows whether this build carries them.
+#[cfg(feature = "embedded-weights")]
+pub(crate) fn embedded_lite0() -> Result<TensorMap> {
+    crate::pretrained::lite0_tensors()
+}
+
+#[cfg(not(feature = "embedded-weights"))]
+pub(crate) fn embedded_lite0() -> Result<TensorMap> {
+    Err(HvqError::Config(
+        "this build embeds no Lite0 backbone weights (built without the `embedded-weights` \
+         feature): give the backbone weights file"
+            .into(),
+    ))
+}
+
 /// Backbone + reconstruction network.
 #[derive(Debug)]
 pub struct Detector {
     /// Architecture.
     pub config: ModelConfig,
     /// Feature extractor (frozen).
-    pub backbone: EfficientNet,
+    pub backbone: Backbone,
     /// Reconstruction network.
     pub hvq: HvqModel,
     /// Decision threshold.
@@ -98,7 +114,7 @@ impl Detector {
     pub fn new(config: ModelConfig, device: &Device) -> Result<Self> {
         config.validate()?;
         Ok(Self {
-            backbone: EfficientNet::new(&config.backbone, false, device),
+            backbone: Backbone::new(&config.backbone, device),
             hvq: HvqModel::new(&config.hvq, device)?,
             config,
             calibration: None,
@@ -113,7 +129,7 @@ impl Detector {
             && config.backbone.kind == crate::config::BackboneKind::EfficientnetLite0
         {
             // A model file without backbone tensors uses the embedded Lite0 ImageNet weights.
-            Self::embedded_lite0()?
+            embedded_lite0()?
         } else {
             backbone
         };
@@ -132,20 +148,6 @@ impl Detector {
         d.backbone = backbone.load_into(d.backbone)?;
         d.hvq = d.hvq.load_native(map)?;
         Ok(d)
-    }
-
-    #[cfg(feature = "embedded-weights")]
-    fn embedded_lite0() -> Result<TensorMap> {
-        crate::pretrained::lite0_tensors()
-    }
-
-    #[cfg(not(feature = "embedded-weights"))]
-    fn embedded_lite0() -> Result<TensorMap> {
-        Err(HvqError::Config(
-            "the model file has no backbone tensors (enc.*) and this build embeds no Lite0 \
-             weights: pass the backbone file too"
-                .into(),
-        ))
     }
 
     /// All weights in the official layout.
@@ -222,7 +224,7 @@ impl Detector {
 
     /// The device the weights live on.
     pub fn device(&self) -> Device {
-        self.backbone._conv_stem.weight.val().device()
+        self.backbone.device()
     }
 
     /// Aligned backbone features `[B, F, 14, 14]` for normalised images `[B, 3, 224, 224]`.
@@ -339,6 +341,7 @@ impl Detector {
             best.push(start + pick);
             start += n;
         }
+        // The maps need no gather when each image was scored once, in order (no extra rows).
         let maps = if identity(&best) && best.len() == classes.len() {
             s.map
         } else {

@@ -28,27 +28,10 @@ enum Command {
     /// Exit status: 0 when every image was inspected; 2 when some could not be (unreadable,
     /// corrupt, or the model gave no finite score): each gets an error row, the others their
     /// results; 1 when the command could not run (no images, a bad model directory, …).
-    Predict {
-        /// Model directory (`config.json` + `model.safetensors`); default: the shipped model.
-        #[arg(long)]
-        weights: Option<PathBuf>,
-        /// Class name, or `auto`.
-        #[arg(long, default_value = "auto")]
-        class: String,
-        /// Override the model's stored threshold.
-        #[arg(long)]
-        threshold: Option<f32>,
-        /// auto (CUDA, else a hardware GPU through wgpu, else the CPU; the choice and why
-        /// are printed), cpu, wgpu or cuda.
-        #[arg(long, default_value = "auto")]
-        device: String,
-        /// Output directory.
-        #[arg(long)]
-        out: PathBuf,
-        /// Image files or directories.
-        #[arg(required = true)]
-        images: Vec<PathBuf>,
-    },
+    Predict(cli::predict::PredictArgs),
+    /// Inspect images as they appear in a folder (once completely written): a JSON line and a
+    /// CSV row per image, overlays, optionally sorted into verdict folders; restarts carry on.
+    Watch(cli::watch::WatchArgs),
     /// Set a model's threshold from known-good images (a dataset's training split).
     Calibrate(cli::calibrate::CalibrateArgs),
     /// Time the pipeline stage by stage, end to end and a training step; table and JSON.
@@ -110,22 +93,9 @@ fn run(command: Command) -> Result<()> {
         Command::Eval(args) => cli::eval::run(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Calibrate(args) => cli::calibrate::run(args),
+        Command::Watch(args) => cli::watch::run(args),
         Command::Selfcheck(args) => cli::selfcheck::run(args),
-        Command::Predict {
-            weights,
-            class,
-            threshold,
-            device,
-            out,
-            images,
-        } => cli::predict::run(
-            weights.as_deref(),
-            &class,
-            threshold,
-            &device,
-            &out,
-            &images,
-        ),
+        Command::Predict(args) => cli::predict::run(args),
         Command::Import {
             checkpoint,
             out,

@@ -155,32 +155,74 @@ pub fn batch_input<T: Sync>(
     norm: &InputNorm,
     device: &Device,
 ) -> Result<Tensor<4>> {
-    let per_image = 3 * size * size;
-    let mut values = vec![0f32; items.len() * per_image];
-    let fill = |(item, out): (&T, &mut [f32])| -> Result<()> {
+    let values = fill_batch(items, size, |item, out| {
         write_input(&load(item)?, size, norm, out);
         Ok(())
-    };
+    })?;
+    Ok(upload(values, items.len(), size, device))
+}
+
+/// A `[N, 3, size, size]` batch of decoded images (resized and normalised on the host, in
+/// parallel where the build has threads; uploaded once).
+pub fn batch_of(
+    images: &[&DynamicImage],
+    size: usize,
+    norm: &InputNorm,
+    device: &Device,
+) -> Tensor<4> {
+    let values = fill_batch(images, size, |img, out| {
+        write_input(img, size, norm, out);
+        Ok::<(), std::convert::Infallible>(())
+    });
+    let Ok(values) = values;
+    upload(values, images.len(), size, device)
+}
+
+/// Decode image files, in parallel where the build has threads; one result per path, in order.
+pub fn load_all(paths: &[std::path::PathBuf]) -> Vec<Result<DynamicImage>> {
     #[cfg(feature = "parallel")]
-    let results: Vec<Result<()>> = {
+    {
+        use rayon::prelude::*;
+        paths.par_iter().map(|p| load(p)).collect()
+    }
+    #[cfg(not(feature = "parallel"))]
+    {
+        paths.iter().map(|p| load(p)).collect()
+    }
+}
+
+fn upload(values: Vec<f32>, n: usize, size: usize, device: &Device) -> Tensor<4> {
+    Tensor::from_data(TensorData::new(values, [n, 3, size, size]), device)
+}
+
+/// One host buffer of `items.len()` planar images, each written by `fill`; the first error, in
+/// item order, is returned.
+fn fill_batch<T: Sync, E: Send>(
+    items: &[T],
+    size: usize,
+    fill: impl Fn(&T, &mut [f32]) -> std::result::Result<(), E> + Sync,
+) -> std::result::Result<Vec<f32>, E> {
+    let per_image = 3 * size * size;
+    let mut values = vec![0f32; items.len() * per_image];
+    #[cfg(feature = "parallel")]
+    let results: Vec<std::result::Result<(), E>> = {
         use rayon::prelude::*;
         items
             .par_iter()
             .zip(values.par_chunks_mut(per_image))
-            .map(fill)
+            .map(|(item, out)| fill(item, out))
             .collect()
     };
     #[cfg(not(feature = "parallel"))]
-    let results: Vec<Result<()>> = items
+    let results: Vec<std::result::Result<(), E>> = items
         .iter()
         .zip(values.chunks_mut(per_image))
-        .map(fill)
+        .map(|(item, out)| fill(item, out))
         .collect();
-    results.into_iter().collect::<Result<Vec<()>>>()?;
-    Ok(Tensor::from_data(
-        TensorData::new(values, [items.len(), 3, size, size]),
-        device,
-    ))
+    results
+        .into_iter()
+        .collect::<std::result::Result<Vec<()>, E>>()?;
+    Ok(values)
 }
 
 /// Planar CHW floats from an RGB image.

@@ -2,7 +2,7 @@
 
 use burn::tensor::Device;
 
-use crate::backbone::EfficientNet;
+use crate::backbone::Backbone;
 use crate::config::BackboneConfig;
 use crate::error::Result;
 use crate::weights::TensorMap;
@@ -18,8 +18,8 @@ pub fn lite0_tensors() -> Result<TensorMap> {
 }
 
 /// The Lite0 feature extractor with the embedded ImageNet weights.
-pub fn lite0_backbone(device: &Device) -> Result<EfficientNet> {
-    let net = EfficientNet::new(&BackboneConfig::efficientnet_lite0(), false, device);
+pub fn lite0_backbone(device: &Device) -> Result<Backbone> {
+    let net = Backbone::new(&BackboneConfig::efficientnet_lite0(), device);
     lite0_tensors()?.load_into(net)
 }
 

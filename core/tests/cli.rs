@@ -63,11 +63,15 @@ fn train_eval_predict_on_a_generated_tree() {
     );
 
     let json = model.join("metrics.json");
+    let report = model.join("report.html");
     let table = run(hvq()
         .args(["eval", "--data", &data, "--weights"])
         .arg(&model)
         .arg("--json")
-        .arg(&json));
+        .arg(&json)
+        .arg("--report")
+        .arg(&report));
+    check_eval_report(&std::fs::read_to_string(&report).unwrap());
     assert!(table.contains("alpha") && table.contains("mean"), "{table}");
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
@@ -179,6 +183,70 @@ fn train_eval_predict_on_a_generated_tree() {
     for d in [root, model, pred] {
         std::fs::remove_dir_all(d).ok();
     }
+}
+
+/// The report of the generated tree: both classes' rows, curves and histograms, and galleries
+/// whose anomalous images (they all have masks) show the defect's outline.
+fn check_eval_report(html: &str) {
+    assert!(html.starts_with("<!DOCTYPE html>") && html.ends_with("</html>\n"));
+    for text in [
+        "<td>alpha</td>",
+        "<td>beta</td>",
+        "<td>mean</td>",
+        "ROC curves",
+        "AUPRO %",
+    ] {
+        assert!(html.contains(text), "{text} missing");
+    }
+    // ROC + PR + histograms of all, alpha and beta.
+    assert_eq!(html.matches("<svg").count(), 5);
+    assert!(!html.contains("<script"), "no script in a report");
+    let images: Vec<Vec<u8>> = html
+        .split("src=\"data:image/png;base64,")
+        .skip(1)
+        .map(|rest| decode_base64(&rest[..rest.find('"').unwrap()]))
+        .collect();
+    assert!(!images.is_empty());
+    let mut outlined = 0;
+    for png in &images {
+        let img = image::load_from_memory(png)
+            .expect("a gallery image decodes")
+            .to_rgb8();
+        assert!(img.width().max(img.height()) <= 256);
+        outlined += usize::from(img.pixels().any(|p| p.0 == [0, 255, 0]));
+    }
+    let anomalous = html.matches("anomalous (scratch)").count() / 2; // alt + caption
+    assert!(
+        anomalous > 0,
+        "the false-negative gallery shows anomalous images"
+    );
+    assert_eq!(
+        outlined, anomalous,
+        "every anomalous image shows its mask's outline"
+    );
+}
+
+fn decode_base64(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let mut out = Vec::new();
+    for chunk in text.as_bytes().chunks(4) {
+        let digits: Vec<u8> = chunk
+            .iter()
+            .filter(|&&c| c != b'=')
+            .map(|&c| value(c))
+            .collect();
+        let n =
+            digits.iter().fold(0u32, |n, &d| (n << 6) | u32::from(d)) << (6 * (4 - digits.len()));
+        out.extend(&n.to_be_bytes()[1..digits.len()]);
+    }
+    out
 }
 
 fn weights(dir: &Path) -> TensorMap {

@@ -230,6 +230,25 @@ fn mvtec_tree_counts_labels_and_masks() {
     let both = data::open(&format!("mvtec:{}?classes=zipper,bottle", t.0.display())).unwrap();
     assert_eq!(both.class_names, ["bottle", "zipper"]);
 
+    // limit=1: per class, the first training and normal test image and as many anomalies, so
+    // every class keeps both kinds (bottle's anomalies come first in the listing; a budget
+    // shared by all classes would leave zipper with none and its metrics undefined).
+    let one = data::open(&format!("mvtec:{}?limit=1", t.0.display())).unwrap();
+    assert_eq!(one.train.len(), 2);
+    for class in 0..2 {
+        assert_eq!(count(&one.test, |s| s.class == class && !s.anomalous), 1);
+        assert_eq!(count(&one.test, |s| s.class == class && s.anomalous), 1);
+    }
+    assert_eq!(
+        ids(&one.test),
+        [
+            "bottle/test/broken_large/000.png",
+            "bottle/test/good/000.png",
+            "zipper/test/broken_teeth/000.png",
+            "zipper/test/good/000.png"
+        ]
+    );
+
     let e = err_text(data::open(&format!("mvtec:{}?classes=nope", t.0.display())));
     assert!(e.contains("nope") && e.contains("bottle, zipper"), "{e}");
     let e = err_text(data::open(&format!("mvtec:{}?split=0,1", t.0.display())));

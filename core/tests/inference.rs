@@ -400,3 +400,67 @@ fn oversized_images_are_refused_before_decoding() {
         "{err}"
     );
 }
+
+/// A batch through the model gives each image what inspecting it alone gives: the rows of a
+/// batch do not mix (class choice per image under Auto, maps in order, sizes per image).
+fn batch_matches_single_images(inspector: &Inspector) {
+    let mut images = vec![chelsea(), chelsea().grayscale()];
+    for name in ["mono-defect-cell0001.png", "poly-normal-cell0065.png"] {
+        images.push(hvq::preprocess::load(&repo_root().join("samples").join(name)).unwrap());
+    }
+    images.push(DynamicImage::new_rgb8(97, 41));
+    let refs: Vec<&DynamicImage> = images.iter().collect();
+    for class in [ClassChoice::Auto, ClassChoice::Index(0)] {
+        let batch = inspector
+            .inspect_batch(&refs, &class, hvq::app::MapResolution::Image)
+            .unwrap();
+        assert_eq!(batch.len(), images.len());
+        for (img, b) in images.iter().zip(batch) {
+            let b = b.unwrap();
+            let a = inspector.inspect(img, &class).unwrap();
+            assert_eq!(
+                (a.class_index, a.width, a.height),
+                (b.class_index, b.width, b.height)
+            );
+            let scale = a.model_map.iter().cloned().fold(0f32, f32::max);
+            let d = a
+                .model_map
+                .iter()
+                .zip(&b.model_map)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            println!(
+                "{class:?}: score {} vs {}, map diff {d:e} (scale {scale})",
+                a.score, b.score
+            );
+            // Same arithmetic, other batch shapes in the matrix products: rounding only.
+            assert!(d <= 1e-5 * scale, "map differs by {d} (scale {scale})");
+            assert!((a.score - b.score).abs() <= 1e-5 * scale);
+            assert_eq!(a.map.len(), b.map.len());
+        }
+    }
+    let none = inspector
+        .inspect_batch(&[], &ClassChoice::Auto, hvq::app::MapResolution::Image)
+        .unwrap();
+    assert!(none.is_empty());
+    let unknown = inspector.inspect_batch(
+        &refs,
+        &ClassChoice::Name("cat".into()),
+        hvq::app::MapResolution::Model,
+    );
+    assert!(
+        matches!(unknown, Err(HvqError::UnknownClass { .. })),
+        "{unknown:?}"
+    );
+}
+
+#[test]
+fn a_batch_gives_each_image_its_single_result_on_the_cpu() {
+    batch_matches_single_images(&Inspector::new(detector(&Device::flex()), Device::flex()));
+}
+
+#[test]
+fn a_batch_gives_each_image_its_single_result_on_wgpu() {
+    let gpu = device("wgpu");
+    batch_matches_single_images(&Inspector::new(detector(&gpu), gpu));
+}

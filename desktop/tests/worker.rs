@@ -44,48 +44,53 @@ fn run_worker(
     out.into_iter().map(Option::unwrap).collect()
 }
 
+/// Queued together, the samples go through the worker's model in one batch; each reply equals
+/// inspecting that image alone.
 #[test]
 fn worker_map_equals_inspector_on_wgpu() {
     let weights = random_weights();
-    let sample = samples()[0].clone();
-    let outcome = run_worker(
+    let samples = samples();
+    let paths: Vec<&Path> = samples.iter().map(|p| p.as_path()).collect();
+    let outcomes = run_worker(
         DeviceChoice::Wgpu,
         model_source(weights.clone(), Some(1.0)),
-        &[&sample],
+        &paths,
         ClassChoice::Auto,
-    )
-    .remove(0)
-    .unwrap();
+    );
     let device = hvq::device::create(DeviceChoice::Wgpu).unwrap();
     let inspector = Inspector::new(detector_from(&weights, Some(1.0), &device), device);
-    let img = hvq::preprocess::load(&sample).unwrap();
-    let direct = inspector.inspect(&img, &ClassChoice::Auto).unwrap();
-    assert_eq!(
-        (outcome.width, outcome.height),
-        (direct.width, direct.height)
-    );
-    assert_eq!(outcome.class_index, direct.class_index);
-    assert_eq!(
-        outcome.score.to_bits(),
-        direct.score.to_bits(),
-        "score {} vs {}",
-        outcome.score,
-        direct.score
-    );
-    // The list keeps the model's map; the image-resolution one is computed from it.
-    assert_eq!(outcome.model_map.as_slice(), direct.model_map.as_slice());
-    let full = outcome.full_map();
-    let differ = full
-        .iter()
-        .zip(&direct.map)
-        .filter(|(a, b)| a.to_bits() != b.to_bits())
-        .count();
-    assert_eq!(
-        differ,
-        0,
-        "{differ} of {} map values differ",
-        direct.map.len()
-    );
+    for (sample, outcome) in samples.iter().zip(outcomes) {
+        let outcome = outcome.unwrap();
+        let img = hvq::preprocess::load(sample).unwrap();
+        let direct = inspector.inspect(&img, &ClassChoice::Auto).unwrap();
+        assert_eq!(
+            (outcome.width, outcome.height),
+            (direct.width, direct.height)
+        );
+        assert_eq!(outcome.class_index, direct.class_index);
+        assert_eq!(
+            outcome.score.to_bits(),
+            direct.score.to_bits(),
+            "{}: score {} vs {}",
+            sample.display(),
+            outcome.score,
+            direct.score
+        );
+        // The list keeps the model's map; the image-resolution one is computed from it.
+        assert_eq!(outcome.model_map.as_slice(), direct.model_map.as_slice());
+        let full = outcome.full_map();
+        let differ = full
+            .iter()
+            .zip(&direct.map)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(
+            differ,
+            0,
+            "{differ} of {} map values differ",
+            direct.map.len()
+        );
+    }
 }
 
 #[test]

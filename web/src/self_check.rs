@@ -52,8 +52,8 @@ pub async fn compare(
     };
     let (xg, xc) = (on(&gpu.device()), on(&cpu.device()));
     let mut out = Vec::new();
-    let blocks_g = gpu.backbone.all_blocks(xg.clone());
-    let blocks_c = cpu.backbone.all_blocks(xc.clone());
+    let blocks_g = gpu.backbone.all_stages(xg.clone());
+    let blocks_c = cpu.backbone.all_stages(xc.clone());
     let last = gpu.config.backbone.taps.iter().copied().max().unwrap_or(0);
     for (i, (g, c)) in blocks_g
         .into_iter()

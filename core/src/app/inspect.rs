@@ -176,65 +176,107 @@ impl Inspector {
         class: &ClassChoice,
         resolution: MapResolution,
     ) -> Result<Inspection> {
+        let mut results = self.inspect_batch_with(&[img], class, resolution).await?;
+        results.pop().unwrap_or_else(|| {
+            Err(HvqError::Device(
+                "a batch of one image gave no result".into(),
+            ))
+        })
+    }
+
+    /// Inspect several decoded images in one pass through the model (one device batch: what
+    /// keeps a GPU busy). Each image gets its own result, in order: an image whose score is not
+    /// finite fails alone. The outer error is one that stops the whole batch (an unknown class,
+    /// a device failure). Each result's stage times are its equal share of the batch's.
+    pub fn inspect_batch(
+        &self,
+        images: &[&DynamicImage],
+        class: &ClassChoice,
+        resolution: MapResolution,
+    ) -> Result<Vec<Result<Inspection>>> {
+        burn::tensor::try_read_sync(self.inspect_batch_with(images, class, resolution))
+            .unwrap_or_else(|| {
+                Err(HvqError::Device(
+                    "this backend cannot read results synchronously here: use \
+                     inspect_batch_with"
+                        .into(),
+                ))
+            })
+    }
+
+    /// [`Inspector::inspect_batch`], awaiting the device's read-backs.
+    pub async fn inspect_batch_with(
+        &self,
+        images: &[&DynamicImage],
+        class: &ClassChoice,
+        resolution: MapResolution,
+    ) -> Result<Vec<Result<Inspection>>> {
         let fixed = self.fixed_class(class)?;
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = images.len();
         let cfg = &self.detector.config;
+        let s = cfg.backbone.input_size;
         let t0 = Instant::now();
-        let input = preprocess::to_input(
-            img,
-            cfg.backbone.input_size,
-            &cfg.backbone.input_norm,
-            &self.device,
-        );
+        let input = preprocess::batch_of(images, s, &cfg.backbone.input_norm, &self.device);
         let t1 = Instant::now();
         let feature = self.detector.features(input);
         let t2 = Instant::now();
         let chosen = self
             .detector
-            .score_choosing(feature, &[fixed], ScoreKind::Max)
+            .score_choosing(feature, &vec![fixed; n], ScoreKind::Max)
             .await?;
-        let (class_index, score) = (chosen.classes[0], chosen.scores[0]);
-        // NaN compares false with any threshold, so a broken model (NaN weights, say) would
-        // call every image normal: no finite score, no verdict.
-        if !score.is_finite() {
-            return Err(HvqError::NonFiniteScore {
-                score,
-                class: cfg.hvq.class_names[class_index].clone(),
-            });
-        }
-        let s = cfg.backbone.input_size;
-        let model_map = read_back_async(chosen.maps).await?;
+        let maps = read_back_async(chosen.maps).await?;
         let t3 = Instant::now();
-        let (w, h) = (img.width(), img.height());
-        // On the host from the model's map (not the device): the same values on every backend,
-        // and what a front end that keeps only the small map recomputes when it needs the large
-        // one (`overlay::resize_map`).
-        let map = if resolution == MapResolution::Model {
-            Vec::new()
-        } else if w as usize == s && h as usize == s {
-            model_map.clone()
-        } else {
-            crate::overlay::resize_map(&model_map, (s, s), (w as usize, h as usize))
-        };
-        let t4 = Instant::now();
         let threshold = self.detector.calibration.as_ref().map(|c| c.threshold);
-        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
-        Ok(Inspection {
-            score,
-            threshold,
-            anomalous: threshold.map(|t| score > t),
-            class_index,
-            class_name: cfg.hvq.class_names[class_index].clone(),
-            width: w,
-            height: h,
-            map,
-            model_map,
-            model_size: s,
-            times: StageTimes {
-                preprocess_ms: ms(t0, t1),
-                backbone_ms: ms(t1, t2),
-                model_ms: ms(t2, t3),
-                upsample_ms: ms(t3, t4),
-            },
-        })
+        let share = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3 / n as f64;
+        let mut results = Vec::with_capacity(n);
+        for (i, img) in images.iter().enumerate() {
+            let (class_index, score) = (chosen.classes[i], chosen.scores[i]);
+            let class_name = cfg.hvq.class_names[class_index].clone();
+            // NaN compares false with any threshold, so a broken model (NaN weights, say) would
+            // call every image normal: no finite score, no verdict.
+            if !score.is_finite() {
+                results.push(Err(HvqError::NonFiniteScore {
+                    score,
+                    class: class_name,
+                }));
+                continue;
+            }
+            let model_map = maps[i * s * s..(i + 1) * s * s].to_vec();
+            let t = Instant::now();
+            let (w, h) = (img.width(), img.height());
+            // On the host from the model's map (not the device): the same values on every
+            // backend, and what a front end that keeps only the small map recomputes when it
+            // needs the large one (`overlay::resize_map`).
+            let map = if resolution == MapResolution::Model {
+                Vec::new()
+            } else if w as usize == s && h as usize == s {
+                model_map.clone()
+            } else {
+                crate::overlay::resize_map(&model_map, (s, s), (w as usize, h as usize))
+            };
+            let upsample_ms = (Instant::now() - t).as_secs_f64() * 1e3;
+            results.push(Ok(Inspection {
+                score,
+                threshold,
+                anomalous: threshold.map(|t| score > t),
+                class_index,
+                class_name,
+                width: w,
+                height: h,
+                map,
+                model_map,
+                model_size: s,
+                times: StageTimes {
+                    preprocess_ms: share(t0, t1),
+                    backbone_ms: share(t1, t2),
+                    model_ms: share(t2, t3),
+                    upsample_ms,
+                },
+            }));
+        }
+        Ok(results)
     }
 }

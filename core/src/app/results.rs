@@ -132,6 +132,51 @@ pub fn write_tables(dir: &Path, rows: &[ResultRow]) -> Result<()> {
     write_atomic(&dir.join(RESULTS_CSV), to_csv(rows).as_bytes())
 }
 
+/// The per-image files of an output folder, each written atomically: `<stem>_overlay.png` (the
+/// map blended over the photo, colour scale from `overlay::color_scale`) and, when `maps` is
+/// set, `<stem>_map.npy` (the map at the image's resolution, float32) and `<stem>_map224.npy`
+/// (at the model's). Returns the overlay's and the map's file names.
+pub fn write_image_outputs(
+    out: &Path,
+    stem: &str,
+    img: &image::DynamicImage,
+    r: &Inspection,
+    maps: bool,
+) -> Result<(String, Option<String>)> {
+    use crate::overlay::{blend, color_scale, npy_bytes};
+    let photo = crate::preprocess::to_rgb(img);
+    let (lo, hi) = color_scale(&r.model_map, r.score, r.threshold);
+    let overlay = format!("{stem}_overlay.png");
+    let mut png = std::io::Cursor::new(Vec::new());
+    let full = if r.map.is_empty() {
+        let s = r.model_size;
+        let (w, h) = (r.width as usize, r.height as usize);
+        std::borrow::Cow::Owned(crate::overlay::resize_map(&r.model_map, (s, s), (w, h)))
+    } else {
+        std::borrow::Cow::Borrowed(&r.map)
+    };
+    blend(&photo, &full, lo, hi, 0.5)
+        .write_to(&mut png, image::ImageFormat::Png)
+        .map_err(|e| crate::error::HvqError::Image {
+            path: out.join(&overlay).display().to_string(),
+            reason: format!("encoding the overlay: {e}"),
+        })?;
+    write_atomic(&out.join(&overlay), png.get_ref())?;
+    if !maps {
+        return Ok((overlay, None));
+    }
+    let map = format!("{stem}_map.npy");
+    write_atomic(
+        &out.join(&map),
+        &npy_bytes(&full, r.height as usize, r.width as usize),
+    )?;
+    write_atomic(
+        &out.join(format!("{stem}_map224.npy")),
+        &npy_bytes(&r.model_map, r.model_size, r.model_size),
+    )?;
+    Ok((overlay, Some(map)))
+}
+
 /// File-name stems for per-image outputs in one folder: the image's stem, with `_2`, `_3`, …
 /// when two images share one (the same name in two folders), so no output overwrites another.
 #[derive(Debug, Default)]
@@ -140,6 +185,11 @@ pub struct OutputNames {
 }
 
 impl OutputNames {
+    /// Mark `stem` as taken (outputs already in the folder, from an earlier run).
+    pub fn reserve(&mut self, stem: impl Into<String>) {
+        self.used.insert(stem.into());
+    }
+
     /// A stem for `image` not handed out before.
     pub fn stem(&mut self, image: &Path) -> String {
         let base = image

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 
-use crate::backbone::EfficientNet;
+use crate::backbone::Backbone;
 use crate::config::{BackboneConfig, BackboneKind};
+use crate::detector::embedded_lite0;
 use crate::detector::{BACKBONE_PREFIX, CONFIG_FILE, Detector};
 use crate::error::{HvqError, Result};
 use crate::train::checkpoint::{self, CHECKPOINT_FILE};
@@ -82,7 +83,7 @@ pub fn load_backbone(
     kind: BackboneKind,
     weights: Option<&Path>,
     device: &Device,
-) -> Result<EfficientNet> {
+) -> Result<Backbone> {
     let config = match kind {
         BackboneKind::EfficientnetB4 => BackboneConfig::efficientnet_b4(),
         BackboneKind::EfficientnetLite0 => BackboneConfig::efficientnet_lite0(),
@@ -105,17 +106,5 @@ pub fn load_backbone(
             ));
         }
     };
-    map.load_into(EfficientNet::new(&config, false, device))
-}
-
-#[cfg(feature = "embedded-weights")]
-fn embedded_lite0() -> Result<TensorMap> {
-    crate::pretrained::lite0_tensors()
-}
-
-#[cfg(not(feature = "embedded-weights"))]
-fn embedded_lite0() -> Result<TensorMap> {
-    Err(HvqError::Config(
-        "this build embeds no Lite0 weights: give the backbone file".into(),
-    ))
+    map.load_into(Backbone::new(&config, device))
 }

@@ -1,12 +1,14 @@
 //! The inference thread: it owns the compute device and the [`Inspector`]; a front end queues
-//! [`Request`]s and polls [`Reply`]s, so a window never waits for a forward pass. Requests can be
+//! [`Request`]s and polls [`Reply`]s, so a window never waits for a forward pass. Inspections
+//! queued together (a folder) run through the model in batches, each image with its own reply. Requests can be
 //! cancelled in bulk (a new folder, a new model), and a panic inside the backend becomes that
 //! image's error instead of taking the thread down.
 //!
 //! Each inspection carries a caller's `Tag` back with its reply (the desktop tags list images and
 //! calibration images differently).
 
-use std::path::{Path, PathBuf};
+use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
@@ -14,6 +16,7 @@ use std::thread::JoinHandle;
 
 use burn::tensor::Device;
 
+use super::files::inspect_files;
 use super::inspect::{ClassChoice, Inspection, Inspector, MapResolution};
 use super::source::ModelSource;
 use crate::detector::Detector;
@@ -208,46 +211,37 @@ fn device_name(d: &Device) -> String {
     format!("{d:?}")
 }
 
-/// Inspect one file: decode, run; the map at the model's resolution only (the one at the
-/// image's is `overlay::resize_map` of it, computed when needed: a list of thousands of
-/// photos keeps 200 kB per image, not 4 bytes per pixel). A panic inside the backend becomes an error naming the file,
-/// so a bad image never takes the thread down.
-pub fn inspect_file(
-    inspector: &Inspector,
-    path: &Path,
-    class: &ClassChoice,
-) -> std::result::Result<Inspection, String> {
-    let run = || -> Result<Inspection> {
-        let img = crate::preprocess::load(path)?;
-        inspector.inspect_at(&img, class, MapResolution::Model)
-    };
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
-        Ok(Ok(o)) => Ok(o),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(p) => Err(format!(
-            "{}: inference failed inside the backend ({}); this is a bug in hvq, please report it \
-             with the image",
-            path.display(),
-            crate::device::panic_capture::payload_text(p.as_ref())
-        )),
-    }
+/// One queued inspection.
+struct Job<Tag> {
+    id: u64,
+    path: PathBuf,
+    tag: Tag,
+    generation: u64,
+}
+
+/// The next request: one set aside earlier, else the next from the channel (waiting).
+fn next_request<Tag>(
+    set_aside: &mut VecDeque<Request<Tag>>,
+    requests: &Receiver<Request<Tag>>,
+) -> Option<Request<Tag>> {
+    set_aside.pop_front().or_else(|| requests.recv().ok())
 }
 
 fn run<Tag>(
     choice: DeviceChoice,
     requests: Receiver<Request<Tag>>,
     replies: Sender<Reply<Tag>>,
-    generation: Arc<AtomicU64>,
+    generation_now: Arc<AtomicU64>,
     wake: impl Fn(),
 ) {
     let send = |r: Reply<Tag>| {
         let _ = replies.send(r);
         wake();
     };
-    let device = match crate::device::create(choice) {
-        Ok(d) => {
-            send(Reply::Device(device_name(&d)));
-            d
+    let (device, batch) = match crate::device::select(choice) {
+        Ok(s) => {
+            send(Reply::Device(device_name(&s.device)));
+            (s.device, s.backend.inspection_batch())
         }
         Err(e) => {
             let d = Device::flex();
@@ -255,11 +249,13 @@ fn run<Tag>(
                 "{} ({choice:?} unavailable: {e})",
                 device_name(&d)
             )));
-            d
+            (d, DeviceChoice::Cpu.inspection_batch())
         }
     };
     let mut inspector: Option<Inspector> = None;
-    while let Ok(request) = requests.recv() {
+    // Requests taken off the channel while gathering a batch that were not part of it.
+    let mut set_aside = VecDeque::new();
+    while let Some(request) = next_request(&mut set_aside, &requests) {
         match request {
             Request::LoadModel(model) => {
                 let name = model.describe();
@@ -292,21 +288,145 @@ fn run<Tag>(
                 path,
                 class,
                 tag,
-                generation: g,
+                generation,
             } => {
-                if g < generation.load(Ordering::SeqCst) {
+                // A folder arrives as many requests at once: what is already queued for the
+                // same class joins this one in a batch (up to the device's batch size, and
+                // only while nothing else is set aside, so requests keep their order).
+                let mut jobs = vec![Job {
+                    id,
+                    path,
+                    tag,
+                    generation,
+                }];
+                while jobs.len() < batch && set_aside.is_empty() {
+                    match requests.try_recv() {
+                        Ok(Request::Inspect {
+                            id,
+                            path,
+                            class: c,
+                            tag,
+                            generation,
+                        }) if c == class => jobs.push(Job {
+                            id,
+                            path,
+                            tag,
+                            generation,
+                        }),
+                        Ok(other) => set_aside.push_back(other),
+                        Err(_) => break,
+                    }
+                }
+                let current = |g: u64| g >= generation_now.load(Ordering::SeqCst);
+                jobs.retain(|job| current(job.generation));
+                if jobs.is_empty() {
                     continue;
                 }
-                let result = match &inspector {
-                    Some(ins) => inspect_file(ins, &path, &class),
-                    None => Err("no model loaded".into()),
+                let paths: Vec<PathBuf> = jobs.iter().map(|j| j.path.clone()).collect();
+                let results: Vec<std::result::Result<Inspection, String>> = match &inspector {
+                    // The map at the model's resolution only (the one at the image's is
+                    // `overlay::resize_map` of it, computed when needed): a list of thousands
+                    // of photos keeps 200 kB per image, not 4 bytes per pixel.
+                    Some(ins) => inspect_files(ins, &paths, &class, MapResolution::Model, |_| ())
+                        .into_iter()
+                        .map(|f| f.result)
+                        .collect(),
+                    None => paths
+                        .iter()
+                        .map(|_| Err("no model loaded".into()))
+                        .collect(),
                 };
-                // Cancelled while running: drop the answer too.
-                if g < generation.load(Ordering::SeqCst) {
-                    continue;
+                for (job, result) in jobs.into_iter().zip(results) {
+                    // Cancelled while running: drop the answer too.
+                    if current(job.generation) {
+                        send(Reply::Inspected {
+                            id: job.id,
+                            tag: job.tag,
+                            result,
+                        });
+                    }
                 }
-                send(Reply::Inspected { id, tag, result });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BackboneConfig, HvqConfig, ModelConfig};
+    use std::time::Duration;
+
+    fn model(seed: u64) -> ModelLoad {
+        ModelLoad::Custom(
+            format!("seed {seed}"),
+            Box::new(move |device: &Device| {
+                let backbone = BackboneConfig::efficientnet_lite0();
+                let mut hvq = HvqConfig::official(backbone.feature_channels(), vec!["a".into()]);
+                (hvq.embed_dim, hvq.heads, hvq.ffn_dim, hvq.codes) = (16, 2, 32, 8);
+                device.seed(seed);
+                Detector::new(ModelConfig { backbone, hvq }, device)
+            }),
+        )
+    }
+
+    fn scores(worker: &Worker<()>, n: usize) -> Vec<f32> {
+        let mut out = vec![f32::NAN; n];
+        let mut left = n;
+        while left > 0 {
+            match worker
+                .recv_timeout(Duration::from_secs(300))
+                .expect("a reply")
+            {
+                Reply::Inspected { id, result, .. } => {
+                    out[id as usize] = result.expect("inspected").score;
+                    left -= 1;
+                }
+                Reply::Model(m) => {
+                    m.expect("model loads");
+                }
+                Reply::Device(_) => {}
+            }
+        }
+        out
+    }
+
+    /// Inspections queued together are batched, but never across a model change: what was
+    /// queued after a new model uses the new model.
+    #[test]
+    fn a_model_change_between_queued_inspections_keeps_its_place() {
+        let _generator = crate::test_rng::lock();
+        let dir = std::env::temp_dir().join(format!("hvq-worker-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let photo = dir.join("part.png");
+        image::RgbImage::from_fn(50, 40, |x, y| {
+            image::Rgb([(x * 5) as u8, (y * 6) as u8, 90])
+        })
+        .save(&photo)
+        .unwrap();
+        // The same photo under each model, alone.
+        let alone: Vec<f32> = [1, 2]
+            .into_iter()
+            .map(|seed| {
+                let worker = Worker::<()>::spawn(DeviceChoice::Cpu, || {});
+                worker.load(model(seed));
+                worker.inspect(0, photo.clone(), ClassChoice::Auto, ());
+                scores(&worker, 1)[0]
+            })
+            .collect();
+        assert_ne!(alone[0], alone[1], "two seeds, two models");
+        // Queued in one go: three under model 1, then model 2, then two more.
+        let worker = Worker::<()>::spawn(DeviceChoice::Cpu, || {});
+        worker.load(model(1));
+        for id in 0..3 {
+            worker.inspect(id, photo.clone(), ClassChoice::Auto, ());
+        }
+        worker.load(model(2));
+        for id in 3..5 {
+            worker.inspect(id, photo.clone(), ClassChoice::Auto, ());
+        }
+        let got = scores(&worker, 5);
+        assert_eq!(got, [alone[0], alone[0], alone[0], alone[1], alone[1]]);
+        std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -31,6 +31,10 @@ pub struct EvalArgs {
     /// Write the metrics as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write a self-contained HTML report here: curves, score histograms, per-class table and
+    /// the worst false positives and negatives with their overlays.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
     /// How the class of a test image is chosen.
     #[arg(long, value_enum, default_value = "label")]
     pub class: ClassArg,
@@ -46,7 +50,9 @@ pub struct EvalArgs {
 /// Run `hvq eval`.
 pub fn run(args: EvalArgs) -> Result<()> {
     let _input = working_on(format!("evaluating on {}", args.data));
-    let device = super::device(&args.device)?.device;
+    let selection = super::device(&args.device)?;
+    let device_name = selection.name();
+    let device = selection.device;
     // A training run still in progress: its last checkpoint (Lite0 runs only, as the checkpoint
     // holds no backbone).
     let source = ModelSource::from_option(args.weights.as_deref());
@@ -54,6 +60,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         println!("evaluating the last checkpoint of an unfinished run");
     }
     let detector = source.load(&device)?;
+    let model_name = source.describe();
+    let threshold = detector.calibration.as_ref().map(|c| c.threshold);
     let dataset = hvq::data::open(&args.data)?;
     let pb = bar(dataset.test.len() as u64, "eval");
     let source = match args.class {
@@ -78,6 +86,29 @@ pub fn run(args: EvalArgs) -> Result<()> {
         hvq::fs::write_atomic(path, json.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
         println!("metrics written to {}", path.display());
+    }
+    if let Some(path) = &args.report {
+        let _report = working_on(format!("writing the report {}", path.display()));
+        let facts = vec![
+            ("model".to_string(), model_name),
+            ("data".to_string(), args.data.clone()),
+            (
+                "class choice".to_string(),
+                format!("{:?}", result.class_source).to_lowercase(),
+            ),
+            (
+                "threshold".to_string(),
+                threshold.map_or_else(|| "none (uncalibrated)".into(), |t| t.to_string()),
+            ),
+            ("device".to_string(), device_name),
+            ("generated".to_string(), hvq::app::report::generated_at()),
+        ];
+        let inspector = hvq::app::Inspector::new(detector, device);
+        let report = hvq::app::report::evaluation_report(&result, &dataset, &inspector, facts)?;
+        report
+            .write(path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("report written to {}", path.display());
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod predict;
 pub mod progress;
 pub mod selfcheck;
 pub mod train;
+pub mod watch;
 
 use anyhow::Result;
 use hvq::device::{DeviceChoice, Selection};
@@ -18,15 +19,6 @@ use hvq::device::{DeviceChoice, Selection};
 pub fn device(name: &str) -> Result<Selection> {
     let choice: DeviceChoice = name.parse()?;
     let selection = hvq::device::select(choice)?;
-    eprintln!(
-        "device: {}{} — {}",
-        selection.backend,
-        selection
-            .adapter
-            .as_deref()
-            .map(|a| format!(" ({a})"))
-            .unwrap_or_default(),
-        selection.reason
-    );
+    eprintln!("device: {} — {}", selection.name(), selection.reason);
     Ok(selection)
 }

@@ -7,10 +7,15 @@
 
 use std::panic::{self, PanicHookInfo};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// What the command is working on, innermost last ("inspecting photo.png").
 static CONTEXT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Counts [`working_on`] calls: a panic is reported once per piece of work (a failing backend
+/// often panics on its worker thread and then again on the thread waiting for it), and again
+/// when the command retries the work piece by piece (a batch, then each image alone).
+static WORK: AtomicUsize = AtomicUsize::new(0);
 
 /// Marks `what` as the current input until dropped.
 pub struct WorkingOn(());
@@ -31,6 +36,7 @@ pub fn working_on(what: impl Into<String>) -> WorkingOn {
     let what = what.into();
     let trigger = std::env::var("HVQ_TEST_PANIC").unwrap_or_default();
     let inject = !trigger.is_empty() && what.contains(&trigger);
+    WORK.fetch_add(1, Ordering::SeqCst);
     if let Ok(mut context) = CONTEXT.lock() {
         context.push(what);
     }
@@ -48,12 +54,12 @@ fn current_input() -> Option<String> {
 use hvq::device::panic_capture::{out_of_memory_advice, payload_text};
 
 /// Replace the standard panic output (install first: `hvq::device` wraps this hook while it
-/// probes a backend). Only the first panic of the process is reported: a failing backend often
-/// panics on its worker thread and then again on the thread that was waiting for it.
+/// probes a backend). Only the first panic of each piece of work is reported (see [`WORK`]).
 pub fn install() {
-    static REPORTED: AtomicBool = AtomicBool::new(false);
+    static REPORTED: AtomicUsize = AtomicUsize::new(usize::MAX);
     panic::set_hook(Box::new(|info: &PanicHookInfo<'_>| {
-        if REPORTED.swap(true, Ordering::SeqCst) {
+        let work = WORK.load(Ordering::SeqCst);
+        if REPORTED.swap(work, Ordering::SeqCst) == work {
             return;
         }
         let message = payload_text(info.payload());

@@ -151,10 +151,15 @@ impl BackboneConfig {
         Ok(())
     }
 
+    /// Channels of each tapped block's output, in tap order.
+    pub fn tap_channels(&self) -> Vec<usize> {
+        let specs = block_specs(self.kind);
+        self.taps.iter().map(|&t| specs[t].out_ch).collect()
+    }
+
     /// Channels of the aligned feature (sum of the tapped blocks' widths).
     pub fn feature_channels(&self) -> usize {
-        let specs = block_specs(self.kind);
-        self.taps.iter().map(|&t| specs[t].out_ch).sum()
+        self.tap_channels().iter().sum()
     }
 }
 

@@ -230,14 +230,16 @@ pub fn open_with(format: &str, path: &Path, opts: &DatasetOptions) -> Result<Dat
 }
 
 /// Keep the first `n` training and normal test images of each class, and as many anomalous test
-/// images as normal ones (the first, in order).
+/// images as normal ones (the first, in order): per class, so each class keeps both kinds and its
+/// metrics stay defined; in total for the semantic datasets, whose anomalies belong to no class.
 fn limit(ds: &mut Dataset, n: usize) {
-    let mut seen = vec![0usize; ds.class_names.len()];
+    let classes = ds.class_names.len();
+    let mut seen = vec![0usize; classes];
     ds.train.retain(|s| {
         seen[s.class] += 1;
         seen[s.class] <= n
     });
-    let mut normal = vec![0usize; ds.class_names.len()];
+    let mut normal = vec![0usize; classes];
     ds.test.retain(|s| {
         if s.anomalous {
             return true;
@@ -245,14 +247,21 @@ fn limit(ds: &mut Dataset, n: usize) {
         normal[s.class] += 1;
         normal[s.class] <= n
     });
-    let kept: usize = normal.iter().map(|&c| c.min(n)).sum();
-    let mut anomalous = 0;
+    let kept: Vec<usize> = normal.iter().map(|&c| c.min(n)).collect();
+    let semantic = ds.score_kind == ScoreKind::Mean;
+    let (budget, group): (Vec<usize>, fn(&Sample) -> usize) = if semantic {
+        (vec![kept.iter().sum()], |_| 0)
+    } else {
+        (kept, |s| s.class)
+    };
+    let mut anomalous = vec![0usize; budget.len()];
     ds.test.retain(|s| {
         if !s.anomalous {
             return true;
         }
-        anomalous += 1;
-        anomalous <= kept
+        let g = group(s);
+        anomalous[g] += 1;
+        anomalous[g] <= budget[g]
     });
 }
 

@@ -41,6 +41,18 @@ impl DeviceChoice {
     }
 }
 
+impl DeviceChoice {
+    /// Images per inspection batch when the user names none: a GPU needs a batch to be busy (and
+    /// has the memory for 16 at 224×224); on the CPU the batch mostly overlaps decoding with
+    /// the model and keeps peak memory low.
+    pub fn inspection_batch(self) -> usize {
+        match self {
+            Self::Cpu => 4,
+            Self::Auto | Self::Wgpu | Self::Cuda => 16,
+        }
+    }
+}
+
 impl std::fmt::Display for DeviceChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
@@ -73,6 +85,16 @@ pub struct Selection {
     pub adapter: Option<String>,
     /// One line for the user: what was chosen and why.
     pub reason: String,
+}
+
+impl Selection {
+    /// The backend and the hardware, in words (`wgpu (NVIDIA H200)`, `cpu`).
+    pub fn name(&self) -> String {
+        match &self.adapter {
+            Some(a) => format!("{} ({a})", self.backend),
+            None => self.backend.to_string(),
+        }
+    }
 }
 
 /// Whether this binary was built with the CUDA backend.

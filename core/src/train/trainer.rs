@@ -10,7 +10,7 @@ use super::adamw::AdamW;
 use super::checkpoint::{self, CHECKPOINT_FILE, RunState};
 use super::objective::objective;
 use super::schedule::{TrainConfig, epoch_order};
-use crate::backbone::{BackboneMode, EfficientNet, align_features};
+use crate::backbone::{Backbone, BackboneMode, align_features};
 use crate::config::ModelConfig;
 use crate::data::Sample;
 // Train mode only: a checkpoint holds the backbone too (its running statistics move).
@@ -71,10 +71,7 @@ pub enum TrainEvent {
 }
 
 /// The backbone a run keeps: only a train-mode run has one, and it must.
-fn live_backbone(
-    config: &TrainConfig,
-    backbone: Option<EfficientNet>,
-) -> Result<Option<EfficientNet>> {
+fn live_backbone(config: &TrainConfig, backbone: Option<Backbone>) -> Result<Option<Backbone>> {
     match config.backbone.mode {
         BackboneMode::Eval => Ok(None),
         BackboneMode::Train => backbone.map(Some).ok_or_else(|| {
@@ -117,7 +114,7 @@ pub struct Trainer {
     /// The autodiff device the network trains on.
     device: Device,
     /// Train mode only: the frozen backbone (on the plain device), whose running statistics move.
-    backbone: Option<EfficientNet>,
+    backbone: Option<Backbone>,
     out_dir: PathBuf,
     /// Fault injection for tests: the loss of this optimiser step (1-based, counted over the
     /// run) is made NaN, as a diverging run's would be.
@@ -135,7 +132,7 @@ impl Trainer {
         dataset: &str,
         out_dir: &Path,
         device: &Device,
-        backbone: Option<EfficientNet>,
+        backbone: Option<Backbone>,
     ) -> Result<Self> {
         let backbone = live_backbone(&config, backbone)?;
         let device = device.clone().autodiff();
@@ -170,7 +167,7 @@ impl Trainer {
         dataset: &str,
         epochs: Option<usize>,
         device: &Device,
-        backbone: Option<EfficientNet>,
+        backbone: Option<Backbone>,
     ) -> Result<Self> {
         let path = out_dir.join(CHECKPOINT_FILE);
         let (mut network, optim, state) = checkpoint::load(&path)?;
@@ -389,7 +386,7 @@ impl Trainer {
     }
 
     /// The backbone of a train-mode run, with the running statistics it has reached.
-    pub fn backbone(&self) -> Option<&EfficientNet> {
+    pub fn backbone(&self) -> Option<&Backbone> {
         self.backbone.as_ref()
     }
 

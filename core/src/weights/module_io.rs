@@ -1,4 +1,8 @@
 //! Moving tensors between a [`TensorMap`] and a burn module's parameters, by parameter path.
+//!
+//! A path is the chain of field names (`_blocks.3._bn1.running_mean`). An enum module (such as
+//! `Backbone`) adds its variant's name as a level of its own in burn; that level is left out, so
+//! a parameter's name is the same whether the network is held directly or behind the enum.
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::Tensor;
@@ -33,6 +37,23 @@ impl TensorMap {
     }
 }
 
+/// burn names an enum's variant level with the container type `Enum:<type>`.
+fn is_enum_level(container_type: &str) -> bool {
+    container_type.starts_with("Enum:")
+}
+
+fn enter(path: &mut Vec<String>, name: &str, container_type: &str) {
+    if !is_enum_level(container_type) {
+        path.push(name.to_string());
+    }
+}
+
+fn exit(path: &mut Vec<String>, container_type: &str) {
+    if !is_enum_level(container_type) {
+        path.pop();
+    }
+}
+
 struct Loader<'a> {
     map: &'a TensorMap,
     path: Vec<String>,
@@ -40,12 +61,12 @@ struct Loader<'a> {
 }
 
 impl ModuleMapper for Loader<'_> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        enter(&mut self.path, name, container_type);
     }
 
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        exit(&mut self.path, container_type);
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
@@ -86,12 +107,12 @@ struct Collector {
 }
 
 impl ModuleVisitor for Collector {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        enter(&mut self.path, name, container_type);
     }
 
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        exit(&mut self.path, container_type);
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {

@@ -1,0 +1,210 @@
+//! Image files inspected a batch at a time: decoded in parallel, run through the model as one
+//! device batch, each file with its own result. What `hvq predict` and the inference worker (the
+//! desktop's folder) both do.
+//!
+//! A batch that fails as a whole (a device error, a panic inside the backend) is retried one
+//! image at a time, so the error lands on the image that causes it and the others still get
+//! their results. Every error message names its file.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+use image::DynamicImage;
+
+use super::inspect::{ClassChoice, Inspection, Inspector, MapResolution};
+use crate::device::panic_capture::payload_text;
+use crate::error::{HvqError, Result};
+
+/// One file's outcome.
+#[derive(Debug)]
+pub struct FileInspection {
+    /// The file.
+    pub path: PathBuf,
+    /// The decoded image (absent when it could not be read).
+    pub image: Option<DynamicImage>,
+    /// The inspection, or what went wrong in words that name the file.
+    pub result: std::result::Result<Inspection, String>,
+}
+
+/// Inspect `files` as one batch (see the module documentation), in order.
+///
+/// `working_on` names each piece of work before it starts and the guard it returns lives until
+/// the piece ends: the CLI passes its panic-report context (so an internal error names the
+/// files), other callers `|_| ()`.
+pub fn inspect_files<G>(
+    inspector: &Inspector,
+    files: &[PathBuf],
+    class: &ClassChoice,
+    resolution: MapResolution,
+    working_on: impl Fn(String) -> G,
+) -> Vec<FileInspection> {
+    // Decoded in parallel; those threads share one context, so it names no file: should one
+    // panic, each file is read alone and the context names it.
+    let decoded = catch_unwind(AssertUnwindSafe(|| {
+        let _work = working_on(format!("reading {} images", files.len()));
+        crate::preprocess::load_all(files)
+    }))
+    .unwrap_or_else(|_| files.iter().map(|f| read_alone(f, &working_on)).collect());
+    let images: Vec<&DynamicImage> = decoded.iter().filter_map(|d| d.as_ref().ok()).collect();
+    let batch = catch_unwind(AssertUnwindSafe(|| {
+        let _work = working_on(format!("inspecting {}", names_of(files)));
+        inspector.inspect_batch(&images, class, resolution)
+    }));
+    let inspections: Vec<Result<Inspection>> = match batch {
+        Ok(Ok(results)) => results,
+        _ => files
+            .iter()
+            .zip(&decoded)
+            .filter_map(|(file, d)| d.as_ref().ok().map(|img| (file, img)))
+            .map(|(file, img)| inspect_alone(inspector, file, img, class, resolution, &working_on))
+            .collect(),
+    };
+    let mut inspections = inspections.into_iter();
+    files
+        .iter()
+        .zip(decoded)
+        .map(|(path, decoded)| {
+            let (image, result) = match decoded {
+                Err(e) => (None, Err(e)),
+                Ok(img) => {
+                    let result = inspections.next().unwrap_or_else(|| {
+                        Err(HvqError::Device("the batch gave no result".into()))
+                    });
+                    (Some(img), result)
+                }
+            };
+            FileInspection {
+                result: result.map_err(|e| naming(path, e)),
+                path: path.clone(),
+                image,
+            }
+        })
+        .collect()
+}
+
+/// The error's message, prefixed with the file unless it names it already.
+fn naming(path: &Path, error: HvqError) -> String {
+    let (message, name) = (error.to_string(), path.display().to_string());
+    if message.contains(&name) {
+        message
+    } else {
+        format!("{name}: {message}")
+    }
+}
+
+fn read_alone<G>(file: &Path, working_on: &impl Fn(String) -> G) -> Result<DynamicImage> {
+    catch_unwind(AssertUnwindSafe(|| {
+        let _work = working_on(format!("reading {}", file.display()));
+        crate::preprocess::load(file)
+    }))
+    .unwrap_or_else(|p| {
+        Err(HvqError::Image {
+            path: file.display().to_string(),
+            reason: format!(
+                "decoding failed inside hvq ({}); this is a bug in hvq, please report it with \
+                 the image",
+                payload_text(p.as_ref())
+            ),
+        })
+    })
+}
+
+fn inspect_alone<G>(
+    inspector: &Inspector,
+    file: &Path,
+    img: &DynamicImage,
+    class: &ClassChoice,
+    resolution: MapResolution,
+    working_on: &impl Fn(String) -> G,
+) -> Result<Inspection> {
+    catch_unwind(AssertUnwindSafe(|| {
+        let _work = working_on(format!("inspecting {}", file.display()));
+        inspector.inspect_at(img, class, resolution)
+    }))
+    .unwrap_or_else(|p| {
+        Err(HvqError::Image {
+            path: file.display().to_string(),
+            reason: format!(
+                "inference failed inside hvq ({}); this is a bug in hvq, please report it with \
+                 the image",
+                payload_text(p.as_ref())
+            ),
+        })
+    })
+}
+
+fn names_of(files: &[PathBuf]) -> String {
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    names.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BackboneConfig, HvqConfig, ModelConfig};
+    use crate::detector::Detector;
+    use burn::tensor::Device;
+
+    fn inspector() -> Inspector {
+        let backbone = BackboneConfig::efficientnet_lite0();
+        let mut hvq = HvqConfig::official(backbone.feature_channels(), vec!["a".into()]);
+        (hvq.embed_dim, hvq.heads, hvq.ffn_dim, hvq.codes) = (16, 2, 32, 8);
+        let device = Device::flex();
+        let detector = Detector::new(ModelConfig { backbone, hvq }, &device).unwrap();
+        Inspector::new(detector, device)
+    }
+
+    /// Unreadable files keep their place and name themselves; the readable ones around them
+    /// get the results they get alone.
+    #[test]
+    fn each_file_keeps_its_place_and_its_own_result() {
+        let _generator = crate::test_rng::lock();
+        let inspector = inspector();
+        let dir = std::env::temp_dir().join(format!("hvq-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut files = Vec::new();
+        for (i, name) in ["a.png", "broken.png", "b.png", "missing.png", "c.png"]
+            .iter()
+            .enumerate()
+        {
+            let path = dir.join(name);
+            match *name {
+                "broken.png" => std::fs::write(&path, b"not an image").unwrap(),
+                "missing.png" => {}
+                _ => image::RgbImage::from_fn(40 + 9 * i as u32, 31, |x, y| {
+                    image::Rgb([(x * 5) as u8, (y * 7) as u8, (i * 40) as u8])
+                })
+                .save(&path)
+                .unwrap(),
+            }
+            files.push(path);
+        }
+        let out = inspect_files(
+            &inspector,
+            &files,
+            &ClassChoice::Auto,
+            MapResolution::Model,
+            |_| (),
+        );
+        assert_eq!(out.len(), files.len());
+        for (o, f) in out.iter().zip(&files) {
+            assert_eq!(&o.path, f);
+            let name = f.file_name().unwrap().to_str().unwrap();
+            match name {
+                "broken.png" | "missing.png" => {
+                    let e = o.result.as_ref().unwrap_err();
+                    assert!(e.contains(&f.display().to_string()), "{e}");
+                    assert!(o.image.is_none());
+                }
+                _ => {
+                    let img = o.image.as_ref().unwrap();
+                    let alone = inspector.inspect_at(img, &ClassChoice::Auto, MapResolution::Model);
+                    let (a, b) = (alone.unwrap(), o.result.as_ref().unwrap());
+                    assert_eq!(a.model_map, b.model_map, "{name}");
+                    assert_eq!((a.score, a.width), (b.score, b.width), "{name}");
+                }
+            }
+        }
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
