@@ -37,6 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         train: schedule,
         resume: false,
+        tiling: None,
         stop_after: None,
         inject_nan_at_step: None,
     };

@@ -39,6 +39,9 @@ pub struct SavedModel {
     /// Decision threshold, if calibrated.
     #[serde(default)]
     pub calibration: Option<Calibration>,
+    /// How high-resolution images are cut into tiles, if the model was trained on tiles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiling: Option<crate::tiling::Tiling>,
 }
 
 impl SavedModel {
@@ -47,7 +50,8 @@ impl SavedModel {
         let saved: Self =
             serde_json::from_str(json).map_err(|e| HvqError::Config(format!("{source}: {e}")))?;
         // Sizes are checked here, before any module is allocated with them.
-        saved.model.validate().map_err(|e| match e {
+        let tiling = saved.tiling.as_ref().map_or(Ok(()), |t| t.validate());
+        saved.model.validate().and(tiling).map_err(|e| match e {
             HvqError::Config(m) => HvqError::Config(format!("{source}: {m}")),
             other => other,
         })?;
@@ -107,6 +111,8 @@ pub struct Detector {
     pub hvq: HvqModel,
     /// Decision threshold.
     pub calibration: Option<Calibration>,
+    /// Tiling of high-resolution images (see [`crate::tiling`]).
+    pub tiling: Option<crate::tiling::Tiling>,
 }
 
 impl Detector {
@@ -118,6 +124,7 @@ impl Detector {
             hvq: HvqModel::new(&config.hvq, device)?,
             config,
             calibration: None,
+            tiling: None,
         })
     }
 
@@ -168,6 +175,7 @@ impl Detector {
         let map = TensorMap::read(dir.join(WEIGHTS_FILE))?;
         let mut d = Self::from_tensors(saved.model, &map, device)?;
         d.calibration = saved.calibration;
+        d.tiling = saved.tiling;
         Ok(d)
     }
 
@@ -182,6 +190,7 @@ impl Detector {
         let map = TensorMap::from_safetensors(weights, source)?;
         let mut d = Self::from_tensors(saved.model, &map, device)?;
         d.calibration = saved.calibration;
+        d.tiling = saved.tiling;
         Ok(d)
     }
 
@@ -206,6 +215,7 @@ impl Detector {
         };
         let mut d = Self::assemble(saved.model, &backbone, &map, device)?;
         d.calibration = saved.calibration;
+        d.tiling = saved.tiling;
         Ok(d)
     }
 
@@ -214,6 +224,7 @@ impl Detector {
         let saved = SavedModel {
             model: self.config.clone(),
             calibration: self.calibration.clone(),
+            tiling: self.tiling,
         };
         let json = serde_json::to_string_pretty(&saved).expect("config serialises");
         let mut meta = BTreeMap::new();

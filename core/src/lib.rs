@@ -47,6 +47,7 @@ pub mod preprocess;
 #[cfg(feature = "embedded-weights")]
 pub mod pretrained;
 pub mod threshold;
+pub mod tiling;
 pub mod train;
 pub mod weights;
 

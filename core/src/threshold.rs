@@ -16,7 +16,12 @@ pub fn calibrate(detector: &Detector, normals: &FeatureSet, q: f64) -> Result<Ca
         let (_, s) = detector.score(normals.batch(chunk, &device), &classes)?;
         scores.extend(crate::device::read_back(s.image)?);
     }
-    let threshold = percentile(&scores, q).ok_or_else(|| {
+    from_scores(&scores, q)
+}
+
+/// The `q` quantile of normal images' scores as a calibration (non-finite scores left out).
+pub fn from_scores(scores: &[f32], q: f64) -> Result<Calibration> {
+    let threshold = percentile(scores, q).ok_or_else(|| {
         HvqError::Training("no finite normal-image score to calibrate the threshold from".into())
     })?;
     Ok(Calibration {

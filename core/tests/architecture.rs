@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["fs", "device", "kernels", "config", "eval"],
     &["weights", "preprocess", "map"],
     &["overlay", "data", "backbone", "model"],
-    &["overlay_gpu", "pretrained"],
+    &["overlay_gpu", "pretrained", "tiling"],
     &["detector"],
     &["features"],
     &["train", "threshold"],

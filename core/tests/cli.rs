@@ -519,3 +519,58 @@ fn train_applies_the_preset_and_every_ablation_switch() {
     assert_eq!(official["dropout"].as_f64(), Some(0.1));
     std::fs::remove_dir_all(root).ok();
 }
+
+/// `--tile`: the training images are cut into tiles (9 per 64×64 image at tile 32, overlap
+/// 0.25), the tiling is stored with the model, and eval and predict inspect tiled.
+#[test]
+fn a_tiled_run_trains_on_tiles_and_inspects_tiled() {
+    let root = temp("tiled-tree");
+    make_tree(&root);
+    let data = format!("mvtec:{}", root.display());
+    let model = temp("tiled-model");
+    let log = run(train(&data, &model, 1).args(["--tile", "32", "--overlap", "0.25"]));
+    let whole = std::fs::read_dir(root.join("alpha/train/good"))
+        .unwrap()
+        .count()
+        + std::fs::read_dir(root.join("beta/train/good"))
+            .unwrap()
+            .count();
+    assert!(
+        log.contains(&format!("{} training images", 9 * whole)),
+        "{log}"
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["tiling"]["tile"], 32, "{config}");
+    assert!(
+        config["calibration"]["source"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("of the {whole} training images")),
+        "calibrated on whole images, inspected tiled: {config}"
+    );
+    let json = model.join("metrics.json");
+    run(hvq()
+        .args(["eval", "--pixel-size", "64", "--data", &data, "--weights"])
+        .arg(&model)
+        .arg("--json")
+        .arg(&json));
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let aupro = m["mean"]["aupro"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&aupro), "{m}");
+    let pred = temp("tiled-pred");
+    run(hvq()
+        .args(["predict", "--class", "alpha", "--weights"])
+        .arg(&model)
+        .arg("--out")
+        .arg(&pred)
+        .arg(root.join("alpha/test/good/000.png")));
+    // The stitched map: 64 px at 224 / 32 map pixels per image pixel.
+    let npy = std::fs::read(pred.join("000_map224.npy")).unwrap();
+    let header = String::from_utf8_lossy(&npy[10..80]);
+    assert!(header.contains("'shape': (448, 448)"), "{header}");
+    for d in [root, model, pred] {
+        std::fs::remove_dir_all(d).ok();
+    }
+}

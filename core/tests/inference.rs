@@ -225,6 +225,7 @@ fn saved_model_directory_round_trips() {
     let saved = hvq::detector::SavedModel {
         model: other,
         calibration: None,
+        tiling: None,
     };
     std::fs::write(
         dir.join("config.json"),
@@ -463,4 +464,84 @@ fn a_batch_gives_each_image_its_single_result_on_the_cpu() {
 fn a_batch_gives_each_image_its_single_result_on_wgpu() {
     let gpu = device("wgpu");
     batch_matches_single_images(&Inspector::new(detector(&gpu), gpu));
+}
+
+/// A tiled model: a photo larger than a tile is inspected tile by tile and the maps stitched on
+/// a canvas at the tiles' scale; where one tile alone covers the canvas, the stitched map is
+/// that tile's own map (inspected alone, untiled), and the score is the 16×16-window maximum of
+/// the stitched map, computed here on the host.
+#[test]
+fn a_tiled_model_inspects_large_photos_tile_by_tile() {
+    let weights = random_weights();
+    let device = Device::flex();
+    let mut tiled = detector_from(&weights, &device);
+    let tiling = hvq::tiling::Tiling {
+        tile: 128,
+        overlap: 0.25,
+    };
+    tiled.tiling = Some(tiling);
+    let tiled = Inspector::new(tiled, device.clone());
+    let whole = Inspector::new(detector_from(&weights, &device), device.clone());
+    let photo = DynamicImage::ImageRgb8(image::RgbImage::from_fn(300, 200, |x, y| {
+        image::Rgb([
+            (x % 97) as u8 * 2,
+            (y * 3 % 251) as u8,
+            ((x + y) % 60) as u8 * 4,
+        ])
+    }));
+    let r = tiled.inspect(&photo, &ClassChoice::Index(1)).unwrap();
+    assert_eq!(r.tiles, tiling.grid(300, 200).len());
+    assert_eq!(r.tiles, 6, "3 × 2 tiles of 128 with stride 96");
+    // 224 / 128 map pixels per image pixel: 525 × 350.
+    assert_eq!((r.model_width, r.model_height), (525, 350));
+    assert_eq!(r.map.len(), 300 * 200);
+    let host = hvq::tiling::pooled_max(&r.model_map, 525, 350, 16);
+    assert!(
+        (r.score - host).abs() <= 1e-6 * host.abs(),
+        "{} vs {host}",
+        r.score
+    );
+    // The corners: covered by one tile each (the top-left and the bottom-right one).
+    let scale = 224.0 / 128.0;
+    for tile in [
+        tiling.grid(300, 200)[0],
+        *tiling.grid(300, 200).last().unwrap(),
+    ] {
+        let crop = photo.crop_imm(tile.x, tile.y, tile.width, tile.height);
+        let alone = whole.inspect(&crop, &ClassChoice::Index(1)).unwrap();
+        let (cx, cy) = if tile.x == 0 {
+            (0usize, 0usize)
+        } else {
+            (524, 349)
+        };
+        let (px, py) = ((cx as f32 + 0.5) / scale, (cy as f32 + 0.5) / scale);
+        let u = (px - tile.x as f32) / tile.width as f32;
+        let v = (py - tile.y as f32) / tile.height as f32;
+        let want = hvq::overlay::sample_bilinear(&alone.model_map, 224, 224, u, v);
+        let got = r.model_map[cy * 525 + cx];
+        assert!(
+            (got - want).abs() <= 1e-4 * want.abs(),
+            "({cx},{cy}): {got} vs {want}"
+        );
+    }
+    // Auto picks the class once, from the photo inspected whole.
+    let auto = tiled.inspect(&photo, &ClassChoice::Auto).unwrap();
+    let chosen = whole.inspect(&photo, &ClassChoice::Auto).unwrap();
+    assert_eq!(auto.class_index, chosen.class_index);
+    // A photo no larger than a tile is inspected whole, as without tiling.
+    let small = photo.crop_imm(0, 0, 128, 100);
+    let (a, b) = (
+        tiled.inspect(&small, &ClassChoice::Index(0)).unwrap(),
+        whole.inspect(&small, &ClassChoice::Index(0)).unwrap(),
+    );
+    assert_eq!((a.tiles, a.score, a.model_width), (0, b.score, 224));
+    // The tiling is part of the model directory.
+    let dir = std::env::temp_dir().join(format!("hvq-tiled-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    tiled.detector.save_dir(&dir).unwrap();
+    let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    assert!(text.contains("\"tiling\""), "{text}");
+    let back = Detector::load_dir(&dir, &device).unwrap();
+    assert_eq!(back.tiling, Some(tiling));
+    std::fs::remove_dir_all(dir).ok();
 }

@@ -33,10 +33,11 @@ pub struct OverlayImage {
     pub key: u64,
     /// Photo, RGBA8, `width × height`.
     pub rgba: Arc<Vec<u8>>,
-    /// Anomaly map at the model's resolution, `map_size²`, row-major (the shader resamples it).
+    /// Anomaly map at the model's scale, `map_size` = (width, height), row-major (the shader
+    /// resamples it).
     pub map: Arc<Vec<f32>>,
     /// Side of `map`.
-    pub map_size: u32,
+    pub map_size: (u32, u32),
     /// Width.
     pub width: u32,
     /// Height.
@@ -97,7 +98,7 @@ impl CallbackTrait for OverlayCallback {
             // The model's map; the shader samples it at each photo pixel as
             // `overlay::resize_map` does.
             let dims = (img.width, img.height);
-            let map_dims = (img.map_size, img.map_size);
+            let map_dims = img.map_size;
             let uploaded = res
                 .pipeline
                 .image(device, queue, &img.rgba, dims, &img.map, map_dims);

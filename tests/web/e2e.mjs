@@ -75,7 +75,8 @@ function nativeReference() {
 }
 
 function compare(web, native, label) {
-  assert.equal(web.mapSize, native.map.w, `${label}: map size`);
+  assert.equal(web.mapWidth, native.map.w, `${label}: map width`);
+  assert.equal(web.mapHeight, native.map.h, `${label}: map height`);
   assert.equal(web.map.length, native.map.data.length, `${label}: map length`);
   let maxAbs = 0;
   let maxDiff = 0;

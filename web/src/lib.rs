@@ -222,8 +222,8 @@ impl WebModel {
         true
     }
 
-    /// Show a photo: RGBA8 pixels at the display size, with the model-resolution map
-    /// (`map_size²`).
+    /// Show a photo: RGBA8 pixels at the display size, with the model-scale map
+    /// (`map_width × map_height`).
     #[wasm_bindgen(js_name = showImage)]
     pub fn show_image(
         &self,
@@ -231,16 +231,17 @@ impl WebModel {
         width: u32,
         height: u32,
         map: &[f32],
-        map_size: u32,
+        map_width: u32,
+        map_height: u32,
     ) -> Result<(), JsError> {
         if rgba.len() != (width * height * 4) as usize
-            || map.len() != (map_size * map_size) as usize
+            || map.len() != (map_width * map_height) as usize
         {
             return Err(JsError::new("showImage: sizes do not match the data"));
         }
         match self.renderer.borrow().as_ref() {
             Some(r) => {
-                r.set_image(rgba, (width, height), map, map_size);
+                r.set_image(rgba, (width, height), map, (map_width, map_height));
                 Ok(())
             }
             None => Err(JsError::new("the GPU overlay is not enabled")),
@@ -265,7 +266,7 @@ impl WebModel {
 
 /// The overlay on the CPU, for browsers without WebGPU: the shader's formulas from
 /// `hvq::overlay`, applied in place to the canvas's RGBA pixels (`width × height`), with the
-/// model-resolution `map` (`map_size × map_size`) resampled as the shader does.
+/// model-scale `map` (`map_width × map_height`) resampled as the shader does.
 #[wasm_bindgen(js_name = blendOverlay)]
 #[allow(clippy::too_many_arguments)]
 pub fn blend_overlay(
@@ -273,14 +274,15 @@ pub fn blend_overlay(
     width: usize,
     height: usize,
     map: &[f32],
-    map_size: usize,
+    map_width: usize,
+    map_height: usize,
     lo: f32,
     hi: f32,
     opacity: f32,
 ) -> Result<(), JsError> {
-    if rgba.len() != width * height * 4 || map.len() != map_size * map_size || map_size == 0 {
+    if rgba.len() != width * height * 4 || map.len() != map_width * map_height || map.is_empty() {
         return Err(JsError::new(&format!(
-            "overlay: {} RGBA bytes for {width}×{height}, {} map values for {map_size}²",
+            "overlay: {} RGBA bytes for {width}×{height}, {} map values for {map_width}×{map_height}",
             rgba.len(),
             map.len()
         )));
@@ -290,7 +292,7 @@ pub fn blend_overlay(
         width,
         height,
         map,
-        (map_size, map_size),
+        (map_width, map_height),
         (lo, hi),
         opacity,
         false,

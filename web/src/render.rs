@@ -44,17 +44,12 @@ impl Renderer {
         }
     }
 
-    /// Show a photo (RGBA8 at the display size) with its map (`map_size²`).
-    pub fn set_image(&self, rgba: &[u8], size: (u32, u32), map: &[f32], map_size: u32) {
+    /// Show a photo (RGBA8 at the display size) with its map (`map_size` = width, height).
+    pub fn set_image(&self, rgba: &[u8], size: (u32, u32), map: &[f32], map_size: (u32, u32)) {
         let (w, h) = (size.0.max(1), size.1.max(1));
-        let image = self.pipeline.image(
-            &self.device,
-            &self.queue,
-            rgba,
-            (w, h),
-            map,
-            (map_size, map_size),
-        );
+        let image = self
+            .pipeline
+            .image(&self.device, &self.queue, rgba, (w, h), map, map_size);
         let target = self.device.create_texture(&wgpu::TextureDescriptor {
             label: Some("hvq overlay target"),
             size: wgpu::Extent3d {

@@ -67,10 +67,16 @@ impl WebInspection {
         self.inner.height
     }
 
-    /// Side of the model-resolution map.
-    #[wasm_bindgen(getter, js_name = mapSize)]
-    pub fn map_size(&self) -> usize {
-        self.inner.model_size
+    /// Width of the model-scale map (224, or a tiled photo's stitched map).
+    #[wasm_bindgen(getter, js_name = mapWidth)]
+    pub fn map_width(&self) -> usize {
+        self.inner.model_width
+    }
+
+    /// Height of the model-scale map.
+    #[wasm_bindgen(getter, js_name = mapHeight)]
+    pub fn map_height(&self) -> usize {
+        self.inner.model_height
     }
 
     /// The anomaly map at the model's resolution, row-major (a `Float32Array` copy).

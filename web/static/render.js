@@ -16,11 +16,11 @@ class Overlay {
     this.queue = Promise.resolve(); // one draw at a time: they share the read-back buffer
   }
 
-  setImage(bitmap, map, mapSize) {
+  setImage(bitmap, map, mapWidth, mapHeight) {
     this.ctx.canvas.width = bitmap.width;
     this.ctx.canvas.height = bitmap.height;
     this.photo = pixels(bitmap);
-    Object.assign(this, { map, mapSize });
+    Object.assign(this, { map, mapWidth, mapHeight });
     this.upload?.();
   }
 
@@ -44,7 +44,7 @@ export class GpuOverlay extends Overlay {
 
   upload() {
     const p = this.photo;
-    this.model.showImage(new Uint8Array(p.data.buffer), p.width, p.height, this.map, this.mapSize);
+    this.model.showImage(new Uint8Array(p.data.buffer), p.width, p.height, this.map, this.mapWidth, this.mapHeight);
   }
 
   blend(lo, hi, opacity) {
@@ -55,14 +55,14 @@ export class GpuOverlay extends Overlay {
 export class CpuOverlay extends Overlay {
   constructor(canvas, blendOverlay) {
     super(canvas);
-    this.blendOverlay = blendOverlay; // (rgba, width, height, map, mapSize, lo, hi, opacity), in wasm
+    this.blendOverlay = blendOverlay; // (rgba, width, height, map, mapWidth, mapHeight, lo, hi, opacity), in wasm
     this.kind = 'cpu';
   }
 
   async blend(lo, hi, opacity) {
     const { width, height, data } = this.photo;
     const rgba = new Uint8Array(data); // blend a copy; keep the photo
-    this.blendOverlay(rgba, width, height, this.map, this.mapSize, lo, hi, opacity);
+    this.blendOverlay(rgba, width, height, this.map, this.mapWidth, this.mapHeight, lo, hi, opacity);
     return rgba;
   }
 }

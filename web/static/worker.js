@@ -91,11 +91,11 @@ const handlers = {
     const r = await model.inspect(new Uint8Array(msg.bytes), msg.name, msg.cls);
     try {
       const map = r.map;
-      last = { map, size: r.mapSize, score: r.score };
+      last = { map, mapWidth: r.mapWidth, mapHeight: r.mapHeight, score: r.score };
       return {
         type: 'result', name: msg.name, score: r.score, threshold: r.threshold ?? null,
         className: r.className, classIndex: r.classIndex, width: r.width, height: r.height,
-        mapSize: r.mapSize, map: map.slice(), times: Array.from(r.times),
+        mapWidth: r.mapWidth, mapHeight: r.mapHeight, map: map.slice(), times: Array.from(r.times),
       };
     } finally {
       r.free();
@@ -104,7 +104,7 @@ const handlers = {
   // The photo at display size for the latest result.
   show(msg) {
     if (!last) throw new Error('no result yet');
-    overlay.setImage(msg.bitmap, last.map, last.size);
+    overlay.setImage(msg.bitmap, last.map, last.mapWidth, last.mapHeight);
     msg.bitmap.close();
     return { type: 'shown' };
   },

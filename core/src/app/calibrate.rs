@@ -58,6 +58,7 @@ pub fn calibrate_model_dir(
     let saved = SavedModel {
         model: detector.config.clone(),
         calibration: detector.calibration.clone(),
+        tiling: detector.tiling,
     };
     let config_path = dir.join(CONFIG_FILE);
     let json = serde_json::to_string_pretty(&saved)

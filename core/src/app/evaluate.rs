@@ -2,11 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
+use super::inspect::{ClassChoice, Inspector, MapResolution};
 use crate::data::{Dataset, Sample, ScoreKind};
-use crate::detector::Detector;
 use crate::device::read_back;
 use crate::error::{HvqError, Result};
 use crate::eval::{ClassMetrics, PixelData, evaluate_class, mean_metrics};
@@ -55,14 +54,20 @@ pub struct Evaluation {
 /// Score every test image and compute the metrics. Semantic datasets (one "class" per normal
 /// category, anomalies from other categories) are scored with [`ClassSource::Auto`] and reported
 /// as a single group, as UniAD reports CIFAR-10.
+///
+/// Pixel metrics compare maps and masks at `pixel_size`² (default: the model's input size, as
+/// the field reports MVTec-AD; a larger size keeps small defects of high-resolution photos).
+/// A tiled model inspects each test image tiled (`crate::tiling`), as it inspects any photo.
 pub fn evaluate(
-    detector: &Detector,
+    inspector: &Inspector,
     dataset: &Dataset,
     source: ClassSource,
     batch: usize,
-    device: &Device,
+    pixel_size: Option<usize>,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Evaluation> {
+    let detector = &inspector.detector;
+    let device = inspector.device();
     if dataset.test.is_empty() {
         return Err(HvqError::Dataset(format!(
             "{}: no test images",
@@ -81,35 +86,70 @@ pub fn evaluate(
     let size = detector.config.backbone.input_size;
     let n_classes = detector.config.hvq.num_classes;
 
+    let pixel = pixel_size.unwrap_or(size);
+    if !(1..=4096).contains(&pixel) {
+        return Err(HvqError::Config(format!(
+            "pixel size {pixel} is outside 1..=4096"
+        )));
+    }
     let mut scores = Vec::with_capacity(dataset.test.len());
     let mut used = Vec::with_capacity(dataset.test.len());
     let mut maps: Vec<Vec<f32>> = Vec::new();
     let mut predicted: Vec<usize> = Vec::new();
-    let mut done = 0;
-    for chunk in dataset.test.chunks(batch.max(1)) {
-        let inputs = crate::features::input_batch(chunk, &detector.config.backbone, device)?;
-        let feats = detector.features(inputs);
-        let fixed: Vec<Option<usize>> = match source {
-            ClassSource::Label => chunk.iter().map(|s| Some(s.class)).collect(),
-            ClassSource::Auto => vec![None; chunk.len()],
-        };
-        let chosen = block_on(detector.score_choosing(feats.clone(), &fixed, dataset.score_kind))?;
-        // The classifier's accuracy is reported under either source.
-        let classifier = match (&chosen.predicted, source) {
-            (Some(p), _) => Some(p.clone()),
-            (None, ClassSource::Label) => block_on(detector.predicted_classes(feats))?,
-            (None, ClassSource::Auto) => None,
-        };
-        predicted.extend(classifier.unwrap_or_default());
-        if dataset.has_masks {
-            let pixels = size * size;
-            let values = read_back(chosen.maps)?;
-            maps.extend(values.chunks(pixels).map(<[f32]>::to_vec));
+    if detector.tiling.is_some() {
+        for (done, sample) in dataset.test.iter().enumerate() {
+            let class = match source {
+                ClassSource::Label => ClassChoice::Index(sample.class),
+                ClassSource::Auto => ClassChoice::Auto,
+            };
+            let img = sample.load_image()?;
+            let r = inspector.inspect_at(&img, &class, MapResolution::Model)?;
+            if dataset.has_masks {
+                let dims = (r.model_width, r.model_height);
+                maps.push(crate::overlay::resize_map(
+                    &r.model_map,
+                    dims,
+                    (pixel, pixel),
+                ));
+            }
+            scores.push(r.score);
+            used.push(r.class_index);
+            progress(done + 1);
         }
-        scores.extend(chosen.scores);
-        used.extend(chosen.classes);
-        done += chunk.len();
-        progress(done);
+    } else {
+        let mut done = 0;
+        for chunk in dataset.test.chunks(batch.max(1)) {
+            let inputs = crate::features::input_batch(chunk, &detector.config.backbone, device)?;
+            let feats = detector.features(inputs);
+            let fixed: Vec<Option<usize>> = match source {
+                ClassSource::Label => chunk.iter().map(|s| Some(s.class)).collect(),
+                ClassSource::Auto => vec![None; chunk.len()],
+            };
+            let chosen =
+                block_on(detector.score_choosing(feats.clone(), &fixed, dataset.score_kind))?;
+            // The classifier's accuracy is reported under either source.
+            let classifier = match (&chosen.predicted, source) {
+                (Some(p), _) => Some(p.clone()),
+                (None, ClassSource::Label) => block_on(detector.predicted_classes(feats))?,
+                (None, ClassSource::Auto) => None,
+            };
+            predicted.extend(classifier.unwrap_or_default());
+            if dataset.has_masks {
+                let pixels = size * size;
+                let values = read_back(chosen.maps)?;
+                maps.extend(values.chunks(pixels).map(|m| {
+                    if pixel == size {
+                        m.to_vec()
+                    } else {
+                        crate::overlay::resize_map(m, (size, size), (pixel, pixel))
+                    }
+                }));
+            }
+            scores.extend(chosen.scores);
+            used.extend(chosen.classes);
+            done += chunk.len();
+            progress(done);
+        }
     }
     debug_assert!(used.iter().all(|&c| c < n_classes));
 
@@ -167,7 +207,7 @@ pub fn evaluate(
         let l: Vec<bool> = idx.iter().map(|&i| dataset.test[i].anomalous).collect();
         let masks: Vec<Vec<bool>> = if dataset.has_masks {
             idx.iter()
-                .map(|&i| mask_at(&dataset.test[i], size))
+                .map(|&i| mask_at(&dataset.test[i], pixel))
                 .collect::<Result<_>>()?
         } else {
             Vec::new()
@@ -180,8 +220,8 @@ pub fn evaluate(
         let pixels = dataset.has_masks.then_some(PixelData {
             maps: &map_refs,
             masks: &mask_refs,
-            width: size,
-            height: size,
+            width: pixel,
+            height: pixel,
         });
         let m = evaluate_class(&name, &s, &l, pixels).ok_or_else(|| {
             HvqError::Dataset(format!(

@@ -14,6 +14,9 @@ use crate::preprocess;
 // on wasm.
 use web_time::Instant;
 
+/// Tiles per pass through the model when a tiled model inspects a large image.
+const TILE_BATCH: usize = 16;
+
 /// Which class's codebooks and expert to use.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ClassChoice {
@@ -72,11 +75,16 @@ pub struct Inspection {
     /// [`MapResolution::Model`] was asked for).
     #[serde(skip)]
     pub map: Vec<f32>,
-    /// Anomaly map at the model resolution (224 × 224), row-major.
+    /// Anomaly map at the model's scale, row-major: 224 × 224 for a whole image; for a tiled
+    /// one, the stitched canvas (`224 / tile` map pixels per image pixel, see `crate::tiling`).
     #[serde(skip)]
     pub model_map: Vec<f32>,
-    /// Side of `model_map`.
-    pub model_size: usize,
+    /// Width of `model_map`.
+    pub model_width: usize,
+    /// Height of `model_map`.
+    pub model_height: usize,
+    /// Tiles inspected (0: the image was inspected whole).
+    pub tiles: usize,
     /// Stage timings.
     pub times: StageTimes,
 }
@@ -215,6 +223,38 @@ impl Inspector {
         if images.is_empty() {
             return Ok(Vec::new());
         }
+        // A tiled model inspects each large image as a batch of its own tiles.
+        if let Some(tiling) = self.detector.tiling
+            && images
+                .iter()
+                .any(|i| tiling.applies_to(i.width(), i.height()))
+        {
+            let mut results = Vec::with_capacity(images.len());
+            for img in images {
+                let r = if tiling.applies_to(img.width(), img.height()) {
+                    self.inspect_tiled(img, &tiling, fixed, resolution).await
+                } else {
+                    let mut one = self.inspect_whole(&[img], fixed, resolution).await?;
+                    one.pop().unwrap_or_else(|| {
+                        Err(HvqError::Device(
+                            "a batch of one image gave no result".into(),
+                        ))
+                    })
+                };
+                results.push(r);
+            }
+            return Ok(results);
+        }
+        self.inspect_whole(images, fixed, resolution).await
+    }
+
+    /// Images inspected whole (resized to the model's input), as one batch.
+    async fn inspect_whole(
+        &self,
+        images: &[&DynamicImage],
+        fixed: Option<usize>,
+        resolution: MapResolution,
+    ) -> Result<Vec<Result<Inspection>>> {
         let n = images.len();
         let cfg = &self.detector.config;
         let s = cfg.backbone.input_size;
@@ -268,7 +308,9 @@ impl Inspector {
                 height: h,
                 map,
                 model_map,
-                model_size: s,
+                model_width: s,
+                model_height: s,
+                tiles: 0,
                 times: StageTimes {
                     preprocess_ms: share(t0, t1),
                     backbone_ms: share(t1, t2),
@@ -278,5 +320,94 @@ impl Inspector {
             }));
         }
         Ok(results)
+    }
+
+    /// One large image through a tiled model: its tiles in batches, their maps stitched
+    /// (`crate::tiling`), the image score over the stitched map. Under `auto` the class is
+    /// chosen once for the whole image, from the image inspected whole (a part's class is a
+    /// property of the whole part; tiles voting could split it).
+    async fn inspect_tiled(
+        &self,
+        img: &DynamicImage,
+        tiling: &crate::tiling::Tiling,
+        fixed: Option<usize>,
+        resolution: MapResolution,
+    ) -> Result<Inspection> {
+        let cfg = &self.detector.config;
+        let s = cfg.backbone.input_size;
+        let t0 = Instant::now();
+        let class = match fixed {
+            Some(c) => c,
+            None => {
+                let input = preprocess::batch_of(&[img], s, &cfg.backbone.input_norm, &self.device);
+                let feature = self.detector.features(input);
+                let chosen = self
+                    .detector
+                    .score_choosing(feature, &[None], ScoreKind::Max)
+                    .await?;
+                chosen.classes[0]
+            }
+        };
+        let grid = tiling.grid(img.width(), img.height());
+        let mut stitcher = crate::tiling::Stitcher::new(tiling, img.width(), img.height(), s);
+        let mut pre = 0f64;
+        for chunk in grid.chunks(TILE_BATCH) {
+            let ta = Instant::now();
+            let crops: Vec<DynamicImage> = chunk
+                .iter()
+                .map(|t| img.crop_imm(t.x, t.y, t.width, t.height))
+                .collect();
+            let refs: Vec<&DynamicImage> = crops.iter().collect();
+            let input = preprocess::batch_of(&refs, s, &cfg.backbone.input_norm, &self.device);
+            let tb = Instant::now();
+            let feature = self.detector.features(input);
+            let chosen = self
+                .detector
+                .score_choosing(feature, &vec![Some(class); chunk.len()], ScoreKind::Max)
+                .await?;
+            let maps = read_back_async(chosen.maps).await?;
+            for (i, tile) in chunk.iter().enumerate() {
+                stitcher.add(tile, &maps[i * s * s..(i + 1) * s * s], s);
+            }
+            pre += (tb - ta).as_secs_f64();
+        }
+        let t1 = Instant::now();
+        let (model_map, mw, mh) = stitcher.finish();
+        let score = crate::tiling::pooled_max(&model_map, mw, mh, s / cfg.hvq.feature_size);
+        let class_name = cfg.hvq.class_names[class].clone();
+        if !score.is_finite() {
+            return Err(HvqError::NonFiniteScore {
+                score,
+                class: class_name,
+            });
+        }
+        let (w, h) = (img.width(), img.height());
+        let map = match resolution {
+            MapResolution::Model => Vec::new(),
+            MapResolution::Image => {
+                crate::overlay::resize_map(&model_map, (mw, mh), (w as usize, h as usize))
+            }
+        };
+        let threshold = self.detector.calibration.as_ref().map(|c| c.threshold);
+        Ok(Inspection {
+            score,
+            threshold,
+            anomalous: threshold.map(|t| score > t),
+            class_index: class,
+            class_name,
+            width: w,
+            height: h,
+            map,
+            model_map,
+            model_width: mw,
+            model_height: mh,
+            tiles: grid.len(),
+            times: StageTimes {
+                preprocess_ms: pre * 1e3,
+                backbone_ms: 0.0,
+                model_ms: (t1 - t0).as_secs_f64() * 1e3 - pre * 1e3,
+                upsample_ms: t1.elapsed().as_secs_f64() * 1e3,
+            },
+        })
     }
 }

@@ -135,7 +135,7 @@ pub fn write_tables(dir: &Path, rows: &[ResultRow]) -> Result<()> {
 /// The per-image files of an output folder, each written atomically: `<stem>_overlay.png` (the
 /// map blended over the photo, colour scale from `overlay::color_scale`) and, when `maps` is
 /// set, `<stem>_map.npy` (the map at the image's resolution, float32) and `<stem>_map224.npy`
-/// (at the model's). Returns the overlay's and the map's file names.
+/// (at the model's scale: 224×224, or a tiled image's stitched map). Returns the overlay's and the map's file names.
 pub fn write_image_outputs(
     out: &Path,
     stem: &str,
@@ -149,9 +149,9 @@ pub fn write_image_outputs(
     let overlay = format!("{stem}_overlay.png");
     let mut png = std::io::Cursor::new(Vec::new());
     let full = if r.map.is_empty() {
-        let s = r.model_size;
+        let model = (r.model_width, r.model_height);
         let (w, h) = (r.width as usize, r.height as usize);
-        std::borrow::Cow::Owned(crate::overlay::resize_map(&r.model_map, (s, s), (w, h)))
+        std::borrow::Cow::Owned(crate::overlay::resize_map(&r.model_map, model, (w, h)))
     } else {
         std::borrow::Cow::Borrowed(&r.map)
     };
@@ -172,7 +172,7 @@ pub fn write_image_outputs(
     )?;
     write_atomic(
         &out.join(format!("{stem}_map224.npy")),
-        &npy_bytes(&r.model_map, r.model_size, r.model_size),
+        &npy_bytes(&r.model_map, r.model_height, r.model_width),
     )?;
     Ok((overlay, Some(map)))
 }

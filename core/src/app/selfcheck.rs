@@ -126,7 +126,9 @@ mod tests {
             height: 2,
             map: map.clone(),
             model_map: map,
-            model_size: 2,
+            model_width: 2,
+            model_height: 2,
+            tiles: 0,
             times: StageTimes::default(),
         }
     }

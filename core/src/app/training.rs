@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::source::load_backbone;
 use crate::backbone::{BackboneMode, BackboneTraining};
 use crate::config::{BackboneKind, HvqConfig, ModelConfig};
-use crate::data::Dataset;
+use crate::data::{Dataset, ImageSource, Sample};
 use crate::detector::Detector;
 use crate::error::{HvqError, Result};
 use crate::features::FeatureSet;
@@ -78,6 +78,8 @@ pub struct TrainRequest {
     pub train: TrainConfig,
     /// Continue the run in `out` from its checkpoint.
     pub resume: bool,
+    /// Train on tiles of the training images, and inspect tiled (stored with the model).
+    pub tiling: Option<crate::tiling::Tiling>,
     /// Stop after this many epochs of this call (the run can be resumed later).
     pub stop_after: Option<usize>,
     /// Test hook: make the loss of this optimiser step (1-based, over the run) NaN.
@@ -187,9 +189,16 @@ pub fn train(
     progress: &mut dyn FnMut(TrainProgress<'_>),
 ) -> Result<TrainOutcome> {
     let out = &request.out;
-    let dataset = crate::data::open(&request.data)?;
+    let mut dataset = crate::data::open(&request.data)?;
     if dataset.train.is_empty() {
         return Err(HvqError::dataset(&request.data, "no training images"));
+    }
+    // A tiled model learns normality from tiles; its threshold comes from the whole training
+    // images, inspected tiled as the saved model will inspect.
+    let whole_train = dataset.train.clone();
+    if let Some(tiling) = &request.tiling {
+        tiling.validate()?;
+        dataset.train = tiles_of(&dataset.train, tiling)?;
     }
     std::fs::create_dir_all(out).map_err(|e| HvqError::io(out, e))?;
     let backbone = load_backbone(
@@ -286,11 +295,40 @@ pub fn train(
             )?
         }
     };
-    let threshold = save_model(out, detector, &trainer, &features)?;
+    detector.tiling = request.tiling;
+    let threshold = save_model(out, detector, &trainer, &features, &whole_train, device)?;
     Ok(TrainOutcome::Saved {
         dir: out.clone(),
         threshold,
     })
+}
+
+/// Each sample cut into the tiles of `tiling` (an image no larger than a tile stays whole);
+/// tiles keep the image's class and labels and are named `<id>#tile<x>,<y>`.
+fn tiles_of(samples: &[Sample], tiling: &crate::tiling::Tiling) -> Result<Vec<Sample>> {
+    let mut tiles = Vec::new();
+    for sample in samples {
+        let (w, h) = sample.image_size()?;
+        if !tiling.applies_to(w, h) {
+            tiles.push(sample.clone());
+            continue;
+        }
+        for t in tiling.grid(w, h) {
+            tiles.push(Sample {
+                id: format!("{}#tile{},{}", sample.id, t.x, t.y),
+                source: ImageSource::Crop {
+                    source: Box::new(sample.source.clone()),
+                    x: t.x,
+                    y: t.y,
+                    width: t.width,
+                    height: t.height,
+                },
+                mask: None,
+                ..sample.clone()
+            });
+        }
+    }
+    Ok(tiles)
 }
 
 /// A new trainer, or the run in `out` resumed (its settings checked against the request's).
@@ -386,15 +424,32 @@ fn training_features(
     }
 }
 
-/// Build the inference model, calibrate its threshold on the training normals, save it.
+/// Build the inference model, calibrate its threshold on the training normals (a tiled model:
+/// the whole training images, inspected tiled), save it.
 fn save_model(
     out: &Path,
     mut detector: Detector,
     trainer: &Trainer,
     features: &FeatureSet,
+    whole_train: &[Sample],
+    device: &Device,
 ) -> Result<f32> {
     detector.hvq = detector.hvq.load_native(&trainer.network())?;
-    let calibration = crate::threshold::calibrate(&detector, features, 0.99)?;
+    let calibration = match detector.tiling {
+        None => crate::threshold::calibrate(&detector, features, 0.99)?,
+        Some(_) => {
+            let inspector = super::Inspector::new(detector, device.clone());
+            let mut scores = Vec::with_capacity(whole_train.len());
+            for sample in whole_train {
+                let img = sample.load_image()?;
+                let class = super::ClassChoice::Index(sample.class);
+                let r = inspector.inspect_at(&img, &class, super::MapResolution::Model)?;
+                scores.push(r.score);
+            }
+            detector = inspector.detector;
+            crate::threshold::from_scores(&scores, 0.99)?
+        }
+    };
     let threshold = calibration.threshold;
     detector.calibration = Some(calibration);
     detector.save_dir(out)?;

@@ -38,6 +38,10 @@ pub struct EvalArgs {
     /// How the class of a test image is chosen.
     #[arg(long, value_enum, default_value = "label")]
     pub class: ClassArg,
+    /// Compare maps and masks at this size (square) for the pixel metrics; default: the
+    /// model's input size (224). Larger keeps small defects of high-resolution photos.
+    #[arg(long, value_name = "PIXELS")]
+    pub pixel_size: Option<usize>,
     /// Images per forward pass.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
@@ -68,9 +72,15 @@ pub fn run(args: EvalArgs) -> Result<()> {
         ClassArg::Label => ClassSource::Label,
         ClassArg::Auto => ClassSource::Auto,
     };
-    let result = evaluate(&detector, &dataset, source, args.batch, &device, &mut |d| {
-        pb.set_position(d as u64)
-    })?;
+    let inspector = hvq::app::Inspector::new(detector, device);
+    let result = evaluate(
+        &inspector,
+        &dataset,
+        source,
+        args.batch,
+        args.pixel_size,
+        &mut |d| pb.set_position(d as u64),
+    )?;
     pb.finish_and_clear();
     // The table adds the mean row itself.
     let rows: Vec<_> = result.classes.values().cloned().collect();
@@ -103,7 +113,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
             ("device".to_string(), device_name),
             ("generated".to_string(), hvq::app::report::generated_at()),
         ];
-        let inspector = hvq::app::Inspector::new(detector, device);
         let report = hvq::app::report::evaluation_report(&result, &dataset, &inspector, facts)?;
         report
             .write(path)

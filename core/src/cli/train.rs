@@ -100,6 +100,13 @@ pub struct TrainArgs {
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// Train on square tiles of this many pixels cut from each training image, and inspect
+    /// large photos the same way (stored in the model's config.json; resume with the same).
+    #[arg(long, value_name = "PIXELS")]
+    pub tile: Option<u32>,
+    /// Fraction of a tile shared with its neighbours (with --tile).
+    #[arg(long, default_value_t = 0.25, requires = "tile")]
+    pub overlap: f32,
     /// Stop after this many epochs of this invocation (the run can be resumed later).
     #[arg(long, hide = true)]
     pub stop_after: Option<usize>,
@@ -159,6 +166,10 @@ impl TrainArgs {
             },
             train,
             resume: self.resume,
+            tiling: self.tile.map(|tile| hvq::tiling::Tiling {
+                tile,
+                overlap: self.overlap,
+            }),
             stop_after: self.stop_after,
             inject_nan_at_step: self.inject_nan_at_step,
         }

@@ -2,8 +2,10 @@
 //! serde structs, which are saved beside the weights. Presets are named constructors.
 
 mod efficientnet_blocks;
+mod tiling;
 
 pub use efficientnet_blocks::{BlockSpec, block_specs, stem_channels};
+pub use tiling::{MAX_OVERLAP, MAX_TILE, MIN_TILE, Tile, Tiling};
 
 use serde::{Deserialize, Serialize};
 

@@ -24,6 +24,19 @@ pub enum ImageSource {
         /// exactly `width * height * channels` of them. Shared, so cloning a sample is cheap.
         data: Arc<[u8]>,
     },
+    /// A rectangle of another source (a tile of a high-resolution image).
+    Crop {
+        /// The whole image.
+        source: Box<ImageSource>,
+        /// Left edge, pixels.
+        x: u32,
+        /// Top edge, pixels.
+        y: u32,
+        /// Width, pixels.
+        width: u32,
+        /// Height, pixels.
+        height: u32,
+    },
 }
 
 impl std::fmt::Debug for ImageSource {
@@ -42,6 +55,18 @@ impl std::fmt::Debug for ImageSource {
                 .field("height", height)
                 .field("channels", channels)
                 .finish_non_exhaustive(),
+            ImageSource::Crop {
+                source,
+                x,
+                y,
+                width,
+                height,
+            } => f
+                .debug_struct("Crop")
+                .field("source", source)
+                .field("at", &(x, y))
+                .field("size", &(width, height))
+                .finish(),
         }
     }
 }
@@ -72,7 +97,44 @@ impl Sample {
     /// Decode the image. Grayscale stays gray and RGB stays RGB: callers convert (e.g. with
     /// [`crate::preprocess::to_rgb`]), so a gray dataset does not cost three times the memory here.
     pub fn load_image(&self) -> Result<DynamicImage> {
+        self.load_source(&self.source)
+    }
+
+    /// The image's size without decoding its pixels (a file's header is read).
+    pub fn image_size(&self) -> Result<(u32, u32)> {
         match &self.source {
+            ImageSource::File(path) => image::image_dimensions(path).map_err(|e| HvqError::Image {
+                path: path.display().to_string(),
+                reason: format!("cannot read its size: {e}"),
+            }),
+            ImageSource::Pixels { width, height, .. } | ImageSource::Crop { width, height, .. } => {
+                Ok((*width, *height))
+            }
+        }
+    }
+
+    fn load_source(&self, source: &ImageSource) -> Result<DynamicImage> {
+        match source {
+            ImageSource::Crop {
+                source,
+                x,
+                y,
+                width,
+                height,
+            } => {
+                let whole = self.load_source(source)?;
+                if x + width > whole.width() || y + height > whole.height() {
+                    return Err(HvqError::Image {
+                        path: self.id.clone(),
+                        reason: format!(
+                            "tile {width}x{height} at ({x}, {y}) lies outside the {}x{} image",
+                            whole.width(),
+                            whole.height()
+                        ),
+                    });
+                }
+                Ok(whole.crop_imm(*x, *y, *width, *height))
+            }
             ImageSource::File(path) => crate::preprocess::load(path),
             ImageSource::Pixels {
                 width,

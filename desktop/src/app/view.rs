@@ -116,7 +116,7 @@ impl InspectorApp {
                             ^ (Arc::as_ptr(&o.model_map) as usize as u64),
                         rgba: photo.rgba.clone(),
                         map: o.model_map.clone(),
-                        map_size: o.model_size as u32,
+                        map_size: (o.model_width as u32, o.model_height as u32),
                         width: photo.size[0],
                         height: photo.size[1],
                     };

@@ -30,13 +30,16 @@ pub struct Outcome {
     pub width: u32,
     /// Image height.
     pub height: u32,
-    /// Anomaly map at the model's resolution (`model_size²`, row-major; shared with the
+    /// Anomaly map at the model's scale (`model_width × model_height`, row-major: 224² for a
+    /// whole image, the stitched map of a tiled one; shared with the
     /// renderer, whose shader resamples it to the photo). The map at the image's resolution is
     /// [`Outcome::full_map`]: a list of thousands of 5-megapixel photos keeps 200 kB per image,
     /// not 20 MB.
     pub model_map: Arc<Vec<f32>>,
-    /// Side of `model_map`.
-    pub model_size: usize,
+    /// Width of `model_map`.
+    pub model_width: usize,
+    /// Height of `model_map`.
+    pub model_height: usize,
     /// Smallest value of the model-resolution map: the bottom of the display scale (as `predict`).
     pub map_min: f32,
     /// Inference time, milliseconds.
@@ -55,7 +58,8 @@ impl Outcome {
             width: r.width,
             height: r.height,
             model_map: Arc::new(r.model_map),
-            model_size: r.model_size,
+            model_width: r.model_width,
+            model_height: r.model_height,
             map_min,
             millis: t.preprocess_ms + t.backbone_ms + t.model_ms + t.upsample_ms,
         }
@@ -67,7 +71,7 @@ impl Outcome {
     pub fn full_map(&self) -> Vec<f32> {
         hvq::overlay::resize_map(
             &self.model_map,
-            (self.model_size, self.model_size),
+            (self.model_width, self.model_height),
             (self.width as usize, self.height as usize),
         )
     }

@@ -11,7 +11,8 @@ fn outcome(score: f32) -> Outcome {
         width: 2,
         height: 2,
         model_map: Arc::new(vec![0.0, 1.0, 2.0, score]),
-        model_size: 2,
+        model_width: 2,
+        model_height: 2,
         map_min: 0.0,
         millis: 1.0,
     }

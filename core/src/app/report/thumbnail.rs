@@ -39,8 +39,8 @@ impl Thumbnail {
     ) -> Result<Self> {
         let (w, h) = fit(photo.width(), photo.height(), side);
         let small = crate::preprocess::to_rgb(&photo.resize_exact(w, h, FilterType::Triangle));
-        let s = inspection.model_size;
-        let map = resize_map(&inspection.model_map, (s, s), (w as usize, h as usize));
+        let model = (inspection.model_width, inspection.model_height);
+        let map = resize_map(&inspection.model_map, model, (w as usize, h as usize));
         let (lo, hi) = color_scale(
             &inspection.model_map,
             inspection.score,
