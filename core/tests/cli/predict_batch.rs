@@ -1,9 +1,7 @@
 //! `hvq predict --batch N`: images go through the model N at a time, and each still gets exactly
 //! the result it gets alone; an unreadable file in a batch fails alone, in its place.
 
-mod common;
-
-use common::tree::{hvq, output, temp};
+use crate::common::tree::{hvq, output, temp};
 
 fn rows(dir: &std::path::Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(dir.join("results.json")).unwrap();
@@ -17,7 +15,7 @@ fn rows(dir: &std::path::Path) -> Vec<serde_json::Value> {
 #[test]
 fn batched_predict_gives_each_image_its_own_result() {
     let input = temp("batch-in");
-    let samples = common::repo_root().join("samples");
+    let samples = crate::common::repo_root().join("samples");
     for entry in std::fs::read_dir(&samples).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "png") {

@@ -3,17 +3,15 @@
 //! anything twice or losing anything (a record cut short is redone, an interrupted move is
 //! finished, the CSV agrees with the JSON lines).
 
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::tree::{hvq, output, temp};
+use crate::common::tree::{hvq, output, temp};
 
 fn sample(name: &str) -> Vec<u8> {
-    std::fs::read(common::repo_root().join("samples").join(name)).unwrap()
+    std::fs::read(crate::common::repo_root().join("samples").join(name)).unwrap()
 }
 
 fn records(out: &Path) -> Vec<serde_json::Value> {
