@@ -70,6 +70,14 @@ fn pooled_max(map: &[f32], size: usize, k: usize) -> f64 {
     best
 }
 
+/// Largest elementwise difference of two maps.
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
 fn encode(img: &DynamicImage) -> Vec<u8> {
     let mut out = Cursor::new(Vec::new());
     img.write_to(&mut out, image::ImageFormat::Png).unwrap();
@@ -186,12 +194,7 @@ fn wgpu_gives_the_cpu_result() {
     let gpu = Inspector::new(detector_from(&weights, &gpu_device), gpu_device);
     let a = cpu.inspect(&img, &ClassChoice::Index(1)).unwrap();
     let b = gpu.inspect(&img, &ClassChoice::Index(1)).unwrap();
-    let d = a
-        .model_map
-        .iter()
-        .zip(&b.model_map)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
+    let d = max_diff(&a.model_map, &b.model_map);
     println!(
         "cpu score {} wgpu score {} max map diff {d:e}",
         a.score, b.score
@@ -424,12 +427,7 @@ fn batch_matches_single_images(inspector: &Inspector) {
                 (b.class_index, b.width, b.height)
             );
             let scale = a.model_map.iter().cloned().fold(0f32, f32::max);
-            let d = a
-                .model_map
-                .iter()
-                .zip(&b.model_map)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0f32, f32::max);
+            let d = max_diff(&a.model_map, &b.model_map);
             println!(
                 "{class:?}: score {} vs {}, map diff {d:e} (scale {scale})",
                 a.score, b.score

@@ -26,6 +26,7 @@ import { tmpdir } from 'node:os';
 import { join, extname, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
+import { checks } from './harness.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const targetDir = process.env.CARGO_TARGET_DIR ?? join(process.env.HOME, '.cache/hvq-target');
@@ -37,19 +38,7 @@ const SAMPLE = 'mono-defect-cell0001.png';
 const TOL = 1e-3;
 const TIMEOUT = Number(process.env.HVQ_WEB_TIMEOUT_MS ?? 10 * 60 * 1000); // SwiftShader and scalar wasm are slow; nothing here is timed
 
-let passed = 0;
-let failed = 0;
-async function check(name, fn) {
-  const t0 = Date.now();
-  try {
-    await fn();
-    passed++;
-    console.log(`test web::${name} ... ok (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
-  } catch (e) {
-    failed++;
-    console.log(`test web::${name} ... FAILED (${((Date.now() - t0) / 1000).toFixed(1)} s)\n${e.stack ?? e}`);
-  }
-}
+const { check, counts, finish } = checks('web');
 
 // ---- native reference ------------------------------------------------------------------------
 function readNpy(path) {
@@ -323,7 +312,6 @@ await check('broken_model_downloads_show_a_message_and_a_retry', async () => {
 
 server.close();
 writeFileSync(join(artifacts, 'web-e2e.json'), JSON.stringify(summary, null, 1));
-if (failed) console.log('browser log:\n' + logs.join('\n'));
+if (counts.failed) console.log('browser log:\n' + logs.join('\n'));
 console.log(`web e2e: artifacts in ${artifacts}`);
-console.log(`test result: ${failed ? 'FAILED' : 'ok'}. ${passed} passed; ${failed} failed`);
-process.exit(failed ? 1 : 0);
+finish();

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import assert from 'node:assert/strict';
+import { checks } from './harness.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const targetDir = process.env.CARGO_TARGET_DIR ?? join(process.env.HOME, '.cache/hvq-target');
@@ -21,19 +22,7 @@ const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const elpv = process.env.HVQ_ELPV_DIR ?? join(process.env.HOME, '.cache/hvq/elpv/elpv_dataset/data');
 mkdirSync(artifacts, { recursive: true });
 
-let passed = 0;
-let failed = 0;
-async function check(name, fn) {
-  const t0 = Date.now();
-  try {
-    await fn();
-    passed++;
-    console.log(`test report::${name} ... ok (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
-  } catch (e) {
-    failed++;
-    console.log(`test report::${name} ... FAILED (${((Date.now() - t0) / 1000).toFixed(1)} s)\n${e.stack ?? e}`);
-  }
-}
+const { check, counts, finish } = checks('report');
 
 const work = mkdtempSync(join(tmpdir(), 'hvq-report-'));
 const hvq = (args) => execFileSync(hvqBin, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -100,6 +89,5 @@ await check('predict_report_renders_self_contained', async () => {
 });
 
 await browser.close();
-console.log(`report tests: ${passed} passed, ${failed} failed; screenshots in ${artifacts}`);
-console.log(`test result: ${failed ? 'FAILED' : 'ok'}. ${passed} passed; ${failed} failed`);
-process.exit(failed ? 1 : 0);
+console.log(`report tests: ${counts.passed} passed, ${counts.failed} failed; screenshots in ${artifacts}`);
+finish();

@@ -20,10 +20,8 @@ use crate::error::{HvqError, Result};
 pub struct FileInspection {
     /// The file.
     pub path: PathBuf,
-    /// The decoded image (absent when it could not be read).
-    pub image: Option<DynamicImage>,
-    /// The inspection, or what went wrong in words that name the file.
-    pub result: std::result::Result<Inspection, String>,
+    /// The decoded image and its inspection, or what went wrong in words that name the file.
+    pub result: std::result::Result<(DynamicImage, Inspection), String>,
 }
 
 /// Inspect `files` as one batch (see the module documentation), in order.
@@ -64,19 +62,15 @@ pub fn inspect_files<G>(
         .iter()
         .zip(decoded)
         .map(|(path, decoded)| {
-            let (image, result) = match decoded {
-                Err(e) => (None, Err(e)),
-                Ok(img) => {
-                    let result = inspections.next().unwrap_or_else(|| {
-                        Err(HvqError::Device("the batch gave no result".into()))
-                    });
-                    (Some(img), result)
-                }
-            };
+            let result = decoded.and_then(|img| {
+                let inspection = inspections
+                    .next()
+                    .unwrap_or_else(|| Err(HvqError::Device("the batch gave no result".into())))?;
+                Ok((img, inspection))
+            });
             FileInspection {
                 result: result.map_err(|e| naming(path, e)),
                 path: path.clone(),
-                image,
             }
         })
         .collect()
@@ -93,19 +87,8 @@ fn naming(path: &Path, error: HvqError) -> String {
 }
 
 fn read_alone<G>(file: &Path, working_on: &impl Fn(String) -> G) -> Result<DynamicImage> {
-    catch_unwind(AssertUnwindSafe(|| {
-        let _work = working_on(format!("reading {}", file.display()));
+    alone(file, "reading", "decoding", working_on, || {
         crate::preprocess::load(file)
-    }))
-    .unwrap_or_else(|p| {
-        Err(HvqError::Image {
-            path: file.display().to_string(),
-            reason: format!(
-                "decoding failed inside hvq ({}); this is a bug in hvq, please report it with \
-                 the image",
-                payload_text(p.as_ref())
-            ),
-        })
     })
 }
 
@@ -117,16 +100,30 @@ fn inspect_alone<G>(
     resolution: MapResolution,
     working_on: &impl Fn(String) -> G,
 ) -> Result<Inspection> {
-    catch_unwind(AssertUnwindSafe(|| {
-        let _work = working_on(format!("inspecting {}", file.display()));
+    alone(file, "inspecting", "inference", working_on, || {
         inspector.inspect_at(img, class, resolution)
+    })
+}
+
+/// One file's piece of work on its own, named for the panic report (`<doing> <file>`); a panic
+/// inside becomes that file's error (`<what> failed inside hvq`).
+fn alone<T, G>(
+    file: &Path,
+    doing: &str,
+    what: &str,
+    working_on: &impl Fn(String) -> G,
+    work: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(|| {
+        let _work = working_on(format!("{doing} {}", file.display()));
+        work()
     }))
     .unwrap_or_else(|p| {
         Err(HvqError::Image {
             path: file.display().to_string(),
             reason: format!(
-                "inference failed inside hvq ({}); this is a bug in hvq, please report it with \
-                 the image",
+                "{what} failed inside hvq ({}); this is a bug in hvq, please report it with the \
+                 image",
                 payload_text(p.as_ref())
             ),
         })
@@ -194,12 +191,11 @@ mod tests {
                 "broken.png" | "missing.png" => {
                     let e = o.result.as_ref().unwrap_err();
                     assert!(e.contains(&f.display().to_string()), "{e}");
-                    assert!(o.image.is_none());
                 }
                 _ => {
-                    let img = o.image.as_ref().unwrap();
+                    let (img, b) = o.result.as_ref().unwrap();
                     let alone = inspector.inspect_at(img, &ClassChoice::Auto, MapResolution::Model);
-                    let (a, b) = (alone.unwrap(), o.result.as_ref().unwrap());
+                    let a = alone.unwrap();
                     assert_eq!(a.model_map, b.model_map, "{name}");
                     assert_eq!((a.score, a.width), (b.score, b.width), "{name}");
                 }

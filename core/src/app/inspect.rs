@@ -14,6 +14,15 @@ use crate::preprocess;
 // on wasm.
 use web_time::Instant;
 
+/// The result of a batch of one image.
+fn only(mut results: Vec<Result<Inspection>>) -> Result<Inspection> {
+    results.pop().unwrap_or_else(|| {
+        Err(HvqError::Device(
+            "a batch of one image gave no result".into(),
+        ))
+    })
+}
+
 /// Tiles per pass through the model when a tiled model inspects a large image.
 const TILE_BATCH: usize = 16;
 
@@ -184,12 +193,7 @@ impl Inspector {
         class: &ClassChoice,
         resolution: MapResolution,
     ) -> Result<Inspection> {
-        let mut results = self.inspect_batch_with(&[img], class, resolution).await?;
-        results.pop().unwrap_or_else(|| {
-            Err(HvqError::Device(
-                "a batch of one image gave no result".into(),
-            ))
-        })
+        only(self.inspect_batch_with(&[img], class, resolution).await?)
     }
 
     /// Inspect several decoded images in one pass through the model (one device batch: what
@@ -234,12 +238,7 @@ impl Inspector {
                 let r = if tiling.applies_to(img.width(), img.height()) {
                     self.inspect_tiled(img, &tiling, fixed, resolution).await
                 } else {
-                    let mut one = self.inspect_whole(&[img], fixed, resolution).await?;
-                    one.pop().unwrap_or_else(|| {
-                        Err(HvqError::Device(
-                            "a batch of one image gave no result".into(),
-                        ))
-                    })
+                    only(self.inspect_whole(&[img], fixed, resolution).await?)
                 };
                 results.push(r);
             }

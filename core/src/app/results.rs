@@ -100,27 +100,31 @@ fn csv_field(s: &str) -> String {
 /// The rows as CSV, header first.
 pub fn to_csv(rows: &[ResultRow]) -> String {
     let mut out = format!("{CSV_HEADER}\n");
+    for r in rows {
+        out.push_str(&csv_row(r));
+    }
+    out
+}
+
+/// One row as a CSV line (with its line break), the columns of [`CSV_HEADER`].
+pub fn csv_row(r: &ResultRow) -> String {
     let num = |v: Option<f32>| v.map(|x| x.to_string()).unwrap_or_default();
     let text = |v: &Option<String>| csv_field(v.as_deref().unwrap_or(""));
     let int = |v: Option<u32>| v.map(|x| x.to_string()).unwrap_or_default();
-    for r in rows {
-        let fields = [
-            csv_field(&r.image),
-            text(&r.class),
-            num(r.score),
-            num(r.threshold),
-            r.verdict.as_str().to_string(),
-            int(r.width),
-            int(r.height),
-            r.millis.map(|m| format!("{m:.1}")).unwrap_or_default(),
-            text(&r.overlay),
-            text(&r.map),
-            text(&r.error),
-        ];
-        out.push_str(&fields.join(","));
-        out.push('\n');
-    }
-    out
+    let fields = [
+        csv_field(&r.image),
+        text(&r.class),
+        num(r.score),
+        num(r.threshold),
+        r.verdict.as_str().to_string(),
+        int(r.width),
+        int(r.height),
+        r.millis.map(|m| format!("{m:.1}")).unwrap_or_default(),
+        text(&r.overlay),
+        text(&r.map),
+        text(&r.error),
+    ];
+    format!("{}\n", fields.join(","))
 }
 
 /// Write `results.csv` and `results.json` into `dir`, each atomically.

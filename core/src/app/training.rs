@@ -194,12 +194,15 @@ pub fn train(
         return Err(HvqError::dataset(&request.data, "no training images"));
     }
     // A tiled model learns normality from tiles; its threshold comes from the whole training
-    // images, inspected tiled as the saved model will inspect.
-    let whole_train = dataset.train.clone();
-    if let Some(tiling) = &request.tiling {
-        tiling.validate()?;
-        dataset.train = tiles_of(&dataset.train, tiling)?;
-    }
+    // images (kept aside here), inspected tiled as the saved model will inspect.
+    let whole_train = match &request.tiling {
+        Some(tiling) => {
+            tiling.validate()?;
+            let tiles = tiles_of(&dataset.train, tiling)?;
+            std::mem::replace(&mut dataset.train, tiles)
+        }
+        None => Vec::new(),
+    };
     std::fs::create_dir_all(out).map_err(|e| HvqError::io(out, e))?;
     let backbone = load_backbone(
         request.backbone,
@@ -434,6 +437,7 @@ fn save_model(
     whole_train: &[Sample],
     device: &Device,
 ) -> Result<f32> {
+    // `whole_train`: the training images before tiling (empty for an untiled model).
     detector.hvq = detector.hvq.load_native(&trainer.network())?;
     let calibration = match detector.tiling {
         None => crate::threshold::calibrate(&detector, features, 0.99)?,

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use super::files::inspect_files;
 use super::images::is_image_path;
 use super::inspect::{ClassChoice, Inspector, MapResolution};
-use super::results::{OutputNames, RESULTS_CSV, ResultRow, to_csv, write_image_outputs};
+use super::results::{OutputNames, RESULTS_CSV, ResultRow, csv_row, to_csv, write_image_outputs};
 use crate::error::{HvqError, Result};
 
 /// The record of a watch, one JSON line per image.
@@ -209,8 +209,8 @@ impl Watch {
             );
             for (file, (_, stamp)) in inspected.into_iter().zip(chunk) {
                 let stem = self.names.stem(&file.path);
-                let row = match (&file.image, &file.result) {
-                    (Some(img), Ok(r)) => {
+                let row = match &file.result {
+                    Ok((img, r)) => {
                         let mut row = ResultRow::inspected(&file.path, r, r.threshold);
                         let (overlay, map) = write_image_outputs(
                             &self.options.out,
@@ -223,8 +223,7 @@ impl Watch {
                         row.map = map;
                         row
                     }
-                    (_, Err(e)) => ResultRow::failed(&file.path, e),
-                    (None, Ok(_)) => ResultRow::failed(&file.path, "no image"),
+                    Err(e) => ResultRow::failed(&file.path, e),
                 };
                 let mut record = WatchRecord {
                     row,
@@ -270,11 +269,9 @@ impl Watch {
             .write_all(line.as_bytes())
             .and_then(|()| self.jsonl.sync_data())
             .map_err(|e| HvqError::io(&jsonl_path, e))?;
-        let csv = to_csv(std::slice::from_ref(&record.row));
-        let row = csv.split_once('\n').map_or("", |(_, row)| row);
         let csv_path = self.options.out.join(RESULTS_CSV);
         self.csv
-            .write_all(row.as_bytes())
+            .write_all(csv_row(&record.row).as_bytes())
             .and_then(|()| self.csv.flush())
             .map_err(|e| HvqError::io(&csv_path, e))
     }

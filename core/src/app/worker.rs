@@ -1,13 +1,12 @@
 //! The inference thread: it owns the compute device and the [`Inspector`]; a front end queues
 //! [`Request`]s and polls [`Reply`]s, so a window never waits for a forward pass. Inspections
-//! queued together (a folder) run through the model in batches, each image with its own reply. Requests can be
-//! cancelled in bulk (a new folder, a new model), and a panic inside the backend becomes that
-//! image's error instead of taking the thread down.
+//! queued together (a folder) run through the model in batches, each image with its own reply.
+//! Requests can be cancelled in bulk (a new folder, a new model), and a panic inside the backend
+//! becomes that image's error instead of taking the thread down.
 //!
 //! Each inspection carries a caller's `Tag` back with its reply (the desktop tags list images and
 //! calibration images differently).
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -219,14 +218,6 @@ struct Job<Tag> {
     generation: u64,
 }
 
-/// The next request: one set aside earlier, else the next from the channel (waiting).
-fn next_request<Tag>(
-    set_aside: &mut VecDeque<Request<Tag>>,
-    requests: &Receiver<Request<Tag>>,
-) -> Option<Request<Tag>> {
-    set_aside.pop_front().or_else(|| requests.recv().ok())
-}
-
 fn run<Tag>(
     choice: DeviceChoice,
     requests: Receiver<Request<Tag>>,
@@ -253,9 +244,10 @@ fn run<Tag>(
         }
     };
     let mut inspector: Option<Inspector> = None;
-    // Requests taken off the channel while gathering a batch that were not part of it.
-    let mut set_aside = VecDeque::new();
-    while let Some(request) = next_request(&mut set_aside, &requests) {
+    // A request taken off the channel while gathering a batch that was not part of it: the
+    // next one handled.
+    let mut set_aside: Option<Request<Tag>> = None;
+    while let Some(request) = set_aside.take().or_else(|| requests.recv().ok()) {
         match request {
             Request::LoadModel(model) => {
                 let name = model.describe();
@@ -291,15 +283,16 @@ fn run<Tag>(
                 generation,
             } => {
                 // A folder arrives as many requests at once: what is already queued for the
-                // same class joins this one in a batch (up to the device's batch size, and
-                // only while nothing else is set aside, so requests keep their order).
+                // same class joins this one in a batch (up to the device's batch size; the first
+                // other request ends the batch and is handled next, so requests keep their
+                // order).
                 let mut jobs = vec![Job {
                     id,
                     path,
                     tag,
                     generation,
                 }];
-                while jobs.len() < batch && set_aside.is_empty() {
+                while jobs.len() < batch {
                     match requests.try_recv() {
                         Ok(Request::Inspect {
                             id,
@@ -313,7 +306,10 @@ fn run<Tag>(
                             tag,
                             generation,
                         }),
-                        Ok(other) => set_aside.push_back(other),
+                        Ok(other) => {
+                            set_aside = Some(other);
+                            break;
+                        }
                         Err(_) => break,
                     }
                 }
@@ -329,7 +325,7 @@ fn run<Tag>(
                     // of photos keeps 200 kB per image, not 4 bytes per pixel.
                     Some(ins) => inspect_files(ins, &paths, &class, MapResolution::Model, |_| ())
                         .into_iter()
-                        .map(|f| f.result)
+                        .map(|f| f.result.map(|(_, inspection)| inspection))
                         .collect(),
                     None => paths
                         .iter()

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod calibrate;
 pub mod convert;
 pub mod eval;
+pub mod inspect_options;
 pub mod panic_report;
 pub mod predict;
 pub mod progress;

@@ -6,34 +6,20 @@ use anyhow::{Context, Result, bail};
 use hvq::app::files::{FileInspection, inspect_files};
 use hvq::app::report::{MostAnomalous, THUMBNAIL_SIDE, Thumbnail, predict_report};
 use hvq::app::results::{self, OutputNames, ResultRow, write_image_outputs};
-use hvq::app::{ClassChoice, Inspector, MapResolution, ModelSource, list_images};
-use hvq::detector::Calibration;
+use hvq::app::{MapResolution, list_images};
 
+use super::inspect_options::{InspectOptions, Loaded, print_row};
 use super::panic_report::working_on;
 
 /// Arguments of `hvq predict`.
 #[derive(clap::Args, Debug)]
 pub struct PredictArgs {
-    /// Model directory (`config.json` + `model.safetensors`); default: the shipped model.
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
-    /// Class name, or `auto`.
-    #[arg(long, default_value = "auto")]
-    pub class: String,
-    /// Override the model's stored threshold.
-    #[arg(long)]
-    pub threshold: Option<f32>,
-    /// auto (CUDA, else a hardware GPU through wgpu, else the CPU; the choice and why
-    /// are printed), cpu, wgpu or cuda.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
+    /// The model and how to run it.
+    #[command(flatten)]
+    pub model: InspectOptions,
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
-    /// Images per pass through the model (decoded in parallel, one device batch); default:
-    /// 16 on a GPU, 4 on the CPU. Lower it if the device runs out of memory.
-    #[arg(long)]
-    pub batch: Option<usize>,
     /// Also write a self-contained HTML report here (verdict counts, score histogram, the
     /// most anomalous images with overlays, every row).
     #[arg(long)]
@@ -45,38 +31,16 @@ pub struct PredictArgs {
 
 /// Run `hvq predict`.
 pub fn run(args: PredictArgs) -> Result<()> {
-    let PredictArgs {
-        weights,
-        class,
-        threshold,
-        device,
-        out,
+    let Loaded {
+        inspector,
+        class: choice,
         batch,
-        report,
-        images,
-    } = args;
-    let (weights, out, report) = (weights.as_deref(), out.as_path(), report.as_deref());
-    let selection = super::device(&device)?;
-    let batch = batch.unwrap_or_else(|| selection.backend.inspection_batch());
-    if batch == 0 {
-        bail!("--batch must be at least 1");
-    }
-    let device_name = selection.name();
-    let device = selection.device;
-    let source = ModelSource::from_option(weights);
-    let _loading = working_on(format!("loading the model ({})", source.describe()));
-    let mut detector = source.load(&device)?;
+        source,
+        device_name,
+    } = args.model.load()?;
+    let (out, report, images) = (args.out.as_path(), args.report.as_deref(), &args.images);
     let mut most_anomalous = MostAnomalous::default();
-    drop(_loading);
-    if let Some(t) = threshold {
-        detector.calibration = Some(Calibration {
-            threshold: t,
-            source: "command line".into(),
-        });
-    }
-    let choice: ClassChoice = class.parse()?;
-    let inspector = Inspector::new(detector, device);
-    let listing = list_images(&images);
+    let listing = list_images(images);
     if listing.files.is_empty() && listing.problems.is_empty() {
         bail!("no PNG or JPEG images found in {images:?}");
     }
@@ -84,24 +48,17 @@ pub fn run(args: PredictArgs) -> Result<()> {
     let mut rows = Vec::new();
     let mut names = OutputNames::default();
     for (path, problem) in &listing.problems {
-        eprintln!("{}: {problem}", path.display());
-        rows.push(ResultRow::failed(
-            path,
-            format!("{}: {problem}", path.display()),
-        ));
+        let row = ResultRow::failed(path, format!("{}: {problem}", path.display()));
+        print_row(&row);
+        rows.push(row);
     }
     let started = std::time::Instant::now();
     let mut inspected = 0usize;
     for chunk in listing.files.chunks(batch) {
         let done = inspect_files(&inspector, chunk, &choice, MapResolution::Image, working_on);
-        for FileInspection {
-            path,
-            image,
-            result,
-        } in done
-        {
-            match (image, result) {
-                (Some(img), Ok(r)) => {
+        for FileInspection { path, result } in done {
+            let row = match result {
+                Ok((img, r)) => {
                     let mut row = ResultRow::inspected(&path, &r, r.threshold);
                     let stem = names.stem(&path);
                     let (overlay, map) = write_image_outputs(out, &stem, &img, &r, true)?;
@@ -119,22 +76,13 @@ pub fn run(args: PredictArgs) -> Result<()> {
                             Thumbnail::overlay(&img, &r, None, THUMBNAIL_SIDE, caption)
                         })?;
                     }
-                    println!(
-                        "{:<40} {:>10.4} {:<12} {}",
-                        path.display(),
-                        r.score,
-                        row.verdict,
-                        r.class_name
-                    );
-                    rows.push(row);
                     inspected += 1;
+                    row
                 }
-                (_, result) => {
-                    let e = result.err().unwrap_or_else(|| "no image".into());
-                    eprintln!("{e}");
-                    rows.push(ResultRow::failed(&path, &e));
-                }
-            }
+                Err(e) => ResultRow::failed(&path, &e),
+            };
+            print_row(&row);
+            rows.push(row);
         }
     }
     let seconds = started.elapsed().as_secs_f64();

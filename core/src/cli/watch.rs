@@ -6,9 +6,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use clap::Args;
 use hvq::app::watch::{SortImages, Watch, WatchEvent, WatchOptions};
-use hvq::app::{ClassChoice, Inspector, ModelSource};
-use hvq::detector::Calibration;
 
+use super::inspect_options::{InspectOptions, Loaded, print_row};
 use super::panic_report::working_on;
 
 /// Arguments of `hvq watch`.
@@ -19,21 +18,9 @@ pub struct WatchArgs {
     /// Output folder: results.jsonl, results.csv, overlays (and sorted images).
     #[arg(long)]
     pub out: PathBuf,
-    /// Model directory; default: the shipped model.
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
-    /// Class name, or `auto`.
-    #[arg(long, default_value = "auto")]
-    pub class: String,
-    /// Override the model's stored threshold.
-    #[arg(long)]
-    pub threshold: Option<f32>,
-    /// auto, cpu, wgpu or cuda.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// Images per pass through the model; default: 16 on a GPU, 4 on the CPU.
-    #[arg(long)]
-    pub batch: Option<usize>,
+    /// The model and how to run it.
+    #[command(flatten)]
+    pub model: InspectOptions,
     /// Seconds a file must stay unchanged (size and time) to count as completely written.
     #[arg(long, default_value_t = 2.0)]
     pub settle: f64,
@@ -70,23 +57,12 @@ pub fn run(args: WatchArgs) -> Result<()> {
     if !args.dir.is_dir() {
         bail!("{}: not a folder", args.dir.display());
     }
-    let selection = super::device(&args.device)?;
-    let batch = args
-        .batch
-        .unwrap_or_else(|| selection.backend.inspection_batch());
-    let source = ModelSource::from_option(args.weights.as_deref());
-    let mut detector = {
-        let _loading = working_on(format!("loading the model ({})", source.describe()));
-        source.load(&selection.device)?
-    };
-    if let Some(t) = args.threshold {
-        detector.calibration = Some(Calibration {
-            threshold: t,
-            source: "command line".into(),
-        });
-    }
-    let class: ClassChoice = args.class.parse()?;
-    let inspector = Inspector::new(detector, selection.device);
+    let Loaded {
+        inspector,
+        class,
+        batch,
+        ..
+    } = args.model.load()?;
     let mut watch = Watch::open(
         WatchOptions {
             dir: args.dir.clone(),
@@ -111,19 +87,7 @@ pub fn run(args: WatchArgs) -> Result<()> {
     loop {
         let _scan = working_on(format!("watching {}", args.dir.display()));
         let n = watch.step(|event| match event {
-            WatchEvent::Recorded(r) => {
-                let row = &r.row;
-                match &row.error {
-                    None => println!(
-                        "{:<40} {:>10.4} {:<12} {}",
-                        row.image,
-                        row.score.unwrap_or(f32::NAN),
-                        row.verdict,
-                        row.class.as_deref().unwrap_or("")
-                    ),
-                    Some(e) => eprintln!("{e}"),
-                }
-            }
+            WatchEvent::Recorded(r) => print_row(&r.row),
             WatchEvent::Warning(w) => eprintln!("warning: {w}"),
         })?;
         inspected += n;
