@@ -80,6 +80,45 @@ pub fn decode_with(bytes: &[u8], name: &str, max: DecodeLimits) -> Result<Dynami
     Ok(img)
 }
 
+/// An image from raw RGBA8 pixels (a camera frame or a canvas), checked as [`decode_with`]
+/// checks a file: the length must be `width × height × 4` and the size within `max`. `name`
+/// is used in error messages. The alpha channel is kept (and dropped by [`to_rgb`], like a PNG's).
+pub fn from_rgba(
+    rgba: Vec<u8>,
+    width: u32,
+    height: u32,
+    name: &str,
+    max: DecodeLimits,
+) -> Result<DynamicImage> {
+    let fail = |reason: String| HvqError::Image {
+        path: name.to_string(),
+        reason,
+    };
+    if width == 0 || height == 0 {
+        return Err(fail("image has zero width or height".into()));
+    }
+    if width > max.max_side
+        || height > max.max_side
+        || width as u64 * height as u64 > max.max_pixels
+    {
+        return Err(fail(format!(
+            "image is too large ({width}×{height}); the limit here is {} pixels a side and {} megapixels",
+            max.max_side,
+            max.max_pixels / 1_000_000
+        )));
+    }
+    let expected = width as u64 * height as u64 * 4;
+    if rgba.len() as u64 != expected {
+        return Err(fail(format!(
+            "{} bytes of pixels for {width}×{height} RGBA (expected {expected})",
+            rgba.len()
+        )));
+    }
+    let img = image::RgbaImage::from_raw(width, height, rgba)
+        .ok_or_else(|| fail("pixel buffer does not match its size".into()))?;
+    Ok(DynamicImage::ImageRgba8(img))
+}
+
 /// Read and decode an image file.
 pub fn load(path: &std::path::Path) -> Result<DynamicImage> {
     let bytes = std::fs::read(path).map_err(|e| HvqError::io(path, e))?;

@@ -543,3 +543,49 @@ fn a_tiled_model_inspects_large_photos_tile_by_tile() {
     assert_eq!(back.tiling, Some(tiling));
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A camera frame handed over as raw RGBA pixels (the web page's live mode) is inspected exactly
+/// as the same pixels saved to a PNG file; wrong lengths and sizes are refused with the frame's
+/// name in the message.
+#[test]
+fn raw_rgba_pixels_inspect_as_their_png() {
+    use hvq::preprocess::{DecodeLimits, decode_with, from_rgba};
+    let device = Device::flex();
+    let inspector = Inspector::new(detector(&device), device);
+    let frame = DynamicImage::ImageRgba8(chelsea().to_rgba8());
+    let (w, h) = (frame.width(), frame.height());
+    let png = encode(&frame);
+    let from_file = inspector
+        .inspect(
+            &decode_with(&png, "frame.png", DecodeLimits::BROWSER).unwrap(),
+            &ClassChoice::Auto,
+        )
+        .unwrap();
+    let raw = from_rgba(
+        frame.to_rgba8().into_raw(),
+        w,
+        h,
+        "camera",
+        DecodeLimits::BROWSER,
+    )
+    .unwrap();
+    let from_pixels = inspector.inspect(&raw, &ClassChoice::Auto).unwrap();
+    assert_eq!(from_pixels.model_map, from_file.model_map);
+    assert_eq!(from_pixels.score, from_file.score);
+
+    let short = from_rgba(vec![0; 10], 4, 4, "camera frame 3", DecodeLimits::BROWSER)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        short.contains("camera frame 3") && short.contains("expected 64"),
+        "{short}"
+    );
+    let huge = from_rgba(vec![], 20_000, 20_000, "camera", DecodeLimits::BROWSER)
+        .unwrap_err()
+        .to_string();
+    assert!(huge.contains("too large (20000×20000)"), "{huge}");
+    let empty = from_rgba(vec![], 0, 5, "camera", DecodeLimits::BROWSER)
+        .unwrap_err()
+        .to_string();
+    assert!(empty.contains("zero width"), "{empty}");
+}

@@ -11,6 +11,10 @@
 // 5. Offline: once loaded, the page reloads and inspects with the network cut (service worker).
 // 6. Model files that arrive cut short or fail (HTTP 500) give a message and a Retry button; a
 //    retry that finds them whole loads the model and inspects.
+// 7. Live camera: Chromium's fake camera plays a Y4M made from the sample; the page inspects
+//    frames continuously on WebGPU and shows the rate; "Freeze and save" downloads the frame, the
+//    view and the result row, and the CLI on the saved frame gives the page's score and map. A
+//    browser without a camera gets a message.
 // Screenshots and a JSON summary (sizes, in-browser times) go to $HVQ_ARTIFACTS.
 //
 // Tolerance: the CLI runs burn's native CPU backend (SIMD, multi-threaded), the page runs
@@ -23,7 +27,7 @@ import { execFileSync } from 'node:child_process';
 import { createServer } from 'node:http';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, extname, resolve, dirname } from 'node:path';
+import { join, extname, resolve, dirname, basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
 import { checks } from './harness.mjs';
@@ -54,13 +58,14 @@ function readNpy(path) {
   return { h, w, data: out };
 }
 
-function nativeReference() {
+// The CLI's score, class, verdict and 224×224 map of a PNG file.
+function nativeReference(path = join(root, 'samples', SAMPLE)) {
   assert.ok(existsSync(hvqBin), `${hvqBin} is missing: build it with cargo build -p core`);
   const out = mkdtempSync(join(tmpdir(), 'hvq-web-e2e-'));
-  execFileSync(hvqBin, ['predict', '--device', 'cpu', '--out', out, join(root, 'samples', SAMPLE)], { stdio: 'inherit' });
+  execFileSync(hvqBin, ['predict', '--device', 'cpu', '--out', out, path], { stdio: 'inherit' });
   const rows = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8'));
-  const map = readNpy(join(out, SAMPLE.replace('.png', '_map224.npy')));
-  return { score: rows[0].score, className: rows[0].class, map };
+  const map = readNpy(join(out, basename(path).replace('.png', '_map224.npy')));
+  return { score: rows[0].score, className: rows[0].class, verdict: rows[0].verdict, map };
 }
 
 function compare(web, native, label) {
@@ -264,6 +269,14 @@ await check('cpu_fallback_matches_cli', async () => {
     summary.cpu = { ...compare(r, native, 'CPU fallback'), first_ms: r.roundTripMs, load_ms: info.loadMs, times_ms: r.times };
     summary.cpu.warm = await timeSamples(page, 2);
     await page.screenshot({ path: join(artifacts, 'web-cpu.png') });
+    // This browser has no camera (no fake device): a message, and the page stays usable.
+    await page.click('#camera');
+    await page.waitForFunction(() => window.hvq.state === 'error', null, { timeout: TIMEOUT });
+    const denied = await page.evaluate(() => window.hvq.error);
+    assert.equal(denied, 'camera: no camera found');
+    assert.ok(await page.isVisible('#error'), 'the message is shown');
+    assert.equal(await page.textContent('#camera'), 'Live camera');
+    summary.no_camera_message = denied;
   } finally {
     await browser.close();
   }
@@ -305,6 +318,130 @@ await check('broken_model_downloads_show_a_message_and_a_retry', async () => {
     const r = await runSample(page);
     compare(r, native, 'CPU fallback after a retry');
     summary.load_failure_messages = [cut, server500];
+  } finally {
+    await browser.close();
+  }
+});
+
+// A Y4M video (4:2:0, BT.601 limited range, as Chromium's fake camera reads it) of one still
+// picture: RGBA pixels of `width × height`.
+function y4m(rgba, width, height) {
+  const Y = Buffer.alloc(width * height);
+  const cw = width >> 1;
+  const ch = height >> 1;
+  const U = Buffer.alloc(cw * ch);
+  const V = Buffer.alloc(cw * ch);
+  const at = (x, y) => { const i = 4 * (y * width + x); return [rgba[i], rgba[i + 1], rgba[i + 2]]; };
+  const clamp = (v) => Math.max(0, Math.min(255, Math.round(v)));
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const [r, g, b] = at(x, y);
+      Y[y * width + x] = clamp(16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255);
+    }
+  }
+  for (let y = 0; y < ch; y++) {
+    for (let x = 0; x < cw; x++) {
+      let [r, g, b] = [0, 0, 0];
+      for (const [dx, dy] of [[0, 0], [1, 0], [0, 1], [1, 1]]) {
+        const p = at(2 * x + dx, 2 * y + dy);
+        r += p[0] / 4; g += p[1] / 4; b += p[2] / 4;
+      }
+      U[y * cw + x] = clamp(128 + (-37.797 * r - 74.203 * g + 112 * b) / 255);
+      V[y * cw + x] = clamp(128 + (112 * r - 93.786 * g - 18.214 * b) / 255);
+    }
+  }
+  const header = Buffer.from(`YUV4MPEG2 W${width} H${height} F10:1 Ip A1:1 C420jpeg\n`, 'latin1');
+  return Buffer.concat([header, Buffer.from('FRAME\n', 'latin1'), Y, U, V]);
+}
+
+// PNG width and height from the IHDR chunk.
+function pngSize(buf) {
+  assert.equal(buf.toString('latin1', 1, 4), 'PNG', 'a PNG file');
+  return { width: buf.readUInt32BE(16), height: buf.readUInt32BE(20) };
+}
+
+await check('live_camera_inspects_frames_and_saves_what_the_cli_scores', async () => {
+  // The sample's pixels, decoded by the browser, become the fake camera's video.
+  let video;
+  {
+    const browser = await launch(NO_WEBGPU_ARGS);
+    try {
+      const page = await browser.newPage();
+      await page.goto(url + 'manifest.json');
+      const { width, height, data } = await page.evaluate(async (path) => {
+        const bitmap = await createImageBitmap(await (await fetch(path)).blob());
+        const ctx = new OffscreenCanvas(bitmap.width, bitmap.height).getContext('2d');
+        ctx.drawImage(bitmap, 0, 0);
+        const img = ctx.getImageData(0, 0, bitmap.width, bitmap.height);
+        return { width: img.width, height: img.height, data: Array.from(img.data) };
+      }, 'samples/' + SAMPLE);
+      video = join(mkdtempSync(join(tmpdir(), 'hvq-camera-')), 'camera.y4m');
+      writeFileSync(video, y4m(data, width, height));
+      summary.camera = { video: { width, height } };
+    } finally {
+      await browser.close();
+    }
+  }
+  const browser = await launch([...WEBGPU_ARGS, '--use-fake-ui-for-media-stream',
+    '--use-fake-device-for-media-stream', `--use-file-for-fake-video-capture=${video}`]);
+  try {
+    const { page, context } = await openPage(browser, url + '?backend=webgpu', logs);
+    await context.grantPermissions(['camera'], { origin: url });
+    assert.equal(await page.evaluate(() => window.hvq.backend), 'webgpu');
+    await page.click('#camera');
+    // Continuous: several frames, each inspected and drawn, and a rate on the page.
+    await page.waitForFunction(() => window.hvq.live.frames >= 3 || window.hvq.state === 'error', null, { timeout: TIMEOUT });
+    const live = await page.evaluate(() => ({ ...window.hvq.live, state: window.hvq.state, error: window.hvq.error }));
+    assert.equal(live.state, 'live', `live mode: ${live.error}`);
+    assert.ok(live.fps > 0, `frame rate ${live.fps}`);
+    assert.match(await page.textContent('#fps'), /^\d+\.\d+ frames\/s$/);
+    assert.ok(await page.isVisible('#fps'), 'the rate is shown');
+    assert.equal(await page.textContent('#r-name'), `camera frame ${await page.evaluate(() => window.hvq.live.frames)}`);
+    await page.screenshot({ path: join(artifacts, 'web-camera.png') });
+
+    // Freeze and save: three downloads, the frame stays on screen.
+    const downloads = [];
+    page.on('download', (d) => downloads.push(d));
+    await page.click('#freeze');
+    await page.waitForFunction(() => window.hvq.live.saved.length === 1, null, { timeout: TIMEOUT });
+    while (downloads.length < 3) await new Promise((r) => setTimeout(r, 100));
+    const saved = {};
+    for (const d of downloads) {
+      const path = join(artifacts, d.suggestedFilename());
+      await d.saveAs(path);
+      saved[extname(path) === '.json' ? 'json' : d.suggestedFilename().endsWith('-overlay.png') ? 'overlay' : 'frame'] = path;
+    }
+    const frozen = await page.evaluate(() => ({
+      ...window.hvq.result, map: Array.from(window.hvq.result.map), verdict: window.hvq.verdict,
+      frames: window.hvq.live.frames, state: window.hvq.state,
+    }));
+    assert.equal(frozen.state, 'done');
+    assert.equal(await page.textContent('#freeze'), 'Resume live');
+    const [row] = JSON.parse(readFileSync(saved.json, 'utf8'));
+    assert.equal(row.image, basename(saved.frame));
+    assert.equal(row.overlay, basename(saved.overlay));
+    assert.equal(row.score, frozen.score);
+    assert.equal(row.verdict, frozen.verdict);
+    // The frame is saved at the camera's size, the view with its overlay at display size.
+    assert.deepEqual(pngSize(readFileSync(saved.frame)), { width: frozen.width, height: frozen.height });
+    assert.deepEqual(pngSize(readFileSync(saved.frame)), summary.camera.video);
+    const view = await page.evaluate(() => { const r = document.getElementById('view').getBoundingClientRect(); return r.width > 0; });
+    assert.ok(view, 'the frozen frame is on screen');
+    assert.ok(pngSize(readFileSync(saved.overlay)).width > 0);
+
+    // The CLI on the saved frame: the same score, map, class and verdict as the page.
+    const cli = nativeReference(saved.frame);
+    summary.camera = { ...summary.camera, ...compare(frozen, cli, 'live camera frame'), frames: frozen.frames,
+      fps: live.fps, verdict: frozen.verdict, saved: Object.values(saved).map((p) => basename(p)) };
+    assert.equal(frozen.verdict, cli.verdict, 'verdict');
+
+    // Resume and stop: the camera is released.
+    await page.click('#freeze');
+    await page.waitForFunction((n) => window.hvq.live.frames > n, frozen.frames, { timeout: TIMEOUT });
+    await page.click('#camera');
+    await page.waitForFunction(() => document.getElementById('camera').textContent === 'Live camera', null, { timeout: TIMEOUT });
+    assert.equal(await page.evaluate(() => document.getElementById('video').srcObject), null);
+    await context.close();
   } finally {
     await browser.close();
   }

@@ -159,15 +159,47 @@ impl WebModel {
             let t0 = web_time::Instant::now();
             let img = hvq::preprocess::decode_with(&bytes, &name, DecodeLimits::BROWSER)
                 .map_err(|e| JsValue::from(js_error(e)))?;
-            let decode_ms = t0.elapsed().as_secs_f64() * 1e3;
-            let choice: ClassChoice = class.parse().map_err(|e| JsValue::from(js_error(e)))?;
-            let r = inspector
-                .inspect_with(&img, &choice, MapResolution::Model)
-                .await
-                .map_err(|e| JsValue::from(js_error(e)))?;
-            Ok(WebInspection::new(r, decode_ms, t0.elapsed().as_secs_f64() * 1e3).into())
+            inspect_image(&inspector, &img, &class, t0).await
         })
     }
+
+    /// Inspect raw RGBA8 pixels (`width × height`, a camera frame from the live mode) as class
+    /// `class`: the same as [`WebModel::inspect`] on those pixels saved as a PNG, without the
+    /// encoding and decoding. `name` appears in errors; the decode time is the pixels' check.
+    #[wasm_bindgen(js_name = inspectPixels)]
+    pub fn inspect_pixels(
+        &self,
+        rgba: Vec<u8>,
+        width: u32,
+        height: u32,
+        name: String,
+        class: String,
+    ) -> js_sys::Promise {
+        let inspector = Rc::clone(&self.inspector);
+        wasm_bindgen_futures::future_to_promise(async move {
+            let t0 = web_time::Instant::now();
+            let img = hvq::preprocess::from_rgba(rgba, width, height, &name, DecodeLimits::BROWSER)
+                .map_err(|e| JsValue::from(js_error(e)))?;
+            inspect_image(&inspector, &img, &class, t0).await
+        })
+    }
+}
+
+/// The common end of [`WebModel::inspect`] and [`WebModel::inspect_pixels`]: the decoded image
+/// through the model as `class`; the time since `t0` so far counts as decoding.
+async fn inspect_image(
+    inspector: &Inspector,
+    img: &image::DynamicImage,
+    class: &str,
+    t0: web_time::Instant,
+) -> Result<JsValue, JsValue> {
+    let decode_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let choice: ClassChoice = class.parse().map_err(|e| JsValue::from(js_error(e)))?;
+    let r = inspector
+        .inspect_with(img, &choice, MapResolution::Model)
+        .await
+        .map_err(|e| JsValue::from(js_error(e)))?;
+    Ok(WebInspection::new(r, decode_ms, t0.elapsed().as_secs_f64() * 1e3).into())
 }
 
 #[wasm_bindgen]

@@ -2,8 +2,11 @@
 // the photo with its anomaly map on the canvas (see render.js).
 //
 // `window.hvq` exposes the state and the latest result (used by the end-to-end test).
+// The live camera mode is in camera.js.
 // URL parameters: `backend=auto|webgpu|cpu` (where the model runs; default auto),
 // `renderer=cpu` (draw the overlay without WebGPU even when the browser has it).
+
+import { LiveCamera } from './camera.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -57,8 +60,12 @@ function opacity() { return Number($('opacity').value); }
 
 async function redraw() {
   if (!current) return;
+  showDrawn(await call('draw', { threshold: threshold(), opacity: opacity() }));
+}
+
+// The colour scale's ends and the verdict of a drawing.
+function showDrawn({ lo, hi, verdict }) {
   const t = threshold();
-  const { lo, hi, verdict } = await call('draw', { threshold: t, opacity: opacity() });
   $('legend-lo').textContent = lo.toFixed(2);
   $('legend-hi').textContent = hi.toFixed(2);
   $('verdict').textContent = verdict.toUpperCase();
@@ -76,7 +83,30 @@ function setThresholdRange(modelThreshold, score) {
   slider.min = '0';
 }
 
+// The view's size for a photo of `width × height`.
+function displaySize(width, height) {
+  const scale = Math.min(1, MAX_DISPLAY / Math.max(width, height));
+  return { width: Math.max(1, Math.round(width * scale)), height: Math.max(1, Math.round(height * scale)) };
+}
+
+// The result panel for a photo or a camera frame, and `current` for the sliders.
+function showResult(result, name, roundTrip) {
+  const { width, height } = displaySize(result.width, result.height);
+  $('view').style.aspectRatio = `${width} / ${height}`;
+  current = { result };
+  result.roundTripMs = roundTrip;
+  hvq.result = result;
+  setThresholdRange(result.threshold, result.score);
+  $('r-name').textContent = name;
+  $('r-score').textContent = result.score.toFixed(3);
+  $('r-class').textContent = result.className + ($('class').value === 'auto' ? ' (auto)' : '');
+  $('r-size').textContent = `${result.width} × ${result.height}`;
+  const cells = document.querySelectorAll('#times td');
+  [...result.times, roundTrip].forEach((ms, i) => { cells[i].textContent = ms.toFixed(1); });
+}
+
 async function inspect(bytes, name) {
+  if (camera.on) await stopCamera();
   showError('');
   setState('busy');
   const t0 = performance.now();
@@ -84,22 +114,10 @@ async function inspect(bytes, name) {
     // The wasm checks format and size first, so a bad file is reported by the same code as the CLI.
     const result = await call('inspect', { bytes, name, cls: $('class').value }, [bytes.buffer]);
     const roundTrip = performance.now() - t0;
-    const scale = Math.min(1, MAX_DISPLAY / Math.max(result.width, result.height));
-    const width = Math.max(1, Math.round(result.width * scale));
-    const height = Math.max(1, Math.round(result.height * scale));
+    const { width, height } = displaySize(result.width, result.height);
     const bitmap = await createImageBitmap(current_blob, { resizeWidth: width, resizeHeight: height, resizeQuality: 'high' });
     await call('show', { bitmap }, [bitmap]);
-    $('view').style.aspectRatio = `${width} / ${height}`;
-    current = { result };
-    result.roundTripMs = roundTrip;
-    hvq.result = result;
-    setThresholdRange(result.threshold, result.score);
-    $('r-name').textContent = name;
-    $('r-score').textContent = result.score.toFixed(3);
-    $('r-class').textContent = result.className + ($('class').value === 'auto' ? ' (auto)' : '');
-    $('r-size').textContent = `${result.width} × ${result.height}`;
-    const cells = document.querySelectorAll('#times td');
-    [...result.times, roundTrip].forEach((ms, i) => { cells[i].textContent = ms.toFixed(1); });
+    showResult(result, name, roundTrip);
     await redraw();
     setState('done');
   } catch (e) {
@@ -121,6 +139,95 @@ async function inspectBlob(blob, name) {
   const bytes = new Uint8Array(await blob.arrayBuffer());
   await inspect(bytes, name);
 }
+
+// ---- live camera -------------------------------------------------------------------------------
+// Frames are inspected one after another and drawn with their overlay; "Freeze and save" keeps
+// the last inspected frame on screen (the sliders then work on it as on a photo) and downloads
+// it as inspected, as shown, and its result row. `hvq.live` has the counters for the test.
+hvq.live = { frames: 0, fps: 0, saved: [] };
+const camera = new LiveCamera($('video'), inspectFrame, (fps) => {
+  hvq.live.fps = fps;
+  $('fps').textContent = `${fps.toFixed(fps < 10 ? 2 : 1)} frames/s`;
+});
+
+async function inspectFrame(bitmap, number) {
+  const name = `camera frame ${number}`;
+  const t0 = performance.now();
+  const result = await call('frame', {
+    bitmap, name, cls: $('class').value, threshold: threshold(), opacity: opacity(),
+    display: displaySize(bitmap.width, bitmap.height),
+  }, [bitmap]);
+  showResult(result, name, performance.now() - t0);
+  showDrawn(result.drawn);
+  hvq.live.frames = number;
+}
+
+function cameraButtons() {
+  $('camera').textContent = camera.on ? 'Stop camera' : 'Live camera';
+  $('freeze').hidden = !camera.on;
+  $('freeze').textContent = camera.running ? 'Freeze and save' : 'Resume live';
+  $('fps').hidden = !camera.on;
+}
+
+async function startCamera() {
+  showError('');
+  try {
+    await camera.start();
+    setState('live');
+    camera.loop.catch(cameraFailed);
+  } catch (e) {
+    cameraFailed(e);
+  }
+  cameraButtons();
+}
+
+async function stopCamera() {
+  await camera.stop().catch(() => {}); // a failed frame was reported already
+  cameraButtons();
+  setState(current ? 'done' : 'ready');
+}
+
+function cameraFailed(e) {
+  showError(e.message);
+  camera.stop().catch(() => {});
+  cameraButtons();
+  setState('error');
+}
+
+// Freeze on the last inspected frame and download it (PNG as the model saw it), the view with
+// its overlay (PNG) and its result row (JSON, the columns of every result file).
+async function freezeAndSave() {
+  await camera.pause();
+  cameraButtons();
+  setState('done');
+  const r = hvq.result;
+  const stem = `hvq-camera-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+  const { frame, overlay } = await call('save');
+  const row = {
+    image: `${stem}.png`, class: r.className, score: r.score, threshold: threshold(),
+    verdict: hvq.verdict, width: r.width, height: r.height, millis: r.roundTripMs, overlay: `${stem}-overlay.png`,
+  };
+  const json = new Blob([JSON.stringify([row], null, 1) + '\n'], { type: 'application/json' });
+  for (const [blob, name] of [[frame, row.image], [overlay, row.overlay], [json, `${stem}.json`]]) download(blob, name);
+  hvq.live.saved.push(row);
+}
+
+function download(blob, name) {
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(blob);
+  a.download = name;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(a.href), 60_000);
+}
+
+$('camera').onclick = () => (camera.on ? stopCamera() : startCamera());
+$('freeze').onclick = () => {
+  if (camera.running) return freezeAndSave().catch((e) => showError(e.message));
+  camera.resume();
+  camera.loop.catch(cameraFailed);
+  cameraButtons();
+  setState('live');
+};
 
 // ---- start -------------------------------------------------------------------------------------
 // Also the Retry button's: whatever already worked (service worker, samples) is not done again.
@@ -184,7 +291,8 @@ drop.ondrop = (e) => {
 };
 $('threshold').oninput = () => redraw();
 $('opacity').oninput = () => redraw();
-$('class').onchange = () => { if (current_blob) inspectBlob(current_blob, $('r-name').textContent); };
+// A new class applies to the next camera frame by itself; a photo is inspected again.
+$('class').onchange = () => { if (current_blob && !camera.on) inspectBlob(current_blob, $('r-name').textContent); };
 
 // A model that fails to download or load leaves a message and a Retry button, never a blank page.
 function loadFailed(e) {

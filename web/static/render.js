@@ -3,8 +3,8 @@
 // overlay shader (shaders/overlay.wgsl) run on the model's own device (web/src/render.rs); on
 // the CPU, from the same formulas in Rust (blendOverlay, from hvq::overlay).
 
-// RGBA8 pixels of an ImageBitmap.
-function pixels(bitmap) {
+// RGBA8 pixels of an ImageBitmap (an ImageData).
+export function pixels(bitmap) {
   const scratch = new OffscreenCanvas(bitmap.width, bitmap.height).getContext('2d', { willReadFrequently: true });
   scratch.drawImage(bitmap, 0, 0);
   return scratch.getImageData(0, 0, bitmap.width, bitmap.height);

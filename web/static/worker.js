@@ -3,7 +3,7 @@
 // as an OffscreenCanvas), so the page stays responsive while the CPU fallback computes. Every
 // number (scores, maps, colour scale, CPU overlay) comes from the Rust core.
 import init, { WebModel, blendOverlay, colorScale, verdict } from './pkg/hvq_web.js';
-import { GpuOverlay, CpuOverlay } from './render.js';
+import { GpuOverlay, CpuOverlay, pixels } from './render.js';
 
 // The worker's console messages (Rust panics, WebGPU errors) also go to the page's console.
 for (const level of ['warn', 'error']) {
@@ -18,6 +18,7 @@ let model = null;
 let canvas = null;
 let overlay = null;
 let last = null; // the latest result's map and score, for the colour scale and the overlay
+let lastFrame = null; // the latest camera frame's pixels (an ImageData at its full size), for saving
 
 // Drop a bad copy from the offline cache (sw.js), so a retry fetches the file again.
 async function forget(path) {
@@ -64,6 +65,30 @@ function makeOverlay(renderer) {
   return new CpuOverlay(canvas, blendOverlay);
 }
 
+// Keep a result's map for drawing and turn it into a message (the wasm object is freed).
+function keep(r, name) {
+  try {
+    const map = r.map;
+    last = { map, mapWidth: r.mapWidth, mapHeight: r.mapHeight, score: r.score };
+    return {
+      type: 'result', name, score: r.score, threshold: r.threshold ?? null,
+      className: r.className, classIndex: r.classIndex, width: r.width, height: r.height,
+      mapWidth: r.mapWidth, mapHeight: r.mapHeight, map: map.slice(), times: Array.from(r.times),
+    };
+  } finally {
+    r.free();
+  }
+}
+
+// Draw the latest result with a threshold and opacity; the colour scale is the CLI's and the
+// desktop app's, and the verdict under the page's threshold is decided by core as everywhere else.
+async function draw(threshold, opacity) {
+  if (!last) throw new Error('no result yet');
+  const [lo, hi] = colorScale(last.map, last.score, threshold);
+  await overlay.draw(lo, hi, opacity);
+  return { lo, hi, verdict: verdict(last.score, threshold) };
+}
+
 const handlers = {
   // Also a retry after a failed load: the canvas came with the first attempt.
   async load(msg) {
@@ -88,18 +113,38 @@ const handlers = {
   },
   async inspect(msg) {
     if (!model) throw new Error('the model is not loaded yet');
-    const r = await model.inspect(new Uint8Array(msg.bytes), msg.name, msg.cls);
+    lastFrame = null;
+    return keep(await model.inspect(new Uint8Array(msg.bytes), msg.name, msg.cls), msg.name);
+  },
+  // A camera frame (an ImageBitmap at the camera's size): inspected from its pixels, then shown at
+  // `display` size with its overlay under the page's threshold and opacity.
+  async frame(msg) {
+    if (!model) throw new Error('the model is not loaded yet');
+    const { bitmap, display } = msg;
     try {
-      const map = r.map;
-      last = { map, mapWidth: r.mapWidth, mapHeight: r.mapHeight, score: r.score };
-      return {
-        type: 'result', name: msg.name, score: r.score, threshold: r.threshold ?? null,
-        className: r.className, classIndex: r.classIndex, width: r.width, height: r.height,
-        mapWidth: r.mapWidth, mapHeight: r.mapHeight, map: map.slice(), times: Array.from(r.times),
-      };
+      const photo = pixels(bitmap);
+      const r = await model.inspectPixels(new Uint8Array(photo.data.buffer), photo.width, photo.height, msg.name, msg.cls);
+      const result = keep(r, msg.name);
+      lastFrame = photo;
+      const shown = await createImageBitmap(bitmap, { resizeWidth: display.width, resizeHeight: display.height, resizeQuality: 'high' });
+      overlay.setImage(shown, last.map, last.mapWidth, last.mapHeight);
+      shown.close();
+      return { ...result, drawn: await draw(msg.threshold, msg.opacity) };
     } finally {
-      r.free();
+      bitmap.close();
     }
+  },
+  // The latest camera frame as inspected (PNG at the camera's size) and as shown (PNG of the
+  // canvas, with its overlay).
+  async save() {
+    if (!lastFrame) throw new Error('no camera frame to save');
+    const frame = new OffscreenCanvas(lastFrame.width, lastFrame.height);
+    frame.getContext('2d').putImageData(lastFrame, 0, 0);
+    await overlay.queue;
+    return {
+      type: 'saved', frame: await frame.convertToBlob({ type: 'image/png' }),
+      overlay: await canvas.convertToBlob({ type: 'image/png' }),
+    };
   },
   // The photo at display size for the latest result.
   show(msg) {
@@ -110,11 +155,7 @@ const handlers = {
   },
   // Draw with a threshold and opacity; the colour scale is the CLI's and the desktop app's.
   async draw(msg) {
-    if (!last) throw new Error('no result yet');
-    const [lo, hi] = colorScale(last.map, last.score, msg.threshold);
-    await overlay.draw(lo, hi, msg.opacity);
-    // The verdict under the page's threshold, decided by core as everywhere else.
-    return { type: 'drawn', lo, hi, verdict: verdict(last.score, msg.threshold) };
+    return { type: 'drawn', ...(await draw(msg.threshold, msg.opacity)) };
   },
   // This device against a CPU copy of the model, stage by stage (see web/src/self_check.rs).
   async selfCheck(msg) {
