@@ -4,15 +4,16 @@
 // an R32Float texture at any resolution, interpolated bilinearly here with `textureLoad` (32-bit
 // float textures are not filterable on every WebGPU device), pixel centres aligned as in
 // `align_corners=False` resizing, like the CPU path; values are scaled
-// linearly from `lo` (blue) to `hi` (red). `opacity` is the weight of the colormap. Pixels below
-// `lo` are left as the photo when `hide_below_lo` is set. The colormap is the same piecewise-
-// linear "jet" as `core/src/overlay.rs` (`jet`), so CLI overlays and on-screen overlays agree.
+// linearly from `lo` (blue) to `hi` (red). `opacity` is the weight of the colormap, varied along
+// the scale by `weighting` (core's `overlay::Weighting`): 0 the same everywhere, 1 none below `lo`,
+// 2 rising from none at `lo` to `opacity` at `hi`. The colormap is the same piecewise-linear
+// "jet" as `core/src/overlay.rs` (`jet`), so CLI overlays and on-screen overlays agree.
 
 struct Params {
     lo: f32,
     hi: f32,
     opacity: f32,
-    hide_below_lo: u32,
+    weighting: u32,
     // Viewport transform of the quad: pixel offset and scale in normalised device coordinates.
     offset: vec2<f32>,
     scale: vec2<f32>,
@@ -72,8 +73,10 @@ fn fs_main(in: VertexOut) -> @location(0) vec4<f32> {
     let span = max(params.hi - params.lo, 1e-6);
     let t = (value - params.lo) / span;
     var weight = params.opacity;
-    if (params.hide_below_lo != 0u && t < 0.0) {
+    if (params.weighting == 1u && t < 0.0) {
         weight = 0.0;
+    } else if (params.weighting == 2u) {
+        weight = params.opacity * clamp(t, 0.0, 1.0);
     }
     let color = mix(base, jet(t), weight);
     return vec4<f32>(color, 1.0);

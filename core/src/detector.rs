@@ -29,6 +29,12 @@ pub struct Calibration {
     pub threshold: f32,
     /// How it was obtained (e.g. "99th percentile of 120 normal training images").
     pub source: String,
+    /// The median score of the normal images the threshold came from: where a typical normal
+    /// image's worst region sits. Overlays fade colour in from here to the threshold
+    /// (`overlay::color_scale`). Absent in models calibrated before it was stored, and when the
+    /// threshold was given by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normal_score: Option<f32>,
 }
 
 /// A model directory's `config.json`.

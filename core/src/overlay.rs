@@ -13,42 +13,130 @@ pub fn jet(t: f32) -> [f32; 3] {
     [r, g, b]
 }
 
-/// Blend the colormapped `map` (row-major, the image's size) over `photo`.
-/// Values are scaled linearly from `lo` (transparent end of the scale) to `hi`.
-pub fn blend(photo: &RgbImage, map: &[f32], lo: f32, hi: f32, opacity: f32) -> RgbImage {
+/// How strongly the colormap covers the photo at a pixel whose map value sits at `t` on the
+/// scale (0 at `lo`, 1 at `hi`). The shader implements the same three rules (`weighting`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Weighting {
+    /// `opacity` everywhere: the whole photo is tinted, blue where the map is low.
+    #[default]
+    Uniform,
+    /// `opacity` from `lo` up, the photo as it is below.
+    HideBelowLo,
+    /// Rising from nothing at `lo` to `opacity` at `hi`: where the map stays at the level of normal
+    /// images the photo shows as it is, and colour appears only as a region approaches the
+    /// threshold.
+    Fade,
+}
+
+impl Weighting {
+    /// The colormap's weight over the photo at scale position `t`.
+    pub fn weight(self, t: f32, opacity: f32) -> f32 {
+        match self {
+            Weighting::Uniform => opacity,
+            Weighting::HideBelowLo if t < 0.0 => 0.0,
+            Weighting::HideBelowLo => opacity,
+            Weighting::Fade => opacity * t.clamp(0.0, 1.0),
+        }
+    }
+
+    /// The shader's `weighting` value.
+    pub fn code(self) -> u32 {
+        match self {
+            Weighting::Uniform => 0,
+            Weighting::HideBelowLo => 1,
+            Weighting::Fade => 2,
+        }
+    }
+
+    /// The inverse of [`Weighting::code`] (the web page passes the code through JavaScript).
+    pub fn from_code(code: u32) -> Option<Self> {
+        [Weighting::Uniform, Weighting::HideBelowLo, Weighting::Fade]
+            .into_iter()
+            .find(|w| w.code() == code)
+    }
+}
+
+/// An overlay's colour scale: map values from `lo` (blue) to `hi` (red), and how the colormap's
+/// weight varies along it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ColorScale {
+    /// Map value at the bottom of the scale.
+    pub lo: f32,
+    /// Map value drawn red (and everything above).
+    pub hi: f32,
+    /// The colormap's weight along the scale.
+    pub weighting: Weighting,
+}
+
+impl ColorScale {
+    /// Position of `value` on the scale: 0 at `lo`, 1 at `hi` (not clamped).
+    pub fn position(&self, value: f32) -> f32 {
+        (value - self.lo) / (self.hi - self.lo).max(1e-6)
+    }
+
+    /// One pixel: the photo's `base` colour (0..=1) blended with the colormap at `value`.
+    pub fn blend_pixel(&self, base: [f32; 3], value: f32, opacity: f32) -> [u8; 3] {
+        let t = self.position(value);
+        let c = jet(t);
+        let weight = self.weighting.weight(t, opacity);
+        std::array::from_fn(|k| {
+            ((base[k] + (c[k] - base[k]) * weight) * 255.0)
+                .round()
+                .clamp(0.0, 255.0) as u8
+        })
+    }
+}
+
+/// Blend the colormapped `map` (row-major, the image's size) over `photo` with `scale`.
+pub fn blend(photo: &RgbImage, map: &[f32], scale: &ColorScale, opacity: f32) -> RgbImage {
     let (w, h) = photo.dimensions();
     assert_eq!(map.len(), (w * h) as usize, "map and photo sizes differ");
-    let span = (hi - lo).max(f32::EPSILON);
     let mut out = RgbImage::new(w, h);
     for (x, y, p) in photo.enumerate_pixels() {
-        let v = map[(y * w + x) as usize];
-        let c = jet((v - lo) / span);
-        let mut px = [0u8; 3];
-        for k in 0..3 {
-            let base = p.0[k] as f32 / 255.0;
-            px[k] = ((base * (1.0 - opacity) + c[k] * opacity) * 255.0)
-                .round()
-                .clamp(0.0, 255.0) as u8;
-        }
+        let base = p.0.map(|c| c as f32 / 255.0);
+        let px = scale.blend_pixel(base, map[(y * w + x) as usize], opacity);
         out.put_pixel(x, y, Rgb(px));
     }
     out
 }
 
-/// The display scale every front end uses: from the smallest value of the model-resolution map
-/// (the blue end) to the larger of the image score and the threshold (the red end), so a normal
-/// image never shows saturated red and an anomalous one reaches red at its worst region.
-pub fn color_scale(model_map: &[f32], score: f32, threshold: Option<f32>) -> (f32, f32) {
-    (scale_bottom(model_map), scale_top(score, threshold))
+/// The colour scale every front end uses (CLI overlays, reports, the desktop app, the web page).
+///
+/// A calibrated model (its `threshold`, and `normal_score`, the median score of the normal
+/// images it was calibrated on) gets a scale anchored to the model, the same for every image:
+/// colour fades in from the typical normal image's level and is full red at the threshold
+/// ([`Weighting::Fade`]), so a normal image looks like its photo and a defect stands out in red.
+/// Without those two numbers (or with a threshold moved below the normal level) the scale is the
+/// image's own: from the smallest value of the model-resolution map (blue) to the larger of the
+/// score and the threshold (red), over the whole photo.
+pub fn color_scale(
+    model_map: &[f32],
+    score: f32,
+    threshold: Option<f32>,
+    normal_score: Option<f32>,
+) -> ColorScale {
+    match (threshold, normal_score) {
+        (Some(hi), Some(lo)) if lo.is_finite() && hi.is_finite() && lo < hi => ColorScale {
+            lo,
+            hi,
+            weighting: Weighting::Fade,
+        },
+        _ => ColorScale {
+            lo: scale_bottom(model_map),
+            hi: scale_top(score, threshold),
+            weighting: Weighting::Uniform,
+        },
+    }
 }
 
-/// The blue end of [`color_scale`]: the smallest value of the model-resolution map (0 if empty).
+/// The blue end of an image's own scale: the smallest value of the model-resolution map (0 if
+/// empty).
 pub fn scale_bottom(model_map: &[f32]) -> f32 {
     let lo = model_map.iter().cloned().fold(f32::INFINITY, f32::min);
     if lo.is_finite() { lo } else { 0.0 }
 }
 
-/// The red end of [`color_scale`]: the larger of the image score and the threshold.
+/// The red end of an image's own scale: the larger of the image score and the threshold.
 pub fn scale_top(score: f32, threshold: Option<f32>) -> f32 {
     threshold.unwrap_or(score).max(score)
 }
@@ -98,8 +186,8 @@ pub fn resize_map(map: &[f32], (mw, mh): (usize, usize), (w, h): (usize, usize))
 }
 
 /// The overlay shader's fragment stage on the CPU, for displays without WebGPU: blend the jet
-/// colormap of a `mw × mh` map (resampled to the photo) over an RGBA photo of `w × h`, in place.
-/// Pixels below `lo` keep the photo when `hide_below_lo` is set.
+/// colormap of a `mw × mh` map (resampled to the photo) over an RGBA photo of `w × h`, in place,
+/// with `scale`.
 #[allow(clippy::too_many_arguments)]
 pub fn blend_rgba_resampled(
     rgba: &mut [u8],
@@ -107,11 +195,9 @@ pub fn blend_rgba_resampled(
     h: usize,
     map: &[f32],
     (mw, mh): (usize, usize),
-    (lo, hi): (f32, f32),
+    scale: &ColorScale,
     opacity: f32,
-    hide_below_lo: bool,
 ) {
-    let span = (hi - lo).max(1e-6);
     for y in 0..h {
         for x in 0..w {
             let value = sample_bilinear(
@@ -121,20 +207,9 @@ pub fn blend_rgba_resampled(
                 (x as f32 + 0.5) / w as f32,
                 (y as f32 + 0.5) / h as f32,
             );
-            let t = (value - lo) / span;
-            let weight = if hide_below_lo && t < 0.0 {
-                0.0
-            } else {
-                opacity
-            };
-            let c = jet(t);
             let px = &mut rgba[(y * w + x) * 4..(y * w + x) * 4 + 4];
-            for k in 0..3 {
-                let base = px[k] as f32 / 255.0;
-                px[k] = ((base + (c[k] - base) * weight) * 255.0)
-                    .round()
-                    .clamp(0.0, 255.0) as u8;
-            }
+            let base = [px[0], px[1], px[2]].map(|c| c as f32 / 255.0);
+            px[..3].copy_from_slice(&scale.blend_pixel(base, value, opacity));
             px[3] = 255;
         }
     }
@@ -240,12 +315,21 @@ mod tests {
                 )
             })
             .collect();
-        let want = blend(&photo, &resized, 2.0, 12.0, 0.6);
+        let fade = ColorScale {
+            lo: 2.0,
+            hi: 12.0,
+            weighting: Weighting::Fade,
+        };
+        let uniform = ColorScale {
+            weighting: Weighting::Uniform,
+            ..fade
+        };
+        let want = blend(&photo, &resized, &uniform, 0.6);
         let mut rgba: Vec<u8> = photo
             .pixels()
             .flat_map(|p| [p.0[0], p.0[1], p.0[2], 9])
             .collect();
-        blend_rgba_resampled(&mut rgba, w, h, &map, (mw, mw), (2.0, 12.0), 0.6, false);
+        blend_rgba_resampled(&mut rgba, w, h, &map, (mw, mw), &uniform, 0.6);
         for (i, p) in want.pixels().enumerate() {
             for k in 0..3 {
                 let d = (rgba[i * 4 + k] as i32 - p.0[k] as i32).abs();
@@ -258,24 +342,88 @@ mod tests {
             }
             assert_eq!(rgba[i * 4 + 3], 255);
         }
-        // hide_below_lo keeps the photo where the map is under the scale.
+        // Fading: the same as the RGB blend of the resized map.
+        let want = blend(&photo, &resized, &fade, 0.6);
+        let mut rgba: Vec<u8> = photo
+            .pixels()
+            .flat_map(|p| [p.0[0], p.0[1], p.0[2], 9])
+            .collect();
+        blend_rgba_resampled(&mut rgba, w, h, &map, (mw, mw), &fade, 0.6);
+        for (i, p) in want.pixels().enumerate() {
+            assert_eq!(&rgba[i * 4..i * 4 + 3], &p.0, "pixel {i}");
+        }
+        // Hiding and fading keep the photo where the map is under the scale.
         let mut kept: Vec<u8> = photo
             .pixels()
             .flat_map(|p| [p.0[0], p.0[1], p.0[2], 255])
             .collect();
-        blend_rgba_resampled(&mut kept, w, h, &map, (mw, mw), (100.0, 200.0), 0.6, true);
-        let original: Vec<u8> = photo
-            .pixels()
-            .flat_map(|p| [p.0[0], p.0[1], p.0[2], 255])
-            .collect();
-        assert_eq!(kept, original);
+        let original = kept.clone();
+        for weighting in [Weighting::HideBelowLo, Weighting::Fade] {
+            let high = ColorScale {
+                lo: 100.0,
+                hi: 200.0,
+                weighting,
+            };
+            blend_rgba_resampled(&mut kept, w, h, &map, (mw, mw), &high, 0.6);
+            assert_eq!(kept, original, "{weighting:?}");
+        }
     }
 
     #[test]
-    fn colour_scale_runs_from_the_map_minimum_to_score_or_threshold() {
-        assert_eq!(color_scale(&[3.0, 1.0, 2.0], 5.0, Some(4.0)), (1.0, 5.0));
-        assert_eq!(color_scale(&[3.0, 1.0, 2.0], 5.0, Some(9.0)), (1.0, 9.0));
-        assert_eq!(color_scale(&[3.0, 1.0, 2.0], 5.0, None), (1.0, 5.0));
-        assert_eq!(color_scale(&[], 5.0, None), (0.0, 5.0));
+    fn colour_scale_of_an_uncalibrated_model_is_the_images_own() {
+        let own = |lo, hi| ColorScale {
+            lo,
+            hi,
+            weighting: Weighting::Uniform,
+        };
+        let map = [3.0, 1.0, 2.0];
+        assert_eq!(color_scale(&map, 5.0, Some(4.0), None), own(1.0, 5.0));
+        assert_eq!(color_scale(&map, 5.0, Some(9.0), None), own(1.0, 9.0));
+        assert_eq!(color_scale(&map, 5.0, None, None), own(1.0, 5.0));
+        assert_eq!(color_scale(&[], 5.0, None, None), own(0.0, 5.0));
+        // A normal level without a threshold, or a threshold moved below it: the image's own.
+        assert_eq!(color_scale(&map, 5.0, None, Some(2.5)), own(1.0, 5.0));
+        assert_eq!(color_scale(&map, 5.0, Some(2.0), Some(2.5)), own(1.0, 5.0));
+    }
+
+    #[test]
+    fn colour_scale_of_a_calibrated_model_runs_from_normal_to_threshold() {
+        let anchored = ColorScale {
+            lo: 2.5,
+            hi: 4.0,
+            weighting: Weighting::Fade,
+        };
+        // The same for every image, whatever its map and score.
+        assert_eq!(color_scale(&[3.0, 1.0], 5.0, Some(4.0), Some(2.5)), anchored);
+        assert_eq!(color_scale(&[0.0, -7.0], 0.5, Some(4.0), Some(2.5)), anchored);
+    }
+
+    #[test]
+    fn fading_leaves_normal_pixels_alone_and_is_full_red_at_the_threshold() {
+        let scale = ColorScale {
+            lo: 100.0,
+            hi: 130.0,
+            weighting: Weighting::Fade,
+        };
+        let gray = [0.5, 0.5, 0.5];
+        let photo = [128, 128, 128];
+        // At or below the normal level: the photo.
+        assert_eq!(scale.blend_pixel(gray, 60.0, 0.7), photo);
+        assert_eq!(scale.blend_pixel(gray, 100.0, 0.7), photo);
+        // At and above the threshold: jet's red end (0.5, 0, 0) at the full opacity: green and
+        // blue 0.5 + (0 - 0.5) × 0.7 = 0.15 → 38.
+        let red = [128, 38, 38];
+        assert_eq!(scale.blend_pixel(gray, 130.0, 0.7), red);
+        assert_eq!(scale.blend_pixel(gray, 500.0, 0.7), red);
+        // In between, the weight grows with the value.
+        let distance = |v: f32| {
+            let p = scale.blend_pixel(gray, v, 0.7);
+            (0..3).map(|k| (p[k] as i32 - 128).abs()).sum::<i32>()
+        };
+        assert!(distance(105.0) < distance(115.0) && distance(115.0) < distance(125.0));
+        assert_eq!(Weighting::Fade.weight(0.5, 0.8), 0.4);
+        for w in [Weighting::Uniform, Weighting::HideBelowLo, Weighting::Fade] {
+            assert_eq!(Weighting::from_code(w.code()), Some(w));
+        }
     }
 }

@@ -4,6 +4,8 @@
 
 use burn::tensor::wgpu::wgpu;
 
+use crate::overlay::{ColorScale, Weighting};
+
 /// The shared WGSL source.
 pub const SHADER: &str = include_str!("../../shaders/overlay.wgsl");
 
@@ -16,8 +18,8 @@ pub struct OverlayParams {
     pub hi: f32,
     /// Weight of the colormap over the photo.
     pub opacity: f32,
-    /// Leave the photo unblended where the map is below `lo`.
-    pub hide_below_lo: bool,
+    /// How the colormap's weight varies along the scale.
+    pub weighting: Weighting,
     /// Quad placement in normalised device coordinates.
     pub offset: [f32; 2],
     /// Quad size in normalised device coordinates (1 = the whole target).
@@ -25,13 +27,13 @@ pub struct OverlayParams {
 }
 
 impl OverlayParams {
-    /// The whole target, no hiding.
-    pub fn full(lo: f32, hi: f32, opacity: f32) -> Self {
+    /// The whole target with `scale`.
+    pub fn full(scale: &ColorScale, opacity: f32) -> Self {
         Self {
-            lo,
-            hi,
+            lo: scale.lo,
+            hi: scale.hi,
             opacity,
-            hide_below_lo: false,
+            weighting: scale.weighting,
             offset: [0.0, 0.0],
             scale: [1.0, 1.0],
         }
@@ -43,7 +45,7 @@ impl OverlayParams {
             self.lo.to_bits(),
             self.hi.to_bits(),
             self.opacity.to_bits(),
-            self.hide_below_lo as u32,
+            self.weighting.code(),
             self.offset[0].to_bits(),
             self.offset[1].to_bits(),
             self.scale[0].to_bits(),
@@ -284,14 +286,14 @@ mod tests {
             lo: 1.0,
             hi: 2.0,
             opacity: 0.5,
-            hide_below_lo: true,
+            weighting: Weighting::Fade,
             offset: [0.25, -0.5],
             scale: [1.0, 2.0],
         }
         .bytes();
         let f = |i: usize| f32::from_le_bytes(b[i * 4..i * 4 + 4].try_into().unwrap());
         assert_eq!((f(0), f(1), f(2)), (1.0, 2.0, 0.5));
-        assert_eq!(u32::from_le_bytes(b[12..16].try_into().unwrap()), 1);
+        assert_eq!(u32::from_le_bytes(b[12..16].try_into().unwrap()), 2);
         assert_eq!((f(4), f(5), f(6), f(7)), (0.25, -0.5, 1.0, 2.0));
         // The shader's struct: naga agrees on its size.
         let module = naga::front::wgsl::parse_str(SHADER).unwrap();

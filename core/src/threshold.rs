@@ -26,6 +26,7 @@ pub fn from_scores(scores: &[f32], q: f64) -> Result<Calibration> {
     })?;
     Ok(Calibration {
         threshold,
+        normal_score: percentile(scores, 0.5),
         source: format!(
             "{} percentile of the image scores of the {} training images",
             ordinal_percent(q),
@@ -76,6 +77,19 @@ mod tests {
         assert!((percentile(&[4.0, 1.0, 3.0, 2.0], 0.99).unwrap() - 3.97).abs() < 1e-6);
         assert_eq!(percentile(&[5.0], 0.5), Some(5.0));
         assert_eq!(percentile(&[f32::NAN], 0.5), None);
+    }
+
+    #[test]
+    fn calibration_keeps_the_median_normal_score_as_the_normal_level() {
+        let scores = [9.0, 1.0, 5.0, 3.0, 7.0, f32::NAN];
+        let c = from_scores(&scores, 0.75).unwrap();
+        assert_eq!(c.normal_score, Some(5.0));
+        assert_eq!(c.threshold, 7.0);
+        // It survives config.json, and older files without it still load.
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<Calibration>(&json).unwrap(), c);
+        let old: Calibration = serde_json::from_str(r#"{"threshold": 2.0, "source": "x"}"#).unwrap();
+        assert_eq!(old.normal_score, None);
     }
 
     #[test]

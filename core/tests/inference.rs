@@ -41,6 +41,7 @@ fn detector_from(map: &hvq::weights::TensorMap, device: &Device) -> Detector {
     d.calibration = Some(Calibration {
         threshold: 50.0,
         source: "test".into(),
+        normal_score: None,
     });
     d
 }

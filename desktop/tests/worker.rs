@@ -179,10 +179,8 @@ fn exported_overlay_and_map_equal_predicts() {
             for p in &images {
                 let img = hvq::preprocess::load(p).unwrap();
                 let r = inspector.inspect(&img, &ClassChoice::Auto).unwrap();
-                let hi = r.threshold.unwrap_or(r.score).max(r.score);
-                let lo = r.model_map.iter().cloned().fold(f32::MAX, f32::min);
                 let stem = p.file_stem().unwrap().to_string_lossy();
-                hvq::overlay::blend(&hvq::preprocess::to_rgb(&img), &r.map, lo, hi, 0.5)
+                hvq::overlay::blend(&hvq::preprocess::to_rgb(&img), &r.map, &r.color_scale(), 0.5)
                     .save(predicted.join(format!("{stem}_overlay.png")))
                     .unwrap();
                 std::fs::write(

@@ -216,6 +216,13 @@ await check('webgpu_matches_cli', async () => {
     assert.equal(info.backend, 'webgpu', 'model on WebGPU');
     assert.equal(info.renderer, 'webgpu', 'overlay drawn by the WGSL shader');
     const r = await runSample(page);
+    // The shader draws what the CPU's formulas draw, for each weighting of the colour scale
+    // (one step of 8-bit rounding apart at most: the GPU blends in its own float order).
+    const parity = await page.evaluate(() => window.hvq.overlayParity());
+    for (const p of parity.results) {
+      assert.ok(p.maxDiff <= 1, `overlay weighting ${p.weighting}: shader and CPU differ by ${p.maxDiff}`);
+    }
+    summary.overlay_parity = parity;
     summary.webgpu = { ...compare(r, native, 'WebGPU'), first_ms: r.roundTripMs, load_ms: info.loadMs, times_ms: r.times };
     summary.webgpu.warm = await timeSamples(page, 3);
     await page.screenshot({ path: join(artifacts, 'web-webgpu.png') });

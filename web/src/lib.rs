@@ -15,6 +15,7 @@ mod self_check;
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use hvq::overlay::{ColorScale, Weighting};
 use hvq::preprocess::DecodeLimits;
 use hvq::{ClassChoice, Detector, Inspector, MapResolution};
 use wasm_bindgen::prelude::*;
@@ -280,15 +281,18 @@ impl WebModel {
         }
     }
 
-    /// Draw the shown photo with the scale `[lo, hi]` and the colormap's `opacity`; resolves to
-    /// its RGBA8 pixels (a `Uint8Array`) for the page's canvas.
-    pub fn draw(&self, lo: f32, hi: f32, opacity: f32) -> js_sys::Promise {
+    /// Draw the shown photo with the scale `[lo, hi]`, its `weighting` (see [`color_scale`])
+    /// and the colormap's `opacity`; resolves to its RGBA8 pixels (a `Uint8Array`) for the
+    /// page's canvas.
+    pub fn draw(&self, lo: f32, hi: f32, weighting: u32, opacity: f32) -> js_sys::Promise {
         let renderer = self.renderer.borrow().clone();
+        let scale = scale_of(lo, hi, weighting);
         wasm_bindgen_futures::future_to_promise(async move {
             let renderer =
                 renderer.ok_or_else(|| JsValue::from_str("the GPU overlay is not enabled"))?;
+            let scale = scale.map_err(JsValue::from)?;
             let pixels = renderer
-                .draw(lo, hi, opacity)
+                .draw(&scale, opacity)
                 .await
                 .map_err(|e| JsValue::from(JsError::new(&e)))?;
             Ok(js_sys::Uint8Array::from(pixels.as_slice()).into())
@@ -310,8 +314,10 @@ pub fn blend_overlay(
     map_height: usize,
     lo: f32,
     hi: f32,
+    weighting: u32,
     opacity: f32,
 ) -> Result<(), JsError> {
+    let scale = scale_of(lo, hi, weighting)?;
     if rgba.len() != width * height * 4 || map.len() != map_width * map_height || map.is_empty() {
         return Err(JsError::new(&format!(
             "overlay: {} RGBA bytes for {width}×{height}, {} map values for {map_width}×{map_height}",
@@ -325,9 +331,8 @@ pub fn blend_overlay(
         height,
         map,
         (map_width, map_height),
-        (lo, hi),
+        &scale,
         opacity,
-        false,
     );
     Ok(())
 }
@@ -341,9 +346,23 @@ pub fn verdict(score: f32, threshold: f32) -> String {
         .to_string()
 }
 
-/// The display scale shared with the CLI and the desktop app: `[lo, hi]`.
+/// The colour scale shared with the CLI and the desktop app (`hvq::overlay::color_scale`) under
+/// the page's threshold and the model's normal level: `[lo, hi, weighting]` (the weighting's code,
+/// for [`WebModel::draw`] and [`blend_overlay`]).
 #[wasm_bindgen(js_name = colorScale)]
-pub fn color_scale(model_map: &[f32], score: f32, threshold: Option<f32>) -> Vec<f32> {
-    let (lo, hi) = hvq::overlay::color_scale(model_map, score, threshold);
-    vec![lo, hi]
+pub fn color_scale(
+    model_map: &[f32],
+    score: f32,
+    threshold: Option<f32>,
+    normal_score: Option<f32>,
+) -> Vec<f32> {
+    let s = hvq::overlay::color_scale(model_map, score, threshold, normal_score);
+    vec![s.lo, s.hi, s.weighting.code() as f32]
+}
+
+/// A colour scale from the page's numbers.
+fn scale_of(lo: f32, hi: f32, weighting: u32) -> Result<ColorScale, JsError> {
+    let weighting = Weighting::from_code(weighting)
+        .ok_or_else(|| JsError::new(&format!("overlay: unknown weighting {weighting}")))?;
+    Ok(ColorScale { lo, hi, weighting })
 }

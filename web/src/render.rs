@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 
 use burn::tensor::wgpu::{WgpuSetup, wgpu};
+use hvq::overlay::ColorScale;
 use hvq::overlay_gpu::{OverlayImage, OverlayParams, OverlayPipeline};
 
 /// Rendering target format: plain bytes, like the CPU blend writes them.
@@ -82,12 +83,12 @@ impl Renderer {
     }
 
     /// Draw the shown photo with the scale `[lo, hi]` and `opacity`; its RGBA8 pixels.
-    pub async fn draw(&self, lo: f32, hi: f32, opacity: f32) -> Result<Vec<u8>, String> {
+    pub async fn draw(&self, scale: &ColorScale, opacity: f32) -> Result<Vec<u8>, String> {
         // The frame drawn, even if another photo is shown meanwhile.
         let frame = self.frame.borrow().clone().ok_or("no photo shown")?;
         let view = frame.target.create_view(&Default::default());
         self.pipeline
-            .set_params(&self.queue, &OverlayParams::full(lo, hi, opacity));
+            .set_params(&self.queue, &OverlayParams::full(scale, opacity));
         let mut encoder = self.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_render_pass(&wgpu::RenderPassDescriptor {

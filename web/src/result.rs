@@ -36,6 +36,12 @@ impl WebInspection {
         self.inner.threshold
     }
 
+    /// The model's normal level (bottom of its anchored colour scale), if calibrated with one.
+    #[wasm_bindgen(getter, js_name = normalScore)]
+    pub fn normal_score(&self) -> Option<f32> {
+        self.inner.normal_score
+    }
+
     /// `normal`, `anomalous` or `uncalibrated`: the verdict's word in every result file (the
     /// page shows it in capitals).
     #[wasm_bindgen(getter)]

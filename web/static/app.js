@@ -64,10 +64,13 @@ async function redraw() {
 }
 
 // The colour scale's ends and the verdict of a drawing.
-function showDrawn({ lo, hi, verdict }) {
+// An anchored scale (a model with a normal level) reads "normal level → threshold", with colour
+// fading in along it.
+function showDrawn({ lo, hi, anchored, verdict }) {
   const t = threshold();
-  $('legend-lo').textContent = lo.toFixed(2);
-  $('legend-hi').textContent = hi.toFixed(2);
+  $('legend-lo').textContent = anchored ? `normal ${lo.toFixed(1)}` : lo.toFixed(2);
+  $('legend-hi').textContent = anchored ? `threshold ${hi.toFixed(1)}` : hi.toFixed(2);
+  $('legend').classList.toggle('anchored', Boolean(anchored));
   $('verdict').textContent = verdict.toUpperCase();
   $('verdict').className = 'verdict ' + verdict;
   $('r-threshold').textContent = t.toFixed(3);
@@ -126,6 +129,9 @@ async function inspect(bytes, name) {
     setState('error');
   }
 }
+
+// The WGSL overlay against the CPU's formulas on the shown photo (see worker.js).
+hvq.overlayParity = async () => call('overlayParity', { threshold: threshold(), opacity: opacity() });
 
 // Check this page's compute device against the CPU on a photo (see web/src/self_check.rs).
 hvq.selfCheck = async (url, cls = 'auto') => {

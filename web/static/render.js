@@ -24,10 +24,10 @@ class Overlay {
     this.upload?.();
   }
 
-  draw(lo, hi, opacity) {
+  draw(lo, hi, weighting, opacity) {
     const run = this.queue.then(async () => {
       const { width, height } = this.photo;
-      const rgba = await this.blend(lo, hi, opacity);
+      const rgba = await this.blend(lo, hi, weighting, opacity);
       this.ctx.putImageData(new ImageData(new Uint8ClampedArray(rgba.buffer, rgba.byteOffset, rgba.length), width, height), 0, 0);
     });
     this.queue = run.catch(() => {});
@@ -47,22 +47,22 @@ export class GpuOverlay extends Overlay {
     this.model.showImage(new Uint8Array(p.data.buffer), p.width, p.height, this.map, this.mapWidth, this.mapHeight);
   }
 
-  blend(lo, hi, opacity) {
-    return this.model.draw(lo, hi, opacity);
+  blend(lo, hi, weighting, opacity) {
+    return this.model.draw(lo, hi, weighting, opacity);
   }
 }
 
 export class CpuOverlay extends Overlay {
   constructor(canvas, blendOverlay) {
     super(canvas);
-    this.blendOverlay = blendOverlay; // (rgba, width, height, map, mapWidth, mapHeight, lo, hi, opacity), in wasm
+    this.blendOverlay = blendOverlay; // (rgba, width, height, map, mapWidth, mapHeight, lo, hi, weighting, opacity), in wasm
     this.kind = 'cpu';
   }
 
-  async blend(lo, hi, opacity) {
+  async blend(lo, hi, weighting, opacity) {
     const { width, height, data } = this.photo;
     const rgba = new Uint8Array(data); // blend a copy; keep the photo
-    this.blendOverlay(rgba, width, height, this.map, this.mapWidth, this.mapHeight, lo, hi, opacity);
+    this.blendOverlay(rgba, width, height, this.map, this.mapWidth, this.mapHeight, lo, hi, weighting, opacity);
     return rgba;
   }
 }

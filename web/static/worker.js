@@ -14,6 +14,8 @@ for (const level of ['warn', 'error']) {
   };
 }
 
+const FADE = 2; // hvq::overlay::Weighting::Fade's code: a scale anchored to the model
+
 let model = null;
 let canvas = null;
 let overlay = null;
@@ -69,7 +71,7 @@ function makeOverlay(renderer) {
 function keep(r, name) {
   try {
     const map = r.map;
-    last = { map, mapWidth: r.mapWidth, mapHeight: r.mapHeight, score: r.score };
+    last = { map, mapWidth: r.mapWidth, mapHeight: r.mapHeight, score: r.score, normalScore: r.normalScore ?? undefined };
     return {
       type: 'result', name, score: r.score, threshold: r.threshold ?? null,
       className: r.className, classIndex: r.classIndex, width: r.width, height: r.height,
@@ -84,9 +86,9 @@ function keep(r, name) {
 // desktop app's, and the verdict under the page's threshold is decided by core as everywhere else.
 async function draw(threshold, opacity) {
   if (!last) throw new Error('no result yet');
-  const [lo, hi] = colorScale(last.map, last.score, threshold);
-  await overlay.draw(lo, hi, opacity);
-  return { lo, hi, verdict: verdict(last.score, threshold) };
+  const [lo, hi, weighting] = colorScale(last.map, last.score, threshold, last.normalScore);
+  await overlay.draw(lo, hi, weighting, opacity);
+  return { lo, hi, anchored: weighting === FADE, verdict: verdict(last.score, threshold) };
 }
 
 const handlers = {
@@ -156,6 +158,30 @@ const handlers = {
   // Draw with a threshold and opacity; the colour scale is the CLI's and the desktop app's.
   async draw(msg) {
     return { type: 'drawn', ...(await draw(msg.threshold, msg.opacity)) };
+  },
+  // The shader's overlay of the shown photo against the CPU's formulas (blendOverlay), under the
+  // latest result's colour scale at `threshold`, for every weighting: the largest difference of a
+  // channel, and how many channels differ at all (the end-to-end test asks this).
+  async overlayParity(msg) {
+    if (!(overlay instanceof GpuOverlay)) throw new Error('the overlay is not drawn on WebGPU');
+    const [lo, hi] = colorScale(last.map, last.score, msg.threshold, last.normalScore);
+    const out = [];
+    for (const weighting of [0, 1, 2]) {
+      await overlay.queue;
+      const gpu = await overlay.blend(lo, hi, weighting, msg.opacity);
+      const { width, height, data } = overlay.photo;
+      const cpu = new Uint8Array(data);
+      blendOverlay(cpu, width, height, last.map, last.mapWidth, last.mapHeight, lo, hi, weighting, msg.opacity);
+      let maxDiff = 0;
+      let differing = 0;
+      for (let i = 0; i < cpu.length; i++) {
+        const d = Math.abs(gpu[i] - cpu[i]);
+        maxDiff = Math.max(maxDiff, d);
+        if (d) differing++;
+      }
+      out.push({ weighting, maxDiff, differing, channels: cpu.length });
+    }
+    return { type: 'overlayParity', lo, hi, results: out };
   },
   // This device against a CPU copy of the model, stage by stage (see web/src/self_check.rs).
   async selfCheck(msg) {

@@ -72,6 +72,9 @@ pub struct Inspection {
     pub threshold: Option<f32>,
     /// `score > threshold`, when a threshold is known.
     pub anomalous: Option<bool>,
+    /// The model's normal level (median normal score at calibration), the bottom of the overlay's
+    /// colour scale (`overlay::color_scale`).
+    pub normal_score: Option<f32>,
     /// Class used.
     pub class_index: usize,
     /// Its name.
@@ -99,6 +102,17 @@ pub struct Inspection {
 }
 
 impl Inspection {
+    /// The overlay's colour scale for this result (`overlay::color_scale`: anchored to the model's
+    /// normal level and threshold when it has them, else the image's own).
+    pub fn color_scale(&self) -> crate::overlay::ColorScale {
+        crate::overlay::color_scale(
+            &self.model_map,
+            self.score,
+            self.threshold,
+            self.normal_score,
+        )
+    }
+
     /// The verdict under the model's threshold.
     pub fn verdict(&self) -> super::Verdict {
         super::Verdict::of(self.score, self.threshold)
@@ -301,6 +315,7 @@ impl Inspector {
                 score,
                 threshold,
                 anomalous: threshold.map(|t| score > t),
+            normal_score: self.detector.calibration.as_ref().and_then(|c| c.normal_score),
                 class_index,
                 class_name,
                 width: w,
@@ -392,6 +407,7 @@ impl Inspector {
             score,
             threshold,
             anomalous: threshold.map(|t| score > t),
+            normal_score: self.detector.calibration.as_ref().and_then(|c| c.normal_score),
             class_index: class,
             class_name,
             width: w,

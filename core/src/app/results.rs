@@ -147,9 +147,9 @@ pub fn write_image_outputs(
     r: &Inspection,
     maps: bool,
 ) -> Result<(String, Option<String>)> {
-    use crate::overlay::{blend, color_scale, npy_bytes};
+    use crate::overlay::{blend, npy_bytes};
     let photo = crate::preprocess::to_rgb(img);
-    let (lo, hi) = color_scale(&r.model_map, r.score, r.threshold);
+    let scale = r.color_scale();
     let overlay = format!("{stem}_overlay.png");
     let mut png = std::io::Cursor::new(Vec::new());
     let full = if r.map.is_empty() {
@@ -159,7 +159,7 @@ pub fn write_image_outputs(
     } else {
         std::borrow::Cow::Borrowed(&r.map)
     };
-    blend(&photo, &full, lo, hi, 0.5)
+    blend(&photo, &full, &scale, 0.5)
         .write_to(&mut png, image::ImageFormat::Png)
         .map_err(|e| crate::error::HvqError::Image {
             path: out.join(&overlay).display().to_string(),

@@ -120,6 +120,7 @@ mod tests {
             score,
             threshold: None,
             anomalous: None,
+            normal_score: None,
             class_index: 0,
             class_name: class.into(),
             width: 2,

@@ -62,9 +62,12 @@ impl InspectOptions {
             source.load(&selection.device)?
         };
         if let Some(t) = self.threshold {
+            // The normal level stays the model's: the colour scale still fades in from it.
+            let normal_score = detector.calibration.as_ref().and_then(|c| c.normal_score);
             detector.calibration = Some(Calibration {
                 threshold: t,
                 source: "command line".into(),
+                normal_score,
             });
         }
         let class: ClassChoice = self.class.parse()?;

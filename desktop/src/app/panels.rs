@@ -57,7 +57,7 @@ impl InspectorApp {
                 );
                 ui.checkbox(
                     &mut self.settings.hide_below_lo,
-                    "Hide the map below its scale",
+                    "Hide the map below its scale (models without a normal level)",
                 );
                 if ui.button("Fit image (0)").clicked() {
                     self.commands.push(Command::ResetView);

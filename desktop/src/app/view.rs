@@ -8,6 +8,7 @@ use eframe::egui::{self, Color32, RichText};
 use super::{Command, InspectorApp, ModelState, RED, verdict_color};
 use crate::overlay::{self, OverlayCallback, OverlayImage, Params};
 use crate::state::{self, Status};
+use hvq::overlay::Weighting;
 
 impl InspectorApp {
     pub(super) fn inspection_view(&mut self, ui: &mut egui::Ui) {
@@ -109,7 +110,12 @@ impl InspectorApp {
             let show_overlay = outcome.is_some() && (panes.len() == 1 || k == 1);
             match (show_overlay, outcome) {
                 (true, Some(o)) if self.gpu_overlay => {
-                    let (lo, hi) = state::display_range(o, t);
+                    let mut colors = state::display_scale(o, t);
+                    // "Hide below the scale" applies to an image's own scale; an anchored one
+                    // already leaves normal pixels alone.
+                    if self.settings.hide_below_lo && colors.weighting == Weighting::Uniform {
+                        colors.weighting = Weighting::HideBelowLo;
+                    }
                     let (offset, scale) = overlay::placement(*pane, image_rect);
                     let image = OverlayImage {
                         key: entry.id.wrapping_mul(0x9E37_79B9_7F4A_7C15)
@@ -121,12 +127,9 @@ impl InspectorApp {
                         height: photo.size[1],
                     };
                     let params = Params {
-                        lo,
-                        hi,
-                        opacity: self.settings.opacity,
-                        hide_below_lo: self.settings.hide_below_lo,
                         offset,
                         scale,
+                        ..Params::full(&colors, self.settings.opacity)
                     };
                     if (o.width, o.height) == (photo.size[0], photo.size[1]) {
                         painter.add(OverlayCallback::shape(image, params, *pane));
@@ -166,8 +169,8 @@ impl InspectorApp {
             );
         }
         if let Some(o) = outcome {
-            let (lo, hi) = state::display_range(o, t);
-            legend(ui, legend_rect, lo, hi, t, o.score);
+            let colors = state::display_scale(o, t);
+            legend(ui, legend_rect, colors.lo, colors.hi, t, o.score);
         }
     }
 

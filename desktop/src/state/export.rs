@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use hvq::app::results::{self, OutputNames, ResultRow};
 
-use super::{ImageList, Outcome, Status, display_range};
+use super::{ImageList, Outcome, Status, display_scale};
 
 /// Rows of the list in display order under `threshold`, in core's result schema.
 pub fn result_rows(list: &ImageList, threshold: Option<f32>) -> Vec<ResultRow> {
@@ -43,12 +43,11 @@ pub fn overlay_image(
         "{} changed on disk since it was inspected",
         path.display()
     );
-    let (lo, hi) = display_range(outcome, threshold);
+    let scale = display_scale(outcome, threshold);
     Ok(hvq::overlay::blend(
         &photo,
         &outcome.full_map(),
-        lo,
-        hi,
+        &scale,
         opacity,
     ))
 }

@@ -40,8 +40,8 @@ pub struct Outcome {
     pub model_width: usize,
     /// Height of `model_map`.
     pub model_height: usize,
-    /// Smallest value of the model-resolution map: the bottom of the display scale (as `predict`).
-    pub map_min: f32,
+    /// The model's normal level, the bottom of its anchored colour scale (see [`display_scale`]).
+    pub normal_score: Option<f32>,
     /// Inference time, milliseconds.
     pub millis: f64,
 }
@@ -49,7 +49,6 @@ pub struct Outcome {
 impl Outcome {
     /// Keep what the list needs from an inspection.
     pub fn from_inspection(r: hvq::Inspection) -> Self {
-        let map_min = hvq::overlay::scale_bottom(&r.model_map);
         let t = &r.times;
         Self {
             score: r.score,
@@ -60,7 +59,7 @@ impl Outcome {
             model_map: Arc::new(r.model_map),
             model_width: r.model_width,
             model_height: r.model_height,
-            map_min,
+            normal_score: r.normal_score,
             millis: t.preprocess_ms + t.backbone_ms + t.model_ms + t.upsample_ms,
         }
     }
@@ -93,12 +92,14 @@ pub fn verdict(score: f32, threshold: Option<f32>) -> Verdict {
     Verdict::of(score, threshold)
 }
 
-/// The colormap's scale for one image: `lo` is the smallest value of the model-resolution map,
-/// `hi` the larger of threshold and score — exactly what `hvq predict` uses for its overlays.
-pub fn display_range(outcome: &Outcome, threshold: Option<f32>) -> (f32, f32) {
-    (
-        outcome.map_min,
-        hvq::overlay::scale_top(outcome.score, threshold),
+/// The colour scale of one image under `threshold`: core's rule (`overlay::color_scale`), exactly
+/// what `hvq predict` uses for its overlays.
+pub fn display_scale(outcome: &Outcome, threshold: Option<f32>) -> hvq::overlay::ColorScale {
+    hvq::overlay::color_scale(
+        &outcome.model_map,
+        outcome.score,
+        threshold,
+        outcome.normal_score,
     )
 }
 

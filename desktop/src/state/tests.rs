@@ -13,7 +13,7 @@ fn outcome(score: f32) -> Outcome {
         model_map: Arc::new(vec![0.0, 1.0, 2.0, score]),
         model_width: 2,
         model_height: 2,
-        map_min: 0.0,
+        normal_score: None,
         millis: 1.0,
     }
 }
@@ -142,11 +142,25 @@ fn calibration_max_and_quantile() {
 }
 
 #[test]
-fn display_range_is_predicts() {
-    let o = outcome(7.0);
-    assert_eq!(display_range(&o, None), (0.0, 7.0));
-    assert_eq!(display_range(&o, Some(10.0)), (0.0, 10.0));
-    assert_eq!(display_range(&o, Some(5.0)), (0.0, 7.0));
+fn display_scale_is_predicts() {
+    use hvq::overlay::{ColorScale, Weighting};
+    let own = |lo, hi| ColorScale {
+        lo,
+        hi,
+        weighting: Weighting::Uniform,
+    };
+    let mut o = outcome(7.0);
+    assert_eq!(display_scale(&o, None), own(0.0, 7.0));
+    assert_eq!(display_scale(&o, Some(10.0)), own(0.0, 10.0));
+    assert_eq!(display_scale(&o, Some(5.0)), own(0.0, 7.0));
+    // A model with a normal level: anchored at it and at the threshold in use.
+    o.normal_score = Some(3.0);
+    let anchored = ColorScale {
+        lo: 3.0,
+        hi: 5.0,
+        weighting: Weighting::Fade,
+    };
+    assert_eq!(display_scale(&o, Some(5.0)), anchored);
 }
 
 #[test]
@@ -180,7 +194,12 @@ fn export_writes_tables_and_overlays() {
     assert_eq!((summary.rows, summary.overlays), (2, 1));
     assert!(summary.failures.is_empty());
     let written = image::open(out.join("cell_overlay.png")).unwrap().to_rgb8();
-    let expect = hvq::overlay::blend(&photo, &[0.0, 1.0, 2.0, 4.0], 0.0, 4.0, 0.5);
+    let own = hvq::overlay::ColorScale {
+        lo: 0.0,
+        hi: 4.0,
+        weighting: hvq::overlay::Weighting::Uniform,
+    };
+    let expect = hvq::overlay::blend(&photo, &[0.0, 1.0, 2.0, 4.0], &own, 0.5);
     assert_eq!(written, expect);
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();

@@ -73,6 +73,7 @@ pub fn detector_from(
     d.calibration = threshold.map(|threshold| Calibration {
         threshold,
         source: "test".into(),
+        normal_score: None,
     });
     d
 }

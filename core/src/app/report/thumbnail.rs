@@ -6,7 +6,7 @@ use image::{DynamicImage, GrayImage, Rgb, RgbImage};
 
 use crate::app::Inspection;
 use crate::error::{HvqError, Result};
-use crate::overlay::{blend, color_scale, resize_map};
+use crate::overlay::{blend, resize_map};
 
 /// Longest side of a gallery image, pixels.
 pub const THUMBNAIL_SIDE: u32 = 256;
@@ -41,12 +41,7 @@ impl Thumbnail {
         let small = crate::preprocess::to_rgb(&photo.resize_exact(w, h, FilterType::Triangle));
         let model = (inspection.model_width, inspection.model_height);
         let map = resize_map(&inspection.model_map, model, (w as usize, h as usize));
-        let (lo, hi) = color_scale(
-            &inspection.model_map,
-            inspection.score,
-            inspection.threshold,
-        );
-        let mut image = blend(&small, &map, lo, hi, 0.5);
+        let mut image = blend(&small, &map, &inspection.color_scale(), 0.5);
         if let Some(mask) = mask {
             let mask = image::imageops::resize(mask, w, h, FilterType::Nearest);
             draw_outline(&mut image, &mask);
