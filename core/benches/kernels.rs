@@ -126,6 +126,47 @@ fn network(c: &mut Criterion) {
         let q: Tensor<4> = x.clone().reshape([b, l, 8, c2 / 8]).swap_dims(1, 2);
         z.iter(|| run(|| softmax(q.clone().matmul(q.clone().swap_dims(2, 3)), 3)))
     });
+    // The whole of attention, as the model composes it and as one call of burn's fused op, at
+    // the encoder's width (256) and the decoder's (512).
+    for width in [256, 512] {
+        let q: Tensor<4> = x
+            .clone()
+            .narrow(2, 0, width)
+            .reshape([b, l, 8, width / 8])
+            .swap_dims(1, 2);
+        g.bench_function(format!("attention composed ({width}-d, 8 heads)"), |z| {
+            z.iter(|| {
+                run(|| {
+                    let scores =
+                        hvq::kernels::softmax_last(q.clone().matmul(q.clone().swap_dims(2, 3)));
+                    scores
+                        .matmul(q.clone())
+                        .swap_dims(1, 2)
+                        .reshape([b, l, width])
+                })
+            })
+        });
+        g.bench_function(format!("attention fused ({width}-d, 8 heads)"), |z| {
+            let options = burn::tensor::ops::AttentionModuleOptions {
+                scale: Some(1.0),
+                ..Default::default()
+            };
+            z.iter(|| {
+                run(|| {
+                    burn::tensor::module::attention(
+                        q.clone(),
+                        q.clone(),
+                        q.clone(),
+                        None,
+                        None,
+                        options,
+                    )
+                    .swap_dims(1, 2)
+                    .reshape([b, l, width])
+                })
+            })
+        });
+    }
     g.finish();
 }
 

@@ -394,8 +394,14 @@ mod tests {
             weighting: Weighting::Fade,
         };
         // The same for every image, whatever its map and score.
-        assert_eq!(color_scale(&[3.0, 1.0], 5.0, Some(4.0), Some(2.5)), anchored);
-        assert_eq!(color_scale(&[0.0, -7.0], 0.5, Some(4.0), Some(2.5)), anchored);
+        assert_eq!(
+            color_scale(&[3.0, 1.0], 5.0, Some(4.0), Some(2.5)),
+            anchored
+        );
+        assert_eq!(
+            color_scale(&[0.0, -7.0], 0.5, Some(4.0), Some(2.5)),
+            anchored
+        );
     }
 
     #[test]

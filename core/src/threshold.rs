@@ -88,7 +88,8 @@ mod tests {
         // It survives config.json, and older files without it still load.
         let json = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<Calibration>(&json).unwrap(), c);
-        let old: Calibration = serde_json::from_str(r#"{"threshold": 2.0, "source": "x"}"#).unwrap();
+        let old: Calibration =
+            serde_json::from_str(r#"{"threshold": 2.0, "source": "x"}"#).unwrap();
         assert_eq!(old.normal_score, None);
     }
 

@@ -461,6 +461,20 @@ fn bench_writes_a_comparable_json_report() {
     assert_eq!(r["batch"], 2);
     assert_eq!(r["model"], "default");
     assert_eq!(r["train_dropout"], 0.1);
+    // What a CPU figure ran on (issue 22: AVX2 and AVX-512 figures side by side).
+    let isa = &r["cpu_isa"];
+    assert!(
+        isa["model"].as_str().is_some_and(|m| !m.is_empty()),
+        "{isa}"
+    );
+    assert!(
+        ["avx512f", "fma"].contains(&isa["gemm"].as_str().unwrap()),
+        "{isa}"
+    );
+    assert!(
+        isa["flags"].as_array().unwrap().iter().any(|f| f == "avx2"),
+        "{isa}"
+    );
     // Only GPU backends name an adapter (on wgpu: "NVIDIA H200", "llvmpipe (…)", ...).
     assert!(
         r["adapter"].is_null(),
@@ -473,6 +487,71 @@ fn bench_writes_a_comparable_json_report() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--train-dropout 1.5"));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// `HVQ_CPU_ISA=avx2` reaches the three run-time kernel choices (gemm's micro-kernels,
+/// burn-flex's SIMD level through macerator, hvq's own kernels; the first two through the patched
+/// copies in vendor/), the device line says what runs, the results agree with the uncapped run
+/// within float rounding, and a misspelt value is refused.
+#[test]
+fn the_cpu_instruction_set_cap_reaches_every_kernel_choice() {
+    let dir = temp("isa");
+    let sample = common::repo_root().join("samples/mono-defect-cell0001.png");
+    let predict = |isa: Option<&str>, out: &str| {
+        let mut cmd = hvq();
+        cmd.args(["predict", "--device", "cpu", "--out"])
+            .arg(dir.join(out))
+            .arg(&sample);
+        match isa {
+            Some(v) => cmd.env("HVQ_CPU_ISA", v),
+            None => cmd.env_remove("HVQ_CPU_ISA"),
+        };
+        let text = run(&mut cmd);
+        let rows: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(out).join("results.json")).unwrap(),
+        )
+        .unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("CPU kernels:"))
+            .unwrap_or_else(|| panic!("no CPU kernels line:\n{text}"))
+            .to_string();
+        (line, rows[0]["score"].as_f64().unwrap())
+    };
+    let (capped, capped_score) = predict(Some("avx2"), "capped");
+    assert_eq!(
+        capped,
+        "CPU kernels: avx2 (gemm fma, burn-flex SIMD V3, HVQ_CPU_ISA=avx2)"
+    );
+    let (native, native_score) = predict(None, "native");
+    let avx512 = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap()
+        .split_whitespace()
+        .any(|f| f == "avx512f");
+    let want = if avx512 {
+        "CPU kernels: avx512 (gemm avx512f, burn-flex SIMD V4)"
+    } else {
+        "CPU kernels: avx2 (gemm fma, burn-flex SIMD V3)"
+    };
+    assert_eq!(native, want);
+    // Other kernels, the same computation: the golden tolerance (1e-3 relative) holds between them.
+    assert!(
+        (capped_score - native_score).abs() <= 1e-3 * native_score.abs(),
+        "{capped_score} vs {native_score}"
+    );
+    let (code, text) = output(
+        hvq()
+            .args(["predict", "--device", "cpu", "--out"])
+            .arg(dir.join("typo"))
+            .arg(&sample)
+            .env("HVQ_CPU_ISA", "avx-2"),
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("HVQ_CPU_ISA=avx-2: expected `avx2`"),
+        "{text}"
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 

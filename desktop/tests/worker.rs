@@ -180,9 +180,14 @@ fn exported_overlay_and_map_equal_predicts() {
                 let img = hvq::preprocess::load(p).unwrap();
                 let r = inspector.inspect(&img, &ClassChoice::Auto).unwrap();
                 let stem = p.file_stem().unwrap().to_string_lossy();
-                hvq::overlay::blend(&hvq::preprocess::to_rgb(&img), &r.map, &r.color_scale(), 0.5)
-                    .save(predicted.join(format!("{stem}_overlay.png")))
-                    .unwrap();
+                hvq::overlay::blend(
+                    &hvq::preprocess::to_rgb(&img),
+                    &r.map,
+                    &r.color_scale(),
+                    0.5,
+                )
+                .save(predicted.join(format!("{stem}_overlay.png")))
+                .unwrap();
                 std::fs::write(
                     predicted.join(format!("{stem}_map.npy")),
                     hvq::overlay::npy_bytes(&r.map, r.height as usize, r.width as usize),

@@ -233,6 +233,12 @@ def main():
         "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if a.device == "cuda" else None,
         "framework": f"PyTorch {torch.__version__}" + (f" (CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()})" if a.device == "cuda" else ""),
         "threads": torch.get_num_threads(),
+        # What the CPU figures ran on: ATen's vector kernels, and the caps MKL and oneDNN were given
+        # (scripts/cpu-isa-bench.sh sets them for the AVX2 rows).
+        "cpu_isa": {
+            "aten_capability": torch.backends.cpu.get_cpu_capability(),
+            **{k: os.environ.get(k) for k in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")},
+        },
         "precision": ("tf32 allowed" if a.tf32 else "fp32 (TF32 off)") if a.device == "cuda" else "fp32",
         "warmup": a.warmup,
         "notes": [

@@ -315,7 +315,11 @@ impl Inspector {
                 score,
                 threshold,
                 anomalous: threshold.map(|t| score > t),
-            normal_score: self.detector.calibration.as_ref().and_then(|c| c.normal_score),
+                normal_score: self
+                    .detector
+                    .calibration
+                    .as_ref()
+                    .and_then(|c| c.normal_score),
                 class_index,
                 class_name,
                 width: w,
@@ -407,7 +411,11 @@ impl Inspector {
             score,
             threshold,
             anomalous: threshold.map(|t| score > t),
-            normal_score: self.detector.calibration.as_ref().and_then(|c| c.normal_score),
+            normal_score: self
+                .detector
+                .calibration
+                .as_ref()
+                .and_then(|c| c.normal_score),
             class_index: class,
             class_name,
             width: w,

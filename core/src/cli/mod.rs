@@ -21,5 +21,8 @@ pub fn device(name: &str) -> Result<Selection> {
     let choice: DeviceChoice = name.parse()?;
     let selection = hvq::device::select(choice)?;
     eprintln!("device: {} — {}", selection.name(), selection.reason);
+    if selection.backend == DeviceChoice::Cpu {
+        eprintln!("{}", hvq::device::isa::CpuIsa::detect().summary());
+    }
     Ok(selection)
 }

@@ -140,7 +140,10 @@ mod simd {
         use std::sync::OnceLock;
         static LEVEL: OnceLock<u8> = OnceLock::new();
         *LEVEL.get_or_init(|| {
-            if std::arch::is_x86_feature_detected!("avx512f") {
+            // `HVQ_CPU_ISA=avx2` measures CPUs without AVX-512 (crate::device::isa).
+            if crate::device::isa::avx512_allowed()
+                && std::arch::is_x86_feature_detected!("avx512f")
+            {
                 2
             } else if std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")

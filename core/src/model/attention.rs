@@ -37,30 +37,70 @@ impl MultiheadAttention {
         }
     }
 
-    fn project(&self, x: Tensor<3>, part: usize) -> Tensor<3> {
+    /// The packed projection's rows `[from·E, to·E)` applied to `x`.
+    fn project(&self, x: Tensor<3>, from: usize, to: usize) -> Tensor<3> {
         let [e3, _] = self.in_proj_weight.dims();
         let e = e3 / 3;
-        let w = self.in_proj_weight.val().narrow(0, part * e, e);
-        let b = self.in_proj_bias.val().narrow(0, part * e, e);
+        let w = self.in_proj_weight.val().narrow(0, from * e, (to - from) * e);
+        let b = self.in_proj_bias.val().narrow(0, from * e, (to - from) * e);
         linear(x, w.transpose(), Some(b))
     }
 
     /// Attention of `query [B, Lq, E]` over `key [B, Lk, E]` / `value [B, Lk, E]` → `[B, Lq, E]`,
     /// with dropout `p` on the attention weights (0 at inference).
     pub fn forward(&self, query: Tensor<3>, key: Tensor<3>, value: Tensor<3>, p: f64) -> Tensor<3> {
-        let [b, lq, e] = query.dims();
-        let [_, lk, _] = key.dims();
+        let q = self.project(query, 0, 1);
+        let k = self.project(key, 1, 2);
+        let v = self.project(value, 2, 3);
+        self.attend(q, k, v, p)
+    }
+
+    /// Self-attention whose queries and keys come from the same tensor `qk` (`x + pos` in the
+    /// encoder and the decoder's first block): [`Self::forward`]`(qk, qk, value, p)` with the two
+    /// projections as one matrix product of twice the width, as PyTorch's `nn.MultiheadAttention`
+    /// does when query is key (fewer, larger products run closer to the CPU's peak).
+    pub fn forward_self(&self, qk: Tensor<3>, value: Tensor<3>, p: f64) -> Tensor<3> {
+        let [_, _, e] = qk.dims();
+        let both = self.project(qk, 0, 2);
+        let q = both.clone().narrow(2, 0, e);
+        let k = both.narrow(2, e, e);
+        let v = self.project(value, 2, 3);
+        self.attend(q, k, v, p)
+    }
+
+    /// Heads, scaled dot products, softmax, weighted values and the output projection.
+    fn attend(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, p: f64) -> Tensor<3> {
+        let [b, lq, e] = q.dims();
+        let [_, lk, _] = k.dims();
         let h = self.heads;
         let hd = e / h;
         let scale = 1.0 / (hd as f64).sqrt();
         let split =
             |t: Tensor<3>, l: usize| -> Tensor<4> { t.reshape([b, l, h, hd]).swap_dims(1, 2) };
         // PyTorch scales q before the product.
-        let q = split(self.project(query, 0), lq).mul_scalar(scale);
-        let k = split(self.project(key, 1), lk);
-        let v = split(self.project(value, 2), lk);
+        let q = split(q, lq).mul_scalar(scale);
+        let k = split(k, lk);
+        let v = split(v, lk);
         let attn = dropout(crate::kernels::softmax_last(q.matmul(k.swap_dims(2, 3))), p);
         let out = attn.matmul(v).swap_dims(1, 2).reshape([b, lq, e]);
         self.out_proj.forward(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fused query/key projection is the same computation as projecting them apart.
+    #[test]
+    fn self_attention_with_one_query_key_product_equals_the_general_form() {
+        let device = Device::flex();
+        let mha = MultiheadAttention::new(32, 4, &device);
+        let qk = Tensor::<3>::random([2, 9, 32], Distribution::Default, &device);
+        let v = Tensor::<3>::random([2, 9, 32], Distribution::Default, &device);
+        let fused = mha.forward_self(qk.clone(), v.clone(), 0.0);
+        let apart = mha.forward(qk.clone(), qk, v, 0.0);
+        let diff = crate::device::read_back((fused - apart).abs().max()).unwrap()[0];
+        assert!(diff <= 1e-5, "{diff}");
     }
 }

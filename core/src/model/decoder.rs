@@ -44,7 +44,7 @@ impl DecoderLayer {
     /// (0 at inference) where `nn.TransformerDecoderLayer` has its dropouts.
     pub fn forward(&self, t: Tensor<3>, memory: Tensor<3>, pos: Tensor<3>, p: f64) -> Tensor<3> {
         let q = t.clone() + pos.clone();
-        let attn = self.self_attn.forward(q.clone(), q, t.clone(), p);
+        let attn = self.self_attn.forward_self(q, t.clone(), p);
         let t = self.norm1.forward(t + dropout(attn, p));
         let q = t.clone() + pos.clone();
         let k = memory.clone() + pos;

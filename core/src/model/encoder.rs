@@ -37,7 +37,7 @@ impl EncoderLayer {
     /// `[B, L, C]` → `[B, L, C]`; `pos` is `[1, L, C]`; dropout probability `p`.
     pub fn forward(&self, x: Tensor<3>, pos: Tensor<3>, p: f64) -> Tensor<3> {
         let qk = x.clone() + pos;
-        let attn = self.self_attn.forward(qk.clone(), qk, x.clone(), p);
+        let attn = self.self_attn.forward_self(qk, x.clone(), p);
         let x = self.norm1.forward(x + dropout(attn, p));
         let hidden = dropout(relu(self.linear1.forward(x.clone())), p);
         let ff = self.linear2.forward(hidden);
