@@ -88,7 +88,7 @@ fn main() -> ExitCode {
 }
 
 fn run(command: Command) -> Result<()> {
-    hvq::device::isa::check_variable()?;
+    hvq::kernels::isa::check_variable()?;
     match command {
         Command::Train(args) => cli::train::run(args),
         Command::Eval(args) => cli::eval::run(args),

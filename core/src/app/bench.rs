@@ -45,7 +45,7 @@ pub struct BenchReport {
     /// The CPU's vector instruction sets and which the CPU kernels used (`HVQ_CPU_ISA`): what a
     /// CPU figure ran on.
     #[serde(default)]
-    pub cpu_isa: Option<crate::device::isa::CpuIsa>,
+    pub cpu_isa: Option<crate::kernels::isa::CpuIsa>,
     /// Backend.
     pub device: String,
     /// The adapter the backend ran on, as it names itself (`NVIDIA H200`, `llvmpipe (LLVM …)`);
@@ -279,7 +279,7 @@ pub fn run(
     let end_to_end = stats("end to end", e2e);
     Ok(BenchReport {
         machine: machine(),
-        cpu_isa: Some(crate::device::isa::CpuIsa::detect()),
+        cpu_isa: Some(crate::kernels::isa::CpuIsa::detect()),
         device: device_name.to_string(),
         adapter: device.identity().map(|identity| identity.name),
         model: which,

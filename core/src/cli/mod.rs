@@ -22,7 +22,7 @@ pub fn device(name: &str) -> Result<Selection> {
     let selection = hvq::device::select(choice)?;
     eprintln!("device: {} — {}", selection.name(), selection.reason);
     if selection.backend == DeviceChoice::Cpu {
-        eprintln!("{}", hvq::device::isa::CpuIsa::detect().summary());
+        eprintln!("{}", hvq::kernels::isa::CpuIsa::detect().summary());
     }
     Ok(selection)
 }

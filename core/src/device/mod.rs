@@ -7,7 +7,6 @@
 //! what was chosen and why, for the user to read.
 
 pub mod cuda_driver;
-pub mod isa;
 pub mod panic_capture;
 mod readback;
 

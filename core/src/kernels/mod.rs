@@ -15,6 +15,7 @@
 //! against f64).
 
 mod dropout_mask;
+pub mod isa;
 mod softmax_autodiff;
 
 pub use dropout_mask::dropout_mask;
@@ -140,8 +141,8 @@ mod simd {
         use std::sync::OnceLock;
         static LEVEL: OnceLock<u8> = OnceLock::new();
         *LEVEL.get_or_init(|| {
-            // `HVQ_CPU_ISA=avx2` measures CPUs without AVX-512 (crate::device::isa).
-            if crate::device::isa::avx512_allowed()
+            // `HVQ_CPU_ISA=avx2` measures CPUs without AVX-512 (crate::kernels::isa).
+            if crate::kernels::isa::avx512_allowed()
                 && std::arch::is_x86_feature_detected!("avx512f")
             {
                 2

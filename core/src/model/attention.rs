@@ -41,7 +41,10 @@ impl MultiheadAttention {
     fn project(&self, x: Tensor<3>, from: usize, to: usize) -> Tensor<3> {
         let [e3, _] = self.in_proj_weight.dims();
         let e = e3 / 3;
-        let w = self.in_proj_weight.val().narrow(0, from * e, (to - from) * e);
+        let w = self
+            .in_proj_weight
+            .val()
+            .narrow(0, from * e, (to - from) * e);
         let b = self.in_proj_bias.val().narrow(0, from * e, (to - from) * e);
         linear(x, w.transpose(), Some(b))
     }

@@ -75,7 +75,7 @@ impl CpuIsa {
             cap: std::env::var(VARIABLE).ok(),
             in_use: in_use().to_string(),
             gemm: gemm_kernels().to_string(),
-            flex_simd: format!("{:?}", macerator::Arch::detect()),
+            flex_simd: flex_simd_level(),
         }
     }
 
@@ -89,6 +89,18 @@ impl CpuIsa {
             "CPU kernels: {} (gemm {}, burn-flex SIMD {}{cap})",
             self.in_use, self.gemm, self.flex_simd
         )
+    }
+}
+
+/// The SIMD level burn-flex's kernels dispatch to here (macerator's `Arch`, patched for the cap).
+fn flex_simd_level() -> String {
+    #[cfg(target_arch = "x86_64")]
+    {
+        format!("{:?}", macerator::Arch::detect())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        std::env::consts::ARCH.to_string()
     }
 }
 
