@@ -126,6 +126,21 @@ fn network(c: &mut Criterion) {
         let q: Tensor<4> = x.clone().reshape([b, l, 8, c2 / 8]).swap_dims(1, 2);
         z.iter(|| run(|| softmax(q.clone().matmul(q.clone().swap_dims(2, 3)), 3)))
     });
+    // The encoder's products at width 256 (forward projections, and the backward's weight
+    // gradient with K = tokens), the sizes where gemm's AVX2 kernels fall behind MKL's (README,
+    // "CPUs without AVX-512").
+    let tokens = Tensor::<2>::random([b * l, 256], Distribution::Default, &d);
+    for n in [256, 768, 1024] {
+        let w = Tensor::<2>::random([256, n], Distribution::Default, &d);
+        g.bench_function(format!("product {}x256 by 256x{n}", b * l), |z| {
+            z.iter(|| run(|| tokens.clone().matmul(w.clone())))
+        });
+    }
+    let grad = Tensor::<2>::random([b * l, 256], Distribution::Default, &d);
+    g.bench_function(
+        format!("weight gradient 256x{} by {}x256", b * l, b * l),
+        |z| z.iter(|| run(|| tokens.clone().transpose().matmul(grad.clone()))),
+    );
     // The whole of attention, as the model composes it and as one call of burn's fused op, at
     // the encoder's width (256) and the decoder's (512).
     for width in [256, 512] {

@@ -40,6 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         tiling: None,
         stop_after: None,
         inject_nan_at_step: None,
+        replica_devices: Vec::new(),
     };
     let device = burn::tensor::Device::flex();
     let outcome = train(&request, &device, &mut |progress| {

@@ -55,20 +55,116 @@ pub fn extract(
     device: &Device,
     progress: &mut dyn FnMut(usize),
 ) -> Result<FeatureSet> {
+    let values = extract_values(
+        &detector.backbone,
+        detector,
+        samples,
+        batch,
+        device,
+        progress,
+    )?;
+    Ok(feature_set(detector, samples, values))
+}
+
+/// [`extract`] with the work split across `devices`: contiguous runs of batches, one thread and
+/// one copy of the backbone per device. The features come back in sample order, as one device
+/// computes them (up to each device's float rounding); `progress(done)` counts all devices'
+/// images.
+pub fn extract_sharded(
+    detector: &Detector,
+    samples: &[Sample],
+    batch: usize,
+    devices: &[Device],
+    progress: &mut dyn FnMut(usize),
+) -> Result<FeatureSet> {
+    let Some(first) = devices.first() else {
+        return Err(crate::error::HvqError::Device(
+            "feature extraction on no device".into(),
+        ));
+    };
+    if devices.len() == 1 {
+        return extract(detector, samples, batch, first, progress);
+    }
+    let batch = batch.max(1);
+    let shards = crate::train::shard_sizes(samples.len().div_ceil(batch), devices.len());
+    let mut parts = Vec::with_capacity(shards.len());
+    let mut start = 0;
+    for (&batches, device) in shards.iter().zip(devices) {
+        let end = (start + batches * batch).min(samples.len());
+        parts.push((&samples[start..end], device.clone()));
+        start = end;
+    }
+    let (sender, received) = std::sync::mpsc::channel::<usize>();
+    let results: Vec<Result<Vec<f32>>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = parts
+            .into_iter()
+            .map(|(part, device)| {
+                let sender = sender.clone();
+                let backbone = detector.backbone.clone().to_device(&device);
+                scope.spawn(move || {
+                    extract_values(&backbone, detector, part, batch, &device, &mut |_| {}).inspect(
+                        |_| {
+                            let _ = sender.send(part.len());
+                        },
+                    )
+                })
+            })
+            .collect();
+        drop(sender);
+        let mut done = 0;
+        for images in received {
+            done += images;
+            progress(done);
+        }
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join().unwrap_or_else(|panic| {
+                    Err(crate::error::HvqError::Device(format!(
+                        "feature extraction failed on a device: {}",
+                        crate::device::panic_capture::payload_text(panic.as_ref())
+                    )))
+                })
+            })
+            .collect()
+    });
+    let mut values = Vec::new();
+    for part in results {
+        values.extend(part?);
+    }
+    Ok(feature_set(detector, samples, values))
+}
+
+fn feature_set(detector: &Detector, samples: &[Sample], values: Vec<f32>) -> FeatureSet {
+    let s = detector.config.backbone.feature_size;
+    FeatureSet {
+        shape: [detector.config.hvq.feature_channels, s, s],
+        values,
+        classes: samples.iter().map(|s| s.class).collect(),
+    }
+}
+
+/// The aligned features of `samples` through `backbone` (the detector's, or a copy of it on
+/// `device`), row-major.
+fn extract_values(
+    backbone: &crate::backbone::Backbone,
+    detector: &Detector,
+    samples: &[Sample],
+    batch: usize,
+    device: &Device,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<f32>> {
     let cfg = &detector.config.backbone;
     let f = detector.config.hvq.feature_channels;
     let s = cfg.feature_size;
     let mut values = Vec::with_capacity(samples.len() * f * s * s);
     for (done, chunk) in samples.chunks(batch.max(1)).enumerate() {
-        let feats = detector.features(input_batch(chunk, cfg, device)?);
+        let taps = backbone.taps(input_batch(chunk, cfg, device)?);
+        let feats = crate::backbone::align_features(taps, cfg.feature_size);
         values.extend(HostTensor::from_tensor(&feats).data);
         progress((done * batch.max(1) + chunk.len()).min(samples.len()));
     }
-    Ok(FeatureSet {
-        shape: [f, s, s],
-        values,
-        classes: samples.iter().map(|s| s.class).collect(),
-    })
+    Ok(values)
 }
 
 /// The backbone inputs `[N, 3, S, S]` of `samples`: each image decoded, resized and normalised
@@ -111,13 +207,14 @@ pub fn cache_key(detector: &Detector, samples: &[Sample]) -> String {
     format!("{:016x}", h.0)
 }
 
-/// Load `path` if its key matches, else compute the features and write the cache atomically.
+/// Load `path` if its key matches, else compute the features (split across `devices`) and
+/// write the cache atomically.
 pub fn cached(
     path: &Path,
     detector: &Detector,
     samples: &[Sample],
     batch: usize,
-    device: &Device,
+    devices: &[Device],
     progress: &mut dyn FnMut(usize),
 ) -> Result<(FeatureSet, bool)> {
     let key = cache_key(detector, samples);
@@ -143,7 +240,7 @@ pub fn cached(
             ));
         }
     }
-    let set = extract(detector, samples, batch, device, progress)?;
+    let set = extract_sharded(detector, samples, batch, devices, progress)?;
     let mut map = TensorMap::new("feature cache");
     let [f, h, w] = set.shape;
     map.insert(

@@ -84,6 +84,9 @@ pub struct TrainRequest {
     pub stop_after: Option<usize>,
     /// Test hook: make the loss of this optimiser step (1-based, over the run) NaN.
     pub inject_nan_at_step: Option<u64>,
+    /// Data-parallel training: devices for replicas besides the one `train` is given (each
+    /// step's batch is split across all of them; see `train::data_parallel`). Empty: one device.
+    pub replica_devices: Vec<Device>,
 }
 
 /// What a run reports while it works.
@@ -223,12 +226,21 @@ pub fn train(
     detector.backbone = backbone;
 
     let mut trainer = start_trainer(request, &model_config, &detector, device)?;
+    trainer.add_replicas(&request.replica_devices)?;
     if request.resume {
         progress(TrainProgress::Resumed {
             epochs_done: trainer.epochs_done,
         });
     }
-    let features = training_features(&trainer, &detector, &dataset, out, device, progress)?;
+    let features = training_features(
+        &trainer,
+        &detector,
+        &dataset,
+        out,
+        device,
+        &request.replica_devices,
+        progress,
+    )?;
     let data = match &features {
         Some(f) => TrainingData::Features(f),
         None => TrainingData::Images(&dataset.train),
@@ -380,25 +392,30 @@ fn start_trainer(
     )
 }
 
-/// Eval mode: features once per dataset, cached beside the run. Train mode: none (the
-/// backbone's output changes with every batch's statistics and drop-connect).
+/// Eval mode: features once per dataset (split across the run's devices), cached beside the
+/// run. Train mode: none (the backbone's output changes with every batch's statistics and
+/// drop-connect).
 fn training_features(
     trainer: &Trainer,
     detector: &Detector,
     dataset: &Dataset,
     out: &Path,
     device: &Device,
+    replica_devices: &[Device],
     progress: &mut dyn FnMut(TrainProgress<'_>),
 ) -> Result<Option<FeatureSet>> {
     let total = dataset.train.len();
     match trainer.config.backbone.mode {
         BackboneMode::Eval => {
+            let devices: Vec<Device> = std::iter::once(device.clone())
+                .chain(replica_devices.iter().cloned())
+                .collect();
             let (features, from_cache) = crate::features::cached(
                 &out.join(FEATURE_CACHE_FILE),
                 detector,
                 &dataset.train,
                 FEATURE_BATCH,
-                device,
+                &devices,
                 &mut |done| {
                     progress(TrainProgress::Features {
                         purpose: "features",

@@ -67,6 +67,15 @@ impl Backbone {
         }
     }
 
+    /// A copy on `device` (sharded feature extraction runs one per device).
+    pub fn to_device(self, device: &Device) -> Self {
+        match self {
+            Self::EfficientNet(net) => {
+                Self::EfficientNet(burn::module::Module::to_device(net, device))
+            }
+        }
+    }
+
     /// The device its weights live on.
     pub fn device(&self) -> Device {
         match self {

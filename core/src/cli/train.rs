@@ -97,6 +97,11 @@ pub struct TrainArgs {
     /// are printed), cpu, wgpu or cuda.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Train data-parallel on several devices, each step's batch (--batch) split across them:
+    /// a comma-separated list such as cuda:0,cuda:1 or wgpu:0,wgpu:1; cpu*2 tries it on one
+    /// CPU. Replaces --device; the run equals one device's up to float rounding and dropout.
+    #[arg(long, value_name = "LIST", conflicts_with = "device")]
+    pub devices: Option<String>,
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     pub resume: bool,
@@ -172,6 +177,7 @@ impl TrainArgs {
             }),
             stop_after: self.stop_after,
             inject_nan_at_step: self.inject_nan_at_step,
+            replica_devices: Vec::new(),
         }
     }
 }
@@ -183,9 +189,25 @@ pub fn run(args: TrainArgs) -> Result<()> {
         args.data,
         args.out.display()
     ));
-    let device = super::device(&args.device)?.device;
+    let mut request = args.request();
+    let device = match &args.devices {
+        Some(list) => {
+            let mut devices = hvq::device::create_list(list)?.into_iter();
+            let first = devices
+                .next()
+                .expect("create_list returns at least one device");
+            request.replica_devices = devices.collect();
+            eprintln!(
+                "devices: {} replicas ({list}), the batch of {} split across them",
+                1 + request.replica_devices.len(),
+                request.train.batch_size
+            );
+            first
+        }
+        None => super::device(&args.device)?.device,
+    };
     let mut bars = Bars::default();
-    let outcome = train(&args.request(), &device, &mut |p| bars.show(p))?;
+    let outcome = train(&request, &device, &mut |p| bars.show(p))?;
     bars.clear();
     match outcome {
         TrainOutcome::Stopped {

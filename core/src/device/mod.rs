@@ -7,9 +7,11 @@
 //! what was chosen and why, for the user to read.
 
 pub mod cuda_driver;
+mod list;
 pub mod panic_capture;
 mod readback;
 
+pub use list::create_list;
 pub use readback::{read_back, read_back_async};
 
 use burn::tensor::Device;

@@ -3,7 +3,7 @@
 //! Table 1 (single VQ layer, shared codebooks, shared expert).
 
 use burn::module::Module;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 
 use super::classifier::Classifier;
 use super::decoder::Decoder;
@@ -11,7 +11,8 @@ use super::encoder::Encoder;
 use super::layers::{Conv1x1, Linear};
 use super::ot::ot_score;
 use super::position::PositionEmbedding;
-use super::quantizer::{Codebook, QuantizeOutput, ema_update, quantize, straight_through};
+use super::quantizer::{Codebook, QuantizeOutput, quantize};
+use super::sharded::Shard;
 use crate::config::HvqConfig;
 use crate::error::{HvqError, Result};
 use crate::weights::TensorMap;
@@ -132,7 +133,7 @@ impl HvqModel {
         &self.config
     }
 
-    fn check_classes(&self, classes: &[usize], batch: usize) -> Result<()> {
+    pub(super) fn check_classes(&self, classes: &[usize], batch: usize) -> Result<()> {
         if classes.len() != batch {
             return Err(HvqError::Config(format!(
                 "{} class ids for a batch of {batch}",
@@ -157,12 +158,12 @@ impl HvqModel {
         }
     }
 
-    fn codebook_slots(&self, classes: &[usize]) -> Vec<usize> {
+    pub(super) fn codebook_slots(&self, classes: &[usize]) -> Vec<usize> {
         classes.iter().map(|&c| self.codebook_slot(c)).collect()
     }
 
     /// Expert slot per sample (its class, or 0 when the expert is shared).
-    fn expert_slots(&self, classes: &[usize]) -> Vec<usize> {
+    pub(super) fn expert_slots(&self, classes: &[usize]) -> Vec<usize> {
         classes
             .iter()
             .map(|&c| {
@@ -178,7 +179,7 @@ impl HvqModel {
     /// Codebooks of `level` for each sample: `[B, D, K]`. Only the codebooks the batch uses are
     /// copied (stacking all of them and selecting afterwards copied 16 MB per level with the
     /// official 15 classes).
-    fn embeds_for(books: &[Codebook], slots: &[usize]) -> Tensor<3> {
+    pub(super) fn embeds_for(books: &[Codebook], slots: &[usize]) -> Tensor<3> {
         let used: Vec<Tensor<2>> = slots.iter().map(|&s| books[s].embed.val()).collect();
         Tensor::stack::<3>(used, 0)
     }
@@ -234,74 +235,14 @@ impl HvqModel {
 
     /// Training forward: the codebooks follow the EMA, sample by sample in batch order, so a later
     /// sample of the same class sees the codebook already updated by an earlier one (as the
-    /// reference does).
+    /// reference does). The one-shard case of [`HvqModel::forward_train_sharded`].
     pub fn forward_train(&mut self, feature: Tensor<4>, classes: &[usize]) -> Result<HvqOutput> {
-        let [b, _, _, _] = feature.dims();
-        self.check_classes(classes, b)?;
-        let expert_slots = self.expert_slots(classes);
-        let slots = self.codebook_slots(classes);
-        let mut books = std::mem::take(&mut self.quantize_lists);
-        let decay = self.config.ema_decay;
-        let eps = self.config.ema_eps;
-        let dropout = self.config.dropout;
-        let out = self.forward_with(
+        let shard = Shard {
             feature,
-            &expert_slots,
-            dropout,
-            |level, x| {
-                // The sequential part (nearest codes, EMA) needs no gradient: run it on plain tensors,
-                // then form the straight-through output and commitment for the batch in one go.
-                // Samples go in rounds: round r holds the r-th sample of each codebook in batch order,
-                // so every codebook is used at most once per round and a sample sees exactly the
-                // updates of the earlier samples of its codebook (the reference's sequential order),
-                // while the codebooks of one round are quantised and updated together.
-                let plain = x.clone().detach().without_autodiff();
-                let device = plain.device();
-                let ids = |rows: &[usize]| {
-                    let rows: Vec<i64> = rows.iter().map(|&i| i as i64).collect();
-                    let n = rows.len();
-                    Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &device)
-                };
-                let rounds = sample_rounds(&slots);
-                let (mut codes, mut indices, mut prototypes) = (Vec::new(), Vec::new(), Vec::new());
-                for round in &rounds {
-                    let round_slots: Vec<usize> = round.iter().map(|&i| slots[i]).collect();
-                    let xs = plain.clone().select(0, ids(round));
-                    let embeds = Self::embeds_for(&books[level], &round_slots).without_autodiff();
-                    let out = quantize(xs.clone(), embeds.clone());
-                    ema_update(
-                        &mut books[level],
-                        &round_slots,
-                        xs,
-                        out.indices.clone(),
-                        decay,
-                        eps,
-                    );
-                    codes.push(out.codes);
-                    indices.push(out.indices);
-                    prototypes.push(embeds);
-                }
-                // Rows come out round by round; put them back in batch order.
-                let mut batch_order = vec![0; slots.len()];
-                for (row, &i) in rounds.concat().iter().enumerate() {
-                    batch_order[i] = row;
-                }
-                let back = ids(&batch_order);
-                let q = Tensor::cat(codes, 0).select(0, back.clone());
-                let q = if x.is_autodiff() { q.autodiff() } else { q };
-                let (quantized, diff) = straight_through(x, q.clone());
-                QuantizeOutput {
-                    quantized,
-                    diff,
-                    indices: Tensor::cat(indices, 0).select(0, back.clone()),
-                    codes: q,
-                    prototypes: Tensor::cat(prototypes, 0).select(0, back),
-                }
-            },
-            &mut |_| {},
-        );
-        self.quantize_lists = books;
-        Ok(out)
+            classes: classes.to_vec(),
+        };
+        let mut outputs = Self::forward_train_sharded(std::slice::from_mut(self), vec![shard])?;
+        Ok(outputs.pop().expect("one output per shard"))
     }
 
     fn forward_with(
@@ -344,7 +285,7 @@ impl HvqModel {
         self.encode_with(feature, 0.0)
     }
 
-    fn encode_with(&self, feature: Tensor<4>, dropout: f64) -> Encoded {
+    pub(super) fn encode_with(&self, feature: Tensor<4>, dropout: f64) -> Encoded {
         let src = self.quantize_conv_t.tokens(feature);
         let pos: Tensor<3> = self.pos_embed.forward().unsqueeze_dim(0);
         let hidden = self.encoder.forward(src.clone(), pos.clone(), dropout);
@@ -359,34 +300,11 @@ impl HvqModel {
         encoded: &Encoded,
         mut quant: impl FnMut(usize, Tensor<3>) -> QuantizeOutput,
     ) -> (Vec<QuantizeOutput>, Vec<Tensor<3>>) {
-        let levels_n = self.config.vq_levels();
-        let top_input = encoded.hidden[encoded.hidden.len() - 1].clone();
-        let top = quant(levels_n - 1, top_input.clone());
-        let q_top = top.quantized.clone();
-        let mut levels: Vec<Option<QuantizeOutput>> = vec![None; levels_n];
-        let mut inputs: Vec<Option<Tensor<3>>> = vec![None; levels_n];
-        levels[levels_n - 1] = Some(top);
-        inputs[levels_n - 1] = Some(top_input);
-        for level in (0..levels_n - 1).rev() {
-            let below = if level == 0 {
-                encoded.src.clone()
-            } else {
-                encoded.hidden[level - 1].clone()
-            };
-            let input = Tensor::cat(vec![below, q_top.clone()], 2);
-            inputs[level] = Some(input.clone());
-            levels[level] = Some(quant(level, input));
-        }
-        (
-            levels
-                .into_iter()
-                .map(|l| l.expect("every level ran"))
-                .collect(),
-            inputs
-                .into_iter()
-                .map(|l| l.expect("every level ran"))
-                .collect(),
-        )
+        let mut shards =
+            quantize_levels_sharded(&[encoded], self.config.vq_levels(), |level, xs| {
+                xs.into_iter().map(|x| quant(level, x)).collect()
+            });
+        shards.pop().expect("one shard")
     }
 
     /// Eval-mode quantisation of every level for the samples' classes.
@@ -415,7 +333,7 @@ impl HvqModel {
         self.decode_with(levels, pos, expert_slots, dims, 0.0)
     }
 
-    fn decode_with(
+    pub(super) fn decode_with(
         &self,
         levels: &[QuantizeOutput],
         pos: &Tensor<3>,
@@ -493,9 +411,61 @@ impl HvqModel {
     }
 }
 
+/// The hierarchy for several shards of a batch at once, level by level (top first), so that
+/// `quant(level, inputs)` sees every shard's input of a level together (data-parallel training
+/// quantises a level across replicas in one sample order). Per shard: the levels and their
+/// inputs (index 0 = level 1).
+pub(super) fn quantize_levels_sharded(
+    encoded: &[&Encoded],
+    levels_n: usize,
+    mut quant: impl FnMut(usize, Vec<Tensor<3>>) -> Vec<QuantizeOutput>,
+) -> Vec<(Vec<QuantizeOutput>, Vec<Tensor<3>>)> {
+    let top_inputs: Vec<Tensor<3>> = encoded
+        .iter()
+        .map(|e| e.hidden[e.hidden.len() - 1].clone())
+        .collect();
+    let tops = quant(levels_n - 1, top_inputs.clone());
+    let q_tops: Vec<Tensor<3>> = tops.iter().map(|t| t.quantized.clone()).collect();
+    let mut levels: Vec<Vec<Option<QuantizeOutput>>> = vec![vec![None; levels_n]; encoded.len()];
+    let mut inputs: Vec<Vec<Option<Tensor<3>>>> = vec![vec![None; levels_n]; encoded.len()];
+    for (r, (top, input)) in tops.into_iter().zip(top_inputs).enumerate() {
+        levels[r][levels_n - 1] = Some(top);
+        inputs[r][levels_n - 1] = Some(input);
+    }
+    for level in (0..levels_n - 1).rev() {
+        let level_inputs: Vec<Tensor<3>> = encoded
+            .iter()
+            .zip(&q_tops)
+            .map(|(e, q_top)| {
+                let below = if level == 0 {
+                    e.src.clone()
+                } else {
+                    e.hidden[level - 1].clone()
+                };
+                Tensor::cat(vec![below, q_top.clone()], 2)
+            })
+            .collect();
+        let outs = quant(level, level_inputs.clone());
+        for (r, (out, input)) in outs.into_iter().zip(level_inputs).enumerate() {
+            levels[r][level] = Some(out);
+            inputs[r][level] = Some(input);
+        }
+    }
+    levels
+        .into_iter()
+        .zip(inputs)
+        .map(|(l, i)| {
+            (
+                l.into_iter().map(|l| l.expect("every level ran")).collect(),
+                i.into_iter().map(|i| i.expect("every level ran")).collect(),
+            )
+        })
+        .collect()
+}
+
 /// Batch positions grouped into rounds: round r holds, in batch order, the r-th sample of every
 /// codebook slot that has at least r + 1 samples. Within a round no slot repeats.
-fn sample_rounds(slots: &[usize]) -> Vec<Vec<usize>> {
+pub(super) fn sample_rounds(slots: &[usize]) -> Vec<Vec<usize>> {
     let mut rounds: Vec<Vec<usize>> = Vec::new();
     let mut seen: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
     for (i, &s) in slots.iter().enumerate() {

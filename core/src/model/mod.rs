@@ -11,6 +11,7 @@ mod layers;
 mod ot;
 mod position;
 mod quantizer;
+mod sharded;
 
 pub use attention::MultiheadAttention;
 pub use classifier::Classifier;
@@ -21,3 +22,4 @@ pub use layers::{Conv1x1, LayerNorm, Linear};
 pub use ot::{ot_score, pot_loss};
 pub use position::PositionEmbedding;
 pub use quantizer::{Codebook, QuantizeOutput, quantize, straight_through};
+pub use sharded::Shard;

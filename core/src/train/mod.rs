@@ -3,11 +3,13 @@
 
 mod adamw;
 pub mod checkpoint;
+mod data_parallel;
 mod objective;
 mod schedule;
 mod trainer;
 
 pub use adamw::{AdamW, AdamWConfig, StepReport};
+pub use data_parallel::shard_sizes;
 pub use objective::{LossTerms, cross_entropy, objective, official_loss};
 pub use schedule::{TrainConfig, epoch_order};
 pub use trainer::{EpochReport, TrainEvent, Trainer, TrainingData};

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::adamw::AdamW;
 use super::checkpoint::{self, CHECKPOINT_FILE, RunState};
+use super::data_parallel::{Replicas, accumulate, shard_sizes};
 use super::objective::objective;
 use super::schedule::{TrainConfig, epoch_order};
 use crate::backbone::{Backbone, BackboneMode, align_features};
@@ -17,7 +18,7 @@ use crate::data::Sample;
 use crate::detector::BACKBONE_PREFIX;
 use crate::error::{HvqError, Result};
 use crate::features::{FeatureSet, input_batch};
-use crate::model::HvqModel;
+use crate::model::{HvqModel, Shard};
 use crate::weights::TensorMap;
 
 /// What the network learns from.
@@ -116,9 +117,19 @@ pub struct Trainer {
     /// Train mode only: the frozen backbone (on the plain device), whose running statistics move.
     backbone: Option<Backbone>,
     out_dir: PathBuf,
+    /// Data-parallel training: the replicas on further devices (none on one device).
+    replicas: Replicas,
     /// Fault injection for tests: the loss of this optimiser step (1-based, counted over the
     /// run) is made NaN, as a diverging run's would be.
     inject_nan_at_step: Option<u64>,
+}
+
+/// The loss of one optimiser step (batch means), read back.
+struct StepLoss {
+    total: f32,
+    feature: f32,
+    latent: f32,
+    grad_norm: f32,
 }
 
 impl Trainer {
@@ -154,6 +165,7 @@ impl Trainer {
             device,
             backbone,
             out_dir: out_dir.to_path_buf(),
+            replicas: Replicas::none(),
             inject_nan_at_step: None,
         })
     }
@@ -210,6 +222,7 @@ impl Trainer {
             device,
             backbone,
             out_dir: out_dir.to_path_buf(),
+            replicas: Replicas::none(),
             inject_nan_at_step: None,
         })
     }
@@ -284,42 +297,39 @@ impl Trainer {
             // masks independent of whether the run was resumed before it.
             let epoch_seed = self.config.seed.wrapping_add(1 + epoch as u64);
             self.device.seed(epoch_seed);
+            // Each further device draws its own masks (replicas sharing a device share its
+            // generator, whose draws then come in replica order).
+            let mut seeded = vec![self.device.clone()];
+            for r in 0..self.replicas.len() {
+                let device = self.replicas.device(r);
+                if !seeded.contains(device) {
+                    device.seed(epoch_seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(r as u64 + 1)));
+                    seeded.push(device.clone());
+                }
+            }
             // Drop-connect masks of a train-mode backbone come from the plain device's generator.
             self.device.clone().inner().seed(epoch_seed);
             let order = epoch_order(data.len(), self.config.seed, epoch);
             let batches: Vec<&[usize]> = order.chunks(self.config.batch_size.max(1)).collect();
             let (mut sum, mut feat, mut lat, mut norm) = (0.0, 0.0, 0.0, 0.0);
             for (i, idx) in batches.iter().enumerate() {
-                let x = self.batch(data, idx)?;
-                let classes: Vec<usize> = idx.iter().map(|&j| data.class(j)).collect();
-                let mut model = self
-                    .model
-                    .take()
-                    .expect("the model is only out during a step");
-                let out = model.forward_train(x.clone(), &classes)?;
-                let mut loss = objective(&out, x, &classes, &self.model_config.hvq);
-                if self.inject_nan_at_step == Some(self.optimizer.step + 1) {
-                    loss.total = loss.total * f32::NAN;
-                }
-                let grads = loss.total.backward();
-                let (model, report) = self.optimizer.step(model, &grads, lr);
-                self.model = Some(model);
-                let total = loss.total.into_scalar::<f32>();
+                let step = self.step(data, idx, lr)?;
                 // A non-finite loss or gradient has already poisoned the weights in memory: stop
                 // before anything is written, so the last checkpoint stays the last good state.
-                if !total.is_finite() || !report.grad_norm.is_finite() {
+                if !step.total.is_finite() || !step.grad_norm.is_finite() {
                     return Err(HvqError::NonFiniteLoss {
                         epoch: epoch + 1,
                         step: i + 1,
-                        loss: total,
-                        grad_norm: report.grad_norm,
+                        loss: step.total,
+                        grad_norm: step.grad_norm,
                         checkpoint: self.last_checkpoint(),
                     });
                 }
+                let total = step.total;
                 sum += total as f64;
-                feat += loss.feature.into_scalar::<f32>() as f64;
-                lat += loss.latent.into_scalar::<f32>() as f64;
-                norm += report.grad_norm as f64;
+                feat += step.feature as f64;
+                lat += step.latent as f64;
+                norm += step.grad_norm as f64;
                 observer(&TrainEvent::Step {
                     epoch,
                     step: i + 1,
@@ -329,6 +339,18 @@ impl Trainer {
             }
             let n = batches.len() as f64;
             self.epochs_done += 1;
+            // The replicas must hold replica 0's parameters after every step; a copy that went
+            // wrong would train the next epoch on other weights without any error.
+            if !self.replicas.is_empty() {
+                let difference = self.replica_divergence()?;
+                if difference != 0.0 {
+                    return Err(HvqError::Training(format!(
+                        "after epoch {}: a replica's parameters differ from replica 0's by \
+                         {difference}",
+                        epoch + 1
+                    )));
+                }
+            }
             observer(&TrainEvent::Epoch(EpochReport {
                 epoch,
                 lr,
@@ -367,11 +389,104 @@ impl Trainer {
         }
     }
 
+    /// One optimiser step on the samples `idx` (the batch), split across the replicas
+    /// (`data_parallel` module docs): forward, weighted backward per replica, gradients summed on
+    /// the first device, one AdamW step, parameters copied back to the replicas.
+    fn step(&mut self, data: TrainingData<'_>, idx: &[usize], lr: f64) -> Result<StepLoss> {
+        let sizes = shard_sizes(idx.len(), 1 + self.replicas.len());
+        let mut models = vec![
+            self.model
+                .take()
+                .expect("the model is only out during a step"),
+        ];
+        models.extend(self.replicas.take(sizes.len() - 1));
+        let mut shards = Vec::with_capacity(sizes.len());
+        let mut start = 0;
+        for (r, &size) in sizes.iter().enumerate() {
+            let rows = &idx[start..start + size];
+            start += size;
+            let device = match r {
+                0 => self.device.clone(),
+                r => self.replicas.device(r - 1).clone(),
+            };
+            shards.push(Shard {
+                feature: self.batch(data, rows, &device)?,
+                classes: rows.iter().map(|&j| data.class(j)).collect(),
+            });
+        }
+        let outputs = HvqModel::forward_train_sharded(&mut models, shards.clone())?;
+        let home = self.device.clone().inner();
+        let poison = self.inject_nan_at_step == Some(self.optimizer.step + 1);
+        let mut grads = std::collections::BTreeMap::new();
+        let (mut total, mut feature, mut latent) = (0.0f64, 0.0f64, 0.0f64);
+        for ((model, out), shard) in models.iter().zip(&outputs).zip(shards) {
+            // Every loss term is a per-sample mean: the batch's is the shards' weighted by size.
+            let weight = shard.classes.len() as f64 / idx.len() as f64;
+            let loss = objective(out, shard.feature, &shard.classes, &self.model_config.hvq);
+            let mut weighted = loss.total.clone().mul_scalar(weight);
+            if poison {
+                weighted = weighted * f32::NAN;
+            }
+            let shard_grads = weighted.clone().backward();
+            accumulate(&mut grads, AdamW::gradients(model, &shard_grads), &home);
+            total += weighted.into_scalar::<f32>() as f64;
+            feature += weight * loss.feature.into_scalar::<f32>() as f64;
+            latent += weight * loss.latent.into_scalar::<f32>() as f64;
+        }
+        let primary = models.swap_remove(0);
+        drop(models);
+        let (primary, report) = self.optimizer.step_named(primary, grads, lr);
+        self.replicas.broadcast(&primary);
+        self.model = Some(primary);
+        Ok(StepLoss {
+            total: total as f32,
+            feature: feature as f32,
+            latent: latent as f32,
+            grad_norm: report.grad_norm,
+        })
+    }
+
+    /// Train data-parallel: a replica of the network on each of `devices` besides the trainer's
+    /// own (replica 0). Only runs on cached features (the default eval-mode backbone): a
+    /// train-mode backbone's batch norm would need its statistics synchronised across devices.
+    pub fn add_replicas(&mut self, devices: &[Device]) -> Result<()> {
+        if devices.is_empty() {
+            return Ok(());
+        }
+        if self.config.backbone.mode == BackboneMode::Train {
+            return Err(HvqError::Training(
+                "training on several devices needs cached features: a train-mode backbone's \
+                 batch norm would need its statistics synchronised across devices (train on one \
+                 device with --backbone-mode train)"
+                    .into(),
+            ));
+        }
+        let devices: Vec<Device> = devices.iter().map(|d| d.clone().autodiff()).collect();
+        self.replicas = Replicas::new(self.model(), &devices);
+        Ok(())
+    }
+
+    /// Devices the run trains on (1 without data parallelism).
+    pub fn device_count(&self) -> usize {
+        1 + self.replicas.len()
+    }
+
+    /// The largest difference between a replica's parameters and replica 0's: 0 after every
+    /// step when the replicas are in step.
+    pub fn replica_divergence(&self) -> Result<f32> {
+        self.replicas.max_difference(self.model())
+    }
+
     /// The features of samples `idx`: from the cache, or through the train-mode backbone (which
     /// updates its running statistics), entering the autodiff graph as constants.
-    fn batch(&mut self, data: TrainingData<'_>, idx: &[usize]) -> Result<Tensor<4>> {
+    fn batch(
+        &mut self,
+        data: TrainingData<'_>,
+        idx: &[usize],
+        device: &Device,
+    ) -> Result<Tensor<4>> {
         match data {
-            TrainingData::Features(f) => Ok(f.batch(idx, &self.device)),
+            TrainingData::Features(f) => Ok(f.batch(idx, device)),
             TrainingData::Images(samples) => {
                 let backbone = self.backbone.as_mut().ok_or_else(|| {
                     HvqError::Training("a train-mode backbone run without a backbone".into())
