@@ -167,7 +167,7 @@ fn replicas_on_the_cpu_train_as_one_device_with_the_whole_batch() {
     let _generator = generator_lock();
     a_class_spans_both_shards(2);
     let cpu = Device::flex();
-    let one = train_on(&[cpu.clone()], &temp("dp-one"), 2, 2, false).network();
+    let one = train_on(std::slice::from_ref(&cpu), &temp("dp-one"), 2, 2, false).network();
     for replicas in [2, 3] {
         let many = train_on(&vec![cpu.clone(); replicas], &temp("dp-many"), 2, 2, false).network();
         let (network, codebooks) = differences(&one, &many);
@@ -189,11 +189,18 @@ fn replicas_on_the_cpu_train_as_one_device_with_the_whole_batch() {
 fn a_multi_device_run_resumes_exactly_on_another_device_count() {
     let _generator = generator_lock();
     let cpu = Device::flex();
-    let straight = train_on(&[cpu.clone()], &temp("dp-straight"), 3, 3, false).network();
+    let straight = train_on(
+        std::slice::from_ref(&cpu),
+        &temp("dp-straight"),
+        3,
+        3,
+        false,
+    )
+    .network();
     // Epoch 1 on two replicas, epoch 2 on one device, epoch 3 on three replicas.
     let out = temp("dp-resumed");
     train_on(&[cpu.clone(), cpu.clone()], &out, 3, 1, false);
-    train_on(&[cpu.clone()], &out, 3, 1, true);
+    train_on(std::slice::from_ref(&cpu), &out, 3, 1, true);
     let resumed = train_on(&vec![cpu.clone(); 3], &out, 3, 1, true);
     assert_eq!(resumed.epochs_done, 3);
     let (network, codebooks) = differences(&straight, &resumed.network());
@@ -210,7 +217,7 @@ fn a_cpu_and_a_wgpu_replica_train_as_the_cpu_alone() {
     let cpu = Device::flex();
     let gpu = hvq::device::create(DeviceChoice::Wgpu)
         .expect("wgpu (lavapipe) is set up by scripts/setup.sh");
-    let one = train_on(&[cpu.clone()], &temp("dp-cpu"), 2, 2, false).network();
+    let one = train_on(std::slice::from_ref(&cpu), &temp("dp-cpu"), 2, 2, false).network();
     let mixed = train_on(&[cpu, gpu], &temp("dp-mixed"), 2, 2, false).network();
     let (network, codebooks) = differences(&one, &mixed);
     eprintln!("cpu + wgpu vs cpu: network {network:e}, codebooks {codebooks:e}");
