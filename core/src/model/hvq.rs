@@ -259,9 +259,34 @@ impl HvqModel {
         stage("encoder");
         let (levels, inputs) = self.quantize_levels(&encoded, quant);
         stage("vq");
-        let (decoded, rec) =
-            self.decode_with(&levels, &encoded.pos, expert_slots, [b, f, h, w], dropout);
+        let out = self.decode_output(
+            encoded,
+            levels,
+            inputs,
+            expert_slots,
+            [b, f, h, w],
+            dropout,
+            class_logits,
+        );
         stage("decoder");
+        out
+    }
+
+    /// Stage 3 and the output: the decoder over the quantised `levels` (with their `inputs`),
+    /// the batch-mean commitment summed over levels, and everything gathered in one
+    /// [`HvqOutput`] (the training and inference forwards, one shard or many, end here).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn decode_output(
+        &self,
+        encoded: Encoded,
+        levels: Vec<QuantizeOutput>,
+        inputs: Vec<Tensor<3>>,
+        expert_slots: &[usize],
+        dims: [usize; 4],
+        dropout: f64,
+        class_logits: Option<Tensor<2>>,
+    ) -> HvqOutput {
+        let (decoded, rec) = self.decode_with(&levels, &encoded.pos, expert_slots, dims, dropout);
         let latent = levels
             .iter()
             .map(|l| l.diff.clone().mean())

@@ -95,34 +95,19 @@ fn forward_shards(
     });
     quantized
         .into_iter()
-        .zip(encoded.iter())
+        .zip(encoded)
         .zip(models.iter().zip(shards).zip(class_logits))
         .map(
             |(((levels, inputs), encoded), ((model, shard), class_logits))| {
-                let experts = model.expert_slots(&shard.classes);
-                let (decoded, rec) = model.decode_with(
-                    &levels,
-                    &encoded.pos,
-                    &experts,
+                model.decode_output(
+                    encoded,
+                    levels,
+                    inputs,
+                    &model.expert_slots(&shard.classes),
                     shard.feature.dims(),
                     dropout,
-                );
-                let latent = levels
-                    .iter()
-                    .map(|l| l.diff.clone().mean())
-                    .reduce(|a, b| a + b)
-                    .expect("at least one level");
-                HvqOutput {
-                    src: encoded.src.clone(),
-                    hidden: encoded.hidden.clone(),
-                    levels,
-                    level1_input: inputs[0].clone(),
-                    inputs,
-                    decoded,
-                    rec,
-                    latent,
                     class_logits,
-                }
+                )
             },
         )
         .collect()
