@@ -86,7 +86,7 @@ pub fn extract_sharded(
         return extract(detector, samples, batch, first, progress);
     }
     let batch = batch.max(1);
-    let shards = crate::train::shard_sizes(samples.len().div_ceil(batch), devices.len());
+    let shards = crate::device::shard_sizes(samples.len().div_ceil(batch), devices.len());
     let mut parts = Vec::with_capacity(shards.len());
     let mut start = 0;
     for (&batches, device) in shards.iter().zip(devices) {

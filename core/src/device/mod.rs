@@ -10,9 +10,11 @@ pub mod cuda_driver;
 mod list;
 pub mod panic_capture;
 mod readback;
+mod shards;
 
 pub use list::create_list;
 pub use readback::{read_back, read_back_async};
+pub use shards::shard_sizes;
 
 use burn::tensor::Device;
 

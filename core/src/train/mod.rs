@@ -8,8 +8,8 @@ mod objective;
 mod schedule;
 mod trainer;
 
+pub use crate::device::shard_sizes;
 pub use adamw::{AdamW, AdamWConfig, StepReport};
-pub use data_parallel::shard_sizes;
 pub use objective::{LossTerms, cross_entropy, objective, official_loss};
 pub use schedule::{TrainConfig, epoch_order};
 pub use trainer::{EpochReport, TrainEvent, Trainer, TrainingData};

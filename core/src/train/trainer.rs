@@ -8,12 +8,13 @@ use serde::Serialize;
 
 use super::adamw::AdamW;
 use super::checkpoint::{self, CHECKPOINT_FILE, RunState};
-use super::data_parallel::{Replicas, accumulate, shard_sizes};
+use super::data_parallel::{Replicas, accumulate};
 use super::objective::objective;
 use super::schedule::{TrainConfig, epoch_order};
 use crate::backbone::{Backbone, BackboneMode, align_features};
 use crate::config::ModelConfig;
 use crate::data::Sample;
+use crate::device::shard_sizes;
 // Train mode only: a checkpoint holds the backbone too (its running statistics move).
 use crate::detector::BACKBONE_PREFIX;
 use crate::error::{HvqError, Result};
