@@ -39,6 +39,9 @@ enum Command {
     /// Check a device against the CPU: the shipped model on the shipped sample images, on both,
     /// compared; exit status 1 when they differ beyond float rounding.
     Selfcheck(cli::selfcheck::SelfCheckArgs),
+    /// Host this machine's devices for training on several machines: another process or host
+    /// trains with `hvq train --devices cuda:0,ws://HOST:PORT`. Runs until Ctrl+C or SIGTERM.
+    DeviceServer(cli::device_server::DeviceServerArgs),
     /// Import an official HVQ-Trans checkpoint (MVTec-AD, EfficientNet-B4) as a model directory.
     Import {
         /// The `.pth` checkpoint (with or without the `module.` prefix).
@@ -97,6 +100,7 @@ fn run(command: Command) -> Result<()> {
         Command::Watch(args) => cli::watch::run(args),
         Command::Selfcheck(args) => cli::selfcheck::run(args),
         Command::Predict(args) => cli::predict::run(args),
+        Command::DeviceServer(args) => cli::device_server::run(args),
         Command::Import {
             checkpoint,
             out,

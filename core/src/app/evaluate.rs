@@ -66,8 +66,31 @@ pub fn evaluate(
     pixel_size: Option<usize>,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Evaluation> {
-    let detector = &inspector.detector;
-    let device = inspector.device();
+    evaluate_sharded(
+        std::slice::from_ref(inspector),
+        dataset,
+        source,
+        batch,
+        pixel_size,
+        progress,
+    )
+}
+
+/// [`evaluate`] with the test split cut into contiguous shards, one per inspector (the same
+/// model on different devices), scored in parallel, one thread each; the results are joined in
+/// the test split's order, so the metrics are those of one device up to float rounding.
+pub fn evaluate_sharded(
+    inspectors: &[Inspector],
+    dataset: &Dataset,
+    source: ClassSource,
+    batch: usize,
+    pixel_size: Option<usize>,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Evaluation> {
+    let Some(first) = inspectors.first() else {
+        return Err(HvqError::Config("evaluation on no device".into()));
+    };
+    let detector = &first.detector;
     if dataset.test.is_empty() {
         return Err(HvqError::Dataset(format!(
             "{}: no test images",
@@ -83,74 +106,61 @@ pub fn evaluate(
     }
     let semantic = dataset.score_kind == ScoreKind::Mean;
     let source = if semantic { ClassSource::Auto } else { source };
-    let size = detector.config.backbone.input_size;
     let n_classes = detector.config.hvq.num_classes;
 
-    let pixel = pixel_size.unwrap_or(size);
+    let pixel = pixel_size.unwrap_or(detector.config.backbone.input_size);
     if !(1..=4096).contains(&pixel) {
         return Err(HvqError::Config(format!(
             "pixel size {pixel} is outside 1..=4096"
         )));
     }
+    let job = ScoreJob {
+        dataset,
+        source,
+        batch: batch.max(1),
+        pixel,
+    };
+    let sizes = crate::device::shard_sizes(dataset.test.len(), inspectors.len());
+    let mut ranges = Vec::with_capacity(sizes.len());
+    let mut start = 0;
+    for size in sizes {
+        ranges.push(start..start + size);
+        start += size;
+    }
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let scored: Vec<Result<Scored>> = std::thread::scope(|scope| {
+        let others: Vec<_> = inspectors[1..]
+            .iter()
+            .zip(&ranges[1.min(ranges.len())..])
+            .map(|(inspector, range)| {
+                let (job, done) = (&job, &done);
+                let range = range.clone();
+                scope.spawn(move || job.score(inspector, range, done, &mut |_| {}))
+            })
+            .collect();
+        // Shard 0 on this thread, which reports the progress of all shards.
+        let mut all = vec![job.score(first, ranges[0].clone(), &done, progress)];
+        all.extend(others.into_iter().map(|h| {
+            h.join().unwrap_or_else(|_| {
+                Err(HvqError::Device(
+                    "a device's evaluation thread panicked".into(),
+                ))
+            })
+        }));
+        all
+    });
     let mut scores = Vec::with_capacity(dataset.test.len());
     let mut used = Vec::with_capacity(dataset.test.len());
     let mut maps: Vec<Vec<f32>> = Vec::new();
     let mut predicted: Vec<usize> = Vec::new();
-    if detector.tiling.is_some() {
-        for (done, sample) in dataset.test.iter().enumerate() {
-            let class = match source {
-                ClassSource::Label => ClassChoice::Index(sample.class),
-                ClassSource::Auto => ClassChoice::Auto,
-            };
-            let img = sample.load_image()?;
-            let r = inspector.inspect_at(&img, &class, MapResolution::Model)?;
-            if dataset.has_masks {
-                let dims = (r.model_width, r.model_height);
-                maps.push(crate::overlay::resize_map(
-                    &r.model_map,
-                    dims,
-                    (pixel, pixel),
-                ));
-            }
-            scores.push(r.score);
-            used.push(r.class_index);
-            progress(done + 1);
-        }
-    } else {
-        let mut done = 0;
-        for chunk in dataset.test.chunks(batch.max(1)) {
-            let inputs = crate::features::input_batch(chunk, &detector.config.backbone, device)?;
-            let feats = detector.features(inputs);
-            let fixed: Vec<Option<usize>> = match source {
-                ClassSource::Label => chunk.iter().map(|s| Some(s.class)).collect(),
-                ClassSource::Auto => vec![None; chunk.len()],
-            };
-            let chosen =
-                block_on(detector.score_choosing(feats.clone(), &fixed, dataset.score_kind))?;
-            // The classifier's accuracy is reported under either source.
-            let classifier = match (&chosen.predicted, source) {
-                (Some(p), _) => Some(p.clone()),
-                (None, ClassSource::Label) => block_on(detector.predicted_classes(feats))?,
-                (None, ClassSource::Auto) => None,
-            };
-            predicted.extend(classifier.unwrap_or_default());
-            if dataset.has_masks {
-                let pixels = size * size;
-                let values = read_back(chosen.maps)?;
-                maps.extend(values.chunks(pixels).map(|m| {
-                    if pixel == size {
-                        m.to_vec()
-                    } else {
-                        crate::overlay::resize_map(m, (size, size), (pixel, pixel))
-                    }
-                }));
-            }
-            scores.extend(chosen.scores);
-            used.extend(chosen.classes);
-            done += chunk.len();
-            progress(done);
-        }
+    for part in scored {
+        let part = part?;
+        scores.extend(part.scores);
+        used.extend(part.used);
+        maps.extend(part.maps);
+        predicted.extend(part.predicted);
     }
+    progress(dataset.test.len());
     debug_assert!(used.iter().all(|&c| c < n_classes));
 
     let images: Vec<ImageResult> = dataset
@@ -238,6 +248,99 @@ pub fn evaluate(
         class_accuracy,
         images,
     })
+}
+
+/// What evaluation needs to score a range of test images.
+struct ScoreJob<'a> {
+    dataset: &'a Dataset,
+    source: ClassSource,
+    batch: usize,
+    pixel: usize,
+}
+
+/// The scores of a range of test images.
+#[derive(Default)]
+struct Scored {
+    scores: Vec<f32>,
+    used: Vec<usize>,
+    /// Maps at `pixel`², when the dataset has masks.
+    maps: Vec<Vec<f32>>,
+    /// The classifier's class per image, when it has one (or Label's choice can be asked).
+    predicted: Vec<usize>,
+}
+
+impl ScoreJob<'_> {
+    /// Score the test images `range` with `inspector`, adding each image done to `done` and
+    /// reporting its new value to `progress`.
+    fn score(
+        &self,
+        inspector: &Inspector,
+        range: std::ops::Range<usize>,
+        done: &std::sync::atomic::AtomicUsize,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Scored> {
+        use std::sync::atomic::Ordering;
+        let (dataset, source, pixel) = (self.dataset, self.source, self.pixel);
+        let detector = &inspector.detector;
+        let device = inspector.device();
+        let size = detector.config.backbone.input_size;
+        let samples = &dataset.test[range];
+        let mut out = Scored::default();
+        if detector.tiling.is_some() {
+            for sample in samples {
+                let class = match source {
+                    ClassSource::Label => ClassChoice::Index(sample.class),
+                    ClassSource::Auto => ClassChoice::Auto,
+                };
+                let img = sample.load_image()?;
+                let r = inspector.inspect_at(&img, &class, MapResolution::Model)?;
+                if dataset.has_masks {
+                    let dims = (r.model_width, r.model_height);
+                    out.maps.push(crate::overlay::resize_map(
+                        &r.model_map,
+                        dims,
+                        (pixel, pixel),
+                    ));
+                }
+                out.scores.push(r.score);
+                out.used.push(r.class_index);
+                progress(done.fetch_add(1, Ordering::Relaxed) + 1);
+            }
+            return Ok(out);
+        }
+        for chunk in samples.chunks(self.batch) {
+            let inputs = crate::features::input_batch(chunk, &detector.config.backbone, device)?;
+            let feats = detector.features(inputs);
+            let fixed: Vec<Option<usize>> = match source {
+                ClassSource::Label => chunk.iter().map(|s| Some(s.class)).collect(),
+                ClassSource::Auto => vec![None; chunk.len()],
+            };
+            let chosen =
+                block_on(detector.score_choosing(feats.clone(), &fixed, dataset.score_kind))?;
+            // The classifier's accuracy is reported under either source.
+            let classifier = match (&chosen.predicted, source) {
+                (Some(p), _) => Some(p.clone()),
+                (None, ClassSource::Label) => block_on(detector.predicted_classes(feats))?,
+                (None, ClassSource::Auto) => None,
+            };
+            out.predicted.extend(classifier.unwrap_or_default());
+            if dataset.has_masks {
+                let pixels = size * size;
+                let values = read_back(chosen.maps)?;
+                out.maps.extend(values.chunks(pixels).map(|m| {
+                    if pixel == size {
+                        m.to_vec()
+                    } else {
+                        crate::overlay::resize_map(m, (size, size), (pixel, pixel))
+                    }
+                }));
+            }
+            out.scores.extend(chosen.scores);
+            out.used.extend(chosen.classes);
+            progress(done.fetch_add(chunk.len(), Ordering::Relaxed) + chunk.len());
+        }
+        Ok(out)
+    }
 }
 
 fn mask_at(sample: &Sample, size: usize) -> Result<Vec<bool>> {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use hvq::app::ModelSource;
-use hvq::app::evaluate::{ClassSource, evaluate};
+use hvq::app::evaluate::{ClassSource, evaluate_sharded};
 
 use super::panic_report::working_on;
 use super::progress::bar;
@@ -49,21 +49,40 @@ pub struct EvalArgs {
     /// are printed), cpu, wgpu or cuda.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Evaluate on several devices, the test split cut into one contiguous part per device, as
+    /// `hvq train --devices` takes them (cuda:0,cuda:1; cpu*2; ws://HOST:PORT). Replaces --device.
+    #[arg(long, value_name = "LIST", conflicts_with = "device")]
+    pub devices: Option<String>,
 }
 
 /// Run `hvq eval`.
 pub fn run(args: EvalArgs) -> Result<()> {
     let _input = working_on(format!("evaluating on {}", args.data));
-    let selection = super::device(&args.device)?;
-    let device_name = selection.name();
-    let device = selection.device;
+    let (devices, device_name) = match &args.devices {
+        Some(list) => {
+            let devices = hvq::device::create_list(list)?;
+            eprintln!(
+                "devices: the test split cut into {} parts ({list})",
+                devices.len()
+            );
+            (devices, list.clone())
+        }
+        None => {
+            let selection = super::device(&args.device)?;
+            (vec![selection.device.clone()], selection.name())
+        }
+    };
     // A training run still in progress: its last checkpoint (Lite0 runs only, as the checkpoint
     // holds no backbone).
     let source = ModelSource::from_option(args.weights.as_deref());
     if source.is_checkpoint() {
         println!("evaluating the last checkpoint of an unfinished run");
     }
-    let detector = source.load(&device)?;
+    let mut inspectors = Vec::with_capacity(devices.len());
+    for device in devices {
+        inspectors.push(hvq::app::Inspector::new(source.load(&device)?, device));
+    }
+    let detector = &inspectors[0].detector;
     let model_name = source.describe();
     let threshold = detector.calibration.as_ref().map(|c| c.threshold);
     let dataset = hvq::data::open(&args.data)?;
@@ -72,9 +91,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         ClassArg::Label => ClassSource::Label,
         ClassArg::Auto => ClassSource::Auto,
     };
-    let inspector = hvq::app::Inspector::new(detector, device);
-    let result = evaluate(
-        &inspector,
+    let result = evaluate_sharded(
+        &inspectors,
         &dataset,
         source,
         args.batch,
@@ -113,7 +131,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             ("device".to_string(), device_name),
             ("generated".to_string(), hvq::app::report::generated_at()),
         ];
-        let report = hvq::app::report::evaluation_report(&result, &dataset, &inspector, facts)?;
+        let report = hvq::app::report::evaluation_report(&result, &dataset, &inspectors[0], facts)?;
         report
             .write(path)
             .with_context(|| format!("writing {}", path.display()))?;

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod calibrate;
 pub mod convert;
+pub mod device_server;
 pub mod eval;
 pub mod inspect_options;
 pub mod panic_report;

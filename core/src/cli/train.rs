@@ -99,7 +99,8 @@ pub struct TrainArgs {
     pub device: String,
     /// Train data-parallel on several devices, each step's batch (--batch) split across them:
     /// a comma-separated list such as cuda:0,cuda:1 or wgpu:0,wgpu:1; cpu*2 tries it on one
-    /// CPU. Replaces --device; the run equals one device's up to float rounding and dropout.
+    /// CPU; ws://HOST:PORT is a device `hvq device-server` hosts on another process or machine.
+    /// Replaces --device; the run equals one device's up to float rounding and dropout.
     #[arg(long, value_name = "LIST", conflicts_with = "device")]
     pub devices: Option<String>,
     /// Continue the run in --out from its last checkpoint.

@@ -8,7 +8,9 @@ use crate::error::{HvqError, Result};
 /// Start every device of a comma-separated list: `cpu`, `wgpu`, `cuda` (the first of their
 /// kind), `cuda:N` and `wgpu:N` (the N-th NVIDIA GPU, the N-th discrete GPU through wgpu), and
 /// `NAME*N` (also `NAME×N`) for N replicas on one device, as `cpu*2` to try data parallelism on
-/// a machine without GPUs. Each device is probed, as `--device` is.
+/// a machine without GPUs, and `ws://HOST:PORT` (also `ws://HOST:PORT#N` for the server's N-th
+/// device) for a device that `hvq device-server` hosts on another process or machine. Each
+/// device is probed, as `--device` is.
 pub fn create_list(spec: &str) -> Result<Vec<Device>> {
     let mut devices = Vec::new();
     for item in spec.split(',').map(str::trim) {
@@ -38,6 +40,9 @@ pub fn create_list(spec: &str) -> Result<Vec<Device>> {
 }
 
 fn create_one(name: &str) -> Result<Device> {
+    if name.starts_with("ws://") {
+        return super::remote::connect(name);
+    }
     let (kind, index) = match name.split_once(':') {
         Some((kind, index)) => {
             let index: usize = index.parse().map_err(|_| {
@@ -103,6 +108,7 @@ mod tests {
             ("auto", "not auto"),
             ("tpu", "unknown device"),
             ("cuda:one", "not a number"),
+            ("ws://127.0.0.1:9#x", "not a number"),
         ] {
             let e = create_list(spec).unwrap_err().to_string();
             assert!(e.contains(says), "{spec}: {e}");

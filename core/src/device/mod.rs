@@ -10,6 +10,7 @@ pub mod cuda_driver;
 mod list;
 pub mod panic_capture;
 mod readback;
+pub mod remote;
 mod shards;
 
 pub use list::create_list;

@@ -158,7 +158,8 @@ impl HvqModel {
         }
     }
 
-    pub(super) fn codebook_slots(&self, classes: &[usize]) -> Vec<usize> {
+    /// The codebook slot each of `classes` is quantised with (and whose EMA it moves).
+    pub fn codebook_slots(&self, classes: &[usize]) -> Vec<usize> {
         classes.iter().map(|&c| self.codebook_slot(c)).collect()
     }
 

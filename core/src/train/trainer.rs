@@ -415,6 +415,8 @@ impl Trainer {
                 classes: rows.iter().map(|&j| data.class(j)).collect(),
             });
         }
+        let classes: Vec<usize> = shards.iter().flat_map(|s| s.classes.clone()).collect();
+        let moved_codebooks = models[0].codebook_slots(&classes).into_iter().collect();
         let outputs = HvqModel::forward_train_sharded(&mut models, shards.clone())?;
         let home = self.device.clone().inner();
         let poison = self.inject_nan_at_step == Some(self.optimizer.step + 1);
@@ -434,10 +436,11 @@ impl Trainer {
             feature += weight * loss.feature.into_scalar::<f32>() as f64;
             latent += weight * loss.latent.into_scalar::<f32>() as f64;
         }
-        let primary = models.swap_remove(0);
-        drop(models);
+        let mut models = models.into_iter();
+        let primary = models.next().expect("replica 0 runs every step");
         let (primary, report) = self.optimizer.step_named(primary, grads, lr);
-        self.replicas.broadcast(&primary);
+        self.replicas
+            .broadcast(&primary, models.collect(), &moved_codebooks);
         self.model = Some(primary);
         Ok(StepLoss {
             total: total as f32,
