@@ -13,13 +13,17 @@ status=0
 cargo test --workspace --lib --bins --tests --no-fail-fast -- "$@" 2>&1 | tee "$log" || status=$?
 if [ "$#" -eq 0 ]; then
   # The public API's documentation examples, and the two example programs (README "Layout").
-  cargo test -p core --doc --no-fail-fast 2>&1 | tee -a "$log" || status=$?
-  cargo run -q -p core --example inspect -- samples 2>&1 | tee -a "$log" || status=$?
-  cargo run -q -p core --example train 2>&1 | tee -a "$log" || status=$?
+  # Built for the whole workspace, as the tests above: `-p core` alone resolves the dependencies'
+  # features without the desktop's and would build burn, CubeCL and wgpu a second time.
+  cargo test --workspace --doc --no-fail-fast 2>&1 | tee -a "$log" || status=$?
+  cargo build -q --workspace --examples 2>&1 | tee -a "$log" || status=$?
+  examples="$CARGO_TARGET_DIR/debug/examples"
+  "$examples/inspect" samples 2>&1 | tee -a "$log" || status=$?
+  "$examples/train" 2>&1 | tee -a "$log" || status=$?
   # The fuzzer must keep building, and each target find nothing in a short run (longer runs are
   # made by hand: README).
   for target in image config safetensors pth idx spec; do
-    cargo run -q -p core --example fuzz -- "$target" 3 2>&1 | tee -a "$log" || status=$?
+    "$examples/fuzz" "$target" 3 2>&1 | tee -a "$log" || status=$?
   done
   # `cargo test --bins` built the CLI the web test compares against.
   { bash web/build.sh && HVQ_BIN="$CARGO_TARGET_DIR/debug/hvq" node tests/web/e2e.mjs; } 2>&1 | tee -a "$log" || status=$?
