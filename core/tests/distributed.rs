@@ -219,15 +219,24 @@ fn a_multi_device_run_resumes_exactly_on_another_device_count() {
 #[test]
 fn a_cpu_and_a_wgpu_replica_train_as_the_cpu_alone() {
     let _generator = generator_lock();
-    let cpu = Device::flex();
     let gpu = hvq::device::create(DeviceChoice::Wgpu)
         .expect("wgpu (lavapipe) is set up by scripts/setup.sh");
+    trains_as_the_cpu_alone(gpu, "wgpu", MIXED);
+}
+
+/// The CPU with `second` as replica 1 against the CPU alone, 2 epochs: the largest differences
+/// (network, codebooks) must stay within `bound`.
+fn trains_as_the_cpu_alone(second: Device, name: &str, bound: (f32, f32)) {
+    let cpu = Device::flex();
     let one = train_on(std::slice::from_ref(&cpu), &temp("dp-cpu"), 2, 2, false).network();
-    let mixed = train_on(&[cpu, gpu], &temp("dp-mixed"), 2, 2, false).network();
-    let (network, codebooks) = differences(&one, &mixed);
-    eprintln!("cpu + wgpu vs cpu: network {network:e}, codebooks {codebooks:e}");
-    assert!(network <= MIXED.0, "network differs by {network}");
-    assert!(codebooks <= MIXED.1, "codebooks differ by {codebooks}");
+    let two = train_on(&[cpu, second], &temp("dp-pair"), 2, 2, false).network();
+    let (network, codebooks) = differences(&one, &two);
+    eprintln!("cpu + {name} vs cpu: network {network:e}, codebooks {codebooks:e}");
+    assert!(network <= bound.0, "{name}: network differs by {network}");
+    assert!(
+        codebooks <= bound.1,
+        "{name}: codebooks differ by {codebooks}"
+    );
 }
 
 /// The CLI: `--devices cpu*2` trains, says how the batch is split, and saves a model; `hvq eval
@@ -484,13 +493,7 @@ fn a_replica_in_another_process_trains_as_one_device() {
     let remote = hvq::device::create_list(&server.address)
         .expect("the device server answers")
         .remove(0);
-    let cpu = Device::flex();
-    let one = train_on(std::slice::from_ref(&cpu), &temp("dp-local"), 2, 2, false).network();
-    let two = train_on(&[cpu, remote], &temp("dp-remote"), 2, 2, false).network();
-    let (network, codebooks) = differences(&one, &two);
-    eprintln!("cpu + remote cpu vs cpu: network {network:e}, codebooks {codebooks:e}");
-    assert!(network <= REMOTE.0, "network differs by {network}");
-    assert!(codebooks <= REMOTE.1, "codebooks differ by {codebooks}");
+    trains_as_the_cpu_alone(remote, "remote cpu", REMOTE);
 
     let guarded = DeviceServer::start(Some("s3cret"));
     let e = hvq::device::create_list(&guarded.address)
