@@ -31,23 +31,53 @@ pub fn swish<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if !on_plain_cpu(&x) {
         return generic_swish(x);
     }
-    map_in_place(x, usize::MAX, simd::swish)
+    map_in_place(x, usize::MAX, |part, row| simd::swish(part, row, 1.0))
 }
 
 /// Softmax over the last axis. Tensors tracked by autodiff on the CPU backend get one fused
 /// autodiff operation (`softmax_autodiff`); other backends burn's own softmax.
 pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    softmax_last_scaled(x, 1.0)
+}
+
+/// `softmax(scale · x)` over the last axis, for `scale > 0`: attention's scaled dot products
+/// without a pass that scales the queries (on the CPU the scale is applied inside the softmax
+/// kernel and its backward; elsewhere `x` is multiplied first). `scale = 1` is exactly
+/// [`softmax_last`].
+pub fn softmax_last_scaled<const D: usize>(x: Tensor<D>, scale: f32) -> Tensor<D> {
+    assert!(
+        scale > 0.0,
+        "softmax_last_scaled: scale {scale} must be positive"
+    );
     if x.is_autodiff() && x.dims()[D - 1] > 0 && softmax_autodiff::applies(&x) {
-        return softmax_autodiff::softmax_last(x);
+        return softmax_autodiff::softmax_last(x, scale);
     }
     if !on_plain_cpu(&x) {
+        let x = if scale == 1.0 { x } else { x.mul_scalar(scale) };
         return softmax(x, D - 1);
     }
     let row = x.dims()[D - 1];
     if row == 0 {
         return x;
     }
-    map_in_place(x, row, simd::softmax_rows)
+    map_in_place(x, row, |part, row| simd::softmax_rows(part, row, scale))
+}
+
+/// Attention weights `softmax(scale · q·kᵀ)` over the last axis, from `q [.., Lq, d]` and
+/// `k_t [.., d, Lk]` (`scale > 0`). On the CPU backend the scale is applied inside the softmax
+/// kernel (no pass over `q`); other backends scale `q` before the product, as PyTorch's
+/// `nn.MultiheadAttention` does (`q` is smaller than the scores there).
+pub fn attention_weights(q: Tensor<4>, k_t: Tensor<4>, scale: f32) -> Tensor<4> {
+    let cpu = if q.is_autodiff() {
+        softmax_autodiff::applies(&q)
+    } else {
+        on_plain_cpu(&q)
+    };
+    if cpu {
+        softmax_last_scaled(q.matmul(k_t), scale)
+    } else {
+        softmax_last(q.mul_scalar(scale).matmul(k_t))
+    }
 }
 
 /// The formula the fast path computes, in burn ops (any backend, differentiable).
@@ -67,7 +97,7 @@ fn on_plain_cpu<const D: usize>(x: &Tensor<D>) -> bool {
 fn map_in_place<const D: usize>(
     x: Tensor<D>,
     row: usize,
-    kernel: fn(&mut [f32], usize),
+    kernel: impl Fn(&mut [f32], usize) + Sync + Send,
 ) -> Tensor<D> {
     let flex = match x.try_into_primitive::<Flex>() {
         Ok(t) => t,
@@ -78,7 +108,11 @@ fn map_in_place<const D: usize>(
 }
 
 /// [`map_in_place`] on the CPU backend's own tensor type.
-fn map_in_place_flex(flex: FlexTensor, row: usize, kernel: fn(&mut [f32], usize)) -> FlexTensor {
+fn map_in_place_flex(
+    flex: FlexTensor,
+    row: usize,
+    kernel: impl Fn(&mut [f32], usize) + Sync + Send,
+) -> FlexTensor {
     let mut flex = flex.to_contiguous();
     let (start, end) = flex
         .layout()
@@ -156,29 +190,31 @@ mod simd {
         })
     }
 
+    /// Each kernel takes its data, its row length and one parameter (softmax: the scale of
+    /// the logits; swish: unused).
     macro_rules! dispatch {
         ($name:ident, $body:path) => {
-            pub fn $name(data: &mut [f32], row: usize) {
+            pub fn $name(data: &mut [f32], row: usize, param: f32) {
                 #[cfg(target_arch = "x86_64")]
                 {
                     #[target_feature(enable = "avx512f")]
-                    fn avx512(data: &mut [f32], row: usize) {
-                        $body(data, row)
+                    fn avx512(data: &mut [f32], row: usize, param: f32) {
+                        $body(data, row, param)
                     }
                     #[target_feature(enable = "avx2,fma")]
-                    fn avx2(data: &mut [f32], row: usize) {
-                        $body(data, row)
+                    fn avx2(data: &mut [f32], row: usize, param: f32) {
+                        $body(data, row, param)
                     }
                     match level() {
                         // SAFETY: the CPU reported the feature (`level`).
-                        2 => unsafe { avx512(data, row) },
+                        2 => unsafe { avx512(data, row, param) },
                         // SAFETY: as above.
-                        1 => unsafe { avx2(data, row) },
-                        _ => $body(data, row),
+                        1 => unsafe { avx2(data, row, param) },
+                        _ => $body(data, row, param),
                     }
                 }
                 #[cfg(not(target_arch = "x86_64"))]
-                $body(data, row)
+                $body(data, row, param)
             }
         };
     }
@@ -223,28 +259,29 @@ pub(crate) mod portable {
     }
 
     #[inline(always)]
-    pub fn swish(data: &mut [f32], _row: usize) {
+    pub fn swish(data: &mut [f32], _row: usize, _unused: f32) {
         for v in data.iter_mut() {
             *v = *v / (1.0 + exp(-*v));
         }
     }
 
-    /// Stable softmax of each row of `row` elements: max, `exp(x − max)` and sum, scale.
+    /// Stable softmax of `scale ·` each row of `row` elements (`scale > 0`): max,
+    /// `exp((x − max) · scale)` and sum, normalise. `scale = 1` multiplies exactly.
     #[inline(always)]
-    pub fn softmax_rows(data: &mut [f32], row: usize) {
+    pub fn softmax_rows(data: &mut [f32], row: usize, scale: f32) {
         for r in data.chunks_exact_mut(row) {
             let max = max(r);
             let mut acc = [0.0f32; LANES];
             let mut chunks = r.chunks_exact_mut(LANES);
             for c in &mut chunks {
                 for (a, v) in acc.iter_mut().zip(c.iter_mut()) {
-                    *v = exp(*v - max);
+                    *v = exp((*v - max) * scale);
                     *a += *v;
                 }
             }
             let mut sum = 0.0;
             for v in chunks.into_remainder() {
-                *v = exp(*v - max);
+                *v = exp((*v - max) * scale);
                 sum += *v;
             }
             sum += acc.iter().sum::<f32>();
@@ -374,23 +411,46 @@ mod tests {
         assert!(close(&got_t, &want_t));
     }
 
+    /// Attention's scale at 32 channels per head (the encoder's), not a power of two.
+    const SCALE: f32 = 0.176_776_7;
+
+    fn max(row: &[f32]) -> f64 {
+        row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64))
+    }
+
+    /// Relative error bound of a softmax element: 8 ε as measured unscaled, plus the rounding
+    /// of `(x − max) · scale` in f32 (half an ε of the argument, i.e. relative in `exp`) when
+    /// scaled (`scale = 1` multiplies exactly).
+    fn scaled_tolerance(scale: f32, centred: f64) -> f64 {
+        let product = if scale == 1.0 {
+            0.0
+        } else {
+            (scale as f64 * centred).abs()
+        };
+        (8.0 + product) * f32::EPSILON as f64
+    }
+
     #[test]
     fn softmax_matches_its_f64_definition_on_the_cpu_fast_path() {
         let _generator = crate::test_rng::lock();
         let device = Device::flex();
-        // Rows of 196 (attention) and 37 (ragged against the 16 lanes).
-        for row in [196usize, 37] {
+        // Rows of 196 (attention) and 37 (ragged against the 16 lanes); unscaled and with
+        // attention's scale 1/√32.
+        for (row, scale) in [(196usize, 1.0f32), (37, 1.0), (196, SCALE), (37, SCALE)] {
             let shape = [2, 90, row];
             let n = shape.iter().product();
             let x = sample(n, 30.0);
-            let got = values(softmax_last(tensor(&x, shape, &device)));
+            let got = values(softmax_last_scaled(tensor(&x, shape, &device), scale));
             for (r, (gr, xr)) in got.chunks(row).zip(x.chunks(row)).enumerate() {
-                let m = xr.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
-                let z: f64 = xr.iter().map(|&v| (v as f64 - m).exp()).sum();
+                let (s, m) = (scale as f64, max(xr));
+                let z: f64 = xr.iter().map(|&v| (s * (v as f64 - m)).exp()).sum();
                 for (&g, &v) in gr.iter().zip(xr) {
-                    let want = (v as f64 - m).exp() / z;
-                    let tol = 8.0 * f32::EPSILON as f64 * want + 1e-37;
-                    assert!((g as f64 - want).abs() <= tol, "row {r}: {g} vs {want}");
+                    let want = (s * (v as f64 - m)).exp() / z;
+                    let tol = scaled_tolerance(scale, v as f64 - m) * want + 1e-37;
+                    assert!(
+                        (g as f64 - want).abs() <= tol,
+                        "scale {scale}, row {r}: {g} vs {want}"
+                    );
                 }
             }
         }
@@ -414,7 +474,7 @@ mod tests {
     fn autodiff_softmax_matches_its_f64_value_and_gradient() {
         let _generator = crate::test_rng::lock();
         let device = Device::flex().autodiff();
-        for row in [196usize, 37] {
+        for (row, scale) in [(196usize, 1.0f32), (37, 1.0), (196, SCALE), (37, SCALE)] {
             let shape = [2, 90, row];
             let n: usize = shape.iter().product();
             let xv = sample(n, 30.0);
@@ -428,7 +488,7 @@ mod tests {
                 "a tracked CPU tensor takes the fused operation"
             );
             let w = tensor(&wv, shape, &device.clone().inner()).autodiff();
-            let y = softmax_last(x);
+            let y = softmax_last_scaled(x, scale);
             let loss = (y.clone() * w.clone()).sum() + (y.clone() * w).sum().mul_scalar(0.5);
             let yv: Vec<f32> = y.into_data().try_to_vec().unwrap();
             let grads = loss.backward();
@@ -444,16 +504,17 @@ mod tests {
             for r in 0..n / row {
                 let xr = &xv[r * row..(r + 1) * row];
                 let wr = &wv[r * row..(r + 1) * row];
-                let m = xr.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
-                let z: f64 = xr.iter().map(|&v| (v as f64 - m).exp()).sum();
-                let s: Vec<f64> = xr.iter().map(|&v| (v as f64 - m).exp() / z).collect();
+                let (c, m) = (scale as f64, max(xr));
+                let z: f64 = xr.iter().map(|&v| (c * (v as f64 - m)).exp()).sum();
+                let s: Vec<f64> = xr.iter().map(|&v| (c * (v as f64 - m)).exp() / z).collect();
                 let ws: f64 = wr.iter().zip(&s).map(|(&w, s)| w as f64 * s).sum();
                 for k in 0..row {
                     let i = r * row + k;
-                    let tol = 8.0 * f32::EPSILON as f64 * s[k] + 1e-37;
+                    let tol = scaled_tolerance(scale, xr[k] as f64 - m) * s[k] + 1e-37;
                     assert!((yv[i] as f64 - s[k]).abs() <= tol, "value {}: {}", i, yv[i]);
-                    // 1.5 × (w − Σ w s) s; terms of size |w| ≤ 3 summed over the row in f32.
-                    let want = 1.5 * s[k] * (wr[k] as f64 - ws);
+                    // 1.5 × scale × (w − Σ w s) s; terms of size |w| ≤ 3 summed over the row
+                    // in f32.
+                    let want = 1.5 * c * s[k] * (wr[k] as f64 - ws);
                     let tol = 1e-5 * (1.0 + s[k] * 3.0);
                     assert!(
                         (g[i] as f64 - want).abs() <= tol,

@@ -3,8 +3,8 @@
 //! burn's autodiff records a softmax as max, subtract, `exp`, sum and divide, each with its own
 //! backward; over attention matrices (batch × heads × 196 × 196) those passes and the scalar
 //! `exp` were the largest non-matmul cost of a training step. Here the forward is the vectorised
-//! kernel of [`super::softmax_last`] and the backward is one pass per row,
-//! `∂x = y ⊙ (∂y − Σ ∂y ⊙ y)`, from the saved output `y`.
+//! kernel of [`super::softmax_last_scaled`] and the backward is one pass per row,
+//! `∂x = scale · y ⊙ (∂y − Σ ∂y ⊙ y)`, from the saved output `y`.
 //!
 //! Applies to f32 tensors tracked by autodiff on a flex device with burn's default (no)
 //! gradient checkpointing ([`applies`]); the caller uses burn's own softmax otherwise.
@@ -22,6 +22,8 @@ use burn::tensor::{DType, Tensor};
 #[derive(Debug)]
 struct SoftmaxLast {
     row: usize,
+    /// The logits' scale: the output is `softmax(scale · x)`.
+    scale: f32,
 }
 
 impl Backward<Flex, 1> for SoftmaxLast {
@@ -29,9 +31,9 @@ impl Backward<Flex, 1> for SoftmaxLast {
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let y = ops.state;
-        let row = self.row;
+        let (row, scale) = (self.row, self.scale);
         unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
-            softmax_backward(grad, &y, row)
+            softmax_backward(grad, &y, row, scale)
         });
     }
 }
@@ -44,8 +46,9 @@ pub(super) fn applies<const D: usize>(x: &Tensor<D>) -> bool {
         && matches!(device.inner().as_dispatch(), DispatchDevice::Flex(_))
 }
 
-/// Softmax over the last axis of `x` (for which [`applies`] holds) as one autodiff operation.
-pub(super) fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+/// `softmax(scale · x)` over the last axis of `x` (for which [`applies`] holds) as one autodiff
+/// operation.
+pub(super) fn softmax_last<const D: usize>(x: Tensor<D>, scale: f32) -> Tensor<D> {
     let row = x.dims()[D - 1];
     let tracked = match x.try_into_primitive::<Autodiff<Flex, NoCheckpointing>>() {
         Ok(t) => t,
@@ -57,8 +60,10 @@ pub(super) fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     // them, the write copies first).
     let node = tracked.node();
     let inner = <Autodiff<Flex> as AutodiffBackend>::inner(tracked);
-    let y = super::map_in_place_flex(inner, row, super::simd::softmax_rows);
-    let op = SoftmaxLast { row };
+    let y = super::map_in_place_flex(inner, row, |part, row| {
+        super::simd::softmax_rows(part, row, scale)
+    });
+    let op = SoftmaxLast { row, scale };
     let out = match op
         .prepare::<NoCheckpointing>([node])
         .compute_bound()
@@ -70,8 +75,8 @@ pub(super) fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_primitive::<Autodiff<Flex, NoCheckpointing>>(out)
 }
 
-/// `∂x = y ⊙ (∂y − Σ_row ∂y ⊙ y)`, row by row, in the gradient's buffer.
-fn softmax_backward(grad: FlexTensor, y: &FlexTensor, row: usize) -> FlexTensor {
+/// `∂x = scale · y ⊙ (∂y − Σ_row ∂y ⊙ y)`, row by row, in the gradient's buffer.
+fn softmax_backward(grad: FlexTensor, y: &FlexTensor, row: usize, scale: f32) -> FlexTensor {
     let mut grad = grad.to_contiguous();
     let y = y.to_contiguous();
     let (ys, ye) = y
@@ -93,12 +98,12 @@ fn softmax_backward(grad: FlexTensor, y: &FlexTensor, row: usize) -> FlexTensor 
         return grad;
     }
     super::for_each_chunk(gv, row, |offset, g, row| {
-        rows_backward(g, &yv[offset..offset + g.len()], row)
+        rows_backward(g, &yv[offset..offset + g.len()], row, scale)
     });
     grad
 }
 
-fn rows_backward(g: &mut [f32], y: &[f32], row: usize) {
+fn rows_backward(g: &mut [f32], y: &[f32], row: usize, scale: f32) {
     for (g, y) in g.chunks_exact_mut(row).zip(y.chunks_exact(row)) {
         // Eight partial sums so the dot product vectorises.
         let mut acc = [0.0f32; 8];
@@ -117,7 +122,7 @@ fn rows_backward(g: &mut [f32], y: &[f32], row: usize) {
             .sum();
         dot += acc.iter().sum::<f32>();
         for (gi, yi) in g.iter_mut().zip(y) {
-            *gi = *yi * (*gi - dot);
+            *gi = *yi * (*gi - dot) * scale;
         }
     }
 }

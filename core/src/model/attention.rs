@@ -77,14 +77,14 @@ impl MultiheadAttention {
         let [_, lk, _] = k.dims();
         let h = self.heads;
         let hd = e / h;
-        let scale = 1.0 / (hd as f64).sqrt();
+        let scale = 1.0 / (hd as f32).sqrt();
         let split =
             |t: Tensor<3>, l: usize| -> Tensor<4> { t.reshape([b, l, h, hd]).swap_dims(1, 2) };
-        // PyTorch scales q before the product.
-        let q = split(q, lq).mul_scalar(scale);
+        let q = split(q, lq);
         let k = split(k, lk);
         let v = split(v, lk);
-        let attn = dropout(crate::kernels::softmax_last(q.matmul(k.swap_dims(2, 3))), p);
+        let weights = crate::kernels::attention_weights(q, k.swap_dims(2, 3), scale);
+        let attn = dropout(weights, p);
         let out = attn.matmul(v).swap_dims(1, 2).reshape([b, lq, e]);
         self.out_proj.forward(out)
     }

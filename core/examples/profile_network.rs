@@ -1,0 +1,136 @@
+//! Loop one part of the official network on the CPU so a profiler (`perf record`) sees only it:
+//! `encoder` (1×1 projection + 4 encoder layers, inference), `forward` (the whole reconstruction
+//! network, inference), `train` (one training step on cached features: forward, objective,
+//! backward, AdamW) or `attention` (the operations of one encoder self-attention, each timed). Batch 8, random features, random init: the shapes of `hvq bench --config
+//! official`, without the backbone.
+//!
+//! `cargo run --release -p core --example profile_network -- [encoder|forward|train|attention] [ITERATIONS]`
+
+use std::time::Instant;
+
+use burn::tensor::{Device, Distribution, Tensor};
+use hvq::config::{BackboneConfig, HvqConfig};
+use hvq::model::HvqModel;
+use hvq::train::{AdamW, AdamWConfig, objective};
+
+fn main() -> hvq::error::Result<()> {
+    hvq::allocator::keep_freed_memory();
+    let mut args = std::env::args().skip(1);
+    let part = args.next().unwrap_or_else(|| "train".into());
+    let iterations: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(10);
+    let backbone = BackboneConfig::efficientnet_b4();
+    let mut cfg = HvqConfig::official(backbone.feature_channels(), HvqConfig::mvtec_classes());
+    cfg.dropout = 0.0;
+    let batch = 8;
+    let classes: Vec<usize> = (0..batch).map(|i| i % cfg.num_classes).collect();
+    let shape = [
+        batch,
+        cfg.feature_channels,
+        cfg.feature_size,
+        cfg.feature_size,
+    ];
+    let device = Device::flex();
+    let ad = device.clone().autodiff();
+    let mut times = Vec::new();
+    match part.as_str() {
+        "encoder" | "forward" => {
+            let net = HvqModel::new(&cfg, &device)?;
+            for _ in 0..iterations {
+                let feature = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+                let t = Instant::now();
+                if part == "encoder" {
+                    let encoded = net.encode(feature);
+                    let _ = encoded.hidden.last().expect("layers").clone().into_data();
+                } else {
+                    let out = net.forward_eval(feature, &classes)?;
+                    let _ = out.rec.into_data();
+                }
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        "train" => {
+            let mut net = HvqModel::new(&cfg, &ad)?;
+            let mut opt = AdamW::new(AdamWConfig::default());
+            for _ in 0..iterations {
+                let feature = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &ad);
+                let t = Instant::now();
+                let out = net.forward_train(feature.clone(), &classes)?;
+                let loss = objective(&out, feature, &classes, &cfg);
+                let grads = loss.total.backward();
+                let (stepped, _) = opt.step(net, &grads, 1e-4);
+                net = stepped;
+                let _ = net.quantize_conv_t.bias.val().into_data();
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        "attention" => {
+            // The pieces of one encoder self-attention, each timed on its own (the CPU backend
+            // runs every operation eagerly, so a clock around one call times that call).
+            let (b, l, e, h) = (
+                batch,
+                cfg.feature_size * cfg.feature_size,
+                cfg.embed_dim,
+                cfg.heads,
+            );
+            let hd = e / h;
+            let mut pieces: Vec<(&str, Vec<f64>)> = Vec::new();
+            let mut clock = |name: &'static str, t: Instant| {
+                let ms = t.elapsed().as_secs_f64() * 1e3;
+                match pieces.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, v)) => v.push(ms),
+                    None => pieces.push((name, vec![ms])),
+                }
+            };
+            let w = Tensor::<2>::random([e, 2 * e], Distribution::Default, &device);
+            for _ in 0..iterations {
+                let x = Tensor::<3>::random([b, l, e], Distribution::Default, &device);
+                let t = Instant::now();
+                let both = x.clone().matmul(w.clone().unsqueeze_dim(0));
+                clock("q,k projection", t);
+                let t = Instant::now();
+                let q = both
+                    .clone()
+                    .narrow(2, 0, e)
+                    .reshape([b, l, h, hd])
+                    .swap_dims(1, 2);
+                let k = both.narrow(2, e, e).reshape([b, l, h, hd]).swap_dims(1, 2);
+                clock("split heads (views)", t);
+                let t = Instant::now();
+                let q = q.mul_scalar(0.5);
+                clock("scale q", t);
+                let t = Instant::now();
+                let kt = k.clone().swap_dims(2, 3);
+                let scores = q.matmul(kt);
+                clock("scores q.kT", t);
+                let t = Instant::now();
+                let attn = hvq::kernels::softmax_last(scores);
+                clock("softmax", t);
+                let t = Instant::now();
+                let out = attn.matmul(k);
+                clock("attn.v", t);
+                let t = Instant::now();
+                let out = out.swap_dims(1, 2).reshape([b, l, e]);
+                let _ = out.into_data();
+                clock("merge heads + read", t);
+            }
+            for (name, mut v) in pieces {
+                v.sort_by(f64::total_cmp);
+                println!("{name:>24}: median {:.2} ms", v[v.len() / 2]);
+            }
+        }
+        other => {
+            eprintln!("unknown part {other}: encoder, forward or train");
+            std::process::exit(2);
+        }
+    }
+    if times.is_empty() {
+        return Ok(());
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "{part}: median {:.1} ms, min {:.1} ms over {iterations} iterations",
+        times[times.len() / 2],
+        times[0]
+    );
+    Ok(())
+}
