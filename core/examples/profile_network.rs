@@ -1,10 +1,12 @@
 //! Loop one part of the official network on the CPU so a profiler (`perf record`) sees only it:
 //! `encoder` (1×1 projection + 4 encoder layers, inference), `forward` (the whole reconstruction
 //! network, inference), `train` (one training step on cached features: forward, objective,
-//! backward, AdamW) or `attention` (the operations of one encoder self-attention, each timed). Batch 8, random features, random init: the shapes of `hvq bench --config
-//! official`, without the backbone.
+//! backward, AdamW) or `attention` (the operations of one encoder self-attention composed as
+//! PyTorch does, q scaled before the product, each timed). Batch 8, random features, random
+//! init: the shapes of `hvq bench --config official`, without the backbone.
 //!
-//! `cargo run --release -p core --example profile_network -- [encoder|forward|train|attention] [ITERATIONS]`
+//! `cargo run --release -p core --example profile_network -- [encoder|forward|train|attention] [N]`
+//! (N iterations, default 10).
 
 use std::time::Instant;
 
@@ -119,7 +121,7 @@ fn main() -> hvq::error::Result<()> {
             }
         }
         other => {
-            eprintln!("unknown part {other}: encoder, forward or train");
+            eprintln!("unknown part {other}: encoder, forward, train or attention");
             std::process::exit(2);
         }
     }

@@ -49,16 +49,16 @@ pub fn softmax_last_scaled<const D: usize>(x: Tensor<D>, scale: f32) -> Tensor<D
         scale > 0.0,
         "softmax_last_scaled: scale {scale} must be positive"
     );
-    if x.is_autodiff() && x.dims()[D - 1] > 0 && softmax_autodiff::applies(&x) {
-        return softmax_autodiff::softmax_last(x, scale);
-    }
-    if !on_plain_cpu(&x) {
+    if !softmax_kernel_takes(&x) {
         let x = if scale == 1.0 { x } else { x.mul_scalar(scale) };
         return softmax(x, D - 1);
     }
     let row = x.dims()[D - 1];
     if row == 0 {
         return x;
+    }
+    if x.is_autodiff() {
+        return softmax_autodiff::softmax_last(x, scale);
     }
     map_in_place(x, row, |part, row| simd::softmax_rows(part, row, scale))
 }
@@ -68,12 +68,7 @@ pub fn softmax_last_scaled<const D: usize>(x: Tensor<D>, scale: f32) -> Tensor<D
 /// kernel (no pass over `q`); other backends scale `q` before the product, as PyTorch's
 /// `nn.MultiheadAttention` does (`q` is smaller than the scores there).
 pub fn attention_weights(q: Tensor<4>, k_t: Tensor<4>, scale: f32) -> Tensor<4> {
-    let cpu = if q.is_autodiff() {
-        softmax_autodiff::applies(&q)
-    } else {
-        on_plain_cpu(&q)
-    };
-    if cpu {
+    if softmax_kernel_takes(&q) {
         softmax_last_scaled(q.matmul(k_t), scale)
     } else {
         softmax_last(q.mul_scalar(scale).matmul(k_t))
@@ -83,6 +78,16 @@ pub fn attention_weights(q: Tensor<4>, k_t: Tensor<4>, scale: f32) -> Tensor<4> 
 /// The formula the fast path computes, in burn ops (any backend, differentiable).
 fn generic_swish<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     x.clone() / x.neg().exp().add_scalar(1.0)
+}
+
+/// Whether the softmax kernel here takes `x` (and so applies a scale for free): plain f32 on
+/// the CPU, or tracked by autodiff where the fused operation applies.
+fn softmax_kernel_takes<const D: usize>(x: &Tensor<D>) -> bool {
+    if x.is_autodiff() {
+        softmax_autodiff::applies(x)
+    } else {
+        on_plain_cpu(x)
+    }
 }
 
 fn on_plain_cpu<const D: usize>(x: &Tensor<D>) -> bool {
