@@ -3,7 +3,8 @@
 //! network, inference), `train` (one training step on cached features: forward, objective,
 //! backward, AdamW) or `attention` (the operations of one encoder self-attention composed as
 //! PyTorch does, q scaled before the product, each timed). Batch 8, random features, random
-//! init: the shapes of `hvq bench --config official`, without the backbone.
+//! init: the shapes of `hvq bench --config official`, without the backbone. `attention` also
+//! times the same attention as the model runs it on the CPU (`kernels::fused_attention`).
 //!
 //! `cargo run --release -p core --example profile_network -- [encoder|forward|train|attention] [N]`
 //! (N iterations, default 10).
@@ -89,6 +90,18 @@ fn main() -> hvq::error::Result<()> {
                 let t = Instant::now();
                 let both = x.clone().matmul(w.clone().unsqueeze_dim(0));
                 clock("q,k projection", t);
+                // The same attention as one fused operation (what the model runs on the CPU):
+                // from the packed projection to merged heads, no scale pass (kernels::attention).
+                let t = Instant::now();
+                let fused = hvq::kernels::fused_attention(
+                    both.clone().narrow(2, 0, e),
+                    both.clone().narrow(2, e, e),
+                    both.clone().narrow(2, e, e),
+                    h,
+                    0.0,
+                );
+                let _ = fused.into_data();
+                clock("fused: heads .. merge", t);
                 let t = Instant::now();
                 let q = both
                     .clone()

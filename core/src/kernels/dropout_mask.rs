@@ -15,6 +15,30 @@ use burn::tensor::{Device, Distribution, Int, Shape, Tensor, TensorData};
 /// `shape`, on `device` (as a constant when the device tracks gradients). `None` off the CPU
 /// backend, where burn's generator runs on the device.
 pub fn dropout_mask<const D: usize>(shape: Shape, keep: f64, device: &Device) -> Option<Tensor<D>> {
+    let dropout = draw(device, keep)?;
+    let n = shape.num_elements();
+    let mut values = vec![0f32; n];
+    super::for_each_chunk(&mut values, usize::MAX, |offset, part, _| {
+        dropout.fill_at(part, offset)
+    });
+    let mask = Tensor::<D>::from_data(TensorData::new(values, shape), &device.clone().inner());
+    Some(if device.is_autodiff() {
+        mask.autodiff()
+    } else {
+        mask
+    })
+}
+
+/// One draw of dropout: the seed of its counter-based masks and the keep probability.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Dropout {
+    seed: u64,
+    keep: f64,
+}
+
+/// A seed from `device`'s generator for masks with keep probability `keep`; `None` off the
+/// CPU backend. Every mask of one draw is the same function of the element index.
+pub(super) fn draw(device: &Device, keep: f64) -> Option<Dropout> {
     let plain = device.clone().inner();
     if !matches!(plain.as_dispatch(), DispatchDevice::Flex(_)) {
         return None;
@@ -27,15 +51,7 @@ pub fn dropout_mask<const D: usize>(shape: Shape, keep: f64, device: &Device) ->
             .try_into_vec::<i64>()
             .ok()?;
     let seed = (draws[0] as u64) | (draws[1] as u64) << 30 | (draws[2] as u64) << 60;
-    let n = shape.num_elements();
-    let mut values = vec![0f32; n];
-    fill(&mut values, seed, keep);
-    let mask = Tensor::<D>::from_data(TensorData::new(values, shape), &plain);
-    Some(if device.is_autodiff() {
-        mask.autodiff()
-    } else {
-        mask
-    })
+    Some(Dropout { seed, keep })
 }
 
 /// SplitMix64's output function: a bijective mix of a 64-bit counter.
@@ -46,22 +62,24 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// `values[i] = 1/keep` if the top 24 bits of `mix(seed + i·γ)` fall below `keep·2²⁴`, else 0.
-fn fill(values: &mut [f32], seed: u64, keep: f64) {
-    const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
-    let threshold = (keep * (1u64 << 24) as f64).round() as u64;
-    let scale = (1.0 / keep) as f32;
-    let run = |offset: usize, part: &mut [f32]| {
-        for (j, v) in part.iter_mut().enumerate() {
-            let counter = seed.wrapping_add(((offset + j) as u64).wrapping_mul(GAMMA));
+impl Dropout {
+    /// `values[j]` = element `offset + j` of the mask: `1/keep` if the top 24 bits of
+    /// `mix(seed + i·γ)` fall below `keep·2²⁴`, else 0.
+    pub(super) fn fill_at(&self, values: &mut [f32], offset: usize) {
+        const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+        let threshold = (self.keep * (1u64 << 24) as f64).round() as u64;
+        let scale = (1.0 / self.keep) as f32;
+        for (j, v) in values.iter_mut().enumerate() {
+            let counter = self
+                .seed
+                .wrapping_add(((offset + j) as u64).wrapping_mul(GAMMA));
             *v = if mix(counter) >> 40 < threshold {
                 scale
             } else {
                 0.0
             };
         }
-    };
-    super::for_each_chunk(values, usize::MAX, |offset, part, _| run(offset, part));
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Vectorised CPU kernels for the element-wise functions burn's CPU backend evaluates one scalar
 //! `exp` at a time: swish (the B4 backbone's activation) and the last-axis softmax (attention,
 //! OT score), plus its autodiff form for training (`softmax_autodiff`) and dropout masks
-//! ([`dropout_mask`](dropout_mask::dropout_mask)).
+//! ([`dropout_mask`](dropout_mask::dropout_mask)); and multi-head attention as one operation per
+//! (batch, head) pair, forward and backward ([`fused_attention`], `attention.rs`).
 //!
 //! burn-flex calls the C library's scalar `expf` per element (7 % of a profiled `hvq bench
 //! --config official`, plus the loop around it). Here `exp` is a branch-free polynomial that the
@@ -14,6 +15,7 @@
 //! backends are untouched. Results agree with the generic formulas to a few ulp (tests below,
 //! against f64).
 
+mod attention;
 mod dropout_mask;
 pub mod isa;
 mod softmax_autodiff;
@@ -73,6 +75,28 @@ pub fn attention_weights(q: Tensor<4>, k_t: Tensor<4>, scale: f32) -> Tensor<4> 
     } else {
         softmax_last(q.mul_scalar(scale).matmul(k_t))
     }
+}
+
+/// Whether [`fused_attention`] takes attention inputs like `q`: f32 on the CPU backend, plain
+/// (inference) or tracked by autodiff (training). Elsewhere callers compose the attention from
+/// burn operations.
+pub fn attention_fuses(q: &Tensor<3>) -> bool {
+    attention::applies(q)
+}
+
+/// Multi-head scaled dot-product attention, `softmax(q_h·k_hᵀ/√d)·v_h` per head of
+/// `q [B, Lq, E]`, `k`, `v [B, Lk, E]` (d = E/heads), the heads merged into `[B, Lq, E]`;
+/// inverted dropout with probability `p` on the weights (0: none). One operation per
+/// (batch, head) pair with its weights in cache, forward and backward (`attention.rs`); only
+/// where [`attention_fuses`] holds.
+pub fn fused_attention(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    heads: usize,
+    p: f64,
+) -> Tensor<3> {
+    attention::attention(q, k, v, heads, p)
 }
 
 /// The formula the fast path computes, in burn ops (any backend, differentiable).

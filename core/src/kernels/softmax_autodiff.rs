@@ -103,7 +103,7 @@ fn softmax_backward(grad: FlexTensor, y: &FlexTensor, row: usize, scale: f32) ->
     grad
 }
 
-fn rows_backward(g: &mut [f32], y: &[f32], row: usize, scale: f32) {
+pub(super) fn rows_backward(g: &mut [f32], y: &[f32], row: usize, scale: f32) {
     for (g, y) in g.chunks_exact_mut(row).zip(y.chunks_exact(row)) {
         // Eight partial sums so the dot product vectorises.
         let mut acc = [0.0f32; 8];

@@ -71,8 +71,21 @@ impl MultiheadAttention {
         self.attend(q, k, v, p)
     }
 
-    /// Heads, scaled dot products, softmax, weighted values and the output projection.
+    /// Heads, scaled dot products, softmax, weighted values and the output projection. On the
+    /// CPU the middle is one fused operation ([`crate::kernels::fused_attention`]); elsewhere it
+    /// is composed from burn operations ([`Self::composed`]).
     fn attend(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, p: f64) -> Tensor<3> {
+        let out = if crate::kernels::attention_fuses(&q) {
+            crate::kernels::fused_attention(q, k, v, self.heads, p)
+        } else {
+            self.composed(q, k, v, p)
+        };
+        self.out_proj.forward(out)
+    }
+
+    /// The attention of every head, composed as PyTorch computes it: split the heads, scaled
+    /// dot products, softmax, dropout, weighted values, heads merged (`[B, Lq, E]`).
+    pub fn composed(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, p: f64) -> Tensor<3> {
         let [b, lq, e] = q.dims();
         let [_, lk, _] = k.dims();
         let h = self.heads;
@@ -85,8 +98,7 @@ impl MultiheadAttention {
         let v = split(v, lk);
         let weights = crate::kernels::attention_weights(q, k.swap_dims(2, 3), scale);
         let attn = dropout(weights, p);
-        let out = attn.matmul(v).swap_dims(1, 2).reshape([b, lq, e]);
-        self.out_proj.forward(out)
+        attn.matmul(v).swap_dims(1, 2).reshape([b, lq, e])
     }
 }
 
