@@ -505,7 +505,7 @@ mod tests {
     }
 
     fn max_abs(a: Tensor<3>, b: Tensor<3>) -> f32 {
-        (a - b).abs().max().into_data().to_vec::<f32>().unwrap()[0]
+        (a - b).abs().max().into_data().try_to_vec::<f32>().unwrap()[0]
     }
 
     /// q and k as the two halves of one packed projection (strided views, as the model passes
