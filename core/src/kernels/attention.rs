@@ -420,6 +420,11 @@ pub(super) fn attention(
         k.dims(),
         v.dims()
     );
+    if batch == 0 || lq == 0 || lk == 0 || e == 0 {
+        // Nothing to attend over (or nothing to produce): the composed form's empty sums, zeros
+        // (`q · 0` keeps the autodiff graph and the shape).
+        return q.mul_scalar(0.0);
+    }
     let head_dim = e / heads;
     let geometry = Geometry {
         batch,
@@ -517,6 +522,16 @@ mod tests {
             .narrow(2, 32, 32);
         let v = Tensor::<3>::random([3, 11, 32], Distribution::Normal(0.0, 1.0), device);
         (q, k, v)
+    }
+
+    #[test]
+    fn no_keys_give_zeros_as_the_empty_sums_do() {
+        let device = Device::flex();
+        let q = Tensor::<3>::ones([2, 3, 8], &device);
+        let kv = Tensor::<3>::ones([2, 0, 8], &device);
+        let out = super::attention(q, kv.clone(), kv, 2, 0.0);
+        assert_eq!(out.dims(), [2, 3, 8]);
+        assert_eq!(out.abs().max().into_scalar::<f32>(), 0.0);
     }
 
     #[test]
