@@ -120,7 +120,6 @@ impl Shared {
 ///
 /// # Safety
 /// Every addressed element lies inside its buffer; `dst` is not read and not aliased.
-#[allow(clippy::too_many_arguments)]
 unsafe fn product(
     (m, n, k): (usize, usize, usize),
     dst: *mut f32,
@@ -165,10 +164,12 @@ impl Scratch {
         grown(&mut self.0, n)
     }
 
-    fn both(&mut self, n: usize) -> (&mut [f32], &mut [f32]) {
+    /// The first buffer, and the second when `second` (else an empty slice).
+    fn two(&mut self, n: usize, second: bool) -> (&mut [f32], &mut [f32]) {
         grown(&mut self.0, n);
-        grown(&mut self.1, n);
-        (&mut self.0[..n], &mut self.1[..n])
+        let m = if second { n } else { 0 };
+        grown(&mut self.1, m);
+        (&mut self.0[..n], &mut self.1[..m])
     }
 }
 
@@ -241,10 +242,8 @@ fn forward(
                 &mut []
             };
             (kept, dropped)
-        } else if dropout.is_some() {
-            scratch.both(g.pair())
         } else {
-            (scratch.first(g.pair()), &mut [])
+            scratch.two(g.pair(), dropout.is_some())
         };
         // SAFETY (both products): the operands' layouts address these heads; `scores` holds
         // Lq×Lk; the output head is columns [h·d, (h+1)·d) of batch b's Lq rows of width E.
@@ -303,7 +302,7 @@ fn backward(
         Shared(dv.as_mut_ptr()),
     );
     for_each_pair(g, |scratch, pair| {
-        let (grad_p, dropped) = scratch.both(g.pair());
+        let (grad_p, dropped) = scratch.two(g.pair(), dropout.is_some());
         let (b, h) = (pair / g.heads, pair % g.heads);
         let p = &weights[pair * g.pair()..(pair + 1) * g.pair()];
         let d = g.head_dim;
@@ -395,16 +394,18 @@ impl Backward<Flex, 3> for FusedAttention {
     }
 }
 
-/// Whether [`attention`] takes tensors like `q`: f32 on the CPU backend, plain or tracked by
-/// autodiff without gradient checkpointing.
-pub(super) fn applies(q: &Tensor<3>) -> bool {
+/// Whether [`fused_attention`] takes attention inputs like `q`: f32 on the CPU backend, plain
+/// (inference) or tracked by autodiff (training) without gradient checkpointing. Elsewhere
+/// callers compose the attention from burn operations.
+pub fn attention_fuses(q: &Tensor<3>) -> bool {
     super::softmax_kernel_takes(q)
 }
 
-/// `softmax(q_h·k_hᵀ/√d)·v_h` for every head h of `q [B, Lq, E]`, `k`, `v [B, Lk, E]`, heads
-/// merged back into `[B, Lq, E]`; dropout with probability `p` on the weights (0: none).
-/// Callers check [`applies`] first.
-pub(super) fn attention(
+/// Multi-head scaled dot-product attention, `softmax(q_h·k_hᵀ/√d)·v_h` per head of
+/// `q [B, Lq, E]`, `k`, `v [B, Lk, E]` (d = E/heads), the heads merged into `[B, Lq, E]`;
+/// inverted dropout with probability `p` on the weights (0: none). Only where
+/// [`attention_fuses`] holds.
+pub fn fused_attention(
     q: Tensor<3>,
     k: Tensor<3>,
     v: Tensor<3>,
@@ -439,7 +440,7 @@ pub(super) fn attention(
     if !q.is_autodiff() {
         let [q, k, v] = [q, k, v].map(|t| match t.try_into_primitive::<Flex>() {
             Ok(t) => readable(t),
-            // `applies` checked the device; a mismatch here is a bug in that check.
+            // `attention_fuses` checked the device; a mismatch here is a bug in that check.
             Err(e) => panic!("kernels: CPU tensor expected: {e:?}"),
         });
         let (out, _) = forward(&q, &k, &v, geometry, dropout, false);
@@ -451,7 +452,7 @@ pub(super) fn attention(
                 let (inner, node) = t.into_parts();
                 (readable(inner), node)
             }
-            // `applies` checked the device; a mismatch here is a bug in that check.
+            // `attention_fuses` checked the device; a mismatch here is a bug in that check.
             Err(e) => panic!("kernels: tracked CPU tensor expected: {e:?}"),
         }
     });
@@ -476,7 +477,7 @@ pub(super) fn attention(
 fn draw_dropout(device: &Device, keep: f64) -> Dropout {
     match dropout_mask::draw(device, keep) {
         Some(d) => d,
-        // `applies` checked the device is the CPU backend, where the seed is always drawn.
+        // `attention_fuses` checked the device is the CPU backend, where the seed is always drawn.
         None => panic!("kernels: CPU device expected for dropout"),
     }
 }
@@ -529,7 +530,7 @@ mod tests {
         let device = Device::flex();
         let q = Tensor::<3>::ones([2, 3, 8], &device);
         let kv = Tensor::<3>::ones([2, 0, 8], &device);
-        let out = super::attention(q, kv.clone(), kv, 2, 0.0);
+        let out = super::fused_attention(q, kv.clone(), kv, 2, 0.0);
         assert_eq!(out.dims(), [2, 3, 8]);
         assert_eq!(out.abs().max().into_scalar::<f32>(), 0.0);
     }
@@ -540,8 +541,8 @@ mod tests {
         let device = Device::flex();
         device.seed(5);
         let (q, k, v) = inputs(&device);
-        assert!(super::applies(&q));
-        let fused = super::attention(q.clone(), k.clone(), v.clone(), 4, 0.0);
+        assert!(super::attention_fuses(&q));
+        let fused = super::fused_attention(q.clone(), k.clone(), v.clone(), 4, 0.0);
         let composed = reference(q, k, v, 4, 0.0);
         assert_eq!(fused.dims(), [3, 7, 32]);
         // Outputs are O(1); the two forms round differently in the products and the softmax.
@@ -567,8 +568,8 @@ mod tests {
             let run = |fused: bool| {
                 device.seed(21);
                 let out = if fused {
-                    assert!(super::applies(&q));
-                    super::attention(q.clone(), k.clone(), v.clone(), 4, p)
+                    assert!(super::attention_fuses(&q));
+                    super::fused_attention(q.clone(), k.clone(), v.clone(), 4, p)
                 } else {
                     reference(q.clone(), k.clone(), v.clone(), 4, p)
                 };
@@ -592,9 +593,9 @@ mod tests {
             if p > 0.0 {
                 // The masks were drawn: some weight was dropped, so the output differs from p = 0.
                 device.seed(21);
-                let undropped = super::attention(q.clone(), k.clone(), v.clone(), 4, 0.0);
+                let undropped = super::fused_attention(q.clone(), k.clone(), v.clone(), 4, 0.0);
                 device.seed(21);
-                let dropped = super::attention(q.clone(), k.clone(), v.clone(), 4, p);
+                let dropped = super::fused_attention(q.clone(), k.clone(), v.clone(), 4, p);
                 assert!(max_abs(undropped.inner(), dropped.inner()) > 1e-2);
             }
         }

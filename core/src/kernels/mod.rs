@@ -20,6 +20,7 @@ mod dropout_mask;
 pub mod isa;
 mod softmax_autodiff;
 
+pub use attention::{attention_fuses, fused_attention};
 pub use dropout_mask::dropout_mask;
 
 use burn::backend::flex::FlexTensor;
@@ -75,28 +76,6 @@ pub fn attention_weights(q: Tensor<4>, k_t: Tensor<4>, scale: f32) -> Tensor<4> 
     } else {
         softmax_last(q.mul_scalar(scale).matmul(k_t))
     }
-}
-
-/// Whether [`fused_attention`] takes attention inputs like `q`: f32 on the CPU backend, plain
-/// (inference) or tracked by autodiff (training). Elsewhere callers compose the attention from
-/// burn operations.
-pub fn attention_fuses(q: &Tensor<3>) -> bool {
-    attention::applies(q)
-}
-
-/// Multi-head scaled dot-product attention, `softmax(q_h·k_hᵀ/√d)·v_h` per head of
-/// `q [B, Lq, E]`, `k`, `v [B, Lk, E]` (d = E/heads), the heads merged into `[B, Lq, E]`;
-/// inverted dropout with probability `p` on the weights (0: none). One operation per
-/// (batch, head) pair with its weights in cache, forward and backward (`attention.rs`); only
-/// where [`attention_fuses`] holds.
-pub fn fused_attention(
-    q: Tensor<3>,
-    k: Tensor<3>,
-    v: Tensor<3>,
-    heads: usize,
-    p: f64,
-) -> Tensor<3> {
-    attention::attention(q, k, v, heads, p)
 }
 
 /// The formula the fast path computes, in burn ops (any backend, differentiable).
