@@ -50,4 +50,26 @@ if [ ! -f "$elpv_root/elpv_dataset/data/labels.csv" ]; then
   python3 -m zipfile -e "$tmp"/elpv_dataset-*.whl "$elpv_root"
   rm -rf "$tmp"
 fi
-echo "setup done: $(cargo --version); $(wasm-bindgen --version); $(chromium --version 2>/dev/null); Vulkan ICDs: $(ls /usr/share/vulkan/icd.d 2>/dev/null | tr '\n' ' '); ELPV in $elpv_root/elpv_dataset/data; LLVM for CUDA in ${XDG_DATA_HOME:-$HOME/.local/share}/tracel"
+# Textures for the pixel-annotated test set (`hvq synth-defects`, docs/quality.md): the CC0 brick,
+# grass and gravel photographs (512×512 gray) scikit-image's wheel ships; checksummed per file.
+tex_root="${HVQ_DATA_CACHE:-$HOME/.cache/hvq}/textures"
+if [ ! -f "$tex_root/gravel.png" ]; then
+  mkdir -p "$tex_root"
+  tmp=$(mktemp -d)
+  python3 -m pip download --no-deps --only-binary :all: --quiet scikit-image==0.26.0 -d "$tmp"
+  python3 - "$tmp"/scikit_image-*.whl "$tex_root" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    for name in ("brick", "grass", "gravel"):
+        with open(f"{sys.argv[2]}/{name}.png", "wb") as out:
+            out.write(wheel.read(f"skimage/data/{name}.png"))
+PY
+  (cd "$tex_root" && sha256sum -c --quiet <<'SUMS'
+7966caf324f6ba843118d98f7a07746d22f6a343430add0233eca5f6eaaa8fcf  brick.png
+b6b6022426b38936c43a4ac09635cd78af074e90f42ffa8227ac8b7452d39f89  grass.png
+c48615b451bf1e606fbd72c0aa9f8cc0f068ab7111ef7d93bb9b0f2586440c12  gravel.png
+SUMS
+  )
+  rm -rf "$tmp"
+fi
+echo "setup done: $(cargo --version); $(wasm-bindgen --version); $(chromium --version 2>/dev/null); Vulkan ICDs: $(ls /usr/share/vulkan/icd.d 2>/dev/null | tr '\n' ' '); ELPV in $elpv_root/elpv_dataset/data; textures in $tex_root; LLVM for CUDA in ${XDG_DATA_HOME:-$HOME/.local/share}/tracel"

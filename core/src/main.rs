@@ -39,6 +39,10 @@ enum Command {
     /// Check a device against the CPU: the shipped model on the shipped sample images, on both,
     /// compared; exit status 1 when they differ beyond float rounding.
     Selfcheck(cli::selfcheck::SelfCheckArgs),
+    /// Write a pixel-annotated test set from texture photographs: normal crops and crops with
+    /// synthetic defects (scratch, hole, stain, blur, foreign material) and exact masks, in
+    /// MVTec's layout, all from one seed.
+    SynthDefects(cli::synth::SynthArgs),
     /// Host this machine's devices for training on several machines: another process or host
     /// trains with `hvq train --devices cuda:0,ws://HOST:PORT`. Runs until Ctrl+C or SIGTERM.
     DeviceServer(cli::device_server::DeviceServerArgs),
@@ -101,6 +105,7 @@ fn run(command: Command) -> Result<()> {
         Command::Selfcheck(args) => cli::selfcheck::run(args),
         Command::Predict(args) => cli::predict::run(args),
         Command::DeviceServer(args) => cli::device_server::run(args),
+        Command::SynthDefects(args) => cli::synth::run(args),
         Command::Import {
             checkpoint,
             out,

@@ -6,6 +6,8 @@ mod common;
 // In this test binary rather than their own: one link less each on a cold CI.
 #[path = "cli/predict_batch.rs"]
 mod predict_batch;
+#[path = "cli/synth.rs"]
+mod synth;
 #[path = "cli/watch.rs"]
 mod watch;
 

@@ -10,6 +10,7 @@ pub mod panic_report;
 pub mod predict;
 pub mod progress;
 pub mod selfcheck;
+pub mod synth;
 pub mod train;
 pub mod watch;
 

@@ -28,6 +28,7 @@ mod gzip;
 mod mvtec;
 mod sample;
 mod semantic;
+pub mod synthetic;
 mod visa;
 
 use std::path::{Path, PathBuf};
