@@ -45,6 +45,9 @@ fn top_mean(map: &[f32], fraction: f64) -> f32 {
     v[..k].iter().sum::<f32>() / k as f32
 }
 
+/// A named rule: map values, width, height → image score.
+type Rule = (String, Box<dyn Fn(&[f32], usize, usize) -> f32>);
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(weights), Some(spec)) = (args.first(), args.get(1)) else {
@@ -59,7 +62,7 @@ fn main() -> anyhow::Result<()> {
     let source = ModelSource::from_option(Some(std::path::Path::new(weights)));
     let inspector = Inspector::new(source.load(&device)?, device);
     let dataset = hvq::data::open(spec)?;
-    let rules: Vec<(String, Box<dyn Fn(&[f32], usize, usize) -> f32>)> = vec![
+    let rules: Vec<Rule> = vec![
         (
             "max (pool 1)".into(),
             Box::new(|m, w, h| max_box_mean(m, w, h, 1)),

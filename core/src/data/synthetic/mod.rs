@@ -529,7 +529,13 @@ mod tests {
             per_kind: 1,
             seed: 0,
         };
-        let err = generate(&[small.clone()], &dir.join("o"), &spec, &mut |_, _| {}).unwrap_err();
+        let err = generate(
+            std::slice::from_ref(&small),
+            &dir.join("o"),
+            &spec,
+            &mut |_, _| {},
+        )
+        .unwrap_err();
         assert!(
             err.to_string().contains("tiny.png") && err.to_string().contains("96 wide"),
             "{err}"
@@ -551,7 +557,13 @@ mod tests {
         let mine = dir.join("o").join("fine");
         std::fs::create_dir_all(&mine).unwrap();
         std::fs::write(mine.join("keep.txt"), "user data").unwrap();
-        let err = generate(&[ok.clone()], &dir.join("o"), &spec, &mut |_, _| {}).unwrap_err();
+        let err = generate(
+            std::slice::from_ref(&ok),
+            &dir.join("o"),
+            &spec,
+            &mut |_, _| {},
+        )
+        .unwrap_err();
         assert!(
             err.to_string()
                 .contains("was not written by this generator"),
@@ -561,7 +573,13 @@ mod tests {
 
         // A folder it wrote itself is replaced.
         std::fs::remove_dir_all(&mine).unwrap();
-        generate(&[ok.clone()], &dir.join("o"), &spec, &mut |_, _| {}).unwrap();
+        generate(
+            std::slice::from_ref(&ok),
+            &dir.join("o"),
+            &spec,
+            &mut |_, _| {},
+        )
+        .unwrap();
         generate(&[ok], &dir.join("o"), &spec, &mut |_, _| {}).unwrap();
         assert!(mine.join("synthetic.json").is_file());
         std::fs::remove_dir_all(&dir).unwrap();
