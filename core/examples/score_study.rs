@@ -13,28 +13,15 @@ use hvq::app::ModelSource;
 use hvq::app::{ClassChoice, Inspector, MapResolution};
 use hvq::eval::auroc;
 
-/// Mean of every `pool`×`pool` window (stride 1, inside the map), the largest; pool 1 = max.
+/// Largest mean of a `pool`×`pool` window (stride 1, inside the map): core's own image score, the
+/// one `hvq eval` uses, on this one map; pool 1 = the maximum.
 fn max_box_mean(map: &[f32], w: usize, h: usize, pool: usize) -> f32 {
-    // Summed-area table in f64: exact enough for window means of 224² maps.
-    let mut sat = vec![0.0f64; (w + 1) * (h + 1)];
-    for y in 0..h {
-        for x in 0..w {
-            sat[(y + 1) * (w + 1) + x + 1] =
-                map[y * w + x] as f64 + sat[y * (w + 1) + x + 1] + sat[(y + 1) * (w + 1) + x]
-                    - sat[y * (w + 1) + x];
-        }
-    }
-    let mut best = f64::NEG_INFINITY;
-    for y in 0..=h - pool {
-        for x in 0..=w - pool {
-            let s = sat[(y + pool) * (w + 1) + x + pool]
-                - sat[y * (w + 1) + x + pool]
-                - sat[(y + pool) * (w + 1) + x]
-                + sat[y * (w + 1) + x];
-            best = best.max(s / (pool * pool) as f64);
-        }
-    }
-    best as f32
+    let device = burn::tensor::Device::flex();
+    let map = burn::tensor::Tensor::<4>::from_data(
+        burn::tensor::TensorData::new(map.to_vec(), [1, 1, h, w]),
+        &device,
+    );
+    hvq::map::image_score(map, pool).into_scalar()
 }
 
 /// Mean of the largest `fraction` of the map's pixels (at least one).
