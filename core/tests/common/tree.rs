@@ -105,6 +105,22 @@ pub const METRIC_KEYS: [&str; 6] = [
     "image_f1_max",
 ];
 
+/// The metrics JSON `hvq eval --json` wrote to `path`, with every class's [`METRIC_KEYS`] checked
+/// present and in [0, 1].
+pub fn class_metrics(path: &Path, classes: &[&str]) -> serde_json::Value {
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for class in classes {
+        for key in METRIC_KEYS {
+            let v = m["classes"][class][key]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{class}.{key} in {m}"));
+            assert!((0.0..=1.0).contains(&v), "{class}.{key} = {v}");
+        }
+    }
+    m
+}
+
 pub const SMALL: [&str; 8] = [
     "--embed-dim",
     "16",

@@ -126,6 +126,8 @@ fn image_draw(seed: u64, class: usize, part: usize, index: usize) -> Draw {
 
 /// Where the crops of a texture come from.
 struct Regions {
+    /// Side of a crop.
+    crop: usize,
     /// Largest left edge of a training crop (the training region ends where the held-out band
     /// starts).
     train_x_max: usize,
@@ -135,40 +137,42 @@ struct Regions {
     y_max: usize,
 }
 
-fn regions(texture: &Canvas, crop: usize, path: &Path) -> Result<Regions> {
-    if texture.width < 2 * crop || texture.height < crop {
-        return Err(HvqError::Image {
-            path: path.display().to_string(),
-            reason: format!(
-                "{}×{} pixels is too small for {crop}-pixel crops: a texture must be at least \
-                 {} wide (training region + held-out test band) and {crop} high; give a larger \
-                 photograph or a smaller --crop",
-                texture.width,
-                texture.height,
-                2 * crop
-            ),
-        });
+impl Regions {
+    fn of(texture: &Canvas, crop: usize, path: &Path) -> Result<Regions> {
+        if texture.width < 2 * crop || texture.height < crop {
+            return Err(HvqError::Image {
+                path: path.display().to_string(),
+                reason: format!(
+                    "{}×{} pixels is too small for {crop}-pixel crops: a texture must be at least \
+                     {} wide (training region + held-out test band) and {crop} high; give a larger \
+                     photograph or a smaller --crop",
+                    texture.width,
+                    texture.height,
+                    2 * crop
+                ),
+            });
+        }
+        Ok(Regions {
+            crop,
+            train_x_max: texture.width - 2 * crop,
+            test_x: texture.width - crop,
+            y_max: texture.height - crop,
+        })
     }
-    Ok(Regions {
-        train_x_max: texture.width - 2 * crop,
-        test_x: texture.width - crop,
-        y_max: texture.height - crop,
-    })
-}
 
-/// A normal crop: random position in the region, random mirroring.
-fn normal_crop(
-    texture: &Canvas,
-    x_lo: usize,
-    x_hi: usize,
-    y_max: usize,
-    crop: usize,
-    draw: &mut Draw,
-) -> Canvas {
-    let x0 = x_lo + draw.below(x_hi - x_lo + 1);
-    let y0 = draw.below(y_max + 1);
-    let (fx, fy) = (draw.coin(), draw.coin());
-    texture.crop(x0, y0, crop, fx, fy)
+    /// A normal crop from the training region or the held-out band: random position, random
+    /// mirroring.
+    fn normal_crop(&self, texture: &Canvas, held_out: bool, draw: &mut Draw) -> Canvas {
+        let (x_lo, x_hi) = if held_out {
+            (self.test_x, self.test_x)
+        } else {
+            (0, self.train_x_max)
+        };
+        let x0 = x_lo + draw.below(x_hi - x_lo + 1);
+        let y0 = draw.below(self.y_max + 1);
+        let (fx, fy) = (draw.coin(), draw.coin());
+        texture.crop(x0, y0, self.crop, fx, fy)
+    }
 }
 
 /// A class name from a texture's file name: its stem, or an error naming the file.
@@ -231,7 +235,7 @@ pub fn generate(
     let regions = loaded
         .iter()
         .zip(textures)
-        .map(|(t, p)| regions(t, spec.crop, p))
+        .map(|(t, p)| Regions::of(t, spec.crop, p))
         .collect::<Result<Vec<_>>>()?;
     for name in &names {
         let dir = out.join(name);
@@ -260,33 +264,18 @@ pub fn generate(
             }
             std::fs::write(&file, bytes).map_err(|e| HvqError::io(&file, e))
         };
-        for i in 0..spec.train {
-            let mut draw = image_draw(spec.seed, class, 0, i);
-            let crop = normal_crop(
-                texture,
-                0,
-                region.train_x_max,
-                region.y_max,
-                spec.crop,
-                &mut draw,
-            );
-            write(&format!("train/good/{i:03}.png"), &crop.png()?)?;
-            done += 1;
-            progress(done, total);
-        }
-        for i in 0..spec.test_good {
-            let mut draw = image_draw(spec.seed, class, 1, i);
-            let crop = normal_crop(
-                texture,
-                region.test_x,
-                region.test_x,
-                region.y_max,
-                spec.crop,
-                &mut draw,
-            );
-            write(&format!("test/good/{i:03}.png"), &crop.png()?)?;
-            done += 1;
-            progress(done, total);
+        let normal_parts = [
+            (0, spec.train, "train/good", false),
+            (1, spec.test_good, "test/good", true),
+        ];
+        for (part, count, folder, held_out) in normal_parts {
+            for i in 0..count {
+                let mut draw = image_draw(spec.seed, class, part, i);
+                let crop = region.normal_crop(texture, held_out, &mut draw);
+                write(&format!("{folder}/{i:03}.png"), &crop.png()?)?;
+                done += 1;
+                progress(done, total);
+            }
         }
         // Foreign material: the next texture (or this one when alone), turned a quarter turn.
         let donor = loaded[(class + 1) % loaded.len()]
@@ -297,14 +286,7 @@ pub fn generate(
             for i in 0..spec.per_kind {
                 let mut draw = image_draw(spec.seed, class, 2 + k, i);
                 let size = DefectSize::CYCLE[i % DefectSize::CYCLE.len()];
-                let mut crop = normal_crop(
-                    texture,
-                    region.test_x,
-                    region.test_x,
-                    region.y_max,
-                    spec.crop,
-                    &mut draw,
-                );
+                let mut crop = region.normal_crop(texture, true, &mut draw);
                 let mask = defects::paint(kind, size, &mut crop, &donor, &mut draw);
                 let image = format!("test/{}/{i:03}.png", kind.name());
                 let mask_file = format!("ground_truth/{}/{i:03}_mask.png", kind.name());
