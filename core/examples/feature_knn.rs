@@ -6,10 +6,12 @@
 //! the accuracy study (docs/quality.md).
 //!
 //! ```sh
-//! cargo run --release -p core --example feature_knn -- WEIGHTS_DIR DATASET_SPEC OUT.json
+//! cargo run --release -p core --example feature_knn -- WEIGHTS_DIR DATASET_SPEC OUT.json [INPUT_SIZE]
 //! python3 scripts/defect_breakdown.py OUT.json SET_DIR    # per defect kind and size
 //! ```
 //! OUT.json holds `images` as `hvq eval --json` writes them (id, class, score, anomalous).
+//! INPUT_SIZE (a multiple of 16; default the model's) runs the backbone on larger or smaller
+//! inputs, with a grid of INPUT_SIZE / 16 cells a side: does a finer grid see more?
 
 use burn::tensor::{Device, Tensor, TensorData};
 use hvq::app::ModelSource;
@@ -17,11 +19,18 @@ use hvq::features::extract;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [weights, spec, out] = args.as_slice() else {
-        anyhow::bail!("usage: feature_knn WEIGHTS_DIR DATASET_SPEC OUT.json");
+    let (weights, spec, out, input_size) = match args.as_slice() {
+        [w, d, o] => (w, d, o, None),
+        [w, d, o, s] => (w, d, o, Some(s.parse::<usize>()?)),
+        _ => anyhow::bail!("usage: feature_knn WEIGHTS_DIR DATASET_SPEC OUT.json [INPUT_SIZE]"),
     };
     let device = Device::flex();
-    let detector = ModelSource::from_option(Some(std::path::Path::new(weights))).load(&device)?;
+    let mut detector =
+        ModelSource::from_option(Some(std::path::Path::new(weights))).load(&device)?;
+    if let Some(size) = input_size {
+        detector.config.backbone = detector.config.backbone.with_input_size(size)?;
+        detector.config.hvq.feature_size = detector.config.backbone.feature_size;
+    }
     let dataset = hvq::data::open(spec)?;
     eprintln!("features of {} training images", dataset.train.len());
     let train = extract(&detector, &dataset.train, 16, &device, &mut |_| {})?;
@@ -74,6 +83,18 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .map(|i| i["anomalous"].as_bool().unwrap())
         .collect();
+    for class in &dataset.class_names {
+        let (s, l): (Vec<f32>, Vec<bool>) = images
+            .iter()
+            .zip(scores.iter().zip(&labels))
+            .filter(|(i, _)| i["class"] == class.as_str())
+            .map(|(_, (&s, &l))| (s, l))
+            .unzip();
+        eprintln!(
+            "{class}: image AUROC {:.3}",
+            hvq::eval::auroc(&s, &l).unwrap_or(f64::NAN)
+        );
+    }
     eprintln!(
         "pooled over classes, image AUROC {:.3}",
         hvq::eval::auroc(&scores, &labels).unwrap_or(f64::NAN)

@@ -651,3 +651,84 @@ fn a_tiled_run_trains_on_tiles_and_inspects_tiled() {
         std::fs::remove_dir_all(d).ok();
     }
 }
+
+/// `--input-size`: the backbone runs on larger inputs with a grid a sixteenth of them, stored
+/// with the model so that predict and eval inspect at that size; a size off the stride is
+/// refused before anything runs.
+#[test]
+fn a_larger_input_trains_on_a_finer_grid() {
+    let root = temp("input-size-tree");
+    make_tree(&root);
+    let data = format!("mvtec:{}", root.display());
+    let model = temp("input-size-model");
+    run(train(&data, &model, 1).args(["--input-size", "96"]));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["model"]["backbone"]["input_size"], 96, "{config}");
+    assert_eq!(config["model"]["backbone"]["feature_size"], 6, "{config}");
+    assert_eq!(config["model"]["hvq"]["feature_size"], 6, "{config}");
+    let pred = temp("input-size-pred");
+    run(hvq()
+        .args(["predict", "--class", "alpha", "--weights"])
+        .arg(&model)
+        .arg("--out")
+        .arg(&pred)
+        .arg(root.join("alpha/test/good/000.png")));
+    let npy = std::fs::read(pred.join("000_map224.npy")).unwrap();
+    let header = String::from_utf8_lossy(&npy[10..80]);
+    assert!(header.contains("'shape': (96, 96)"), "{header}");
+    let json = model.join("metrics.json");
+    run(hvq()
+        .args(["eval", "--data", &data, "--weights"])
+        .arg(&model)
+        .arg("--json")
+        .arg(&json));
+    class_metrics(&json, &["alpha", "beta"]);
+
+    let (code, text) =
+        output(train(&data, &temp("input-size-bad"), 1).args(["--input-size", "100"]));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("input size 100") && text.contains("16"),
+        "{text}"
+    );
+    for d in [root, model, pred] {
+        std::fs::remove_dir_all(d).ok();
+    }
+}
+
+/// `--recipe cpu` fills in the preset, learning rate and dropout the command leaves open, and
+/// options given explicitly (the small width, one epoch) win; an unknown recipe is refused with
+/// the names there are.
+#[test]
+fn a_recipe_fills_in_what_the_command_leaves_open() {
+    let root = temp("recipe-tree");
+    make_tree(&root);
+    let data = format!("mvtec:{}", root.display());
+    let out = temp("recipe-run");
+    run(train(&data, &out, 1).args(["--recipe", "cpu"]));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let hvq = &config["model"]["hvq"];
+    assert!(hvq["classifier"].is_object(), "paper preset: {hvq}");
+    assert_eq!(hvq["dropout"].as_f64(), Some(0.0), "{hvq}");
+    assert_eq!(
+        hvq["embed_dim"].as_u64(),
+        Some(16),
+        "explicit width wins: {hvq}"
+    );
+    let log = std::fs::read_to_string(out.join("train-log.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(first["lr"].as_f64(), Some(5e-4), "{first}");
+    assert_eq!(log.lines().count(), 1, "explicit --epochs 1 wins: {log}");
+
+    let (code, text) = output(train(&data, &temp("recipe-bad"), 1).args(["--recipe", "fast"]));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("\"fast\"") && text.contains("official, cpu"),
+        "{text}"
+    );
+    for d in [root, out] {
+        std::fs::remove_dir_all(d).ok();
+    }
+}

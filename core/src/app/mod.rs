@@ -11,6 +11,7 @@
 //! - [`watch`]: a folder watched, images inspected as they are completely written (native only);
 //! - [`worker`]: a thread that owns the device and inspects files queued to it (native only);
 //! - [`training`]: a whole training run (features, trainer, calibration, saved model);
+//! - [`recipe`]: named, measured training settings per compute budget;
 //! - [`calibrate`]: a stored model's threshold from known-good images;
 //! - [`evaluate`]: a dataset's test split and its metrics;
 //! - [`report`]: a self-contained HTML report of an evaluation or a prediction run;
@@ -22,6 +23,7 @@ pub mod evaluate;
 pub mod files;
 pub mod images;
 pub mod inspect;
+pub mod recipe;
 pub mod report;
 pub mod results;
 pub mod selfcheck;

@@ -44,6 +44,8 @@ pub struct Overrides {
     pub codes: Option<usize>,
     /// Feed-forward width.
     pub ffn_dim: Option<usize>,
+    /// Side of the model input in pixels (a multiple of 16; the grid is a sixteenth of it).
+    pub input_size: Option<usize>,
     /// POT loss weight α.
     pub pot_weight: Option<f32>,
     /// Transformer dropout while training.
@@ -207,17 +209,21 @@ pub fn train(
         None => Vec::new(),
     };
     std::fs::create_dir_all(out).map_err(|e| HvqError::io(out, e))?;
-    let backbone = load_backbone(
+    let mut backbone = load_backbone(
         request.backbone,
         request.backbone_weights.as_deref(),
         device,
     )?;
-    let hvq = hvq_config(
+    if let Some(size) = request.overrides.input_size {
+        backbone = backbone.with_input_size(size)?;
+    }
+    let mut hvq = hvq_config(
         request.preset,
         &request.overrides,
         backbone.config().feature_channels(),
         dataset.class_names.clone(),
     )?;
+    hvq.feature_size = backbone.config().feature_size;
     let model_config = ModelConfig {
         backbone: backbone.config().clone(),
         hvq,
@@ -361,7 +367,7 @@ fn start_trainer(
             return Err(HvqError::training(
                 out.display(),
                 "the checkpoint's model configuration differs from this command's; resume with \
-                 the same --backbone/--embed-dim/--codes/--ffn-dim",
+                 the same --recipe/--backbone/--embed-dim/--codes/--ffn-dim/--input-size",
             ));
         }
         if let Some(mode) = request.backbone_mode

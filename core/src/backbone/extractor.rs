@@ -39,6 +39,17 @@ impl Backbone {
         }
     }
 
+    /// The same network run on `input` × `input` images with the feature grid at its stride
+    /// ([`BackboneConfig::with_input_size`]); the weights do not depend on the input size.
+    pub fn with_input_size(self, input: usize) -> crate::error::Result<Self> {
+        match self {
+            Self::EfficientNet(mut net) => {
+                net.config = net.config.clone().with_input_size(input)?;
+                Ok(Self::EfficientNet(net))
+            }
+        }
+    }
+
     /// Channels of each tapped feature map, in tap order (their sum is the aligned feature's).
     pub fn tap_channels(&self) -> Vec<usize> {
         self.config().tap_channels()

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use hvq::data::synthetic::{DefectKind, DefectSetSpec, generate};
+use hvq::data::synthetic::{DefectSetSpec, generate};
 
 use super::panic_report::working_on;
 use super::progress::bar;
@@ -48,9 +48,10 @@ pub fn run(args: SynthArgs) -> Result<()> {
         per_kind: args.per_kind,
         seed: args.seed,
     };
-    let per_class = spec.train + spec.test_good + spec.per_kind * DefectKind::ALL.len();
-    let pb = bar((per_class * args.textures.len()) as u64, "images");
-    let manifests = generate(&args.textures, &args.out, &spec, &mut |done, _| {
+    // The generator reports its own total with every step: one count of the images.
+    let pb = bar(0, "images");
+    let manifests = generate(&args.textures, &args.out, &spec, &mut |done, total| {
+        pb.set_length(total as u64);
         pb.set_position(done as u64)
     })?;
     pb.finish_and_clear();

@@ -23,6 +23,8 @@ pub const MAX_CLASSES: usize = 4096;
 pub const MAX_CODES: usize = 1 << 16;
 /// Side of the token grid: attention costs its fourth power.
 pub const MAX_FEATURE_SIZE: usize = 64;
+/// Pixels of input per feature-grid cell (224 → 14).
+pub const FEATURE_STRIDE: usize = 16;
 /// Side of the model input.
 pub const MIN_INPUT_SIZE: usize = 32;
 /// Side of the model input.
@@ -108,6 +110,22 @@ impl BackboneConfig {
             feature_size: 14,
             input_norm: InputNorm::lite(),
         }
+    }
+
+    /// The same backbone run on `input` × `input` images, with the feature grid at its stride
+    /// (`input / 16`: 14 cells for the official 224). A larger input gives a finer grid, each
+    /// cell seeing less of the image; the attention's cost grows with the grid's fourth power.
+    pub fn with_input_size(mut self, input: usize) -> Result<Self> {
+        if !input.is_multiple_of(FEATURE_STRIDE) {
+            return Err(HvqError::Config(format!(
+                "input size {input}: a multiple of {FEATURE_STRIDE} is needed (the backbone's \
+                 feature stride; e.g. 224, 288, 320)"
+            )));
+        }
+        self.input_size = input;
+        self.feature_size = input / FEATURE_STRIDE;
+        self.validate()?;
+        Ok(self)
     }
 
     /// Check every size before anything is allocated or indexed with it (a config file is
@@ -592,5 +610,18 @@ mod tests {
         let mut c = official();
         c.backbone.input_norm.std[1] = 0.0;
         assert!(refused(&c).contains("backbone.input_norm"));
+    }
+
+    #[test]
+    fn an_input_size_sets_the_grid_at_the_stride() {
+        let lite0 = BackboneConfig::efficientnet_lite0();
+        let b = lite0.clone().with_input_size(320).unwrap();
+        assert_eq!((b.input_size, b.feature_size), (320, 20));
+        assert_eq!(b.taps, lite0.taps);
+        let e = lite0.clone().with_input_size(300).unwrap_err().to_string();
+        assert!(e.contains("input size 300") && e.contains("16"), "{e}");
+        // Past the grid's bound (64 cells): refused by the same check as a config file.
+        let e = lite0.with_input_size(2048).unwrap_err().to_string();
+        assert!(e.contains("feature_size 128"), "{e}");
     }
 }

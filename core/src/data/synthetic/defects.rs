@@ -157,9 +157,11 @@ pub(super) fn paint(
         DefectKind::Stain => {
             // Shift toward mid-grey so the change is not lost to clipping at 0 or 255; a tint
             // per channel on colour images.
-            let mean = canvas.mean_where(&mask.inside);
-            let overall = mean.iter().sum::<f32>() / mean.len() as f32;
-            let sign = if overall > 127.5 { -1.0 } else { 1.0 };
+            let sign = if mean_tone(canvas, &mask) > 127.5 {
+                -1.0
+            } else {
+                1.0
+            };
             let shift = sign * draw.uniform(30.0, 55.0);
             let tint: Vec<f32> = (0..canvas.channels)
                 .map(|_| {
@@ -211,13 +213,18 @@ pub(super) fn paint(
 /// A flat tone that stands out from the surface under `mask`: dark on bright surfaces, bright
 /// on dark ones.
 fn contrasting_tone(canvas: &Canvas, mask: &Mask, draw: &mut Draw) -> f32 {
-    let mean = canvas.mean_where(&mask.inside);
-    let overall = mean.iter().sum::<f32>() / mean.len() as f32;
-    if overall > 127.5 {
+    if mean_tone(canvas, mask) > 127.5 {
         draw.uniform(10.0, 45.0)
     } else {
         draw.uniform(210.0, 245.0)
     }
+}
+
+/// The surface's mean grey level under `mask` (over all channels): bright or dark decides which
+/// way a hole or a stain goes.
+fn mean_tone(canvas: &Canvas, mask: &Mask) -> f32 {
+    let mean = canvas.mean_where(&mask.inside);
+    mean.iter().sum::<f32>() / mean.len() as f32
 }
 
 /// Set every masked pixel's channel `ch` to `value(pixel, ch)` plus uniform noise of ±`noise`,
