@@ -709,18 +709,40 @@ fn a_recipe_fills_in_what_the_command_leaves_open() {
     run(train(&data, &out, 1).args(["--recipe", "cpu"]));
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
-    let hvq = &config["model"]["hvq"];
-    assert!(hvq["classifier"].is_object(), "paper preset: {hvq}");
-    assert_eq!(hvq["dropout"].as_f64(), Some(0.0), "{hvq}");
+    let net = &config["model"]["hvq"];
+    assert!(net["classifier"].is_object(), "paper preset: {net}");
+    assert_eq!(net["dropout"].as_f64(), Some(0.0), "{net}");
     assert_eq!(
-        hvq["embed_dim"].as_u64(),
+        net["embed_dim"].as_u64(),
         Some(16),
-        "explicit width wins: {hvq}"
+        "explicit width wins: {net}"
     );
     let log = std::fs::read_to_string(out.join("train-log.jsonl")).unwrap();
     let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
     assert_eq!(first["lr"].as_f64(), Some(5e-4), "{first}");
     assert_eq!(log.lines().count(), 1, "explicit --epochs 1 wins: {log}");
+
+    // The default (official) recipe's 1000 epochs on a CPU: said before they start.
+    let long = temp("recipe-official");
+    let text = run(hvq()
+        .args([
+            "train",
+            "--data",
+            &data,
+            "--device",
+            "cpu",
+            "--stop-after",
+            "1",
+            "--out",
+        ])
+        .arg(&long)
+        .args(SMALL));
+    assert!(
+        text.contains("official recipe") && text.contains("--recipe cpu"),
+        "{text}"
+    );
+    assert!(text.contains("stopped after epoch 1 of 1000"), "{text}");
+    std::fs::remove_dir_all(long).ok();
 
     let (code, text) = output(train(&data, &temp("recipe-bad"), 1).args(["--recipe", "fast"]));
     assert_eq!(code, Some(1), "{text}");

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::tree::{make_tree, output, run, temp, train};
+use common::tree::{hvq, make_tree, output, run, temp, train};
 use hvq::weights::TensorMap;
 
 #[test]
@@ -57,6 +57,14 @@ fn a_corrupted_checkpoint_is_refused_by_name() {
     let data = format!("mvtec:{}", root.display());
     let out = temp("corrupt-run");
     run(train(&data, &out, 3).args(["--device", "cpu", "--stop-after", "1"]));
+    // The unfinished run evaluates from its checkpoint and says how far it has come.
+    let text = run(hvq()
+        .args(["eval", "--device", "cpu", "--data", &data, "--weights"])
+        .arg(&out));
+    assert!(
+        text.contains("unfinished run: after epoch 1 of 3"),
+        "{text}"
+    );
     let path = out.join("checkpoint.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();

@@ -45,6 +45,18 @@ impl ModelSource {
             if !d.join(CONFIG_FILE).exists() && d.join(CHECKPOINT_FILE).exists())
     }
 
+    /// How far the unfinished run [`ModelSource::load`] would read has come: `(epochs done,
+    /// epochs planned)`, `None` for a finished model or the shipped one.
+    pub fn checkpoint_progress(&self) -> Result<Option<(usize, usize)>> {
+        match self {
+            ModelSource::Dir(dir) if self.is_checkpoint() => {
+                let (_, _, state) = checkpoint::load(&dir.join(CHECKPOINT_FILE))?;
+                Ok(Some((state.epochs_done, state.train.epochs)))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Load the model on `device`.
     pub fn load(&self, device: &Device) -> Result<Detector> {
         match self {

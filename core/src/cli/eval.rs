@@ -75,8 +75,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
     // A training run still in progress: its last checkpoint (Lite0 runs only, as the checkpoint
     // holds no backbone).
     let source = ModelSource::from_option(args.weights.as_deref());
-    if source.is_checkpoint() {
-        println!("evaluating the last checkpoint of an unfinished run");
+    if let Some((done, planned)) = source.checkpoint_progress()? {
+        println!(
+            "evaluating the last checkpoint of an unfinished run: after epoch {done} of {planned}"
+        );
     }
     let mut inspectors = Vec::with_capacity(devices.len());
     for device in devices {
