@@ -14,7 +14,9 @@ mod watch;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::tree::{METRIC_KEYS, SMALL, class_metrics, hvq, make_tree, output, run, temp, train};
+use common::tree::{
+    METRIC_KEYS, SMALL, class_metrics, hvq, make_tree, output, read_json, run, temp, train,
+};
 use hvq::weights::TensorMap;
 
 #[test]
@@ -40,8 +42,7 @@ fn train_eval_predict_on_a_generated_tree() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         assert!(v["loss"].as_f64().unwrap().is_finite());
     }
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    let config = read_json(&model.join("config.json"));
     assert!(
         config["calibration"]["threshold"]
             .as_f64()
@@ -616,8 +617,7 @@ fn a_tiled_run_trains_on_tiles_and_inspects_tiled() {
         log.contains(&format!("{} training images", 9 * whole)),
         "{log}"
     );
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    let config = read_json(&model.join("config.json"));
     assert_eq!(config["tiling"]["tile"], 32, "{config}");
     assert!(
         config["calibration"]["source"]
@@ -662,8 +662,7 @@ fn a_larger_input_trains_on_a_finer_grid() {
     let data = format!("mvtec:{}", root.display());
     let model = temp("input-size-model");
     run(train(&data, &model, 1).args(["--input-size", "96"]));
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    let config = read_json(&model.join("config.json"));
     assert_eq!(config["model"]["backbone"]["input_size"], 96, "{config}");
     assert_eq!(config["model"]["backbone"]["feature_size"], 6, "{config}");
     assert_eq!(config["model"]["hvq"]["feature_size"], 6, "{config}");
@@ -707,8 +706,7 @@ fn a_recipe_fills_in_what_the_command_leaves_open() {
     let data = format!("mvtec:{}", root.display());
     let out = temp("recipe-run");
     run(train(&data, &out, 1).args(["--recipe", "cpu"]));
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let config = read_json(&out.join("config.json"));
     let net = &config["model"]["hvq"];
     assert!(net["classifier"].is_object(), "paper preset: {net}");
     assert_eq!(net["dropout"].as_f64(), Some(0.0), "{net}");

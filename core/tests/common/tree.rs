@@ -107,9 +107,14 @@ pub const METRIC_KEYS: [&str; 6] = [
 
 /// The metrics JSON `hvq eval --json` wrote to `path`, with every class's [`METRIC_KEYS`] checked
 /// present and in [0, 1].
+/// A JSON file the CLI wrote (a model's `config.json`, eval's metrics).
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 pub fn class_metrics(path: &Path, classes: &[&str]) -> serde_json::Value {
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let m = read_json(path);
     for class in classes {
         for key in METRIC_KEYS {
             let v = m["classes"][class][key]
