@@ -6,8 +6,11 @@
 //! init: the shapes of `hvq bench --config official`, without the backbone. `attention` also
 //! times the same attention as the model runs it on the CPU (`kernels::fused_attention`).
 //!
-//! `cargo run --release -p core --example profile_network -- [encoder|forward|train|attention] [N]`
-//! (N iterations, default 10).
+//! `vq` times the quantisation of every level and the pieces of one level's.
+//!
+//! `cargo run --release -p core --example profile_network -- [encoder|forward|train|attention|vq]
+//! [N] [official|shipped]` (N iterations, default 10; `shipped`: the architecture of
+//! `weights/elpv-lite0`, run from the repository root).
 
 use std::time::Instant;
 
@@ -21,10 +24,28 @@ fn main() -> hvq::error::Result<()> {
     let mut args = std::env::args().skip(1);
     let part = args.next().unwrap_or_else(|| "train".into());
     let iterations: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(10);
-    let backbone = BackboneConfig::efficientnet_b4();
-    let mut cfg = HvqConfig::official(backbone.feature_channels(), HvqConfig::mvtec_classes());
+    let model = args.next().unwrap_or_else(|| "official".into());
+    let (mut cfg, batch) = match model.as_str() {
+        "official" => {
+            let backbone = BackboneConfig::efficientnet_b4();
+            let cfg = HvqConfig::official(backbone.feature_channels(), HvqConfig::mvtec_classes());
+            (cfg, 8)
+        }
+        // The shipped default's architecture at the training batch of `--recipe cpu`.
+        "shipped" => {
+            let text = std::fs::read_to_string("weights/elpv-lite0/config.json")
+                .map_err(|e| hvq::error::HvqError::Config(format!("config.json: {e}")))?;
+            let model: hvq::config::ModelConfig = serde_json::from_str::<serde_json::Value>(&text)
+                .and_then(|v| serde_json::from_value(v["model"].clone()))
+                .map_err(|e| hvq::error::HvqError::Config(format!("config.json: {e}")))?;
+            (model.hvq, 8)
+        }
+        other => {
+            eprintln!("unknown model {other}: official or shipped");
+            std::process::exit(2);
+        }
+    };
     cfg.dropout = 0.0;
-    let batch = 8;
     let classes: Vec<usize> = (0..batch).map(|i| i % cfg.num_classes).collect();
     let shape = [
         batch,
@@ -133,8 +154,64 @@ fn main() -> hvq::error::Result<()> {
                 println!("{name:>24}: median {:.2} ms", v[v.len() / 2]);
             }
         }
+        "vq" => {
+            // The levels' quantisation, piece by piece, on the encoder's real outputs.
+            let net = HvqModel::new(&cfg, &device)?;
+            let mut pieces: Vec<(String, Vec<f64>)> = Vec::new();
+            let mut clock = |name: String, t: Instant| {
+                let ms = t.elapsed().as_secs_f64() * 1e3;
+                match pieces.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, v)) => v.push(ms),
+                    None => pieces.push((name, vec![ms])),
+                }
+            };
+            for _ in 0..iterations {
+                let feature = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+                let encoded = net.encode(feature);
+                let t = Instant::now();
+                let (levels, _) = net.quantize_eval(&encoded, &classes);
+                let _ = levels[0].quantized.clone().into_data();
+                clock("all levels".into(), t);
+                let x = encoded.hidden.last().expect("layers").clone();
+                let [b, l, d] = x.dims();
+                let t = Instant::now();
+                let embeds = net.level1_codebooks(&classes).narrow(1, 0, d);
+                let _ = embeds.clone().into_data();
+                clock("stack codebooks".into(), t);
+                let k = embeds.dims()[2];
+                let t = Instant::now();
+                let codes = embeds.clone().swap_dims(1, 2).reshape([b * k, d]);
+                let _ = codes.clone().into_data();
+                clock("codes as rows".into(), t);
+                let t = Instant::now();
+                let x_sq = x.clone().powi_scalar(2).sum_dim(2);
+                let e_sq = codes.clone().powi_scalar(2).sum_dim(1).reshape([b, 1, k]);
+                let _ = e_sq.clone().into_data();
+                clock("squares".into(), t);
+                let t = Instant::now();
+                let prod = x.clone().matmul(embeds.clone());
+                let _ = prod.clone().into_data();
+                clock(format!("x.E {b}x[{l}x{d} by {d}x{k}]"), t);
+                let t = Instant::now();
+                let dist = x_sq.expand([b, l, k]) - prod.mul_scalar(2.0) + e_sq.expand([b, l, k]);
+                let _ = dist.clone().into_data();
+                clock("distances".into(), t);
+                let t = Instant::now();
+                let idx = dist.argmin(2).reshape([b * l]);
+                let _ = idx.clone().into_data();
+                clock("argmin".into(), t);
+                let t = Instant::now();
+                let q = codes.select(0, idx);
+                let _ = q.into_data();
+                clock("select rows".into(), t);
+            }
+            for (name, mut v) in pieces {
+                v.sort_by(f64::total_cmp);
+                println!("{name:>32}: median {:.2} ms", v[v.len() / 2]);
+            }
+        }
         other => {
-            eprintln!("unknown part {other}: encoder, forward, train or attention");
+            eprintln!("unknown part {other}: encoder, forward, train, attention or vq");
             std::process::exit(2);
         }
     }

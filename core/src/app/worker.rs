@@ -235,6 +235,7 @@ fn run<Tag>(
             (s.device, s.backend.inspection_batch())
         }
         Err(e) => {
+            crate::device::flush_denormals();
             let d = Device::flex();
             send(Reply::Device(format!(
                 "{} ({choice:?} unavailable: {e})",

@@ -7,12 +7,14 @@
 //! what was chosen and why, for the user to read.
 
 pub mod cuda_driver;
+mod denormals;
 mod list;
 pub mod panic_capture;
 mod readback;
 pub mod remote;
 mod shards;
 
+pub use denormals::flush_denormals;
 pub use list::create_list;
 pub use readback::{read_back, read_back_async};
 pub use shards::shard_sizes;
@@ -210,7 +212,10 @@ pub fn adapter_name(device: &Device) -> Option<String> {
 pub fn create(choice: DeviceChoice) -> Result<Device> {
     let device = match choice {
         DeviceChoice::Auto => return select_auto().map(|s| s.device),
-        DeviceChoice::Cpu => Device::flex(),
+        DeviceChoice::Cpu => {
+            flush_denormals();
+            Device::flex()
+        }
         #[cfg(feature = "wgpu")]
         DeviceChoice::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
         #[cfg(not(feature = "wgpu"))]
