@@ -752,3 +752,56 @@ fn a_recipe_fills_in_what_the_command_leaves_open() {
         std::fs::remove_dir_all(d).ok();
     }
 }
+
+/// `--codebook-restart` reaches the saved configuration, out-of-range values are refused naming
+/// the option's field, and every training log line counts the codes in use per VQ level.
+#[test]
+fn the_codebook_restart_is_saved_and_the_log_counts_codes_in_use() {
+    let root = temp("restart-tree");
+    make_tree(&root);
+    let data = format!("mvtec:{}", root.display());
+    let out = temp("restart-run");
+    run(train(&data, &out, 2).args(["--codebook-restart", "0.05"]));
+    let config = read_json(&out.join("config.json"));
+    let net = &config["model"]["hvq"];
+    assert_eq!(net["codebook_restart"].as_f64(), Some(0.05), "{net}");
+    let log = std::fs::read_to_string(out.join("train-log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 2, "{log}");
+    for line in log.lines() {
+        let epoch: serde_json::Value = serde_json::from_str(line).unwrap();
+        let in_use: Vec<f64> = epoch["codes_in_use"]
+            .as_array()
+            .unwrap_or_else(|| panic!("codes_in_use in {line}"))
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        // One count per level (4 encoder layers + the projection), each between 1 and K = 8.
+        assert_eq!(in_use.len(), 5, "{line}");
+        assert!(in_use.iter().all(|&n| (1.0..=8.0).contains(&n)), "{line}");
+    }
+    // `hvq eval` reports the saved model's counts: the last epoch's.
+    let metrics = out.join("metrics.json");
+    let text = run(hvq()
+        .args(["eval", "--device", "cpu", "--data", &data, "--json"])
+        .arg(&metrics)
+        .arg("--weights")
+        .arg(&out));
+    assert!(
+        text.contains("codes in use per VQ level (level 1 first, of 8): "),
+        "{text}"
+    );
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        read_json(&metrics)["codes_in_use"],
+        last["codes_in_use"],
+        "{text}"
+    );
+
+    let (code, text) =
+        output(train(&data, &temp("restart-bad"), 1).args(["--codebook-restart", "1.5"]));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("codebook_restart 1.5"), "{text}");
+    for d in [root, out] {
+        std::fs::remove_dir_all(d).ok();
+    }
+}

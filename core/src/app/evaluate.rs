@@ -47,6 +47,11 @@ pub struct Evaluation {
     /// Fraction of normal test images whose class the model picks correctly: its classifier's
     /// choice when it has one, else the Auto choice; absent for Label without a classifier.
     pub class_accuracy: Option<f64>,
+    /// Codes in use per VQ level of the model evaluated (level 1 first, mean over the level's
+    /// codebooks; `HvqModel::codes_in_use`): a collapsed codebook (one or two codes) caps what
+    /// the model can reconstruct.
+    #[serde(default)]
+    pub codes_in_use: Vec<f64>,
     /// Every test image.
     pub images: Vec<ImageResult>,
 }
@@ -246,6 +251,7 @@ pub fn evaluate_sharded(
         classes,
         class_source: source,
         class_accuracy,
+        codes_in_use: detector.hvq.codes_in_use()?,
         images,
     })
 }

@@ -89,6 +89,7 @@ impl Recipe {
             input_size: explicit.input_size.or(r.input_size),
             pot_weight: explicit.pot_weight.or(r.pot_weight),
             dropout: explicit.dropout.or(r.dropout),
+            codebook_restart: explicit.codebook_restart.or(r.codebook_restart),
             single_vq: explicit.single_vq || r.single_vq,
             no_codebook_switching: explicit.no_codebook_switching || r.no_codebook_switching,
             no_expert_switching: explicit.no_expert_switching || r.no_expert_switching,

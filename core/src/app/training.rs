@@ -50,6 +50,8 @@ pub struct Overrides {
     pub pot_weight: Option<f32>,
     /// Transformer dropout while training.
     pub dropout: Option<f64>,
+    /// Dead-code restart threshold of the codebooks (not in the paper; 0 = off).
+    pub codebook_restart: Option<f32>,
     /// Ablation: a single VQ layer instead of the hierarchy.
     pub single_vq: bool,
     /// Ablation: one shared codebook per level.
@@ -174,6 +176,9 @@ pub fn hvq_config(
             )));
         }
         hvq.dropout = p;
+    }
+    if let Some(t) = overrides.codebook_restart {
+        hvq.codebook_restart = t;
     }
     if let Some(c) = overrides.embed_dim {
         hvq.embed_dim = c;

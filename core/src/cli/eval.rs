@@ -111,6 +111,16 @@ pub fn run(args: EvalArgs) -> Result<()> {
             acc * 100.0
         );
     }
+    let in_use: Vec<String> = result
+        .codes_in_use
+        .iter()
+        .map(|n| format!("{n:.0}"))
+        .collect();
+    println!(
+        "codes in use per VQ level (level 1 first, of {}): {}",
+        detector.config.hvq.codes,
+        in_use.join(", ")
+    );
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&result)?;
         hvq::fs::write_atomic(path, json.as_bytes())

@@ -146,6 +146,12 @@ pub struct TrainArgs {
     /// Dropout probability of the transformer layers while training (official: 0.1; 0 = off).
     #[arg(long)]
     pub dropout: Option<f64>,
+    /// Restart dead codebook entries (not in the paper; 0 = off, the released code): after each
+    /// EMA update a code whose count fell below this fraction of the codebook's mean count
+    /// moves onto a token of the sample. Without it small models' codebooks collapse to a
+    /// handful of codes (docs/quality.md).
+    #[arg(long, value_name = "FRACTION")]
+    pub codebook_restart: Option<f32>,
     /// Seed (official: 133).
     #[arg(long, default_value_t = 133)]
     pub seed: u64,
@@ -181,6 +187,7 @@ impl TrainArgs {
                 input_size: self.input_size,
                 pot_weight: self.pot_weight,
                 dropout: self.dropout,
+                codebook_restart: self.codebook_restart,
                 single_vq: self.single_vq,
                 no_codebook_switching: self.no_codebook_switching,
                 no_expert_switching: self.no_expert_switching,

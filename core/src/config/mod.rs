@@ -233,6 +233,13 @@ pub struct HvqConfig {
     /// files written before this field existed were trained without dropout: 0.
     #[serde(default)]
     pub dropout: f64,
+    /// Dead-code restart threshold τ of the EMA codebooks (0 = off, as the released code). Not in
+    /// the paper: with it, after each EMA update a code whose assignment count has fallen below τ
+    /// times the codebook's mean count is moved onto a token of the sample that updated it
+    /// (`model::quantizer::ema_update`). Without it the codebooks of small trained models
+    /// collapse to a handful of codes (docs/quality.md).
+    #[serde(default)]
+    pub codebook_restart: f32,
 }
 
 /// The ablation switches of the paper's appendix Table 1. All on = HVQ-Trans.
@@ -300,6 +307,7 @@ impl HvqConfig {
             pot_temperature: None,
             classifier: None,
             dropout: 0.1,
+            codebook_restart: 0.0,
         }
     }
 
@@ -422,6 +430,12 @@ impl HvqConfig {
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout {} must be in [0, 1)", self.dropout));
+        }
+        if !(0.0..1.0).contains(&self.codebook_restart) {
+            return bad(format!(
+                "codebook_restart {} must be in [0, 1) (a fraction of the mean code count)",
+                self.codebook_restart
+            ));
         }
         for (name, t) in [
             ("ot_temperature", self.ot_temperature),

@@ -40,6 +40,10 @@ pub struct Encoded {
     pub hidden: Vec<Tensor<3>>,
 }
 
+/// The share of its codebook's mean EMA count a code needs to count as in use
+/// ([`HvqModel::codes_in_use`]).
+pub const CODE_IN_USE_SHARE: f32 = 0.01;
+
 /// Everything the forward pass produces (tokens are batch-first `[B, L, ·]`).
 #[derive(Clone, Debug)]
 pub struct HvqOutput {
@@ -396,6 +400,28 @@ impl HvqModel {
     /// Expert slot per sample for the samples' classes.
     pub fn experts_for(&self, classes: &[usize]) -> Vec<usize> {
         self.expert_slots(classes)
+    }
+
+    /// Codes in use per VQ level (level 1 first), averaged over the level's codebooks: codes
+    /// whose EMA assignment count is at least [`CODE_IN_USE_SHARE`] of their codebook's mean
+    /// count. An unused code's count shrinks by the EMA decay at each update, so a code unused
+    /// for a few hundred updates drops out. Reads the counts back (a few KiB).
+    pub fn codes_in_use(&self) -> Result<Vec<f64>> {
+        self.quantize_lists
+            .iter()
+            .map(|books| {
+                let mut in_use = 0usize;
+                for book in books {
+                    let counts = crate::device::read_back(book.cluster_size.val())?;
+                    let mean = counts.iter().sum::<f32>() / counts.len().max(1) as f32;
+                    in_use += counts
+                        .iter()
+                        .filter(|&&c| c > 0.0 && c >= CODE_IN_USE_SHARE * mean)
+                        .count();
+                }
+                Ok(in_use as f64 / books.len().max(1) as f64)
+            })
+            .collect()
     }
 
     /// Level-1 codebooks `[B, D, K]` for the samples' classes.

@@ -17,7 +17,7 @@ pub use attention::MultiheadAttention;
 pub use classifier::Classifier;
 pub use decoder::{Decoder, DecoderLayer};
 pub use encoder::{Encoder, EncoderLayer};
-pub use hvq::{Encoded, HvqModel, HvqOutput, LevelOutput, Mode};
+pub use hvq::{CODE_IN_USE_SHARE, Encoded, HvqModel, HvqOutput, LevelOutput, Mode};
 pub use layers::{Conv1x1, LayerNorm, Linear};
 pub use ot::{ot_score, pot_loss};
 pub use position::PositionEmbedding;

@@ -49,10 +49,27 @@ impl Codebook {
     }
 }
 
+/// The dead-code restart of one EMA step (see [`ema_update`]).
+#[derive(Clone, Debug)]
+pub struct Restart {
+    /// Fraction of the codebook's mean count below which a code is dead.
+    pub threshold: f32,
+    /// Each token's squared distance to its chosen code, `[m, L]`.
+    pub errors: Tensor<2>,
+}
+
 /// One EMA step for each of several *different* codebooks at once: codebook `slots[j]` of
 /// `books` takes the tokens `x[j] [L, D]` assigned to `indices[j] [L]`. The formulas are the
 /// reference's per-sample update (`cluster_size`, `embed_avg` decayed, Laplace-smoothed sizes),
 /// evaluated for the m codebooks as batched tensors instead of m rounds of small ones.
+///
+/// With a [`Restart`] (`HvqConfig::codebook_restart` > 0; none is the reference), a code whose
+/// decayed count falls below the threshold times the codebook's mean count
+/// is moved onto a token of `x[j]` and given the mean count, so it keeps its new place for a few
+/// hundred updates (the count then decays by `decay` per update, as any). The r-th dead code
+/// takes token `(w + r·s) mod L`: w is the token its current code fits worst (largest
+/// `errors[j]`, the squared distance to the chosen code), s a stride near L/φ coprime with L, so
+/// one update's restarts spread over the sample. Everything stays on the device (no read-back).
 ///
 /// The slots must be distinct: an update of a codebook must see the previous one (sample order),
 /// which the caller ensures by grouping (see `HvqModel::forward_train`).
@@ -63,6 +80,7 @@ pub fn ema_update(
     indices: Tensor<2, Int>,
     decay: f32,
     eps: f32,
+    restart: Option<Restart>,
 ) {
     debug_assert!(
         slots
@@ -76,13 +94,16 @@ pub fn ema_update(
     let [_, codes] = books[slots[0]].embed.dims();
     let onehot: Tensor<3> = indices.one_hot::<3>(codes).float(); // [m, L, K]
     let onehot_sum: Tensor<2> = onehot.clone().sum_dim(1).reshape([m, codes]);
-    let embed_sum = x.swap_dims(1, 2).matmul(onehot); // [m, D, K]
+    let embed_sum = x.clone().swap_dims(1, 2).matmul(onehot); // [m, D, K]
     let cluster_old: Tensor<2> = stack_slots(books, slots, |b| b.cluster_size.val());
     let avg_old: Tensor<3> = stack_slots(books, slots, |b| b.embed_avg.val());
     let keep = decay as f64;
     let add = 1.0 - decay as f64;
-    let cluster_size = cluster_old.mul_scalar(keep) + onehot_sum.mul_scalar(add); // [m, K]
-    let embed_avg = avg_old.mul_scalar(keep) + embed_sum.mul_scalar(add); // [m, D, K]
+    let mut cluster_size = cluster_old.mul_scalar(keep) + onehot_sum.mul_scalar(add); // [m, K]
+    let mut embed_avg = avg_old.mul_scalar(keep) + embed_sum.mul_scalar(add); // [m, D, K]
+    if let Some(restart) = restart {
+        (cluster_size, embed_avg) = restart_dead_codes(cluster_size, embed_avg, x, restart);
+    }
     let n = cluster_size.clone().sum_dim(1); // [m, 1]
     let smoothed = (cluster_size.clone().add_scalar(eps as f64))
         .div(
@@ -99,6 +120,56 @@ pub fn ema_update(
         books[s].embed_avg = buffer(embed_avg.clone().narrow(0, j, 1).reshape([dim, codes]));
         books[s].embed = buffer(embed.clone().narrow(0, j, 1).reshape([dim, codes]));
     }
+}
+
+/// The dead-code restart of [`ema_update`] on the decayed counts `cluster_size [m, K]` and sums
+/// `embed_avg [m, D, K]`, from the samples' tokens `x [m, L, D]`.
+fn restart_dead_codes(
+    cluster_size: Tensor<2>,
+    embed_avg: Tensor<3>,
+    x: Tensor<3>,
+    Restart { threshold, errors }: Restart,
+) -> (Tensor<2>, Tensor<3>) {
+    let [m, tokens, dim] = x.dims();
+    let [_, codes] = cluster_size.dims();
+    let mean = cluster_size.clone().mean_dim(1); // [m, 1]
+    let dead = cluster_size
+        .clone()
+        .lower(mean.clone().mul_scalar(threshold as f64).expand([m, codes])); // [m, K]
+    // Rank of each dead code among the dead ones (0, 1, …), as a float (exact for K < 2^24).
+    let rank = dead.clone().float().cumsum(1).sub_scalar(1.0);
+    let worst = errors.argmax(1).float(); // [m, 1]
+    let token = (worst.expand([m, codes]) + rank.mul_scalar(spread_stride(tokens) as f64))
+        .remainder_scalar(tokens as f64)
+        .int(); // [m, K]
+    let offsets = Tensor::<1, Int>::arange(0..m as i64, &x.device())
+        .mul_scalar(tokens as i64)
+        .reshape([m, 1]);
+    let rows = (token + offsets.expand([m, codes])).reshape([m * codes]);
+    let picked = x
+        .reshape([m * tokens, dim])
+        .select(0, rows)
+        .reshape([m, codes, dim])
+        .swap_dims(1, 2); // [m, D, K]
+    let share = mean.expand([m, codes]);
+    let cluster_size = cluster_size.mask_where(dead.clone(), share.clone());
+    // Sum = code × count, so the normalised code is the token itself.
+    let moved = picked.mul(share.reshape([m, 1, codes]).expand([m, dim, codes]));
+    let embed_avg =
+        embed_avg.mask_where(dead.reshape([m, 1, codes]).expand([m, dim, codes]), moved);
+    (cluster_size, embed_avg)
+}
+
+/// A stride near `tokens`/φ that is coprime with `tokens`, so `(w + r·s) mod tokens` visits every
+/// token once for r = 0 … tokens − 1 and consecutive r land far apart.
+fn spread_stride(tokens: usize) -> usize {
+    fn gcd(a: usize, b: usize) -> usize {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    let start = ((tokens as f64) * 0.618_034).round().max(1.0) as usize;
+    (start..)
+        .find(|&s| gcd(s, tokens.max(1)) == 1)
+        .expect("1 is coprime with everything, and a larger coprime exists")
 }
 
 /// One buffer of the codebooks `slots`, stacked along a new first axis (no gradient).
@@ -204,6 +275,169 @@ mod tests {
                     assert_eq!(q[(s * l + t) * d + c], es[s * d * k + c * k + best]);
                 }
             }
+        }
+    }
+
+    fn book(embed: Vec<f32>, counts: Vec<f32>, dim: usize, device: &Device) -> Codebook {
+        let codes = counts.len();
+        let embed = Tensor::<2>::from_data(TensorData::new(embed, [dim, codes]), device);
+        // embed_avg = embed × count, as a converged EMA holds them.
+        let counts_t = Tensor::<1>::from_data(TensorData::new(counts, [codes]), device);
+        let avg = embed.clone() * counts_t.clone().reshape([1, codes]).expand([dim, codes]);
+        Codebook {
+            embed: buffer(embed),
+            embed_avg: buffer(avg),
+            cluster_size: buffer(counts_t),
+        }
+    }
+
+    /// The reference's EMA step for one codebook, in f64 on the host: (counts, embed `[D][K]`).
+    fn reference_step(
+        counts: &[f64],
+        avg: &[Vec<f64>],
+        x: &[[f64; 2]],
+        idx: &[usize],
+        decay: f64,
+        eps: f64,
+    ) -> (Vec<f64>, Vec<Vec<f64>>) {
+        let k = counts.len();
+        let mut c: Vec<f64> = counts.iter().map(|v| v * decay).collect();
+        let mut a: Vec<Vec<f64>> = avg
+            .iter()
+            .map(|row| row.iter().map(|v| v * decay).collect())
+            .collect();
+        for (t, &j) in idx.iter().enumerate() {
+            c[j] += 1.0 - decay;
+            for d in 0..2 {
+                a[d][j] += (1.0 - decay) * x[t][d];
+            }
+        }
+        let n: f64 = c.iter().sum();
+        let embed = (0..2)
+            .map(|d| {
+                (0..k)
+                    .map(|j| a[d][j] / ((c[j] + eps) / (n + k as f64 * eps) * n))
+                    .collect()
+            })
+            .collect();
+        (c, embed)
+    }
+
+    /// Dead codes (count below the threshold share of the mean) move onto the sample's tokens:
+    /// the first onto the token its code fits worst, the next `spread_stride` tokens further;
+    /// live codes take exactly the reference's EMA step, and without a restart every code does.
+    #[test]
+    fn dead_codes_restart_on_the_worst_fitting_tokens() {
+        let device = Device::flex();
+        let (decay, eps) = (0.99f32, 1e-5f32);
+        // Four codes (columns) in 2-D: codes 0 and 1 in use, 2 and 3 nearly dead.
+        let embed = vec![
+            0.0, 1.0, 5.0, -5.0, // d = 0
+            0.0, 1.0, 5.0, 5.0, // d = 1
+        ];
+        let counts = vec![4.0, 3.0, 1e-4, 2e-4];
+        let x: Vec<[f64; 2]> = vec![[0.1, 0.0], [0.9, 1.2], [0.0, 0.2], [1.1, 0.8], [2.0, 2.5]];
+        let idx = [0usize, 1, 0, 1, 1];
+        // Errors: token 4 fits its code worst.
+        let errors: Vec<f32> = x
+            .iter()
+            .zip(idx)
+            .map(|(t, j)| {
+                let c = [embed[j] as f64, embed[4 + j] as f64];
+                ((t[0] - c[0]).powi(2) + (t[1] - c[1]).powi(2)) as f32
+            })
+            .collect();
+        let flat: Vec<f32> = x.iter().flat_map(|t| [t[0] as f32, t[1] as f32]).collect();
+        let run = |restart: Option<Restart>| {
+            let mut books = vec![book(embed.clone(), counts.clone(), 2, &device)];
+            let xs = Tensor::<3>::from_data(TensorData::new(flat.clone(), [1, 5, 2]), &device);
+            let ids = Tensor::<2, Int>::from_data(
+                TensorData::new(idx.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, 5]),
+                &device,
+            );
+            ema_update(&mut books, &[0], xs, ids, decay, eps, restart);
+            let b = books.pop().unwrap();
+            (
+                crate::device::read_back(b.cluster_size.val()).unwrap(),
+                crate::device::read_back(b.embed.val()).unwrap(),
+            )
+        };
+        let avg: Vec<Vec<f64>> = (0..2)
+            .map(|d| {
+                (0..4)
+                    .map(|j| embed[d * 4 + j] as f64 * counts[j] as f64)
+                    .collect()
+            })
+            .collect();
+        let counts64: Vec<f64> = counts.iter().map(|&c| c as f64).collect();
+        let (want_c, want_e) = reference_step(&counts64, &avg, &x, &idx, 0.99, 1e-5);
+
+        // No restart: the reference for every code.
+        let (c, e) = run(None);
+        for j in 0..4 {
+            assert!((c[j] as f64 - want_c[j]).abs() < 1e-5, "count {j}");
+            for d in 0..2 {
+                let w = want_e[d][j];
+                assert!(
+                    (e[d * 4 + j] as f64 - w).abs() < 1e-3 * w.abs().max(1.0),
+                    "code {j}"
+                );
+            }
+        }
+
+        // Restart below 5 % of the mean count: codes 2 and 3 are dead.
+        let errors_t = Tensor::<2>::from_data(TensorData::new(errors.clone(), [1, 5]), &device);
+        let (c, e) = run(Some(Restart {
+            threshold: 0.05,
+            errors: errors_t,
+        }));
+        let mean = want_c.iter().sum::<f64>() / 4.0;
+        let stride = spread_stride(5);
+        assert_eq!(stride, 3, "round(5 × 0.618) = 3, coprime with 5");
+        for (j, token) in [(2usize, 4usize), (3, (4 + stride) % 5)] {
+            assert!(
+                (c[j] as f64 - mean).abs() < 1e-4,
+                "dead code {j} gets the mean count"
+            );
+            for d in 0..2 {
+                let got = e[d * 4 + j] as f64;
+                // The smoothing's eps keeps it a hair away from the token.
+                assert!(
+                    (got - x[token][d]).abs() < 1e-4,
+                    "code {j} on token {token}: {got}"
+                );
+            }
+        }
+        let n_after: f64 = want_c[..2].iter().sum::<f64>() + 2.0 * mean;
+        for j in 0..2 {
+            assert!((c[j] as f64 - want_c[j]).abs() < 1e-5, "live count {j}");
+            for d in 0..2 {
+                // Live codes: the reference's sum over the new total count.
+                let a = avg[d][j] * 0.99
+                    + 0.01
+                        * idx
+                            .iter()
+                            .zip(&x)
+                            .filter(|(i, _)| **i == j)
+                            .map(|(_, t)| t[d])
+                            .sum::<f64>();
+                let w = a / ((want_c[j] + 1e-5) / (n_after + 4e-5) * n_after);
+                assert!((e[d * 4 + j] as f64 - w).abs() < 1e-4, "live code {j}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_spread_stride_is_coprime_and_near_the_golden_section() {
+        assert_eq!(spread_stride(196), 121);
+        assert_eq!(spread_stride(1), 1);
+        for tokens in 1..600usize {
+            let s = spread_stride(tokens);
+            let mut seen = vec![false; tokens];
+            for r in 0..tokens {
+                seen[(r * s) % tokens] = true;
+            }
+            assert!(seen.iter().all(|&v| v), "{tokens} tokens, stride {s}");
         }
     }
 }

@@ -15,7 +15,7 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::hvq::{HvqModel, HvqOutput, quantize_levels_sharded, sample_rounds};
-use super::quantizer::{Codebook, QuantizeOutput, ema_update, quantize, straight_through};
+use super::quantizer::{Codebook, QuantizeOutput, Restart, ema_update, quantize, straight_through};
 use crate::error::{HvqError, Result};
 
 /// One shard of a training batch: aligned features `[B, F, H, W]` on its replica's device and
@@ -91,6 +91,7 @@ fn forward_shards(
             xs,
             config.ema_decay,
             config.ema_eps,
+            config.codebook_restart,
         )
     });
     quantized
@@ -123,6 +124,7 @@ fn quantize_rounds(
     xs: Vec<Tensor<3>>,
     decay: f32,
     eps: f32,
+    restart: f32,
 ) -> Vec<QuantizeOutput> {
     // The sequential part (nearest codes, EMA) needs no gradient: run it on plain tensors, then
     // form the straight-through output and commitment of each shard in one go.
@@ -147,7 +149,8 @@ fn quantize_rounds(
     for round in sample_rounds(&batch_slots) {
         let round_slots: Vec<usize> = round.iter().map(|&i| batch_slots[i]).collect();
         let embeds = HvqModel::embeds_for(books, &round_slots).without_autodiff();
-        let (mut gathered_x, mut gathered_codes) = (Vec::new(), Vec::new());
+        let (mut gathered_x, mut gathered_codes, mut gathered_errors) =
+            (Vec::new(), Vec::new(), Vec::new());
         // A round lists samples in batch order, so each shard's members are one contiguous run.
         let mut start = 0;
         while start < round.len() {
@@ -164,6 +167,15 @@ fn quantize_rounds(
             let x = plain[r].clone().select(0, row_ids(&rows, &device));
             let e = embeds.clone().narrow(0, start, len).to_device(&device);
             let out = quantize(x.clone(), e.clone());
+            if restart > 0.0 {
+                // Each token's squared distance to its code: where dead codes restart.
+                let [rows_n, tokens, _] = x.dims();
+                let error = (x.clone() - out.codes.clone())
+                    .powi_scalar(2)
+                    .sum_dim(2)
+                    .reshape([rows_n, tokens]);
+                gathered_errors.push(error.to_device(&home));
+            }
             gathered_x.push(x.to_device(&home));
             gathered_codes.push(out.indices.clone().to_device(&home));
             codes[r].push(out.codes);
@@ -172,6 +184,10 @@ fn quantize_rounds(
             rows_out[r].extend(rows);
             start += len;
         }
+        let restart = (restart > 0.0).then(|| Restart {
+            threshold: restart,
+            errors: Tensor::cat(gathered_errors, 0),
+        });
         ema_update(
             books,
             &round_slots,
@@ -179,6 +195,7 @@ fn quantize_rounds(
             Tensor::cat(gathered_codes, 0),
             decay,
             eps,
+            restart,
         );
     }
     xs.into_iter()

@@ -97,6 +97,9 @@ pub struct EpochReport {
     pub latent_loss: f64,
     /// Mean pre-clip gradient norm.
     pub grad_norm: f64,
+    /// Codes in use per VQ level at the end of the epoch (level 1 first, mean over the level's
+    /// codebooks; `HvqModel::codes_in_use`): a collapsing codebook shows here.
+    pub codes_in_use: Vec<f64>,
     /// Wall time of the epoch, seconds.
     pub seconds: f64,
 }
@@ -359,6 +362,11 @@ impl Trainer {
                 feature_loss: feat / n,
                 latent_loss: lat / n,
                 grad_norm: norm / n,
+                codes_in_use: self
+                    .model
+                    .as_ref()
+                    .expect("the model is back after the epoch's steps")
+                    .codes_in_use()?,
                 seconds: t0.elapsed().as_secs_f64(),
             }));
             let every = self.config.checkpoint_every.max(1);
