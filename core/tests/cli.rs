@@ -15,7 +15,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::tree::{
-    METRIC_KEYS, SMALL, class_metrics, hvq, make_tree, output, read_json, run, temp, train,
+    METRIC_KEYS, SMALL, class_metrics, hvq, make_tree, npy_shape, output, read_json, run, temp,
+    train,
 };
 use hvq::weights::TensorMap;
 
@@ -644,9 +645,7 @@ fn a_tiled_run_trains_on_tiles_and_inspects_tiled() {
         .arg(&pred)
         .arg(root.join("alpha/test/good/000.png")));
     // The stitched map: 64 px at 224 / 32 map pixels per image pixel.
-    let npy = std::fs::read(pred.join("000_map224.npy")).unwrap();
-    let header = String::from_utf8_lossy(&npy[10..80]);
-    assert!(header.contains("'shape': (448, 448)"), "{header}");
+    assert_eq!(npy_shape(&pred.join("000_map224.npy")), "(448, 448)");
     for d in [root, model, pred] {
         std::fs::remove_dir_all(d).ok();
     }
@@ -673,9 +672,7 @@ fn a_larger_input_trains_on_a_finer_grid() {
         .arg("--out")
         .arg(&pred)
         .arg(root.join("alpha/test/good/000.png")));
-    let npy = std::fs::read(pred.join("000_map224.npy")).unwrap();
-    let header = String::from_utf8_lossy(&npy[10..80]);
-    assert!(header.contains("'shape': (96, 96)"), "{header}");
+    assert_eq!(npy_shape(&pred.join("000_map224.npy")), "(96, 96)");
     let json = model.join("metrics.json");
     run(hvq()
         .args(["eval", "--data", &data, "--weights"])

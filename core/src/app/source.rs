@@ -50,7 +50,7 @@ impl ModelSource {
     pub fn checkpoint_progress(&self) -> Result<Option<(usize, usize)>> {
         match self {
             ModelSource::Dir(dir) if self.is_checkpoint() => {
-                let (_, _, state) = checkpoint::load(&dir.join(CHECKPOINT_FILE))?;
+                let state = checkpoint::read_state(&dir.join(CHECKPOINT_FILE))?;
                 Ok(Some((state.epochs_done, state.train.epochs)))
             }
             _ => Ok(None),

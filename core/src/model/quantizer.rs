@@ -328,7 +328,16 @@ mod tests {
     /// live codes take exactly the reference's EMA step, and without a restart every code does.
     #[test]
     fn dead_codes_restart_on_the_worst_fitting_tokens() {
-        let device = Device::flex();
+        dead_codes_restart_on(Device::flex());
+        // The restart is tensor operations only (cumsum, argmax, remainder, select, mask): the
+        // same on a GPU backend (lavapipe here).
+        #[cfg(feature = "wgpu")]
+        dead_codes_restart_on(
+            crate::device::create(crate::device::DeviceChoice::Wgpu).expect("wgpu device"),
+        );
+    }
+
+    fn dead_codes_restart_on(device: Device) {
         let (decay, eps) = (0.99f32, 1e-5f32);
         // Four codes (columns) in 2-D: codes 0 and 1 in use, 2 and 3 nearly dead.
         let embed = vec![

@@ -105,14 +105,29 @@ pub const METRIC_KEYS: [&str; 6] = [
     "image_f1_max",
 ];
 
-/// The metrics JSON `hvq eval --json` wrote to `path`, with every class's [`METRIC_KEYS`] checked
-/// present and in [0, 1].
+/// The `shape` of the `.npy` file at `path` as its header writes it, e.g. `(96, 96)`.
+pub fn npy_shape(path: &Path) -> String {
+    let npy = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(&npy[..6], b"\x93NUMPY", "{}", path.display());
+    // Version 1 header: its length at bytes 8-9, the dictionary from byte 10.
+    let length = u16::from_le_bytes([npy[8], npy[9]]) as usize;
+    let header = String::from_utf8_lossy(&npy[10..10 + length]);
+    let start = header
+        .find("'shape': ")
+        .unwrap_or_else(|| panic!("{}: no shape in {header}", path.display()))
+        + "'shape': ".len();
+    let end = start + header[start..].find(')').expect("shape tuple closes") + 1;
+    header[start..end].to_string()
+}
+
 /// A JSON file the CLI wrote (a model's `config.json`, eval's metrics).
 pub fn read_json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// The metrics JSON `hvq eval --json` wrote to `path`, with every class's [`METRIC_KEYS`] checked
+/// present and in [0, 1].
 pub fn class_metrics(path: &Path, classes: &[&str]) -> serde_json::Value {
     let m = read_json(path);
     for class in classes {
