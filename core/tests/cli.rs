@@ -707,6 +707,7 @@ fn a_recipe_fills_in_what_the_command_leaves_open() {
     let net = &config["model"]["hvq"];
     assert!(net["classifier"].is_object(), "paper preset: {net}");
     assert_eq!(net["dropout"].as_f64(), Some(0.0), "{net}");
+    assert_eq!(net["codebook_restart"].as_f64(), Some(0.05), "{net}");
     assert_eq!(
         net["embed_dim"].as_u64(),
         Some(16),

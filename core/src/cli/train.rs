@@ -72,7 +72,8 @@ pub struct TrainArgs {
     pub backbone_mode: Option<BackboneModeArg>,
     /// Training recipe, the settings every option below leaves open: `official` (the released
     /// code's configuration: full width, 1000 epochs; for a GPU) or `cpu` (paper preset, C 64,
-    /// K 64, 50 epochs at lr 5e-4, no dropout; about 1.5 hours for 1200 images on two cores).
+    /// K 64, 50 epochs at lr 5e-4, no dropout, dead codes restarted; about an hour for 1200
+    /// images on two cores: the shipped default model's recipe).
     /// Options given explicitly win.
     #[arg(long, value_name = "NAME", default_value = "official")]
     pub recipe: String,
