@@ -9,8 +9,8 @@
 //! `vq` times the quantisation of every level and the pieces of one level's.
 //!
 //! `cargo run --release -p core --example profile_network -- [encoder|forward|train|attention|vq]
-//! [N] [official|shipped]` (N iterations, default 10; `shipped`: the architecture of
-//! `weights/elpv-lite0`, run from the repository root).
+//! [N] [official|shipped]` (N iterations, default 10; `shipped`: the architecture of the
+//! embedded default model, `weights/elpv-lite0`).
 
 use std::time::Instant;
 
@@ -31,14 +31,13 @@ fn main() -> hvq::error::Result<()> {
             let cfg = HvqConfig::official(backbone.feature_channels(), HvqConfig::mvtec_classes());
             (cfg, 8)
         }
-        // The shipped default's architecture at the training batch of `--recipe cpu`.
+        // The shipped default model's architecture, at the same batch of 8.
         "shipped" => {
-            let text = std::fs::read_to_string("weights/elpv-lite0/config.json")
-                .map_err(|e| hvq::error::HvqError::Config(format!("config.json: {e}")))?;
-            let model: hvq::config::ModelConfig = serde_json::from_str::<serde_json::Value>(&text)
-                .and_then(|v| serde_json::from_value(v["model"].clone()))
-                .map_err(|e| hvq::error::HvqError::Config(format!("config.json: {e}")))?;
-            (model.hvq, 8)
+            let saved = hvq::detector::SavedModel::parse(
+                hvq::pretrained::DEFAULT_CONFIG,
+                "embedded default config.json",
+            )?;
+            (saved.model.hvq, 8)
         }
         other => {
             eprintln!("unknown model {other}: official or shipped");
