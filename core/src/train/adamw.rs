@@ -52,10 +52,19 @@ pub struct AdamW {
 }
 
 /// What one step measured.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct StepReport {
-    /// Total gradient norm before clipping.
-    pub grad_norm: f32,
+    /// Total gradient norm before clipping, `[1]`, on the parameters' device. Left there so a
+    /// step queues its whole update without waiting for the device: reading it back
+    /// ([`StepReport::grad_norm_value`]) waits for the gradients.
+    pub grad_norm: Tensor<1>,
+}
+
+impl StepReport {
+    /// The gradient norm read back (waits for the step's gradients).
+    pub fn grad_norm_value(&self) -> crate::Result<f32> {
+        Ok(crate::device::read_back(self.grad_norm.clone())?[0])
+    }
 }
 
 impl AdamW {
@@ -103,24 +112,31 @@ impl AdamW {
             .filter_map(|(name, g)| ids.ids.get(&name).map(|id| (*id, (name, g))))
             .collect();
 
-        // Global norm over all gradients, one host read. Summed in parameter-name order: a
-        // hash-map order would change the float rounding from run to run.
+        // Global norm over all gradients, on the device (no host read: the update below is
+        // queued without waiting for the gradients). Summed in parameter-name order: a hash-map
+        // order would change the float rounding from run to run.
         let mut named: Vec<&(String, Tensor<1>)> = by_id.values().collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
         let sq: Vec<Tensor<1>> = named
             .iter()
             .map(|(_, g)| g.clone().powi_scalar(2).sum())
             .collect();
-        let total_norm = if sq.is_empty() {
-            0.0
+        let device = named
+            .first()
+            .map(|(_, g)| g.device())
+            .or_else(|| module.devices().into_iter().next())
+            .unwrap_or_default();
+        let total_norm: Tensor<1> = if sq.is_empty() {
+            Tensor::zeros([1], &device)
         } else {
-            Tensor::cat(sq, 0).sum().sqrt().into_scalar::<f32>()
+            Tensor::cat(sq, 0).sum().sqrt()
         };
-        // clip_grad_norm_: coefficient max/(norm + 1e-6), clamped to 1.
-        let clip = match self.config.clip_norm {
-            Some(max) => (max / (total_norm as f64 + 1e-6)).min(1.0),
-            None => 1.0,
-        };
+        // clip_grad_norm_: coefficient max/(norm + 1e-6), clamped to 1 (a `[1]` tensor).
+        let clip = self.config.clip_norm.map(|max| {
+            Tensor::<1>::full([1], max, &device)
+                .div(total_norm.clone().add_scalar(1e-6))
+                .clamp_max(1.0)
+        });
         self.step += 1;
         let mut mapper = UpdateMapper {
             opt: self,
@@ -212,7 +228,8 @@ impl ModuleVisitor for IdVisitor {
 struct UpdateMapper<'a> {
     opt: &'a mut AdamW,
     grads: HashMap<ParamId, (String, Tensor<1>)>,
-    clip: f64,
+    /// The clipping coefficient, `[1]` on the device; none without clipping.
+    clip: Option<Tensor<1>>,
     lr: f64,
 }
 
@@ -223,7 +240,13 @@ impl ModuleMapper for UpdateMapper<'_> {
         };
         let c = self.opt.config.clone();
         let t = self.opt.step as i32;
-        let grad = grad.mul_scalar(self.clip);
+        let grad = match &self.clip {
+            Some(clip) => {
+                let n = grad.dims()[0];
+                grad.mul(clip.clone().expand([n]))
+            }
+            None => grad,
+        };
         let (m, v) = match self.opt.moments.remove(&name) {
             Some((m, v)) => (m, v),
             None => (grad.zeros_like(), grad.zeros_like()),
@@ -291,7 +314,7 @@ mod tests {
             m = m2;
             // Reference.
             let norm = g.iter().map(|x| x * x).sum::<f64>().sqrt();
-            assert!((report.grad_norm as f64 - norm).abs() < 1e-5);
+            assert!((report.grad_norm_value().unwrap() as f64 - norm).abs() < 1e-5);
             let coef = (1.0 / (norm + 1e-6)).min(1.0);
             let k = (step + 1) as i32;
             for i in 0..3 {

@@ -1,7 +1,7 @@
 //! The training loop on cached (or freshly computed) backbone features.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use burn::tensor::{Device, Tensor};
 use serde::Serialize;
@@ -14,7 +14,7 @@ use super::schedule::{TrainConfig, epoch_order};
 use crate::backbone::{Backbone, BackboneMode, align_features};
 use crate::config::ModelConfig;
 use crate::data::Sample;
-use crate::device::shard_sizes;
+use crate::device::{read_back, shard_sizes};
 // Train mode only: a checkpoint holds the backbone too (its running statistics move).
 use crate::detector::BACKBONE_PREFIX;
 use crate::error::{HvqError, Result};
@@ -128,13 +128,16 @@ pub struct Trainer {
     inject_nan_at_step: Option<u64>,
 }
 
-/// The loss of one optimiser step (batch means), read back.
-struct StepLoss {
-    total: f32,
-    feature: f32,
-    latent: f32,
-    grad_norm: f32,
-}
+/// What one optimiser step measured, left on the trainer's device (a read-back would make every
+/// step wait for the device): `[total loss, feature loss, latent loss, gradient norm]`, the
+/// losses as batch means.
+struct StepLoss(Tensor<1>);
+
+/// The longest the trainer queues steps without reading their losses back: each read waits for
+/// the device, so a GPU reads about once a second; a CPU, whose steps take longer, every step.
+const READ_INTERVAL: Duration = Duration::from_secs(1);
+/// The most steps whose losses wait to be read (a bound on how late a diverged step is noticed).
+const MAX_UNREAD_STEPS: usize = 64;
 
 impl Trainer {
     /// A fresh run: the network is initialised from the CPU's generator seeded with
@@ -316,30 +319,48 @@ impl Trainer {
             let order = epoch_order(data.len(), self.config.seed, epoch);
             let batches: Vec<&[usize]> = order.chunks(self.config.batch_size.max(1)).collect();
             let (mut sum, mut feat, mut lat, mut norm) = (0.0, 0.0, 0.0, 0.0);
+            // Steps run without waiting for their losses; those are read in groups (at most
+            // READ_INTERVAL apart, and at the end of the epoch), then checked and reported step
+            // by step as if read at once.
+            let mut unread: Vec<Tensor<1>> = Vec::new();
+            let mut last_read = Instant::now();
             for (i, idx) in batches.iter().enumerate() {
-                let step = self.step(data, idx, lr)?;
-                // A non-finite loss or gradient has already poisoned the weights in memory: stop
-                // before anything is written, so the last checkpoint stays the last good state.
-                if !step.total.is_finite() || !step.grad_norm.is_finite() {
-                    return Err(HvqError::NonFiniteLoss {
-                        epoch: epoch + 1,
-                        step: i + 1,
-                        loss: step.total,
-                        grad_norm: step.grad_norm,
-                        checkpoint: self.last_checkpoint(),
+                unread.push(self.step(data, idx, lr)?.0);
+                let last = i + 1 == batches.len();
+                if !(last
+                    || unread.len() >= MAX_UNREAD_STEPS
+                    || last_read.elapsed() >= READ_INTERVAL)
+                {
+                    continue;
+                }
+                let first = i + 1 - unread.len();
+                let values = read_back(Tensor::cat(std::mem::take(&mut unread), 0))?;
+                last_read = Instant::now();
+                for (j, step) in values.chunks_exact(4).enumerate() {
+                    let [total, feature, latent, grad_norm] = [step[0], step[1], step[2], step[3]];
+                    // A non-finite loss or gradient has already poisoned the weights in memory:
+                    // stop before anything is written, so the last checkpoint stays the last good
+                    // state.
+                    if !total.is_finite() || !grad_norm.is_finite() {
+                        return Err(HvqError::NonFiniteLoss {
+                            epoch: epoch + 1,
+                            step: first + j + 1,
+                            loss: total,
+                            grad_norm,
+                            checkpoint: self.last_checkpoint(),
+                        });
+                    }
+                    sum += total as f64;
+                    feat += feature as f64;
+                    lat += latent as f64;
+                    norm += grad_norm as f64;
+                    observer(&TrainEvent::Step {
+                        epoch,
+                        step: first + j + 1,
+                        steps: batches.len(),
+                        loss: total,
                     });
                 }
-                let total = step.total;
-                sum += total as f64;
-                feat += step.feature as f64;
-                lat += step.latent as f64;
-                norm += step.grad_norm as f64;
-                observer(&TrainEvent::Step {
-                    epoch,
-                    step: i + 1,
-                    steps: batches.len(),
-                    loss: total,
-                });
             }
             let n = batches.len() as f64;
             self.epochs_done += 1;
@@ -429,7 +450,8 @@ impl Trainer {
         let home = self.device.clone().inner();
         let poison = self.inject_nan_at_step == Some(self.optimizer.step + 1);
         let mut grads = std::collections::BTreeMap::new();
-        let (mut total, mut feature, mut latent) = (0.0f64, 0.0f64, 0.0f64);
+        // [total, feature, latent] summed over the shards, on the trainer's device.
+        let mut losses: Option<Tensor<1>> = None;
         for ((model, out), shard) in models.iter().zip(&outputs).zip(shards) {
             // Every loss term is a per-sample mean: the batch's is the shards' weighted by size.
             let weight = shard.classes.len() as f64 / idx.len() as f64;
@@ -440,9 +462,19 @@ impl Trainer {
             }
             let shard_grads = weighted.clone().backward();
             accumulate(&mut grads, AdamW::gradients(model, &shard_grads), &home);
-            total += weighted.into_scalar::<f32>() as f64;
-            feature += weight * loss.feature.into_scalar::<f32>() as f64;
-            latent += weight * loss.latent.into_scalar::<f32>() as f64;
+            let parts = Tensor::cat(
+                vec![
+                    weighted.inner().reshape([1]),
+                    loss.feature.inner().reshape([1]).mul_scalar(weight),
+                    loss.latent.inner().reshape([1]).mul_scalar(weight),
+                ],
+                0,
+            )
+            .to_device(&home);
+            losses = Some(match losses {
+                Some(sum) => sum + parts,
+                None => parts,
+            });
         }
         let mut models = models.into_iter();
         let primary = models.next().expect("replica 0 runs every step");
@@ -450,12 +482,11 @@ impl Trainer {
         self.replicas
             .broadcast(&primary, models.collect(), &moved_codebooks);
         self.model = Some(primary);
-        Ok(StepLoss {
-            total: total as f32,
-            feature: feature as f32,
-            latent: latent as f32,
-            grad_norm: report.grad_norm,
-        })
+        let losses = losses.expect("every step has at least one shard");
+        Ok(StepLoss(Tensor::cat(
+            vec![losses, report.grad_norm.to_device(&home)],
+            0,
+        )))
     }
 
     /// Train data-parallel: a replica of the network on each of `devices` besides the trainer's
