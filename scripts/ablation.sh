@@ -8,6 +8,9 @@
 # SEED (default 133, the reference's) changes initialisation and shuffling; a run with another seed
 # gets its own section (and output folder), so seeds can be compared.
 #
+# RESTART (default 0, the released EMA codebooks) is `--codebook-restart` for every row (not in the
+# paper; docs/quality.md "Codebook collapse"); a run with it gets its own section and folder.
+#
 # LIMIT keeps that many training and normal test images per class (the dataset's `limit=` option).
 # Unset LIMIT for the full protocol (30 000 training images): its own section and folder
 # (`runs/ablation-<split>-full`); on a 2-core CPU at this width an epoch takes about 15 minutes.
@@ -29,9 +32,11 @@ width="--embed-dim ${EMBED_DIM:-64} --ffn-dim ${FFN_DIM:-256} --codes ${CODES:-6
 # port had none): 0 by default here so the command reproduces it; DROPOUT=0.1 is the reference's.
 dropout="${DROPOUT:-0}"
 seed="${SEED:-133}"
+restart="${RESTART:-0}"
 full=$([ -n "${LIMIT:-}" ] && echo 0 || echo 1)
 [ "$full" = 0 ] || out="$out-full"
 [ "$seed" = 133 ] || out="$out-seed$seed"
+[ "$restart" = 0 ] || out="$out-restart$restart"
 # HVQ_BIN runs a given binary instead of building one (e.g. a copy that a later build cannot
 # overwrite while the five trainings run).
 if [ -n "${HVQ_BIN:-}" ]; then
@@ -63,7 +68,7 @@ for i in "${!rows[@]}"; do
   if [ ! -f "$dir/model.safetensors" ]; then
     # shellcheck disable=SC2086
     "$hvq" train --data "$data" --out "$dir" --preset paper $flags $width --epochs "$epochs" --lr "$lr" \
-      --dropout "$dropout" --seed "$seed" --device "$device" --checkpoint-every 1 \
+      --dropout "$dropout" --seed "$seed" --codebook-restart "$restart" --device "$device" --checkpoint-every 1 \
       $( [ -f "$dir/checkpoint.safetensors" ] && echo --resume )
   fi
   # The first row extracted the features: share them with the others.
@@ -74,13 +79,14 @@ for i in "${!rows[@]}"; do
   "$hvq" eval --weights "$dir" --data "$data" --class auto --json "$dir/eval.json" --device "$device"
 done
 
-python3 - "$out" "$data" "$epochs" "$lr" "$split" "$dropout" "$seed" "$full" <<'PY'
+python3 - "$out" "$data" "$epochs" "$lr" "$split" "$dropout" "$seed" "$full" "$restart" <<'PY'
 # One section per split in docs/ablation.md, between markers: a run replaces its split's section
 # (or adds it before the hand-written "## Reading"), and leaves the other splits' sections alone.
 import json, re, sys
-out, data, epochs, lr, split, dropout, seed, full = sys.argv[1:]
-key = split + (" full" if full == "1" else "") + ("" if seed == "133" else f" seed {seed}")
-title = f"Split {{{split}}}" + (", full protocol" if full == "1" else "") + ("" if seed == "133" else f", seed {seed}")
+out, data, epochs, lr, split, dropout, seed, full, restart = sys.argv[1:]
+restarted = float(restart) > 0
+key = split + (" full" if full == "1" else "") + ("" if seed == "133" else f" seed {seed}") + (f" restart {restart}" if restarted else "")
+title = f"Split {{{split}}}" + (", full protocol" if full == "1" else "") + ("" if seed == "133" else f", seed {seed}") + (f", codebook restart {restart}" if restarted else "")
 paper = [71.1, 74.3, 77.6, 81.6, 87.8]
 names = ["single VQ", "+ codebook switching", "hierarchical VQ", "+ expert switching", "+ POT (full paper model)"]
 lines = ["| row | ours: Fashion-MNIST image AUROC | class accuracy (normal test images) | paper: CIFAR-10 AUROC |", "|---|---|---|---|"]
@@ -92,7 +98,7 @@ table = "\n".join(lines)
 section = f"""<!-- split {key} -->
 ## {title}
 
-Data `{data}`, {epochs} epochs per row at lr {lr}, transformer dropout {dropout}, seed {seed}.
+Data `{data}`, {epochs} epochs per row at lr {lr}, transformer dropout {dropout}, seed {seed}{f", `--codebook-restart {restart}`" if restarted else ""}.
 
 {table}
 <!-- /split {key} -->"""
