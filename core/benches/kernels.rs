@@ -100,7 +100,12 @@ fn network(c: &mut Criterion) {
         })
     });
     g.bench_function("VQ quantize, codes looked up (512-d, K 512)", |z| {
-        z.iter(|| run(|| hvq::model::quantize(x.clone(), books.clone()).quantized))
+        z.iter(|| {
+            run(|| {
+                let codes = hvq::model::BatchCodes::per_sample(books.clone());
+                hvq::model::quantize(x.clone(), codes).quantized
+            })
+        })
     });
     g.bench_function(
         "VQ code lookup as an element gather from the transposed view",
@@ -117,7 +122,12 @@ fn network(c: &mut Criterion) {
         },
     );
     g.bench_function("OT score (512-d, K 512)", |z| {
-        z.iter(|| run(|| hvq::model::ot_score(x.clone(), books.clone(), k as f32)))
+        z.iter(|| {
+            run(|| {
+                let codes = hvq::model::BatchCodes::per_sample(books.clone());
+                hvq::model::ot_score(x.clone(), &codes, k as f32)
+            })
+        })
     });
     g.bench_function("FFN matmul 512->1024", |z| {
         z.iter(|| run(|| x.clone().matmul(w_ffn.clone().unsqueeze_dim(0))))

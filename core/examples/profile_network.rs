@@ -6,7 +6,8 @@
 //! init: the shapes of `hvq bench --config official`, without the backbone. `attention` also
 //! times the same attention as the model runs it on the CPU (`kernels::fused_attention`).
 //!
-//! `vq` times the quantisation of every level and the pieces of one level's.
+//! `vq` times the quantisation of every level and the pieces of the top level's, for the bench's
+//! batch (a different class per sample) and for a batch of one class.
 //!
 //! `cargo run --release -p core --example profile_network -- [encoder|forward|train|attention|vq]
 //! [N] [official|shipped]` (N iterations, default 10; `shipped`: the architecture of the
@@ -164,49 +165,56 @@ fn main() -> hvq::error::Result<()> {
                     None => pieces.push((name, vec![ms])),
                 }
             };
+            // The bench's batch (classes 0, 1, …: one codebook per sample) and a batch of one
+            // class (one codebook for the whole batch).
+            let one_class = vec![0; batch];
             for _ in 0..iterations {
                 let feature = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
                 let encoded = net.encode(feature);
-                let t = Instant::now();
-                let (levels, _) = net.quantize_eval(&encoded, &classes);
-                let _ = levels[0].quantized.clone().into_data();
-                clock("all levels".into(), t);
-                let x = encoded.hidden.last().expect("layers").clone();
-                let [b, l, d] = x.dims();
-                let t = Instant::now();
-                let embeds = net.level1_codebooks(&classes).narrow(1, 0, d);
-                let _ = embeds.clone().into_data();
-                clock("stack codebooks".into(), t);
-                let k = embeds.dims()[2];
-                let t = Instant::now();
-                let codes = embeds.clone().swap_dims(1, 2).reshape([b * k, d]);
-                let _ = codes.clone().into_data();
-                clock("codes as rows".into(), t);
-                let t = Instant::now();
-                let x_sq = x.clone().powi_scalar(2).sum_dim(2);
-                let e_sq = codes.clone().powi_scalar(2).sum_dim(1).reshape([b, 1, k]);
-                let _ = e_sq.clone().into_data();
-                clock("squares".into(), t);
-                let t = Instant::now();
-                let prod = x.clone().matmul(embeds.clone());
-                let _ = prod.clone().into_data();
-                clock(format!("x.E {b}x[{l}x{d} by {d}x{k}]"), t);
-                let t = Instant::now();
-                let dist = x_sq.expand([b, l, k]) - prod.mul_scalar(2.0) + e_sq.expand([b, l, k]);
-                let _ = dist.clone().into_data();
-                clock("distances".into(), t);
-                let t = Instant::now();
-                let idx = dist.argmin(2).reshape([b * l]);
-                let _ = idx.clone().into_data();
-                clock("argmin".into(), t);
-                let t = Instant::now();
-                let q = codes.select(0, idx);
-                let _ = q.into_data();
-                clock("select rows".into(), t);
+                for (batch_kind, classes) in [("mixed", &classes), ("one class", &one_class)] {
+                    let t = Instant::now();
+                    let (levels, _) = net.quantize_eval(&encoded, classes);
+                    let _ = levels[0].quantized.clone().into_data();
+                    clock(format!("all levels, {batch_kind}"), t);
+                    // The top level's pieces.
+                    let x = encoded.hidden.last().expect("layers").clone();
+                    let [b, l, d] = x.dims();
+                    let t = Instant::now();
+                    let codes = hvq::model::BatchCodes::for_slots(
+                        &net.quantize_lists[net.quantize_lists.len() - 1],
+                        &net.codebook_slots(classes),
+                    );
+                    let _ = codes.code_rows().into_data();
+                    clock(format!("codes as rows, {batch_kind}"), t);
+                    let k = codes.codes();
+                    let t = Instant::now();
+                    let x_sq = x.clone().powi_scalar(2).sum_dim(2);
+                    let e_sq = codes.squared_norms();
+                    let _ = e_sq.clone().into_data();
+                    clock(format!("squares, {batch_kind}"), t);
+                    let t = Instant::now();
+                    let prod = codes.dots(x.clone());
+                    let _ = prod.clone().into_data();
+                    clock(format!("x.E {b}x[{l}x{d} by {d}x{k}], {batch_kind}"), t);
+                    let t = Instant::now();
+                    let dist =
+                        x_sq.expand([b, l, k]) - prod.mul_scalar(2.0) + e_sq.expand([b, l, k]);
+                    let _ = dist.clone().into_data();
+                    clock(format!("distances, {batch_kind}"), t);
+                    let t = Instant::now();
+                    let idx = dist.argmin(2).reshape([b, l]);
+                    let _ = idx.clone().into_data();
+                    clock(format!("argmin, {batch_kind}"), t);
+                    let t = Instant::now();
+                    let rows = (idx + codes.row_offsets(b).expand([b, l])).reshape([b * l]);
+                    let q = codes.code_rows().select(0, rows);
+                    let _ = q.into_data();
+                    clock(format!("select rows, {batch_kind}"), t);
+                }
             }
             for (name, mut v) in pieces {
                 v.sort_by(f64::total_cmp);
-                println!("{name:>32}: median {:.2} ms", v[v.len() / 2]);
+                println!("{name:>44}: median {:.2} ms", v[v.len() / 2]);
             }
         }
         other => {

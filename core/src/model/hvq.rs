@@ -5,6 +5,7 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
+use super::batch_codes::BatchCodes;
 use super::classifier::Classifier;
 use super::decoder::Decoder;
 use super::encoder::Encoder;
@@ -181,14 +182,6 @@ impl HvqModel {
             .collect()
     }
 
-    /// Codebooks of `level` for each sample: `[B, D, K]`. Only the codebooks the batch uses are
-    /// copied (stacking all of them and selecting afterwards copied 16 MB per level with the
-    /// official 15 classes).
-    pub(super) fn embeds_for(books: &[Codebook], slots: &[usize]) -> Tensor<3> {
-        let used: Vec<Tensor<2>> = slots.iter().map(|&s| books[s].embed.val()).collect();
-        Tensor::stack::<3>(used, 0)
-    }
-
     /// Class logits from aligned features `[B, F, H, W]` (spatially pooled), if the model has a
     /// classifier.
     pub fn classify(&self, feature: Tensor<4>) -> Option<Tensor<2>> {
@@ -233,7 +226,7 @@ impl HvqModel {
             feature,
             &expert_slots,
             0.0,
-            |level, x| quantize(x, Self::embeds_for(&books[level], &book_slots)),
+            |level, x| quantize(x, BatchCodes::for_slots(&books[level], &book_slots)),
             stage,
         ))
     }
@@ -346,7 +339,7 @@ impl HvqModel {
         let ids = self.codebook_slots(classes);
         let books = &self.quantize_lists;
         self.quantize_levels(encoded, |level, x| {
-            quantize(x, Self::embeds_for(&books[level], &ids))
+            quantize(x, BatchCodes::for_slots(&books[level], &ids))
         })
     }
 
@@ -424,17 +417,16 @@ impl HvqModel {
             .collect()
     }
 
-    /// Level-1 codebooks `[B, D, K]` for the samples' classes.
-    pub fn level1_codebooks(&self, classes: &[usize]) -> Tensor<3> {
-        Self::embeds_for(&self.quantize_lists[0], &self.codebook_slots(classes))
+    /// Level-1 codebooks for the samples' classes.
+    pub fn level1_codebooks(&self, classes: &[usize]) -> BatchCodes {
+        BatchCodes::for_slots(&self.quantize_lists[0], &self.codebook_slots(classes))
     }
 
     /// OT score `[B, L]` of level 1 for the samples' classes.
     pub fn ot(&self, out: &HvqOutput, classes: &[usize]) -> Tensor<2> {
-        let embeds = self.level1_codebooks(classes);
         ot_score(
             out.level1_input.clone(),
-            embeds,
+            &self.level1_codebooks(classes),
             self.config.ot_temperature(),
         )
     }

@@ -3,6 +3,7 @@
 //! the OT score. Field names mirror the official parameter names.
 
 mod attention;
+mod batch_codes;
 mod classifier;
 mod decoder;
 mod encoder;
@@ -14,6 +15,7 @@ mod quantizer;
 mod sharded;
 
 pub use attention::MultiheadAttention;
+pub use batch_codes::BatchCodes;
 pub use classifier::Classifier;
 pub use decoder::{Decoder, DecoderLayer};
 pub use encoder::{Encoder, EncoderLayer};

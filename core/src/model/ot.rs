@@ -10,6 +10,8 @@
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 
+use super::batch_codes::BatchCodes;
+
 /// Vectors shorter than this count as zero vectors, whose cosine with anything is 0 (as in
 /// scikit-learn's `cosine_similarity` and PyTorch's, whose eps is the same). Codebook entries
 /// that no token selects decay towards 0 under the EMA, to ~1e-20 per component: their squares
@@ -19,24 +21,25 @@ use burn::tensor::activation::softmax;
 /// vectors of ordinary length are unaffected.
 const ZERO_NORM: f64 = 1e-8;
 
-/// Dot products `[B, L, K]` and cosines of tokens `x [B, L, D]` with prototypes `e [B, D, K]`.
-fn dots_and_cosines(x: Tensor<3>, embeds: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
+/// Dot products `[B, L, K]` and cosines of tokens `x [B, L, D]` with their samples' prototypes.
+fn dots_and_cosines(x: Tensor<3>, codes: &BatchCodes) -> (Tensor<3>, Tensor<3>) {
     let [b, l, _] = x.dims();
-    let [_, _, k] = embeds.dims();
-    let dots = x.clone().matmul(embeds.clone());
+    let k = codes.codes();
+    let dots = codes.dots(x.clone());
     let x_norm = x.powi_scalar(2).sum_dim(2).sqrt().clamp_min(ZERO_NORM); // [B, L, 1]
-    let e_norm = embeds.powi_scalar(2).sum_dim(1).sqrt().clamp_min(ZERO_NORM); // [B, 1, K]
+    let e_norm = codes.norms().clamp_min(ZERO_NORM); // [G, 1, K]
     let cos = dots.clone() / (x_norm.expand([b, l, k]) * e_norm.expand([b, l, k]));
     (dots, cos)
 }
 
-/// OT score per token: `x [B, L, D]`, `embeds [B, D, K]` → `[B, L]`.
+/// OT score per token: `x [B, L, D]` against each sample's prototypes (its level-1 codebook)
+/// → `[B, L]`.
 ///
 /// The softmax is the stable (max-subtracted) one; the reference's plain `exp` is mathematically
 /// equal.
-pub fn ot_score(x: Tensor<3>, embeds: Tensor<3>, temperature: f32) -> Tensor<2> {
+pub fn ot_score(x: Tensor<3>, codes: &BatchCodes, temperature: f32) -> Tensor<2> {
     let [b, l, _] = x.dims();
-    let (dots, cos) = dots_and_cosines(x, embeds);
+    let (dots, cos) = dots_and_cosines(x, codes);
     let p = crate::kernels::softmax_last(dots.div_scalar(temperature as f64));
     (p * cos.neg().add_scalar(1.0)).sum_dim(2).reshape([b, l])
 }
@@ -45,7 +48,7 @@ pub fn ot_score(x: Tensor<3>, embeds: Tensor<3>, temperature: f32) -> Tensor<2> 
 /// prototypes `embeds [B, D, K]` of each sample's class (constants: codebooks follow the EMA).
 pub fn pot_loss(x: Tensor<3>, embeds: Tensor<3>, temperature: f32) -> Tensor<1> {
     let [b, _, _] = x.dims();
-    let (dots, cos) = dots_and_cosines(x, embeds.detach());
+    let (dots, cos) = dots_and_cosines(x, &BatchCodes::per_sample(embeds.detach()));
     let logits = dots.div_scalar(temperature as f64);
     let cost = cos.neg().add_scalar(1.0);
     let forward = softmax(logits.clone(), 2); // π→(k|n): each token spreads over prototypes
@@ -104,7 +107,8 @@ mod tests {
         let device = Device::flex();
         let x = Tensor::<3>::from_data(TensorData::new(xs.clone(), [1, l, d]), &device);
         let e = Tensor::<3>::from_data(TensorData::new(es.clone(), [1, d, k]), &device);
-        let got = crate::device::read_back(ot_score(x, e, tau as f32)).unwrap();
+        let got =
+            crate::device::read_back(ot_score(x, &BatchCodes::per_sample(e), tau as f32)).unwrap();
         let f = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<_>>();
         let want = reference(&f(&xs), &f(&es), l, d, k, tau);
         for (n, (g, w)) in got.iter().zip(&want).enumerate() {

@@ -6,6 +6,8 @@
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Distribution, Int, Tensor};
 
+use super::batch_codes::BatchCodes;
+
 /// One codebook: `embed` `(D, K)` (codes are columns), `embed_avg` `(D, K)`, `cluster_size` `(K)`.
 #[derive(Module, Debug)]
 pub struct Codebook {
@@ -184,35 +186,31 @@ fn stack_slots<const D: usize, const E: usize>(
     )
 }
 
-/// Quantise `x [B, L, D]` where sample b uses codebook `embeds[b]` (`[B, D, K]`).
+/// Quantise `x [B, L, D]` where each sample uses its codebook in `codes`.
 ///
 /// Distances are `‖x‖² − 2x·E + ‖E‖²` in that order (as the reference computes them), the code is
 /// the first arg-min, and the output is the straight-through value.
-pub fn quantize(x: Tensor<3>, embeds: Tensor<3>) -> QuantizeOutput {
-    let [b, l, d] = x.dims();
-    let [_, _, k] = embeds.dims();
-    // The codes as rows, `[B·K, D]` (one transposing copy): the code lookup below copies whole
-    // rows of it, and ‖E‖² is a contiguous row sum. Gathering element by element from the
-    // transposed view instead was 60 % of the stage on the CPU (official sizes).
-    let codes = embeds.clone().swap_dims(1, 2).reshape([b * k, d]);
+pub fn quantize(x: Tensor<3>, codes: BatchCodes) -> QuantizeOutput {
+    let [b, l, _] = x.dims();
+    let k = codes.codes();
     let x_sq = x.clone().powi_scalar(2).sum_dim(2); // [B, L, 1]
-    let e_sq = codes.clone().powi_scalar(2).sum_dim(1).reshape([b, 1, k]);
-    let dist = x_sq.expand([b, l, k]) - x.clone().matmul(embeds.clone()).mul_scalar(2.0)
-        + e_sq.expand([b, l, k]);
+    let e_sq = codes.squared_norms(); // [G, 1, K]
+    let dist =
+        x_sq.expand([b, l, k]) - codes.dots(x.clone()).mul_scalar(2.0) + e_sq.expand([b, l, k]);
     let indices: Tensor<2, Int> = dist.argmin(2).reshape([b, l]);
-    // Row of sample s's code j in `codes`: s·K + j.
-    let offsets: Tensor<2, Int> = Tensor::<1, Int>::arange(0..b as i64, &x.device())
-        .mul_scalar(k as i64)
-        .reshape([b, 1]);
-    let rows = (indices.clone() + offsets.expand([b, l])).reshape([b * l]);
-    let q = codes.select(0, rows).reshape([b, l, d]).detach();
+    // The chosen codes are whole rows of the codes-as-rows matrix (gathering them element by
+    // element from the stored `(D, K)` layout instead was 60 % of the stage on the CPU).
+    let rows = (indices.clone() + codes.row_offsets(b).expand([b, l])).reshape([b * l]);
+    let code_rows = codes.code_rows();
+    let [_, d] = code_rows.dims();
+    let q = code_rows.select(0, rows).reshape([b, l, d]).detach();
     let (quantized, diff) = straight_through(x, q.clone());
     QuantizeOutput {
         quantized,
         diff,
         indices,
         codes: q,
-        prototypes: embeds.detach(),
+        prototypes: codes.per_sample_columns(b).detach(),
     }
 }
 
@@ -248,7 +246,7 @@ mod tests {
         let device = Device::flex();
         let x = Tensor::<3>::from_data(TensorData::new(xs.clone(), [b, l, d]), &device);
         let e = Tensor::<3>::from_data(TensorData::new(es.clone(), [b, d, k]), &device);
-        let out = quantize(x, e);
+        let out = quantize(x, BatchCodes::per_sample(e));
         let idx: Vec<i64> = out
             .indices
             .into_data()

@@ -14,6 +14,7 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use super::batch_codes::BatchCodes;
 use super::hvq::{HvqModel, HvqOutput, quantize_levels_sharded, sample_rounds};
 use super::quantizer::{Codebook, QuantizeOutput, Restart, ema_update, quantize, straight_through};
 use crate::error::{HvqError, Result};
@@ -148,7 +149,13 @@ fn quantize_rounds(
     let mut rows_out: Vec<Vec<usize>> = vec![Vec::new(); n];
     for round in sample_rounds(&batch_slots) {
         let round_slots: Vec<usize> = round.iter().map(|&i| batch_slots[i]).collect();
-        let embeds = HvqModel::embeds_for(books, &round_slots).without_autodiff();
+        // One codebook per sample even where a round's samples share one: the EMA updates
+        // them in turn (module docs), and the POT loss takes them per sample.
+        let round_codes: Vec<Tensor<2>> = round_slots
+            .iter()
+            .map(|&s| books[s].embed.val().without_autodiff())
+            .collect();
+        let embeds = BatchCodes::per_sample(Tensor::stack::<3>(round_codes, 0));
         let (mut gathered_x, mut gathered_codes, mut gathered_errors) =
             (Vec::new(), Vec::new(), Vec::new());
         // A round lists samples in batch order, so each shard's members are one contiguous run.
@@ -165,7 +172,7 @@ fn quantize_rounds(
                 .collect();
             let device = plain[r].device();
             let x = plain[r].clone().select(0, row_ids(&rows, &device));
-            let e = embeds.clone().narrow(0, start, len).to_device(&device);
+            let e = embeds.narrow(start, len).to_device(&device);
             let out = quantize(x.clone(), e.clone());
             if restart > 0.0 {
                 // Each token's squared distance to its code: where dead codes restart.
@@ -180,7 +187,7 @@ fn quantize_rounds(
             gathered_codes.push(out.indices.clone().to_device(&home));
             codes[r].push(out.codes);
             indices[r].push(out.indices);
-            prototypes[r].push(e);
+            prototypes[r].push(e.per_sample_columns(len));
             rows_out[r].extend(rows);
             start += len;
         }
