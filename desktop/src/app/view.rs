@@ -273,22 +273,90 @@ fn legend(ui: &egui::Ui, rect: egui::Rect, lo: f32, hi: f32, threshold: Option<f
             color,
         );
     };
-    // Labels stay clear of the scale's end values.
-    let clamp_y = |y: f32| y.clamp(bar.min.y + 10.0, bar.max.y - 10.0);
-    let score_y = clamp_y(y_of(score));
-    let mut label_y = score_y;
-    if let Some(t) = threshold {
-        let ty = clamp_y(y_of(t));
+    let (threshold_y, score_y) =
+        label_rows((bar.min.y, bar.max.y), threshold.map(&y_of), y_of(score));
+    if let (Some(t), Some(ty)) = (threshold, threshold_y) {
         mark(
             t,
             format!("thr {t:.2}"),
             Color32::from_rgb(255, 255, 255),
             ty,
         );
-        // Keep the two labels apart when the values are close.
-        if (label_y - ty).abs() < 14.0 {
-            label_y = if score_y > ty { ty + 14.0 } else { ty - 14.0 };
-        }
     }
-    mark(score, format!("score {score:.2}"), text, label_y);
+    mark(score, format!("score {score:.2}"), text, score_y);
+}
+
+/// Height of a legend label row, in points (11-point monospace plus a gap).
+const LABEL_ROW: f32 = 14.0;
+
+/// Where the legend's threshold and score labels go (their y), given the colour bar's top and
+/// bottom and the y of each value on it: beside their marks, clear of the end values printed
+/// above and below the bar, and one row apart when the two values are close (the score's label
+/// moves away from the threshold's, downwards when there is no room above: a score above the
+/// scale's top sits at the top with the threshold, as anomalous images' scores do).
+fn label_rows(
+    (top, bottom): (f32, f32),
+    threshold_y: Option<f32>,
+    score_y: f32,
+) -> (Option<f32>, f32) {
+    let first = top + LABEL_ROW * 0.7;
+    let last = bottom - LABEL_ROW * 0.7;
+    let clamp = |y: f32| y.clamp(first, last);
+    let score = clamp(score_y);
+    let Some(threshold) = threshold_y.map(clamp) else {
+        return (None, score);
+    };
+    if (score - threshold).abs() >= LABEL_ROW {
+        return (Some(threshold), score);
+    }
+    let above = threshold - LABEL_ROW;
+    let below = threshold + LABEL_ROW;
+    let score = if (score > threshold || above < first) && below <= last {
+        below
+    } else {
+        above
+    };
+    (Some(threshold), score)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The threshold and score labels never overlap each other or the end values printed just
+    /// above the bar's top and below its bottom, wherever the two values fall.
+    #[test]
+    fn legend_labels_stay_apart_and_inside_the_bar() {
+        let (top, bottom) = (30.0, 630.0);
+        let ys = [
+            -100.0, 0.0, 30.0, 35.0, 40.0, 300.0, 310.0, 620.0, 630.0, 700.0,
+        ];
+        for &t in &ys {
+            for &s in &ys {
+                let (ty, sy) = label_rows((top, bottom), Some(t), s);
+                let ty = ty.expect("a threshold gets a label");
+                for y in [ty, sy] {
+                    // Half a row of text each side of its centre stays inside the bar's span,
+                    // so neither touches the end values' labels outside it.
+                    assert!(
+                        y - LABEL_ROW / 2.0 >= top && y + LABEL_ROW / 2.0 <= bottom,
+                        "threshold at {t}, score at {s}: a label at {y}"
+                    );
+                }
+                assert!(
+                    (ty - sy).abs() >= LABEL_ROW - 1e-3,
+                    "threshold at {t}, score at {s}: labels at {ty} and {sy}"
+                );
+            }
+            let (none, sy) = label_rows((top, bottom), None, t);
+            assert!(
+                none.is_none() && sy - LABEL_ROW / 2.0 >= top && sy + LABEL_ROW / 2.0 <= bottom
+            );
+        }
+        // Values far apart keep their labels beside their marks.
+        assert_eq!(
+            label_rows((top, bottom), Some(100.0), 400.0),
+            (Some(100.0), 400.0)
+        );
+    }
 }
