@@ -102,7 +102,7 @@ fn network(c: &mut Criterion) {
     g.bench_function("VQ quantize, codes looked up (512-d, K 512)", |z| {
         z.iter(|| {
             run(|| {
-                let codes = hvq::model::BatchCodes::per_sample(books.clone());
+                let codes = hvq::model::BatchCodes::from_columns(books.clone());
                 hvq::model::quantize(x.clone(), codes).quantized
             })
         })
@@ -124,7 +124,7 @@ fn network(c: &mut Criterion) {
     g.bench_function("OT score (512-d, K 512)", |z| {
         z.iter(|| {
             run(|| {
-                let codes = hvq::model::BatchCodes::per_sample(books.clone());
+                let codes = hvq::model::BatchCodes::from_columns(books.clone());
                 hvq::model::ot_score(x.clone(), &codes, k as f32)
             })
         })

@@ -31,12 +31,12 @@ impl BatchCodes {
             slots
         };
         let embeds: Vec<Tensor<2>> = used.iter().map(|&s| books[s].embed.val()).collect();
-        Self::per_sample(Tensor::stack::<3>(embeds, 0).detach())
+        Self::from_columns(Tensor::stack::<3>(embeds, 0).detach())
     }
 
     /// The codebooks given as `[G, D, K]` (codes as columns, the stored layout): one per sample,
     /// or one (G = 1) for every sample.
-    pub fn per_sample(columns: Tensor<3>) -> Self {
+    pub fn from_columns(columns: Tensor<3>) -> Self {
         let [g, d, k] = columns.dims();
         // Merging the transposed view's axes copies it into rows on every backend.
         let rows = columns
@@ -157,7 +157,7 @@ mod tests {
             let x = Tensor::<3>::random([b, l, d], Distribution::Normal(0.0, 1.0), &device);
             let shared = BatchCodes::for_slots(&books, &[1, 1, 1]);
             let copies =
-                BatchCodes::per_sample(Tensor::stack::<3>(vec![books[1].embed.val(); b], 0));
+                BatchCodes::from_columns(Tensor::stack::<3>(vec![books[1].embed.val(); b], 0));
             assert!(shared.shared() && !copies.shared());
             let (one, many) = (
                 quantize(x.clone(), shared.clone()),

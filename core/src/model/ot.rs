@@ -48,7 +48,7 @@ pub fn ot_score(x: Tensor<3>, codes: &BatchCodes, temperature: f32) -> Tensor<2>
 /// prototypes `embeds [B, D, K]` of each sample's class (constants: codebooks follow the EMA).
 pub fn pot_loss(x: Tensor<3>, embeds: Tensor<3>, temperature: f32) -> Tensor<1> {
     let [b, _, _] = x.dims();
-    let (dots, cos) = dots_and_cosines(x, &BatchCodes::per_sample(embeds.detach()));
+    let (dots, cos) = dots_and_cosines(x, &BatchCodes::from_columns(embeds.detach()));
     let logits = dots.div_scalar(temperature as f64);
     let cost = cos.neg().add_scalar(1.0);
     let forward = softmax(logits.clone(), 2); // π→(k|n): each token spreads over prototypes
@@ -107,8 +107,8 @@ mod tests {
         let device = Device::flex();
         let x = Tensor::<3>::from_data(TensorData::new(xs.clone(), [1, l, d]), &device);
         let e = Tensor::<3>::from_data(TensorData::new(es.clone(), [1, d, k]), &device);
-        let got =
-            crate::device::read_back(ot_score(x, &BatchCodes::per_sample(e), tau as f32)).unwrap();
+        let got = crate::device::read_back(ot_score(x, &BatchCodes::from_columns(e), tau as f32))
+            .unwrap();
         let f = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<_>>();
         let want = reference(&f(&xs), &f(&es), l, d, k, tau);
         for (n, (g, w)) in got.iter().zip(&want).enumerate() {

@@ -246,7 +246,7 @@ mod tests {
         let device = Device::flex();
         let x = Tensor::<3>::from_data(TensorData::new(xs.clone(), [b, l, d]), &device);
         let e = Tensor::<3>::from_data(TensorData::new(es.clone(), [b, d, k]), &device);
-        let out = quantize(x, BatchCodes::per_sample(e));
+        let out = quantize(x, BatchCodes::from_columns(e));
         let idx: Vec<i64> = out
             .indices
             .into_data()

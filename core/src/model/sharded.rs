@@ -149,13 +149,13 @@ fn quantize_rounds(
     let mut rows_out: Vec<Vec<usize>> = vec![Vec::new(); n];
     for round in sample_rounds(&batch_slots) {
         let round_slots: Vec<usize> = round.iter().map(|&i| batch_slots[i]).collect();
-        // One codebook per sample even where a round's samples share one: the EMA updates
-        // them in turn (module docs), and the POT loss takes them per sample.
+        // A round's samples use distinct codebooks (`sample_rounds`), stacked one per sample,
+        // as plain tensors like the rest of the round.
         let round_codes: Vec<Tensor<2>> = round_slots
             .iter()
             .map(|&s| books[s].embed.val().without_autodiff())
             .collect();
-        let embeds = BatchCodes::per_sample(Tensor::stack::<3>(round_codes, 0));
+        let embeds = BatchCodes::from_columns(Tensor::stack::<3>(round_codes, 0));
         let (mut gathered_x, mut gathered_codes, mut gathered_errors) =
             (Vec::new(), Vec::new(), Vec::new());
         // A round lists samples in batch order, so each shard's members are one contiguous run.

@@ -405,8 +405,8 @@ impl Trainer {
     /// The checkpoint on disk and the epochs it holds, if there is one.
     fn last_checkpoint(&self) -> String {
         let path = self.out_dir.join(CHECKPOINT_FILE);
-        match checkpoint::load(&path) {
-            Ok((_, _, state)) => format!(
+        match checkpoint::read_state(&path) {
+            Ok(state) => format!(
                 "{} (after epoch {}) is kept: continue from it with --resume, or start a new \
                  run with a lower --lr if it diverges again",
                 path.display(),
