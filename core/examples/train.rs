@@ -36,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..Overrides::default()
         },
         train: schedule,
-        resume: false,
+        resume: None,
         tiling: None,
         stop_after: None,
         inject_nan_at_step: None,

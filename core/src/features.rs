@@ -47,7 +47,9 @@ impl FeatureSet {
     }
 }
 
-/// Aligned features of `samples`, `batch` images at a time; `progress(done)` after each batch.
+/// Aligned features of `samples`, `batch` images at a time; `progress(0)` before the first batch
+/// (a caller's clock, a progress bar's rate, starts with the work) and `progress(done)` after
+/// each batch.
 pub fn extract(
     detector: &Detector,
     samples: &[Sample],
@@ -55,6 +57,7 @@ pub fn extract(
     device: &Device,
     progress: &mut dyn FnMut(usize),
 ) -> Result<FeatureSet> {
+    progress(0);
     let values = extract_values(
         &detector.backbone,
         detector,
@@ -85,6 +88,7 @@ pub fn extract_sharded(
     if devices.len() == 1 {
         return extract(detector, samples, batch, first, progress);
     }
+    progress(0);
     let batch = batch.max(1);
     let shards = crate::device::shard_sizes(samples.len().div_ceil(batch), devices.len());
     let mut parts = Vec::with_capacity(shards.len());

@@ -283,8 +283,33 @@ fn killed_and_resumed_training_equals_an_uninterrupted_run() {
         !killed.join("model.safetensors").exists(),
         "killed before the end"
     );
-    let resumed = run(train(&data, &killed, epochs).arg("--resume"));
+    // A model option the checkpoint was not trained with is refused, not ignored.
+    let refused = hvq()
+        .args([
+            "train",
+            "--data",
+            &data,
+            "--resume",
+            "--embed-dim",
+            "32",
+            "--out",
+        ])
+        .arg(&killed)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("model configuration differs"),
+        "{err}"
+    );
+    // The checkpoint carries the run: epochs, batch, widths and checkpoint interval all come
+    // from it (the defaults would be 1000 epochs of the official width at batch 16).
+    let resumed = run(hvq()
+        .args(["train", "--data", &data, "--resume", "--out"])
+        .arg(&killed));
     assert!(resumed.contains("resuming after epoch"), "{resumed}");
+    let logged = std::fs::read_to_string(killed.join("train-log.jsonl")).unwrap();
+    assert_eq!(logged.lines().count(), epochs, "{logged}");
 
     // Training is deterministic (fixed shuffles, seeded init, gradient norm summed in name
     // order), so the resumed run must reproduce the uninterrupted one bit for bit.
@@ -600,14 +625,35 @@ fn train_applies_the_preset_and_every_ablation_switch() {
 }
 
 /// `--tile`: the training images are cut into tiles (9 per 64×64 image at tile 32, overlap
-/// 0.25), the tiling is stored with the model, and eval and predict inspect tiled.
+/// 0.25), the tiling is stored with the checkpoint (a bare `--resume` goes on with it) and
+/// with the model, and eval and predict inspect tiled.
 #[test]
 fn a_tiled_run_trains_on_tiles_and_inspects_tiled() {
     let root = temp("tiled-tree");
     make_tree(&root);
     let data = format!("mvtec:{}", root.display());
     let model = temp("tiled-model");
-    let log = run(train(&data, &model, 1).args(["--tile", "32", "--overlap", "0.25"]));
+    let tile = ["--tile", "32", "--overlap", "0.25"];
+    run(train(&data, &model, 2)
+        .args(tile)
+        .args(["--stop-after", "1"]));
+    // The checkpoint records the tiling: another is refused, none means the recorded one.
+    let refused = hvq()
+        .args([
+            "train", "--data", &data, "--resume", "--tile", "48", "--out",
+        ])
+        .arg(&model)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("--tile 32"),
+        "{err}"
+    );
+    let log = run(hvq()
+        .args(["train", "--data", &data, "--resume", "--out"])
+        .arg(&model));
+    assert!(log.contains("resuming after epoch 1"), "{log}");
     let whole = std::fs::read_dir(root.join("alpha/train/good"))
         .unwrap()
         .count()

@@ -16,6 +16,7 @@ use crate::data::{Dataset, ImageSource, Sample};
 use crate::detector::Detector;
 use crate::error::{HvqError, Result};
 use crate::features::FeatureSet;
+use crate::train::checkpoint::{self, CHECKPOINT_FILE, RunState};
 use crate::train::{TrainConfig, TrainEvent, Trainer, TrainingData};
 
 /// The feature cache's file name in a run's folder.
@@ -77,12 +78,13 @@ pub struct TrainRequest {
     pub preset: Preset,
     /// Changes to it.
     pub overrides: Overrides,
-    /// Epochs, learning rate, batch size, checkpoint interval, seed (ignored on resume, except
-    /// the epochs).
+    /// Epochs, learning rate, batch size, checkpoint interval, seed (ignored on resume: the
+    /// checkpoint's schedule continues, with [`Resume::epochs`] as its length).
     pub train: TrainConfig,
-    /// Continue the run in `out` from its checkpoint.
-    pub resume: bool,
-    /// Train on tiles of the training images, and inspect tiled (stored with the model).
+    /// Continue the run in `out` from its checkpoint (`None`: a new run).
+    pub resume: Option<Resume>,
+    /// Train on tiles of the training images, and inspect tiled (stored with the model and the
+    /// checkpoint; on resume `None` is the checkpoint's).
     pub tiling: Option<crate::tiling::Tiling>,
     /// Stop after this many epochs of this call (the run can be resumed later).
     pub stop_after: Option<usize>,
@@ -91,6 +93,19 @@ pub struct TrainRequest {
     /// Data-parallel training: devices for replicas besides the one `train` is given (each
     /// step's batch is split across all of them; see `train::data_parallel`). Empty: one device.
     pub replica_devices: Vec<Device>,
+}
+
+/// How a resumed run treats the request: the checkpoint holds the run's model, schedule,
+/// backbone mode and tiling, so `--resume --out DIR --data D` is all a caller must give.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resume {
+    /// The request's model settings (backbone, preset, overrides) were chosen by the caller
+    /// rather than left at defaults: they must then describe the checkpoint's model, and a
+    /// difference is refused rather than silently ignored. When `false` they are not read.
+    pub check_model: bool,
+    /// The run's new length in epochs, extending (or shortening) it; `None`: the checkpoint's.
+    /// The learning-rate steps stay at the epochs the run started with.
+    pub epochs: Option<usize>,
 }
 
 /// What a run reports while it works.
@@ -120,6 +135,14 @@ pub enum TrainProgress<'a> {
         from_cache: bool,
         /// Drop-connect rate of a train-mode backbone.
         drop_connect: Option<f64>,
+    },
+    /// The optimiser steps are about to start (a front end starts its clock here: steps are
+    /// reported in groups, so the first report may come with many steps at once).
+    Training {
+        /// Optimiser steps per epoch.
+        steps_per_epoch: usize,
+        /// Epochs left in this call.
+        epochs_left: usize,
     },
     /// The trainer's own events (steps, epochs, checkpoints).
     Trainer {
@@ -203,9 +226,16 @@ pub fn train(
     if dataset.train.is_empty() {
         return Err(HvqError::dataset(&request.data, "no training images"));
     }
+    // Where the run stands, from the checkpoint's header: a resumed run's model and tiling are
+    // the checkpoint's (the tensors are loaded with the trainer below).
+    let resumed = match request.resume {
+        Some(_) => Some(checkpoint::read_state(&out.join(CHECKPOINT_FILE))?),
+        None => None,
+    };
+    let tiling = run_tiling(request, resumed.as_ref())?;
     // A tiled model learns normality from tiles; its threshold comes from the whole training
     // images (kept aside here), inspected tiled as the saved model will inspect.
-    let whole_train = match &request.tiling {
+    let whole_train = match &tiling {
         Some(tiling) => {
             tiling.validate()?;
             let tiles = tiles_of(&dataset.train, tiling)?;
@@ -214,31 +244,18 @@ pub fn train(
         None => Vec::new(),
     };
     std::fs::create_dir_all(out).map_err(|e| HvqError::io(out, e))?;
-    let mut backbone = load_backbone(
-        request.backbone,
-        request.backbone_weights.as_deref(),
-        device,
-    )?;
-    if let Some(size) = request.overrides.input_size {
-        backbone = backbone.with_input_size(size)?;
-    }
-    let mut hvq = hvq_config(
-        request.preset,
-        &request.overrides,
-        backbone.config().feature_channels(),
-        dataset.class_names.clone(),
-    )?;
-    hvq.feature_size = backbone.config().feature_size;
-    let model_config = ModelConfig {
-        backbone: backbone.config().clone(),
-        hvq,
+    let (backbone, model_config) = match &resumed {
+        Some(state) if !request.resume.is_some_and(|r| r.check_model) => {
+            resumed_model(request, state, device)?
+        }
+        _ => requested_model(request, &dataset, device)?,
     };
     let mut detector = Detector::new(model_config.clone(), device)?;
     detector.backbone = backbone;
 
-    let mut trainer = start_trainer(request, &model_config, &detector, device)?;
+    let mut trainer = start_trainer(request, &model_config, tiling, &detector, device)?;
     trainer.add_replicas(&request.replica_devices)?;
-    if request.resume {
+    if request.resume.is_some() {
         progress(TrainProgress::Resumed {
             epochs_done: trainer.epochs_done,
         });
@@ -263,6 +280,9 @@ pub fn train(
         .div_ceil(trainer.config.batch_size.max(1));
     let epochs_left = trainer.config.epochs.saturating_sub(trainer.epochs_done);
     let log_path = out.join(TRAIN_LOG_FILE);
+    if request.resume.is_some() {
+        trim_log(&log_path, trainer.epochs_done)?;
+    }
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -272,6 +292,10 @@ pub fn train(
     if let Some(step) = request.inject_nan_at_step {
         trainer.inject_nan_at_step(step);
     }
+    progress(TrainProgress::Training {
+        steps_per_epoch,
+        epochs_left,
+    });
     trainer.run(data, request.stop_after, &mut |event| {
         if let TrainEvent::Epoch(report) = event {
             let line = serde_json::to_string(report).unwrap_or_default();
@@ -321,12 +345,37 @@ pub fn train(
             )?
         }
     };
-    detector.tiling = request.tiling;
+    detector.tiling = tiling;
     let threshold = save_model(out, detector, &trainer, &features, &whole_train, device)?;
     Ok(TrainOutcome::Saved {
         dir: out.clone(),
         threshold,
     })
+}
+
+/// Keep the log's lines of the epochs a resumed run starts after: an epoch is logged before its
+/// checkpoint is written, so a run killed between the two would log that epoch again, and a kill
+/// can cut the last line short. Rewritten atomically; a run without a log has nothing to trim.
+fn trim_log(path: &Path, epochs_done: usize) -> Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(HvqError::io(path, e)),
+    };
+    let kept: String = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v["epoch"].as_u64())
+                .is_some_and(|epoch| (epoch as usize) < epochs_done)
+        })
+        .flat_map(|line| [line, "\n"])
+        .collect();
+    if kept != text {
+        crate::fs::write_atomic(path, kept.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// Each sample cut into the tiles of `tiling` (an image no larger than a tile stays whole);
@@ -357,22 +406,102 @@ fn tiles_of(samples: &[Sample], tiling: &crate::tiling::Tiling) -> Result<Vec<Sa
     Ok(tiles)
 }
 
+/// The backbone and model configuration the request describes (a new run, or a resumed one
+/// whose caller chose model settings, checked against the checkpoint in [`start_trainer`]).
+fn requested_model(
+    request: &TrainRequest,
+    dataset: &Dataset,
+    device: &Device,
+) -> Result<(crate::backbone::Backbone, ModelConfig)> {
+    let mut backbone = load_backbone(
+        request.backbone,
+        request.backbone_weights.as_deref(),
+        device,
+    )?;
+    if let Some(size) = request.overrides.input_size {
+        backbone = backbone.with_input_size(size)?;
+    }
+    let mut hvq = hvq_config(
+        request.preset,
+        &request.overrides,
+        backbone.config().feature_channels(),
+        dataset.class_names.clone(),
+    )?;
+    hvq.feature_size = backbone.config().feature_size;
+    let model_config = ModelConfig {
+        backbone: backbone.config().clone(),
+        hvq,
+    };
+    Ok((backbone, model_config))
+}
+
+/// The checkpoint's backbone and model configuration, for a resume that names no model settings
+/// (the backbone's weights are the embedded Lite0's or the request's file, as when it started).
+fn resumed_model(
+    request: &TrainRequest,
+    state: &RunState,
+    device: &Device,
+) -> Result<(crate::backbone::Backbone, ModelConfig)> {
+    let saved = &state.model.backbone;
+    let mut backbone = load_backbone(saved.kind, request.backbone_weights.as_deref(), device)?;
+    if backbone.config().input_size != saved.input_size {
+        backbone = backbone.with_input_size(saved.input_size)?;
+    }
+    if backbone.config() != saved {
+        return Err(HvqError::training(
+            request.out.display(),
+            format!(
+                "the checkpoint's backbone ({:?} at {} pixels) is not one this build makes the \
+                 same way; resume with the options the run was started with",
+                saved.kind, saved.input_size
+            ),
+        ));
+    }
+    Ok((backbone, state.model.clone()))
+}
+
+/// The run's tiling: the request's for a new run; on resume the checkpoint's, which a request
+/// naming another is refused for (a checkpoint from before tiling was saved records none, and
+/// then the request's is taken, as it was then).
+fn run_tiling(
+    request: &TrainRequest,
+    resumed: Option<&RunState>,
+) -> Result<Option<crate::tiling::Tiling>> {
+    let Some(state) = resumed else {
+        return Ok(request.tiling);
+    };
+    match (state.train.tiling, request.tiling) {
+        (Some(saved), Some(asked)) if saved != asked => Err(HvqError::training(
+            request.out.display(),
+            format!(
+                "the run was started with --tile {} --overlap {}; resume it with the same, or \
+                 without --tile",
+                saved.tile, saved.overlap
+            ),
+        )),
+        (Some(saved), _) => Ok(Some(saved)),
+        (None, asked) => Ok(asked),
+    }
+}
+
 /// A new trainer, or the run in `out` resumed (its settings checked against the request's).
 fn start_trainer(
     request: &TrainRequest,
     model_config: &ModelConfig,
+    tiling: Option<crate::tiling::Tiling>,
     detector: &Detector,
     device: &Device,
 ) -> Result<Trainer> {
     let out = &request.out;
     let live = Some(detector.backbone.clone());
-    if request.resume {
-        let t = Trainer::resume(out, &request.data, Some(request.train.epochs), device, live)?;
+    if let Some(resume) = request.resume {
+        let mut t = Trainer::resume(out, &request.data, resume.epochs, device, live)?;
         if &t.model_config != model_config {
             return Err(HvqError::training(
                 out.display(),
                 "the checkpoint's model configuration differs from this command's; resume with \
-                 the same --recipe/--backbone/--embed-dim/--codes/--ffn-dim/--input-size",
+                 the options the run was started with (--recipe/--backbone/--embed-dim/--codes/\
+                 --ffn-dim/--input-size/...), or with none of them to continue the checkpoint's",
             ));
         }
         if let Some(mode) = request.backbone_mode
@@ -386,9 +515,12 @@ fn start_trainer(
                 ),
             ));
         }
+        // A checkpoint from before tiling was recorded: from now on it is.
+        t.config.tiling = tiling;
         return Ok(t);
     }
     let mut config = request.train.clone();
+    config.tiling = tiling;
     config.backbone = match request.backbone_mode {
         Some(BackboneMode::Train) => BackboneTraining::official_train_mode(),
         _ => BackboneTraining::default(),
@@ -486,4 +618,29 @@ fn save_model(
     detector.calibration = Some(calibration);
     detector.save_dir(out)?;
     Ok(threshold)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run killed after logging epoch 2 but before its checkpoint resumes after epoch 2
+    /// (epochs 0 and 1 done): the log keeps epochs 0 and 1 only, a line cut short goes too, and
+    /// an untouched log is left byte for byte.
+    #[test]
+    fn a_resumed_log_keeps_the_epochs_the_checkpoint_holds() {
+        let dir = std::env::temp_dir().join(format!("hvq-trim-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(TRAIN_LOG_FILE);
+        let line = |e: usize| format!("{{\"epoch\":{e},\"loss\":{}.5}}\n", 10 - e);
+        let full: String = (0..3).map(line).collect();
+        std::fs::write(&path, format!("{full}{{\"epoch\":3,\"lo")).unwrap();
+        trim_log(&path, 2).unwrap();
+        let kept = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(kept, format!("{}{}", line(0), line(1)));
+        trim_log(&path, 2).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), kept);
+        trim_log(&dir.join("none.jsonl"), 2).unwrap();
+        std::fs::remove_dir_all(dir).ok();
+    }
 }

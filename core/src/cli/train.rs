@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use hvq::app::recipe::Recipe;
-use hvq::app::training::{Overrides, Preset, TrainOutcome, TrainProgress, TrainRequest, train};
+use hvq::app::training::{
+    Overrides, Preset, Resume, TrainOutcome, TrainProgress, TrainRequest, train,
+};
 use hvq::backbone::BackboneMode;
 use hvq::config::BackboneKind;
 use hvq::train::{TrainConfig, TrainEvent};
@@ -60,9 +62,9 @@ pub struct TrainArgs {
     /// Output directory: model, checkpoint, feature cache and log.
     #[arg(long)]
     pub out: PathBuf,
-    /// Feature extractor.
-    #[arg(long, value_enum, default_value = "lite0")]
-    pub backbone: BackboneArg,
+    /// Feature extractor (default lite0).
+    #[arg(long, value_enum)]
+    pub backbone: Option<BackboneArg>,
     /// Backbone weights file (required for b4).
     #[arg(long)]
     pub backbone_weights: Option<PathBuf>,
@@ -74,13 +76,14 @@ pub struct TrainArgs {
     /// code's configuration: full width, 1000 epochs; for a GPU) or `cpu` (paper preset, C 64,
     /// K 64, 50 epochs at lr 5e-4, no dropout, dead codes restarted; about an hour for 1200
     /// images on two cores: the shipped default model's recipe).
-    /// Options given explicitly win.
-    #[arg(long, value_name = "NAME", default_value = "official")]
-    pub recipe: String,
+    /// Options given explicitly win. Default: official.
+    #[arg(long, value_name = "NAME")]
+    pub recipe: Option<String>,
     /// Objective preset (default: the recipe's).
     #[arg(long, value_enum)]
     pub preset: Option<PresetArg>,
     /// Epochs (default: the recipe's; official 1000). The lr step stays at 80 % of the run.
+    /// With --resume: the run's new length (default: the checkpoint's); its lr step stays put.
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Learning rate (default: the recipe's; official 1e-4); the step schedule scales it.
@@ -116,7 +119,9 @@ pub struct TrainArgs {
     /// Replaces --device; the run equals one device's up to float rounding and dropout.
     #[arg(long, value_name = "LIST", conflicts_with = "device")]
     pub devices: Option<String>,
-    /// Continue the run in --out from its last checkpoint.
+    /// Continue the run in --out from its last checkpoint, with the checkpoint's model,
+    /// schedule, seed and tiling: `--resume --out DIR --data D` is enough. Model options given
+    /// with it must match the checkpoint's; --epochs changes the run's length.
     #[arg(long)]
     pub resume: bool,
     /// Train on square tiles of this many pixels cut from each training image, and inspect
@@ -159,9 +164,32 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
+    /// The recipe named, or the default one.
+    fn recipe_name(&self) -> &str {
+        self.recipe.as_deref().unwrap_or(Recipe::official().name)
+    }
+
+    /// Whether any option that shapes the model was given (on resume they are checked against
+    /// the checkpoint; without any, the checkpoint's model is taken as it is).
+    fn names_model_options(&self) -> bool {
+        self.recipe.is_some()
+            || self.backbone.is_some()
+            || self.preset.is_some()
+            || self.embed_dim.is_some()
+            || self.codes.is_some()
+            || self.ffn_dim.is_some()
+            || self.input_size.is_some()
+            || self.pot_weight.is_some()
+            || self.dropout.is_some()
+            || self.codebook_restart.is_some()
+            || self.single_vq
+            || self.no_codebook_switching
+            || self.no_expert_switching
+    }
+
     /// The application layer's request: the recipe, with every option given explicitly over it.
     fn request(&self) -> Result<TrainRequest> {
-        let recipe = Recipe::named(&self.recipe)?;
+        let recipe = Recipe::named(self.recipe_name())?;
         let mut train = TrainConfig::official().with_epochs(self.epochs.unwrap_or(recipe.epochs));
         train.batch_size = self.batch;
         train.optimizer.lr = self.lr.unwrap_or(recipe.lr);
@@ -171,8 +199,8 @@ impl TrainArgs {
             data: self.data.clone(),
             out: self.out.clone(),
             backbone: match self.backbone {
-                BackboneArg::Lite0 => BackboneKind::EfficientnetLite0,
-                BackboneArg::B4 => BackboneKind::EfficientnetB4,
+                Some(BackboneArg::Lite0) | None => BackboneKind::EfficientnetLite0,
+                Some(BackboneArg::B4) => BackboneKind::EfficientnetB4,
             },
             backbone_weights: self.backbone_weights.clone(),
             backbone_mode: self.backbone_mode.map(BackboneMode::from),
@@ -194,7 +222,10 @@ impl TrainArgs {
                 no_expert_switching: self.no_expert_switching,
             }),
             train,
-            resume: self.resume,
+            resume: self.resume.then(|| Resume {
+                check_model: self.names_model_options(),
+                epochs: self.epochs,
+            }),
             tiling: self.tile.map(|tile| hvq::tiling::Tiling {
                 tile,
                 overlap: self.overlap,
@@ -214,6 +245,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         args.out.display()
     ));
     let mut request = args.request()?;
+    if args.resume && args.lr.is_some() {
+        eprintln!("note: --lr is ignored with --resume: the checkpoint's schedule continues");
+    }
     let device = match &args.devices {
         Some(list) => {
             let mut devices = hvq::device::create_list(list)?.into_iter();
@@ -231,7 +265,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         None => {
             let selection = super::device(&args.device)?;
             let official_on_cpu = selection.backend == hvq::device::DeviceChoice::Cpu
-                && args.recipe == Recipe::official().name
+                && args.recipe_name() == Recipe::official().name
                 && args.epochs.is_none()
                 && !args.resume;
             if official_on_cpu {
@@ -305,6 +339,14 @@ impl Bars {
                         p.unwrap_or_default()
                     ),
                 }
+            }
+            TrainProgress::Training {
+                steps_per_epoch,
+                epochs_left,
+            } => {
+                // Created before the first step: the trainer reports steps in groups, and a bar
+                // started at the first group would show its steps as done in no time.
+                self.train = Some(bar((epochs_left * steps_per_epoch) as u64, "train"));
             }
             TrainProgress::Trainer {
                 steps_per_epoch,

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::adamw::AdamWConfig;
 use crate::backbone::BackboneTraining;
+use crate::config::Tiling;
 
 /// Everything that shapes a training run; saved in every checkpoint so `--resume` continues with
 /// exactly the same settings.
@@ -27,6 +28,10 @@ pub struct TrainConfig {
     /// have no such field) or the official trainer's train mode.
     #[serde(default)]
     pub backbone: BackboneTraining,
+    /// The tiles training images are cut into (`None`: whole images; older checkpoints have no
+    /// such field), so a resumed run trains on the same samples.
+    #[serde(default)]
+    pub tiling: Option<Tiling>,
 }
 
 impl TrainConfig {
@@ -41,6 +46,7 @@ impl TrainConfig {
             seed: 133,
             checkpoint_every: 10,
             backbone: BackboneTraining::default(),
+            tiling: None,
         }
     }
 
