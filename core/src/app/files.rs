@@ -36,13 +36,85 @@ pub fn inspect_files<G>(
     resolution: MapResolution,
     working_on: impl Fn(String) -> G,
 ) -> Vec<FileInspection> {
-    // Decoded in parallel; those threads share one context, so it names no file: should one
-    // panic, each file is read alone and the context names it.
-    let decoded = catch_unwind(AssertUnwindSafe(|| {
+    let decoded = decode_files(files, &working_on);
+    inspect_decoded(inspector, files, decoded, class, resolution, &working_on)
+}
+
+/// Inspect `files` `batch` at a time, in order, handing each file's outcome to `finish` (which
+/// writes it out), with the host's work kept off the device's path: the next batch is decoded
+/// on one thread while the device runs the current one, and `finish` runs on another while the
+/// device runs the next. At most one batch waits at each hand-over, so memory stays bounded.
+/// Each batch is inspected as [`inspect_files`] does, so every file gets the same result.
+///
+/// The first error `finish` returns stops the work (no later file is finished) and is returned.
+pub fn inspect_pipelined<G, E: Send>(
+    inspector: &Inspector,
+    files: &[PathBuf],
+    batch: usize,
+    class: &ClassChoice,
+    resolution: MapResolution,
+    working_on: impl Fn(String) -> G + Sync,
+    mut finish: impl FnMut(FileInspection) -> std::result::Result<(), E> + Send,
+) -> std::result::Result<(), E> {
+    use std::sync::mpsc::sync_channel;
+    let (to_inspect, decoded) = sync_channel::<(&[PathBuf], Vec<Result<DynamicImage>>)>(1);
+    let (to_finish, inspected) = sync_channel::<Vec<FileInspection>>(1);
+    let working_on = &working_on;
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for chunk in files.chunks(batch.max(1)) {
+                // A closed channel: the device side stopped (`finish` failed).
+                if to_inspect
+                    .send((chunk, decode_files(chunk, working_on)))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let writer = scope.spawn(move || {
+            for outcomes in inspected {
+                for outcome in outcomes {
+                    finish(outcome)?;
+                }
+            }
+            Ok(())
+        });
+        for (chunk, images) in decoded {
+            let outcomes = inspect_decoded(inspector, chunk, images, class, resolution, working_on);
+            if to_finish.send(outcomes).is_err() {
+                break;
+            }
+        }
+        drop(to_finish);
+        writer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// `files` decoded in parallel, in order. Those threads share one context, so it names no file:
+/// should one panic, each file is read alone and the context names it.
+fn decode_files<G>(
+    files: &[PathBuf],
+    working_on: &impl Fn(String) -> G,
+) -> Vec<Result<DynamicImage>> {
+    catch_unwind(AssertUnwindSafe(|| {
         let _work = working_on(format!("reading {} images", files.len()));
         crate::preprocess::load_all(files)
     }))
-    .unwrap_or_else(|_| files.iter().map(|f| read_alone(f, &working_on)).collect());
+    .unwrap_or_else(|_| files.iter().map(|f| read_alone(f, working_on)).collect())
+}
+
+/// The decoded images of `files` (errors keep their places) inspected as one batch.
+fn inspect_decoded<G>(
+    inspector: &Inspector,
+    files: &[PathBuf],
+    decoded: Vec<Result<DynamicImage>>,
+    class: &ClassChoice,
+    resolution: MapResolution,
+    working_on: &impl Fn(String) -> G,
+) -> Vec<FileInspection> {
     let images: Vec<&DynamicImage> = decoded.iter().filter_map(|d| d.as_ref().ok()).collect();
     let batch = catch_unwind(AssertUnwindSafe(|| {
         let _work = working_on(format!("inspecting {}", names_of(files)));
@@ -54,7 +126,7 @@ pub fn inspect_files<G>(
             .iter()
             .zip(&decoded)
             .filter_map(|(file, d)| d.as_ref().ok().map(|img| (file, img)))
-            .map(|(file, img)| inspect_alone(inspector, file, img, class, resolution, &working_on))
+            .map(|(file, img)| inspect_alone(inspector, file, img, class, resolution, working_on))
             .collect(),
     };
     let mut inspections = inspections.into_iter();
@@ -151,14 +223,10 @@ mod tests {
         Inspector::new(detector, device)
     }
 
-    /// Unreadable files keep their place and name themselves; the readable ones around them
-    /// get the results they get alone.
-    #[test]
-    fn each_file_keeps_its_place_and_its_own_result() {
-        let _generator = crate::test_rng::lock();
-        let inspector = inspector();
-        let dir = std::env::temp_dir().join(format!("hvq-files-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+    /// Five files in `dir`: three images of different sizes, one that is not an image, one
+    /// missing.
+    fn some_files(dir: &Path) -> Vec<PathBuf> {
+        std::fs::create_dir_all(dir).unwrap();
         let mut files = Vec::new();
         for (i, name) in ["a.png", "broken.png", "b.png", "missing.png", "c.png"]
             .iter()
@@ -176,6 +244,17 @@ mod tests {
             }
             files.push(path);
         }
+        files
+    }
+
+    /// Unreadable files keep their place and name themselves; the readable ones around them
+    /// get the results they get alone.
+    #[test]
+    fn each_file_keeps_its_place_and_its_own_result() {
+        let _generator = crate::test_rng::lock();
+        let inspector = inspector();
+        let dir = std::env::temp_dir().join(format!("hvq-files-{}", std::process::id()));
+        let files = some_files(&dir);
         let out = inspect_files(
             &inspector,
             &files,
@@ -201,6 +280,82 @@ mod tests {
                 }
             }
         }
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// The pipelined run (decoding, the device and `finish` on three threads) hands every file
+    /// over in order with the result one batch of [`inspect_files`] gives it, errors in their
+    /// places; an error from `finish` stops it there and comes back.
+    #[test]
+    fn the_pipeline_finishes_every_file_in_order_as_a_batch_would() {
+        let _generator = crate::test_rng::lock();
+        let inspector = inspector();
+        let dir = std::env::temp_dir().join(format!("hvq-pipeline-{}", std::process::id()));
+        let files = some_files(&dir);
+        let batch = 2;
+        let expected: Vec<FileInspection> = files
+            .chunks(batch)
+            .flat_map(|chunk| {
+                inspect_files(
+                    &inspector,
+                    chunk,
+                    &ClassChoice::Auto,
+                    MapResolution::Model,
+                    |_| (),
+                )
+            })
+            .collect();
+        let mut got = Vec::new();
+        let finished: std::result::Result<(), String> = inspect_pipelined(
+            &inspector,
+            &files,
+            batch,
+            &ClassChoice::Auto,
+            MapResolution::Model,
+            |_| (),
+            |outcome| {
+                got.push(outcome);
+                Ok(())
+            },
+        );
+        finished.unwrap();
+        assert_eq!(got.len(), files.len());
+        for (g, e) in got.iter().zip(&expected) {
+            assert_eq!(g.path, e.path);
+            match (&g.result, &e.result) {
+                (Ok((_, a)), Ok((_, b))) => {
+                    assert_eq!(a.model_map, b.model_map, "{}", g.path.display());
+                    assert_eq!(a.score, b.score, "{}", g.path.display());
+                }
+                (Err(a), Err(b)) => assert_eq!(a, b),
+                _ => panic!(
+                    "{}: one run failed where the other did not",
+                    g.path.display()
+                ),
+            }
+        }
+
+        let mut calls = 0;
+        let stopped = inspect_pipelined(
+            &inspector,
+            &files,
+            1,
+            &ClassChoice::Auto,
+            MapResolution::Model,
+            |_| (),
+            |outcome| {
+                calls += 1;
+                if calls == 2 {
+                    return Err(format!("disk full at {}", outcome.path.display()));
+                }
+                Ok(())
+            },
+        );
+        assert_eq!(
+            stopped.unwrap_err(),
+            format!("disk full at {}", files[1].display())
+        );
+        assert_eq!(calls, 2, "nothing is finished after the error");
         std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -9,8 +9,16 @@ use std::panic::{self, PanicHookInfo};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// What the command is working on, innermost last ("inspecting photo.png").
-static CONTEXT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// What the command is working on, innermost last ("inspecting photo.png"), each piece with
+/// its number and thread: pieces run on several threads at once (`hvq predict` decodes the next
+/// batch while the device runs the current one).
+static CONTEXT: Mutex<Vec<Piece>> = Mutex::new(Vec::new());
+
+struct Piece {
+    number: usize,
+    thread: std::thread::ThreadId,
+    what: String,
+}
 
 /// Counts [`working_on`] calls: a panic is reported once per piece of work (a failing backend
 /// often panics on its worker thread and then again on the thread waiting for it), and again
@@ -18,12 +26,14 @@ static CONTEXT: Mutex<Vec<String>> = Mutex::new(Vec::new());
 static WORK: AtomicUsize = AtomicUsize::new(0);
 
 /// Marks `what` as the current input until dropped.
-pub struct WorkingOn(());
+pub struct WorkingOn(usize);
 
 impl Drop for WorkingOn {
     fn drop(&mut self) {
-        if let Ok(mut context) = CONTEXT.lock() {
-            context.pop();
+        if let Ok(mut context) = CONTEXT.lock()
+            && let Some(at) = context.iter().rposition(|piece| piece.number == self.0)
+        {
+            context.remove(at);
         }
     }
 }
@@ -36,19 +46,32 @@ pub fn working_on(what: impl Into<String>) -> WorkingOn {
     let what = what.into();
     let trigger = std::env::var("HVQ_TEST_PANIC").unwrap_or_default();
     let inject = !trigger.is_empty() && what.contains(&trigger);
-    WORK.fetch_add(1, Ordering::SeqCst);
+    let number = WORK.fetch_add(1, Ordering::SeqCst);
     if let Ok(mut context) = CONTEXT.lock() {
-        context.push(what);
+        context.push(Piece {
+            number,
+            thread: std::thread::current().id(),
+            what,
+        });
     }
-    let guard = WorkingOn(());
+    let guard = WorkingOn(number);
     if inject {
         panic!("test panic (HVQ_TEST_PANIC={trigger})");
     }
     guard
 }
 
+/// The innermost piece of work of the panicking thread; a thread that named none (a worker of a
+/// parallel decode) reports the latest piece of any thread.
 fn current_input() -> Option<String> {
-    CONTEXT.lock().ok()?.last().cloned()
+    let context = CONTEXT.lock().ok()?;
+    let this = std::thread::current().id();
+    context
+        .iter()
+        .rev()
+        .find(|piece| piece.thread == this)
+        .or_else(|| context.last())
+        .map(|piece| piece.what.clone())
 }
 
 use hvq::device::panic_capture::{out_of_memory_advice, payload_text};

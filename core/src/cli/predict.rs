@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use hvq::app::files::{FileInspection, inspect_files};
+use hvq::app::files::{FileInspection, inspect_pipelined};
 use hvq::app::report::{MostAnomalous, THUMBNAIL_SIDE, Thumbnail, predict_report};
 use hvq::app::results::{self, OutputNames, ResultRow, write_image_outputs};
 use hvq::app::{MapResolution, list_images};
@@ -54,9 +54,15 @@ pub fn run(args: PredictArgs) -> Result<()> {
     }
     let started = std::time::Instant::now();
     let mut inspected = 0usize;
-    for chunk in listing.files.chunks(batch) {
-        let done = inspect_files(&inspector, chunk, &choice, MapResolution::Image, working_on);
-        for FileInspection { path, result } in done {
+    // The next batch decodes and the last one's files are written while the device works.
+    inspect_pipelined(
+        &inspector,
+        &listing.files,
+        batch,
+        &choice,
+        MapResolution::Image,
+        working_on,
+        |FileInspection { path, result }| -> Result<()> {
             let row = match result {
                 Ok((img, r)) => {
                     let mut row = ResultRow::inspected(&path, &r, r.threshold);
@@ -83,8 +89,9 @@ pub fn run(args: PredictArgs) -> Result<()> {
             };
             print_row(&row);
             rows.push(row);
-        }
-    }
+            Ok(())
+        },
+    )?;
     let seconds = started.elapsed().as_secs_f64();
     results::write_tables(out, &rows)?;
     if let Some(path) = report {
