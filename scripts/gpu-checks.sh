@@ -5,6 +5,7 @@
 #   2. Parity on real hardware: the shipped model scores the sample images with --device wgpu and
 #      --device cpu; the class chosen must agree, and score and map within the bound the web test
 #      uses between two of our backends (1e-3 of the CPU's score and of its largest map value).
+#   2b. predict throughput (images/s) of the shipped model at batch 16 on cuda, wgpu and the CPU.
 #   3. Training on the GPU: `hvq train --device wgpu` on DATA for EPOCHS epochs, then `hvq eval` on
 #      the GPU; the loss log and metrics are kept (compare them with the same run on the CPU).
 # All output lands in OUT (default bench-results/gpu-checks-<date>); exit status 1 if a step failed.
@@ -85,6 +86,25 @@ for name in sorted(cpu):
           f" (|d| {dscore:.2e})  map max |d| {dmap:.2e} (max |map| {np.abs(mc).max():.2f})  {'ok' if ok else 'FAIL'}")
 sys.exit(1 if bad else 0)
 EOF
+
+# ---- 2b. predict throughput: the shipped model on 64 copies of the samples, batch 16 ----------------
+# (decoding and writing overlap the device since 2026-12-02; the images/s line of each run)
+log "predict throughput, 64 images, batch 16"
+mkdir -p "$OUT/throughput-in"
+for i in $(seq 1 16); do
+  for f in samples/*.png; do cp "$f" "$OUT/throughput-in/$(basename "$f" .png)-$i.png"; done
+done
+for dev in cuda wgpu cpu; do
+  if "$HVQ" predict "$OUT/throughput-in" --device "$dev" --batch 16 --out "$OUT/throughput-$dev" \
+      > "$OUT/throughput-$dev.log" 2>&1; then
+    echo "$dev: $(grep -o 'wrote .*' "$OUT/throughput-$dev.log")" | tee -a "$OUT/throughput.txt"
+  elif [ "$dev" = cuda ]; then
+    echo "cuda: not run ($(tail -n 1 "$OUT/throughput-$dev.log"))" | tee -a "$OUT/throughput.txt"
+  else
+    FAILED+=("predict throughput --device $dev")
+  fi
+done
+rm -rf "$OUT/throughput-in" "$OUT"/throughput-{cuda,wgpu,cpu}
 
 # ---- 3. training on the GPU --------------------------------------------------------------------------
 if [ -n "$DATA" ]; then
