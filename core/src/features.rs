@@ -188,6 +188,17 @@ pub fn input_batch<'a>(
     )
 }
 
+/// The host half of [`input_batch`]: the samples decoded, resized and normalised into one buffer
+/// (`preprocess::upload` makes the tensor).
+pub fn input_values(samples: &[Sample], cfg: &BackboneConfig) -> Result<Vec<f32>> {
+    preprocess::batch_values(
+        samples,
+        |sample| sample.load_image(),
+        cfg.input_size,
+        &cfg.input_norm,
+    )
+}
+
 /// A string that changes whenever the cached features would: the backbone configuration, its
 /// weights' checksum and the exact list of samples.
 pub fn cache_key(detector: &Detector, samples: &[Sample]) -> String {

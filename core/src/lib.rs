@@ -43,6 +43,7 @@ pub mod model;
 pub mod overlay;
 #[cfg(feature = "wgpu")]
 pub mod overlay_gpu;
+pub mod prefetch;
 pub mod preprocess;
 #[cfg(feature = "embedded-weights")]
 pub mod pretrained;

@@ -194,11 +194,22 @@ pub fn batch_input<T: Sync>(
     norm: &InputNorm,
     device: &Device,
 ) -> Result<Tensor<4>> {
-    let values = fill_batch(items, size, |item, out| {
+    let values = batch_values(items, load, size, norm)?;
+    Ok(upload(values, items.len(), size, device))
+}
+
+/// The host half of [`batch_input`]: `items.len()` planar images `[3, size, size]` in one
+/// buffer, for [`upload`] (preparing the next batch on another thread while the device runs).
+pub fn batch_values<T: Sync>(
+    items: &[T],
+    load: impl Fn(&T) -> Result<DynamicImage> + Sync,
+    size: usize,
+    norm: &InputNorm,
+) -> Result<Vec<f32>> {
+    fill_batch(items, size, |item, out| {
         write_input(&load(item)?, size, norm, out);
         Ok(())
-    })?;
-    Ok(upload(values, items.len(), size, device))
+    })
 }
 
 /// A `[N, 3, size, size]` batch of decoded images (resized and normalised on the host, in
@@ -230,7 +241,9 @@ pub fn load_all(paths: &[std::path::PathBuf]) -> Vec<Result<DynamicImage>> {
     }
 }
 
-fn upload(values: Vec<f32>, n: usize, size: usize, device: &Device) -> Tensor<4> {
+/// `n` planar images `[3, size, size]` from one host buffer, uploaded as one `[n, 3, size, size]`
+/// tensor.
+pub fn upload(values: Vec<f32>, n: usize, size: usize, device: &Device) -> Tensor<4> {
     Tensor::from_data(TensorData::new(values, [n, 3, size, size]), device)
 }
 

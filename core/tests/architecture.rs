@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// Bottom first. Within a layer, modules do not import each other.
 const LAYERS: &[&[&str]] = &[
-    &["error", "allocator", "test_rng"],
+    &["error", "allocator", "test_rng", "prefetch"],
     &["fs", "device", "kernels", "config", "eval"],
     &["weights", "preprocess", "map"],
     &["overlay", "data", "backbone", "model"],

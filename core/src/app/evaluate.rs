@@ -314,37 +314,45 @@ impl ScoreJob<'_> {
             }
             return Ok(out);
         }
-        for chunk in samples.chunks(self.batch) {
-            let inputs = crate::features::input_batch(chunk, &detector.config.backbone, device)?;
-            let feats = detector.features(inputs);
-            let fixed: Vec<Option<usize>> = match source {
-                ClassSource::Label => chunk.iter().map(|s| Some(s.class)).collect(),
-                ClassSource::Auto => vec![None; chunk.len()],
-            };
-            let chosen =
-                block_on(detector.score_choosing(feats.clone(), &fixed, dataset.score_kind))?;
-            // The classifier's accuracy is reported under either source.
-            let classifier = match (&chosen.predicted, source) {
-                (Some(p), _) => Some(p.clone()),
-                (None, ClassSource::Label) => block_on(detector.predicted_classes(feats))?,
-                (None, ClassSource::Auto) => None,
-            };
-            out.predicted.extend(classifier.unwrap_or_default());
-            if dataset.has_masks {
-                let pixels = size * size;
-                let values = read_back(chosen.maps)?;
-                out.maps.extend(values.chunks(pixels).map(|m| {
-                    if pixel == size {
-                        m.to_vec()
-                    } else {
-                        crate::overlay::resize_map(m, (size, size), (pixel, pixel))
-                    }
-                }));
-            }
-            out.scores.extend(chosen.scores);
-            out.used.extend(chosen.classes);
-            progress(done.fetch_add(chunk.len(), Ordering::Relaxed) + chunk.len());
-        }
+        // The next batch is read and resized on another thread while the device runs this one.
+        let chunks: Vec<&[Sample]> = samples.chunks(self.batch).collect();
+        let backbone = &detector.config.backbone;
+        crate::prefetch::one_ahead(
+            &chunks,
+            |chunk| crate::features::input_values(chunk, backbone),
+            |chunk, values| {
+                let inputs = crate::preprocess::upload(values?, chunk.len(), size, device);
+                let feats = detector.features(inputs);
+                let fixed: Vec<Option<usize>> = match source {
+                    ClassSource::Label => chunk.iter().map(|s| Some(s.class)).collect(),
+                    ClassSource::Auto => vec![None; chunk.len()],
+                };
+                let chosen =
+                    block_on(detector.score_choosing(feats.clone(), &fixed, dataset.score_kind))?;
+                // The classifier's accuracy is reported under either source.
+                let classifier = match (&chosen.predicted, source) {
+                    (Some(p), _) => Some(p.clone()),
+                    (None, ClassSource::Label) => block_on(detector.predicted_classes(feats))?,
+                    (None, ClassSource::Auto) => None,
+                };
+                out.predicted.extend(classifier.unwrap_or_default());
+                if dataset.has_masks {
+                    let pixels = size * size;
+                    let values = read_back(chosen.maps)?;
+                    out.maps.extend(values.chunks(pixels).map(|m| {
+                        if pixel == size {
+                            m.to_vec()
+                        } else {
+                            crate::overlay::resize_map(m, (size, size), (pixel, pixel))
+                        }
+                    }));
+                }
+                out.scores.extend(chosen.scores);
+                out.used.extend(chosen.classes);
+                progress(done.fetch_add(chunk.len(), Ordering::Relaxed) + chunk.len());
+                Ok(())
+            },
+        )?;
         Ok(out)
     }
 }
