@@ -162,12 +162,22 @@ fn extract_values(
     let f = detector.config.hvq.feature_channels;
     let s = cfg.feature_size;
     let mut values = Vec::with_capacity(samples.len() * f * s * s);
-    for (done, chunk) in samples.chunks(batch.max(1)).enumerate() {
-        let taps = backbone.taps(input_batch(chunk, cfg, device)?);
-        let feats = crate::backbone::align_features(taps, cfg.feature_size);
-        values.extend(HostTensor::from_tensor(&feats).data);
-        progress((done * batch.max(1) + chunk.len()).min(samples.len()));
-    }
+    // The next batch is read and resized on another thread while the backbone runs this one.
+    let chunks: Vec<&[Sample]> = samples.chunks(batch.max(1)).collect();
+    let mut done = 0;
+    crate::prefetch::one_ahead(
+        &chunks,
+        |chunk| input_values(chunk, cfg),
+        |chunk, host| {
+            let input = preprocess::upload(host?, chunk.len(), cfg.input_size, device);
+            let taps = backbone.taps(input);
+            let feats = crate::backbone::align_features(taps, cfg.feature_size);
+            values.extend(HostTensor::from_tensor(&feats).data);
+            done += chunk.len();
+            progress(done);
+            Ok(())
+        },
+    )?;
     Ok(values)
 }
 
@@ -283,5 +293,55 @@ impl Fnv {
             self.0 ^= *b as u64;
             self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HvqConfig, ModelConfig};
+    use crate::data::ImageSource;
+
+    /// Reading a batch ahead changes nothing: every sample's features land in its place, equal
+    /// to the same batches computed one after another here, and progress counts every image
+    /// (0 first, then after each batch).
+    #[test]
+    fn extraction_reads_ahead_and_keeps_every_sample_in_place() {
+        let _generator = crate::test_rng::lock();
+        let backbone = BackboneConfig::efficientnet_lite0();
+        let hvq = HvqConfig::official(backbone.feature_channels(), vec!["a".into()]);
+        let device = Device::flex();
+        let detector = Detector::new(ModelConfig { backbone, hvq }, &device).unwrap();
+        let samples: Vec<Sample> = (0..5u8)
+            .map(|i| Sample {
+                id: format!("s{i}"),
+                source: ImageSource::Pixels {
+                    width: 20 + u32::from(i),
+                    height: 17,
+                    channels: 3,
+                    data: (0..(20 + usize::from(i)) * 17 * 3)
+                        .map(|p| (p * (7 + usize::from(i)) % 251) as u8)
+                        .collect::<Vec<u8>>()
+                        .into(),
+                },
+                class: 0,
+                anomalous: false,
+                defect: "good".into(),
+                mask: None,
+            })
+            .collect();
+        let mut reported = Vec::new();
+        let set = extract(&detector, &samples, 2, &device, &mut |d| reported.push(d)).unwrap();
+        assert_eq!(reported, vec![0, 2, 4, 5]);
+        let cfg = &detector.config.backbone;
+        let mut expected = Vec::new();
+        for chunk in samples.chunks(2) {
+            let taps = detector
+                .backbone
+                .taps(input_batch(chunk, cfg, &device).unwrap());
+            let feats = crate::backbone::align_features(taps, cfg.feature_size);
+            expected.extend(HostTensor::from_tensor(&feats).data);
+        }
+        assert_eq!(set.values, expected);
     }
 }
