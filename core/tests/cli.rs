@@ -401,6 +401,11 @@ fn train_mode_backbone_saves_its_statistics_and_resumes_exactly() {
     );
     let resumed = run(train(&data, &stopped, epochs).arg("--resume"));
     assert!(resumed.contains("resuming after epoch 2"), "{resumed}");
+    // The schedule is the checkpoint's; options that would change it are named as ignored.
+    assert!(
+        resumed.contains("note: --batch, --checkpoint-every ignored with --resume"),
+        "{resumed}"
+    );
     let b = weights(&stopped);
     assert_eq!(a.len(), b.len());
     for name in a.names() {

@@ -89,9 +89,9 @@ pub struct TrainArgs {
     /// Learning rate (default: the recipe's; official 1e-4); the step schedule scales it.
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Batch size (official: 16).
-    #[arg(long, default_value_t = 16)]
-    pub batch: usize,
+    /// Batch size (official and default: 16).
+    #[arg(long)]
+    pub batch: Option<usize>,
     /// Encoder width C (official 256); the decoder runs at 2C.
     #[arg(long)]
     pub embed_dim: Option<usize>,
@@ -106,9 +106,9 @@ pub struct TrainArgs {
     /// more (stored in the model's config.json).
     #[arg(long, value_name = "PIXELS")]
     pub input_size: Option<usize>,
-    /// Checkpoint every N epochs (and at the end).
-    #[arg(long, default_value_t = 10)]
-    pub checkpoint_every: usize,
+    /// Checkpoint every N epochs (and at the end; default 10).
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
     /// auto (CUDA, else a hardware GPU through wgpu, else the CPU; the choice and why
     /// are printed), cpu, wgpu or cuda.
     #[arg(long, default_value = "auto")]
@@ -158,9 +158,9 @@ pub struct TrainArgs {
     /// handful of codes (docs/quality.md).
     #[arg(long, value_name = "FRACTION")]
     pub codebook_restart: Option<f32>,
-    /// Seed (official: 133).
-    #[arg(long, default_value_t = 133)]
-    pub seed: u64,
+    /// Seed (official and default: 133).
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 impl TrainArgs {
@@ -191,10 +191,11 @@ impl TrainArgs {
     fn request(&self) -> Result<TrainRequest> {
         let recipe = Recipe::named(self.recipe_name())?;
         let mut train = TrainConfig::official().with_epochs(self.epochs.unwrap_or(recipe.epochs));
-        train.batch_size = self.batch;
+        let official = TrainConfig::official();
+        train.batch_size = self.batch.unwrap_or(official.batch_size);
         train.optimizer.lr = self.lr.unwrap_or(recipe.lr);
-        train.checkpoint_every = self.checkpoint_every;
-        train.seed = self.seed;
+        train.checkpoint_every = self.checkpoint_every.unwrap_or(official.checkpoint_every);
+        train.seed = self.seed.unwrap_or(official.seed);
         Ok(TrainRequest {
             data: self.data.clone(),
             out: self.out.clone(),
@@ -245,8 +246,20 @@ pub fn run(args: TrainArgs) -> Result<()> {
         args.out.display()
     ));
     let mut request = args.request()?;
-    if args.resume && args.lr.is_some() {
-        eprintln!("note: --lr is ignored with --resume: the checkpoint's schedule continues");
+    let ignored: Vec<&str> = [
+        ("--lr", args.lr.is_some()),
+        ("--batch", args.batch.is_some()),
+        ("--seed", args.seed.is_some()),
+        ("--checkpoint-every", args.checkpoint_every.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, given)| given.then_some(name))
+    .collect();
+    if args.resume && !ignored.is_empty() {
+        eprintln!(
+            "note: {} ignored with --resume: the checkpoint's schedule continues",
+            ignored.join(", ")
+        );
     }
     let device = match &args.devices {
         Some(list) => {
