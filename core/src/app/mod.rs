@@ -15,7 +15,7 @@
 //! - [`calibrate`]: a stored model's threshold from known-good images;
 //! - [`evaluate`]: a dataset's test split and its metrics;
 //! - [`report`]: a self-contained HTML report of an evaluation or a prediction run;
-//! - [`bench`] and [`selfcheck`]: timings, and a device checked against the CPU.
+//! - [`bench`](mod@bench) and [`selfcheck`]: timings, and a device checked against the CPU.
 
 pub mod bench;
 pub mod calibrate;
