@@ -189,21 +189,24 @@ pub fn input_batch<'a>(
     device: &Device,
 ) -> Result<Tensor<4>> {
     let samples: Vec<&Sample> = samples.into_iter().collect();
-    preprocess::batch_input(
-        &samples,
-        |sample| sample.load_image(),
+    let values = input_values(&samples, cfg)?;
+    Ok(preprocess::upload(
+        values,
+        samples.len(),
         cfg.input_size,
-        &cfg.input_norm,
         device,
-    )
+    ))
 }
 
 /// The host half of [`input_batch`]: the samples decoded, resized and normalised into one buffer
 /// (`preprocess::upload` makes the tensor).
-pub fn input_values(samples: &[Sample], cfg: &BackboneConfig) -> Result<Vec<f32>> {
+pub fn input_values<S: std::borrow::Borrow<Sample> + Sync>(
+    samples: &[S],
+    cfg: &BackboneConfig,
+) -> Result<Vec<f32>> {
     preprocess::batch_values(
         samples,
-        |sample| sample.load_image(),
+        |sample| sample.borrow().load_image(),
         cfg.input_size,
         &cfg.input_norm,
     )

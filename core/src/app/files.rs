@@ -56,22 +56,10 @@ pub fn inspect_pipelined<G, E: Send>(
     working_on: impl Fn(String) -> G + Sync,
     mut finish: impl FnMut(FileInspection) -> std::result::Result<(), E> + Send,
 ) -> std::result::Result<(), E> {
-    use std::sync::mpsc::sync_channel;
-    let (to_inspect, decoded) = sync_channel::<(&[PathBuf], Vec<Result<DynamicImage>>)>(1);
-    let (to_finish, inspected) = sync_channel::<Vec<FileInspection>>(1);
+    let (to_finish, inspected) = std::sync::mpsc::sync_channel::<Vec<FileInspection>>(1);
     let working_on = &working_on;
+    let chunks: Vec<&[PathBuf]> = files.chunks(batch.max(1)).collect();
     std::thread::scope(|scope| {
-        scope.spawn(move || {
-            for chunk in files.chunks(batch.max(1)) {
-                // A closed channel: the device side stopped (`finish` failed).
-                if to_inspect
-                    .send((chunk, decode_files(chunk, working_on)))
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        });
         let writer = scope.spawn(move || {
             for outcomes in inspected {
                 for outcome in outcomes {
@@ -80,12 +68,16 @@ pub fn inspect_pipelined<G, E: Send>(
             }
             Ok(())
         });
-        for (chunk, images) in decoded {
-            let outcomes = inspect_decoded(inspector, chunk, images, class, resolution, working_on);
-            if to_finish.send(outcomes).is_err() {
-                break;
-            }
-        }
+        // A failed send: the writer stopped on an error from `finish`, which its join returns.
+        let _ = crate::prefetch::one_ahead(
+            &chunks,
+            |chunk| decode_files(chunk, working_on),
+            |chunk, images| {
+                let outcomes =
+                    inspect_decoded(inspector, chunk, images, class, resolution, working_on);
+                to_finish.send(outcomes)
+            },
+        );
         drop(to_finish);
         writer
             .join()

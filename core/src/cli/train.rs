@@ -191,11 +191,11 @@ impl TrainArgs {
     fn request(&self) -> Result<TrainRequest> {
         let recipe = Recipe::named(self.recipe_name())?;
         let mut train = TrainConfig::official().with_epochs(self.epochs.unwrap_or(recipe.epochs));
-        let official = TrainConfig::official();
-        train.batch_size = self.batch.unwrap_or(official.batch_size);
+        // Not given: the official schedule's (batch 16, checkpoint every 10, seed 133).
+        train.batch_size = self.batch.unwrap_or(train.batch_size);
         train.optimizer.lr = self.lr.unwrap_or(recipe.lr);
-        train.checkpoint_every = self.checkpoint_every.unwrap_or(official.checkpoint_every);
-        train.seed = self.seed.unwrap_or(official.seed);
+        train.checkpoint_every = self.checkpoint_every.unwrap_or(train.checkpoint_every);
+        train.seed = self.seed.unwrap_or(train.seed);
         Ok(TrainRequest {
             data: self.data.clone(),
             out: self.out.clone(),
