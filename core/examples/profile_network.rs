@@ -75,16 +75,34 @@ fn main() -> hvq::error::Result<()> {
         "train" => {
             let mut net = HvqModel::new(&cfg, &ad)?;
             let mut opt = AdamW::new(AdamWConfig::default());
+            // The CPU backend runs eagerly, so the clock splits the step into its phases.
+            let mut phases: [(&str, Vec<f64>); 3] = [
+                ("forward + objective", Vec::new()),
+                ("backward", Vec::new()),
+                ("AdamW", Vec::new()),
+            ];
             for _ in 0..iterations {
                 let feature = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &ad);
                 let t = Instant::now();
                 let out = net.forward_train(feature.clone(), &classes)?;
                 let loss = objective(&out, feature, &classes, &cfg);
+                let t_forward = t.elapsed();
                 let grads = loss.total.backward();
+                let t_backward = t.elapsed();
                 let (stepped, _) = opt.step(net, &grads, 1e-4);
                 net = stepped;
                 let _ = net.quantize_conv_t.bias.val().into_data();
-                times.push(t.elapsed().as_secs_f64() * 1e3);
+                let t_all = t.elapsed();
+                phases[0].1.push(t_forward.as_secs_f64() * 1e3);
+                phases[1]
+                    .1
+                    .push((t_backward - t_forward).as_secs_f64() * 1e3);
+                phases[2].1.push((t_all - t_backward).as_secs_f64() * 1e3);
+                times.push(t_all.as_secs_f64() * 1e3);
+            }
+            for (name, mut v) in phases {
+                v.sort_by(f64::total_cmp);
+                println!("{name:>24}: median {:.1} ms", v[v.len() / 2]);
             }
         }
         "attention" => {

@@ -162,9 +162,18 @@ fn a_class_spans_both_shards(epochs: usize) {
 // in `one_step_matches_the_whole_batch_and_plausible_mistakes_do_not`: a wrong EMA order moves
 // the codebooks by far more than these bounds; wrong shard weights change gradients by 10 %,
 // which AdamW's normalisation can hide over a few steps, hence that one-step check.
-const CPU: (f32, f32) = (5e-5, 5e-4);
+//
+// Since the CPU's layer norm is one fused operation (`kernels::layer_norm`, 2026-12-02; Intel
+// Xeon), the CPU-only trajectories diverge more: 2 and 3 replicas vs one device 1.2e-4 / 4.0e-5
+// (network) and 1.3e-3 / 6.1e-4 (codebooks), resumed across device counts 3.7e-4 and 2.6e-2,
+// while the one-step gradients differ by 3.6e-7 relative (2.3e-7 before). Over eight steps these
+// are chaotic, not a measure of the kernel's accuracy: two equally exact ways of summing the
+// norm's ∂γ, ∂β over rows (blocks of 32 rows in f32, or one sequential f32 sum) gave 6.8e-5 and
+// 8.1e-4 (network, 3 replicas) and 2.2e-2 and 8.8e-2 (codebooks, resumed). Bounds: the kept
+// kernel's numbers with headroom of about 4 (network) and 3 (codebooks).
+const CPU: (f32, f32) = (5e-4, 5e-3);
 const REMOTE: (f32, f32) = (6e-4, 5e-3);
-const RESUMED: (f32, f32) = (2e-4, 6e-3);
+const RESUMED: (f32, f32) = (1.5e-3, 8e-2);
 const MIXED: (f32, f32) = (2.5e-3, 4e-2);
 
 #[test]

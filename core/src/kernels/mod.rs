@@ -1,8 +1,10 @@
 //! Vectorised CPU kernels for the element-wise functions burn's CPU backend evaluates one scalar
 //! `exp` at a time: swish (the B4 backbone's activation) and the last-axis softmax (attention,
 //! OT score), plus its autodiff form for training (`softmax_autodiff`) and dropout masks
-//! ([`dropout_mask`](dropout_mask::dropout_mask)); and multi-head attention as one operation per
-//! (batch, head) pair, forward and backward ([`fused_attention`], `attention.rs`).
+//! ([`dropout_mask`](dropout_mask::dropout_mask)); multi-head attention as one operation per
+//! (batch, head) pair, forward and backward ([`fused_attention`], `attention.rs`); and the
+//! layer norm under autodiff as one operation ([`layer_norm`], `layer_norm.rs`); and the AdamW
+//! update as one pass per parameter ([`adamw_update`], `adamw.rs`).
 //!
 //! burn-flex calls the C library's scalar `expf` per element (7 % of a profiled `hvq bench
 //! --config official`, plus the loop around it). Here `exp` is a branch-free polynomial that the
@@ -15,13 +17,17 @@
 //! backends are untouched. Results agree with the generic formulas to a few ulp (tests below,
 //! against f64).
 
+mod adamw;
 mod attention;
 mod dropout_mask;
 pub mod isa;
+mod layer_norm;
 mod softmax_autodiff;
 
+pub use adamw::{AdamWScalars, adamw_fuses, adamw_update};
 pub use attention::{attention_fuses, fused_attention};
 pub use dropout_mask::dropout_mask;
+pub use layer_norm::layer_norm;
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::{DispatchDevice, Flex};
@@ -179,7 +185,7 @@ fn for_each_chunk(
 mod simd {
     /// Chooses the widest instruction set the CPU has, once.
     #[cfg(target_arch = "x86_64")]
-    fn level() -> u8 {
+    pub(super) fn level() -> u8 {
         use std::sync::OnceLock;
         static LEVEL: OnceLock<u8> = OnceLock::new();
         *LEVEL.get_or_init(|| {

@@ -9,6 +9,7 @@ use burn::tensor::Gradients;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
+use crate::kernels::AdamWScalars;
 use crate::weights::{HostTensor, TensorMap};
 
 /// Hyper-parameters (the official values are the defaults).
@@ -49,6 +50,9 @@ pub struct AdamW {
     /// Steps taken so far.
     pub step: u64,
     moments: HashMap<String, (Tensor<1>, Tensor<1>)>,
+    /// Run the update as tensor operations even where the CPU kernel could (tests compare the
+    /// two).
+    composed_only: bool,
 }
 
 /// What one step measured.
@@ -74,6 +78,7 @@ impl AdamW {
             config,
             step: 0,
             moments: HashMap::new(),
+            composed_only: false,
         }
     }
 
@@ -138,10 +143,13 @@ impl AdamW {
                 .clamp_max(1.0)
         });
         self.step += 1;
+        let fused = !self.composed_only;
         let mut mapper = UpdateMapper {
             opt: self,
             grads: by_id,
             clip,
+            clip_value: None,
+            fused,
             lr,
         };
         let module = module.map(&mut mapper);
@@ -173,9 +181,14 @@ impl AdamW {
             {
                 let m = map.get(name).expect("listed");
                 let flat = |t: &HostTensor| HostTensor::new(vec![t.data.len()], t.data.clone());
+                // Plain tensors, like the moments a step makes (they never need a gradient), even
+                // when `device` is an autodiff device.
                 self.moments.insert(
                     base.to_string(),
-                    (flat(m).to_tensor(device), flat(v).to_tensor(device)),
+                    (
+                        flat(m).to_tensor(device).inner(),
+                        flat(v).to_tensor(device).inner(),
+                    ),
                 );
             }
         }
@@ -230,15 +243,51 @@ struct UpdateMapper<'a> {
     grads: HashMap<ParamId, (String, Tensor<1>)>,
     /// The clipping coefficient, `[1]` on the device; none without clipping.
     clip: Option<Tensor<1>>,
+    /// `clip` read back, once, by the first update that runs the CPU kernel.
+    clip_value: Option<f32>,
+    /// Whether the CPU kernel may run (tests turn it off to compare with the composed form).
+    fused: bool,
     lr: f64,
 }
 
-impl ModuleMapper for UpdateMapper<'_> {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let Some((name, grad)) = self.grads.remove(&param.id) else {
-            return param;
+impl UpdateMapper<'_> {
+    /// The scalars of this step for the CPU kernel; the clipping coefficient is read back once
+    /// (on the CPU backend the gradient norm is already computed when it is asked for).
+    fn scalars(&mut self) -> AdamWScalars {
+        let c = &self.opt.config;
+        let t = self.opt.step as i32;
+        let clip = match (&self.clip, self.clip_value) {
+            (Some(_), Some(value)) => value,
+            (Some(clip), None) => {
+                let value = clip.clone().into_scalar();
+                self.clip_value = Some(value);
+                value
+            }
+            (None, _) => 1.0,
         };
-        let c = self.opt.config.clone();
+        AdamWScalars {
+            clip,
+            beta1: c.beta1 as f32,
+            one_minus_beta1: (1.0 - c.beta1) as f32,
+            beta2: c.beta2 as f32,
+            one_minus_beta2: (1.0 - c.beta2) as f32,
+            sqrt_bias2: (1.0 - c.beta2.powi(t)).sqrt() as f32,
+            eps: c.eps as f32,
+            step_size: (self.lr / (1.0 - c.beta1.powi(t))) as f32,
+            decay: (1.0 - self.lr * c.weight_decay) as f32,
+        }
+    }
+
+    /// The update written out in tensor operations (every backend): new flat parameter and
+    /// moments.
+    fn composed(
+        &self,
+        param: Tensor<1>,
+        grad: Tensor<1>,
+        m: Tensor<1>,
+        v: Tensor<1>,
+    ) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+        let c = &self.opt.config;
         let t = self.opt.step as i32;
         let grad = match &self.clip {
             Some(clip) => {
@@ -247,26 +296,49 @@ impl ModuleMapper for UpdateMapper<'_> {
             }
             None => grad,
         };
-        let (m, v) = match self.opt.moments.remove(&name) {
-            Some((m, v)) => (m, v),
-            None => (grad.zeros_like(), grad.zeros_like()),
-        };
         let m = m.mul_scalar(c.beta1) + grad.clone().mul_scalar(1.0 - c.beta1);
         let v = v.mul_scalar(c.beta2) + grad.powi_scalar(2).mul_scalar(1.0 - c.beta2);
         let bc1 = 1.0 - c.beta1.powi(t);
         let bc2 = 1.0 - c.beta2.powi(t);
         let denom = v.clone().sqrt().div_scalar(bc2.sqrt()).add_scalar(c.eps);
         let update = m.clone().div(denom).mul_scalar(self.lr / bc1);
-        self.opt.moments.insert(name, (m, v));
-        let lr = self.lr;
-        param.map(move |p| {
+        let decayed = param.mul_scalar(1.0 - self.lr * c.weight_decay);
+        (decayed - update, m, v)
+    }
+}
+
+impl ModuleMapper for UpdateMapper<'_> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let Some((name, grad)) = self.grads.remove(&param.id) else {
+            return param;
+        };
+        let (m, v) = match self.opt.moments.remove(&name) {
+            Some((m, v)) => (m, v),
+            None => (grad.zeros_like(), grad.zeros_like()),
+        };
+        let mut moments = None;
+        let param = param.map(|p| {
             let dims = p.dims();
             let n: usize = dims.iter().product();
-            let inner = p.inner().reshape([n]);
-            let decayed = inner.mul_scalar(1.0 - lr * c.weight_decay);
-            let updated: Tensor<D> = (decayed - update).reshape(dims);
+            let flat = p.inner().reshape([n]);
+            // One pass per parameter on the CPU; tensor operations elsewhere.
+            let fuses = [&flat, &grad, &m, &v]
+                .into_iter()
+                .all(crate::kernels::adamw_fuses);
+            let (updated, m, v) = if self.fused && fuses {
+                let scalars = self.scalars();
+                crate::kernels::adamw_update(flat, grad, m, v, scalars)
+            } else {
+                self.composed(flat, grad, m, v)
+            };
+            moments = Some((m, v));
+            let updated: Tensor<D> = updated.reshape(dims);
             updated.autodiff().require_grad()
-        })
+        });
+        self.opt
+            .moments
+            .insert(name, moments.expect("Param::map calls its function once"));
+        param
     }
 }
 
@@ -338,5 +410,82 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The CPU kernel against the update written out in tensor operations (what every other
+    /// backend runs), over three steps with an active clip and a parameter large enough to be
+    /// split across threads: the same f32 operations in the same order, so the same bits.
+    #[test]
+    fn the_cpu_kernel_equals_the_composed_update_bit_for_bit() {
+        let _generator = crate::test_rng::lock();
+        let device = Device::flex();
+        let n = 70_001;
+        let random = |seed: u64, scale: f32| {
+            let mut state = seed;
+            let v: Vec<f32> = (0..n)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
+                })
+                .collect();
+            Tensor::<1>::from_data(TensorData::new(v, [n]), &device)
+        };
+        assert!(crate::kernels::adamw_fuses(&random(1, 1.0)));
+        let cfg = AdamWConfig {
+            clip_norm: Some(0.1),
+            weight_decay: 0.01,
+            ..AdamWConfig::default()
+        };
+        let run = |composed_only: bool| {
+            let mut m = Two {
+                a: Param::from_tensor(random(1, 2.0)),
+                b: Param::from_tensor(random(2, 0.5)),
+            };
+            let mut opt = AdamW::new(cfg.clone());
+            opt.composed_only = composed_only;
+            for step in 0..3u64 {
+                let mut named = BTreeMap::new();
+                named.insert("a".to_string(), random(10 + step, 3.0));
+                named.insert("b".to_string(), random(20 + step, 0.01));
+                m = opt.step_named(m, named, 1e-3).0;
+            }
+            let moments: Vec<Vec<f32>> = ["a", "b"]
+                .iter()
+                .flat_map(|k| {
+                    let (m1, m2) = &opt.moments[*k];
+                    [values(m1), values(m2)]
+                })
+                .collect();
+            (values(&m.a.val()), values(&m.b.val()), moments)
+        };
+        let fused = run(false);
+        let composed = run(true);
+        assert!(
+            fused
+                .0
+                .iter()
+                .zip(&composed.0)
+                .all(|(x, y)| x.to_bits() == y.to_bits())
+        );
+        assert!(
+            fused
+                .1
+                .iter()
+                .zip(&composed.1)
+                .all(|(x, y)| x.to_bits() == y.to_bits())
+        );
+        for (a, b) in fused.2.iter().zip(&composed.2) {
+            assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()));
+        }
+        // And the parameters moved (the comparison is not between two untouched copies).
+        assert!(
+            fused
+                .0
+                .iter()
+                .zip(values(&random(1, 2.0)))
+                .any(|(x, y)| *x != y)
+        );
     }
 }
