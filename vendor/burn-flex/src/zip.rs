@@ -200,15 +200,22 @@ pub(crate) fn zip_map<L, R, Out, F>(
     op: F,
 ) -> Option<Vec<Out>>
 where
-    L: Copy,
-    R: Copy,
-    F: Fn(L, R) -> Out,
+    L: Copy + Sync,
+    R: Copy + Sync,
+    Out: Send,
+    F: Fn(L, R) -> Out + Sync,
 {
     let numel = lhs_layout.num_elements();
     if numel == 0 {
         return Some(Vec::new());
     }
     let nest = collapse_for_zip(lhs_layout, rhs_layout)?;
+
+    // hvq patch: large outputs are filled across the thread pool (`crate::par`).
+    #[cfg(feature = "rayon")]
+    if nest.ndim > 0 && crate::par::split(numel) {
+        return Some(par_runs::zip_map(&nest, lhs, rhs, &op, numel));
+    }
 
     let mut out: Vec<Out> = Vec::with_capacity(numel);
     if nest.ndim == 0 {
@@ -262,9 +269,9 @@ where
 /// strided — and monomorphized per call site so LLVM autovectorizes it.
 pub(crate) fn zip_apply_inplace<D, S, F>(nest: &ZipNest, dst: &mut [D], src: &[S], op: F)
 where
-    D: Copy,
-    S: Copy,
-    F: Fn(D, S) -> D,
+    D: Copy + Send,
+    S: Copy + Sync,
+    F: Fn(D, S) -> D + Sync,
 {
     debug_assert!(
         nest.lhs_is_dense(),
@@ -278,6 +285,16 @@ where
     if nest.shape[..nest.ndim].contains(&0) {
         // Empty tensor; `for_each_run` must not be entered.
         return;
+    }
+
+    // hvq patch: large destinations are updated across the thread pool (`crate::par`).
+    #[cfg(feature = "rayon")]
+    {
+        let numel: usize = nest.shape[..nest.ndim].iter().product();
+        if crate::par::split(numel) {
+            par_runs::zip_apply_inplace(nest, dst, src, &op, numel);
+            return;
+        }
     }
 
     let (len, l_st, r_st) = nest.inner();
@@ -299,6 +316,172 @@ where
                 *d = op(*d, src[rb + i * r_st as usize]);
             }
         }),
+    }
+}
+
+/// hvq patch: [`zip_map`] and [`zip_apply_inplace`] across rayon's pool. The output (or the
+/// dense destination) is cut into pieces of whole runs, at least [`crate::par::CHUNK`] elements
+/// each (a single long run is cut within the run), and every piece runs the same specialised
+/// inner loops as the sequential code, so each element gets the same operation.
+#[cfg(feature = "rayon")]
+mod par_runs {
+    use super::ZipNest;
+    use crate::par::CHUNK;
+    use core::mem::MaybeUninit;
+    use rayon::prelude::*;
+
+    /// The runs' storage bases `(lhs, rhs)` in output order.
+    fn bases(nest: &ZipNest, numel: usize, len: usize) -> Vec<(usize, usize)> {
+        let mut bases = Vec::with_capacity(numel / len.max(1));
+        nest.for_each_run(|lb, rb| bases.push((lb, rb)));
+        bases
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn fill<L: Copy, R: Copy, Out, F: Fn(L, R) -> Out>(
+        dst: &mut [MaybeUninit<Out>],
+        lhs: &[L],
+        rhs: &[R],
+        lb: usize,
+        rb: usize,
+        l_st: isize,
+        r_st: isize,
+        op: &F,
+    ) {
+        let n = dst.len();
+        match (l_st, r_st) {
+            (1, 1) => {
+                for ((d, &a), &b) in dst.iter_mut().zip(&lhs[lb..lb + n]).zip(&rhs[rb..rb + n]) {
+                    d.write(op(a, b));
+                }
+            }
+            (1, 0) => {
+                let b = rhs[rb];
+                for (d, &a) in dst.iter_mut().zip(&lhs[lb..lb + n]) {
+                    d.write(op(a, b));
+                }
+            }
+            (0, 1) => {
+                let a = lhs[lb];
+                for (d, &b) in dst.iter_mut().zip(&rhs[rb..rb + n]) {
+                    d.write(op(a, b));
+                }
+            }
+            _ => {
+                for (i, d) in dst.iter_mut().enumerate() {
+                    d.write(op(lhs[lb + i * l_st as usize], rhs[rb + i * r_st as usize]));
+                }
+            }
+        }
+    }
+
+    pub(super) fn zip_map<L, R, Out, F>(
+        nest: &ZipNest,
+        lhs: &[L],
+        rhs: &[R],
+        op: &F,
+        numel: usize,
+    ) -> Vec<Out>
+    where
+        L: Copy + Sync,
+        R: Copy + Sync,
+        Out: Send,
+        F: Fn(L, R) -> Out + Sync,
+    {
+        let (len, l_st, r_st) = nest.inner();
+        let bases = bases(nest, numel, len);
+        let mut out: Vec<Out> = Vec::with_capacity(numel);
+        let spare = &mut out.spare_capacity_mut()[..numel];
+        if bases.len() == 1 {
+            let (lb, rb) = bases[0];
+            spare
+                .par_chunks_mut(CHUNK)
+                .enumerate()
+                .for_each(|(c, dst)| {
+                    let i = c * CHUNK;
+                    let (lb, rb) = (lb + i * l_st as usize, rb + i * r_st as usize);
+                    fill(dst, lhs, rhs, lb, rb, l_st, r_st, op);
+                });
+        } else {
+            let per = (CHUNK / len.max(1)).max(1);
+            spare
+                .par_chunks_mut(per * len)
+                .zip(bases.par_chunks(per))
+                .for_each(|(dst, runs)| {
+                    for (d, &(lb, rb)) in dst.chunks_mut(len).zip(runs) {
+                        fill(d, lhs, rhs, lb, rb, l_st, r_st, op);
+                    }
+                });
+        }
+        // SAFETY: the pieces cover all `numel` elements (one run of `len` per base, or the
+        // single run cut in order), and `fill` wrote every element of its piece.
+        unsafe { out.set_len(numel) };
+        out
+    }
+
+    #[inline(always)]
+    fn apply<D: Copy, S: Copy, F: Fn(D, S) -> D>(
+        dst: &mut [D],
+        src: &[S],
+        rb: usize,
+        r_st: isize,
+        op: &F,
+    ) {
+        let n = dst.len();
+        match r_st {
+            1 => {
+                for (d, &s) in dst.iter_mut().zip(&src[rb..rb + n]) {
+                    *d = op(*d, s);
+                }
+            }
+            0 => {
+                let s = src[rb];
+                for d in dst.iter_mut() {
+                    *d = op(*d, s);
+                }
+            }
+            _ => {
+                for (i, d) in dst.iter_mut().enumerate() {
+                    *d = op(*d, src[rb + i * r_st as usize]);
+                }
+            }
+        }
+    }
+
+    pub(super) fn zip_apply_inplace<D, S, F>(
+        nest: &ZipNest,
+        dst: &mut [D],
+        src: &[S],
+        op: &F,
+        numel: usize,
+    ) where
+        D: Copy + Send,
+        S: Copy + Sync,
+        F: Fn(D, S) -> D + Sync,
+    {
+        let (len, _, r_st) = nest.inner();
+        let bases = bases(nest, numel, len);
+        // A dense destination: run k starts at `lhs_offset + k·len`.
+        let start = nest.lhs_offset;
+        let region = &mut dst[start..start + numel];
+        if bases.len() == 1 {
+            let rb = bases[0].1;
+            region
+                .par_chunks_mut(CHUNK)
+                .enumerate()
+                .for_each(|(c, d)| apply(d, src, rb + c * CHUNK * r_st as usize, r_st, op));
+        } else {
+            let per = (CHUNK / len.max(1)).max(1);
+            region
+                .par_chunks_mut(per * len)
+                .zip(bases.par_chunks(per))
+                .for_each(|(d, runs)| {
+                    for (d, &(_, rb)) in d.chunks_mut(len).zip(runs) {
+                        apply(d, src, rb, r_st, op);
+                    }
+                });
+        }
     }
 }
 
