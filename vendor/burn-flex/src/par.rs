@@ -17,17 +17,10 @@ pub(crate) const MIN: usize = 1 << 16;
 pub(crate) const CHUNK: usize = 1 << 14;
 
 /// Whether a loop over `n` elements is split.
+#[cfg(feature = "rayon")]
 #[inline]
 pub(crate) fn split(n: usize) -> bool {
-    #[cfg(feature = "rayon")]
-    {
-        n >= MIN && rayon::current_num_threads() > 1
-    }
-    #[cfg(not(feature = "rayon"))]
-    {
-        let _ = n;
-        false
-    }
+    n >= MIN && rayon::current_num_threads() > 1
 }
 
 /// `x = f(x)` for every element.
