@@ -143,13 +143,11 @@ impl AdamW {
                 .clamp_max(1.0)
         });
         self.step += 1;
-        let fused = !self.composed_only;
         let mut mapper = UpdateMapper {
             opt: self,
             grads: by_id,
             clip,
             clip_value: None,
-            fused,
             lr,
         };
         let module = module.map(&mut mapper);
@@ -245,8 +243,6 @@ struct UpdateMapper<'a> {
     clip: Option<Tensor<1>>,
     /// `clip` read back, once, by the first update that runs the CPU kernel.
     clip_value: Option<f32>,
-    /// Whether the CPU kernel may run (tests turn it off to compare with the composed form).
-    fused: bool,
     lr: f64,
 }
 
@@ -325,7 +321,7 @@ impl ModuleMapper for UpdateMapper<'_> {
             let fuses = [&flat, &grad, &m, &v]
                 .into_iter()
                 .all(crate::kernels::adamw_fuses);
-            let (updated, m, v) = if self.fused && fuses {
+            let (updated, m, v) = if fuses && !self.opt.composed_only {
                 let scalars = self.scalars();
                 crate::kernels::adamw_update(flat, grad, m, v, scalars)
             } else {
