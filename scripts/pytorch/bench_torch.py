@@ -19,7 +19,6 @@ Usage:
                  [--train-batch 16] [--model-dir weights/elpv-lite0] [--tf32] [--restack] [--json FILE]
 """
 import argparse
-import copy
 import json
 import os
 import platform
@@ -190,14 +189,7 @@ def main():
     if not a.no_train:
         tb = a.train_batch
         tclasses = torch.tensor([i % hcfg.num_classes for i in range(tb)], device=dev)
-        net.invalidate()
-        tnet = copy.deepcopy(net)
-        tnet.invalidate()
-        for p in tnet.parameters():
-            p.requires_grad_(True)
-        tnet.train()
-        params = [p for p in tnet.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-4)
+        tnet, params, opt = H.for_training(net)
         fch, fs = hcfg.feature_channels, hcfg.feature_size
         for it in range(a.warmup + a.runs):
             for with_backbone in (False, True):

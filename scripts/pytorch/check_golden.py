@@ -156,7 +156,7 @@ def set_c(g):
         FAILED.append("EMA codebooks")
 
     params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-4)
+    opt = H.reference_adamw(params)
     opt.zero_grad()
     out["total"].backward()
     named = dict(net.named_parameters())

@@ -15,6 +15,7 @@ Only torch, numpy and safetensors are needed. No dropout anywhere (the Rust port
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -671,6 +672,24 @@ def prepare(model: nn.Module) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def reference_adamw(params) -> torch.optim.AdamW:
+    """The reference trainer's optimiser: AdamW, lr 1e-4, betas (0.9, 0.999), eps 1e-8, decay 1e-4."""
+    return torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-4)
+
+
+def for_training(net: HVQ):
+    """A trainable copy of a `prepare`d network in train mode (stacked-codebook caches dropped on
+    both), its parameters and the reference optimiser over them: `(copy, params, optimiser)`."""
+    net.invalidate()
+    tnet = copy.deepcopy(net)
+    tnet.invalidate()
+    for p in tnet.parameters():
+        p.requires_grad_(True)
+    tnet.train()
+    params = [p for p in tnet.parameters() if p.requires_grad]
+    return tnet, params, reference_adamw(params)
 
 
 def load_model_dir(path, lite0_weights=LITE0_WEIGHTS) -> Detector:

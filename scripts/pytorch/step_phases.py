@@ -10,7 +10,6 @@ decoder) as the model runs them.
 Usage: step_phases.py [--iterations 6] [--batch 8] [--threads N]
 """
 import argparse
-import copy
 import os
 import statistics
 import sys
@@ -37,14 +36,7 @@ def main():
     H.prepare(det)
     net, hcfg = det.net, det.hcfg
     classes = torch.tensor([i % hcfg.num_classes for i in range(a.batch)])
-    net.invalidate()
-    tnet = copy.deepcopy(net)
-    tnet.invalidate()
-    for p in tnet.parameters():
-        p.requires_grad_(True)
-    tnet.train()
-    params = [p for p in tnet.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-4)
+    tnet, params, opt = H.for_training(net)
     shape = (a.batch, hcfg.feature_channels, hcfg.feature_size, hcfg.feature_size)
     phases = {"forward + objective": [], "backward": [], "AdamW": [], "step": []}
     stages = {"encoder": [], "vq": [], "decoder": []}
