@@ -246,43 +246,13 @@ fn backward(dy: &[f32], saved: &Saved, dx: &mut [f32], row: usize) -> (Vec<f32>,
 }
 
 /// The row kernels compiled per instruction set and chosen at run time, like the other kernels
-/// (`super::simd`).
+/// (`isa_dispatch!` in `super`).
 mod isa {
-    macro_rules! dispatch {
-        (fn $name:ident($($arg:ident: $ty:ty),*) => $body:path) => {
-            #[allow(clippy::too_many_arguments)]
-            pub(super) fn $name($($arg: $ty),*) {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    #[allow(clippy::too_many_arguments)]
-                    #[target_feature(enable = "avx512f")]
-                    fn avx512($($arg: $ty),*) {
-                        $body($($arg),*)
-                    }
-                    #[allow(clippy::too_many_arguments)]
-                    #[target_feature(enable = "avx2,fma")]
-                    fn avx2($($arg: $ty),*) {
-                        $body($($arg),*)
-                    }
-                    match super::super::simd::level() {
-                        // SAFETY: the CPU reported the feature (`level`).
-                        2 => unsafe { avx512($($arg),*) },
-                        // SAFETY: as above.
-                        1 => unsafe { avx2($($arg),*) },
-                        _ => $body($($arg),*),
-                    }
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                $body($($arg),*)
-            }
-        };
-    }
-
-    dispatch!(fn forward_rows(
+    isa_dispatch!(pub(super) fn forward_rows(
         x: &[f32], y: &mut [f32], xhat: &mut [f32], rstd: &mut [f32], gamma: &[f32],
         beta: &[f32], row: usize, eps: f32
     ) => super::rows::forward);
-    dispatch!(fn backward_rows(
+    isa_dispatch!(pub(super) fn backward_rows(
         dy: &[f32], xhat: &[f32], rstd: &[f32], gamma: &[f32], dx: &mut [f32],
         dgamma: &mut [f64], dbeta: &mut [f64], row: usize
     ) => super::rows::backward);

@@ -17,6 +17,40 @@
 //! backends are untouched. Results agree with the generic formulas to a few ulp (tests below,
 //! against f64).
 
+/// `isa_dispatch!(VIS fn NAME(ARGS) => BODY)` defines `NAME`, which runs the function `BODY`
+/// compiled for AVX-512, for AVX2 + FMA or for the baseline: the widest the CPU has (`simd::level`,
+/// which honours `HVQ_CPU_ISA`). `BODY` is `#[inline(always)]` plain Rust, so each copy is
+/// vectorised for its instruction set.
+macro_rules! isa_dispatch {
+    ($vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $body:path) => {
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[allow(clippy::too_many_arguments)]
+                #[target_feature(enable = "avx512f")]
+                fn avx512($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                #[allow(clippy::too_many_arguments)]
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                match crate::kernels::simd::level() {
+                    // SAFETY: the CPU reported the feature (`level`).
+                    2 => unsafe { avx512($($arg),*) },
+                    // SAFETY: as above.
+                    1 => unsafe { avx2($($arg),*) },
+                    _ => $body($($arg),*),
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            $body($($arg),*)
+        }
+    };
+}
+
 mod adamw;
 mod attention;
 mod dropout_mask;
@@ -143,7 +177,9 @@ const PARALLEL_MIN: usize = 1 << 15;
 
 /// Run `kernel(offset, chunk, row_len)` over `data` in chunks of whole rows of `row` elements
 /// (`usize::MAX`: any split), across the thread pool; `offset` is the chunk's first index in
-/// `data`. Every parallel CPU kernel here splits its work through this one policy.
+/// `data`. The kernels that write one buffer split their work through this one policy; the layer
+/// norm (several buffers, and row sums that must not depend on the split) and AdamW (three
+/// buffers written together) cut theirs in fixed pieces of their own.
 fn for_each_chunk(
     data: &mut [f32],
     row: usize,
@@ -204,37 +240,12 @@ mod simd {
         })
     }
 
-    /// Each kernel takes its data, its row length and one parameter (softmax: the scale of
-    /// the logits; swish: unused).
-    macro_rules! dispatch {
-        ($name:ident, $body:path) => {
-            pub fn $name(data: &mut [f32], row: usize, param: f32) {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    #[target_feature(enable = "avx512f")]
-                    fn avx512(data: &mut [f32], row: usize, param: f32) {
-                        $body(data, row, param)
-                    }
-                    #[target_feature(enable = "avx2,fma")]
-                    fn avx2(data: &mut [f32], row: usize, param: f32) {
-                        $body(data, row, param)
-                    }
-                    match level() {
-                        // SAFETY: the CPU reported the feature (`level`).
-                        2 => unsafe { avx512(data, row, param) },
-                        // SAFETY: as above.
-                        1 => unsafe { avx2(data, row, param) },
-                        _ => $body(data, row, param),
-                    }
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                $body(data, row, param)
-            }
-        };
-    }
-
-    dispatch!(swish, super::portable::swish);
-    dispatch!(softmax_rows, super::portable::softmax_rows);
+    // Each takes its data, its row length and one parameter (softmax: the scale of the logits;
+    // swish: unused).
+    isa_dispatch!(pub fn swish(data: &mut [f32], row: usize, param: f32) => super::portable::swish);
+    isa_dispatch!(
+        pub fn softmax_rows(data: &mut [f32], row: usize, param: f32) => super::portable::softmax_rows
+    );
 }
 
 /// Plain Rust loops written so the compiler vectorises them (no branches, no calls, reductions
