@@ -8,7 +8,6 @@
 //! as the composed form (`train::adamw`), element by element.
 
 use burn::backend::Flex;
-use burn::backend::flex::FlexTensor;
 use burn::tensor::Tensor;
 
 /// The scalars of one AdamW step, in f32 as the composed form applies them.
@@ -68,31 +67,14 @@ pub fn adamw_update(
     });
     let (mut param, mut m, mut v) = (param, m, v);
     {
-        let g = contiguous(&grad);
-        let p = contiguous_mut(&mut param);
-        let m = contiguous_mut(&mut m);
-        let v = contiguous_mut(&mut v);
+        let g = super::elements(&grad);
+        let p = super::elements_mut(&mut param);
+        let m = super::elements_mut(&mut m);
+        let v = super::elements_mut(&mut v);
         update(p, g, m, v, s);
     }
     let back = Tensor::from_primitive::<Flex>;
     (back(param), back(m), back(v))
-}
-
-fn contiguous(t: &FlexTensor) -> &[f32] {
-    let (start, end) = t
-        .layout()
-        .contiguous_offsets()
-        .expect("to_contiguous returns a contiguous layout");
-    &t.storage::<f32>()[start..end]
-}
-
-/// The elements to write; the buffer is copied first if another tensor shares it.
-fn contiguous_mut(t: &mut FlexTensor) -> &mut [f32] {
-    let (start, end) = t
-        .layout()
-        .contiguous_offsets()
-        .expect("to_contiguous returns a contiguous layout");
-    &mut t.storage_mut::<f32>()[start..end]
 }
 
 /// Elements per parallel task.

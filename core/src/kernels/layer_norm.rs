@@ -51,11 +51,7 @@ pub fn layer_norm<const D: usize>(
     let gamma = values(&gamma);
     let beta = values(&beta);
     let input = x.to_contiguous();
-    let (start, end) = input
-        .layout()
-        .contiguous_offsets()
-        .expect("to_contiguous returns a contiguous layout");
-    let xs = &input.storage::<f32>()[start..end];
+    let xs = super::elements(&input);
     let mut y = vec![0f32; xs.len()];
     let mut xhat = vec![0f32; xs.len()];
     let mut rstd = vec![0f32; xs.len() / row];
@@ -99,12 +95,7 @@ fn into_parts<const D: usize>(t: Tensor<D>) -> (FlexTensor, NodeGuard) {
 
 /// A small tensor's values in logical order.
 fn values(t: &FlexTensor) -> Vec<f32> {
-    let t = t.to_contiguous();
-    let (start, end) = t
-        .layout()
-        .contiguous_offsets()
-        .expect("to_contiguous returns a contiguous layout");
-    t.storage::<f32>()[start..end].to_vec()
+    super::elements(&t.to_contiguous()).to_vec()
 }
 
 /// The autodiff node: parents x, γ, β (the last two broadcast to x's rank).
@@ -129,11 +120,7 @@ impl Backward<Flex, 3> for LayerNormOp {
         let saved = ops.state;
         let row = self.row;
         let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
-        let (start, end) = grad
-            .layout()
-            .contiguous_offsets()
-            .expect("to_contiguous returns a contiguous layout");
-        let dy = &grad.storage::<f32>()[start..end];
+        let dy = super::elements(&grad);
         let mut dx = vec![0f32; dy.len()];
         let (dgamma, dbeta) = backward(dy, &saved, &mut dx, row);
         let rank = saved.shape.num_dims();

@@ -162,13 +162,28 @@ fn map_in_place_flex(
     kernel: impl Fn(&mut [f32], usize) + Sync + Send,
 ) -> FlexTensor {
     let mut flex = flex.to_contiguous();
-    let (start, end) = flex
+    for_each_chunk(elements_mut(&mut flex), row, |_, part, row| {
+        kernel(part, row)
+    });
+    flex
+}
+
+/// The f32 elements of a tensor laid out contiguously (as `to_contiguous` returns it).
+fn elements(t: &FlexTensor) -> &[f32] {
+    let (start, end) = t
         .layout()
         .contiguous_offsets()
         .expect("to_contiguous returns a contiguous layout");
-    let data = &mut flex.storage_mut::<f32>()[start..end];
-    for_each_chunk(data, row, |_, part, row| kernel(part, row));
-    flex
+    &t.storage::<f32>()[start..end]
+}
+
+/// [`elements`] to write; the buffer is copied first if another tensor shares it.
+fn elements_mut(t: &mut FlexTensor) -> &mut [f32] {
+    let (start, end) = t
+        .layout()
+        .contiguous_offsets()
+        .expect("to_contiguous returns a contiguous layout");
+    &mut t.storage_mut::<f32>()[start..end]
 }
 
 /// Below this many elements one thread does the whole tensor (splitting costs more).

@@ -79,16 +79,8 @@ pub(super) fn softmax_last<const D: usize>(x: Tensor<D>, scale: f32) -> Tensor<D
 fn softmax_backward(grad: FlexTensor, y: &FlexTensor, row: usize, scale: f32) -> FlexTensor {
     let mut grad = grad.to_contiguous();
     let y = y.to_contiguous();
-    let (ys, ye) = y
-        .layout()
-        .contiguous_offsets()
-        .expect("to_contiguous returns a contiguous layout");
-    let (gs, ge) = grad
-        .layout()
-        .contiguous_offsets()
-        .expect("to_contiguous returns a contiguous layout");
-    let yv = &y.storage::<f32>()[ys..ye];
-    let gv = &mut grad.storage_mut::<f32>()[gs..ge];
+    let yv = super::elements(&y);
+    let gv = super::elements_mut(&mut grad);
     assert_eq!(
         yv.len(),
         gv.len(),
