@@ -5,7 +5,8 @@
 #   golden   the golden parity tests on CUDA: the `golden` test binary built with
 #            `--features cuda` (scripts/cuda-bundle.sh makes it) against $HVQ_GOLDEN_DIR, one
 #            row per set whose file is there
-#   selfcheck  `hvq selfcheck --device cuda`: shipped model on the shipped samples, CUDA vs CPU
+#   selfcheck  `hvq selfcheck --device cuda`: shipped model on the shipped samples, CUDA vs CPU;
+#            again at --precision tf32, whose deviation must be larger (the switch works)
 #   train    a short `hvq train --device cuda` (shipped architecture and preset), stopped after
 #            2 of 3 epochs; `--resume` of that CUDA checkpoint on the CPU; `hvq eval` of the
 #            result on CUDA and on the CPU (same metrics expected); and the other way round, a
@@ -97,6 +98,22 @@ if [ -n "$HVQ" ]; then
     row "selfcheck --device cuda" FAIL "$(tail -n2 "$OUT/selfcheck-cuda.log" | tr '\n' ' ')"
   fi
   cat "$OUT/selfcheck-cuda.log"
+  # --precision tf32 must move CUDA's results off its f32 ones (TF32 operands keep 10 of f32's 23
+  # mantissa bits, so the deviation from the CPU grows by orders of magnitude), and f32 must not
+  # use TF32: the two selfchecks' worst deviations are compared. 4x is a floor far below the
+  # expected gap, far above run-to-run noise (the same kernels give the same values).
+  log "selfcheck on CUDA at --precision tf32"
+  "$HVQ" selfcheck --device cuda --precision tf32 --json "$OUT/selfcheck-cuda-tf32.json" \
+    >"$OUT/selfcheck-cuda-tf32.log" 2>&1
+  worst() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["worst_relative_diff"])' "$1" 2>/dev/null; }
+  F32_DIFF=$(worst "$OUT/selfcheck-cuda.json")
+  TF32_DIFF=$(worst "$OUT/selfcheck-cuda-tf32.json")
+  if [ -n "$F32_DIFF" ] && [ -n "$TF32_DIFF" ] \
+      && python3 -c 'import sys; f, t = map(float, sys.argv[1:]); sys.exit(0 if t > 4 * f else 1)' "$F32_DIFF" "$TF32_DIFF"; then
+    row "--precision tf32 reaches the kernels" ok "worst rel Δ vs cpu: f32 $F32_DIFF, tf32 $TF32_DIFF"
+  else
+    row "--precision tf32 reaches the kernels" FAIL "worst rel Δ vs cpu: f32 ${F32_DIFF:-?}, tf32 ${TF32_DIFF:-?} (see selfcheck-cuda-tf32.log)"
+  fi
   if "$HVQ" selfcheck >"$OUT/selfcheck-auto.log" 2>&1 && grep -q '^device: cuda' "$OUT/selfcheck-auto.log"; then
     row "auto picks CUDA" ok "$(grep '^device:' "$OUT/selfcheck-auto.log")"
   else

@@ -10,11 +10,16 @@
 #
 # Usage: bash scripts/gpu-bench.sh [--batch 8] [--runs 6] [--configs "official default"]
 #                                   [--out DIR] [--skip-build] [--hvq BINARY] [--no-cuda] [--no-wgpu]
-#                                   [--no-torch] [--tf32] [--time-limit SECONDS]
+#                                   [--no-torch] [--precisions "f32 tf32"] [--time-limit SECONDS]
 #   --hvq BINARY        use this hvq binary (built elsewhere, e.g. on a machine that can build) and
 #                       skip the build; its CUDA runs are tried unless --no-cuda
 #   --no-cuda           no `hvq --device cuda` runs (a binary built without the `cuda` feature)
 #   --time-limit S      stop any one benchmark run after S seconds (default: no limit)
+#   --precisions LIST   the CUDA runs of hvq and PyTorch at each of these (default f32): f32 is strict
+#                       fp32 in both (hvq's default; PyTorch with TF32 off), tf32 lets both use TF32
+#                       tensor cores (hvq --precision tf32, PyTorch allow_tf32); a tf32 run's ratio
+#                       refers to PyTorch's tf32 run. wgpu runs at f32 only (it has no TF32 products).
+#   --tf32              short for --precisions "f32 tf32"
 # Environment:
 #   CARGO_TARGET_DIR    where cargo builds (default: ./target)
 #   HVQ_TORCH_VENV      venv for PyTorch (default: ~/.cache/hvq/torch-venv)
@@ -42,7 +47,7 @@ DO_CUDA=1
 TIME_LIMIT=""
 DO_WGPU=1
 DO_TORCH=1
-TF32=""
+PRECISIONS="f32"
 
 log() { printf '[gpu-bench] %s\n' "$*"; }
 warn() { printf '[gpu-bench] WARNING: %s\n' "$*" >&2; }
@@ -61,7 +66,8 @@ while [ $# -gt 0 ]; do
     --time-limit) TIME_LIMIT=${2:?--time-limit needs a value}; shift 2 ;;
     --no-wgpu) DO_WGPU=0; shift ;;
     --no-torch) DO_TORCH=0; shift ;;
-    --tf32) TF32="--tf32"; shift ;;
+    --precisions) PRECISIONS=${2:?--precisions needs a list}; shift 2 ;;
+    --tf32) PRECISIONS="f32 tf32"; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
@@ -73,6 +79,11 @@ LIMIT=()
 for c in $CONFIGS; do
   case "$c" in official|default) ;; *) die "unknown config '$c' (official or default)" ;; esac
 done
+for p in $PRECISIONS; do
+  case "$p" in f32|tf32) ;; *) die "unknown precision '$p' (f32 or tf32)" ;; esac
+done
+# A report's device part: cuda at f32, cuda_tf32 at tf32 (compare.py pairs runs by it).
+run_name() { [ "$2" = f32 ] && echo "$1" || echo "$1_$2"; }
 
 # ---- the GPU --------------------------------------------------------------------------------
 command -v nvidia-smi >/dev/null || die "nvidia-smi not found: this script needs a machine with an NVIDIA GPU and its driver"
@@ -92,7 +103,7 @@ log "results in $OUT"
   echo "host: $(uname -a)"
   echo "cpu: $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //') ($(nproc) threads)"
   echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')"
-  echo "batch: $BATCH  runs: $RUNS  configs: $CONFIGS"
+  echo "batch: $BATCH  runs: $RUNS  configs: $CONFIGS  precisions (cuda): $PRECISIONS"
 } > "$OUT/environment.txt"
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
 
@@ -133,33 +144,38 @@ else
   fi
 fi
 
-run_hvq() { # device config
-  local dev=$1 cfg=$2 json="$OUT/hvq-$1-$2.json" logf="$OUT/hvq-$1-$2.log"
-  shift 2
-  log "hvq bench --device $dev --config $cfg --batch $BATCH --runs $RUNS"
-  if "${LIMIT[@]}" env "$@" "$HVQ" bench --device "$dev" --config "$cfg" --batch "$BATCH" --runs "$RUNS" --json "$json" > "$logf" 2>&1; then
+run_hvq() { # device config precision [VAR=value ...]
+  local dev=$1 cfg=$2 precision=$3
+  local name; name=$(run_name "$dev" "$precision")
+  local json="$OUT/hvq-$name-$cfg.json" logf="$OUT/hvq-$name-$cfg.log"
+  shift 3
+  log "hvq bench --device $dev --config $cfg --batch $BATCH --runs $RUNS --precision $precision"
+  if "${LIMIT[@]}" env "$@" "$HVQ" bench --device "$dev" --config "$cfg" --batch "$BATCH" --runs "$RUNS" \
+      --precision "$precision" --json "$json" > "$logf" 2>&1; then
     sed -n '1,20p' "$logf"
   else
     tail -n 15 "$logf" >&2 || true
-    warn "hvq bench --device $dev --config $cfg failed (log: $logf)"
+    warn "hvq bench --device $dev --config $cfg --precision $precision failed (log: $logf)"
     rm -f "$json"
-    FAILED+=("hvq $dev $cfg")
+    FAILED+=("hvq $name $cfg")
   fi
 }
 
 if [ "$BUILD_OK" = 1 ] && [ -x "$HVQ" ]; then
   if [ "$CUDA_BUILT" = 1 ]; then
-    for cfg in $CONFIGS; do run_hvq cuda "$cfg"; done
+    for precision in $PRECISIONS; do
+      for cfg in $CONFIGS; do run_hvq cuda "$cfg" "$precision"; done
+    done
   fi
   if [ "$DO_WGPU" = 1 ]; then
     ICD=$(nvidia_icd)
     if [ -n "$ICD" ]; then
       log "wgpu: Vulkan driver file $ICD"
       command -v vulkaninfo >/dev/null && VK_DRIVER_FILES=$ICD VK_ICD_FILENAMES=$ICD vulkaninfo --summary > "$OUT/vulkaninfo.txt" 2>&1 || true
-      for cfg in $CONFIGS; do run_hvq wgpu "$cfg" VK_DRIVER_FILES="$ICD" VK_ICD_FILENAMES="$ICD" WGPU_BACKEND=vulkan; done
+      for cfg in $CONFIGS; do run_hvq wgpu "$cfg" f32 VK_DRIVER_FILES="$ICD" VK_ICD_FILENAMES="$ICD" WGPU_BACKEND=vulkan; done
     elif [ "${HVQ_FORCE_WGPU:-0}" = 1 ]; then
       warn "no NVIDIA Vulkan driver file (nvidia_icd.json) found; running wgpu anyway (HVQ_FORCE_WGPU=1): it may not be on the GPU"
-      for cfg in $CONFIGS; do run_hvq wgpu "$cfg" WGPU_BACKEND=vulkan; done
+      for cfg in $CONFIGS; do run_hvq wgpu "$cfg" f32 WGPU_BACKEND=vulkan; done
     else
       warn "no NVIDIA Vulkan driver file (nvidia_icd.json; see scripts/nvidia-icd.sh for where it is looked for): skipping wgpu, which would run on another Vulkan driver (e.g. lavapipe on the CPU). Install the driver's Vulkan part (in containers, NVIDIA_DRIVER_CAPABILITIES must include 'graphics'), or set HVQ_FORCE_WGPU=1."
       FAILED+=("wgpu (no NVIDIA Vulkan driver)")
@@ -217,19 +233,23 @@ if [ "$DO_TORCH" = 1 ]; then
     else
       log "no golden tensors at $GOLDEN (set HVQ_GOLDEN_DIR to check the PyTorch reference on this GPU first)"
     fi
-    for cfg in $CONFIGS; do
-      json="$OUT/torch-cuda-$cfg.json" logf="$OUT/torch-cuda-$cfg.log"
-      log "bench_torch.py --device cuda --config $cfg --batch $BATCH --runs $RUNS --train-batch $BATCH"
-      # --train-batch = --batch: hvq bench times its training steps at --batch.
-      if "${LIMIT[@]}" "$PY" scripts/pytorch/bench_torch.py --device cuda --config "$cfg" --batch "$BATCH" --runs "$RUNS" \
-          --train-batch "$BATCH" $TF32 --json "$json" > "$logf" 2>&1; then
-        sed -n '1,20p' "$logf"
-      else
-        tail -n 15 "$logf" >&2 || true
-        warn "bench_torch.py --config $cfg failed (log: $logf)"
-        rm -f "$json"
-        FAILED+=("PyTorch cuda $cfg")
-      fi
+    for precision in $PRECISIONS; do
+      name=$(run_name cuda "$precision")
+      TF32=""; [ "$precision" = tf32 ] && TF32="--tf32"
+      for cfg in $CONFIGS; do
+        json="$OUT/torch-$name-$cfg.json" logf="$OUT/torch-$name-$cfg.log"
+        log "bench_torch.py --device cuda --config $cfg --batch $BATCH --runs $RUNS --train-batch $BATCH $TF32"
+        # --train-batch = --batch: hvq bench times its training steps at --batch.
+        if "${LIMIT[@]}" "$PY" scripts/pytorch/bench_torch.py --device cuda --config "$cfg" --batch "$BATCH" --runs "$RUNS" \
+            --train-batch "$BATCH" $TF32 --json "$json" > "$logf" 2>&1; then
+          sed -n '1,20p' "$logf"
+        else
+          tail -n 15 "$logf" >&2 || true
+          warn "bench_torch.py --config $cfg $TF32 failed (log: $logf)"
+          rm -f "$json"
+          FAILED+=("PyTorch $name $cfg")
+        fi
+      done
     done
   fi
 fi

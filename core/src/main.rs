@@ -14,6 +14,11 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How matrix products are computed, for every command: f32 (the default and the parity
+    /// reference) or tf32 (f32 products may use TF32 tensor cores: NVIDIA GPUs from sm_80 on,
+    /// through CUDA; other devices stay f32).
+    #[arg(long, global = true, default_value = "f32")]
+    precision: hvq::device::precision::Precision,
 }
 
 #[derive(Subcommand, Debug)]
@@ -80,7 +85,9 @@ enum Command {
 fn main() -> ExitCode {
     cli::panic_report::install();
     hvq::allocator::keep_freed_memory();
-    match run(Cli::parse().command) {
+    let cli = Cli::parse();
+    hvq::device::precision::set(cli.precision);
+    match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // The whole chain of causes on one line, and never a backtrace (RUST_BACKTRACE is

@@ -97,6 +97,128 @@ fn selfcheck_compares_a_device_with_the_cpu() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// `--precision tf32` is every command's option: where the backend has no TF32 products (wgpu
+/// on Vulkan, the CPU) the device line says they stay f32 and the results are exactly the f32
+/// run's (the patched kernel selection changes nothing there); the JSON records the precision; a
+/// precision hvq does not have is refused with the list. On CUDA, `scripts/cuda-checks.sh`
+/// checks that tf32 does move the results and f32 does not.
+#[test]
+fn precision_tf32_is_recorded_and_changes_nothing_without_tensor_cores() {
+    let dir = temp("precision");
+    let mut samples = Vec::new();
+    for precision in ["f32", "tf32"] {
+        let json = dir.join(format!("{precision}.json"));
+        let text = run(hvq()
+            .args([
+                "selfcheck",
+                "--device",
+                "wgpu",
+                "--precision",
+                precision,
+                "--json",
+            ])
+            .arg(&json));
+        let line = text.lines().find(|l| l.starts_with("precision: "));
+        match precision {
+            "f32" => assert!(line.is_none(), "the default is not announced:\n{text}"),
+            _ => assert!(
+                line.is_some_and(|l| l.contains("no TF32 products: they stay f32")),
+                "{text}"
+            ),
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(v["precision"], precision);
+        samples.push(v["samples"].clone());
+    }
+    assert_eq!(samples[0], samples[1], "tf32 changed wgpu's results");
+    let (code, text) = output(hvq().args(["selfcheck", "--precision", "fp16"]));
+    assert!(
+        code == Some(2) && text.contains("\"fp16\"") && text.contains("f32, tf32, bf16 or f16"),
+        "{text}"
+    );
+    assert_no_panic_text(&text);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// The half precisions: on the CPU `predict` runs the products in bf16 and f16 and the scores
+/// move off the f32 ones by half-precision amounts (measured 2026-12-02 on the four samples:
+/// at most 7.4e-3 relative for bf16, 1.3e-3 for f16; the bound is 4× the larger), with the same
+/// classes; wgpu has no bf16 products, which is one plain error; training refuses both.
+#[test]
+fn half_precisions_move_scores_by_half_precision_amounts() {
+    let dir = temp("half");
+    let samples = common::repo_root().join("samples");
+    let scores = |precision: &str| -> Vec<(String, String, f64)> {
+        let out = dir.join(precision);
+        run(hvq()
+            .args([
+                "predict",
+                "--device",
+                "cpu",
+                "--precision",
+                precision,
+                "--out",
+            ])
+            .arg(&out)
+            .arg(&samples));
+        let table = std::fs::read_to_string(out.join("results.csv")).unwrap();
+        let mut rows: Vec<_> = table
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                (f[0].to_string(), f[1].to_string(), f[2].parse().unwrap())
+            })
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        rows
+    };
+    let reference = scores("f32");
+    assert_eq!(reference.len(), 4);
+    for precision in ["bf16", "f16"] {
+        let half = scores(precision);
+        let mut moved = false;
+        for (r, h) in reference.iter().zip(&half) {
+            assert_eq!(
+                (&r.0, &r.1),
+                (&h.0, &h.1),
+                "{precision}: same image, same class"
+            );
+            let rel = (h.2 - r.2).abs() / r.2.abs();
+            assert!(rel < 3e-2, "{precision} {}: {} vs {}", r.0, h.2, r.2);
+            moved |= rel > 0.0;
+        }
+        assert!(
+            moved,
+            "{precision}: no score moved: the products did not run in {precision}"
+        );
+    }
+    let (code, text) = output(hvq().args(["selfcheck", "--device", "wgpu", "--precision", "bf16"]));
+    assert!(
+        code == Some(1) && text.contains("cannot compute bf16 products"),
+        "{text}"
+    );
+    assert_no_panic_text(&text);
+    let (code, text) = output(
+        hvq()
+            .args([
+                "train",
+                "--precision",
+                "f16",
+                "--data",
+                "folder:/nonexistent",
+                "--out",
+            ])
+            .arg(dir.join("train")),
+    );
+    assert!(
+        code == Some(1) && text.contains("--precision f16 is for inference"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
 fn weights(dir: &Path) -> TensorMap {
     TensorMap::read(dir.join("model.safetensors")).unwrap()
 }

@@ -4,7 +4,9 @@
 Reads DIR/hvq-<device>-<config>.json and DIR/torch-<device>-<config>.json and prints, per config,
 the median end-to-end milliseconds per image of every run and its ratio to the PyTorch reference
 run (`--ref`, default cuda; hvq/PyTorch > 1 means hvq is slower), then the per-stage medians and
-the training steps. Also writes DIR/summary.md.
+the training steps. A device with a precision suffix (`cuda_tf32`: scripts/gpu-bench.sh
+--precisions) is compared with PyTorch's run at the same precision (`torch-cuda_tf32-…`), every
+other run with the plain reference (strict fp32). Also writes DIR/summary.md.
 Usage: compare.py DIR [--ref cuda|cpu] [--gpu NAME] [--date TEXT]
 """
 import argparse
@@ -39,6 +41,17 @@ def train_ms(r, key="train_step_cached"):
 
 def train_batch(r):
     return r.get("train_batch", r["batch"]) if r else None
+
+
+def precision_of(dev):
+    """`cuda_tf32` -> `tf32`; a device without a suffix ran at f32."""
+    return dev.split("_", 1)[1] if "_" in dev else "f32"
+
+
+def reference(runs, ref_dev, dev, cfg):
+    """PyTorch's run on the reference device at this run's precision, or None."""
+    p = precision_of(dev)
+    return runs.get(("torch", ref_dev if p == "f32" else f"{ref_dev}_{p}", cfg))
 
 
 def table(header, rows):
@@ -77,22 +90,25 @@ def main():
     for (fw, dev, cfg), r in sorted(runs.items()):
         if fw == "hvq" and r.get("adapter"):
             out.append(f"hvq ({dev}, {cfg}): adapter {r['adapter']}")
+        if fw == "hvq" and r.get("precision", "f32") != "f32":
+            out.append(f"hvq ({dev}, {cfg}): precision {r['precision']}")
         if fw == "torch":
             out.append(f"PyTorch ({dev}): {r.get('framework', '?')}, {r.get('precision', '?')}, threads {r.get('threads', '?')}")
-    out.append("\nRatio = hvq / PyTorch on the same config (> 1: hvq slower). Median over the timed runs.")
+    out.append("\nRatio = hvq / PyTorch on the same config and precision (> 1: hvq slower). Median over the timed runs.")
     for cfg in configs:
         ref = runs.get(("torch", a.ref, cfg))
         rows = []
         order = sorted((k for k in runs if k[2] == cfg), key=lambda k: (k[0] != "hvq", k[1]))
         for fw, dev, _ in order:
             r = runs[(fw, dev, cfg)]
+            rr = reference(runs, a.ref, dev, cfg)
             name = f"{'hvq' if fw == 'hvq' else 'PyTorch'} {dev}"
             tm = train_ms(r)
             rows.append([
                 name, r["batch"], fmt(per_image(r), 2), fmt(r["images_per_second"]),
-                fmt(ratio(per_image(r), per_image(ref) if ref else None), 2),
+                fmt(ratio(per_image(r), per_image(rr) if rr else None), 2),
                 f"{fmt(tm)} (b{train_batch(r)})" if tm is not None else "—",
-                fmt(ratio(tm, train_ms(ref)), 2) if ref and train_batch(r) == train_batch(ref) else "—",
+                fmt(ratio(tm, train_ms(rr)), 2) if rr and train_batch(r) == train_batch(rr) else "—",
             ])
         out.append(f"\n## config `{cfg}`" + ("" if ref else f"  (no PyTorch {a.ref} run: no ratios)"))
         out.append(table(["run", "batch", "ms/image e2e", "images/s", f"ratio vs PyTorch {a.ref}",
@@ -110,11 +126,12 @@ def main():
                 s = r["end_to_end"] if st == "end to end" else next((x for x in r["stages"] if x["stage"] == st), None)
                 row.append(fmt(s["median_ms"]) if s else "—")
             if ref:
-                rs = ref["end_to_end"] if st == "end to end" else next((x for x in ref["stages"] if x["stage"] == st), None)
                 for k in order:
                     if k[0] == "hvq":
-                        r = runs[k]
+                        r, rr = runs[k], reference(runs, a.ref, k[1], cfg)
                         s = r["end_to_end"] if st == "end to end" else next((x for x in r["stages"] if x["stage"] == st), None)
+                        rs = None if rr is None else (
+                            rr["end_to_end"] if st == "end to end" else next((x for x in rr["stages"] if x["stage"] == st), None))
                         row.append(fmt(ratio(s["median_ms"] if s else None, rs["median_ms"] if rs else None), 2))
             srows.append(row)
         names = [f"{'hvq' if k[0] == 'hvq' else 'PyTorch'} {k[1]} ms" for k in order]

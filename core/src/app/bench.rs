@@ -52,6 +52,9 @@ pub struct BenchReport {
     /// `None` on the CPU backend. Tells a GPU figure from one taken on a software driver.
     #[serde(default)]
     pub adapter: Option<String>,
+    /// How the matrix products were computed (`--precision`).
+    #[serde(default)]
+    pub precision: crate::device::precision::Precision,
     /// Model timed.
     pub model: BenchModel,
     /// Images per batch.
@@ -282,6 +285,7 @@ pub fn run(
         cpu_isa: Some(crate::kernels::isa::CpuIsa::detect()),
         device: device_name.to_string(),
         adapter: device.identity().map(|identity| identity.name),
+        precision: crate::device::precision::current(),
         model: which,
         batch,
         runs,
@@ -302,7 +306,7 @@ pub fn run(
 /// A readable table of a report.
 pub fn format_report(r: &BenchReport) -> String {
     let mut out = format!(
-        "{} on {} ({}), batch {}, {} runs, training dropout {}\n{:<30} {:>12} {:>12}\n",
+        "{} on {} ({}), {} products, batch {}, {} runs, training dropout {}\n{:<30} {:>12} {:>12}\n",
         serde_json::to_string(&r.model)
             .unwrap_or_default()
             .trim_matches('"'),
@@ -311,6 +315,7 @@ pub fn format_report(r: &BenchReport) -> String {
             None => r.device.clone(),
         },
         r.machine,
+        r.precision,
         r.batch,
         r.runs,
         r.train_dropout,

@@ -4,11 +4,12 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::activation::{relu, sigmoid};
-use burn::tensor::module::{batch_norm, conv2d, linear};
+use burn::tensor::module::batch_norm;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 
 use crate::config::{BackboneConfig, BackboneKind, BlockSpec, block_specs, stem_channels};
+use crate::kernels::products::{conv2d, linear};
 
 /// BatchNorm epsilon of the TF-trained EfficientNets (PyTorch default would be 1e-5).
 pub(super) const BN_EPS: f64 = 1e-3;

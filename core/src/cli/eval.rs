@@ -141,6 +141,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 threshold.map_or_else(|| "none (uncalibrated)".into(), |t| t.to_string()),
             ),
             ("device".to_string(), device_name),
+            (
+                "precision".to_string(),
+                hvq::device::precision::current().to_string(),
+            ),
             ("generated".to_string(), hvq::app::report::generated_at()),
         ];
         let report = hvq::app::report::evaluation_report(&result, &dataset, &inspectors[0], facts)?;

@@ -23,6 +23,13 @@ pub fn device(name: &str) -> Result<Selection> {
     let choice: DeviceChoice = name.parse()?;
     let selection = hvq::device::select(choice)?;
     eprintln!("device: {} — {}", selection.name(), selection.reason);
+    let precision = hvq::device::precision::current();
+    if precision != Default::default() {
+        eprintln!(
+            "precision: {precision} — {}",
+            precision.effect_on(selection.backend)
+        );
+    }
     if selection.backend == DeviceChoice::Cpu {
         eprintln!("{}", hvq::kernels::isa::CpuIsa::detect().summary());
     }

@@ -107,6 +107,10 @@ pub fn run(args: PredictArgs) -> Result<()> {
                 threshold.map_or_else(|| "none (uncalibrated)".into(), |t| t.to_string()),
             ),
             ("device".to_string(), device_name),
+            (
+                "precision".to_string(),
+                hvq::device::precision::current().to_string(),
+            ),
             ("results".to_string(), out.display().to_string()),
             ("generated".to_string(), hvq::app::report::generated_at()),
         ];

@@ -8,6 +8,7 @@ use clap::Args;
 use hvq::Inspector;
 use hvq::app::ModelSource;
 use hvq::device::DeviceChoice;
+use hvq::device::precision::Precision;
 
 /// Options of `hvq selfcheck`.
 #[derive(Args, Debug)]
@@ -31,6 +32,7 @@ pub fn run(args: SelfCheckArgs) -> Result<()> {
         selection.device.clone(),
     );
     let check = hvq::app::selfcheck::run(&cpu, &device, &hvq::pretrained::SAMPLES)?;
+    let precision = hvq::device::precision::current();
 
     println!(
         "selfcheck: shipped model on {} samples, {} vs cpu (bound: |Δ| ≤ {:.0e} × max|map|)",
@@ -59,7 +61,23 @@ pub fn run(args: SelfCheckArgs) -> Result<()> {
     if let Some(path) = &args.json {
         let mut value = serde_json::to_value(&check)?;
         value["backend"] = serde_json::Value::String(selection.backend.name().into());
+        value["precision"] = serde_json::to_value(precision)?;
         hvq::fs::write_atomic(path, serde_json::to_string_pretty(&value)?.as_bytes())?;
+    }
+    if !check.passed && precision != Precision::F32 {
+        // The CPU side runs at the same precision: a half type there too, f32 for tf32.
+        let cpu_precision = match precision.half_dtype() {
+            Some(_) => precision,
+            None => Precision::F32,
+        };
+        bail!(
+            "{} at --precision {precision} differs from the CPU at {cpu_precision} by up to \
+             {:.2e} of the map's range (bound {:.0e}, set for f32 on both sides): run selfcheck \
+             at the default --precision f32 to check the device itself",
+            selection.backend,
+            check.worst_relative_diff,
+            check.bound
+        );
     }
     if !check.passed {
         bail!(

@@ -240,6 +240,14 @@ impl TrainArgs {
 
 /// Run `hvq train`: the application layer's training run, with progress bars.
 pub fn run(args: TrainArgs) -> Result<()> {
+    let precision = hvq::device::precision::current();
+    if !precision.trains() {
+        anyhow::bail!(
+            "--precision {precision} is for inference (predict, eval, bench, ...): training runs \
+             at f32 or tf32 (half-precision gradients would need loss scaling, which hvq has not \
+             got); a model trained at f32 can be inspected at {precision}"
+        );
+    }
     let _input = working_on(format!(
         "training on {} into {}",
         args.data,

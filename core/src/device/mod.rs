@@ -10,6 +10,7 @@ pub mod cuda_driver;
 mod denormals;
 mod list;
 pub mod panic_capture;
+pub mod precision;
 mod readback;
 pub mod remote;
 mod shards;
@@ -239,7 +240,51 @@ pub fn create(choice: DeviceChoice) -> Result<Device> {
         }
     };
     probe(&device)?;
+    probe_precision(&device)?;
     Ok(device)
+}
+
+/// At a half precision (`--precision bf16|f16`), whether `device` computes products in that type:
+/// a tiny matrix product and convolution, cast there and back. Not every backend has every type
+/// (wgpu has no bf16 products, and f16 only where the adapter offers it), so the user gets one
+/// error naming the precision here instead of a panic inside the first product.
+pub fn probe_precision(device: &Device) -> Result<()> {
+    use burn::tensor::{FloatDType, Tensor};
+    let precision = precision::current();
+    let Some(half) = precision.half_dtype() else {
+        return Ok(());
+    };
+    let d = device.clone();
+    let result = panic_capture::capture(move || {
+        // What kernels::products does at a half precision, on two tiny operands.
+        let a = Tensor::<2>::from_floats([[1.0f32, 2.0], [3.0, 4.0]], &d).cast(half);
+        let product = a.clone().matmul(a.clone());
+        let kernel = Tensor::<4>::ones([1, 1, 1, 1], &d).cast(half);
+        let options = burn::tensor::ops::ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+        let conv = burn::tensor::module::conv2d(a.reshape([1, 1, 2, 2]), kernel, None, options);
+        let both = Tensor::cat(vec![product.reshape([4]), conv.reshape([4])], 0);
+        crate::device::read_back(both.cast(FloatDType::F32))
+    });
+    let failure = match result {
+        // [[1,2],[3,4]]² and the identity convolution, exact in either half type.
+        Ok(Ok(v)) if v == [7.0, 10.0, 15.0, 22.0, 1.0, 2.0, 3.0, 4.0] => return Ok(()),
+        Ok(Ok(v)) => format!("it computed {v:?} for [7, 10, 15, 22, 1, 2, 3, 4]"),
+        Ok(Err(e)) => without_prefix(&e),
+        Err(messages) => messages
+            .iter()
+            // The backend's own error, without the `unwrap` wording it panicked with.
+            .map(|m| {
+                m.trim_start_matches("called `Result::unwrap()` on an `Err` value: ")
+                    .trim()
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+    };
+    Err(HvqError::Device(format!(
+        "{device:?} cannot compute {precision} products ({failure}): use --precision f32 or \
+         tf32, or another --device"
+    )))
 }
 
 /// [`probe`] for devices that cannot block (WebGPU in the browser, where a panic cannot be

@@ -68,6 +68,7 @@ pub fn connect(spec: &str) -> Result<Device> {
     Ok(device)
 }
 
+/// Without the `remote` feature: the address is checked, then refused with how to rebuild.
 #[cfg(not(feature = "remote"))]
 pub fn connect(spec: &str) -> Result<Device> {
     parse_address(spec)?;
@@ -101,6 +102,7 @@ pub fn serve(devices: Vec<Device>, listen: &str, on_listening: impl FnOnce(&str)
         .map_err(|e| HvqError::Device(format!("device server on {address}: {e}")))
 }
 
+/// Without the `remote` feature: refused with how to rebuild.
 #[cfg(not(feature = "remote"))]
 pub fn serve(_devices: Vec<Device>, _listen: &str, _on_listening: impl FnOnce(&str)) -> Result<()> {
     Err(HvqError::Device(

@@ -398,7 +398,8 @@ impl Backward<Flex, 3> for FusedAttention {
 /// (inference) or tracked by autodiff (training) without gradient checkpointing. Elsewhere
 /// callers compose the attention from burn operations.
 pub fn attention_fuses(q: &Tensor<3>) -> bool {
-    super::softmax_kernel_takes(q)
+    // Its products are f32 ones: at a half precision the composed form runs them in half.
+    super::softmax_kernel_takes(q) && super::products::half_dtype().is_none()
 }
 
 /// Multi-head scaled dot-product attention, `softmax(q_h·k_hᵀ/√d)·v_h` per head of

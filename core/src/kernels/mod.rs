@@ -56,6 +56,7 @@ mod attention;
 mod dropout_mask;
 pub mod isa;
 mod layer_norm;
+pub mod products;
 mod softmax_autodiff;
 
 pub use adamw::{AdamWScalars, adamw_fuses, adamw_update};
@@ -112,9 +113,9 @@ pub fn softmax_last_scaled<const D: usize>(x: Tensor<D>, scale: f32) -> Tensor<D
 /// `nn.MultiheadAttention` does (`q` is smaller than the scores there).
 pub fn attention_weights(q: Tensor<4>, k_t: Tensor<4>, scale: f32) -> Tensor<4> {
     if softmax_kernel_takes(&q) {
-        softmax_last_scaled(q.matmul(k_t), scale)
+        softmax_last_scaled(products::matmul(q, k_t), scale)
     } else {
-        softmax_last(q.mul_scalar(scale).matmul(k_t))
+        softmax_last(products::matmul(q.mul_scalar(scale), k_t))
     }
 }
 

@@ -1,10 +1,11 @@
 //! Multi-head attention with PyTorch's packed parameters (`in_proj_weight` = [W_q; W_k; W_v]).
 
 use burn::module::{Module, Param};
-use burn::tensor::module::linear;
 use burn::tensor::{Device, Distribution, Tensor};
 
 use super::layers::{Linear, dropout};
+
+use crate::kernels::products::linear;
 
 /// `nn.MultiheadAttention` (no dropout at inference, no mask), batch-first tensors.
 #[derive(Module, Debug)]
@@ -98,7 +99,9 @@ impl MultiheadAttention {
         let v = split(v, lk);
         let weights = crate::kernels::attention_weights(q, k.swap_dims(2, 3), scale);
         let attn = dropout(weights, p);
-        attn.matmul(v).swap_dims(1, 2).reshape([b, lq, e])
+        crate::kernels::products::matmul(attn, v)
+            .swap_dims(1, 2)
+            .reshape([b, lq, e])
     }
 }
 

@@ -79,7 +79,7 @@ impl BatchCodes {
     /// Dot products of every token of `x [B, L, D]` with its sample's codes, `[B, L, K]`.
     pub fn dots(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, _, _] = x.dims();
-        x.matmul(self.per_sample_columns(b))
+        crate::kernels::products::matmul(x, self.per_sample_columns(b))
     }
 
     /// Squared norms of the codes, summed over the rows, `[G, 1, K]`.

@@ -2,8 +2,9 @@
 //! compare one to one with the reference.
 
 use burn::module::{Module, Param};
-use burn::tensor::module::linear;
 use burn::tensor::{Device, Distribution, Tensor};
+
+use crate::kernels::products::linear;
 
 /// `y = x·Wᵀ + b` with `W` stored `(out, in)` as in PyTorch.
 #[derive(Module, Debug)]

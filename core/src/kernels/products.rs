@@ -1,0 +1,241 @@
+//! Matrix products and convolutions at the run's precision (`--precision`, `device::precision`).
+//!
+//! At f32 and tf32 these are burn's own operations on f32 tensors (whether f32 products may use
+//! TF32 tensor cores is decided inside burn's kernel selection). At bf16 and f16 they cast their
+//! operands (and bias) to the half type, run the operation there and cast the result back to
+//! f32, as PyTorch's autocast does for `linear`, `matmul` and `conv2d`: every other operation of
+//! the network (norms, softmax, activations, sums, the map) stays f32. The casts are passes of
+//! their own; the products are where tensor cores pay for them.
+//!
+//! Each function comes in two forms: the plain one reads the process's precision, the `_at`
+//! one takes the half type (or `None`) from its caller, so tests can run both precisions side by
+//! side without touching the process-wide setting.
+
+use burn::tensor::module::{conv2d as burn_conv2d, linear as burn_linear};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{FloatDType, Tensor};
+
+use crate::device::precision;
+
+/// The half type products run in now (`None`: f32 operands).
+pub fn half_dtype() -> Option<FloatDType> {
+    precision::current().half_dtype()
+}
+
+/// `x · weight + bias` over the last axis of `x` (`weight [in, out]`), at the run's precision.
+pub fn linear<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
+    linear_at(half_dtype(), x, weight, bias)
+}
+
+/// [`linear`] with its operands in `half` (f32 when `None`).
+pub fn linear_at<const D: usize>(
+    half: Option<FloatDType>,
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
+    match half {
+        None => burn_linear(x, weight, bias),
+        Some(dt) => {
+            burn_linear(x.cast(dt), weight.cast(dt), bias.map(|b| b.cast(dt))).cast(FloatDType::F32)
+        }
+    }
+}
+
+/// Batched matrix product `a · b`, at the run's precision.
+pub fn matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
+    matmul_at(half_dtype(), a, b)
+}
+
+/// [`matmul`] with its operands in `half` (f32 when `None`).
+pub fn matmul_at<const D: usize>(
+    half: Option<FloatDType>,
+    a: Tensor<D>,
+    b: Tensor<D>,
+) -> Tensor<D> {
+    match half {
+        None => a.matmul(b),
+        Some(dt) => a.cast(dt).matmul(b.cast(dt)).cast(FloatDType::F32),
+    }
+}
+
+/// 2-D convolution, at the run's precision.
+pub fn conv2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    options: ConvOptions<2>,
+) -> Tensor<4> {
+    conv2d_at(half_dtype(), x, weight, bias, options)
+}
+
+/// [`conv2d`] with its operands in `half` (f32 when `None`).
+pub fn conv2d_at(
+    half: Option<FloatDType>,
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    options: ConvOptions<2>,
+) -> Tensor<4> {
+    match half {
+        None => burn_conv2d(x, weight, bias, options),
+        Some(dt) => burn_conv2d(
+            x.cast(dt),
+            weight.cast(dt),
+            bias.map(|b| b.cast(dt)),
+            options,
+        )
+        .cast(FloatDType::F32),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{DType, Distribution, TensorData};
+
+    /// The CPU backend: its half products are gemm's, with f32 sums (what the tolerances
+    /// below assume; GPU half kernels may sum in the half type).
+    fn cpu() -> burn::tensor::Device {
+        crate::device::create(crate::device::DeviceChoice::Cpu).unwrap()
+    }
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    /// A value rounded to the half type's nearest (ties to even), computed on the host.
+    fn round_to(dt: FloatDType, v: f32) -> f32 {
+        match dt {
+            FloatDType::F16 => burn::tensor::f16::from_f32(v).to_f32(),
+            FloatDType::BF16 => burn::tensor::bf16::from_f32(v).to_f32(),
+            _ => v,
+        }
+    }
+
+    /// Each linear layer at a half type is the product of the operands rounded to that type,
+    /// rounded to it (the product's output), plus the rounded bias, rounded again (the bias is
+    /// added in the half type, as on a GPU): within one last place of the half type at each of
+    /// the two roundings (the f32 sums can tip a rounding). f32 is burn's own operation exactly;
+    /// results come back as f32.
+    #[test]
+    fn half_products_are_the_rounded_operands_products() {
+        let device = cpu();
+        let x: Tensor<3> = Tensor::random([2, 5, 24], Distribution::Normal(0.0, 1.0), &device);
+        let w: Tensor<2> = Tensor::random([24, 7], Distribution::Normal(0.0, 0.3), &device);
+        let b: Tensor<1> = Tensor::random([7], Distribution::Normal(0.0, 0.3), &device);
+        let (xv, wv, bv) = (values(x.clone()), values(w.clone()), values(b.clone()));
+        let exact_f32 = values(burn_linear(x.clone(), w.clone(), Some(b.clone())));
+        assert_eq!(
+            values(linear_at(None, x.clone(), w.clone(), Some(b.clone()))),
+            exact_f32
+        );
+        for dt in [FloatDType::F16, FloatDType::BF16] {
+            let got = linear_at(Some(dt), x.clone(), w.clone(), Some(b.clone()));
+            assert_eq!(got.dtype(), DType::F32);
+            let got = values(got);
+            // One last place of the half type, relative (2^-10 for f16's 10 stored bits).
+            let ulp = match dt {
+                FloatDType::F16 => 2f64.powi(-10),
+                _ => 2f64.powi(-7),
+            };
+            for row in 0..10 {
+                for col in 0..7 {
+                    let (mut product, mut magnitude, mut exact) = (0f64, 0f64, bv[col] as f64);
+                    for k in 0..24 {
+                        let (xk, wk) = (xv[row * 24 + k], wv[k * 7 + col]);
+                        let term = round_to(dt, xk) as f64 * round_to(dt, wk) as f64;
+                        product += term;
+                        magnitude += term.abs();
+                        exact += xk as f64 * wk as f64;
+                    }
+                    let product = round_to(dt, product as f32) as f64;
+                    let want = round_to(dt, (product + round_to(dt, bv[col]) as f64) as f32) as f64;
+                    let g = got[row * 7 + col] as f64;
+                    assert!(
+                        (g - want).abs() <= ulp * (product.abs() + want.abs()) + 1e-7,
+                        "{dt:?} [{row},{col}]: {g} vs {want}"
+                    );
+                    // Of half precision's size against the exact value: the operands' two
+                    // roundings (half a place each) and the two results' (≤ 1 place each, above).
+                    let bound = ulp * (magnitude + 2.0 * product.abs() + 2.0 * want.abs()) + 1e-7;
+                    assert!(
+                        (g - exact).abs() <= bound,
+                        "{dt:?} [{row},{col}]: {g} vs {exact}"
+                    );
+                }
+            }
+            assert_ne!(got, exact_f32, "{dt:?}: the operands were not rounded");
+        }
+    }
+
+    /// The matmul and convolution forms route the same way: f32 is burn's operation exactly, a
+    /// half type equals burn's operation on the cast operands, cast back.
+    #[test]
+    fn matmul_and_conv_route_through_the_half_type() {
+        let device = cpu();
+        let a: Tensor<3> = Tensor::random([2, 4, 16], Distribution::Normal(0.0, 1.0), &device);
+        let b: Tensor<3> = Tensor::random([2, 16, 3], Distribution::Normal(0.0, 1.0), &device);
+        assert_eq!(
+            values(matmul_at(None, a.clone(), b.clone())),
+            values(a.clone().matmul(b.clone()))
+        );
+        let x: Tensor<4> = Tensor::random([1, 4, 6, 6], Distribution::Normal(0.0, 1.0), &device);
+        let w: Tensor<4> = Tensor::random([4, 1, 3, 3], Distribution::Normal(0.0, 0.3), &device);
+        let bias = Tensor::<1>::from_data(TensorData::from([0.1f32, -0.2, 0.3, 0.0]), &device);
+        let options = || ConvOptions::new_with_padding([1, 1], [(1, 1), (1, 1)], [1, 1], 4);
+        assert_eq!(
+            values(conv2d_at(
+                None,
+                x.clone(),
+                w.clone(),
+                Some(bias.clone()),
+                options()
+            )),
+            values(burn_conv2d(
+                x.clone(),
+                w.clone(),
+                Some(bias.clone()),
+                options()
+            ))
+        );
+        for dt in [FloatDType::F16, FloatDType::BF16] {
+            let got = matmul_at(Some(dt), a.clone(), b.clone());
+            assert_eq!(got.dtype(), DType::F32);
+            let want = a
+                .clone()
+                .cast(dt)
+                .matmul(b.clone().cast(dt))
+                .cast(FloatDType::F32);
+            assert_eq!(values(got), values(want));
+            let got = conv2d_at(
+                Some(dt),
+                x.clone(),
+                w.clone(),
+                Some(bias.clone()),
+                options(),
+            );
+            assert_eq!(got.dtype(), DType::F32);
+            let want = burn_conv2d(
+                x.clone().cast(dt),
+                w.clone().cast(dt),
+                Some(bias.clone().cast(dt)),
+                options(),
+            )
+            .cast(FloatDType::F32);
+            let (got, want) = (values(got), values(want));
+            assert_eq!(got, want);
+            let exact = values(burn_conv2d(
+                x.clone(),
+                w.clone(),
+                Some(bias.clone()),
+                options(),
+            ));
+            assert_ne!(got, exact, "{dt:?}: the operands were not rounded");
+        }
+    }
+}
