@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 /// Bottom first. Within a layer, modules do not import each other.
 const LAYERS: &[&[&str]] = &[
     &["error", "allocator", "test_rng", "prefetch"],
-    &["fs", "device", "kernels", "config", "eval"],
+    &["fs", "device", "config", "eval"],
+    // Kernels compute at the run's precision, which the device layer holds.
+    &["kernels"],
     &["weights", "preprocess", "map"],
     &["overlay", "data", "backbone", "model"],
     &["overlay_gpu", "pretrained", "tiling"],
