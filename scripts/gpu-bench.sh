@@ -144,21 +144,30 @@ else
   fi
 fi
 
-run_hvq() { # device config precision [VAR=value ...]
-  local dev=$1 cfg=$2 precision=$3
-  local name; name=$(run_name "$dev" "$precision")
-  local json="$OUT/hvq-$name-$cfg.json" logf="$OUT/hvq-$name-$cfg.log"
+# One benchmark run: the command's output goes to LOG; its first lines are shown when it succeeds,
+# its last ones when it fails (then its JSON, possibly partial, is removed and WHAT is recorded).
+run_bench() { # what json log command...
+  local what=$1 json=$2 logf=$3
   shift 3
-  log "hvq bench --device $dev --config $cfg --batch $BATCH --runs $RUNS --precision $precision"
-  if "${LIMIT[@]}" env "$@" "$HVQ" bench --device "$dev" --config "$cfg" --batch "$BATCH" --runs "$RUNS" \
-      --precision "$precision" --json "$json" > "$logf" 2>&1; then
+  if "${LIMIT[@]}" "$@" > "$logf" 2>&1; then
     sed -n '1,20p' "$logf"
   else
     tail -n 15 "$logf" >&2 || true
-    warn "hvq bench --device $dev --config $cfg --precision $precision failed (log: $logf)"
+    warn "$what failed (log: $logf)"
     rm -f "$json"
-    FAILED+=("hvq $name $cfg")
+    FAILED+=("$what")
   fi
+}
+
+run_hvq() { # device config precision [VAR=value ...]
+  local dev=$1 cfg=$2 precision=$3
+  local name; name=$(run_name "$dev" "$precision")
+  local json="$OUT/hvq-$name-$cfg.json"
+  shift 3
+  log "hvq bench --device $dev --config $cfg --batch $BATCH --runs $RUNS --precision $precision"
+  run_bench "hvq $name $cfg" "$json" "$OUT/hvq-$name-$cfg.log" \
+    env "$@" "$HVQ" bench --device "$dev" --config "$cfg" --batch "$BATCH" --runs "$RUNS" \
+    --precision "$precision" --json "$json"
 }
 
 if [ "$BUILD_OK" = 1 ] && [ -x "$HVQ" ]; then
@@ -237,18 +246,12 @@ if [ "$DO_TORCH" = 1 ]; then
       name=$(run_name cuda "$precision")
       TF32=""; [ "$precision" = tf32 ] && TF32="--tf32"
       for cfg in $CONFIGS; do
-        json="$OUT/torch-$name-$cfg.json" logf="$OUT/torch-$name-$cfg.log"
+        json="$OUT/torch-$name-$cfg.json"
         log "bench_torch.py --device cuda --config $cfg --batch $BATCH --runs $RUNS --train-batch $BATCH $TF32"
         # --train-batch = --batch: hvq bench times its training steps at --batch.
-        if "${LIMIT[@]}" "$PY" scripts/pytorch/bench_torch.py --device cuda --config "$cfg" --batch "$BATCH" --runs "$RUNS" \
-            --train-batch "$BATCH" $TF32 --json "$json" > "$logf" 2>&1; then
-          sed -n '1,20p' "$logf"
-        else
-          tail -n 15 "$logf" >&2 || true
-          warn "bench_torch.py --config $cfg $TF32 failed (log: $logf)"
-          rm -f "$json"
-          FAILED+=("PyTorch $name $cfg")
-        fi
+        run_bench "PyTorch $name $cfg" "$json" "$OUT/torch-$name-$cfg.log" \
+          "$PY" scripts/pytorch/bench_torch.py --device cuda --config "$cfg" --batch "$BATCH" --runs "$RUNS" \
+          --train-batch "$BATCH" $TF32 --json "$json"
       done
     done
   fi
