@@ -9,23 +9,120 @@ use std::io::{self, IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
+use indicatif::style::ProgressTracker;
+use indicatif::{
+    HumanDuration, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle, TermLike,
+};
 
 /// Seconds between two progress lines when stderr is not a terminal.
 const LOG_INTERVAL_VAR: &str = "HVQ_PROGRESS_SECONDS";
 const DEFAULT_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
+/// How long a bar must have run before it states a rate and an ETA.
+const MIN_RATE_WINDOW: Duration = Duration::from_secs(1);
+
 /// A bar over `len` items named `what`.
 pub fn bar(len: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::with_draw_target(Some(len), draw_target());
-    pb.set_style(
-        ProgressStyle::with_template(&format!(
-            "{what:>10} [{{bar:30}}] {{pos}}/{{len}} {{per_sec}} ETA {{eta}} {{msg}}"
-        ))
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
+    pb.set_style(style(what, MIN_RATE_WINDOW));
     pb
+}
+
+fn style(what: &str, min_window: Duration) -> ProgressStyle {
+    ProgressStyle::with_template(&format!(
+        "{what:>10} [{{bar:30}}] {{pos}}/{{len}} {{rate}} ETA {{left}} {{msg}}"
+    ))
+    .expect("valid template")
+    .with_key("rate", Throughput::new(Shown::Rate, min_window))
+    .with_key("left", Throughput::new(Shown::TimeLeft, min_window))
+    .progress_chars("=> ")
+}
+
+/// What a [`Throughput`] key writes.
+#[derive(Clone, Copy, Debug)]
+enum Shown {
+    Rate,
+    TimeLeft,
+}
+
+/// Rate and ETA as the average since the bar's first update. indicatif's own `{per_sec}`/`{eta}`
+/// come from an estimator that, in a bar's first moments or after a jump (a resumed run's
+/// `set_position` to the work already done), reported rates like "52,505/s ETA 0s". Here the
+/// first update is the baseline (a jump to resumed work is not counted as speed), and nothing
+/// is claimed ("–") until the bar has run `min_window`.
+#[derive(Clone, Debug)]
+struct Throughput {
+    shown: Shown,
+    min_window: Duration,
+    /// (time, position) of the first and of the latest update.
+    first: Option<(Instant, u64)>,
+    latest: Option<(Instant, u64)>,
+}
+
+impl Throughput {
+    fn new(shown: Shown, min_window: Duration) -> Self {
+        Self {
+            shown,
+            min_window,
+            first: None,
+            latest: None,
+        }
+    }
+}
+
+/// Items per second between two updates, when they are at least `min_window` apart and the
+/// position moved; None otherwise (too early to say).
+fn average_rate(
+    first: (Instant, u64),
+    latest: (Instant, u64),
+    min_window: Duration,
+) -> Option<f64> {
+    let seconds = latest.0.saturating_duration_since(first.0);
+    let items = latest.1.checked_sub(first.1).filter(|&n| n > 0)?;
+    (seconds >= min_window && !seconds.is_zero()).then(|| items as f64 / seconds.as_secs_f64())
+}
+
+impl ProgressTracker for Throughput {
+    fn clone_box(&self) -> Box<dyn ProgressTracker> {
+        Box::new(self.clone())
+    }
+
+    fn tick(&mut self, state: &ProgressState, now: Instant) {
+        let seen = (now, state.pos());
+        // A position that went back (a bar reused from 0) starts a new average.
+        if self.first.is_none_or(|(_, p)| seen.1 < p) {
+            self.first = Some(seen);
+        }
+        self.latest = Some(seen);
+    }
+
+    fn reset(&mut self, _: &ProgressState, _: Instant) {
+        self.first = None;
+        self.latest = None;
+    }
+
+    fn write(&self, state: &ProgressState, w: &mut dyn std::fmt::Write) {
+        let rate = self
+            .first
+            .zip(self.latest)
+            .and_then(|(first, latest)| average_rate(first, latest, self.min_window));
+        let _ = match (self.shown, rate) {
+            (Shown::Rate, Some(r)) if r >= 10.0 => write!(w, "{r:.0}/s"),
+            (Shown::Rate, Some(r)) if r >= 1.0 => write!(w, "{r:.1}/s"),
+            (Shown::Rate, Some(r)) => write!(w, "{:.1}s/item", 1.0 / r),
+            (Shown::Rate, None) => write!(w, "–/s"),
+            (Shown::TimeLeft, _) if state.is_finished() => write!(w, "0s"),
+            (Shown::TimeLeft, Some(r)) => {
+                let left = state.len().unwrap_or(0).saturating_sub(state.pos());
+                write!(
+                    w,
+                    "{:#}",
+                    HumanDuration(Duration::from_secs_f64(left as f64 / r))
+                )
+            }
+            (Shown::TimeLeft, None) => write!(w, "–"),
+        };
+    }
 }
 
 fn draw_target() -> ProgressDrawTarget {
@@ -185,5 +282,61 @@ mod tests {
         pb.finish();
         let got = lines(&buf);
         assert!(got.iter().any(|l| l == "4/4"), "{got:?}");
+    }
+
+    #[test]
+    fn the_rate_is_the_average_since_the_first_update_once_the_window_has_passed() {
+        let t0 = Instant::now();
+        let at = |s: f64, pos: u64| (t0 + Duration::from_secs_f64(s), pos);
+        let window = Duration::from_secs(1);
+        // A resumed run jumps to 1000 at its first update; 20 items in the next 4 s: 5/s.
+        assert_eq!(
+            average_rate(at(0.0, 1000), at(4.0, 1020), window),
+            Some(5.0)
+        );
+        // Too early, or nothing done since the first update: no claim.
+        assert_eq!(average_rate(at(0.0, 0), at(0.5, 300), window), None);
+        assert_eq!(average_rate(at(0.0, 7), at(9.0, 7), window), None);
+        assert_eq!(average_rate(at(0.0, 0), at(0.0, 5), Duration::ZERO), None);
+    }
+
+    /// The bar's text with the given window, after `updates` (pause before, position) pairs.
+    fn drawn(window: Duration, len: u64, updates: &[(Duration, u64)]) -> Vec<String> {
+        let buf = Shared::default();
+        let target =
+            ProgressDrawTarget::term_like(Box::new(LogLines::new(Duration::ZERO, buf.clone())));
+        let pb = ProgressBar::with_draw_target(Some(len), target);
+        pb.set_style(style("train", window));
+        for &(pause, pos) in updates {
+            std::thread::sleep(pause);
+            pb.set_position(pos);
+        }
+        // Drawn while running (a finished bar's ETA is 0s whatever the rate).
+        pb.force_draw();
+        let got = lines(&buf);
+        pb.abandon();
+        got
+    }
+
+    #[test]
+    fn a_bar_claims_no_rate_before_its_window_and_ignores_a_resumed_jump() {
+        // A resumed run's jump to 900 of 1000 at once: with an hour's window, no rate, no ETA.
+        let got = drawn(Duration::from_secs(3600), 1000, &[(Duration::ZERO, 900)]);
+        let last = got.last().expect("a line");
+        assert!(last.contains("900/1000 –/s ETA –"), "{got:?}");
+        // With a short window: the jump is the baseline, and 10 items over ≥ 50 ms is at most
+        // 200/s, never the jump's 900 items in no time.
+        let got = drawn(
+            Duration::from_millis(50),
+            1000,
+            &[(Duration::ZERO, 900), (Duration::from_millis(60), 910)],
+        );
+        let last = got.last().expect("a line");
+        let rate: f64 = last
+            .split_whitespace()
+            .find_map(|w| w.strip_suffix("/s").and_then(|r| r.parse().ok()))
+            .unwrap_or_else(|| panic!("no rate in {last:?}"));
+        assert!(rate > 0.0 && rate <= 10.0 / 0.06 + 1.0, "{last:?}");
+        assert!(!last.contains("ETA –"), "{last:?}");
     }
 }
