@@ -30,29 +30,20 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
 
 fn style(what: &str, min_window: Duration) -> ProgressStyle {
     ProgressStyle::with_template(&format!(
-        "{what:>10} [{{bar:30}}] {{pos}}/{{len}} {{rate}} ETA {{left}} {{msg}}"
+        "{what:>10} [{{bar:30}}] {{pos}}/{{len}} {{throughput}} {{msg}}"
     ))
     .expect("valid template")
-    .with_key("rate", Throughput::new(Shown::Rate, min_window))
-    .with_key("left", Throughput::new(Shown::TimeLeft, min_window))
+    .with_key("throughput", Throughput::new(min_window))
     .progress_chars("=> ")
 }
 
-/// What a [`Throughput`] key writes.
-#[derive(Clone, Copy, Debug)]
-enum Shown {
-    Rate,
-    TimeLeft,
-}
-
-/// Rate and ETA as the average since the bar's first update. indicatif's own `{per_sec}`/`{eta}`
+/// "rate ETA time-left", from the average since the bar's first update. indicatif's own `{per_sec}`/`{eta}`
 /// come from an estimator that, in a bar's first moments or after a jump (a resumed run's
 /// `set_position` to the work already done), reported rates like "52,505/s ETA 0s". Here the
 /// first update is the baseline (a jump to resumed work is not counted as speed), and nothing
 /// is claimed ("–") until the bar has run `min_window`.
 #[derive(Clone, Debug)]
 struct Throughput {
-    shown: Shown,
     min_window: Duration,
     /// (time, position) of the first and of the latest update.
     first: Option<(Instant, u64)>,
@@ -60,9 +51,8 @@ struct Throughput {
 }
 
 impl Throughput {
-    fn new(shown: Shown, min_window: Duration) -> Self {
+    fn new(min_window: Duration) -> Self {
         Self {
-            shown,
             min_window,
             first: None,
             latest: None,
@@ -106,21 +96,22 @@ impl ProgressTracker for Throughput {
             .first
             .zip(self.latest)
             .and_then(|(first, latest)| average_rate(first, latest, self.min_window));
-        let _ = match (self.shown, rate) {
-            (Shown::Rate, Some(r)) if r >= 10.0 => write!(w, "{r:.0}/s"),
-            (Shown::Rate, Some(r)) if r >= 1.0 => write!(w, "{r:.1}/s"),
-            (Shown::Rate, Some(r)) => write!(w, "{:.1}s/item", 1.0 / r),
-            (Shown::Rate, None) => write!(w, "–/s"),
-            (Shown::TimeLeft, _) if state.is_finished() => write!(w, "0s"),
-            (Shown::TimeLeft, Some(r)) => {
-                let left = state.len().unwrap_or(0).saturating_sub(state.pos());
-                write!(
-                    w,
-                    "{:#}",
-                    HumanDuration(Duration::from_secs_f64(left as f64 / r))
-                )
-            }
-            (Shown::TimeLeft, None) => write!(w, "–"),
+        let Some(r) = rate else {
+            let left = if state.is_finished() { "0s" } else { "–" };
+            let _ = write!(w, "–/s ETA {left}");
+            return;
+        };
+        let _ = match r {
+            r if r >= 10.0 => write!(w, "{r:.0}/s"),
+            r if r >= 1.0 => write!(w, "{r:.1}/s"),
+            r => write!(w, "{:.1}s/item", 1.0 / r),
+        };
+        let _ = if state.is_finished() {
+            write!(w, " ETA 0s")
+        } else {
+            let items = state.len().unwrap_or(0).saturating_sub(state.pos());
+            let left = Duration::from_secs_f64(items as f64 / r);
+            write!(w, " ETA {:#}", HumanDuration(left))
         };
     }
 }
