@@ -11,6 +11,7 @@
 # Usage: bash scripts/gpu-bench.sh [--batch 8] [--runs 6] [--configs "official default"]
 #                                   [--out DIR] [--skip-build] [--hvq BINARY] [--no-cuda] [--no-wgpu]
 #                                   [--no-torch] [--precisions "f32 tf32"] [--time-limit SECONDS]
+#                                   [--no-kernels]
 #   --hvq BINARY        use this hvq binary (built elsewhere, e.g. on a machine that can build) and
 #                       skip the build; its CUDA runs are tried unless --no-cuda
 #   --no-cuda           no `hvq --device cuda` runs (a binary built without the `cuda` feature)
@@ -20,6 +21,9 @@
 #                       tensor cores (hvq --precision tf32, PyTorch allow_tf32); a tf32 run's ratio
 #                       refers to PyTorch's tf32 run. wgpu runs at f32 only (it has no TF32 products).
 #   --tf32              short for --precisions "f32 tf32"
+#   --no-kernels        no kernel profile: by default each hvq run ends with one profiled pass
+#                       (hvq bench --kernels: launches and device time per stage and kernel, in its
+#                       log and JSON); a run whose profile fails is repeated without it
 # Environment:
 #   CARGO_TARGET_DIR    where cargo builds (default: ./target)
 #   HVQ_TORCH_VENV      venv for PyTorch (default: ~/.cache/hvq/torch-venv)
@@ -48,6 +52,7 @@ TIME_LIMIT=""
 DO_WGPU=1
 DO_TORCH=1
 PRECISIONS="f32"
+KERNELS=1
 
 log() { printf '[gpu-bench] %s\n' "$*"; }
 warn() { printf '[gpu-bench] WARNING: %s\n' "$*" >&2; }
@@ -68,6 +73,7 @@ while [ $# -gt 0 ]; do
     --no-torch) DO_TORCH=0; shift ;;
     --precisions) PRECISIONS=${2:?--precisions needs a list}; shift 2 ;;
     --tf32) PRECISIONS="f32 tf32"; shift ;;
+    --no-kernels) KERNELS=0; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
@@ -164,10 +170,21 @@ run_hvq() { # device config precision [VAR=value ...]
   local name; name=$(run_name "$dev" "$precision")
   local json="$OUT/hvq-$name-$cfg.json"
   shift 3
-  log "hvq bench --device $dev --config $cfg --batch $BATCH --runs $RUNS --precision $precision"
+  local kernels=()
+  [ "$KERNELS" = 1 ] && kernels=(--kernels)
+  log "hvq bench --device $dev --config $cfg --batch $BATCH --runs $RUNS --precision $precision ${kernels[*]}"
   run_bench "hvq $name $cfg" "$json" "$OUT/hvq-$name-$cfg.log" \
     env "$@" "$HVQ" bench --device "$dev" --config "$cfg" --batch "$BATCH" --runs "$RUNS" \
-    --precision "$precision" --json "$json"
+    --precision "$precision" --json "$json" "${kernels[@]}"
+  # The kernel profile is one extra pass after the timed runs; should it be what failed, the
+  # timings are still worth having: once more without it.
+  if [ "$KERNELS" = 1 ] && [ ! -f "$json" ]; then
+    warn "retrying hvq $name $cfg without --kernels"
+    unset 'FAILED[${#FAILED[@]}-1]'
+    run_bench "hvq $name $cfg" "$json" "$OUT/hvq-$name-$cfg-no-kernels.log" \
+      env "$@" "$HVQ" bench --device "$dev" --config "$cfg" --batch "$BATCH" --runs "$RUNS" \
+      --precision "$precision" --json "$json"
+  fi
 }
 
 if [ "$BUILD_OK" = 1 ] && [ -x "$HVQ" ]; then

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{BackboneConfig, HvqConfig, ModelConfig};
 use crate::detector::Detector;
+use crate::device::kernel_profile::KernelProfile;
 use crate::error::{HvqError, Result};
 use crate::model::HvqModel;
 use crate::preprocess;
@@ -77,6 +78,10 @@ pub struct BenchReport {
     pub train_dropout: f64,
     /// Peak resident memory of the process, MiB (host).
     pub peak_rss_mib: Option<f64>,
+    /// The kernels of one extra, profiled pass (inference stages and a training step on cached
+    /// features), when asked for (`--kernels`; GPU backends only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernels: Option<KernelProfile>,
 }
 
 fn stats(stage: &str, mut v: Vec<f64>) -> StageTime {
@@ -142,6 +147,22 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// The inference stages `hvq bench` times, in order (the model's own are named by
+/// [`Detector::score_staged`]).
+pub const STAGES: [&str; 8] = [
+    "preprocess",
+    "backbone",
+    "encoder",
+    "vq",
+    "decoder",
+    "map + ot",
+    "upsample + score",
+    "readback",
+];
+
+/// The parts of a training step the kernel profile tells apart.
+pub const TRAIN_STAGES: [&str; 3] = ["train forward", "train backward", "optimizer"];
+
 /// How many images per batch and how many runs.
 #[derive(Clone, Copy, Debug)]
 pub struct BenchOptions {
@@ -153,6 +174,8 @@ pub struct BenchOptions {
     pub runs: usize,
     /// Transformer dropout in the timed training steps.
     pub train_dropout: f64,
+    /// After the timed runs, profile the kernels of one more pass ([`KernelProfile`]).
+    pub kernels: bool,
 }
 
 /// Time inference and training of `detector` on `device` with an encoded sample image.
@@ -169,20 +192,15 @@ pub fn run(
         warmup,
         runs,
         train_dropout,
+        kernels,
     } = options;
+    if kernels {
+        profiler_available(device)?;
+    }
     let cfg = &detector.config;
     let size = cfg.backbone.input_size;
     let classes: Vec<usize> = (0..batch).map(|i| i % cfg.hvq.num_classes).collect();
-    let names = [
-        "preprocess",
-        "backbone",
-        "encoder",
-        "vq",
-        "decoder",
-        "map + ot",
-        "upsample + score",
-        "readback",
-    ];
+    let names = STAGES;
     let mut per_stage: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut e2e = Vec::new();
 
@@ -252,7 +270,7 @@ pub fn run(
     let mut opt = AdamW::new(AdamWConfig::default());
     let (mut cached, mut uncached) = (Vec::new(), Vec::new());
     let f = cfg.hvq.feature_channels;
-    let s = cfg.hvq.feature_size;
+    let side = cfg.hvq.feature_size;
     for it in 0..warmup + runs {
         for with_backbone in [false, true] {
             let t0 = Instant::now();
@@ -260,13 +278,9 @@ pub fn run(
                 let x = preprocess_batch()?;
                 detector.features(x).autodiff()
             } else {
-                Tensor::random([batch, f, s, s], Distribution::Normal(0.0, 1.0), &ad)
+                Tensor::random([batch, f, side, side], Distribution::Normal(0.0, 1.0), &ad)
             };
-            let out = net.forward_train(feat.clone(), &classes)?;
-            let loss = objective(&out, feat, &classes, &cfg.hvq);
-            let grads = loss.total.backward();
-            let (n, _) = opt.step(net, &grads, 1e-4);
-            net = n;
+            net = train_step(net, &mut opt, feat, &classes, &cfg.hvq, &mut |_| {})?;
             sync(&ad)?;
             if it >= warmup {
                 if with_backbone {
@@ -278,6 +292,28 @@ pub fn run(
             }
         }
     }
+
+    // One more pass, every kernel launch recorded (after the timed runs, which it would slow).
+    let kernels = if kernels {
+        let train_feat: Tensor<4> =
+            Tensor::random([batch, f, side, side], Distribution::Normal(0.0, 1.0), &ad);
+        Some(profile_kernels(device, &ad, |profiler| {
+            let x = preprocess_batch()?;
+            profiler("backbone");
+            let feat = detector.features(x);
+            profiler("encoder");
+            let (_, s) = detector.score_staged(feat, &classes, &mut |ended| {
+                if let Some(next) = STAGES.iter().position(|s| *s == ended) {
+                    profiler(STAGES.get(next + 1).copied().unwrap_or("readback"));
+                }
+            })?;
+            let _ = s.map.into_data();
+            let _ = s.image.into_data();
+            train_step(net, &mut opt, train_feat, &classes, &cfg.hvq, profiler).map(drop)
+        })?)
+    } else {
+        None
+    };
 
     let end_to_end = stats("end to end", e2e);
     Ok(BenchReport {
@@ -300,7 +336,74 @@ pub fn run(
         train_step_uncached: stats("train step (with backbone)", uncached),
         train_dropout,
         peak_rss_mib: peak_rss_mib(),
+        kernels,
     })
+}
+
+/// One training step on `feat`, calling `mark` as each of [`TRAIN_STAGES`] begins.
+fn train_step(
+    net: HvqModel,
+    opt: &mut AdamW,
+    feat: Tensor<4>,
+    classes: &[usize],
+    cfg: &HvqConfig,
+    mark: &mut dyn FnMut(&'static str),
+) -> Result<HvqModel> {
+    let mut net = net;
+    mark(TRAIN_STAGES[0]);
+    let out = net.forward_train(feat.clone(), classes)?;
+    let loss = objective(&out, feat, classes, cfg);
+    mark(TRAIN_STAGES[1]);
+    let grads = loss.total.backward();
+    mark(TRAIN_STAGES[2]);
+    let (net, _) = opt.step(net, &grads, 1e-4);
+    Ok(net)
+}
+
+/// Whether kernels can be profiled on `device`: a GPU backend of this process (the CPU backend
+/// launches no GPU kernels, and a remote device launches them in another process).
+fn profiler_available(device: &Device) -> Result<()> {
+    let refuse = |why: &str| Err(HvqError::Device(format!("--kernels: {why}")));
+    #[cfg(all(any(feature = "wgpu", feature = "cuda"), not(target_family = "wasm")))]
+    return match device.as_dispatch() {
+        burn::backend::DispatchDevice::Cube(_) => Ok(()),
+        _ => refuse(
+            "only GPU backends launch kernels to profile (--device wgpu or cuda); this device is \
+             not one of this process's GPUs",
+        ),
+    };
+    #[cfg(not(all(any(feature = "wgpu", feature = "cuda"), not(target_family = "wasm"))))]
+    {
+        let _ = device;
+        refuse("this build has no GPU backend (built without the wgpu and cuda features)")
+    }
+}
+
+/// Run `pass` once with every kernel launch recorded; `pass` calls its argument with a stage
+/// name as each stage begins. Waits for both devices (inference, autodiff) before and after.
+#[cfg(all(any(feature = "wgpu", feature = "cuda"), not(target_family = "wasm")))]
+fn profile_kernels(
+    device: &Device,
+    ad: &Device,
+    pass: impl FnOnce(&mut dyn FnMut(&'static str)) -> Result<()>,
+) -> Result<KernelProfile> {
+    use crate::device::kernel_profile::KernelProfiler;
+    sync(device)?;
+    sync(ad)?;
+    let profiler = KernelProfiler::start(STAGES[0]);
+    let result = pass(&mut |stage| profiler.stage(stage));
+    let synced = sync(device).and_then(|()| sync(ad));
+    let profile = profiler.finish();
+    result.and(synced).map(|()| profile)
+}
+
+#[cfg(not(all(any(feature = "wgpu", feature = "cuda"), not(target_family = "wasm"))))]
+fn profile_kernels(
+    _device: &Device,
+    _ad: &Device,
+    _pass: impl FnOnce(&mut dyn FnMut(&'static str)) -> Result<()>,
+) -> Result<KernelProfile> {
+    profiler_available(_device).map(|()| unreachable!("refused above: no GPU backend"))
 }
 
 /// A readable table of a report.
@@ -342,6 +445,18 @@ pub fn format_report(r: &BenchReport) -> String {
     ));
     if let Some(m) = r.peak_rss_mib {
         out.push_str(&format!("{:<30} {:>12.0}\n", "peak host memory (MiB)", m));
+    }
+    if let Some(profile) = &r.kernels {
+        let stage_ms = |name: &str| {
+            r.stages
+                .iter()
+                .find(|s| s.stage == name)
+                .map(|s| s.median_ms)
+        };
+        out.push('\n');
+        out.push_str(&crate::device::kernel_profile::format_profile(
+            profile, stage_ms, 5,
+        ));
     }
     out
 }

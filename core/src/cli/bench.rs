@@ -41,6 +41,11 @@ pub struct BenchArgs {
     /// Write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// After the timed runs, record every GPU kernel of one more pass (inference stages and a
+    /// training step): launches and device time per stage and per kernel, beside each stage's
+    /// time (GPU backends only).
+    #[arg(long)]
+    pub kernels: bool,
 }
 
 /// The shipped sample image, so `bench` needs no argument.
@@ -70,6 +75,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         warmup: 2,
         runs: args.runs,
         train_dropout: args.train_dropout,
+        kernels: args.kernels,
     };
     let report = bench::run(
         &detector,
