@@ -16,7 +16,12 @@ Differences to `hvq bench`, stated in the JSON's `notes`:
 
 Usage:
   bench_torch.py --device cpu|cuda --config official|default [--batch 8] [--runs 6] [--threads N]
-                 [--train-batch 16] [--model-dir weights/elpv-lite0] [--tf32] [--restack] [--json FILE]
+                 [--train-batch 16] [--model-dir weights/elpv-lite0] [--tf32] [--restack] [--kernels]
+                 [--json FILE]
+
+--kernels: after the timed runs, one more pass of each stage and of a training step under
+torch.profiler, with the kernels (CUDA: device kernels and copies, CUPTI timing; CPU: operators,
+self time) per stage in the report's "kernels", in the layout of `hvq bench --kernels`.
 """
 import argparse
 import json
@@ -100,6 +105,62 @@ def set_precision(tf32: bool):
         torch.backends.cudnn.allow_tf32 = tf32
 
 
+TRAIN_STAGES = ["train forward", "train backward", "optimizer"]
+
+
+class KernelProfile:
+    """Kernels per stage, as `hvq bench --kernels` reports them: each stage runs under its own
+    torch.profiler window (then a device sync), and the window's events are summed by name. On
+    CUDA the events are the device's (kernels, copies and sets, timed by CUPTI); on the CPU the
+    operators with their self time (an operator is not a kernel launch: CPU rows only test this)."""
+
+    def __init__(self, device):
+        from torch.profiler import ProfilerActivity
+        self.cuda = device.type == "cuda"
+        self.activities = [ProfilerActivity.CUDA] if self.cuda else [ProfilerActivity.CPU]
+        self.stages = []
+
+    def stage(self, name, work, sync):
+        """Run `work()` as stage `name` and return its result."""
+        from torch.profiler import profile
+        with profile(activities=self.activities) as prof:
+            out = work()
+            sync()
+        table = {}
+        for e in prof.key_averages():
+            if self.cuda:
+                if e.device_type != torch.autograd.DeviceType.CUDA:
+                    continue
+                us = getattr(e, "self_device_time_total", None)
+                if us is None:
+                    us = e.self_cuda_time_total
+            else:
+                us = e.self_cpu_time_total
+            count, ms = table.get(e.key, (0, 0.0))
+            table[e.key] = (count + e.count, ms + us / 1e3)
+        kernels = sorted(({"name": k, "launches": c, "ms": ms} for k, (c, ms) in table.items()),
+                         key=lambda k: (-k["ms"], -k["launches"]))
+        launches = sum(k["launches"] for k in kernels)
+        self.stages.append({"stage": name, "launches": launches, "timed": launches,
+                            "kernel_ms": sum(k["ms"] for k in kernels), "kernels": kernels})
+        return out
+
+    def report(self):
+        return {"timing": "device (CUPTI)" if self.cuda else "cpu operators (self time)", "stages": self.stages}
+
+    def print(self, stage_ms, top=5):
+        print(f"\nkernels of one profiled pass ({self.report()['timing']})")
+        print(f"{'stage':<30} {'launches':>9} {'kernel ms':>11} {'stage ms':>10} {'share':>7}")
+        for s in self.stages:
+            wall = stage_ms.get(s["stage"])
+            share = f"{100 * s['kernel_ms'] / wall:.0f} %" if wall else "–"
+            print(f"{s['stage']:<30} {s['launches']:>9} {s['kernel_ms']:>11.2f} "
+                  f"{(f'{wall:.1f}' if wall is not None else '–'):>10} {share:>7}")
+            for k in s["kernels"][:top]:
+                name = k["name"] if len(k["name"]) <= 60 else k["name"][:59] + "…"
+                print(f"    {name:<60} {k['launches']:>5} × {k['ms']:>9.3f} ms")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -115,6 +176,8 @@ def main():
     ap.add_argument("--tf32", action="store_true", help="allow TF32 on the GPU (default: strict fp32)")
     ap.add_argument("--restack", action="store_true",
                     help="re-stack the class codebooks and experts on every call (as hvq does) instead of caching them")
+    ap.add_argument("--kernels", action="store_true",
+                    help="profile one more pass: kernels per stage (torch.profiler), as hvq bench --kernels")
     ap.add_argument("--json", help="write the report here")
     a = ap.parse_args()
 
@@ -208,6 +271,42 @@ def main():
                 if it >= a.warmup:
                     (train_uncached if with_backbone else train_cached).append((time.perf_counter() - t0) * 1e3)
 
+    kernels = None
+    if a.kernels:
+        kp = KernelProfile(dev)
+        with torch.inference_mode():
+            x = kp.stage("preprocess", preprocess, sync)
+            feat = kp.stage("backbone", lambda: det.features(x), sync)
+            src, pos, hidden = kp.stage("encoder", lambda: net.encode(feat), sync)
+            levels, inputs = kp.stage("vq", lambda: net.quantize(src, hidden, classes), sync)
+            _, rec = kp.stage("decoder", lambda: net.decode(levels, pos, classes, feat.shape), sync)
+            m14 = kp.stage("map + ot", lambda: H.map14(net, feat, rec, inputs[0], classes), sync)
+
+            def upsample_and_score():
+                m = H.upsample(m14, size)
+                return m, H.image_score(m, size // hcfg.feature_size)
+
+            m, score = kp.stage("upsample + score", upsample_and_score, sync)
+            kp.stage("readback", lambda: (m.cpu(), score.cpu()), sync)
+        if not a.no_train:
+            tb = a.train_batch
+            tclasses = torch.tensor([i % hcfg.num_classes for i in range(tb)], device=dev)
+            feat = torch.randn(tb, hcfg.feature_channels, hcfg.feature_size, hcfg.feature_size, device=dev)
+            sync()
+            out = kp.stage("train forward", lambda: tnet.train_loss(feat, tclasses), sync)
+
+            def backward():
+                opt.zero_grad(set_to_none=True)
+                out["total"].backward()
+
+            def optimizer():
+                torch.nn.utils.clip_grad_norm_(params, 0.1)
+                opt.step()
+
+            kp.stage("train backward", backward, sync)
+            kp.stage("optimizer", optimizer, sync)
+        kernels = kp.report()
+
     end = stats("end to end", e2e)
     report = {
         "machine": machine(a.device),
@@ -233,6 +332,7 @@ def main():
         },
         "precision": ("tf32 allowed" if a.tf32 else "fp32 (TF32 off)") if a.device == "cuda" else "fp32",
         "warmup": a.warmup,
+        "kernels": kernels,
         "notes": [
             "preprocess starts from decoded 8-bit pixels of the bench image's size (decoding not timed)",
             f"training steps at batch {a.train_batch}; hvq bench uses --batch for them",
@@ -249,6 +349,8 @@ def main():
         print(f"{label:<40} {s['median_ms']:>12.1f} {s['min_ms']:>12.1f}")
     print(f"{'ms per image (end to end)':<40} {end['median_ms'] / a.batch:>12.1f}")
     print(f"{'images per second':<40} {report['images_per_second']:>12.1f}")
+    if a.kernels:
+        kp.print({st["stage"]: st["median_ms"] for st in report["stages"]})
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(a.json + ".tmp")

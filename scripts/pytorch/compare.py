@@ -4,7 +4,8 @@
 Reads DIR/hvq-<device>-<config>.json and DIR/torch-<device>-<config>.json and prints, per config,
 the median end-to-end milliseconds per image of every run and its ratio to the PyTorch reference
 run (`--ref`, default cuda; hvq/PyTorch > 1 means hvq is slower), then the per-stage medians and
-the training steps. A device with a precision suffix (`cuda_tf32`: scripts/gpu-bench.sh
+the training steps, and where the runs profiled their kernels (`--kernels`) the launches and
+kernel time per stage side by side. A device with a precision suffix (`cuda_tf32`: scripts/gpu-bench.sh
 --precisions) is compared with PyTorch's run at the same precision (`torch-cuda_tf32-…`), every
 other run with the plain reference (strict fp32). Also writes DIR/summary.md.
 Usage: compare.py DIR [--ref cuda|cpu] [--gpu NAME] [--date TEXT]
@@ -58,6 +59,36 @@ def table(header, rows):
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows])
+
+
+def kernel_tables(runs, kruns, top=3):
+    """Per stage, each run's kernel launches and summed kernel time (`--kernels` of hvq bench and
+    bench_torch.py), then each run's longest kernels per stage."""
+    stages = []
+    for k in kruns:
+        for s in runs[k]["kernels"]["stages"]:
+            if s["stage"] not in stages:
+                stages.append(s["stage"])
+    label = lambda k: f"{'hvq' if k[0] == 'hvq' else 'PyTorch'} {k[1]}"
+    find = lambda k, st: next((s for s in runs[k]["kernels"]["stages"] if s["stage"] == st), None)
+    rows = []
+    for st in stages:
+        row = [st]
+        for k in kruns:
+            s = find(k, st)
+            row.append("—" if s is None else f"{s['launches']} / {s['kernel_ms']:.2f}")
+        rows.append(row)
+    timing = "; ".join(f"{label(k)}: {runs[k]['kernels'].get('timing', '?')}" for k in kruns)
+    lines = [f"\nkernels of one profiled pass, launches / summed kernel ms ({timing}):",
+             table(["stage"] + [label(k) for k in kruns], rows),
+             f"\nlongest kernels per stage (top {top}):"]
+    for st in stages:
+        for k in kruns:
+            s = find(k, st)
+            if s and s["kernels"]:
+                best = ", ".join(f"{x['name'][:50]} ×{x['launches']} {x['ms']:.2f} ms" for x in s["kernels"][:top])
+                lines.append(f"- {st}, {label(k)}: {best}")
+    return "\n".join(lines)
 
 
 def main():
@@ -139,6 +170,9 @@ def main():
             names += [f"ratio {k[1]}" for k in order if k[0] == "hvq"]
         out.append("\nper stage (median ms per batch, synchronised after each stage):")
         out.append(table(["stage"] + names, srows))
+        kruns = [k for k in order if runs[k].get("kernels")]
+        if kruns:
+            out.append(kernel_tables(runs, kruns))
     text = "\n".join(out)
     print(text)
     (d / "summary.md").write_text(text + "\n")

@@ -81,6 +81,9 @@ pub fn conv2d_at(
     bias: Option<Tensor<1>>,
     options: ConvOptions<2>,
 ) -> Tensor<4> {
+    if is_pointwise(&weight, &options) && on_gpu(&x) {
+        return pointwise_as_product(half, x, weight, bias);
+    }
     match half {
         None => burn_conv2d(x, weight, bias, options),
         Some(dt) => burn_conv2d(
@@ -91,6 +94,53 @@ pub fn conv2d_at(
         )
         .cast(FloatDType::F32),
     }
+}
+
+/// A 1×1 convolution with stride 1, no padding and one group: a matrix product over channels.
+fn is_pointwise(weight: &Tensor<4>, options: &ConvOptions<2>) -> bool {
+    let [_, _, kh, kw] = weight.dims();
+    (kh, kw) == (1, 1)
+        && options.stride == [1, 1]
+        && options.padding == [(0, 0); 2]
+        && options.groups == 1
+}
+
+/// Whether `x` lives on one of this process's GPU backends (CubeCL: wgpu, CUDA).
+fn on_gpu(x: &Tensor<4>) -> bool {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    return matches!(
+        x.device().as_dispatch(),
+        burn::backend::DispatchDevice::Cube(_)
+    );
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    {
+        let _ = x;
+        false
+    }
+}
+
+/// A pointwise convolution ([`is_pointwise`]) of `x [n, c, h, w]` as the product of its pixels
+/// `[n·h·w, c]` with the weight `[c, o]`, on a GPU backend. burn's GPU backends run every
+/// convolution without autotuning as a direct kernel (each output value a loop over the input
+/// channels, nothing shared between threads), while the matrix product is tiled: the 1×1
+/// convolutions hold most of an EfficientNet's arithmetic. The pixels are taken channels-last,
+/// as the direct kernel reads them (burn's GPU convolutions return channels-last buffers viewed
+/// as NCHW), so a chain of convolutions copies nothing between them; the result is
+/// channels-last too, viewed as NCHW. The sums run in another order than the direct kernel's:
+/// the same values to float rounding.
+fn pointwise_as_product(
+    half: Option<FloatDType>,
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<4> {
+    let [n, c, h, w] = x.dims();
+    let out = weight.dims()[0];
+    let pixels = x.permute([0, 2, 3, 1]).reshape([n * h * w, c]);
+    let weight = weight.reshape([out, c]).transpose();
+    linear_at(half, pixels, weight, bias)
+        .reshape([n, h, w, out])
+        .permute([0, 3, 1, 2])
 }
 
 #[cfg(test)]
@@ -236,6 +286,102 @@ mod tests {
                 options(),
             ));
             assert_ne!(got, exact, "{dt:?}: the operands were not rounded");
+        }
+    }
+
+    /// On wgpu a 1×1 convolution runs as a matrix product ([`pointwise_as_product`]): against
+    /// the f64 sum on the host, within the f32 rounding of a sum of `c` products (c·2⁻²⁴ of the
+    /// sum of their magnitudes), with a bias, on an NCHW input and on the channels-last view a
+    /// 3×3 convolution returns (what a network feeds it); the result feeds the next
+    /// convolution as burn's own would (same values through a 3×3 depthwise convolution). The
+    /// kernels launched are a matrix product's, no convolution's.
+    #[cfg(feature = "wgpu")]
+    #[test]
+    fn pointwise_convolutions_on_a_gpu_are_the_channel_products() {
+        let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
+        let (n, c, h, w, o) = (2, 24, 5, 7, 40);
+        let x: Tensor<4> = Tensor::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let weight: Tensor<4> =
+            Tensor::random([o, c, 1, 1], Distribution::Normal(0.0, 0.3), &device);
+        let bias: Tensor<1> = Tensor::random([o], Distribution::Normal(0.0, 0.3), &device);
+        let pointwise = || ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+        assert!(is_pointwise(&weight, &pointwise()) && on_gpu(&x));
+        // A 3×3 convolution's output: channels-last underneath.
+        let spread: Tensor<4> =
+            Tensor::random([c, c, 3, 3], Distribution::Normal(0.0, 0.1), &device);
+        let chained = burn_conv2d(
+            x.clone(),
+            spread,
+            None,
+            ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
+        );
+        for input in [x, chained] {
+            // Routed to the matrix product: no direct convolution kernel runs (kernels compiled
+            // first, outside the profile).
+            let _ = values(conv2d_at(
+                None,
+                input.clone(),
+                weight.clone(),
+                Some(bias.clone()),
+                pointwise(),
+            ));
+            let profiler = crate::device::kernel_profile::KernelProfiler::start("pointwise");
+            let got = conv2d_at(
+                None,
+                input.clone(),
+                weight.clone(),
+                Some(bias.clone()),
+                pointwise(),
+            );
+            let launched: Vec<String> = profiler.finish().stages[0]
+                .kernels
+                .iter()
+                .map(|k| k.name.to_lowercase())
+                .collect();
+            assert!(
+                launched.iter().any(|k| k.contains("matmul"))
+                    && !launched.iter().any(|k| k.contains("conv")),
+                "{launched:?}"
+            );
+            assert_eq!(got.dims(), [n, o, h, w]);
+            let (xv, wv, bv) = (
+                values(input.clone()),
+                values(weight.clone()),
+                values(bias.clone()),
+            );
+            let gv = values(got.clone());
+            for b in 0..n {
+                for oc in 0..o {
+                    for p in 0..h * w {
+                        let (mut sum, mut magnitude) = (bv[oc] as f64, bv[oc].abs() as f64);
+                        for ic in 0..c {
+                            let term = xv[(b * c + ic) * h * w + p] as f64 * wv[oc * c + ic] as f64;
+                            sum += term;
+                            magnitude += term.abs();
+                        }
+                        let g = gv[(b * o + oc) * h * w + p] as f64;
+                        let bound = (c + 1) as f64 * 2f64.powi(-24) * magnitude + 1e-30;
+                        assert!((g - sum).abs() <= bound, "[{b},{oc},{p}]: {g} vs {sum}");
+                    }
+                }
+            }
+            // What follows it sees the same tensor as after burn's own convolution.
+            let depthwise: Tensor<4> =
+                Tensor::random([o, 1, 3, 3], Distribution::Normal(0.0, 0.3), &device);
+            let next = |t: Tensor<4>| {
+                values(burn_conv2d(
+                    t,
+                    depthwise.clone(),
+                    None,
+                    ConvOptions::new([1, 1], [1, 1], [1, 1], o),
+                ))
+            };
+            let own = burn_conv2d(input, weight.clone(), Some(bias.clone()), pointwise());
+            let (a, b) = (next(got), next(own));
+            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() <= 1e-5 * scale, "{x} vs {y}");
+            }
         }
     }
 }
