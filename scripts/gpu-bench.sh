@@ -21,9 +21,10 @@
 #                       tensor cores (hvq --precision tf32, PyTorch allow_tf32); a tf32 run's ratio
 #                       refers to PyTorch's tf32 run. wgpu runs at f32 only (it has no TF32 products).
 #   --tf32              short for --precisions "f32 tf32"
-#   --no-kernels        no kernel profile: by default each hvq run ends with one profiled pass
-#                       (hvq bench --kernels: launches and device time per stage and kernel, in its
-#                       log and JSON); a run whose profile fails is repeated without it
+#   --no-kernels        no kernel profiles: by default each hvq and PyTorch run ends with one
+#                       profiled pass (hvq bench --kernels, bench_torch.py --kernels: launches and
+#                       device time per stage and kernel, in its log and JSON, side by side in the
+#                       summary); a run whose profile fails is repeated without it
 # Environment:
 #   CARGO_TARGET_DIR    where cargo builds (default: ./target)
 #   HVQ_TORCH_VENV      venv for PyTorch (default: ~/.cache/hvq/torch-venv)
@@ -262,13 +263,22 @@ if [ "$DO_TORCH" = 1 ]; then
     for precision in $PRECISIONS; do
       name=$(run_name cuda "$precision")
       TF32=""; [ "$precision" = tf32 ] && TF32="--tf32"
+      TORCH_KERNELS=""; [ "$KERNELS" = 1 ] && TORCH_KERNELS="--kernels"
       for cfg in $CONFIGS; do
         json="$OUT/torch-$name-$cfg.json"
-        log "bench_torch.py --device cuda --config $cfg --batch $BATCH --runs $RUNS --train-batch $BATCH $TF32"
+        log "bench_torch.py --device cuda --config $cfg --batch $BATCH --runs $RUNS --train-batch $BATCH $TF32 $TORCH_KERNELS"
         # --train-batch = --batch: hvq bench times its training steps at --batch.
         run_bench "PyTorch $name $cfg" "$json" "$OUT/torch-$name-$cfg.log" \
           "$PY" scripts/pytorch/bench_torch.py --device cuda --config "$cfg" --batch "$BATCH" --runs "$RUNS" \
-          --train-batch "$BATCH" $TF32 --json "$json"
+          --train-batch "$BATCH" $TF32 $TORCH_KERNELS --json "$json"
+        # As for hvq: should the profile be what failed, the timings without it.
+        if [ -n "$TORCH_KERNELS" ] && [ ! -f "$json" ]; then
+          warn "retrying PyTorch $name $cfg without --kernels"
+          unset 'FAILED[${#FAILED[@]}-1]'
+          run_bench "PyTorch $name $cfg" "$json" "$OUT/torch-$name-$cfg-no-kernels.log" \
+            "$PY" scripts/pytorch/bench_torch.py --device cuda --config "$cfg" --batch "$BATCH" --runs "$RUNS" \
+            --train-batch "$BATCH" $TF32 --json "$json"
+        fi
       done
     done
   fi

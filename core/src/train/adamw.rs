@@ -67,21 +67,61 @@ struct TogetherMoments {
 }
 
 impl TogetherMoments {
-    /// Each parameter's part of the two buffers (views, no copy).
+    /// Each parameter's part of the two buffers.
     fn split(self) -> impl Iterator<Item = (String, (Tensor<1>, Tensor<1>))> {
-        let mut offset = 0;
-        self.layout.into_iter().map(move |(name, n)| {
-            let range = offset..offset + n;
-            offset += n;
-            (
-                name,
+        let (offsets, _) = segments(&self.layout);
+        self.layout
+            .into_iter()
+            .zip(offsets)
+            .map(move |((name, n), offset)| {
+                let range = offset..offset + n;
                 (
-                    self.m.clone().slice(range.clone()),
-                    self.v.clone().slice(range),
-                ),
-            )
-        })
+                    name,
+                    (
+                        self.m.clone().slice(range.clone()),
+                        self.v.clone().slice(range),
+                    ),
+                )
+            })
     }
+}
+
+/// Each parameter's segment in the flat buffers of [`AdamW::step_together`] is padded to a multiple
+/// of this many elements (1 KiB of f32). burn's GPU backends take a part of a buffer as a view only
+/// when both its ends fall on the device's memory alignment, and copy it otherwise; with every
+/// segment starting on a boundary, a parameter whose length is a multiple of the alignment (most
+/// weights and biases) is a view into the updated buffer. Unpadded, one odd length early in the
+/// order shifts every later parameter off the boundary (the default model's 131 parameters were
+/// all copied out, one kernel each). The padding is zero in every buffer and stays zero (a zero
+/// gradient and zero moments update a zero parameter to zero).
+const SEGMENT: usize = 256;
+
+/// Where each parameter of `layout` starts in the flat buffers, and their length.
+fn segments(layout: &[(String, usize)]) -> (Vec<usize>, usize) {
+    let mut total = 0;
+    let offsets = layout
+        .iter()
+        .map(|(_, n)| {
+            let offset = total;
+            total += n.div_ceil(SEGMENT) * SEGMENT;
+            offset
+        })
+        .collect();
+    (offsets, total)
+}
+
+/// One zero-filled buffer of `total` elements with each `(offset, part)` written at its offset.
+fn gather(
+    parts: impl IntoIterator<Item = (usize, Tensor<1>)>,
+    total: usize,
+    device: &burn::tensor::Device,
+) -> Tensor<1> {
+    let mut flat = Tensor::zeros([total], device);
+    for (offset, part) in parts {
+        let n = part.dims()[0];
+        flat = flat.slice_assign(offset..offset + n, part);
+    }
+    flat
 }
 
 /// What one step measured.
@@ -205,7 +245,8 @@ impl AdamW {
     /// corrections, the step, the decay): ~2,500 launches a step for the official network,
     /// each a few microseconds of host time on CUDA, for work the GPU does in far less. Here:
     /// the gradients and parameters are concatenated (one copy each per parameter), the norm and
-    /// the update run once over the whole, and the new parameters are views into the result. The
+    /// the update run once over the whole, and the new parameters are parts of the result (views
+    /// where the device's alignment allows, [`SEGMENT`]). The
     /// element-wise operations are those of the parameter-by-parameter form, in the same order;
     /// only the norm is summed over the whole rather than per parameter, which moves it by float
     /// rounding.
@@ -222,17 +263,23 @@ impl AdamW {
             .map(|(name, g)| (name.clone(), g.dims()[0]))
             .collect();
         let device = named[0].1.device();
-        let grads = Tensor::cat(named.into_iter().map(|(_, g)| g).collect(), 0);
-        let params = Tensor::cat(
-            layout
+        let (offsets, total) = segments(&layout);
+        let grads = gather(
+            offsets
                 .iter()
-                .map(|(name, _)| {
-                    values
-                        .remove(name)
-                        .expect("every gradient has its parameter")
-                })
-                .collect(),
-            0,
+                .copied()
+                .zip(named.into_iter().map(|(_, g)| g)),
+            total,
+            &device,
+        );
+        let params = gather(
+            offsets.iter().copied().zip(layout.iter().map(|(name, _)| {
+                values
+                    .remove(name)
+                    .expect("every gradient has its parameter")
+            })),
+            total,
+            &device,
         );
         let total_norm = grads.clone().powi_scalar(2).sum().sqrt();
         let clip = self.config.clip_norm.map(|max| {
@@ -247,16 +294,16 @@ impl AdamW {
                 if let Some(kept) = kept {
                     self.moments.extend(kept.split());
                 }
+                // A parameter without moments yet starts from zeros, as the buffers do.
                 let (ms, vs): (Vec<_>, Vec<_>) = layout
                     .iter()
-                    .map(|(name, n)| {
-                        self.moments.remove(name).unwrap_or_else(|| {
-                            let zeros = Tensor::<1>::zeros([*n], &device);
-                            (zeros.clone(), zeros)
-                        })
+                    .zip(&offsets)
+                    .filter_map(|((name, _), &offset)| {
+                        let (m, v) = self.moments.remove(name)?;
+                        Some(((offset, m), (offset, v)))
                     })
                     .unzip();
-                (Tensor::cat(ms, 0), Tensor::cat(vs, 0))
+                (gather(ms, total, &device), gather(vs, total, &device))
             }
         };
         self.step += 1;
@@ -270,14 +317,10 @@ impl AdamW {
             m,
             v,
         );
-        let mut offset = 0;
         let new: HashMap<ParamId, Tensor<1>> = layout
             .iter()
-            .map(|(name, n)| {
-                let part = params.clone().slice(offset..offset + n);
-                offset += n;
-                (id_of[name], part)
-            })
+            .zip(&offsets)
+            .map(|((name, n), &offset)| (id_of[name], params.clone().slice(offset..offset + n)))
             .collect();
         self.together = Some(TogetherMoments { layout, m, v });
         let module = module.map(&mut Replace { new });
@@ -761,5 +804,51 @@ mod tests {
         }
         // The clip was active (the parameters moved differently from the run without it).
         assert_ne!(bits(&together.0), bits(&run(None, false).0));
+    }
+
+    #[derive(Module, Debug)]
+    struct Three {
+        a: Param<Tensor<1>>,
+        b: Param<Tensor<1>>,
+        c: Param<Tensor<1>>,
+    }
+
+    /// The parameters' parts of the updated buffer are views where the device allows: with a
+    /// 7-element parameter first, the two 1024-element ones after it start on segment boundaries,
+    /// so on wgpu a step copies out at most the odd one. Unpadded, both long ones start off the
+    /// boundary and are copied (two copies: the test fails with `SEGMENT = 1`).
+    #[cfg(feature = "wgpu")]
+    #[test]
+    fn together_the_parameters_are_views_into_the_update() {
+        let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
+        let t = |n: usize, v: f32| Tensor::<1>::full([n], v, &device);
+        let mut m = Three {
+            a: Param::from_tensor(t(7, 0.5)),
+            b: Param::from_tensor(t(1024, -0.5)),
+            c: Param::from_tensor(t(1024, 0.25)),
+        };
+        let mut opt = AdamW::new(AdamWConfig::default());
+        let grads = || {
+            BTreeMap::from([
+                ("a".to_string(), t(7, 0.1)),
+                ("b".to_string(), t(1024, 0.2)),
+                ("c".to_string(), t(1024, -0.2)),
+            ])
+        };
+        // Compile the kernels first.
+        m = opt.step_named(m, grads(), 1e-3).0;
+        let _ = values(&m.b.val());
+        let profiler = crate::device::kernel_profile::KernelProfiler::start("step");
+        m = opt.step_named(m, grads(), 1e-3).0;
+        let profile = profiler.finish();
+        let copies: usize = profile.stages[0]
+            .kernels
+            .iter()
+            .filter(|k| k.name == "SliceKernel")
+            .map(|k| k.launches)
+            .sum();
+        assert!(copies <= 1, "{:#?}", profile.stages[0].kernels);
+        assert!(values(&m.b.val()).iter().all(|v| *v < -0.5));
+        assert!(values(&m.c.val()).iter().all(|v| *v > 0.25));
     }
 }
