@@ -54,6 +54,8 @@ macro_rules! isa_dispatch {
 mod adamw;
 mod attention;
 mod dropout_mask;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu_swish;
 pub mod isa;
 mod layer_norm;
 pub mod products;
@@ -73,6 +75,11 @@ use burn::tensor::{DType, Tensor};
 /// (`exp` is clamped) where the exact value underflows to −0.
 pub fn swish<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if !on_plain_cpu(&x) {
+        // One kernel on a GPU backend (`gpu_swish`).
+        #[cfg(any(feature = "wgpu", feature = "cuda"))]
+        if let Some(y) = gpu_swish::swish(&x) {
+            return y;
+        }
         return generic_swish(x);
     }
     map_in_place(x, usize::MAX, |part, row| simd::swish(part, row, 1.0))

@@ -1,0 +1,157 @@
+//! Swish `x / (1 + e⁻ˣ)` as one GPU kernel (CubeCL: runs on wgpu and CUDA).
+//!
+//! Written in burn's operations the activation is four kernels (negate, `exp`, add one, divide),
+//! each a pass over the tensor, and the EfficientNet-B4 backbone applies it some seventy times a
+//! forward. This kernel reads each value once and writes it once, in the same f32 operations.
+//!
+//! A convolution on burn's GPU backends returns a channels-last buffer viewed as NCHW; the kernel
+//! runs on the buffer in memory order (the tensor permuted to channels-last, which is contiguous
+//! there) and hands back the same view, so the next convolution reads it without a copy.
+
+use burn::tensor::Tensor;
+use burn_cubecl::CubeBackend;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::calculate_cube_count_elemwise;
+use cubecl::prelude::*;
+use cubecl::std::tensor::layout::linear::{LinearView, LinearViewMut};
+
+#[cube(launch_unchecked, address_type = "dynamic")]
+fn swish_kernel<F: Float>(
+    input: LinearView<'_, F>,
+    mut output: LinearViewMut<'_, F>,
+    #[define(F)] _dtype: ElemType,
+) {
+    if !output.is_in_bounds(ABSOLUTE_POS) {
+        terminate!();
+    }
+    let x = input.read(ABSOLUTE_POS);
+    output.write(ABSOLUTE_POS, x / (F::exp(-x) + F::new(1.0)));
+}
+
+/// Swish of a contiguous tensor into a new one of the same shape.
+fn launch(input: CubeTensor) -> CubeTensor {
+    let output = empty_device_dtype(
+        input.client.clone(),
+        input.device.clone(),
+        input.meta.shape().clone(),
+        input.dtype,
+    );
+    let n = input.meta.num_elements();
+    let client = input.client.clone();
+    let cube_dim = CubeDim::new(&client, n);
+    let cube_count = calculate_cube_count_elemwise(&client, n, cube_dim);
+    let address = input
+        .required_address_type()
+        .max(output.required_address_type());
+    // `swish` takes f32 only.
+    let dtype = ElemType::Float(cubecl::ir::FloatKind::F32);
+    // SAFETY: both views span `n` elements of f32 (the caller checked the dtype), and the kernel
+    // reads and writes only positions the output reports in bounds.
+    unsafe {
+        swish_kernel::launch_unchecked(
+            &client,
+            cube_count,
+            cube_dim,
+            address,
+            input.into_linear_view(),
+            output.clone().into_linear_view(),
+            dtype,
+        );
+    }
+    output
+}
+
+/// Swish on a GPU tensor in one kernel; `None` when `x` is not a plain f32 tensor of this
+/// process's GPU backend laid out contiguously (or, for an image batch, channels-last), and the
+/// caller composes it.
+pub fn swish<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
+    if x.is_autodiff() || x.dtype() != burn::tensor::DType::F32 {
+        return None;
+    }
+    // In memory order: as it is, or an NCHW view of a channels-last buffer (what burn's GPU
+    // convolutions return), taken as NHWC and viewed back.
+    let identity: [usize; D] = core::array::from_fn(|i| i);
+    let mut orders = vec![(identity, identity)];
+    if D == 4 {
+        let to: [usize; D] = core::array::from_fn(|i| [0, 2, 3, 1][i]);
+        let back: [usize; D] = core::array::from_fn(|i| [0, 3, 1, 2][i]);
+        orders.push((to, back));
+    }
+    for (to_memory, back) in orders {
+        let Ok(t) = x
+            .clone()
+            .permute(to_memory)
+            .try_into_primitive::<CubeBackend>()
+        else {
+            return None;
+        };
+        if t.is_contiguous() {
+            return Some(Tensor::<D>::from_primitive::<CubeBackend>(launch(t)).permute(back));
+        }
+    }
+    None
+}
+
+#[cfg(all(test, feature = "wgpu"))]
+mod tests {
+    use super::*;
+    use burn::tensor::module::conv2d;
+    use burn::tensor::ops::ConvOptions;
+    use burn::tensor::{Distribution, Tensor};
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    /// On wgpu, against burn's four operations of the same formula: within one f32 rounding
+    /// (2⁻²³ relative; the GPU's `exp` is the same intrinsic in both), on an NCHW tensor and on
+    /// the channels-last view a convolution returns, with large negative and positive values;
+    /// one kernel launched; the channels-last result stays channels-last (the next convolution
+    /// reads it without a copy).
+    #[test]
+    fn one_kernel_gives_the_composed_swish() {
+        let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
+        let x: Tensor<4> = Tensor::random([2, 6, 5, 7], Distribution::Normal(0.0, 30.0), &device);
+        let w: Tensor<4> = Tensor::random([6, 6, 3, 3], Distribution::Normal(0.0, 1.0), &device);
+        let convolved = conv2d(
+            x.clone(),
+            w,
+            None,
+            ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
+        );
+        let composed = |x: Tensor<4>| x.clone() / x.neg().exp().add_scalar(1.0);
+        for (input, channels_last) in [(x, false), (convolved, true)] {
+            let _ = values(swish(&input).unwrap());
+            let profiler = crate::device::kernel_profile::KernelProfiler::start("swish");
+            let got = swish(&input).unwrap();
+            let profile = profiler.finish();
+            assert_eq!(profile.stages[0].launches, 1, "{profile:#?}");
+            let layout_kept = got
+                .clone()
+                .permute([0, 2, 3, 1])
+                .try_into_primitive::<CubeBackend>()
+                .unwrap()
+                .is_contiguous();
+            assert_eq!(layout_kept, channels_last);
+            let (got, want) = (values(got), values(composed(input)));
+            assert!(want.iter().any(|v| *v < -1e-6) && want.iter().any(|v| *v > 20.0));
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= 2f32.powi(-23) * w.abs(), "{g} vs {w}");
+            }
+        }
+    }
+
+    /// What the kernel does not take comes back as `None`: a tensor tracked by autodiff, an f16
+    /// one, one on the CPU backend.
+    #[test]
+    fn other_tensors_are_left_to_the_composed_form() {
+        let wgpu = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
+        let cpu = crate::device::create(crate::device::DeviceChoice::Cpu).unwrap();
+        let x = |d: &burn::tensor::Device| Tensor::<4>::ones([1, 2, 3, 3], d);
+        assert!(swish(&x(&wgpu)).is_some());
+        assert!(swish(&x(&wgpu).autodiff()).is_none());
+        assert!(swish(&x(&wgpu).cast(burn::tensor::FloatDType::F16)).is_none());
+        assert!(swish(&x(&cpu)).is_none());
+    }
+}
