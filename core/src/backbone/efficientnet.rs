@@ -100,8 +100,9 @@ impl Conv {
 
     /// This convolution followed by inference BatchNorm `bn`, as one convolution: BN is affine
     /// per output channel, `y = x·s + (β − μ·s)` with `s = γ/√(σ² + ε)`, so it folds into the
-    /// kernel (scaled by `s`) and a bias. The weights are folded at each call (a pass over the
-    /// kernel, which is far smaller than the activations), which saves a pass over the output.
+    /// kernel (scaled by `s`) and a bias ([`crate::kernels::fold_batch_norm`]: one kernel on a
+    /// GPU). The weights are folded at each call (a pass over the kernel, which is far smaller
+    /// than the activations), which saves a pass over the output.
     fn forward_bn(
         &self,
         bn: &BatchNorm,
@@ -110,13 +111,17 @@ impl Conv {
         pad: [(usize, usize); 2],
         groups: usize,
     ) -> Tensor<4> {
-        let [out, _, _, _] = self.weight.dims();
-        let scale = bn.weight.val() / bn.running_var.val().add_scalar(BN_EPS).sqrt();
-        let weight = self.weight.val() * scale.clone().reshape([out, 1, 1, 1]);
-        let mut bias = bn.bias.val() - bn.running_mean.val() * scale.clone();
-        if let Some(b) = &self.bias {
-            bias = bias + b.val() * scale;
-        }
+        let (weight, bias) = crate::kernels::fold_batch_norm(
+            crate::kernels::BatchNormFold {
+                weight: self.weight.val(),
+                conv_bias: self.bias.as_ref().map(|b| b.val()),
+                gamma: bn.weight.val(),
+                beta: bn.bias.val(),
+                mean: bn.running_mean.val(),
+                var: bn.running_var.val(),
+            },
+            BN_EPS as f32,
+        );
         conv2d(
             x,
             weight,

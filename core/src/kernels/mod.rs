@@ -55,6 +55,8 @@ mod adamw;
 mod attention;
 mod dropout_mask;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu_fold;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_swish;
 pub mod isa;
 mod layer_norm;
@@ -83,6 +85,54 @@ pub fn swish<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         return generic_swish(x);
     }
     map_in_place(x, usize::MAX, |part, row| simd::swish(part, row, 1.0))
+}
+
+/// A convolution's kernel and bias with the inference BatchNorm after it folded in: BN is affine
+/// per output channel, `y = x·s + (β − μ·s)` with `s = γ/√(σ² + ε)`, so the convolution with
+/// kernel `w·s` and bias `β − μ·s` (plus its own bias times `s`) computes conv + BN. One kernel on
+/// a GPU backend (`gpu_fold`), burn's operations elsewhere; the same f32 operations either way.
+pub fn fold_batch_norm(input: BatchNormFold, eps: f32) -> (Tensor<4>, Tensor<1>) {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    if let Some(folded) = gpu_fold::fold(&input, eps) {
+        return folded;
+    }
+    composed_fold(input, eps)
+}
+
+/// [`fold_batch_norm`] in burn's operations (any backend).
+pub(crate) fn composed_fold(input: BatchNormFold, eps: f32) -> (Tensor<4>, Tensor<1>) {
+    let BatchNormFold {
+        weight,
+        conv_bias,
+        gamma,
+        beta,
+        mean,
+        var,
+    } = input;
+    let [out, _, _, _] = weight.dims();
+    let scale = gamma / var.add_scalar(eps).sqrt();
+    let weight = weight * scale.clone().reshape([out, 1, 1, 1]);
+    let mut bias = beta - mean * scale.clone();
+    if let Some(b) = conv_bias {
+        bias = bias + b * scale;
+    }
+    (weight, bias)
+}
+
+/// The parameters [`fold_batch_norm`] folds: a convolution's and its BatchNorm's.
+pub struct BatchNormFold {
+    /// Kernel `[out, in/groups, kh, kw]`.
+    pub weight: Tensor<4>,
+    /// The convolution's own bias, if any.
+    pub conv_bias: Option<Tensor<1>>,
+    /// BatchNorm scale γ, `[out]`.
+    pub gamma: Tensor<1>,
+    /// BatchNorm shift β.
+    pub beta: Tensor<1>,
+    /// Running mean μ.
+    pub mean: Tensor<1>,
+    /// Running variance σ².
+    pub var: Tensor<1>,
 }
 
 /// Softmax over the last axis. Tensors tracked by autodiff on the CPU backend get one fused
