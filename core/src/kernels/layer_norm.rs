@@ -13,8 +13,10 @@
 //! Rows are split into fixed blocks of [`ROWS_PER_TASK`] whatever the thread count; ∂γ and ∂β
 //! are summed over rows in f64 (block partials added in block order) and rounded once, so they
 //! do not depend on the machine's threads and hardly on how a batch is split across replicas. Applies where the fused softmax does (f32 tracked by autodiff on flex,
-//! no gradient checkpointing); everywhere else burn's own `layer_norm` runs (on the CPU without
-//! autodiff that is burn-flex's fused kernel; on the GPU backends burn's).
+//! no gradient checkpointing). Plain f32 tensors on a GPU backend (inference) take one CubeCL
+//! kernel (`gpu_layer_norm`); everywhere else burn's own `layer_norm` runs (on the CPU without
+//! autodiff that is burn-flex's fused kernel; on the GPU backends under autodiff burn's composed
+//! one).
 
 use burn::backend::Flex;
 use burn::backend::autodiff::Autodiff;
@@ -37,6 +39,11 @@ pub fn layer_norm<const D: usize>(
     beta: Tensor<1>,
     eps: f64,
 ) -> Tensor<D> {
+    // Inference on a GPU backend: one kernel (`gpu_layer_norm`).
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    if let Some(y) = super::gpu_layer_norm::layer_norm(&x, &gamma, &beta, eps) {
+        return y;
+    }
     let row = x.dims()[D - 1];
     let fits = row > 0 && gamma.dims() == [row] && beta.dims() == [row];
     if !(fits && x.is_autodiff() && super::softmax_autodiff::applies(&x)) {

@@ -57,6 +57,8 @@ mod dropout_mask;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_fold;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu_layer_norm;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_swish;
 pub mod isa;
 mod layer_norm;

@@ -1,0 +1,183 @@
+//! Layer norm over the last axis as one GPU kernel (CubeCL: wgpu, CUDA), for inference.
+//!
+//! burn's layer norm is nine kernels on a GPU backend (mean, subtract, square, mean, add ε,
+//! square root, divide, scale, shift), each a launch and a pass; the transformer applies it some
+//! twenty-five times a forward. Here one thread normalises one row (rows are a few hundred
+//! values: the embedding width), in the composed form's operations; only the two sums run in
+//! another order (sequentially along the row).
+
+use burn::tensor::Tensor as BurnTensor;
+use burn_cubecl::CubeBackend;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::calculate_cube_count_elemwise;
+use cubecl::prelude::*;
+
+#[cube(launch)]
+fn layer_norm_kernel<F: Float>(
+    x: &Tensor<F>,
+    gamma: &Tensor<F>,
+    beta: &Tensor<F>,
+    out: &mut Tensor<F>,
+    rows: u32,
+    row: u32,
+    eps: f32,
+    #[define(F)] _dtype: ElemType,
+) {
+    let r = ABSOLUTE_POS;
+    if r >= rows as usize {
+        terminate!();
+    }
+    let n = row as usize;
+    let base = r * n;
+    let mut sum = F::new(0.0);
+    for j in 0..n {
+        sum += x[base + j];
+    }
+    let mean = sum / F::cast_from(row);
+    let mut squares = F::new(0.0);
+    for j in 0..n {
+        let c = x[base + j] - mean;
+        squares += c * c;
+    }
+    let denom = F::sqrt(squares / F::cast_from(row) + F::cast_from(eps));
+    for j in 0..n {
+        out[base + j] = (x[base + j] - mean) / denom * gamma[j] + beta[j];
+    }
+}
+
+fn primitive<const D: usize>(t: BurnTensor<D>) -> Option<CubeTensor> {
+    if t.is_autodiff() || t.dtype() != burn::tensor::DType::F32 {
+        return None;
+    }
+    let t = t.try_into_primitive::<CubeBackend>().ok()?;
+    t.is_contiguous().then_some(t)
+}
+
+/// `(x − mean)/√(var + ε)·γ + β` over the last axis of `x` in one launch; `None` when the
+/// tensors are not plain contiguous f32 tensors of this process's GPU backend (or the row is
+/// empty), and the caller composes it.
+pub fn layer_norm<const D: usize>(
+    x: &BurnTensor<D>,
+    gamma: &BurnTensor<1>,
+    beta: &BurnTensor<1>,
+    eps: f64,
+) -> Option<BurnTensor<D>> {
+    let row = x.dims()[D - 1];
+    if row == 0 || gamma.dims() != [row] || beta.dims() != [row] {
+        return None;
+    }
+    let input = primitive(x.clone())?;
+    let gamma = primitive(gamma.clone())?;
+    let beta = primitive(beta.clone())?;
+    let rows = input.meta.num_elements() / row;
+    let (client, device) = (input.client.clone(), input.device.clone());
+    let out = empty_device_dtype(
+        client.clone(),
+        device,
+        input.meta.shape().clone(),
+        input.dtype,
+    );
+    let cube_dim = CubeDim::new(&client, rows);
+    let cube_count = calculate_cube_count_elemwise(&client, rows, cube_dim);
+    layer_norm_kernel::launch(
+        &client,
+        cube_count,
+        cube_dim,
+        input.into_tensor_arg(),
+        gamma.into_tensor_arg(),
+        beta.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        rows as u32,
+        row as u32,
+        eps as f32,
+        ElemType::Float(cubecl::ir::FloatKind::F32),
+    );
+    Some(BurnTensor::from_primitive::<CubeBackend>(out))
+}
+
+#[cfg(all(test, feature = "wgpu"))]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    fn values<const D: usize>(t: BurnTensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    /// On wgpu, one launch against the f64 layer norm on the host: within f32 rounding of sums
+    /// of `row` terms (row·2⁻²⁴ relative to the normalised value's size, times γ, plus β's
+    /// rounding), for rows of 256 values offset far from zero (where a careless variance loses
+    /// digits) and the width of the default model (64); burn's composed layer norm is held to
+    /// the same bound. An autodiff tensor, a non-contiguous one and a CPU one are left to the
+    /// composed form.
+    #[test]
+    fn one_kernel_normalises_each_row() {
+        let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
+        for (rows, row, offset) in [(37, 256, 50.0), (196, 64, 0.0)] {
+            let x =
+                BurnTensor::<3>::random([1, rows, row], Distribution::Normal(offset, 2.0), &device);
+            let gamma = BurnTensor::<1>::random([row], Distribution::Uniform(0.5, 1.5), &device);
+            let beta = BurnTensor::<1>::random([row], Distribution::Uniform(-1.0, 1.0), &device);
+            let _ = values(layer_norm(&x, &gamma, &beta, 1e-5).unwrap());
+            let profiler = crate::device::kernel_profile::KernelProfiler::start("norm");
+            let got = layer_norm(&x, &gamma, &beta, 1e-5).unwrap();
+            let profile = profiler.finish();
+            assert_eq!(profile.stages[0].launches, 1, "{profile:#?}");
+            let composed = burn::tensor::module::layer_norm(
+                x.clone(),
+                gamma.clone(),
+                Some(beta.clone()),
+                1e-5,
+            );
+            let (xv, g, b) = (values(x), values(gamma), values(beta));
+            for (name, out) in [("kernel", values(got)), ("composed", values(composed))] {
+                for r in 0..rows {
+                    let xs = &xv[r * row..(r + 1) * row];
+                    let mean = xs.iter().map(|&v| v as f64).sum::<f64>() / row as f64;
+                    let var =
+                        xs.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / row as f64;
+                    let sd = (var + 1e-5).sqrt();
+                    for j in 0..row {
+                        let xhat = (xs[j] as f64 - mean) / sd;
+                        let want = xhat * g[j] as f64 + b[j] as f64;
+                        // The mean's error (row terms of size |x|) over σ, and the rest.
+                        let bound = row as f64
+                            * 2f64.powi(-24)
+                            * ((xs[j] as f64).abs() / sd + xhat.abs() + 1.0)
+                            * g[j].abs() as f64
+                            + 4.0 * 2f64.powi(-24) * b[j].abs() as f64;
+                        let got = out[r * row + j] as f64;
+                        assert!(
+                            (got - want).abs() <= bound,
+                            "{name} [{r},{j}]: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+        let x = BurnTensor::<2>::ones([4, 8], &device);
+        let (g, b) = (
+            BurnTensor::<1>::ones([8], &device),
+            BurnTensor::<1>::zeros([8], &device),
+        );
+        assert!(layer_norm(&x.clone().autodiff(), &g, &b, 1e-5).is_none());
+        assert!(layer_norm(&x, &g, &b, 1e-5).is_some());
+        assert!(
+            layer_norm(
+                &BurnTensor::<2>::ones([8, 8], &device).transpose(),
+                &g,
+                &b,
+                1e-5
+            )
+            .is_none()
+        );
+        let cpu = crate::device::create(crate::device::DeviceChoice::Cpu).unwrap();
+        let on_cpu = BurnTensor::<2>::ones([4, 8], &cpu);
+        let (gc, bc) = (
+            BurnTensor::<1>::ones([8], &cpu),
+            BurnTensor::<1>::zeros([8], &cpu),
+        );
+        assert!(layer_norm(&on_cpu, &gc, &bc, 1e-5).is_none());
+    }
+}
