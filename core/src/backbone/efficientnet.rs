@@ -3,7 +3,6 @@
 //! `.pth` files and the official HVQ-Trans checkpoint (`enc.` prefix) load without renaming.
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::sigmoid;
 use burn::tensor::module::batch_norm;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
@@ -220,7 +219,7 @@ impl MbConvBlock {
         if let (Some(reduce), Some(expand)) = (&self._se_reduce, &self._se_expand) {
             let squeezed = x.clone().mean_dim(2).mean_dim(3);
             let squeezed = activate(self.kind, reduce.forward(squeezed, 1, [(0, 0); 2], 1));
-            let gate = sigmoid(expand.forward(squeezed, 1, [(0, 0); 2], 1));
+            let gate = crate::kernels::sigmoid(expand.forward(squeezed, 1, [(0, 0); 2], 1));
             x = x * gate;
         }
         x = self

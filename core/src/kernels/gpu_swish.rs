@@ -1,8 +1,12 @@
-//! Swish `x / (1 + e⁻ˣ)` as one GPU kernel (CubeCL: runs on wgpu and CUDA).
+//! Swish `x / (1 + e⁻ˣ)` and the sigmoid `1 / (1 + e⁻ˣ)` as one GPU kernel each (CubeCL: runs
+//! on wgpu and CUDA).
 //!
-//! Written in burn's operations the activation is four kernels (negate, `exp`, add one, divide),
-//! each a pass over the tensor, and the EfficientNet-B4 backbone applies it some seventy times a
-//! forward. This kernel reads each value once and writes it once, in the same f32 operations.
+//! Written in burn's operations swish is four kernels (negate, `exp`, add one, divide), each a
+//! pass over the tensor, and the EfficientNet-B4 backbone applies it some seventy times a
+//! forward; burn's sigmoid is six (`exp(−log(e⁻ˣ + 1))`), once per squeeze-and-excitation gate.
+//! These kernels read each value once and write it once; swish in the same f32 operations as the
+//! composed form, the sigmoid in PyTorch's formula (one `exp` and a division instead of burn's
+//! `exp`, `log`, `exp`).
 //!
 //! A convolution on burn's GPU backends returns a channels-last buffer viewed as NCHW; the kernel
 //! runs on the buffer in memory order (the tensor permuted to channels-last, which is contiguous
@@ -29,8 +33,28 @@ fn swish_kernel<F: Float>(
     output.write(ABSOLUTE_POS, x / (F::exp(-x) + F::new(1.0)));
 }
 
-/// Swish of a contiguous tensor into a new one of the same shape.
-fn launch(input: CubeTensor) -> CubeTensor {
+#[cube(launch_unchecked, address_type = "dynamic")]
+fn sigmoid_kernel<F: Float>(
+    input: LinearView<'_, F>,
+    mut output: LinearViewMut<'_, F>,
+    #[define(F)] _dtype: ElemType,
+) {
+    if !output.is_in_bounds(ABSOLUTE_POS) {
+        terminate!();
+    }
+    let x = input.read(ABSOLUTE_POS);
+    output.write(ABSOLUTE_POS, F::new(1.0) / (F::exp(-x) + F::new(1.0)));
+}
+
+/// Which activation a launch computes.
+#[derive(Clone, Copy)]
+enum Activation {
+    Swish,
+    Sigmoid,
+}
+
+/// The activation of a contiguous tensor into a new one of the same shape.
+fn launch(input: CubeTensor, activation: Activation) -> CubeTensor {
     let output = empty_device_dtype(
         input.client.clone(),
         input.device.clone(),
@@ -49,15 +73,15 @@ fn launch(input: CubeTensor) -> CubeTensor {
     // SAFETY: both views span `n` elements of f32 (the caller checked the dtype), and the kernel
     // reads and writes only positions the output reports in bounds.
     unsafe {
-        swish_kernel::launch_unchecked(
-            &client,
-            cube_count,
-            cube_dim,
-            address,
-            input.into_linear_view(),
-            output.clone().into_linear_view(),
-            dtype,
-        );
+        let (input, out) = (input.into_linear_view(), output.clone().into_linear_view());
+        match activation {
+            Activation::Swish => swish_kernel::launch_unchecked(
+                &client, cube_count, cube_dim, address, input, out, dtype,
+            ),
+            Activation::Sigmoid => sigmoid_kernel::launch_unchecked(
+                &client, cube_count, cube_dim, address, input, out, dtype,
+            ),
+        }
     }
     output
 }
@@ -66,6 +90,15 @@ fn launch(input: CubeTensor) -> CubeTensor {
 /// process's GPU backend laid out contiguously (or, for an image batch, channels-last), and the
 /// caller composes it.
 pub fn swish<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
+    apply(x, Activation::Swish)
+}
+
+/// The sigmoid on a GPU tensor in one kernel; `None` as for [`swish`].
+pub fn sigmoid<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
+    apply(x, Activation::Sigmoid)
+}
+
+fn apply<const D: usize>(x: &Tensor<D>, activation: Activation) -> Option<Tensor<D>> {
     if x.is_autodiff() || x.dtype() != burn::tensor::DType::F32 {
         return None;
     }
@@ -87,7 +120,8 @@ pub fn swish<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
             return None;
         };
         if t.is_contiguous() {
-            return Some(Tensor::<D>::from_primitive::<CubeBackend>(launch(t)).permute(back));
+            let out = launch(t, activation);
+            return Some(Tensor::<D>::from_primitive::<CubeBackend>(out).permute(back));
         }
     }
     None
@@ -153,5 +187,27 @@ mod tests {
         assert!(swish(&x(&wgpu).autodiff()).is_none());
         assert!(swish(&x(&wgpu).cast(burn::tensor::FloatDType::F16)).is_none());
         assert!(swish(&x(&cpu)).is_none());
+    }
+
+    /// The sigmoid kernel against the f64 logistic function, one launch, on values from −30 to
+    /// 30: within the error Vulkan allows a shader's `exp` (3 + 2·|x| units in the last place,
+    /// which lavapipe's approaches for large |x|) plus one rounding each for the sum and the
+    /// division, relative to the value.
+    #[test]
+    fn one_kernel_gives_the_sigmoid() {
+        let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
+        let x: Tensor<4> =
+            Tensor::random([2, 40, 1, 1], Distribution::Uniform(-30.0, 30.0), &device);
+        let _ = values(sigmoid(&x).unwrap());
+        let profiler = crate::device::kernel_profile::KernelProfiler::start("sigmoid");
+        let got = sigmoid(&x).unwrap();
+        assert_eq!(profiler.finish().stages[0].launches, 1);
+        for (g, x) in values(got).iter().zip(values(x)) {
+            let want = 1.0 / (1.0 + (-(x as f64)).exp());
+            assert!(
+                (*g as f64 - want).abs() <= (5.0 + 2.0 * (x as f64).abs()) * 2f64.powi(-23) * want,
+                "sigmoid({x}) = {g}, want {want}"
+            );
+        }
     }
 }

@@ -89,6 +89,16 @@ pub fn swish<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     map_in_place(x, usize::MAX, |part, row| simd::swish(part, row, 1.0))
 }
 
+/// The logistic sigmoid `1 / (1 + e⁻ˣ)`, element-wise: one kernel on a GPU backend
+/// (`gpu_swish`), burn's own elsewhere.
+pub fn sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    if let Some(y) = gpu_swish::sigmoid(&x) {
+        return y;
+    }
+    burn::tensor::activation::sigmoid(x)
+}
+
 /// A convolution's kernel and bias with the inference BatchNorm after it folded in: BN is affine
 /// per output channel, `y = x·s + (β − μ·s)` with `s = γ/√(σ² + ε)`, so the convolution with
 /// kernel `w·s` and bias `β − μ·s` (plus its own bias times `s`) computes conv + BN. One kernel on
