@@ -59,6 +59,8 @@ mod gpu_fold;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_layer_norm;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu_softmax;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_swish;
 pub mod isa;
 mod layer_norm;
@@ -163,6 +165,11 @@ pub fn softmax_last_scaled<const D: usize>(x: Tensor<D>, scale: f32) -> Tensor<D
         "softmax_last_scaled: scale {scale} must be positive"
     );
     if !softmax_kernel_takes(&x) {
+        // Inference on a GPU backend: one kernel, the scale inside (`gpu_softmax`).
+        #[cfg(any(feature = "wgpu", feature = "cuda"))]
+        if let Some(y) = gpu_softmax::softmax(&x, scale) {
+            return y;
+        }
         let x = if scale == 1.0 { x } else { x.mul_scalar(scale) };
         return softmax(x, D - 1);
     }
