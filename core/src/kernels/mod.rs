@@ -12,10 +12,12 @@
 //! at run time from the CPU's flags; rows are split across the CPU backend's thread pool.
 //!
 //! The fast path applies to plain f32 tensors on a flex device. The softmax of an f32 tensor
-//! tracked by autodiff on flex is one fused autodiff operation (`softmax_autodiff`, training);
-//! anything else (wgpu, CUDA, swish under autodiff, another dtype) takes burn's own ops, so GPU
-//! backends are untouched. Results agree with the generic formulas to a few ulp (tests below,
-//! against f64).
+//! tracked by autodiff on flex is one fused autodiff operation (`softmax_autodiff`, training).
+//! On the GPU backends (wgpu, CUDA), plain f32 tensors at inference take hvq's CubeCL kernels
+//! (`gpu_*.rs`: swish and sigmoid, the BatchNorm fold, layer norm, softmax; one launch where
+//! burn's operations take four to nine); anything else (autodiff on a GPU, another dtype) takes
+//! burn's own ops. Results agree with the generic formulas to a few ulp (tests below and in each
+//! module, against f64 or the composed form).
 
 /// `isa_dispatch!(VIS fn NAME(ARGS) => BODY)` defines `NAME`, which runs the function `BODY`
 /// compiled for AVX-512, for AVX2 + FMA or for the baseline: the widest the CPU has (`simd::level`,
@@ -55,13 +57,13 @@ mod adamw;
 mod attention;
 mod dropout_mask;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu_activations;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_fold;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_layer_norm;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_softmax;
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
-mod gpu_swish;
 pub mod isa;
 mod layer_norm;
 pub mod products;
@@ -81,9 +83,9 @@ use burn::tensor::{DType, Tensor};
 /// (`exp` is clamped) where the exact value underflows to −0.
 pub fn swish<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if !on_plain_cpu(&x) {
-        // One kernel on a GPU backend (`gpu_swish`).
+        // One kernel on a GPU backend (`gpu_activations`).
         #[cfg(any(feature = "wgpu", feature = "cuda"))]
-        if let Some(y) = gpu_swish::swish(&x) {
+        if let Some(y) = gpu_activations::swish(&x) {
             return y;
         }
         return generic_swish(x);
@@ -92,10 +94,10 @@ pub fn swish<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 /// The logistic sigmoid `1 / (1 + e⁻ˣ)`, element-wise: one kernel on a GPU backend
-/// (`gpu_swish`), burn's own elsewhere.
+/// (`gpu_activations`), burn's own elsewhere.
 pub fn sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    if let Some(y) = gpu_swish::sigmoid(&x) {
+    if let Some(y) = gpu_activations::sigmoid(&x) {
         return y;
     }
     burn::tensor::activation::sigmoid(x)
