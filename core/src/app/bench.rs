@@ -342,14 +342,13 @@ pub fn run(
 
 /// One training step on `feat`, calling `mark` as each of [`TRAIN_STAGES`] begins.
 fn train_step(
-    net: HvqModel,
+    mut net: HvqModel,
     opt: &mut AdamW,
     feat: Tensor<4>,
     classes: &[usize],
     cfg: &HvqConfig,
     mark: &mut dyn FnMut(&'static str),
 ) -> Result<HvqModel> {
-    let mut net = net;
     mark(TRAIN_STAGES[0]);
     let out = net.forward_train(feat.clone(), classes)?;
     let loss = objective(&out, feat, classes, cfg);

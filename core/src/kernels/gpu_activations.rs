@@ -12,13 +12,12 @@
 //! runs on the buffer in memory order (the tensor permuted to channels-last, which is contiguous
 //! there) and hands back the same view, so the next convolution reads it without a copy.
 
-use burn::tensor::Tensor;
-use burn_cubecl::CubeBackend;
-use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn::tensor::Tensor as BurnTensor;
 use burn_cubecl::tensor::CubeTensor;
-use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::*;
 use cubecl::std::tensor::layout::linear::{LinearView, LinearViewMut};
+
+use super::gpu::{F32, empty_like, grid, plain_f32, to_burn};
 
 #[cube(launch_unchecked, address_type = "dynamic")]
 fn swish_kernel<F: Float>(
@@ -55,31 +54,22 @@ enum Activation {
 
 /// The activation of a contiguous tensor into a new one of the same shape.
 fn launch(input: CubeTensor, activation: Activation) -> CubeTensor {
-    let output = empty_device_dtype(
-        input.client.clone(),
-        input.device.clone(),
-        input.meta.shape().clone(),
-        input.dtype,
-    );
-    let n = input.meta.num_elements();
-    let client = input.client.clone();
-    let cube_dim = CubeDim::new(&client, n);
-    let cube_count = calculate_cube_count_elemwise(&client, n, cube_dim);
+    let output = empty_like(&input);
+    let (cube_count, cube_dim) = grid(&input, input.meta.num_elements());
     let address = input
         .required_address_type()
         .max(output.required_address_type());
-    // `swish` takes f32 only.
-    let dtype = ElemType::Float(cubecl::ir::FloatKind::F32);
-    // SAFETY: both views span `n` elements of f32 (the caller checked the dtype), and the kernel
-    // reads and writes only positions the output reports in bounds.
+    let client = &output.client;
+    // SAFETY: both views span the tensor's elements of f32 (the caller checked the dtype), and
+    // the kernel reads and writes only positions the output reports in bounds.
     unsafe {
         let (input, out) = (input.into_linear_view(), output.clone().into_linear_view());
         match activation {
             Activation::Swish => swish_kernel::launch_unchecked(
-                &client, cube_count, cube_dim, address, input, out, dtype,
+                client, cube_count, cube_dim, address, input, out, F32,
             ),
             Activation::Sigmoid => sigmoid_kernel::launch_unchecked(
-                &client, cube_count, cube_dim, address, input, out, dtype,
+                client, cube_count, cube_dim, address, input, out, F32,
             ),
         }
     }
@@ -89,19 +79,16 @@ fn launch(input: CubeTensor, activation: Activation) -> CubeTensor {
 /// Swish on a GPU tensor in one kernel; `None` when `x` is not a plain f32 tensor of this
 /// process's GPU backend laid out contiguously (or, for an image batch, channels-last), and the
 /// caller composes it.
-pub fn swish<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
+pub fn swish<const D: usize>(x: &BurnTensor<D>) -> Option<BurnTensor<D>> {
     apply(x, Activation::Swish)
 }
 
 /// The sigmoid on a GPU tensor in one kernel; `None` as for [`swish`].
-pub fn sigmoid<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
+pub fn sigmoid<const D: usize>(x: &BurnTensor<D>) -> Option<BurnTensor<D>> {
     apply(x, Activation::Sigmoid)
 }
 
-fn apply<const D: usize>(x: &Tensor<D>, activation: Activation) -> Option<Tensor<D>> {
-    if x.is_autodiff() || x.dtype() != burn::tensor::DType::F32 {
-        return None;
-    }
+fn apply<const D: usize>(x: &BurnTensor<D>, activation: Activation) -> Option<BurnTensor<D>> {
     // In memory order: as it is, or an NCHW view of a channels-last buffer (what burn's GPU
     // convolutions return), taken as NHWC and viewed back.
     let identity: [usize; D] = core::array::from_fn(|i| i);
@@ -112,16 +99,9 @@ fn apply<const D: usize>(x: &Tensor<D>, activation: Activation) -> Option<Tensor
         orders.push((to, back));
     }
     for (to_memory, back) in orders {
-        let Ok(t) = x
-            .clone()
-            .permute(to_memory)
-            .try_into_primitive::<CubeBackend>()
-        else {
-            return None;
-        };
+        let t = plain_f32(x.clone().permute(to_memory))?;
         if t.is_contiguous() {
-            let out = launch(t, activation);
-            return Some(Tensor::<D>::from_primitive::<CubeBackend>(out).permute(back));
+            return Some(to_burn::<D>(launch(t, activation)).permute(back));
         }
     }
     None
@@ -133,10 +113,9 @@ mod tests {
     use burn::tensor::module::conv2d;
     use burn::tensor::ops::ConvOptions;
     use burn::tensor::{Distribution, Tensor};
+    use burn_cubecl::CubeBackend;
 
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().unwrap()
-    }
+    use crate::kernels::gpu::values;
 
     /// On wgpu, against burn's four operations of the same formula: within one f32 rounding
     /// (2⁻²³ relative; the GPU's `exp` is the same intrinsic in both), on an NCHW tensor and on

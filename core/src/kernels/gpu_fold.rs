@@ -7,11 +7,9 @@
 //! host more than the GPU. Here it is one launch, in the same f32 operations in the same order.
 
 use burn::tensor::Tensor as BurnTensor;
-use burn_cubecl::CubeBackend;
-use burn_cubecl::ops::numeric::empty_device_dtype;
-use burn_cubecl::tensor::CubeTensor;
-use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::*;
+
+use super::gpu::{F32, contiguous_f32, empty_like, grid, to_burn};
 
 #[cube(launch)]
 // `%` rather than `is_multiple_of`: the kernel is CubeCL's language, which has the operator.
@@ -47,43 +45,28 @@ fn fold_kernel<F: Float>(
     }
 }
 
-fn primitive<const D: usize>(t: BurnTensor<D>) -> Option<CubeTensor> {
-    if t.is_autodiff() || t.dtype() != burn::tensor::DType::F32 {
-        return None;
-    }
-    let t = t.try_into_primitive::<CubeBackend>().ok()?;
-    t.is_contiguous().then_some(t)
-}
-
 /// The folded kernel and bias in one launch; `None` when the tensors are not plain contiguous
 /// f32 tensors of this process's GPU backend (the caller composes the fold then).
 pub fn fold(input: &super::BatchNormFold, eps: f32) -> Option<(BurnTensor<4>, BurnTensor<1>)> {
     let [out, per_group, kh, kw] = input.weight.dims();
-    let weight = primitive(input.weight.clone())?;
-    let gamma = primitive(input.gamma.clone())?;
-    let beta = primitive(input.beta.clone())?;
-    let mean = primitive(input.mean.clone())?;
-    let var = primitive(input.var.clone())?;
+    let weight = contiguous_f32(input.weight.clone())?;
+    let gamma = contiguous_f32(input.gamma.clone())?;
+    let beta = contiguous_f32(input.beta.clone())?;
+    let mean = contiguous_f32(input.mean.clone())?;
+    let var = contiguous_f32(input.var.clone())?;
     let conv_bias = match &input.conv_bias {
-        Some(b) => Some(primitive(b.clone())?),
+        Some(b) => Some(contiguous_f32(b.clone())?),
         None => None,
     };
-    let (client, device) = (weight.client.clone(), weight.device.clone());
-    let folded = empty_device_dtype(
-        client.clone(),
-        device.clone(),
-        weight.meta.shape().clone(),
-        weight.dtype,
-    );
-    let bias = empty_device_dtype(client.clone(), device, [out].into(), weight.dtype);
-    let n = out * per_group * kh * kw;
-    let cube_dim = CubeDim::new(&client, n);
-    let cube_count = calculate_cube_count_elemwise(&client, n, cube_dim);
+    let folded = empty_like(&weight);
+    // `[out]`, like γ.
+    let bias = empty_like(&gamma);
+    let (cube_count, cube_dim) = grid(&weight, out * per_group * kh * kw);
     let has_bias = conv_bias.is_some();
     // Without a bias of its own, any `[out]` tensor stands in (the kernel does not read it).
     let conv_bias = conv_bias.unwrap_or_else(|| gamma.clone());
     fold_kernel::launch(
-        &client,
+        &folded.client,
         cube_count,
         cube_dim,
         weight.into_tensor_arg(),
@@ -97,12 +80,9 @@ pub fn fold(input: &super::BatchNormFold, eps: f32) -> Option<(BurnTensor<4>, Bu
         eps,
         (per_group * kh * kw) as u32,
         has_bias,
-        ElemType::Float(cubecl::ir::FloatKind::F32),
+        F32,
     );
-    Some((
-        BurnTensor::from_primitive::<CubeBackend>(folded),
-        BurnTensor::from_primitive::<CubeBackend>(bias),
-    ))
+    Some((to_burn(folded), to_burn(bias)))
 }
 
 #[cfg(all(test, feature = "wgpu"))]
@@ -111,9 +91,7 @@ mod tests {
     use crate::kernels::{BatchNormFold, composed_fold};
     use burn::tensor::Distribution;
 
-    fn values<const D: usize>(t: BurnTensor<D>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().unwrap()
-    }
+    use crate::kernels::gpu::values;
 
     /// On wgpu, one launch against burn's six operations on the same device, with and without
     /// a bias of the convolution's own, for a depthwise kernel (one input channel per group) and

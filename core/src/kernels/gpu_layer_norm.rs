@@ -7,11 +7,9 @@
 //! another order (sequentially along the row).
 
 use burn::tensor::Tensor as BurnTensor;
-use burn_cubecl::CubeBackend;
-use burn_cubecl::ops::numeric::empty_device_dtype;
-use burn_cubecl::tensor::CubeTensor;
-use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::*;
+
+use super::gpu::{F32, contiguous_f32, empty_like, grid, to_burn};
 
 #[cube(launch)]
 fn layer_norm_kernel<F: Float>(
@@ -46,14 +44,6 @@ fn layer_norm_kernel<F: Float>(
     }
 }
 
-fn primitive<const D: usize>(t: BurnTensor<D>) -> Option<CubeTensor> {
-    if t.is_autodiff() || t.dtype() != burn::tensor::DType::F32 {
-        return None;
-    }
-    let t = t.try_into_primitive::<CubeBackend>().ok()?;
-    t.is_contiguous().then_some(t)
-}
-
 /// `(x − mean)/√(var + ε)·γ + β` over the last axis of `x` in one launch; `None` when the
 /// tensors are not plain contiguous f32 tensors of this process's GPU backend (or the row is
 /// empty), and the caller composes it.
@@ -67,21 +57,14 @@ pub fn layer_norm<const D: usize>(
     if row == 0 || gamma.dims() != [row] || beta.dims() != [row] {
         return None;
     }
-    let input = primitive(x.clone())?;
-    let gamma = primitive(gamma.clone())?;
-    let beta = primitive(beta.clone())?;
+    let input = contiguous_f32(x.clone())?;
+    let gamma = contiguous_f32(gamma.clone())?;
+    let beta = contiguous_f32(beta.clone())?;
     let rows = input.meta.num_elements() / row;
-    let (client, device) = (input.client.clone(), input.device.clone());
-    let out = empty_device_dtype(
-        client.clone(),
-        device,
-        input.meta.shape().clone(),
-        input.dtype,
-    );
-    let cube_dim = CubeDim::new(&client, rows);
-    let cube_count = calculate_cube_count_elemwise(&client, rows, cube_dim);
+    let out = empty_like(&input);
+    let (cube_count, cube_dim) = grid(&input, rows);
     layer_norm_kernel::launch(
-        &client,
+        &out.client,
         cube_count,
         cube_dim,
         input.into_tensor_arg(),
@@ -91,9 +74,9 @@ pub fn layer_norm<const D: usize>(
         rows as u32,
         row as u32,
         eps as f32,
-        ElemType::Float(cubecl::ir::FloatKind::F32),
+        F32,
     );
-    Some(BurnTensor::from_primitive::<CubeBackend>(out))
+    Some(to_burn(out))
 }
 
 #[cfg(all(test, feature = "wgpu"))]
@@ -101,9 +84,7 @@ mod tests {
     use super::*;
     use burn::tensor::Distribution;
 
-    fn values<const D: usize>(t: BurnTensor<D>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().unwrap()
-    }
+    use crate::kernels::gpu::values;
 
     /// On wgpu, one launch against the f64 layer norm on the host: within f32 rounding of sums
     /// of `row` terms (row·2⁻²⁴ relative to the normalised value's size, times γ, plus β's

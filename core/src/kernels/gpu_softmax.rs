@@ -6,11 +6,9 @@
 //! scale applied inside: `softmax(s·x)_j = e^{s(x_j − max x)} / Σ_k e^{s(x_k − max x)}` for s > 0.
 
 use burn::tensor::Tensor as BurnTensor;
-use burn_cubecl::CubeBackend;
-use burn_cubecl::ops::numeric::empty_device_dtype;
-use burn_cubecl::tensor::CubeTensor;
-use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::*;
+
+use super::gpu::{F32, contiguous_f32, empty_like, grid, to_burn};
 
 #[cube(launch)]
 fn softmax_kernel<F: Float>(
@@ -48,25 +46,15 @@ fn softmax_kernel<F: Float>(
 /// caller composes it.
 pub fn softmax<const D: usize>(x: &BurnTensor<D>, scale: f32) -> Option<BurnTensor<D>> {
     let row = x.dims()[D - 1];
-    if row == 0 || x.is_autodiff() || x.dtype() != burn::tensor::DType::F32 {
+    if row == 0 {
         return None;
     }
-    let input: CubeTensor = x.clone().try_into_primitive::<CubeBackend>().ok()?;
-    if !input.is_contiguous() {
-        return None;
-    }
+    let input = contiguous_f32(x.clone())?;
     let rows = input.meta.num_elements() / row;
-    let (client, device) = (input.client.clone(), input.device.clone());
-    let out = empty_device_dtype(
-        client.clone(),
-        device,
-        input.meta.shape().clone(),
-        input.dtype,
-    );
-    let cube_dim = CubeDim::new(&client, rows);
-    let cube_count = calculate_cube_count_elemwise(&client, rows, cube_dim);
+    let out = empty_like(&input);
+    let (cube_count, cube_dim) = grid(&input, rows);
     softmax_kernel::launch(
-        &client,
+        &out.client,
         cube_count,
         cube_dim,
         input.into_tensor_arg(),
@@ -74,9 +62,9 @@ pub fn softmax<const D: usize>(x: &BurnTensor<D>, scale: f32) -> Option<BurnTens
         rows as u32,
         row as u32,
         scale,
-        ElemType::Float(cubecl::ir::FloatKind::F32),
+        F32,
     );
-    Some(BurnTensor::from_primitive::<CubeBackend>(out))
+    Some(to_burn(out))
 }
 
 #[cfg(all(test, feature = "wgpu"))]
@@ -84,9 +72,7 @@ mod tests {
     use super::*;
     use burn::tensor::Distribution;
 
-    fn values<const D: usize>(t: BurnTensor<D>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().unwrap()
-    }
+    use crate::kernels::gpu::values;
 
     /// On wgpu, one launch against the f64 softmax of the scaled rows: within Vulkan's `exp`
     /// error (3 + 2·|argument| units in the last place, arguments here ≤ 0 and down to about

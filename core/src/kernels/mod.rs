@@ -57,6 +57,8 @@ mod adamw;
 mod attention;
 mod dropout_mask;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_activations;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_fold;

@@ -177,10 +177,13 @@ impl AdamW {
         grads: BTreeMap<String, Tensor<1>>,
         lr: f64,
     ) -> (M, StepReport) {
+        // Off the CPU kernel's backend, all parameters are updated together (`step_together`),
+        // which needs their values as well as their ids.
+        let together = !self.composed_only && !grads.values().all(crate::kernels::adamw_fuses);
         let mut ids = IdVisitor {
             path: Vec::new(),
             ids: HashMap::new(),
-            values: HashMap::new(),
+            values: together.then(HashMap::new),
         };
         module.visit(&mut ids);
         let by_id: HashMap<ParamId, (String, Tensor<1>)> = grads
@@ -193,13 +196,12 @@ impl AdamW {
         // order would change the float rounding from run to run.
         let mut named: Vec<&(String, Tensor<1>)> = by_id.values().collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
-        let on_cpu = named.iter().all(|(_, g)| crate::kernels::adamw_fuses(g));
-        if !named.is_empty() && !on_cpu && !self.composed_only {
+        if let Some(values) = ids.values.filter(|_| !named.is_empty()) {
             let named: Vec<(String, Tensor<1>)> = named
                 .into_iter()
                 .map(|(n, g)| (n.clone(), g.clone()))
                 .collect();
-            return self.step_together(module, named, ids.values, ids.ids, lr);
+            return self.step_together(module, named, values, ids.ids, lr);
         }
         self.spill_together();
         let sq: Vec<Tensor<1>> = named
@@ -411,8 +413,8 @@ impl ModuleVisitor for GradVisitor<'_> {
 struct IdVisitor {
     path: Vec<String>,
     ids: HashMap<String, ParamId>,
-    /// Each parameter flattened, without autodiff tracking.
-    values: HashMap<String, Tensor<1>>,
+    /// Each parameter flattened, without autodiff tracking, when asked for.
+    values: Option<HashMap<String, Tensor<1>>>,
 }
 
 /// Puts the given flat tensors in place of the parameters with these ids (others untouched).
@@ -443,9 +445,11 @@ impl ModuleVisitor for IdVisitor {
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let name = self.path.join(".");
-        let value = param.val().inner();
-        let n = value.shape().num_elements();
-        self.values.insert(name.clone(), value.reshape([n]));
+        if let Some(values) = &mut self.values {
+            let value = param.val().inner();
+            let n = value.shape().num_elements();
+            values.insert(name.clone(), value.reshape([n]));
+        }
         self.ids.insert(name, param.id);
     }
 }
@@ -592,6 +596,21 @@ mod tests {
         t.to_data().try_into_vec_as::<f32>().unwrap()
     }
 
+    /// `n` values uniform in ±scale/2 from a linear congruential generator seeded with `seed`
+    /// (the same on every device, independent of burn's generator).
+    fn seeded(seed: u64, n: usize, scale: f32, device: &Device) -> Tensor<1> {
+        let mut state = seed;
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
+            })
+            .collect();
+        Tensor::<1>::from_data(TensorData::new(v, [n]), device)
+    }
+
     /// Two steps against a plain f64 re-implementation of torch.optim.AdamW with a large weight
     /// decay (so the decoupled decay is visible), and a clip that is active.
     #[test]
@@ -655,18 +674,7 @@ mod tests {
         let _generator = crate::test_rng::lock();
         let device = Device::flex();
         let n = 70_001;
-        let random = |seed: u64, scale: f32| {
-            let mut state = seed;
-            let v: Vec<f32> = (0..n)
-                .map(|_| {
-                    state = state
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
-                })
-                .collect();
-            Tensor::<1>::from_data(TensorData::new(v, [n]), &device)
-        };
+        let random = |seed: u64, scale: f32| seeded(seed, n, scale, &device);
         assert!(crate::kernels::adamw_fuses(&random(1, 1.0)));
         let cfg = AdamWConfig {
             clip_norm: Some(0.1),
@@ -736,18 +744,7 @@ mod tests {
     #[test]
     fn updating_together_on_a_gpu_equals_the_update_one_by_one() {
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
-        let random = |seed: u64, n: usize, scale: f32| {
-            let mut state = seed;
-            let v: Vec<f32> = (0..n)
-                .map(|_| {
-                    state = state
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
-                })
-                .collect();
-            Tensor::<1>::from_data(TensorData::new(v, [n]), &device)
-        };
+        let random = |seed: u64, n: usize, scale: f32| seeded(seed, n, scale, &device);
         let run = |clip_norm: Option<f64>, composed_only: bool| {
             let mut m = Two {
                 a: Param::from_tensor(random(1, 1000, 2.0)),

@@ -1,0 +1,56 @@
+//! What hvq's CubeCL kernels (`gpu_*.rs`) share: taking a tensor from burn's GPU backend, an
+//! output buffer, the launch grid and the element type, and handing the result back.
+
+use burn::tensor::Tensor as BurnTensor;
+use burn_cubecl::CubeBackend;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::calculate_cube_count_elemwise;
+use cubecl::prelude::*;
+
+/// The element type every kernel here runs at (they take f32 tensors only).
+pub(super) const F32: ElemType = ElemType::Float(cubecl::ir::FloatKind::F32);
+
+/// `t` as burn's GPU backend holds it, when it is a plain f32 tensor (not tracked by autodiff) of
+/// this process's GPU backend; `None` otherwise, and the caller composes the operation.
+pub(super) fn plain_f32<const D: usize>(t: BurnTensor<D>) -> Option<CubeTensor> {
+    if t.is_autodiff() || t.dtype() != burn::tensor::DType::F32 {
+        return None;
+    }
+    t.try_into_primitive::<CubeBackend>().ok()
+}
+
+/// [`plain_f32`], and laid out contiguously (the kernels index it row-major).
+pub(super) fn contiguous_f32<const D: usize>(t: BurnTensor<D>) -> Option<CubeTensor> {
+    plain_f32(t).filter(CubeTensor::is_contiguous)
+}
+
+/// A new contiguous buffer of `t`'s shape and type, on its device.
+pub(super) fn empty_like(t: &CubeTensor) -> CubeTensor {
+    empty_device_dtype(
+        t.client.clone(),
+        t.device.clone(),
+        t.meta.shape().clone(),
+        t.dtype,
+    )
+}
+
+/// Cubes and their size for `units` threads on `t`'s device, one unit of work each.
+pub(super) fn grid(t: &CubeTensor, units: usize) -> (CubeCount, CubeDim) {
+    let cube_dim = CubeDim::new(&t.client, units);
+    (
+        calculate_cube_count_elemwise(&t.client, units, cube_dim),
+        cube_dim,
+    )
+}
+
+/// A kernel's output as a burn tensor again.
+pub(super) fn to_burn<const D: usize>(t: CubeTensor) -> BurnTensor<D> {
+    BurnTensor::from_primitive::<CubeBackend>(t)
+}
+
+/// A tensor's values on the host (tests).
+#[cfg(test)]
+pub(super) fn values<const D: usize>(t: BurnTensor<D>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().unwrap()
+}
