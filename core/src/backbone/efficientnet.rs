@@ -9,6 +9,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 
 use crate::config::{BackboneConfig, BackboneKind, BlockSpec, block_specs, stem_channels};
 use crate::kernels::products::{conv2d, linear};
+use crate::kernels::{Activation, Epilogue};
 
 /// BatchNorm epsilon of the TF-trained EfficientNets (PyTorch default would be 1e-5).
 pub(super) const BN_EPS: f64 = 1e-3;
@@ -110,7 +111,51 @@ impl Conv {
         pad: [(usize, usize); 2],
         groups: usize,
     ) -> Tensor<4> {
-        let (weight, bias) = crate::kernels::fold_batch_norm(
+        let (weight, bias) = self.fold(bn);
+        conv2d(
+            x,
+            weight,
+            Some(bias),
+            ConvOptions::new_with_padding([stride, stride], pad, [1, 1], groups),
+        )
+    }
+
+    /// [`Conv::forward_bn`] followed by `then` (an activation, a residual): on a GPU the
+    /// bias, activation and residual in the convolution's kernel or one after it
+    /// ([`crate::kernels::conv2d_fused`]).
+    fn forward_bn_then(
+        &self,
+        bn: &BatchNorm,
+        x: Tensor<4>,
+        stride: usize,
+        pad: [(usize, usize); 2],
+        groups: usize,
+        then: Epilogue,
+    ) -> Tensor<4> {
+        let (weight, bias) = self.fold(bn);
+        let options = ConvOptions::new_with_padding([stride, stride], pad, [1, 1], groups);
+        crate::kernels::conv2d_fused(x, weight, bias, options, then)
+    }
+
+    /// A 1×1 convolution with its own bias (the squeeze-and-excitation gates'), then
+    /// `activation`, as [`Conv::forward_bn_then`] does.
+    fn forward_pointwise_then(&self, x: Tensor<4>, activation: Activation) -> Tensor<4> {
+        let options = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+        match &self.bias {
+            Some(bias) => crate::kernels::conv2d_fused(
+                x,
+                self.weight.val(),
+                bias.val(),
+                options,
+                Epilogue::activation(activation),
+            ),
+            None => activation.apply(conv2d(x, self.weight.val(), None, options)),
+        }
+    }
+
+    /// The kernel and bias with `bn` folded in.
+    fn fold(&self, bn: &BatchNorm) -> (Tensor<4>, Tensor<1>) {
+        crate::kernels::fold_batch_norm(
             crate::kernels::BatchNormFold {
                 weight: self.weight.val(),
                 conv_bias: self.bias.as_ref().map(|b| b.val()),
@@ -120,12 +165,6 @@ impl Conv {
                 var: bn.running_var.val(),
             },
             BN_EPS as f32,
-        );
-        conv2d(
-            x,
-            weight,
-            Some(bias),
-            ConvOptions::new_with_padding([stride, stride], pad, [1, 1], groups),
         )
     }
 }
@@ -158,20 +197,19 @@ pub struct MbConvBlock {
     pub(super) kind: BackboneKind,
 }
 
-/// Swish `x·σ(x)`, computed as `x / (1 + e⁻ˣ)` (the same function). On the CPU backend a vectorised kernel ([`crate::kernels::swish`]): burn's own
-/// `sigmoid` and `exp` evaluate a scalar `exp` per element, which dominated the B4 backbone
-/// (`cargo bench -p core --bench kernels`, group "backbone").
-fn swish(x: Tensor<4>) -> Tensor<4> {
-    crate::kernels::swish(x)
+/// The backbone's activation: swish `x·σ(x)` for B4 (computed as `x / (1 + e⁻ˣ)`, the same
+/// function; on the CPU backend a vectorised kernel, [`crate::kernels::swish`]: burn's own
+/// `sigmoid` and `exp` evaluate a scalar `exp` per element, which dominated the B4 backbone,
+/// `cargo bench -p core --bench kernels`, group "backbone"), ReLU6 for Lite0.
+pub(super) fn activation(kind: BackboneKind) -> Activation {
+    match kind {
+        BackboneKind::EfficientnetB4 => Activation::Swish,
+        BackboneKind::EfficientnetLite0 => Activation::Relu6,
+    }
 }
 
 pub(super) fn activate(kind: BackboneKind, x: Tensor<4>) -> Tensor<4> {
-    match kind {
-        BackboneKind::EfficientnetB4 => swish(x),
-        // ReLU6 = min(max(x, 0), 6): one clamp (one kernel on a GPU backend; `relu` then
-        // `clamp_max` was four there, a comparison and a masked fill each).
-        BackboneKind::EfficientnetLite0 => x.clamp(0.0, 6.0),
-    }
+    activation(kind).apply(x)
 }
 
 impl MbConvBlock {
@@ -202,8 +240,10 @@ impl MbConvBlock {
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let s = &self.spec;
         let mut x = input.clone();
+        let activation = activation(self.kind);
         if let (Some(conv), Some(bn)) = (&self._expand_conv, &self._bn0) {
-            x = activate(self.kind, conv.forward_bn(bn, x, 1, [(0, 0); 2], 1));
+            let then = Epilogue::activation(activation);
+            x = conv.forward_bn_then(bn, x, 1, [(0, 0); 2], 1, then);
         }
         let [_, _, h, w] = x.dims();
         let pad = self.static_pad.unwrap_or_else(|| {
@@ -212,23 +252,27 @@ impl MbConvBlock {
                 same_padding(w, s.kernel, s.stride),
             ]
         });
-        x = self
-            ._depthwise_conv
-            .forward_bn(&self._bn1, x, s.stride, pad, s.expanded());
-        x = activate(self.kind, x);
+        x = self._depthwise_conv.forward_bn_then(
+            &self._bn1,
+            x,
+            s.stride,
+            pad,
+            s.expanded(),
+            Epilogue::activation(activation),
+        );
         if let (Some(reduce), Some(expand)) = (&self._se_reduce, &self._se_expand) {
             let squeezed = x.clone().mean_dim(2).mean_dim(3);
-            let squeezed = activate(self.kind, reduce.forward(squeezed, 1, [(0, 0); 2], 1));
-            let gate = crate::kernels::sigmoid(expand.forward(squeezed, 1, [(0, 0); 2], 1));
+            let squeezed = reduce.forward_pointwise_then(squeezed, activation);
+            let gate = expand.forward_pointwise_then(squeezed, Activation::Sigmoid);
             x = x * gate;
         }
-        x = self
-            ._project_conv
-            .forward_bn(&self._bn2, x, 1, [(0, 0); 2], 1);
-        if s.stride == 1 && s.in_ch == s.out_ch {
-            x = x + input;
-        }
-        x
+        let residual = (s.stride == 1 && s.in_ch == s.out_ch).then_some(input);
+        let then = Epilogue {
+            activation: Activation::Identity,
+            residual,
+        };
+        self._project_conv
+            .forward_bn_then(&self._bn2, x, 1, [(0, 0); 2], 1, then)
     }
 }
 
@@ -311,18 +355,25 @@ impl EfficientNet {
         &self.config
     }
 
+    /// The stem's padding for an input of `x`'s size.
+    fn stem_padding(&self, x: &Tensor<4>) -> [(usize, usize); 2] {
+        let [_, _, h, w] = x.dims();
+        self.stem_pad
+            .unwrap_or([same_padding(h, 3, 2), same_padding(w, 3, 2)])
+    }
+
     /// Stem conv + BN, before the activation.
     fn stem_bn(&self, x: Tensor<4>) -> Tensor<4> {
-        let [_, _, h, w] = x.dims();
-        let pad = self
-            .stem_pad
-            .unwrap_or([same_padding(h, 3, 2), same_padding(w, 3, 2)]);
+        let pad = self.stem_padding(&x);
         self._conv_stem.forward_bn(&self._bn0, x, 2, pad, 1)
     }
 
     /// Stem conv + BN + activation.
     pub fn stem(&self, x: Tensor<4>) -> Tensor<4> {
-        activate(self.config.kind, self.stem_bn(x))
+        let pad = self.stem_padding(&x);
+        let then = Epilogue::activation(activation(self.config.kind));
+        self._conv_stem
+            .forward_bn_then(&self._bn0, x, 2, pad, 1, then)
     }
 
     /// Outputs of the tapped blocks for a normalised input `[B, 3, H, W]`.

@@ -17,7 +17,7 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 use cubecl::std::tensor::layout::linear::{LinearView, LinearViewMut};
 
-use super::gpu::{F32, empty_like, grid, plain_f32, to_burn};
+use super::gpu::{F32, contiguous_f32, empty_like, grid, plain_f32, to_burn};
 
 #[cube(launch_unchecked, address_type = "dynamic")]
 fn swish_kernel<F: Float>(
@@ -43,6 +43,100 @@ fn sigmoid_kernel<F: Float>(
     }
     let x = input.read(ABSOLUTE_POS);
     output.write(ABSOLUTE_POS, F::new(1.0) / (F::exp(-x) + F::new(1.0)));
+}
+
+/// `v` through the activation numbered `activation` ([`code`]; known when the kernel is
+/// compiled, so one branch is compiled in): swish, ReLU6 and the sigmoid in the same operations
+/// as the kernels above and burn's clamp.
+#[cube]
+pub(super) fn activated<F: Float>(v: F, #[comptime] activation: u32) -> F {
+    let mut y = v;
+    if activation == 1 {
+        y = v / (F::exp(-v) + F::new(1.0));
+    } else if activation == 2 {
+        y = max(min(v, F::new(6.0)), F::new(0.0));
+    } else if activation == 3 {
+        y = F::new(1.0) / (F::exp(-v) + F::new(1.0));
+    }
+    y
+}
+
+/// An activation's number in the kernels.
+pub(super) fn code(activation: super::Activation) -> u32 {
+    match activation {
+        super::Activation::Identity => 0,
+        super::Activation::Swish => 1,
+        super::Activation::Relu6 => 2,
+        super::Activation::Sigmoid => 3,
+    }
+}
+
+/// `activation(x + bias) (+ residual)` over rows of `x` whose last axis is the bias's, the
+/// output of a convolution computed as a matrix product without its bias.
+#[cube(launch)]
+fn bias_activation_kernel<F: Float>(
+    x: &Tensor<F>,
+    bias: &Tensor<F>,
+    residual: &Tensor<F>,
+    output: &mut Tensor<F>,
+    #[comptime] activation: u32,
+    #[comptime] has_residual: bool,
+    #[define(F)] _dtype: ElemType,
+) {
+    let i = ABSOLUTE_POS;
+    if i >= output.len() {
+        terminate!();
+    }
+    let v = activated::<F>(x[i] + bias[i % bias.len()], activation);
+    if has_residual {
+        output[i] = v + residual[i];
+    } else {
+        output[i] = v;
+    }
+}
+
+/// `activation(x + bias) + residual` (the residual optional) in one launch, for `x [rows, c]`
+/// and `bias [c]` (and `residual` of `x`'s shape), all contiguous: the same f32 operations as
+/// adding the bias, applying the activation and adding the residual one after the other.
+/// `None` when the tensors are not plain contiguous f32 tensors of this process's GPU backend,
+/// and the caller composes it.
+pub fn bias_activated(
+    x: &BurnTensor<2>,
+    bias: &BurnTensor<1>,
+    residual: Option<&BurnTensor<2>>,
+    activation: super::Activation,
+) -> Option<BurnTensor<2>> {
+    let [_, channels] = x.dims();
+    if channels == 0 || bias.dims() != [channels] {
+        return None;
+    }
+    if residual.is_some_and(|r| r.dims() != x.dims()) {
+        return None;
+    }
+    let input = contiguous_f32(x.clone())?;
+    let bias = contiguous_f32(bias.clone())?;
+    let residual = match residual {
+        Some(r) => Some(contiguous_f32(r.clone())?),
+        None => None,
+    };
+    let output = empty_like(&input);
+    let (cube_count, cube_dim) = grid(&input, input.meta.num_elements());
+    let has_residual = residual.is_some();
+    // Without a residual any tensor stands in (the kernel does not read it).
+    let residual = residual.unwrap_or_else(|| bias.clone());
+    bias_activation_kernel::launch(
+        &output.client,
+        cube_count,
+        cube_dim,
+        input.into_tensor_arg(),
+        bias.into_tensor_arg(),
+        residual.into_tensor_arg(),
+        output.clone().into_tensor_arg(),
+        code(activation),
+        has_residual,
+        F32,
+    );
+    Some(to_burn(output))
 }
 
 /// Which activation a launch computes.
@@ -188,5 +282,65 @@ mod tests {
                 "sigmoid({x}) = {g}, want {want}"
             );
         }
+    }
+
+    /// The bias-activation kernel against the f64 form on the host, one launch: each
+    /// activation, with and without a residual, within one rounding each of the bias's sum, the
+    /// activation (plus Vulkan's `exp` bound, 3 + 2|x| ulp, for swish and the sigmoid) and the
+    /// residual's sum, relative to the values involved.
+    #[test]
+    fn one_kernel_adds_the_bias_activates_and_adds_the_residual() {
+        let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
+        let (rows, channels) = (30, 12);
+        let x: Tensor<2> =
+            Tensor::random([rows, channels], Distribution::Normal(0.0, 4.0), &device);
+        let bias: Tensor<1> = Tensor::random([channels], Distribution::Normal(0.0, 2.0), &device);
+        let residual: Tensor<2> =
+            Tensor::random([rows, channels], Distribution::Normal(0.0, 1.0), &device);
+        let (xv, bv, rv) = (
+            values(x.clone()),
+            values(bias.clone()),
+            values(residual.clone()),
+        );
+        use super::super::Activation;
+        for activation in [
+            Activation::Identity,
+            Activation::Swish,
+            Activation::Relu6,
+            Activation::Sigmoid,
+        ] {
+            for with_residual in [false, true] {
+                let r = with_residual.then_some(&residual);
+                let _ = values(bias_activated(&x, &bias, r, activation).unwrap());
+                let profiler = crate::device::kernel_profile::KernelProfiler::start("bias");
+                let got = bias_activated(&x, &bias, r, activation).unwrap();
+                assert_eq!(profiler.finish().stages[0].launches, 1);
+                for (i, g) in values(got).iter().enumerate() {
+                    let pre = xv[i] as f64 + bv[i % channels] as f64;
+                    let (act, exp_ulps) = match activation {
+                        Activation::Identity => (pre, 0.0),
+                        Activation::Swish => (pre / (1.0 + (-pre).exp()), 5.0 + 2.0 * pre.abs()),
+                        Activation::Relu6 => (pre.clamp(0.0, 6.0), 0.0),
+                        Activation::Sigmoid => (1.0 / (1.0 + (-pre).exp()), 5.0 + 2.0 * pre.abs()),
+                    };
+                    let res = if with_residual { rv[i] as f64 } else { 0.0 };
+                    let want = act + res;
+                    let eps = 2f64.powi(-24);
+                    let bound = 1.1 * eps * pre.abs()
+                        + 2.0 * eps * exp_ulps * act.abs()
+                        + eps * want.abs()
+                        + 1e-30;
+                    assert!(
+                        (*g as f64 - want).abs() <= bound,
+                        "{activation:?} residual {with_residual} [{i}]: {g} vs {want}"
+                    );
+                }
+            }
+        }
+        // Not this kernel's: a bias of another width, a residual of another shape.
+        let other: Tensor<1> = Tensor::zeros([channels + 1], &device);
+        assert!(bias_activated(&x, &other, None, Activation::Swish).is_none());
+        let small: Tensor<2> = Tensor::zeros([rows - 1, channels], &device);
+        assert!(bias_activated(&x, &bias, Some(&small), Activation::Swish).is_none());
     }
 }

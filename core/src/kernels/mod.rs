@@ -61,6 +61,8 @@ mod gpu;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_activations;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu_conv;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_fold;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_layer_norm;
@@ -103,6 +105,117 @@ pub fn sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         return y;
     }
     burn::tensor::activation::sigmoid(x)
+}
+
+/// An activation applied after a convolution ([`conv2d_fused`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// None.
+    Identity,
+    /// `x / (1 + e⁻ˣ)` ([`swish`]).
+    Swish,
+    /// `min(max(x, 0), 6)`.
+    Relu6,
+    /// `1 / (1 + e⁻ˣ)` ([`sigmoid`]).
+    Sigmoid,
+}
+
+impl Activation {
+    /// The activation of `x` on its own ([`swish`], [`sigmoid`]; ReLU6 as one clamp, one kernel
+    /// on a GPU backend where `relu` then `clamp_max` are four).
+    pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Activation::Identity => x,
+            Activation::Swish => swish(x),
+            Activation::Relu6 => x.clamp(0.0, 6.0),
+            Activation::Sigmoid => sigmoid(x),
+        }
+    }
+}
+
+/// What follows a convolution in [`conv2d_fused`]: after its bias, an activation, then a
+/// residual added (a block's input).
+pub struct Epilogue {
+    /// Applied to the convolution plus its bias.
+    pub activation: Activation,
+    /// Added last, of the output's shape.
+    pub residual: Option<Tensor<4>>,
+}
+
+impl Epilogue {
+    /// The activation alone.
+    pub fn activation(activation: Activation) -> Self {
+        Self {
+            activation,
+            residual: None,
+        }
+    }
+}
+
+/// `activation(conv2d(x, weight) + bias) + residual` ([`Epilogue`]) at the run's precision
+/// ([`products::conv2d`]). On a GPU backend at f32 the bias, activation and residual take one
+/// kernel after the convolution, or none: a convolution with a few inputs per group (depthwise,
+/// or a stem's three colours) is one kernel with its epilogue (`gpu_conv`), a pointwise one a
+/// matrix product and one kernel (`gpu_activations::bias_activated`; burn adds the bias in a
+/// pass of its own). Anything else is the convolution, then the activation, then the residual,
+/// in the same f32 operations.
+pub fn conv2d_fused(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    options: burn::tensor::ops::ConvOptions<2>,
+    then: Epilogue,
+) -> Tensor<4> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    if let Some(y) = gpu_fused(&x, &weight, &bias, &options, &then) {
+        return y;
+    }
+    let y = then
+        .activation
+        .apply(products::conv2d(x, weight, Some(bias), options));
+    match then.residual {
+        Some(r) => y + r,
+        None => y,
+    }
+}
+
+/// [`conv2d_fused`] on a GPU backend at f32; `None` where it is not one of the forms above.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn gpu_fused(
+    x: &Tensor<4>,
+    weight: &Tensor<4>,
+    bias: &Tensor<1>,
+    options: &burn::tensor::ops::ConvOptions<2>,
+    then: &Epilogue,
+) -> Option<Tensor<4>> {
+    if products::half_dtype().is_some() || x.is_autodiff() || weight.is_autodiff() {
+        return None;
+    }
+    if products::runs_as_product(x, weight, options) {
+        let [n, _, h, w] = x.dims();
+        let out = weight.dims()[0];
+        let residual = then
+            .residual
+            .clone()
+            .map(|r| r.permute([0, 2, 3, 1]).reshape([n * h * w, out]));
+        let (pixels, weight) = products::pointwise_operands(x.clone(), weight.clone());
+        let rows = products::linear_at(None, pixels, weight, None);
+        let y = gpu_activations::bias_activated(&rows, bias, residual.as_ref(), then.activation)?;
+        return Some(products::from_pixel_rows(y, [n, h, w]));
+    }
+    let [stride, stride_x] = options.stride;
+    if then.residual.is_some() || stride != stride_x || options.dilation != [1, 1] {
+        return None;
+    }
+    gpu_conv::conv_activated(
+        x,
+        weight,
+        bias,
+        stride,
+        options.padding,
+        options.groups,
+        then.activation,
+    )
 }
 
 /// A convolution's kernel and bias with the inference BatchNorm after it folded in: BN is affine
@@ -427,6 +540,99 @@ pub(crate) mod portable {
             m = if *v > m { *v } else { m };
         }
         m
+    }
+}
+
+/// [`conv2d_fused`] on wgpu against the same convolution, bias, activation and residual composed
+/// on the CPU backend: within float rounding of each other (the sums run in other orders), for
+/// the forms the backbone uses, on channels-last activations as its convolutions leave them: a
+/// pointwise convolution with an activation and one with a residual (a matrix product and one
+/// kernel: two launches, no copy), a depthwise and a stem-like one (one launch); and a grouped convolution with many inputs per group, which neither kernel
+/// takes, composed on wgpu too.
+#[cfg(all(test, feature = "wgpu"))]
+mod fused_tests {
+    use super::*;
+    use burn::tensor::Distribution;
+    use burn::tensor::ops::ConvOptions;
+
+    #[test]
+    fn fused_convolutions_equal_the_composed_form() {
+        let wgpu = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
+        let cpu = crate::device::create(crate::device::DeviceChoice::Cpu).unwrap();
+        // (input channels, outputs, groups, k, stride, padding, activation, residual, launches)
+        let cases = [
+            (16, 24, 1, 1, 1, 0, Activation::Swish, false, Some(2)),
+            (24, 24, 1, 1, 1, 0, Activation::Identity, true, Some(2)),
+            (16, 16, 16, 3, 2, 1, Activation::Relu6, false, Some(1)),
+            (3, 8, 1, 3, 2, 1, Activation::Swish, false, Some(1)),
+            (16, 16, 2, 3, 1, 1, Activation::Sigmoid, false, None),
+        ];
+        for (c, o, groups, k, stride, pad, activation, residual, launches) in cases {
+            let x: Tensor<4> = Tensor::random([2, c, 7, 6], Distribution::Normal(0.0, 1.0), &cpu);
+            let w: Tensor<4> =
+                Tensor::random([o, c / groups, k, k], Distribution::Normal(0.0, 0.3), &cpu);
+            let b: Tensor<1> = Tensor::random([o], Distribution::Normal(0.0, 0.5), &cpu);
+            let options = ConvOptions::new([stride, stride], [pad, pad], [1, 1], groups);
+            let out_dims =
+                burn::tensor::module::conv2d(x.clone(), w.clone(), None, options.clone()).dims();
+            let r: Tensor<4> = Tensor::random(out_dims, Distribution::Normal(0.0, 1.0), &cpu);
+            // On wgpu the activations are laid out channels-last, as the backbone's
+            // convolutions leave them.
+            let channels_last = |t: &Tensor<4>| {
+                let t = t.clone().to_device(&wgpu).permute([0, 2, 3, 1]);
+                let [n, h, w, c] = t.dims();
+                // A reshape of a permuted view copies it into that order.
+                t.reshape([n * h * w * c])
+                    .reshape([n, h, w, c])
+                    .permute([0, 3, 1, 2])
+            };
+            let want = conv2d_fused(
+                x.clone(),
+                w.clone(),
+                b.clone(),
+                options.clone(),
+                Epilogue {
+                    activation,
+                    residual: residual.then(|| r.clone()),
+                },
+            );
+            let (xg, rg) = (channels_last(&x), channels_last(&r));
+            let run = || {
+                conv2d_fused(
+                    xg.clone(),
+                    w.clone().to_device(&wgpu),
+                    b.clone().to_device(&wgpu),
+                    options.clone(),
+                    Epilogue {
+                        activation,
+                        residual: residual.then(|| rg.clone()),
+                    },
+                )
+            };
+            let _ = run().into_data();
+            let profiler = crate::device::kernel_profile::KernelProfiler::start("fused");
+            let got = run();
+            let profile = profiler.finish();
+            if let Some(launches) = launches {
+                assert_eq!(
+                    profile.stages[0].launches, launches,
+                    "k{k} groups {groups}: {profile:#?}"
+                );
+            }
+            let (got, want) = (got.into_data(), want.into_data());
+            let (got, want) = (
+                got.try_to_vec::<f32>().unwrap(),
+                want.try_to_vec::<f32>().unwrap(),
+            );
+            assert_eq!(got.len(), want.len());
+            let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= 1e-5 * scale,
+                    "{activation:?} k{k} groups {groups}: {g} vs {w}"
+                );
+            }
+        }
     }
 }
 

@@ -81,7 +81,7 @@ pub fn conv2d_at(
     bias: Option<Tensor<1>>,
     options: ConvOptions<2>,
 ) -> Tensor<4> {
-    if is_pointwise(&weight, &options) && on_gpu(&x) {
+    if runs_as_product(&x, &weight, &options) {
         return pointwise_as_product(half, x, weight, bias);
     }
     match half {
@@ -134,13 +134,33 @@ fn pointwise_as_product(
     weight: Tensor<4>,
     bias: Option<Tensor<1>>,
 ) -> Tensor<4> {
+    let [n, _, h, w] = x.dims();
+    let (pixels, weight) = pointwise_operands(x, weight);
+    from_pixel_rows(linear_at(half, pixels, weight, bias), [n, h, w])
+}
+
+/// A pointwise convolution's operands as a matrix product's: the pixels of `x [n, c, h, w]`
+/// as rows `[n·h·w, c]` (channels-last, a view when `x` is laid out so) and the weight
+/// `[o, c, 1, 1]` as `[c, o]`.
+pub(crate) fn pointwise_operands(x: Tensor<4>, weight: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
     let [n, c, h, w] = x.dims();
     let out = weight.dims()[0];
-    let pixels = x.permute([0, 2, 3, 1]).reshape([n * h * w, c]);
-    let weight = weight.reshape([out, c]).transpose();
-    linear_at(half, pixels, weight, bias)
-        .reshape([n, h, w, out])
-        .permute([0, 3, 1, 2])
+    (
+        x.permute([0, 2, 3, 1]).reshape([n * h * w, c]),
+        weight.reshape([out, c]).transpose(),
+    )
+}
+
+/// Rows of pixels `[n·h·w, o]` (channels-last) as the image batch `[n, o, h, w]` they are: a
+/// view of the same buffer.
+pub(crate) fn from_pixel_rows(rows: Tensor<2>, [n, h, w]: [usize; 3]) -> Tensor<4> {
+    let out = rows.dims()[1];
+    rows.reshape([n, h, w, out]).permute([0, 3, 1, 2])
+}
+
+/// Whether `conv2d` with these operands runs as a matrix product ([`pointwise_as_product`]).
+pub(crate) fn runs_as_product(x: &Tensor<4>, weight: &Tensor<4>, options: &ConvOptions<2>) -> bool {
+    is_pointwise(weight, options) && on_gpu(x)
 }
 
 #[cfg(test)]
