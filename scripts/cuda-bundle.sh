@@ -19,6 +19,10 @@
 #   3. carry [".device/golden/golden.xz", ".device/golden/b4"]:
 #        the same with HVQ_GOLDEN_DIR=.device/golden/b4 and --out /tmp/golden-b4
 # (Each leaves "not run" rows for what it did not carry.)
+# The speed table against PyTorch takes the same carry as call 1:
+#   xz -dc .device/cli/hvq.xz > /tmp/hvq && chmod +x /tmp/hvq;
+#   bash scripts/gpu-bench.sh --hvq /tmp/hvq --runs 5 --precisions "f32 tf32" \
+#     --matmul-routines "simple simple-min-tile double double-min-tile gemm" --out /tmp/bench
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hvq-target}"

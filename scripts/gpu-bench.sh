@@ -11,7 +11,7 @@
 # Usage: bash scripts/gpu-bench.sh [--batch 8] [--runs 6] [--configs "official default"]
 #                                   [--out DIR] [--skip-build] [--hvq BINARY] [--no-cuda] [--no-wgpu]
 #                                   [--no-torch] [--precisions "f32 tf32"] [--time-limit SECONDS]
-#                                   [--no-kernels]
+#                                   [--no-kernels] [--matmul-routines "simple double gemm"]
 #   --hvq BINARY        use this hvq binary (built elsewhere, e.g. on a machine that can build) and
 #                       skip the build; its CUDA runs are tried unless --no-cuda
 #   --no-cuda           no `hvq --device cuda` runs (a binary built without the `cuda` feature)
@@ -25,6 +25,11 @@
 #                       profiled pass (hvq bench --kernels, bench_torch.py --kernels: launches and
 #                       device time per stage and kernel, in its log and JSON, side by side in the
 #                       summary); a run whose profile fails is repeated without it
+#   --matmul-routines LIST
+#                       also time hvq on CUDA (f32, the first config) with each of these routines for
+#                       the products no tensor core takes (HVQ_GPU_MATMUL: simple, the default,
+#                       simple-min-tile, double, double-min-tile, gemm), each checked against the CPU
+#                       first (hvq selfcheck); a table of them in matmul/summary.txt
 # Environment:
 #   CARGO_TARGET_DIR    where cargo builds (default: ./target)
 #   HVQ_TORCH_VENV      venv for PyTorch (default: ~/.cache/hvq/torch-venv)
@@ -54,6 +59,7 @@ DO_WGPU=1
 DO_TORCH=1
 PRECISIONS="f32"
 KERNELS=1
+MATMUL_ROUTINES=""
 
 log() { printf '[gpu-bench] %s\n' "$*"; }
 warn() { printf '[gpu-bench] WARNING: %s\n' "$*" >&2; }
@@ -75,6 +81,7 @@ while [ $# -gt 0 ]; do
     --precisions) PRECISIONS=${2:?--precisions needs a list}; shift 2 ;;
     --tf32) PRECISIONS="f32 tf32"; shift ;;
     --no-kernels) KERNELS=0; shift ;;
+    --matmul-routines) MATMUL_ROUTINES=${2:?--matmul-routines needs a list}; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
@@ -88,6 +95,10 @@ for c in $CONFIGS; do
 done
 for p in $PRECISIONS; do
   case "$p" in f32|tf32) ;; *) die "unknown precision '$p' (f32 or tf32)" ;; esac
+done
+for r in $MATMUL_ROUTINES; do
+  case "$r" in simple|simple-min-tile|double|double-min-tile|gemm) ;;
+    *) die "unknown matmul routine '$r' (simple, simple-min-tile, double, double-min-tile, gemm)" ;; esac
 done
 # A report's device part: cuda at f32, cuda_tf32 at tf32 (compare.py pairs runs by it).
 run_name() { [ "$2" = f32 ] && echo "$1" || echo "$1_$2"; }
@@ -193,6 +204,27 @@ if [ "$BUILD_OK" = 1 ] && [ -x "$HVQ" ]; then
     for precision in $PRECISIONS; do
       for cfg in $CONFIGS; do run_hvq cuda "$cfg" "$precision"; done
     done
+  fi
+  # The routines for products without tensor cores, against each other (f32, first config).
+  if [ "$CUDA_BUILT" = 1 ] && [ -n "$MATMUL_ROUTINES" ]; then
+    mkdir -p "$OUT/matmul"
+    cfg=${CONFIGS%% *}
+    for routine in $MATMUL_ROUTINES; do
+      log "HVQ_GPU_MATMUL=$routine: selfcheck, then hvq bench --device cuda --config $cfg"
+      if HVQ_GPU_MATMUL=$routine "${LIMIT[@]}" "$HVQ" selfcheck --device cuda \
+          > "$OUT/matmul/selfcheck-$routine.log" 2>&1; then
+        tail -n 1 "$OUT/matmul/selfcheck-$routine.log"
+        run_bench "hvq cuda $cfg matmul $routine" "$OUT/matmul/hvq-$routine-$cfg.json" \
+          "$OUT/matmul/hvq-$routine-$cfg.log" \
+          env HVQ_GPU_MATMUL="$routine" "$HVQ" bench --device cuda --config "$cfg" --batch "$BATCH" \
+          --runs "$RUNS" --json "$OUT/matmul/hvq-$routine-$cfg.json"
+      else
+        tail -n 5 "$OUT/matmul/selfcheck-$routine.log" >&2 || true
+        warn "HVQ_GPU_MATMUL=$routine: selfcheck failed, not timed"
+        FAILED+=("matmul $routine selfcheck")
+      fi
+    done
+    python3 scripts/pytorch/matmul_routines.py "$OUT/matmul" | tee "$OUT/matmul/summary.txt" || true
   fi
   if [ "$DO_WGPU" = 1 ]; then
     ICD=$(nvidia_icd)

@@ -576,6 +576,19 @@ fn the_cpu_instruction_set_cap_reaches_every_kernel_choice() {
         text.contains("HVQ_CPU_ISA=avx-2: expected `avx2`"),
         "{text}"
     );
+    // The GPU matrix-product routine (`HVQ_GPU_MATMUL`) is checked at start-up the same way.
+    let (code, text) = output(
+        hvq()
+            .args(["predict", "--device", "cpu", "--out"])
+            .arg(dir.join("typo-matmul"))
+            .arg(&sample)
+            .env("HVQ_GPU_MATMUL", "doubel"),
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("HVQ_GPU_MATMUL=doubel: expected one of simple, simple-min-tile"),
+        "{text}"
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 

@@ -56,6 +56,10 @@ pub struct BenchReport {
     /// How the matrix products were computed (`--precision`).
     #[serde(default)]
     pub precision: crate::device::precision::Precision,
+    /// The routine of the products no tensor core took (`HVQ_GPU_MATMUL`,
+    /// `device::gpu_matmul`); `None` on the CPU backend and in reports from before it existed.
+    #[serde(default)]
+    pub gpu_matmul: Option<String>,
     /// Model timed.
     pub model: BenchModel,
     /// Images per batch.
@@ -322,6 +326,9 @@ pub fn run(
         device: device_name.to_string(),
         adapter: device.identity().map(|identity| identity.name),
         precision: crate::device::precision::current(),
+        gpu_matmul: device
+            .identity()
+            .map(|_| crate::device::gpu_matmul::current().name().to_string()),
         model: which,
         batch,
         runs,
@@ -408,7 +415,7 @@ fn profile_kernels(
 /// A readable table of a report.
 pub fn format_report(r: &BenchReport) -> String {
     let mut out = format!(
-        "{} on {} ({}), {} products, batch {}, {} runs, training dropout {}\n{:<30} {:>12} {:>12}\n",
+        "{} on {} ({}), {} products{}, batch {}, {} runs, training dropout {}\n{:<30} {:>12} {:>12}\n",
         serde_json::to_string(&r.model)
             .unwrap_or_default()
             .trim_matches('"'),
@@ -418,6 +425,10 @@ pub fn format_report(r: &BenchReport) -> String {
         },
         r.machine,
         r.precision,
+        match &r.gpu_matmul {
+            Some(routine) => format!(" (without tensor cores: {routine} routine)"),
+            None => String::new(),
+        },
         r.batch,
         r.runs,
         r.train_dropout,

@@ -8,6 +8,7 @@
 
 pub mod cuda_driver;
 mod denormals;
+pub mod gpu_matmul;
 pub mod kernel_profile;
 mod list;
 pub mod panic_capture;

@@ -91,14 +91,89 @@ fn auto(
     ) {
         match err {
             MatmulSetupError::Unavailable(_) => {
-                multi_level::Strategy::SimpleUnit(Default::default())
-                    .launch_ref(client, lhs, rhs, out, dtypes)?;
+                // hvq patch: the routine for products no tensor core takes is chosen by
+                // `set_unit_routine` (upstream: always `SimpleUnit` at its largest tile).
+                unit_strategy().launch_ref(client, lhs, rhs, out, dtypes)?;
             }
             _ => panic!("{err:?}"),
         }
     }
 
     Ok(())
+}
+
+/// hvq patch: the routines that run a matrix product without tensor cores (f32 without TF32 on
+/// NVIDIA, every product on a device without them): the candidates burn's autotuner weighs for
+/// them, here chosen once per process so that they can be measured against each other on a
+/// device without building with autotune.
+#[cfg(feature = "multi-level")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnitRoutine {
+    /// `SimpleUnit` at its largest tile (upstream's choice; the default).
+    SimpleMaxTile,
+    /// `SimpleUnit` at its smallest tile.
+    SimpleMinTile,
+    /// `DoubleUnit` (double-buffered stages) at its largest tile.
+    DoubleMaxTile,
+    /// `DoubleUnit` at its smallest tile.
+    DoubleMinTile,
+    /// The plane-level `Gemm` routine.
+    Gemm,
+}
+
+#[cfg(feature = "multi-level")]
+static UNIT_ROUTINE: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+
+#[cfg(feature = "multi-level")]
+const UNIT_ROUTINES: [UnitRoutine; 5] = [
+    UnitRoutine::SimpleMaxTile,
+    UnitRoutine::SimpleMinTile,
+    UnitRoutine::DoubleMaxTile,
+    UnitRoutine::DoubleMinTile,
+    UnitRoutine::Gemm,
+];
+
+/// hvq patch: the routine for products no tensor core takes, process-wide, for the products
+/// launched after the call.
+#[cfg(feature = "multi-level")]
+pub fn set_unit_routine(routine: UnitRoutine) {
+    let index = UNIT_ROUTINES.iter().position(|r| *r == routine).unwrap_or(0);
+    UNIT_ROUTINE.store(index as u8, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// hvq patch: the routine [`set_unit_routine`] chose.
+#[cfg(feature = "multi-level")]
+pub fn unit_routine() -> UnitRoutine {
+    UNIT_ROUTINES[UNIT_ROUTINE.load(core::sync::atomic::Ordering::Relaxed) as usize]
+}
+
+#[cfg(feature = "multi-level")]
+fn unit_strategy() -> multi_level::Strategy {
+    use crate::routine::BlueprintStrategy;
+    use multi_level::routines::{
+        TileSizeSelection,
+        batch::{double_unit::DoubleUnitSelectionArgs, simple_unit::SimpleUnitSelectionArgs},
+        gemm::GemmStrategy,
+    };
+    let simple = |tile_size| {
+        multi_level::Strategy::SimpleUnit(BlueprintStrategy::Inferred(SimpleUnitSelectionArgs {
+            tile_size,
+        }))
+    };
+    let double = |tile_size| {
+        multi_level::Strategy::DoubleUnit(BlueprintStrategy::Inferred(DoubleUnitSelectionArgs {
+            tile_size,
+        }))
+    };
+    match unit_routine() {
+        UnitRoutine::SimpleMaxTile => multi_level::Strategy::SimpleUnit(Default::default()),
+        UnitRoutine::SimpleMinTile => simple(TileSizeSelection::MinTileSize),
+        UnitRoutine::DoubleMaxTile => double(TileSizeSelection::MaxTileSize),
+        UnitRoutine::DoubleMinTile => double(TileSizeSelection::MinTileSize),
+        UnitRoutine::Gemm => {
+            multi_level::Strategy::Gemm(BlueprintStrategy::Inferred(GemmStrategy::default()))
+        }
+    }
 }
 
 /// The tiled-only pair. `CpuGemm` takes the fallback slot as the one tiled routine with no

@@ -1,0 +1,183 @@
+//! Which routine burn's GPU backends run a matrix product on when no tensor core takes it
+//! (every f32 product at `--precision f32`, every product on wgpu), and `HVQ_GPU_MATMUL`, which
+//! picks it for a process.
+//!
+//! Built without autotune (hvq's build: measured on the H200 through wgpu, it did not pay),
+//! burn runs such products on cubek's `SimpleUnit` routine at its largest tile. Its autotuner
+//! would weigh four more (double-buffered stages, the smallest tile, the plane-level `Gemm`),
+//! and on an NVIDIA GPU, where PyTorch's f32 products are cuBLAS's, which one wins decides most
+//! of the transformer's time. The patched cubek-matmul (`vendor/`) takes the choice as a
+//! process-wide setting, so `scripts/gpu-bench.sh` measures each on the device in one binary;
+//! the default stays upstream's until a measurement says otherwise. Read once, at start-up
+//! ([`apply_variable`], the CLI's first step).
+
+use crate::error::{HvqError, Result};
+
+/// The environment variable that picks the routine.
+pub const VARIABLE: &str = "HVQ_GPU_MATMUL";
+
+/// The routines, by the names the variable takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GpuMatmul {
+    /// `SimpleUnit` at its largest tile: upstream's choice, the default.
+    Simple,
+    /// `SimpleUnit` at its smallest tile.
+    SimpleMinTile,
+    /// `DoubleUnit` (double-buffered stages) at its largest tile.
+    Double,
+    /// `DoubleUnit` at its smallest tile.
+    DoubleMinTile,
+    /// cubek's plane-level `Gemm`.
+    Gemm,
+}
+
+impl GpuMatmul {
+    /// Every routine, the default first.
+    pub const ALL: [GpuMatmul; 5] = [
+        GpuMatmul::Simple,
+        GpuMatmul::SimpleMinTile,
+        GpuMatmul::Double,
+        GpuMatmul::DoubleMinTile,
+        GpuMatmul::Gemm,
+    ];
+
+    /// The name the variable takes and reports print.
+    pub fn name(self) -> &'static str {
+        match self {
+            GpuMatmul::Simple => "simple",
+            GpuMatmul::SimpleMinTile => "simple-min-tile",
+            GpuMatmul::Double => "double",
+            GpuMatmul::DoubleMinTile => "double-min-tile",
+            GpuMatmul::Gemm => "gemm",
+        }
+    }
+
+    /// The routine named `name` (one of [`GpuMatmul::ALL`]'s names).
+    pub fn parse(name: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.name().eq_ignore_ascii_case(name.trim()))
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|r| r.name()).collect();
+                HvqError::Config(format!(
+                    "{VARIABLE}={name}: expected one of {}",
+                    names.join(", ")
+                ))
+            })
+    }
+}
+
+/// Read `HVQ_GPU_MATMUL` (unset: the default) and set the routine for this process: a typo is
+/// an error rather than a silent measurement of the default.
+pub fn apply_variable() -> Result<GpuMatmul> {
+    let routine = match std::env::var(VARIABLE) {
+        Err(std::env::VarError::NotPresent) => GpuMatmul::Simple,
+        Ok(v) => GpuMatmul::parse(&v)?,
+        Err(e) => return Err(HvqError::Config(format!("{VARIABLE}: {e}"))),
+    };
+    set(routine);
+    Ok(routine)
+}
+
+/// Set the routine for the products launched afterwards (a no-op without a GPU backend).
+pub fn set(routine: GpuMatmul) {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    {
+        use cubek_matmul::strategy::UnitRoutine;
+        cubek_matmul::strategy::set_unit_routine(match routine {
+            GpuMatmul::Simple => UnitRoutine::SimpleMaxTile,
+            GpuMatmul::SimpleMinTile => UnitRoutine::SimpleMinTile,
+            GpuMatmul::Double => UnitRoutine::DoubleMaxTile,
+            GpuMatmul::DoubleMinTile => UnitRoutine::DoubleMinTile,
+            GpuMatmul::Gemm => UnitRoutine::Gemm,
+        });
+    }
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    let _ = routine;
+}
+
+/// The routine in use now ([`GpuMatmul::Simple`] without a GPU backend).
+pub fn current() -> GpuMatmul {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    {
+        use cubek_matmul::strategy::UnitRoutine;
+        match cubek_matmul::strategy::unit_routine() {
+            UnitRoutine::SimpleMaxTile => GpuMatmul::Simple,
+            UnitRoutine::SimpleMinTile => GpuMatmul::SimpleMinTile,
+            UnitRoutine::DoubleMaxTile => GpuMatmul::Double,
+            UnitRoutine::DoubleMinTile => GpuMatmul::DoubleMinTile,
+            UnitRoutine::Gemm => GpuMatmul::Gemm,
+        }
+    }
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    GpuMatmul::Simple
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unknown_names_are_refused() {
+        for r in GpuMatmul::ALL {
+            assert_eq!(GpuMatmul::parse(r.name()).unwrap(), r);
+        }
+        let e = GpuMatmul::parse("doubel").unwrap_err().to_string();
+        assert!(
+            e.contains("HVQ_GPU_MATMUL=doubel") && e.contains("double-min-tile"),
+            "{e}"
+        );
+    }
+
+    /// On wgpu each routine runs the product (the kernel this thread launches is the routine's:
+    /// cubek names its double-buffered family apart from the simple one, and `Gemm` apart from
+    /// both) and gives the f64 product within f32 rounding of a 96-term sum. The setting is
+    /// the process's: another test's product launched meanwhile runs on the routine set here,
+    /// which computes the same values.
+    #[cfg(feature = "wgpu")]
+    #[test]
+    fn each_routine_runs_the_product() {
+        use burn::tensor::{Distribution, Tensor};
+        let wgpu = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
+        let a: Tensor<2> = Tensor::random([70, 96], Distribution::Normal(0.0, 1.0), &wgpu);
+        let b: Tensor<2> = Tensor::random([96, 50], Distribution::Normal(0.0, 1.0), &wgpu);
+        let (av, bv) = (
+            a.clone().into_data().try_to_vec::<f32>().unwrap(),
+            b.clone().into_data().try_to_vec::<f32>().unwrap(),
+        );
+        // The f64 product and, per value, the bound of an f32 sum of its 96 terms in any order.
+        let (mut want, mut bound) = (Vec::new(), Vec::new());
+        for i in 0..70 {
+            for j in 0..50 {
+                let terms = (0..96).map(|k| av[i * 96 + k] as f64 * bv[k * 50 + j] as f64);
+                want.push(terms.clone().sum::<f64>());
+                bound.push(96.0 * 2f64.powi(-24) * terms.map(f64::abs).sum::<f64>());
+            }
+        }
+        let mut names = Vec::new();
+        for routine in GpuMatmul::ALL {
+            set(routine);
+            assert_eq!(current(), routine);
+            let profiler = crate::device::kernel_profile::KernelProfiler::start("matmul");
+            let got = a.clone().matmul(b.clone());
+            let got = got.into_data().try_to_vec::<f32>().unwrap();
+            let profile = profiler.finish();
+            // The product's kernel (`Gemm` copies an operand into its layout first).
+            let products: Vec<_> = profile.stages[0]
+                .kernels
+                .iter()
+                .filter(|k| k.name.starts_with("MatmulEntry"))
+                .collect();
+            assert_eq!(products.len(), 1, "{routine:?}: {profile:#?}");
+            names.push((routine, products[0].name.clone()));
+            for ((g, w), e) in got.iter().zip(&want).zip(&bound) {
+                assert!((*g as f64 - w).abs() <= *e, "{routine:?}: {g} vs {w}");
+            }
+        }
+        set(GpuMatmul::Simple);
+        let name = |r: GpuMatmul| &names.iter().find(|(n, _)| *n == r).unwrap().1;
+        assert!(name(GpuMatmul::Simple).contains("SimpleMatmulFamily"));
+        assert!(name(GpuMatmul::Double).contains("DoubleBufferingMatmulFamily"));
+        assert!(!name(GpuMatmul::Gemm).contains("SimpleMatmulFamily"));
+    }
+}
