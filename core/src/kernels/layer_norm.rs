@@ -14,9 +14,9 @@
 //! are summed over rows in f64 (block partials added in block order) and rounded once, so they
 //! do not depend on the machine's threads and hardly on how a batch is split across replicas. Applies where the fused softmax does (f32 tracked by autodiff on flex,
 //! no gradient checkpointing). Plain f32 tensors on a GPU backend (inference) take one CubeCL
-//! kernel (`gpu_layer_norm`); everywhere else burn's own `layer_norm` runs (on the CPU without
-//! autodiff that is burn-flex's fused kernel; on the GPU backends under autodiff burn's composed
-//! one).
+//! kernel (`gpu_layer_norm`), tracked ones the same formulas as one autodiff operation of three
+//! CubeCL kernels (`gpu_layer_norm_autodiff`); everywhere else burn's own `layer_norm` runs (on
+//! the CPU without autodiff that is burn-flex's fused kernel).
 
 use burn::backend::Flex;
 use burn::backend::autodiff::Autodiff;
@@ -39,9 +39,12 @@ pub fn layer_norm<const D: usize>(
     beta: Tensor<1>,
     eps: f64,
 ) -> Tensor<D> {
-    // Inference on a GPU backend: one kernel (`gpu_layer_norm`).
+    // On a GPU backend, inference: one kernel (`gpu_layer_norm`); training: one autodiff
+    // operation of three kernels (`gpu_layer_norm_autodiff`).
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    if let Some(y) = super::gpu_layer_norm::layer_norm(&x, &gamma, &beta, eps) {
+    if let Some(y) = super::gpu_layer_norm::layer_norm(&x, &gamma, &beta, eps)
+        .or_else(|| super::gpu_layer_norm_autodiff::layer_norm(&x, &gamma, &beta, eps))
+    {
         return y;
     }
     let row = x.dims()[D - 1];
@@ -393,10 +396,29 @@ mod tests {
 
     /// The fused operation's value and all three gradients against the f64 formulas, and against
     /// burn's decomposed layer norm under autodiff (what ran before), on rows that do not fill
-    /// a task block or the vector lanes (37 rows of 70).
+    /// a task block or the vector lanes (37 rows of 70), on the CPU and on wgpu. On wgpu the
+    /// forward is one kernel launch and the backward two.
+    /// The devices the fused operation runs on: the CPU backend and, in a build with it, wgpu
+    /// (`gpu_layer_norm_autodiff`), both under autodiff.
+    fn devices() -> Vec<Device> {
+        let mut devices = vec![Device::flex().autodiff()];
+        #[cfg(feature = "wgpu")]
+        devices.push(
+            crate::device::create(crate::device::DeviceChoice::Wgpu)
+                .unwrap()
+                .autodiff(),
+        );
+        devices
+    }
+
     #[test]
     fn fused_layer_norm_matches_the_formulas_and_burns_decomposition() {
-        let ad = Device::flex().autodiff();
+        for ad in devices() {
+            fused_layer_norm_matches_on(ad);
+        }
+    }
+
+    fn fused_layer_norm_matches_on(ad: Device) {
         let (rows, row) = (37usize, 70usize);
         let x = Tensor::<3>::random([1, rows, row], Distribution::Normal(0.5, 2.0), &ad);
         let gamma = Tensor::<1>::random([row], Distribution::Normal(1.0, 0.5), &ad);
@@ -411,18 +433,42 @@ mod tests {
             row,
         );
 
+        let on_gpu = !matches!(
+            ad.clone().inner().as_dispatch(),
+            burn::backend::DispatchDevice::Flex(_)
+        );
         let run = |fused: bool| {
             let (x, gamma, beta) = (
                 x.clone().require_grad(),
                 gamma.clone().require_grad(),
                 beta.clone().require_grad(),
             );
+            let profiler = crate::device::kernel_profile::KernelProfiler::start("forward");
             let y = if fused {
                 super::layer_norm(x.clone(), gamma.clone(), beta.clone(), 1e-5)
             } else {
                 burn::tensor::module::layer_norm(x.clone(), gamma.clone(), Some(beta.clone()), 1e-5)
             };
-            let grads = (y.clone() * w.clone()).sum().backward();
+            let weighted = y.clone() * w.clone();
+            let forward = profiler.finish();
+            let profiler = crate::device::kernel_profile::KernelProfiler::start("backward");
+            let grads = weighted.sum().backward();
+            let backward = profiler.finish();
+            if fused && on_gpu {
+                // The norm's kernel and the weighting's multiply; the backward's two kernels
+                // besides the sum's and the multiply's own.
+                assert_eq!(forward.stages[0].launches, 2, "{forward:#?}");
+                let names: Vec<&str> = backward.stages[0]
+                    .kernels
+                    .iter()
+                    .map(|k| k.name.as_str())
+                    .collect();
+                assert!(
+                    names.contains(&"InputGradientKernel")
+                        && names.contains(&"ParameterGradientKernel"),
+                    "{names:?}"
+                );
+            }
             let dx = x.grad(&grads).expect("x tracked");
             let dg = gamma.grad(&grads).expect("gamma tracked");
             let db = beta.grad(&grads).expect("beta tracked");
@@ -468,7 +514,12 @@ mod tests {
     /// equals the formula and the untracked parameters get no gradient.
     #[test]
     fn frozen_scale_and_shift_get_no_gradient() {
-        let ad = Device::flex().autodiff();
+        for ad in devices() {
+            frozen_on(ad);
+        }
+    }
+
+    fn frozen_on(ad: Device) {
         let (rows, row) = (100usize, 48usize);
         let x =
             Tensor::<2>::random([rows, row], Distribution::Normal(0.0, 1.0), &ad).require_grad();

@@ -67,6 +67,8 @@ mod gpu_fold;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_layer_norm;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu_layer_norm_autodiff;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_softmax;
 pub mod isa;
 mod layer_norm;

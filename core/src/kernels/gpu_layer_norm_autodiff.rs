@@ -1,0 +1,293 @@
+//! Layer norm over the last axis as one autodiff operation on the GPU backends (CubeCL: wgpu,
+//! CUDA), for training.
+//!
+//! burn's autodiff records a tracked `layer_norm` as its decomposition: nine kernels forward and
+//! some twenty backward (each step's gradient, the broadcasts' sums, the zero-filled buffers
+//! they accumulate into), about thirty launches per norm and step; the official network's 21
+//! norms were some 600 of a training step's 2,400 launches on a GPU (`hvq bench --kernels`).
+//! Here the forward is one kernel that also keeps the normalised values x̂ and 1/σ per row, and
+//! the backward two: one thread per row for
+//!
+//! `∂x = (g − mean(g) − x̂ · mean(g ⊙ x̂)) / σ` with `g = ∂y ⊙ γ`,
+//!
+//! and one thread per column for `∂γ = Σ_rows ∂y ⊙ x̂`, `∂β = Σ_rows ∂y` (f32 sums in row order,
+//! as the CPU's form sums in f64: the formulas are the CPU operation's, `layer_norm.rs`).
+
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, NodeGuard, Ops, OpsKind};
+use burn::tensor::{Shape, Tensor as BurnTensor};
+use burn_cubecl::CubeBackend;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::prelude::*;
+
+use super::gpu::{F32, empty_like, grid};
+
+type Tracked = Autodiff<CubeBackend, NoCheckpointing>;
+
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn forward_kernel<F: Float>(
+    x: &Tensor<F>,
+    gamma: &Tensor<F>,
+    beta: &Tensor<F>,
+    y: &mut Tensor<F>,
+    xhat: &mut Tensor<F>,
+    rstd: &mut Tensor<F>,
+    rows: u32,
+    row: u32,
+    eps: f32,
+    #[define(F)] _dtype: ElemType,
+) {
+    let r = ABSOLUTE_POS;
+    if r >= rows as usize {
+        terminate!();
+    }
+    let n = row as usize;
+    let base = r * n;
+    let mut sum = F::new(0.0);
+    for j in 0..n {
+        sum += x[base + j];
+    }
+    let mean = sum / F::cast_from(row);
+    let mut squares = F::new(0.0);
+    for j in 0..n {
+        let c = x[base + j] - mean;
+        squares += c * c;
+    }
+    // As the inference kernel (`gpu_layer_norm`): `(x − mean)/√(var + ε)·γ + β`.
+    let denom = F::sqrt(squares / F::cast_from(row) + F::cast_from(eps));
+    rstd[r] = F::new(1.0) / denom;
+    for j in 0..n {
+        let h = (x[base + j] - mean) / denom;
+        xhat[base + j] = h;
+        y[base + j] = h * gamma[j] + beta[j];
+    }
+}
+
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn input_gradient_kernel<F: Float>(
+    dy: &Tensor<F>,
+    xhat: &Tensor<F>,
+    rstd: &Tensor<F>,
+    gamma: &Tensor<F>,
+    dx: &mut Tensor<F>,
+    rows: u32,
+    row: u32,
+    #[define(F)] _dtype: ElemType,
+) {
+    let r = ABSOLUTE_POS;
+    if r >= rows as usize {
+        terminate!();
+    }
+    let n = row as usize;
+    let base = r * n;
+    let mut sum_g = F::new(0.0);
+    let mut sum_gh = F::new(0.0);
+    for j in 0..n {
+        let g = dy[base + j] * gamma[j];
+        sum_g += g;
+        sum_gh += g * xhat[base + j];
+    }
+    let mean_g = sum_g / F::cast_from(row);
+    let mean_gh = sum_gh / F::cast_from(row);
+    let inv = rstd[r];
+    for j in 0..n {
+        let g = dy[base + j] * gamma[j];
+        dx[base + j] = (g - mean_g - xhat[base + j] * mean_gh) * inv;
+    }
+}
+
+#[cube(launch)]
+fn parameter_gradient_kernel<F: Float>(
+    dy: &Tensor<F>,
+    xhat: &Tensor<F>,
+    dgamma: &mut Tensor<F>,
+    dbeta: &mut Tensor<F>,
+    rows: u32,
+    row: u32,
+    #[define(F)] _dtype: ElemType,
+) {
+    let j = ABSOLUTE_POS;
+    let n = row as usize;
+    if j >= n {
+        terminate!();
+    }
+    let mut sum_gamma = F::new(0.0);
+    let mut sum_beta = F::new(0.0);
+    for r in 0..rows as usize {
+        let d = dy[r * n + j];
+        sum_gamma += d * xhat[r * n + j];
+        sum_beta += d;
+    }
+    dgamma[j] = sum_gamma;
+    dbeta[j] = sum_beta;
+}
+
+/// Whether [`layer_norm`] takes `x`: an f32 tensor tracked by autodiff on a GPU backend, without
+/// gradient checkpointing (the node's state is kept, not recomputed).
+fn applies<const D: usize>(x: &BurnTensor<D>) -> bool {
+    use burn::backend::GradientCheckpointingStrategy;
+    let device = x.device();
+    x.is_autodiff()
+        && x.dtype() == burn::tensor::DType::F32
+        && device.gradient_checkpointing_strategy() == Some(GradientCheckpointingStrategy::Disabled)
+        && matches!(
+            device.inner().as_dispatch(),
+            burn::backend::DispatchDevice::Cube(_)
+        )
+}
+
+/// The tracked tensor's GPU value, contiguous, and its autodiff node.
+fn parts<const D: usize>(t: BurnTensor<D>) -> Option<(CubeTensor, NodeGuard)> {
+    let (inner, node) = t.try_into_primitive::<Tracked>().ok()?.into_parts();
+    (inner.dtype == burn::tensor::DType::F32).then(|| (contiguous(inner), node))
+}
+
+fn contiguous(t: CubeTensor) -> CubeTensor {
+    if t.is_contiguous() {
+        t
+    } else {
+        into_contiguous(t)
+    }
+}
+
+/// `LayerNorm(x) = (x − mean)/√(var + ε)·γ + β` over the last axis (biased variance) as one
+/// autodiff operation; `None` when `x` is not an f32 tensor tracked by autodiff on a GPU
+/// backend, or `gamma`, `beta` are not of the last axis' length (the caller composes it).
+pub fn layer_norm<const D: usize>(
+    x: &BurnTensor<D>,
+    gamma: &BurnTensor<1>,
+    beta: &BurnTensor<1>,
+    eps: f64,
+) -> Option<BurnTensor<D>> {
+    let row = x.dims()[D - 1];
+    if row == 0 || gamma.dims() != [row] || beta.dims() != [row] || !applies(x) {
+        return None;
+    }
+    let shape = x.shape();
+    // γ and β enter at x's rank (as burn's own layer norm broadcasts them), so their gradients
+    // flow back through the reshape to the parameters.
+    let (x, x_node) = parts(x.clone())?;
+    let (gamma, gamma_node) = parts(gamma.clone().unsqueeze::<D>())?;
+    let (beta, beta_node) = parts(beta.clone().unsqueeze::<D>())?;
+    let rows = x.meta.num_elements() / row;
+    let y = empty_like(&x);
+    let xhat = empty_like(&x);
+    let rstd = empty_device_dtype(x.client.clone(), x.device.clone(), [rows].into(), x.dtype);
+    let (cube_count, cube_dim) = grid(&x, rows);
+    let client = x.client.clone();
+    forward_kernel::launch(
+        &client,
+        cube_count,
+        cube_dim,
+        x.into_tensor_arg(),
+        gamma.clone().into_tensor_arg(),
+        beta.into_tensor_arg(),
+        y.clone().into_tensor_arg(),
+        xhat.clone().into_tensor_arg(),
+        rstd.clone().into_tensor_arg(),
+        rows as u32,
+        row as u32,
+        eps as f32,
+        F32,
+    );
+    let op = LayerNormOp { row };
+    let out = match op
+        .prepare::<NoCheckpointing>([x_node, gamma_node, beta_node])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(
+            Saved {
+                xhat,
+                rstd,
+                gamma,
+                shape,
+            },
+            y,
+        ),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Some(BurnTensor::from_primitive::<Tracked>(out))
+}
+
+/// The autodiff node: parents x, γ, β (the last two at x's rank).
+#[derive(Debug)]
+struct LayerNormOp {
+    row: usize,
+}
+
+/// What the backward needs: x̂, 1/σ per row, γ, and x's shape.
+#[derive(Clone, Debug)]
+struct Saved {
+    xhat: CubeTensor,
+    rstd: CubeTensor,
+    gamma: CubeTensor,
+    shape: Shape,
+}
+
+impl Backward<CubeBackend, 3> for LayerNormOp {
+    type State = Saved;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let Saved {
+            xhat,
+            rstd,
+            gamma,
+            shape,
+        } = ops.state;
+        let row = self.row;
+        let rows = shape.num_elements() / row;
+        let dy = contiguous(grads.consume::<CubeBackend>(&ops.node));
+        let [px, pg, pb] = ops.parents;
+        let client = dy.client.clone();
+        if let Some(node) = px {
+            let dx = empty_like(&xhat);
+            let (cube_count, cube_dim) = grid(&dy, rows);
+            input_gradient_kernel::launch(
+                &client,
+                cube_count,
+                cube_dim,
+                dy.clone().into_tensor_arg(),
+                xhat.clone().into_tensor_arg(),
+                rstd.into_tensor_arg(),
+                gamma.clone().into_tensor_arg(),
+                dx.clone().into_tensor_arg(),
+                rows as u32,
+                row as u32,
+                F32,
+            );
+            grads.register::<CubeBackend>(node.id, dx);
+        }
+        if pg.is_some() || pb.is_some() {
+            // γ's and β's gradients at their rank-D shape `[1, …, 1, row]`, as γ itself.
+            let dgamma = empty_like(&gamma);
+            let dbeta = empty_like(&gamma);
+            let (cube_count, cube_dim) = grid(&dy, row);
+            parameter_gradient_kernel::launch(
+                &client,
+                cube_count,
+                cube_dim,
+                dy.into_tensor_arg(),
+                xhat.into_tensor_arg(),
+                dgamma.clone().into_tensor_arg(),
+                dbeta.clone().into_tensor_arg(),
+                rows as u32,
+                row as u32,
+                F32,
+            );
+            if let Some(node) = pg {
+                grads.register::<CubeBackend>(node.id, dgamma);
+            }
+            if let Some(node) = pb {
+                grads.register::<CubeBackend>(node.id, dbeta);
+            }
+        }
+    }
+}
