@@ -6,6 +6,7 @@
 //! scale applied inside: `softmax(s·x)_j = e^{s(x_j − max x)} / Σ_k e^{s(x_k − max x)}` for s > 0.
 
 use burn::tensor::Tensor as BurnTensor;
+use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 use super::gpu::{F32, contiguous_f32, empty_like, grid, to_burn};
@@ -50,6 +51,11 @@ pub fn softmax<const D: usize>(x: &BurnTensor<D>, scale: f32) -> Option<BurnTens
         return None;
     }
     let input = contiguous_f32(x.clone())?;
+    Some(to_burn(launch(input, row, scale)))
+}
+
+/// The kernel on a contiguous f32 tensor with rows of `row` values, into a new one.
+pub(super) fn launch(input: CubeTensor, row: usize, scale: f32) -> CubeTensor {
     let rows = input.meta.num_elements() / row;
     let out = empty_like(&input);
     let (cube_count, cube_dim) = grid(&input, rows);
@@ -64,7 +70,7 @@ pub fn softmax<const D: usize>(x: &BurnTensor<D>, scale: f32) -> Option<BurnTens
         scale,
         F32,
     );
-    Some(to_burn(out))
+    out
 }
 
 #[cfg(all(test, feature = "wgpu"))]

@@ -70,6 +70,8 @@ mod gpu_layer_norm;
 mod gpu_layer_norm_autodiff;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_softmax;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu_softmax_autodiff;
 pub mod isa;
 mod layer_norm;
 pub mod products;
@@ -284,9 +286,13 @@ pub fn softmax_last_scaled<const D: usize>(x: Tensor<D>, scale: f32) -> Tensor<D
         "softmax_last_scaled: scale {scale} must be positive"
     );
     if !softmax_kernel_takes(&x) {
-        // Inference on a GPU backend: one kernel, the scale inside (`gpu_softmax`).
+        // On a GPU backend, inference: one kernel, the scale inside (`gpu_softmax`); training:
+        // one autodiff operation, the same kernel forward and one backward
+        // (`gpu_softmax_autodiff`).
         #[cfg(any(feature = "wgpu", feature = "cuda"))]
-        if let Some(y) = gpu_softmax::softmax(&x, scale) {
+        if let Some(y) =
+            gpu_softmax::softmax(&x, scale).or_else(|| gpu_softmax_autodiff::softmax(&x, scale))
+        {
             return y;
         }
         let x = if scale == 1.0 { x } else { x.mul_scalar(scale) };
@@ -802,7 +808,21 @@ mod tests {
     #[test]
     fn autodiff_softmax_matches_its_f64_value_and_gradient() {
         let _generator = crate::test_rng::lock();
-        let device = Device::flex().autodiff();
+        autodiff_softmax_matches_on(Device::flex().autodiff());
+        // On wgpu the GPU's autodiff operation (`gpu_softmax_autodiff`).
+        #[cfg(feature = "wgpu")]
+        autodiff_softmax_matches_on(
+            crate::device::create(crate::device::DeviceChoice::Wgpu)
+                .unwrap()
+                .autodiff(),
+        );
+    }
+
+    fn autodiff_softmax_matches_on(device: Device) {
+        let on_gpu = !matches!(
+            device.clone().inner().as_dispatch(),
+            DispatchDevice::Flex(_)
+        );
         for (row, scale) in [(196usize, 1.0f32), (37, 1.0), (196, SCALE), (37, SCALE)] {
             let shape = [2, 90, row];
             let n: usize = shape.iter().product();
@@ -812,15 +832,45 @@ mod tests {
             let transposed = tensor(&xv, shape, &device.clone().inner()).swap_dims(1, 2);
             let base: Tensor<3> = Tensor::from_data(transposed.into_data(), &device).require_grad();
             let x = base.clone().swap_dims(1, 2);
-            assert!(
+            assert_eq!(
                 softmax_autodiff::applies(&x),
-                "a tracked CPU tensor takes the fused operation"
+                !on_gpu,
+                "a tracked CPU tensor takes the CPU's fused operation"
             );
             let w = tensor(&wv, shape, &device.clone().inner()).autodiff();
+            let profiler = crate::device::kernel_profile::KernelProfiler::start("softmax");
             let y = softmax_last_scaled(x, scale);
+            let forward = profiler.finish();
             let loss = (y.clone() * w.clone()).sum() + (y.clone() * w).sum().mul_scalar(0.5);
             let yv: Vec<f32> = y.into_data().try_to_vec().unwrap();
+            let profiler = crate::device::kernel_profile::KernelProfiler::start("backward");
             let grads = loss.backward();
+            let backward = profiler.finish();
+            if on_gpu {
+                // The strided input made contiguous, then the softmax kernel; its backward one
+                // kernel (beside the weightings' and sums' own).
+                let names = |p: &crate::device::kernel_profile::KernelProfile| {
+                    let stage = &p.stages[0];
+                    (
+                        stage.launches,
+                        stage
+                            .kernels
+                            .iter()
+                            .map(|k| k.name.clone())
+                            .collect::<Vec<_>>(),
+                    )
+                };
+                let (launches, kernels) = names(&forward);
+                assert!(
+                    launches <= 2 && kernels.contains(&"SoftmaxKernel".to_string()),
+                    "{kernels:?}"
+                );
+                let (_, kernels) = names(&backward);
+                assert!(
+                    kernels.contains(&"BackwardKernel".to_string()),
+                    "{kernels:?}"
+                );
+            }
             let g: Vec<f32> = base
                 .grad(&grads)
                 .expect("gradient reaches x")
@@ -839,7 +889,14 @@ mod tests {
                 let ws: f64 = wr.iter().zip(&s).map(|(&w, s)| w as f64 * s).sum();
                 for k in 0..row {
                     let i = r * row + k;
-                    let tol = scaled_tolerance(scale, xr[k] as f64 - m) * s[k] + 1e-37;
+                    // On a GPU, Vulkan's `exp` bound (3 + 2|argument| ulp) and the row's sum.
+                    let centred = xr[k] as f64 - m;
+                    let tol = if on_gpu {
+                        (5.0 + 2.0 * (c * centred).abs() + row as f64) * 2f64.powi(-23)
+                    } else {
+                        scaled_tolerance(scale, centred)
+                    } * s[k]
+                        + 1e-37;
                     assert!((yv[i] as f64 - s[k]).abs() <= tol, "value {}: {}", i, yv[i]);
                     // 1.5 × scale × (w − Σ w s) s; terms of size |w| ≤ 3 summed over the row
                     // in f32.
