@@ -222,6 +222,19 @@ fn gpu_fused(
     )
 }
 
+/// Whether `x [n, c, h, w]` is a plain f32 tensor on a GPU backend laid out channels-last (as
+/// burn's GPU convolutions and hvq's pointwise products leave activations): its pixels are then
+/// the rows of an `[n·h·w, c]` view, without a copy.
+pub fn channels_last_on_gpu(x: &Tensor<4>) -> bool {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    return gpu::contiguous_f32(x.clone().permute([0, 2, 3, 1])).is_some();
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    {
+        let _ = x;
+        false
+    }
+}
+
 /// A convolution's kernel and bias with the inference BatchNorm after it folded in: BN is affine
 /// per output channel, `y = x·s + (β − μ·s)` with `s = γ/√(σ² + ε)`, so the convolution with
 /// kernel `w·s` and bias `β − μ·s` (plus its own bias times `s`) computes conv + BN. One kernel on
