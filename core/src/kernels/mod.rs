@@ -14,9 +14,12 @@
 //! The fast path applies to plain f32 tensors on a flex device. The softmax of an f32 tensor
 //! tracked by autodiff on flex is one fused autodiff operation (`softmax_autodiff`, training).
 //! On the GPU backends (wgpu, CUDA), plain f32 tensors at inference take hvq's CubeCL kernels
-//! (`gpu_*.rs`: swish and sigmoid, the BatchNorm fold, layer norm, softmax; one launch where
-//! burn's operations take four to nine); anything else (autodiff on a GPU, another dtype) takes
-//! burn's own ops. Results agree with the generic formulas to a few ulp (tests below and in each
+//! (`gpu_*.rs`: swish and sigmoid, the BatchNorm fold, layer norm, softmax, the depthwise and stem
+//! convolutions with their bias and activation, a pointwise convolution's bias, activation and
+//! residual after its product; one launch where burn's operations take two to nine); under
+//! autodiff the layer norm and the softmax are one autodiff operation each
+//! (`gpu_layer_norm_autodiff`, `gpu_softmax_autodiff`); anything else (another dtype, the other
+//! operations under autodiff) takes burn's own ops. Results agree with the generic formulas to a few ulp (tests below and in each
 //! module, against f64 or the composed form).
 
 /// `isa_dispatch!(VIS fn NAME(ARGS) => BODY)` defines `NAME`, which runs the function `BODY`
