@@ -64,6 +64,8 @@ mod gpu;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_activations;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu_attention;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_conv;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_fold;
@@ -223,6 +225,19 @@ fn gpu_fused(
         options.groups,
         then.activation,
     )
+}
+
+/// Multi-head attention `softmax(q·kᵀ/√d)·v` over heads `q [B, H, Lq, d]`, `k [B, H, Lk, d]`,
+/// `v [B, H, Lk, dv]` on a GPU backend at inference: burn's flash-attention kernel
+/// (`gpu_attention`); `None` elsewhere (autodiff, the CPU, another dtype) or at a half
+/// precision, and the caller composes it.
+pub fn gpu_attention(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>) -> Option<Tensor<4>> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    if products::half_dtype().is_none() {
+        return gpu_attention::attention_unit(q, k, v);
+    }
+    let _ = (q, k, v);
+    None
 }
 
 /// Whether `x [n, c, h, w]` is a plain f32 tensor on a GPU backend laid out channels-last (as
