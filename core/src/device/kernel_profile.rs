@@ -184,15 +184,24 @@ mod recorder {
     }
 
     /// Records every kernel launch of the thread that started it while it lives; [`finish`](Self::finish) reads
-    /// the timings and returns the profile. One at a time: CubeCL has one observer slot.
+    /// the timings and returns the profile. One at a time: CubeCL has one observer slot, so a
+    /// profiler started while another records (on another thread: concurrent tests) waits for
+    /// it to finish rather than take the slot from it. Do not start one inside another on the
+    /// same thread.
     pub struct KernelProfiler {
         recorder: Arc<Recorder>,
         observation: Option<LaunchObservation>,
+        _slot: std::sync::MutexGuard<'static, ()>,
     }
+
+    /// The observer slot: held by the profiler recording now.
+    static SLOT: Mutex<()> = Mutex::new(());
 
     impl KernelProfiler {
         /// Start recording; launches from now on belong to `first_stage`.
         pub fn start(first_stage: &str) -> Self {
+            // A profiler that panicked mid-way released the slot all the same.
+            let slot = SLOT.lock().unwrap_or_else(|e| e.into_inner());
             let recorder = Arc::new(Recorder {
                 log: Mutex::default(),
                 thread: std::thread::current().id(),
@@ -202,6 +211,7 @@ mod recorder {
             Self {
                 recorder,
                 observation: Some(observation),
+                _slot: slot,
             }
         }
 
@@ -382,5 +392,42 @@ mod tests {
         assert_ne!(profile.timing, "none");
         let table = format_profile(&profile, |s| (s == "sums").then_some(1.0), 3);
         assert!(table.contains("sums") && table.contains(" × "), "{table}");
+    }
+
+    /// Profilers started at the same time on several threads (concurrent tests) each record
+    /// their own launches, all of them: the second waits for the first to finish instead of
+    /// taking CubeCL's one observer slot from it.
+    #[test]
+    fn concurrent_profilers_each_get_their_own_launches() {
+        let device = create(DeviceChoice::Wgpu).unwrap();
+        let a: Tensor<2> = Tensor::random([32, 32], Distribution::Default, &device);
+        let _ = (a.clone() + a.clone()).into_data();
+        let profiles: Vec<KernelProfile> = std::thread::scope(|scope| {
+            let runs: Vec<_> = (1..=4)
+                .map(|n| {
+                    let a = a.clone();
+                    scope.spawn(move || {
+                        let profiler = KernelProfiler::start("sums");
+                        let mut sum = a.clone();
+                        for _ in 0..n {
+                            sum = sum + a.clone();
+                        }
+                        let _ = sum.into_data();
+                        profiler.finish()
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        for (n, profile) in (1..=4).zip(&profiles) {
+            let sums = profile.stage("sums").unwrap();
+            let adds: usize = sums
+                .kernels
+                .iter()
+                .filter(|k| k.name.contains("AddOp"))
+                .map(|k| k.launches)
+                .sum();
+            assert_eq!(adds, n, "{profile:#?}");
+        }
     }
 }
