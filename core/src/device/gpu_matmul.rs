@@ -79,19 +79,23 @@ pub fn apply_variable() -> Result<GpuMatmul> {
     Ok(routine)
 }
 
+/// The patched cubek-matmul's name for `routine`.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn unit_routine(routine: GpuMatmul) -> cubek_matmul::strategy::UnitRoutine {
+    use cubek_matmul::strategy::UnitRoutine;
+    match routine {
+        GpuMatmul::Simple => UnitRoutine::SimpleMaxTile,
+        GpuMatmul::SimpleMinTile => UnitRoutine::SimpleMinTile,
+        GpuMatmul::Double => UnitRoutine::DoubleMaxTile,
+        GpuMatmul::DoubleMinTile => UnitRoutine::DoubleMinTile,
+        GpuMatmul::Gemm => UnitRoutine::Gemm,
+    }
+}
+
 /// Set the routine for the products launched afterwards (a no-op without a GPU backend).
 pub fn set(routine: GpuMatmul) {
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    {
-        use cubek_matmul::strategy::UnitRoutine;
-        cubek_matmul::strategy::set_unit_routine(match routine {
-            GpuMatmul::Simple => UnitRoutine::SimpleMaxTile,
-            GpuMatmul::SimpleMinTile => UnitRoutine::SimpleMinTile,
-            GpuMatmul::Double => UnitRoutine::DoubleMaxTile,
-            GpuMatmul::DoubleMinTile => UnitRoutine::DoubleMinTile,
-            GpuMatmul::Gemm => UnitRoutine::Gemm,
-        });
-    }
+    cubek_matmul::strategy::set_unit_routine(unit_routine(routine));
     #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
     let _ = routine;
 }
@@ -100,14 +104,11 @@ pub fn set(routine: GpuMatmul) {
 pub fn current() -> GpuMatmul {
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
     {
-        use cubek_matmul::strategy::UnitRoutine;
-        match cubek_matmul::strategy::unit_routine() {
-            UnitRoutine::SimpleMaxTile => GpuMatmul::Simple,
-            UnitRoutine::SimpleMinTile => GpuMatmul::SimpleMinTile,
-            UnitRoutine::DoubleMaxTile => GpuMatmul::Double,
-            UnitRoutine::DoubleMinTile => GpuMatmul::DoubleMinTile,
-            UnitRoutine::Gemm => GpuMatmul::Gemm,
-        }
+        let now = cubek_matmul::strategy::unit_routine();
+        GpuMatmul::ALL
+            .into_iter()
+            .find(|r| unit_routine(*r) == now)
+            .unwrap_or(GpuMatmul::Simple)
     }
     #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
     GpuMatmul::Simple

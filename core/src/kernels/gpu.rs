@@ -25,6 +25,30 @@ pub(super) fn contiguous_f32<const D: usize>(t: BurnTensor<D>) -> Option<CubeTen
     plain_f32(t).filter(CubeTensor::is_contiguous)
 }
 
+/// Whether `t` is an f32 tensor tracked by autodiff on this process's GPU backend, without
+/// gradient checkpointing: what the autodiff operations (`gpu_*_autodiff.rs`) take (they keep
+/// their state rather than recompute it).
+pub(super) fn tracked_f32_on_gpu<const D: usize>(t: &BurnTensor<D>) -> bool {
+    use burn::backend::GradientCheckpointingStrategy;
+    let device = t.device();
+    t.is_autodiff()
+        && t.dtype() == burn::tensor::DType::F32
+        && device.gradient_checkpointing_strategy() == Some(GradientCheckpointingStrategy::Disabled)
+        && matches!(
+            device.inner().as_dispatch(),
+            burn::backend::DispatchDevice::Cube(_)
+        )
+}
+
+/// `t` laid out contiguously (a copy only when it is not).
+pub(super) fn contiguous(t: CubeTensor) -> CubeTensor {
+    if t.is_contiguous() {
+        t
+    } else {
+        burn_cubecl::kernel::into_contiguous(t)
+    }
+}
+
 /// A new contiguous buffer of `t`'s shape and type, on its device.
 pub(super) fn empty_like(t: &CubeTensor) -> CubeTensor {
     empty_device_dtype(

@@ -28,6 +28,18 @@ fn layer_norm_kernel<F: Float>(
     }
     let n = row as usize;
     let base = r * n;
+    let (mean, denom) = row_statistics::<F>(x, base, row, eps);
+    for j in 0..n {
+        out[base + j] = (x[base + j] - mean) / denom * gamma[j] + beta[j];
+    }
+}
+
+/// The mean of the `row` values of `x` from `base` and `√(var + ε)` (biased variance), summed
+/// sequentially along the row: what this kernel and the training one (`gpu_layer_norm_autodiff`)
+/// normalise by.
+#[cube]
+pub(super) fn row_statistics<F: Float>(x: &Tensor<F>, base: usize, row: u32, eps: f32) -> (F, F) {
+    let n = row as usize;
     let mut sum = F::new(0.0);
     for j in 0..n {
         sum += x[base + j];
@@ -38,10 +50,10 @@ fn layer_norm_kernel<F: Float>(
         let c = x[base + j] - mean;
         squares += c * c;
     }
-    let denom = F::sqrt(squares / F::cast_from(row) + F::cast_from(eps));
-    for j in 0..n {
-        out[base + j] = (x[base + j] - mean) / denom * gamma[j] + beta[j];
-    }
+    (
+        mean,
+        F::sqrt(squares / F::cast_from(row) + F::cast_from(eps)),
+    )
 }
 
 /// `(x − mean)/√(var + ε)·γ + β` over the last axis of `x` in one launch; `None` when the

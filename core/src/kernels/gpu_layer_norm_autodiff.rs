@@ -20,12 +20,12 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, NodeGuard, Ops, OpsKind};
 use burn::tensor::{Shape, Tensor as BurnTensor};
 use burn_cubecl::CubeBackend;
-use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::gpu::{F32, empty_like, grid};
+use super::gpu::{F32, contiguous, empty_like, grid, tracked_f32_on_gpu};
+use super::gpu_layer_norm::row_statistics;
 
 type Tracked = Autodiff<CubeBackend, NoCheckpointing>;
 
@@ -49,18 +49,8 @@ fn forward_kernel<F: Float>(
     }
     let n = row as usize;
     let base = r * n;
-    let mut sum = F::new(0.0);
-    for j in 0..n {
-        sum += x[base + j];
-    }
-    let mean = sum / F::cast_from(row);
-    let mut squares = F::new(0.0);
-    for j in 0..n {
-        let c = x[base + j] - mean;
-        squares += c * c;
-    }
     // As the inference kernel (`gpu_layer_norm`): `(x − mean)/√(var + ε)·γ + β`.
-    let denom = F::sqrt(squares / F::cast_from(row) + F::cast_from(eps));
+    let (mean, denom) = row_statistics::<F>(x, base, row, eps);
     rstd[r] = F::new(1.0) / denom;
     for j in 0..n {
         let h = (x[base + j] - mean) / denom;
@@ -129,32 +119,10 @@ fn parameter_gradient_kernel<F: Float>(
     dbeta[j] = sum_beta;
 }
 
-/// Whether [`layer_norm`] takes `x`: an f32 tensor tracked by autodiff on a GPU backend, without
-/// gradient checkpointing (the node's state is kept, not recomputed).
-fn applies<const D: usize>(x: &BurnTensor<D>) -> bool {
-    use burn::backend::GradientCheckpointingStrategy;
-    let device = x.device();
-    x.is_autodiff()
-        && x.dtype() == burn::tensor::DType::F32
-        && device.gradient_checkpointing_strategy() == Some(GradientCheckpointingStrategy::Disabled)
-        && matches!(
-            device.inner().as_dispatch(),
-            burn::backend::DispatchDevice::Cube(_)
-        )
-}
-
 /// The tracked tensor's GPU value, contiguous, and its autodiff node.
 fn parts<const D: usize>(t: BurnTensor<D>) -> Option<(CubeTensor, NodeGuard)> {
     let (inner, node) = t.try_into_primitive::<Tracked>().ok()?.into_parts();
     (inner.dtype == burn::tensor::DType::F32).then(|| (contiguous(inner), node))
-}
-
-fn contiguous(t: CubeTensor) -> CubeTensor {
-    if t.is_contiguous() {
-        t
-    } else {
-        into_contiguous(t)
-    }
 }
 
 /// `LayerNorm(x) = (x − mean)/√(var + ε)·γ + β` over the last axis (biased variance) as one
@@ -167,7 +135,7 @@ pub fn layer_norm<const D: usize>(
     eps: f64,
 ) -> Option<BurnTensor<D>> {
     let row = x.dims()[D - 1];
-    if row == 0 || gamma.dims() != [row] || beta.dims() != [row] || !applies(x) {
+    if row == 0 || gamma.dims() != [row] || beta.dims() != [row] || !tracked_f32_on_gpu(x) {
         return None;
     }
     let shape = x.shape();

@@ -15,11 +15,10 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::Tensor as BurnTensor;
 use burn_cubecl::CubeBackend;
-use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::gpu::{F32, empty_like, grid};
+use super::gpu::{F32, contiguous, empty_like, grid, tracked_f32_on_gpu};
 
 type Tracked = Autodiff<CubeBackend, NoCheckpointing>;
 
@@ -49,30 +48,12 @@ fn backward_kernel<F: Float>(
     }
 }
 
-fn contiguous(t: CubeTensor) -> CubeTensor {
-    if t.is_contiguous() {
-        t
-    } else {
-        into_contiguous(t)
-    }
-}
-
 /// `softmax(scale · x)` over the last axis (`scale > 0`) as one autodiff operation; `None` when
 /// `x` is not an f32 tensor tracked by autodiff on a GPU backend without gradient checkpointing
 /// (or its rows are empty), and the caller composes it.
 pub fn softmax<const D: usize>(x: &BurnTensor<D>, scale: f32) -> Option<BurnTensor<D>> {
-    use burn::backend::GradientCheckpointingStrategy;
     let row = x.dims()[D - 1];
-    let device = x.device();
-    let applies = row > 0
-        && x.is_autodiff()
-        && x.dtype() == burn::tensor::DType::F32
-        && device.gradient_checkpointing_strategy()
-            == Some(GradientCheckpointingStrategy::Disabled)
-        && matches!(
-            device.inner().as_dispatch(),
-            burn::backend::DispatchDevice::Cube(_)
-        );
+    let applies = row > 0 && tracked_f32_on_gpu(x);
     if !applies {
         return None;
     }
