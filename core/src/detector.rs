@@ -268,9 +268,8 @@ impl Detector {
         let out = self
             .hvq
             .forward_eval_staged(feature.clone(), classes, stage)?;
-        let l2 = map::l2_map(out.rec.clone(), feature);
         let ot = (self.config.hvq.ot_weight != 0.0).then(|| self.hvq.ot(&out, classes));
-        let map14 = map::total_map(l2, ot, self.config.hvq.ot_weight);
+        let map14 = map::anomaly_map(out.rec.clone(), feature, ot, self.config.hvq.ot_weight);
         stage("map + ot");
         let s = self.config.backbone.input_size;
         let map = map::upsample(map14.clone(), [s, s]);

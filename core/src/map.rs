@@ -5,6 +5,21 @@ use burn::tensor::module::{avg_pool2d, interpolate};
 use burn::tensor::ops::{AvgPoolOptions, InterpolateMode, InterpolateOptions};
 use serde::{Deserialize, Serialize};
 
+/// The anomaly map at feature resolution, `[B, 1, H, W]`: [`l2_map`] of the reconstruction plus
+/// `weight ×` the OT score (`[B, L]`, row-major over the grid) when there is one
+/// ([`total_map`]). One kernel on a GPU backend, burn's operations elsewhere.
+pub fn anomaly_map(
+    rec: Tensor<4>,
+    feature: Tensor<4>,
+    ot: Option<Tensor<2>>,
+    weight: f32,
+) -> Tensor<4> {
+    if let Some(map) = crate::kernels::anomaly_map(&rec, &feature, ot.as_ref(), weight) {
+        return map;
+    }
+    total_map(l2_map(rec, feature), ot, weight)
+}
+
 /// `‖rec − feature‖₂` over channels, `[B, F, H, W]` → `[B, 1, H, W]`.
 pub fn l2_map(rec: Tensor<4>, feature: Tensor<4>) -> Tensor<4> {
     (rec - feature).powi_scalar(2).sum_dim(1).sqrt()

@@ -16,7 +16,8 @@
 //! On the GPU backends (wgpu, CUDA), plain f32 tensors at inference take hvq's CubeCL kernels
 //! (`gpu_*.rs`: swish and sigmoid, the BatchNorm fold, layer norm, softmax, the depthwise and stem
 //! convolutions with their bias and activation, a pointwise convolution's bias, activation and
-//! residual after its product; one launch where burn's operations take two to nine); under
+//! residual after its product; a vector-quantiser level's step after its distance product, the
+//! OT score's and the anomaly map; one launch where burn's operations take two to twenty); under
 //! autodiff the layer norm and the softmax are one autodiff operation each
 //! (`gpu_layer_norm_autodiff`, `gpu_softmax_autodiff`); anything else (another dtype, the other
 //! operations under autodiff) takes burn's own ops. Results agree with the generic formulas to a few ulp (tests below and in each
@@ -64,6 +65,8 @@ mod gpu;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_activations;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu_anomaly_map;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_attention;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_conv;
@@ -73,6 +76,10 @@ mod gpu_fold;
 mod gpu_layer_norm;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_layer_norm_autodiff;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu_nearest_code;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu_ot_score;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_softmax;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
@@ -238,6 +245,77 @@ pub fn gpu_attention(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>) -> Option<Tens
     }
     let _ = (q, k, v);
     None
+}
+
+/// One vector-quantiser level's results for a batch, from [`nearest_codes`].
+pub struct NearestCodes {
+    /// Each token's code, `[B, L]`.
+    pub indices: Tensor<2, burn::tensor::Int>,
+    /// The chosen codes, `[B, L, D]`.
+    pub codes: Tensor<3>,
+    /// The straight-through output `x + (q − x)`, `[B, L, D]`.
+    pub quantized: Tensor<3>,
+    /// Each token's `mean_d (q − x)²`, `[B, L]`.
+    pub commitment: Tensor<2>,
+}
+
+/// Each token's nearest code on a GPU backend at inference, in one kernel (`gpu_nearest_code`):
+/// from the tokens `x [B, L, D]`, their dot products `dots [B, L, K]` with their sample's codes,
+/// the codes' squared norms `code_norms [G, K]` and the codes as rows `code_rows [G·K, D]` (G = 1
+/// for a codebook every sample shares, G = B for one per sample). `None` elsewhere (the CPU,
+/// autodiff, another dtype), and the caller composes it.
+pub fn nearest_codes(
+    x: &Tensor<3>,
+    dots: &Tensor<3>,
+    code_norms: &Tensor<2>,
+    code_rows: &Tensor<2>,
+) -> Option<NearestCodes> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    return gpu_nearest_code::nearest_codes(x, dots, code_norms, code_rows);
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    {
+        let _ = (x, dots, code_norms, code_rows);
+        None
+    }
+}
+
+/// Each token's OT score `Σ_k softmax_k(x·e_k / τ) · (1 − cos(x, e_k))` on a GPU backend at
+/// inference, in one kernel (`gpu_ot_score`): from the tokens `x [B, L, D]`, their dot products
+/// `dots [B, L, K]` with their sample's prototypes and the prototypes' norms `code_norms [G, K]`
+/// (clamped to `zero_norm` already, as the tokens' norms are inside). `None` elsewhere, and the
+/// caller composes it.
+pub fn ot_scores(
+    x: &Tensor<3>,
+    dots: &Tensor<3>,
+    code_norms: &Tensor<2>,
+    temperature: f32,
+    zero_norm: f32,
+) -> Option<Tensor<2>> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    return gpu_ot_score::ot_scores(x, dots, code_norms, temperature, zero_norm);
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    {
+        let _ = (x, dots, code_norms, temperature, zero_norm);
+        None
+    }
+}
+
+/// The anomaly map `‖rec − feature‖₂ + weight · ot` at feature resolution on a GPU backend, in
+/// one kernel (`gpu_anomaly_map`): `rec` and `feature` `[B, F, H, W]` in any layout, the OT
+/// score `ot [B, H·W]` if any; `[B, 1, H, W]`. `None` elsewhere, and the caller composes it.
+pub fn anomaly_map(
+    rec: &Tensor<4>,
+    feature: &Tensor<4>,
+    ot: Option<&Tensor<2>>,
+    weight: f32,
+) -> Option<Tensor<4>> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    return gpu_anomaly_map::anomaly_map(rec, feature, ot, weight);
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    {
+        let _ = (rec, feature, ot, weight);
+        None
+    }
 }
 
 /// Whether `x [n, c, h, w]` is a plain f32 tensor on a GPU backend laid out channels-last (as

@@ -23,13 +23,21 @@ const ZERO_NORM: f64 = 1e-8;
 
 /// Dot products `[B, L, K]` and cosines of tokens `x [B, L, D]` with their samples' prototypes.
 fn dots_and_cosines(x: Tensor<3>, codes: &BatchCodes) -> (Tensor<3>, Tensor<3>) {
-    let [b, l, _] = x.dims();
-    let k = codes.codes();
     let dots = codes.dots(x.clone());
-    let x_norm = x.powi_scalar(2).sum_dim(2).sqrt().clamp_min(ZERO_NORM); // [B, L, 1]
-    let e_norm = codes.norms().clamp_min(ZERO_NORM); // [G, 1, K]
-    let cos = dots.clone() / (x_norm.expand([b, l, k]) * e_norm.expand([b, l, k]));
+    let cos = cosines(x, dots.clone(), prototype_norms(codes));
     (dots, cos)
+}
+
+/// The prototypes' norms, clamped, `[G, 1, K]`.
+fn prototype_norms(codes: &BatchCodes) -> Tensor<3> {
+    codes.norms().clamp_min(ZERO_NORM)
+}
+
+/// Cosines `[B, L, K]` from the tokens `x`, their dot products and the prototypes' norms.
+fn cosines(x: Tensor<3>, dots: Tensor<3>, e_norm: Tensor<3>) -> Tensor<3> {
+    let [b, l, k] = dots.dims();
+    let x_norm = x.powi_scalar(2).sum_dim(2).sqrt().clamp_min(ZERO_NORM); // [B, L, 1]
+    dots / (x_norm.expand([b, l, k]) * e_norm.expand([b, l, k]))
 }
 
 /// OT score per token: `x [B, L, D]` against each sample's prototypes (its level-1 codebook)
@@ -39,7 +47,17 @@ fn dots_and_cosines(x: Tensor<3>, codes: &BatchCodes) -> (Tensor<3>, Tensor<3>) 
 /// equal.
 pub fn ot_score(x: Tensor<3>, codes: &BatchCodes, temperature: f32) -> Tensor<2> {
     let [b, l, _] = x.dims();
-    let (dots, cos) = dots_and_cosines(x, codes);
+    let dots = codes.dots(x.clone());
+    let e_norm = prototype_norms(codes);
+    // On a GPU at inference everything after the product is one kernel, the same operations.
+    let [g, _, k] = e_norm.dims();
+    let norms = e_norm.clone().reshape([g, k]);
+    if let Some(scores) =
+        crate::kernels::ot_scores(&x, &dots, &norms, temperature, ZERO_NORM as f32)
+    {
+        return scores;
+    }
+    let cos = cosines(x, dots.clone(), e_norm);
     let p = crate::kernels::softmax_last(dots.div_scalar(temperature as f64));
     (p * cos.neg().add_scalar(1.0)).sum_dim(2).reshape([b, l])
 }

@@ -193,10 +193,22 @@ fn stack_slots<const D: usize, const E: usize>(
 pub fn quantize(x: Tensor<3>, codes: BatchCodes) -> QuantizeOutput {
     let [b, l, _] = x.dims();
     let k = codes.codes();
-    let x_sq = x.clone().powi_scalar(2).sum_dim(2); // [B, L, 1]
+    let dots = codes.dots(x.clone()); // [B, L, K]
     let e_sq = codes.squared_norms(); // [G, 1, K]
-    let dist =
-        x_sq.expand([b, l, k]) - codes.dots(x.clone()).mul_scalar(2.0) + e_sq.expand([b, l, k]);
+    // On a GPU at inference everything after the product is one kernel, the same operations.
+    let [g, _, _] = e_sq.dims();
+    let norms = e_sq.clone().reshape([g, k]);
+    if let Some(found) = crate::kernels::nearest_codes(&x, &dots, &norms, &codes.code_rows()) {
+        return QuantizeOutput {
+            quantized: found.quantized,
+            diff: found.commitment.mean_dim(1).reshape([b]),
+            indices: found.indices,
+            codes: found.codes,
+            prototypes: codes.per_sample_columns(b).detach(),
+        };
+    }
+    let x_sq = x.clone().powi_scalar(2).sum_dim(2); // [B, L, 1]
+    let dist = x_sq.expand([b, l, k]) - dots.mul_scalar(2.0) + e_sq.expand([b, l, k]);
     let indices: Tensor<2, Int> = dist.argmin(2).reshape([b, l]);
     // The chosen codes are whole rows of the codes-as-rows matrix (gathering them element by
     // element from the stored `(D, K)` layout instead was 60 % of the stage on the CPU).

@@ -1,0 +1,288 @@
+//! The vector quantiser's step after its distance product, as one GPU kernel (CubeCL: wgpu,
+//! CUDA), for inference: each token's nearest code, that code, the straight-through output and
+//! the token's commitment.
+//!
+//! Composed from burn's operations a level takes about twenty launches (the tokens' squared
+//! norms, the distances `‖x‖² − 2x·e + ‖e‖²` over a `[B, L, K]` tensor in three passes, the
+//! arg-min, the codebook-row offsets, the row gather, `q − x`, `x + (q − x)`, the squared
+//! difference and its mean); with five levels in the official model that was most of the VQ
+//! stage's 108. Here one thread takes one token: it sums its `x²`, walks its row of dot products
+//! for the first smallest distance (the same f32 operations in the same order as the composed
+//! form: `(‖x‖² − 2·dot) + ‖e‖²`), copies the chosen code and writes `x + (q − x)` and the mean
+//! of `(q − x)²` beside it. (A GPU compiler may simplify `x + (q − x)` to `q`, as lavapipe's
+//! does: one rounding at the token's scale from the reference's value, within every tolerance.)
+
+use burn::tensor::{DType, Int, Tensor as BurnTensor};
+use burn_cubecl::CubeBackend;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use cubecl::prelude::*;
+
+use super::NearestCodes;
+use super::gpu::{F32, contiguous, contiguous_f32, grid, plain_f32, to_burn};
+
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn nearest_code_kernel<F: Float, I: Numeric>(
+    x: &Tensor<F>,
+    dots: &Tensor<F>,
+    code_norms: &Tensor<F>,
+    code_rows: &Tensor<F>,
+    indices: &mut Tensor<I>,
+    codes: &mut Tensor<F>,
+    quantized: &mut Tensor<F>,
+    commitment: &mut Tensor<F>,
+    tokens_per_sample: u32,
+    dim: u32,
+    code_count: u32,
+    book_per_sample: u32,
+    #[define(F, I)] _dtypes: [ElemType; 2],
+) {
+    let token = ABSOLUTE_POS;
+    if token >= indices.len() {
+        terminate!();
+    }
+    let d = dim as usize;
+    let k = code_count as usize;
+    // Sample b's codebook is the b-th (one per sample) or the only one.
+    let book = (token / tokens_per_sample as usize) * book_per_sample as usize;
+    let x_base = token * d;
+    let mut x_sq = F::new(0.0);
+    for i in 0..d {
+        let v = x[x_base + i];
+        x_sq += v * v;
+    }
+    let dot_base = token * k;
+    let norm_base = book * k;
+    let two = F::new(2.0);
+    let mut best = 0usize;
+    let mut best_distance = (x_sq - dots[dot_base] * two) + code_norms[norm_base];
+    for j in 1..k {
+        let distance = (x_sq - dots[dot_base + j] * two) + code_norms[norm_base + j];
+        // Strictly smaller: the first of equal distances wins, as an arg-min returns it.
+        if distance < best_distance {
+            best_distance = distance;
+            best = j;
+        }
+    }
+    indices[token] = I::cast_from(best as u32);
+    let row_base = (norm_base + best) * d;
+    let mut squares = F::new(0.0);
+    for i in 0..d {
+        let q = code_rows[row_base + i];
+        let v = x[x_base + i];
+        let gap = q - v;
+        codes[x_base + i] = q;
+        quantized[x_base + i] = v + gap;
+        squares += gap * gap;
+    }
+    commitment[token] = squares / F::cast_from(dim);
+}
+
+/// [`super::nearest_codes`] on a GPU backend: the nearest code of each token of `x [B, L, D]` given its dot products `dots [B, L, K]` with
+/// its sample's codes, the codes' squared norms `code_norms [G, K]` and the codes as rows
+/// `code_rows [G·K, D]` (G = 1: one codebook for every sample; G = B: sample b's at b). `None`
+/// when an input is not a plain f32 tensor of this process's GPU backend (the codes' also
+/// contiguous; the tokens and products are copied when they are not), the shapes disagree or the index type is not a 32- or 64-bit integer; the caller composes it.
+pub fn nearest_codes(
+    x: &BurnTensor<3>,
+    dots: &BurnTensor<3>,
+    code_norms: &BurnTensor<2>,
+    code_rows: &BurnTensor<2>,
+) -> Option<NearestCodes> {
+    let [b, l, d] = x.dims();
+    let [g, k] = code_norms.dims();
+    if dots.dims() != [b, l, k] || code_rows.dims() != [g * k, d] || !(g == 1 || g == b) {
+        return None;
+    }
+    if b * l == 0 || d == 0 || k == 0 {
+        return None;
+    }
+    let input = contiguous(plain_f32(x.clone())?);
+    let dots = contiguous(plain_f32(dots.clone())?);
+    let code_norms = contiguous_f32(code_norms.clone())?;
+    let code_rows = contiguous_f32(code_rows.clone())?;
+    let indices = BurnTensor::<2, Int>::empty([b, l], &x.device())
+        .try_into_primitive::<CubeBackend>()
+        .ok()?;
+    let index_type = match indices.dtype {
+        DType::I32 => ElemType::Int(cubecl::ir::IntKind::I32),
+        DType::I64 => ElemType::Int(cubecl::ir::IntKind::I64),
+        _ => return None,
+    };
+    let new = |shape: Vec<usize>| {
+        empty_device_dtype(
+            input.client.clone(),
+            input.device.clone(),
+            shape.into(),
+            input.dtype,
+        )
+    };
+    let codes = new(vec![b, l, d]);
+    let quantized = new(vec![b, l, d]);
+    let commitment = new(vec![b, l]);
+    let (cube_count, cube_dim) = grid(&input, b * l);
+    nearest_code_kernel::launch(
+        &input.client,
+        cube_count,
+        cube_dim,
+        input.clone().into_tensor_arg(),
+        dots.into_tensor_arg(),
+        code_norms.into_tensor_arg(),
+        code_rows.into_tensor_arg(),
+        indices.clone().into_tensor_arg(),
+        codes.clone().into_tensor_arg(),
+        quantized.clone().into_tensor_arg(),
+        commitment.clone().into_tensor_arg(),
+        l as u32,
+        d as u32,
+        k as u32,
+        u32::from(g > 1),
+        [F32, index_type],
+    );
+    Some(NearestCodes {
+        indices: BurnTensor::from_primitive::<CubeBackend>(indices),
+        codes: to_burn(codes),
+        quantized: to_burn(quantized),
+        commitment: to_burn(commitment),
+    })
+}
+
+#[cfg(all(test, feature = "wgpu"))]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, Tensor};
+
+    use crate::kernels::gpu::values;
+
+    fn ints(t: BurnTensor<2, Int>) -> Vec<i64> {
+        t.into_data().convert::<i64>().try_to_vec::<i64>().unwrap()
+    }
+
+    /// On wgpu, one launch against the host: the distances in f64 from the same dot products,
+    /// each token's code the first nearest (a token whose two best distances lie within the
+    /// f32 rounding of its sums may take either), the code copied exactly, `x + (q − x)` as f32
+    /// computes it, the commitment within a row's rounding of the f64 mean. A codebook shared by
+    /// every sample and one per sample; ragged sizes; duplicate codes tie to the first.
+    #[test]
+    fn one_kernel_finds_each_tokens_nearest_code() {
+        let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
+        let _generator = crate::test_rng::lock();
+        device.seed(5);
+        for (b, l, d, k, g) in [(3usize, 19usize, 40usize, 33usize, 1usize), (2, 7, 5, 9, 2)] {
+            let x = Tensor::<3>::random([b, l, d], Distribution::Normal(0.0, 1.0), &device);
+            let mut rows = values(Tensor::<2>::random(
+                [g * k, d],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            ));
+            // Code 4 of every book repeats code 2: tokens nearest to it must get 2.
+            for book in 0..g {
+                let (from, to) = ((book * k + 2) * d, (book * k + 4) * d);
+                rows.copy_within(from..from + d, to);
+            }
+            // Pull token 0 of each sample onto code 2 of its book so the tie is exercised.
+            let mut xv = values(x.clone());
+            for s in 0..b {
+                let book = if g == 1 { 0 } else { s };
+                let code = &rows[(book * k + 2) * d..(book * k + 3) * d].to_vec();
+                xv[s * l * d..s * l * d + d].copy_from_slice(code);
+            }
+            let x = Tensor::<3>::from_data(
+                burn::tensor::TensorData::new(xv.clone(), [b, l, d]),
+                &device,
+            );
+            let code_rows = Tensor::<2>::from_data(
+                burn::tensor::TensorData::new(rows.clone(), [g * k, d]),
+                &device,
+            );
+            let norms = code_rows.clone().powi_scalar(2).sum_dim(1).reshape([g, k]);
+            let columns = code_rows.clone().reshape([g, k, d]).swap_dims(1, 2);
+            let columns = if g == 1 {
+                columns.expand([b, d, k])
+            } else {
+                columns
+            };
+            let dots = crate::kernels::products::matmul(x.clone(), columns);
+            let _ = nearest_codes(&x, &dots, &norms, &code_rows).unwrap();
+            let profiler = crate::device::kernel_profile::KernelProfiler::start("nearest");
+            let got = nearest_codes(&x, &dots, &norms, &code_rows).unwrap();
+            assert_eq!(profiler.finish().stages[0].launches, 1);
+            let (dv, nv) = (values(dots), values(norms));
+            let (indices, codes) = (ints(got.indices), values(got.codes));
+            let (quantized, commitment) = (values(got.quantized), values(got.commitment));
+            let eps = 2f64.powi(-23);
+            for t in 0..b * l {
+                let book = if g == 1 { 0 } else { t / l };
+                let xs = &xv[t * d..(t + 1) * d];
+                let x_sq: f64 = xs.iter().map(|&v| (v as f64).powi(2)).sum();
+                let distance =
+                    |j: usize| x_sq - 2.0 * dv[t * k + j] as f64 + nv[book * k + j] as f64;
+                let scale =
+                    |j: usize| x_sq + 2.0 * (dv[t * k + j] as f64).abs() + nv[book * k + j] as f64;
+                let best = (0..k)
+                    .min_by(|&i, &j| distance(i).total_cmp(&distance(j)))
+                    .unwrap();
+                let chosen = indices[t] as usize;
+                let slack = (d as f64 + 4.0) * eps * (scale(best) + scale(chosen));
+                assert!(
+                    distance(chosen) <= distance(best) + slack,
+                    "token {t}: code {chosen} at {} vs {best} at {}",
+                    distance(chosen),
+                    distance(best)
+                );
+                if t % l == 0 {
+                    assert_eq!(chosen, 2, "token {t} equals codes 2 and 4: the first wins");
+                }
+                let row = &rows[(book * k + chosen) * d..(book * k + chosen + 1) * d];
+                assert_eq!(&codes[t * d..(t + 1) * d], row, "token {t}'s code");
+                let mut want = 0.0;
+                for i in 0..d {
+                    let gap = row[i] - xs[i];
+                    // `x + (q − x)` as the reference computes it, or `q` where the GPU's
+                    // compiler simplifies the expression (lavapipe's does): one rounding at x's
+                    // scale apart.
+                    let got = quantized[t * d + i];
+                    assert!(
+                        got == xs[i] + gap || got == row[i],
+                        "token {t}[{i}]: {got}, neither {} nor {}",
+                        xs[i] + gap,
+                        row[i]
+                    );
+                    want += (gap as f64).powi(2);
+                }
+                let want = want / d as f64;
+                let bound = (d as f64 + 2.0) * eps * want + 1e-30;
+                assert!(
+                    (commitment[t] as f64 - want).abs() <= bound,
+                    "token {t}: commitment {} vs {want}",
+                    commitment[t]
+                );
+            }
+        }
+    }
+
+    /// Only plain contiguous f32 tensors of a GPU backend with agreeing shapes: the CPU, a
+    /// tracked tensor or a transposed view is composed by the caller.
+    #[test]
+    fn other_inputs_are_left_to_the_caller() {
+        let gpu = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
+        let cpu = crate::device::create(crate::device::DeviceChoice::Cpu).unwrap();
+        let args = |device: &burn::tensor::Device| {
+            (
+                Tensor::<3>::ones([2, 3, 4], device),
+                Tensor::<3>::ones([2, 3, 5], device),
+                Tensor::<2>::ones([1, 5], device),
+                Tensor::<2>::ones([5, 4], device),
+            )
+        };
+        let (x, dots, norms, rows) = args(&gpu);
+        assert!(nearest_codes(&x, &dots, &norms, &rows).is_some());
+        assert!(nearest_codes(&x.clone().autodiff(), &dots, &norms, &rows).is_none());
+        let transposed = Tensor::<2>::ones([4, 5], &gpu).transpose();
+        assert!(nearest_codes(&x, &dots, &norms, &transposed).is_none());
+        let three_books = Tensor::<2>::ones([3, 5], &gpu);
+        assert!(nearest_codes(&x, &dots, &three_books, &rows).is_none());
+        let (x, dots, norms, rows) = args(&cpu);
+        assert!(nearest_codes(&x, &dots, &norms, &rows).is_none());
+    }
+}
