@@ -17,7 +17,7 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 use cubecl::std::tensor::layout::linear::{LinearView, LinearViewMut};
 
-use super::gpu::{F32, contiguous_f32, empty_like, grid, plain_f32, to_burn};
+use super::gpu::{F32, contiguous, contiguous_f32, empty_like, grid, plain_f32, to_burn};
 
 #[cube(launch_unchecked, address_type = "dynamic")]
 fn swish_kernel<F: Float>(
@@ -46,8 +46,9 @@ fn sigmoid_kernel<F: Float>(
 }
 
 /// `v` through the activation numbered `activation` ([`code`]; known when the kernel is
-/// compiled, so one branch is compiled in): swish, ReLU6 and the sigmoid in the same operations
-/// as the kernels above and burn's clamp.
+/// compiled, so one branch is compiled in): swish, ReLU6, the sigmoid and ReLU in the same
+/// operations as the kernels above and burn's clamp (ReLU: `max(v, 0)`, the value burn's
+/// masked fill gives).
 #[cube]
 pub(super) fn activated<F: Float>(v: F, #[comptime] activation: u32) -> F {
     let mut y = v;
@@ -57,6 +58,8 @@ pub(super) fn activated<F: Float>(v: F, #[comptime] activation: u32) -> F {
         y = max(min(v, F::new(6.0)), F::new(0.0));
     } else if activation == 3 {
         y = F::new(1.0) / (F::exp(-v) + F::new(1.0));
+    } else if activation == 4 {
+        y = max(v, F::new(0.0));
     }
     y
 }
@@ -68,6 +71,7 @@ pub(super) fn code(activation: super::Activation) -> u32 {
         super::Activation::Swish => 1,
         super::Activation::Relu6 => 2,
         super::Activation::Sigmoid => 3,
+        super::Activation::Relu => 4,
     }
 }
 
@@ -116,7 +120,7 @@ pub fn bias_activated(
     let input = contiguous_f32(x.clone())?;
     let bias = contiguous_f32(bias.clone())?;
     let residual = match residual {
-        Some(r) => Some(contiguous_f32(r.clone())?),
+        Some(r) => Some(contiguous(plain_f32(r.clone())?)),
         None => None,
     };
     let output = empty_like(&input);
@@ -306,6 +310,7 @@ mod tests {
         for activation in [
             Activation::Identity,
             Activation::Swish,
+            Activation::Relu,
             Activation::Relu6,
             Activation::Sigmoid,
         ] {
@@ -320,6 +325,7 @@ mod tests {
                     let (act, exp_ulps) = match activation {
                         Activation::Identity => (pre, 0.0),
                         Activation::Swish => (pre / (1.0 + (-pre).exp()), 5.0 + 2.0 * pre.abs()),
+                        Activation::Relu => (pre.max(0.0), 0.0),
                         Activation::Relu6 => (pre.clamp(0.0, 6.0), 0.0),
                         Activation::Sigmoid => (1.0 / (1.0 + (-pre).exp()), 5.0 + 2.0 * pre.abs()),
                     };

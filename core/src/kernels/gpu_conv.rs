@@ -201,6 +201,7 @@ mod tests {
                         out.push(match activation {
                             Activation::Identity => s,
                             Activation::Swish => s / (1.0 + (-s).exp()),
+                            Activation::Relu => s.max(0.0),
                             Activation::Relu6 => s.clamp(0.0, 6.0),
                             Activation::Sigmoid => 1.0 / (1.0 + (-s).exp()),
                         });
@@ -253,6 +254,7 @@ mod tests {
             for activation in [
                 Activation::Identity,
                 Activation::Swish,
+                Activation::Relu,
                 Activation::Relu6,
                 Activation::Sigmoid,
             ] {

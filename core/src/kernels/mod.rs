@@ -130,6 +130,8 @@ pub enum Activation {
     Identity,
     /// `x / (1 + e⁻ˣ)` ([`swish`]).
     Swish,
+    /// `max(x, 0)`.
+    Relu,
     /// `min(max(x, 0), 6)`.
     Relu6,
     /// `1 / (1 + e⁻ˣ)` ([`sigmoid`]).
@@ -143,6 +145,7 @@ impl Activation {
         match self {
             Activation::Identity => x,
             Activation::Swish => swish(x),
+            Activation::Relu => burn::tensor::activation::relu(x),
             Activation::Relu6 => x.clamp(0.0, 6.0),
             Activation::Sigmoid => sigmoid(x),
         }
@@ -190,6 +193,50 @@ pub fn conv2d_fused(
         .activation
         .apply(products::conv2d(x, weight, Some(bias), options));
     match then.residual {
+        Some(r) => y + r,
+        None => y,
+    }
+}
+
+/// `activation(x·weight + bias) + residual` for `x [.., in]` and `weight [in, out]` (a linear
+/// layer's transposed weight), the residual optional and of the output's shape, at the run's
+/// precision ([`products::linear`]). On a GPU backend at f32, outside autodiff, the bias,
+/// activation and residual take one kernel after the matrix product
+/// (`gpu_activations::bias_activated`) where burn's operations take one to three; the same f32
+/// operations either way (the residual added last: `y + r`).
+pub fn linear_fused<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Tensor<1>,
+    activation: Activation,
+    residual: Option<Tensor<D>>,
+) -> Tensor<D> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    if products::half_dtype().is_none()
+        && !x.is_autodiff()
+        && !weight.is_autodiff()
+        && gpu::plain_f32(x.clone()).is_some()
+    {
+        let dims = x.dims();
+        let [_, out] = weight.dims();
+        let rows = dims[..D - 1].iter().product::<usize>();
+        let product = products::linear_at(
+            None,
+            x.clone().reshape([rows, dims[D - 1]]),
+            weight.clone(),
+            None,
+        );
+        let residual_rows = residual.clone().map(|r| r.reshape([rows, out]));
+        if let Some(y) =
+            gpu_activations::bias_activated(&product, &bias, residual_rows.as_ref(), activation)
+        {
+            let mut out_dims = dims;
+            out_dims[D - 1] = out;
+            return y.reshape(out_dims);
+        }
+    }
+    let y = activation.apply(products::linear(x, weight, Some(bias)));
+    match residual {
         Some(r) => y + r,
         None => y,
     }
@@ -748,6 +795,81 @@ mod fused_tests {
                     (g - w).abs() <= 1e-5 * scale,
                     "{activation:?} k{k} groups {groups}: {g} vs {w}"
                 );
+            }
+        }
+    }
+}
+
+/// [`linear_fused`] on wgpu against the f64 form on the host, for a transformer's uses: ReLU
+/// without a residual (the FFN's first layer), the identity with one (the attention's output
+/// projection and the FFN's second layer, the block's input added): a matrix product and one
+/// kernel (two launches, where burn's operations take three or four), within the product's
+/// rounding (the terms' magnitudes times the inner size and a few roundings more); and the same
+/// call on the CPU, composed, within the same bound.
+#[cfg(all(test, feature = "wgpu"))]
+mod linear_tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    #[test]
+    fn a_fused_linear_layer_equals_its_f64_form() {
+        let wgpu = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
+        let cpu = crate::device::create(crate::device::DeviceChoice::Cpu).unwrap();
+        let (b, l, d_in, d_out) = (2usize, 13usize, 24usize, 40usize);
+        let values = |t: Tensor<3>| t.into_data().try_to_vec::<f32>().unwrap();
+        let x: Tensor<3> = Tensor::random([b, l, d_in], Distribution::Normal(0.0, 1.0), &cpu);
+        let w: Tensor<2> = Tensor::random([d_in, d_out], Distribution::Normal(0.0, 0.3), &cpu);
+        let bias: Tensor<1> = Tensor::random([d_out], Distribution::Normal(0.0, 0.5), &cpu);
+        let r: Tensor<3> = Tensor::random([b, l, d_out], Distribution::Normal(0.0, 1.0), &cpu);
+        let (xv, wv, rv) = (values(x.clone()), w.clone().into_data(), values(r.clone()));
+        let wv = wv.try_to_vec::<f32>().unwrap();
+        let bv = bias.clone().into_data().try_to_vec::<f32>().unwrap();
+        for (activation, residual) in [(Activation::Relu, false), (Activation::Identity, true)] {
+            for (device, on_gpu) in [(&wgpu, true), (&cpu, false)] {
+                let run = || {
+                    linear_fused(
+                        x.clone().to_device(device),
+                        w.clone().to_device(device),
+                        bias.clone().to_device(device),
+                        activation,
+                        residual.then(|| r.clone().to_device(device)),
+                    )
+                };
+                let _ = run().into_data();
+                let profiler = crate::device::kernel_profile::KernelProfiler::start("linear");
+                let got = run();
+                let profile = profiler.finish();
+                if on_gpu {
+                    assert_eq!(profile.stages[0].launches, 2, "{profile:#?}");
+                }
+                assert_eq!(got.dims(), [b, l, d_out]);
+                let got = values(got);
+                for row in 0..b * l {
+                    for o in 0..d_out {
+                        let (mut pre, mut magnitude) = (bv[o] as f64, (bv[o] as f64).abs());
+                        for i in 0..d_in {
+                            let term = xv[row * d_in + i] as f64 * wv[i * d_out + o] as f64;
+                            pre += term;
+                            magnitude += term.abs();
+                        }
+                        let act = match activation {
+                            Activation::Relu => pre.max(0.0),
+                            _ => pre,
+                        };
+                        let res = if residual {
+                            rv[row * d_out + o] as f64
+                        } else {
+                            0.0
+                        };
+                        let want = act + res;
+                        let bound = (d_in as f64 + 4.0) * 2f64.powi(-23) * (magnitude + res.abs());
+                        let g = got[row * d_out + o] as f64;
+                        assert!(
+                            (g - want).abs() <= bound,
+                            "{activation:?} on {device:?} [{row}, {o}]: {g} vs {want}"
+                        );
+                    }
+                }
             }
         }
     }

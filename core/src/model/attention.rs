@@ -51,37 +51,60 @@ impl MultiheadAttention {
     }
 
     /// Attention of `query [B, Lq, E]` over `key [B, Lk, E]` / `value [B, Lk, E]` → `[B, Lq, E]`,
-    /// with dropout `p` on the attention weights (0 at inference).
-    pub fn forward(&self, query: Tensor<3>, key: Tensor<3>, value: Tensor<3>, p: f64) -> Tensor<3> {
+    /// with dropout `p` on the attention weights (0 at inference), plus `residual` when given
+    /// (added after the output projection's bias, in the kernel after its product on a GPU).
+    pub fn forward(
+        &self,
+        query: Tensor<3>,
+        key: Tensor<3>,
+        value: Tensor<3>,
+        p: f64,
+        residual: Option<Tensor<3>>,
+    ) -> Tensor<3> {
         let q = self.project(query, 0, 1);
         let k = self.project(key, 1, 2);
         let v = self.project(value, 2, 3);
-        self.attend(q, k, v, p)
+        self.attend(q, k, v, p, residual)
     }
 
     /// Self-attention whose queries and keys come from the same tensor `qk` (`x + pos` in the
     /// encoder and the decoder's first block): [`Self::forward`]`(qk, qk, value, p)` with the two
     /// projections as one matrix product of twice the width, as PyTorch's `nn.MultiheadAttention`
     /// does when query is key (fewer, larger products run closer to the CPU's peak).
-    pub fn forward_self(&self, qk: Tensor<3>, value: Tensor<3>, p: f64) -> Tensor<3> {
+    pub fn forward_self(
+        &self,
+        qk: Tensor<3>,
+        value: Tensor<3>,
+        p: f64,
+        residual: Option<Tensor<3>>,
+    ) -> Tensor<3> {
         let [_, _, e] = qk.dims();
         let both = self.project(qk, 0, 2);
         let q = both.clone().narrow(2, 0, e);
         let k = both.narrow(2, e, e);
         let v = self.project(value, 2, 3);
-        self.attend(q, k, v, p)
+        self.attend(q, k, v, p, residual)
     }
 
-    /// Heads, scaled dot products, softmax, weighted values and the output projection. On the
-    /// CPU the middle is one fused operation ([`crate::kernels::fused_attention`]); elsewhere it
-    /// is composed from burn operations ([`Self::composed`]).
-    fn attend(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, p: f64) -> Tensor<3> {
+    /// Heads, scaled dot products, softmax, weighted values, the output projection and the
+    /// residual if any. On the CPU the middle is one fused operation
+    /// ([`crate::kernels::fused_attention`]); elsewhere it is composed from burn operations
+    /// ([`Self::composed`]).
+    fn attend(
+        &self,
+        q: Tensor<3>,
+        k: Tensor<3>,
+        v: Tensor<3>,
+        p: f64,
+        residual: Option<Tensor<3>>,
+    ) -> Tensor<3> {
         let out = if crate::kernels::attention_fuses(&q) {
             crate::kernels::fused_attention(q, k, v, self.heads, p)
         } else {
             self.composed(q, k, v, p)
         };
-        self.out_proj.forward(out)
+        self.out_proj
+            .forward_then(out, crate::kernels::Activation::Identity, residual)
     }
 
     /// The attention of every head, composed as PyTorch computes it: split the heads, scaled
@@ -121,8 +144,8 @@ mod tests {
         let mha = MultiheadAttention::new(32, 4, &device);
         let qk = Tensor::<3>::random([2, 9, 32], Distribution::Default, &device);
         let v = Tensor::<3>::random([2, 9, 32], Distribution::Default, &device);
-        let fused = mha.forward_self(qk.clone(), v.clone(), 0.0);
-        let apart = mha.forward(qk.clone(), qk, v, 0.0);
+        let fused = mha.forward_self(qk.clone(), v.clone(), 0.0, None);
+        let apart = mha.forward(qk.clone(), qk, v, 0.0, None);
         let diff = crate::device::read_back((fused - apart).abs().max()).unwrap()[0];
         assert!(diff <= 1e-5, "{diff}");
     }

@@ -1,11 +1,11 @@
 //! Post-norm decoder at width 2C that cross-attends one quantised memory level per layer.
 
 use burn::module::Module;
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use super::attention::MultiheadAttention;
-use super::layers::{LayerNorm, Linear, dropout};
+use super::layers::{LayerNorm, Linear, add_residual, dropout};
+use crate::kernels::Activation;
 
 /// `t = LN1(t + SA(t+pos)); t = LN2(t + CA(q=t+pos, k=mem+pos, v=mem)); t = LN3(t + FFN(t))`.
 #[derive(Module, Debug)]
@@ -44,15 +44,20 @@ impl DecoderLayer {
     /// (0 at inference) where `nn.TransformerDecoderLayer` has its dropouts.
     pub fn forward(&self, t: Tensor<3>, memory: Tensor<3>, pos: Tensor<3>, p: f64) -> Tensor<3> {
         let q = t.clone() + pos.clone();
-        let attn = self.self_attn.forward_self(q, t.clone(), p);
-        let t = self.norm1.forward(t + dropout(attn, p));
+        let attended = add_residual(t.clone(), p, |r| self.self_attn.forward_self(q, t, p, r));
+        let t = self.norm1.forward(attended);
         let q = t.clone() + pos.clone();
         let k = memory.clone() + pos;
-        let attn = self.multihead_attn.forward(q, k, memory, p);
-        let t = self.norm2.forward(t + dropout(attn, p));
-        let hidden = dropout(relu(self.linear1.forward(t.clone())), p);
-        let ff = self.linear2.forward(hidden);
-        self.norm3.forward(t + dropout(ff, p))
+        let attended = add_residual(t, p, |r| self.multihead_attn.forward(q, k, memory, p, r));
+        let t = self.norm2.forward(attended);
+        let hidden = dropout(
+            self.linear1.forward_then(t.clone(), Activation::Relu, None),
+            p,
+        );
+        let ff = add_residual(t, p, |r| {
+            self.linear2.forward_then(hidden, Activation::Identity, r)
+        });
+        self.norm3.forward(ff)
     }
 }
 

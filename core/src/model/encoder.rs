@@ -1,11 +1,11 @@
 //! Post-norm transformer encoder: `x = LN1(x + MHA(q=k=x+pos, v=x)); x = LN2(x + W2·ReLU(W1·x))`.
 
 use burn::module::Module;
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use super::attention::MultiheadAttention;
-use super::layers::{LayerNorm, Linear, dropout};
+use super::layers::{LayerNorm, Linear, add_residual, dropout};
+use crate::kernels::Activation;
 
 /// One encoder layer, with `nn.TransformerEncoderLayer`'s dropouts (given per call: 0 at inference).
 #[derive(Module, Debug)]
@@ -37,11 +37,16 @@ impl EncoderLayer {
     /// `[B, L, C]` → `[B, L, C]`; `pos` is `[1, L, C]`; dropout probability `p`.
     pub fn forward(&self, x: Tensor<3>, pos: Tensor<3>, p: f64) -> Tensor<3> {
         let qk = x.clone() + pos;
-        let attn = self.self_attn.forward_self(qk, x.clone(), p);
-        let x = self.norm1.forward(x + dropout(attn, p));
-        let hidden = dropout(relu(self.linear1.forward(x.clone())), p);
-        let ff = self.linear2.forward(hidden);
-        self.norm2.forward(x + dropout(ff, p))
+        let attended = add_residual(x.clone(), p, |r| self.self_attn.forward_self(qk, x, p, r));
+        let x = self.norm1.forward(attended);
+        let hidden = dropout(
+            self.linear1.forward_then(x.clone(), Activation::Relu, None),
+            p,
+        );
+        let ff = add_residual(x, p, |r| {
+            self.linear2.forward_then(hidden, Activation::Identity, r)
+        });
+        self.norm2.forward(ff)
     }
 }
 

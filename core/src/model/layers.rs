@@ -5,6 +5,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{Device, Distribution, Tensor};
 
 use crate::kernels::products::linear;
+use crate::kernels::{Activation, linear_fused};
 
 /// `y = x·Wᵀ + b` with `W` stored `(out, in)` as in PyTorch.
 #[derive(Module, Debug)]
@@ -49,6 +50,39 @@ impl Linear {
     /// Apply to `[..., in]`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         linear(x, self.weight.val().transpose(), Some(self.bias.val()))
+    }
+
+    /// `activation(self(x)) + residual` (the residual optional): on a GPU at inference one
+    /// kernel after the product ([`linear_fused`]).
+    pub fn forward_then<const D: usize>(
+        &self,
+        x: Tensor<D>,
+        activation: Activation,
+        residual: Option<Tensor<D>>,
+    ) -> Tensor<D> {
+        linear_fused(
+            x,
+            self.weight.val().transpose(),
+            self.bias.val(),
+            activation,
+            residual,
+        )
+    }
+}
+
+/// `x + dropout(f(None), p)`, as a transformer layer adds a sub-block's output to its input;
+/// without dropout (`p = 0`: inference) the residual is handed to `f` instead, whose last linear
+/// step adds it in the kernel after its product ([`Linear::forward_then`]). The same sum either
+/// way (`a + b` is `b + a` in floating point).
+pub fn add_residual(
+    x: Tensor<3>,
+    p: f64,
+    f: impl FnOnce(Option<Tensor<3>>) -> Tensor<3>,
+) -> Tensor<3> {
+    if p > 0.0 {
+        x + dropout(f(None), p)
+    } else {
+        f(Some(x))
     }
 }
 
