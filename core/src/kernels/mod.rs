@@ -203,7 +203,7 @@ pub fn conv2d_fused(
 /// precision ([`products::linear`]). On a GPU backend at f32, outside autodiff, the bias,
 /// activation and residual take one kernel after the matrix product
 /// (`gpu_activations::bias_activated`) where burn's operations take one to three; the same f32
-/// operations either way (the residual added last: `y + r`).
+/// operations either way (the residual added last).
 pub fn linear_fused<const D: usize>(
     x: Tensor<D>,
     weight: Tensor<2>,
@@ -236,8 +236,11 @@ pub fn linear_fused<const D: usize>(
         }
     }
     let y = activation.apply(products::linear(x, weight, Some(bias)));
+    // The residual on the left, as a layer writes `x + f(x)`: the value is the same either way,
+    // but under autodiff the order of the operands is the order in which the backward pass adds
+    // up `x`'s gradient contributions, and training keeps its rounding as before.
     match residual {
-        Some(r) => y + r,
+        Some(r) => r + y,
         None => y,
     }
 }

@@ -73,7 +73,7 @@ impl Linear {
 /// `x + dropout(f(None), p)`, as a transformer layer adds a sub-block's output to its input;
 /// without dropout (`p = 0`: inference) the residual is handed to `f` instead, whose last linear
 /// step adds it in the kernel after its product ([`Linear::forward_then`]). The same sum either
-/// way (`a + b` is `b + a` in floating point).
+/// way (`x + y` is `y + x` in floating point; composed, the residual stays the left operand).
 pub fn add_residual(
     x: Tensor<3>,
     p: f64,
