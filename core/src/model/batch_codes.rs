@@ -30,8 +30,14 @@ impl BatchCodes {
         } else {
             slots
         };
-        let embeds: Vec<Tensor<2>> = used.iter().map(|&s| books[s].embed.val()).collect();
-        Self::from_columns(Tensor::stack::<3>(embeds, 0).detach())
+        let mut embeds: Vec<Tensor<2>> = used.iter().map(|&s| books[s].embed.val()).collect();
+        // One codebook is read in place (a view; stacking one tensor copies it).
+        let columns = if embeds.len() == 1 {
+            embeds.pop().expect("one codebook").unsqueeze::<3>()
+        } else {
+            Tensor::stack::<3>(embeds, 0)
+        };
+        Self::from_columns(columns.detach())
     }
 
     /// The codebooks given as `[G, D, K]` (codes as columns, the stored layout): one per sample,
