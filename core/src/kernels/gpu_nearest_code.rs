@@ -78,11 +78,13 @@ fn nearest_code_kernel<F: Float, I: Numeric>(
     commitment[token] = squares / F::cast_from(dim);
 }
 
-/// [`super::nearest_codes`] on a GPU backend: the nearest code of each token of `x [B, L, D]` given its dot products `dots [B, L, K]` with
-/// its sample's codes, the codes' squared norms `code_norms [G, K]` and the codes as rows
-/// `code_rows [G·K, D]` (G = 1: one codebook for every sample; G = B: sample b's at b). `None`
-/// when an input is not a plain f32 tensor of this process's GPU backend (the codes' also
-/// contiguous; the tokens and products are copied when they are not), the shapes disagree or the index type is not a 32- or 64-bit integer; the caller composes it.
+/// [`super::nearest_codes`] on a GPU backend: the nearest code of each token of `x [B, L, D]`
+/// given its dot products `dots [B, L, K]` with its sample's codes, the codes' squared norms
+/// `code_norms [G, K]` and the codes as rows `code_rows [G·K, D]` (G = 1: one codebook for every
+/// sample; G = B: sample b's at b). `None` when an input is not a plain f32 tensor of this
+/// process's GPU backend (the codes' also contiguous; the tokens and products are copied when
+/// they are not), the shapes disagree or the index type is not a 32- or 64-bit integer; the
+/// caller composes it.
 pub fn nearest_codes(
     x: &BurnTensor<3>,
     dots: &BurnTensor<3>,
