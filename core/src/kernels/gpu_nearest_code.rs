@@ -15,6 +15,7 @@
 use burn::tensor::{DType, Int, Tensor as BurnTensor};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 use super::NearestCodes;
@@ -46,11 +47,7 @@ fn nearest_code_kernel<F: Float, I: Numeric>(
     // Sample b's codebook is the b-th (one per sample) or the only one.
     let book = (token / tokens_per_sample as usize) * book_per_sample as usize;
     let x_base = token * d;
-    let mut x_sq = F::new(0.0);
-    for i in 0..d {
-        let v = x[x_base + i];
-        x_sq += v * v;
-    }
+    let x_sq = squared_norm(x, x_base, d);
     let dot_base = token * k;
     let norm_base = book * k;
     let two = F::new(2.0);
@@ -78,6 +75,53 @@ fn nearest_code_kernel<F: Float, I: Numeric>(
     commitment[token] = squares / F::cast_from(dim);
 }
 
+/// `Σ v²` over `x[base .. base + len]`, in order: a token's squared norm, as the composed
+/// `powi(2)` then sum computes it (up to the sum's order).
+#[cube]
+pub(super) fn squared_norm<F: Float>(x: &Tensor<F>, base: usize, len: usize) -> F {
+    let mut sum = F::new(0.0);
+    for i in 0..len {
+        let v = x[base + i];
+        sum += v * v;
+    }
+    sum
+}
+
+/// What a kernel taking each token against its sample's codebook reads, checked and taken from
+/// burn: the tokens `x [B, L, D]` and their dot products `dots [B, L, K]` (copied when not
+/// contiguous) and a per-code value `per_code [G, K]` (contiguous; G = 1 for a codebook every
+/// sample shares, G = B for one per sample).
+pub(super) struct TokensAndCodes {
+    pub x: CubeTensor,
+    pub dots: CubeTensor,
+    pub per_code: CubeTensor,
+    /// `[B, L, D, K]`.
+    pub dims: [usize; 4],
+    /// G = B: sample b's codebook is the b-th.
+    pub book_per_sample: bool,
+}
+
+/// [`TokensAndCodes`] from burn's tensors; `None` when one is not a plain f32 tensor of this
+/// process's GPU backend, the shapes disagree or a size is zero.
+pub(super) fn tokens_and_codes(
+    x: &BurnTensor<3>,
+    dots: &BurnTensor<3>,
+    per_code: &BurnTensor<2>,
+) -> Option<TokensAndCodes> {
+    let [b, l, d] = x.dims();
+    let [g, k] = per_code.dims();
+    if dots.dims() != [b, l, k] || !(g == 1 || g == b) || b * l == 0 || d == 0 || k == 0 {
+        return None;
+    }
+    Some(TokensAndCodes {
+        x: contiguous(plain_f32(x.clone())?),
+        dots: contiguous(plain_f32(dots.clone())?),
+        per_code: contiguous_f32(per_code.clone())?,
+        dims: [b, l, d, k],
+        book_per_sample: g > 1,
+    })
+}
+
 /// [`super::nearest_codes`] on a GPU backend: the nearest code of each token of `x [B, L, D]`
 /// given its dot products `dots [B, L, K]` with its sample's codes, the codes' squared norms
 /// `code_norms [G, K]` and the codes as rows `code_rows [G·K, D]` (G = 1: one codebook for every
@@ -91,17 +135,17 @@ pub fn nearest_codes(
     code_norms: &BurnTensor<2>,
     code_rows: &BurnTensor<2>,
 ) -> Option<NearestCodes> {
-    let [b, l, d] = x.dims();
-    let [g, k] = code_norms.dims();
-    if dots.dims() != [b, l, k] || code_rows.dims() != [g * k, d] || !(g == 1 || g == b) {
+    let [g, _] = code_norms.dims();
+    let TokensAndCodes {
+        x: input,
+        dots,
+        per_code: code_norms,
+        dims: [b, l, d, k],
+        book_per_sample,
+    } = tokens_and_codes(x, dots, code_norms)?;
+    if code_rows.dims() != [g * k, d] {
         return None;
     }
-    if b * l == 0 || d == 0 || k == 0 {
-        return None;
-    }
-    let input = contiguous(plain_f32(x.clone())?);
-    let dots = contiguous(plain_f32(dots.clone())?);
-    let code_norms = contiguous_f32(code_norms.clone())?;
     let code_rows = contiguous_f32(code_rows.clone())?;
     let indices = BurnTensor::<2, Int>::empty([b, l], &x.device())
         .try_into_primitive::<CubeBackend>()
@@ -138,7 +182,7 @@ pub fn nearest_codes(
         l as u32,
         d as u32,
         k as u32,
-        u32::from(g > 1),
+        u32::from(book_per_sample),
         [F32, index_type],
     );
     Some(NearestCodes {

@@ -11,7 +11,8 @@ use burn::tensor::Tensor as BurnTensor;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use cubecl::prelude::*;
 
-use super::gpu::{F32, contiguous, contiguous_f32, grid, plain_f32, to_burn};
+use super::gpu::{F32, grid, to_burn};
+use super::gpu_nearest_code::{TokensAndCodes, squared_norm, tokens_and_codes};
 
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
@@ -35,13 +36,10 @@ fn ot_score_kernel<F: Float>(
     let d = dim as usize;
     let k = code_count as usize;
     let book = (token / tokens_per_sample as usize) * book_per_sample as usize;
-    let x_base = token * d;
-    let mut x_sq = F::new(0.0);
-    for i in 0..d {
-        let v = x[x_base + i];
-        x_sq += v * v;
-    }
-    let x_norm = F::max(F::sqrt(x_sq), F::cast_from(zero_norm));
+    let x_norm = F::max(
+        F::sqrt(squared_norm(x, token * d, d)),
+        F::cast_from(zero_norm),
+    );
     let tau = F::cast_from(temperature);
     let dot_base = token * k;
     let norm_base = book * k;
@@ -77,14 +75,13 @@ pub fn ot_scores(
     temperature: f32,
     zero_norm: f32,
 ) -> Option<BurnTensor<2>> {
-    let [b, l, d] = x.dims();
-    let [g, k] = code_norms.dims();
-    if dots.dims() != [b, l, k] || !(g == 1 || g == b) || b * l == 0 || d == 0 || k == 0 {
-        return None;
-    }
-    let input = contiguous(plain_f32(x.clone())?);
-    let dots = contiguous(plain_f32(dots.clone())?);
-    let code_norms = contiguous_f32(code_norms.clone())?;
+    let TokensAndCodes {
+        x: input,
+        dots,
+        per_code: code_norms,
+        dims: [b, l, d, k],
+        book_per_sample,
+    } = tokens_and_codes(x, dots, code_norms)?;
     let scores = empty_device_dtype(
         input.client.clone(),
         input.device.clone(),
@@ -103,7 +100,7 @@ pub fn ot_scores(
         l as u32,
         d as u32,
         k as u32,
-        u32::from(g > 1),
+        u32::from(book_per_sample),
         temperature,
         zero_norm,
         F32,

@@ -213,7 +213,6 @@ pub fn linear_fused<const D: usize>(
 ) -> Tensor<D> {
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
     if products::half_dtype().is_none()
-        && !x.is_autodiff()
         && !weight.is_autodiff()
         && gpu::plain_f32(x.clone()).is_some()
     {
