@@ -195,7 +195,8 @@ pub fn quantize(x: Tensor<3>, codes: BatchCodes) -> QuantizeOutput {
     let k = codes.codes();
     let dots = codes.dots(x.clone()); // [B, L, K]
     let e_sq = codes.squared_norms(); // [G, 1, K]
-    // On a GPU at inference everything after the product is one kernel, the same operations.
+    // On a GPU outside autodiff (inference, and training's code search on plain tensors)
+    // everything after the product is one kernel, the same operations.
     let [g, _, _] = e_sq.dims();
     let norms = e_sq.clone().reshape([g, k]);
     if let Some(found) = crate::kernels::nearest_codes(&x, &dots, &norms, &codes.code_rows()) {
