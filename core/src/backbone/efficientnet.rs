@@ -7,6 +7,7 @@ use burn::tensor::module::batch_norm;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 
+use super::fold_cache::FoldCache;
 use crate::config::{BackboneConfig, BackboneKind, BlockSpec, block_specs, stem_channels};
 use crate::kernels::products::{conv2d, linear};
 use crate::kernels::{Activation, Epilogue};
@@ -65,6 +66,9 @@ pub struct Conv {
     pub weight: Param<Tensor<4>>,
     /// Bias (SE convs only).
     pub bias: Option<Param<Tensor<1>>>,
+    /// The kernel and bias with the following BatchNorm folded in, from the first inference
+    /// forward on (not a parameter; emptied when the weights may change).
+    pub(super) folded: FoldCache,
 }
 
 impl Conv {
@@ -80,6 +84,7 @@ impl Conv {
             ))
             .set_require_grad(false),
             bias: bias.then(|| frozen(Tensor::zeros([out_ch], device))),
+            folded: FoldCache::default(),
         }
     }
 
@@ -101,8 +106,8 @@ impl Conv {
     /// This convolution followed by inference BatchNorm `bn`, as one convolution: BN is affine
     /// per output channel, `y = x·s + (β − μ·s)` with `s = γ/√(σ² + ε)`, so it folds into the
     /// kernel (scaled by `s`) and a bias ([`crate::kernels::fold_batch_norm`]: one kernel on a
-    /// GPU). The weights are folded at each call (a pass over the kernel, which is far smaller
-    /// than the activations), which saves a pass over the output.
+    /// GPU), which saves a pass over the output. The weights are folded at the first call and
+    /// kept ([`FoldCache`]): a convolution is always followed by the same BatchNorm.
     fn forward_bn(
         &self,
         bn: &BatchNorm,
@@ -153,19 +158,22 @@ impl Conv {
         }
     }
 
-    /// The kernel and bias with `bn` folded in.
+    /// The kernel and bias with `bn` (always this convolution's own BatchNorm) folded in,
+    /// cached after the first call.
     fn fold(&self, bn: &BatchNorm) -> (Tensor<4>, Tensor<1>) {
-        crate::kernels::fold_batch_norm(
-            crate::kernels::BatchNormFold {
-                weight: self.weight.val(),
-                conv_bias: self.bias.as_ref().map(|b| b.val()),
-                gamma: bn.weight.val(),
-                beta: bn.bias.val(),
-                mean: bn.running_mean.val(),
-                var: bn.running_var.val(),
-            },
-            BN_EPS as f32,
-        )
+        self.folded.get_or_fold(|| {
+            crate::kernels::fold_batch_norm(
+                crate::kernels::BatchNormFold {
+                    weight: self.weight.val(),
+                    conv_bias: self.bias.as_ref().map(|b| b.val()),
+                    gamma: bn.weight.val(),
+                    beta: bn.bias.val(),
+                    mean: bn.running_mean.val(),
+                    var: bn.running_var.val(),
+                },
+                BN_EPS as f32,
+            )
+        })
     }
 }
 
@@ -371,6 +379,28 @@ impl EfficientNet {
         &self.config
     }
 
+    /// Drop every convolution's cached BatchNorm fold ([`FoldCache`]): for code that changes a
+    /// weight or a BatchNorm statistic in place rather than through burn's module mapping (the
+    /// train-mode forward).
+    pub fn forget_folds(&mut self) {
+        self._conv_stem.folded.forget();
+        for block in &mut self._blocks {
+            let convs = [
+                block._expand_conv.as_mut(),
+                Some(&mut block._depthwise_conv),
+                block._se_reduce.as_mut(),
+                block._se_expand.as_mut(),
+                Some(&mut block._project_conv),
+            ];
+            for conv in convs.into_iter().flatten() {
+                conv.folded.forget();
+            }
+        }
+        if let Some(head) = &mut self._conv_head {
+            head.folded.forget();
+        }
+    }
+
     /// The stem's padding for an input of `x`'s size.
     fn stem_padding(&self, x: &Tensor<4>) -> [(usize, usize); 2] {
         let [_, _, h, w] = x.dims();
@@ -506,6 +536,75 @@ mod tests {
             let want: Vec<f32> = xs.iter().map(|x| x.clamp(0.0, 6.0)).collect();
             assert_eq!(got, want, "{choice:?}");
         }
+    }
+
+    /// Adds a different constant to every parameter: new weights through burn's module mapping,
+    /// the way loading writes them (the running variances stay positive).
+    struct Shift;
+
+    impl burn::module::ModuleMapper for Shift {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            param.map(|t| t.mul_scalar(0.75).add_scalar(0.125))
+        }
+    }
+
+    /// The BatchNorm folds are computed at the first inference forward and reused: on wgpu the
+    /// second forward launches no fold kernel and gives the same taps bit for bit. After the
+    /// weights change through burn's mapping (as loading does) or the train-mode forward (which
+    /// moves the running statistics), the taps are those of a network built afresh from the new
+    /// weights, and differ from before (a stale fold would have kept them).
+    #[cfg(feature = "wgpu")]
+    #[test]
+    fn batch_norm_folds_are_kept_until_the_weights_change() {
+        use crate::weights::TensorMap;
+        let _generator = crate::test_rng::lock();
+        let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
+        let config = BackboneConfig::efficientnet_lite0();
+        let x = Tensor::<4>::random([1, 3, 48, 48], Distribution::Normal(0.0, 1.0), &device);
+        let on_host = |taps: Vec<Tensor<4>>| -> Vec<Vec<f32>> {
+            taps.into_iter()
+                .map(|t| t.into_data().try_to_vec::<f32>().unwrap())
+                .collect()
+        };
+        // The same weights in a network that has never folded (through the host and back).
+        let rebuilt = |net: &EfficientNet| {
+            TensorMap::from_module(net, "net")
+                .load_into(EfficientNet::new(&config, false, &device))
+                .unwrap()
+        };
+
+        let net = EfficientNet::new(&config, false, &device);
+        assert!(!net._conv_stem.folded.is_filled());
+        let first = on_host(net.taps(x.clone()));
+        assert!(net._conv_stem.folded.is_filled());
+        assert!(net._blocks[3]._project_conv.folded.is_filled());
+        let profiler = crate::device::kernel_profile::KernelProfiler::start("again");
+        let again = net.taps(x.clone());
+        let profile = profiler.finish();
+        let folds: usize = profile.stages[0]
+            .kernels
+            .iter()
+            .filter(|k| k.name.contains("Fold"))
+            .map(|k| k.launches)
+            .sum();
+        assert_eq!(folds, 0, "{profile:#?}");
+        assert!(profile.stages[0].launches > 0, "the forward was recorded");
+        assert_eq!(on_host(again), first);
+
+        let mapped = net.map(&mut Shift);
+        assert!(!mapped._conv_stem.folded.is_filled());
+        let after_map = on_host(mapped.taps(x.clone()));
+        assert_ne!(after_map, first);
+        assert_eq!(after_map, on_host(rebuilt(&mapped).taps(x.clone())));
+
+        let mut trained = mapped;
+        let _ = trained.taps_train(
+            x.clone(),
+            &super::super::BackboneTraining::official_train_mode(),
+        );
+        let after_train = on_host(trained.taps(x.clone()));
+        assert_ne!(after_train, after_map);
+        assert_eq!(after_train, on_host(rebuilt(&trained).taps(x)));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod align;
 mod efficientnet;
 mod extractor;
+mod fold_cache;
 mod train_mode;
 
 pub use align::align_features;

@@ -185,6 +185,8 @@ impl EfficientNet {
     /// Tapped outputs with the backbone in train mode (see the module documentation). Updates
     /// the running statistics of every BatchNorm it runs through.
     pub fn taps_train(&mut self, x: Tensor<4>, settings: &BackboneTraining) -> Vec<Tensor<4>> {
+        // The running statistics move: the inference forward folds them in afresh.
+        self.forget_folds();
         let kind = self.config.kind;
         let momentum = settings.bn_momentum;
         let [_, _, h, w] = x.dims();
