@@ -17,7 +17,8 @@
 //! (`gpu_*.rs`: swish and sigmoid, the BatchNorm fold, layer norm, softmax, the depthwise and stem
 //! convolutions with their bias and activation, a pointwise convolution's bias, activation and
 //! residual after its product; a vector-quantiser level's step after its distance product, the
-//! OT score's and the anomaly map; one launch where burn's operations take two to twenty); under
+//! OT score's and the anomaly map; the optimiser's flat-buffer gather and its AdamW update; one
+//! launch where burn's operations take two to twenty); under
 //! autodiff the layer norm and the softmax are one autodiff operation each
 //! (`gpu_layer_norm_autodiff`, `gpu_softmax_autodiff`); anything else (another dtype, the other
 //! operations under autodiff) takes burn's own ops. Results agree with the generic formulas to a few ulp (tests below and in each
@@ -65,6 +66,8 @@ mod gpu;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_activations;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu_adamw;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_anomaly_map;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_attention;
@@ -72,6 +75,8 @@ mod gpu_attention;
 mod gpu_conv;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_fold;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu_gather;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_layer_norm;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
@@ -97,7 +102,7 @@ pub use layer_norm::layer_norm;
 use burn::backend::flex::FlexTensor;
 use burn::backend::{DispatchDevice, Flex};
 use burn::tensor::activation::softmax;
-use burn::tensor::{DType, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 
 /// `x / (1 + e⁻ˣ)` (= `x·σ(x)`), element-wise. On the fast path x < −88 gives ≈ x·6e−39
 /// (`exp` is clamped) where the exact value underflows to −0.
@@ -377,6 +382,48 @@ pub fn channels_last_on_gpu(x: &Tensor<4>) -> bool {
     {
         let _ = x;
         false
+    }
+}
+
+/// One buffer of `total` elements with each `(offset, part)` written at its offset (offsets
+/// increasing, parts not overlapping) and zeros elsewhere: the optimiser's flat buffers. On a GPU
+/// backend a few launches for all the parts (`gpu_gather`), elsewhere one `slice_assign` each.
+pub fn gather_flat(
+    parts: impl IntoIterator<Item = (usize, Tensor<1>)>,
+    total: usize,
+    device: &Device,
+) -> Tensor<1> {
+    let parts: Vec<(usize, Tensor<1>)> = parts.into_iter().collect();
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    if let Some(flat) = gpu_gather::gather(&parts, total) {
+        return flat;
+    }
+    let mut flat = Tensor::zeros([total], device);
+    for (offset, part) in parts {
+        let n = part.dims()[0];
+        flat = flat.slice_assign(offset..offset + n, part);
+    }
+    flat
+}
+
+/// One AdamW step over flat buffers as one GPU kernel (`gpu_adamw`): `(parameter, first
+/// moment, second moment)`, the gradient scaled by `clip` (`[1]`, on the device) and the other
+/// scalars from `s` (its `clip` unused). `None` off a GPU backend or for tensors the kernel does
+/// not take (the caller composes the update).
+pub fn adamw_update_on_gpu(
+    param: &Tensor<1>,
+    grad: &Tensor<1>,
+    m: &Tensor<1>,
+    v: &Tensor<1>,
+    clip: &Tensor<1>,
+    s: AdamWScalars,
+) -> Option<(Tensor<1>, Tensor<1>, Tensor<1>)> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    return gpu_adamw::update(param, grad, m, v, clip, s);
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    {
+        let _ = (param, grad, m, v, clip, s);
+        None
     }
 }
 

@@ -9,7 +9,7 @@ use burn::tensor::Gradients;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::kernels::AdamWScalars;
+use crate::kernels::{AdamWScalars, gather_flat};
 use crate::weights::{HostTensor, TensorMap};
 
 /// Hyper-parameters (the official values are the defaults).
@@ -108,20 +108,6 @@ fn segments(layout: &[(String, usize)]) -> (Vec<usize>, usize) {
         })
         .collect();
     (offsets, total)
-}
-
-/// One zero-filled buffer of `total` elements with each `(offset, part)` written at its offset.
-fn gather(
-    parts: impl IntoIterator<Item = (usize, Tensor<1>)>,
-    total: usize,
-    device: &burn::tensor::Device,
-) -> Tensor<1> {
-    let mut flat = Tensor::zeros([total], device);
-    for (offset, part) in parts {
-        let n = part.dims()[0];
-        flat = flat.slice_assign(offset..offset + n, part);
-    }
-    flat
 }
 
 /// What one step measured.
@@ -246,12 +232,13 @@ impl AdamW {
     /// twenty kernels per parameter (the norm's square and sum, the clip, two moments, the bias
     /// corrections, the step, the decay): ~2,500 launches a step for the official network,
     /// each a few microseconds of host time on CUDA, for work the GPU does in far less. Here:
-    /// the gradients and parameters are concatenated (one copy each per parameter), the norm and
-    /// the update run once over the whole, and the new parameters are parts of the result (views
-    /// where the device's alignment allows, [`SEGMENT`]). The
-    /// element-wise operations are those of the parameter-by-parameter form, in the same order;
-    /// only the norm is summed over the whole rather than per parameter, which moves it by float
-    /// rounding.
+    /// the gradients and parameters are concatenated (a few launches for all of them,
+    /// [`gather_flat`]), the norm runs once over the whole, the update is one kernel
+    /// ([`crate::kernels::adamw_update_on_gpu`]; composed where it does not apply), and the new
+    /// parameters are parts of the result (views where the device's alignment allows,
+    /// [`SEGMENT`]). The element-wise operations are those of the parameter-by-parameter form,
+    /// in the same order (the kernel's compiler may fuse a multiply and an add); the norm is
+    /// summed over the whole rather than per parameter, which moves it by float rounding.
     fn step_together<M: Module>(
         &mut self,
         module: M,
@@ -266,7 +253,7 @@ impl AdamW {
             .collect();
         let device = named[0].1.device();
         let (offsets, total) = segments(&layout);
-        let grads = gather(
+        let grads = gather_flat(
             offsets
                 .iter()
                 .copied()
@@ -274,7 +261,7 @@ impl AdamW {
             total,
             &device,
         );
-        let params = gather(
+        let params = gather_flat(
             offsets.iter().copied().zip(layout.iter().map(|(name, _)| {
                 values
                     .remove(name)
@@ -305,20 +292,38 @@ impl AdamW {
                         Some(((offset, m), (offset, v)))
                     })
                     .unzip();
-                (gather(ms, total, &device), gather(vs, total, &device))
+                (
+                    gather_flat(ms, total, &device),
+                    gather_flat(vs, total, &device),
+                )
             }
         };
         self.step += 1;
-        let (params, m, v) = update_composed(
-            &self.config,
-            self.step,
-            lr,
-            clip.as_ref(),
-            params,
-            grads,
-            m,
-            v,
+        // One kernel on a GPU backend, the clip read on the device; the composed form otherwise.
+        let clip_or_one = clip
+            .clone()
+            .unwrap_or_else(|| Tensor::<1>::ones([1], &device));
+        let fused = crate::kernels::adamw_update_on_gpu(
+            &params,
+            &grads,
+            &m,
+            &v,
+            &clip_or_one,
+            scalars(&self.config, self.step, lr, 1.0),
         );
+        let (params, m, v) = match fused {
+            Some(updated) => updated,
+            None => update_composed(
+                &self.config,
+                self.step,
+                lr,
+                clip.as_ref(),
+                params,
+                grads,
+                m,
+                v,
+            ),
+        };
         let new: HashMap<ParamId, Tensor<1>> = layout
             .iter()
             .zip(&offsets)
@@ -468,8 +473,6 @@ impl UpdateMapper<'_> {
     /// The scalars of this step for the CPU kernel; the clipping coefficient is read back once
     /// (on the CPU backend the gradient norm is already computed when it is asked for).
     fn scalars(&mut self) -> AdamWScalars {
-        let c = &self.opt.config;
-        let t = self.opt.step as i32;
         let clip = match (&self.clip, self.clip_value) {
             (Some(_), Some(value)) => value,
             (Some(clip), None) => {
@@ -479,17 +482,7 @@ impl UpdateMapper<'_> {
             }
             (None, _) => 1.0,
         };
-        AdamWScalars {
-            clip,
-            beta1: c.beta1 as f32,
-            one_minus_beta1: (1.0 - c.beta1) as f32,
-            beta2: c.beta2 as f32,
-            one_minus_beta2: (1.0 - c.beta2) as f32,
-            sqrt_bias2: (1.0 - c.beta2.powi(t)).sqrt() as f32,
-            eps: c.eps as f32,
-            step_size: (self.lr / (1.0 - c.beta1.powi(t))) as f32,
-            decay: (1.0 - self.lr * c.weight_decay) as f32,
-        }
+        scalars(&self.opt.config, self.opt.step, self.lr, clip)
     }
 
     /// The update written out in tensor operations (every backend): new flat parameter and
@@ -511,6 +504,23 @@ impl UpdateMapper<'_> {
             m,
             v,
         )
+    }
+}
+
+/// The scalars of step `step` (from 1) at learning rate `lr` with clipping coefficient `clip`,
+/// in f32 as the composed form applies them.
+fn scalars(c: &AdamWConfig, step: u64, lr: f64, clip: f32) -> AdamWScalars {
+    let t = step as i32;
+    AdamWScalars {
+        clip,
+        beta1: c.beta1 as f32,
+        one_minus_beta1: (1.0 - c.beta1) as f32,
+        beta2: c.beta2 as f32,
+        one_minus_beta2: (1.0 - c.beta2) as f32,
+        sqrt_bias2: (1.0 - c.beta2.powi(t)).sqrt() as f32,
+        eps: c.eps as f32,
+        step_size: (lr / (1.0 - c.beta1.powi(t))) as f32,
+        decay: (1.0 - lr * c.weight_decay) as f32,
     }
 }
 
@@ -735,8 +745,9 @@ mod tests {
     /// On a GPU backend (wgpu here) the parameters are updated together
     /// ([`AdamW::step_together`]); against the parameter-by-parameter form on the same device
     /// over four steps, one of which leaves a parameter without a gradient (the flat moments
-    /// are split back per name and rebuilt): without clipping the same bits (the same
-    /// element-wise operations in the same order); with an active clip the norm is summed in
+    /// are split back per name and rebuilt): without clipping the same bits (the update kernel
+    /// runs the composed form's element-wise operations in its order, and lavapipe's compiler
+    /// fuses none of them); with an active clip the norm is summed in
     /// another order, so the clip coefficient, and through it the moments, differ by at most the
     /// f32 rounding of a 1,007-term sum (n·2⁻²⁴ ≈ 6e-5 relative), the parameters by far less.
     /// The moments a checkpoint saves (`state`) agree the same way.
