@@ -13,7 +13,16 @@ use burn::tensor::Tensor as BurnTensor;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn_cubecl::kernel::attention::{AttentionStrategy, attention};
 
-use super::gpu::{plain_f32, to_burn};
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::ir::{ElemType, UIntKind};
+use cubecl::zspace::metadata::Metadata;
+use cubek_attention::forward::definition::{
+    AccumulatorPrecision, AttentionGlobalTypes, AttentionOptions,
+};
+use cubek_attention::forward::launch;
+
+use super::gpu::{F32, plain_f32, to_burn};
 
 /// `softmax(q·kᵀ/√d)·v` for `q [B, H, Lq, d]`, `k [B, H, Lk, d]`, `v [B, H, Lk, dv]` (the scale
 /// `1/√d` is the kernel's own); `None` when they are not plain f32 tensors of this process's
@@ -41,12 +50,130 @@ pub fn attention_unit(
     Some(to_burn(out))
 }
 
+/// `t [B, L, E]` (its last axis unit-stride) seen as `heads` heads `[B, H, L, E/H]`: the same
+/// buffer at other strides (burn's reshape copies a tensor that is not contiguous, as the
+/// query and key parts of a packed projection are). `None` when the strides do not allow it
+/// with every offset a multiple of the head width (which the kernel's vector loads assume).
+fn heads_view(t: &CubeTensor, heads: usize) -> Option<CubeTensor> {
+    let shape = t.meta.shape();
+    let strides = t.meta.strides();
+    if shape.rank() != 3 || strides[2] != 1 || heads == 0 || !shape[2].is_multiple_of(heads) {
+        return None;
+    }
+    let (b, l, e) = (shape[0], shape[1], shape[2]);
+    let width = e / heads;
+    if !strides[0].is_multiple_of(width) || !strides[1].is_multiple_of(width) {
+        return None;
+    }
+    let mut view = t.clone();
+    view.meta = Box::new(Metadata::new(
+        [b, heads, l, width],
+        [strides[0], width, strides[1], 1],
+    ));
+    Some(view)
+}
+
+/// Multi-head attention on the projections themselves: `q [B, Lq, E]`, `k [B, Lk, E]`,
+/// `v [B, Lk, E]` (each may be a strided part of a packed projection, its last axis
+/// unit-stride) split into `heads` heads, `softmax(q·kᵀ/√d)·v` per head, the heads merged
+/// `[B, Lq, E]`. The kernel reads the heads at their strides and writes each head's output
+/// into its columns of the merged result: the three head copies and the merging copy of the
+/// composed form are not made. `None` when an input is not a plain f32 tensor of this
+/// process's GPU backend, the layout does not allow head views, or the kernel refuses the
+/// shape; the caller splits the heads and composes.
+pub fn attention_merged(
+    q: &BurnTensor<3>,
+    k: &BurnTensor<3>,
+    v: &BurnTensor<3>,
+    heads: usize,
+) -> Option<BurnTensor<3>> {
+    let (q, k, v) = (
+        plain_f32(q.clone())?,
+        plain_f32(k.clone())?,
+        plain_f32(v.clone())?,
+    );
+    let [b, lq, e] = [q.meta.shape()[0], q.meta.shape()[1], q.meta.shape()[2]];
+    let same_device = k.device == q.device && v.device == q.device;
+    if !same_device || k.meta.shape()[2] != e || v.meta.shape()[2] != e {
+        return None;
+    }
+    let out = empty_device_dtype(
+        q.client.clone(),
+        q.device.clone(),
+        [b, lq, e].into(),
+        q.dtype,
+    );
+    let (qh, kh, vh, oh) = (
+        heads_view(&q, heads)?,
+        heads_view(&k, heads)?,
+        heads_view(&v, heads)?,
+        heads_view(&out, heads)?,
+    );
+    let types = AttentionGlobalTypes::from_single_float_dtype(F32, ElemType::UInt(UIntKind::U8));
+    launch::launch_ref(
+        launch::Strategy::Unit(launch::BlueprintStrategy::Inferred(())),
+        &q.client,
+        qh.binding(),
+        kh.binding(),
+        vh.binding(),
+        None,
+        oh.binding(),
+        &types,
+        AttentionOptions {
+            causal: false,
+            accumulator_precision: AccumulatorPrecision::Strict(F32),
+        },
+    )
+    .ok()?;
+    Some(to_burn(out))
+}
+
 #[cfg(all(test, feature = "wgpu"))]
 mod tests {
     use super::*;
     use burn::tensor::Distribution;
 
     use crate::kernels::gpu::values;
+
+    /// On wgpu, the attention of a packed projection's query, key and value parts (strided
+    /// views `[B, L, E]` of one `[B, L, 3E]` tensor), and of a cross attention's separate
+    /// tensors, in one launch: bit for bit the heads split into contiguous copies, attended by
+    /// the same kernel ([`attention_unit`], checked against f64 below) and merged. Head widths
+    /// that do not divide the strides are refused.
+    #[test]
+    fn attention_on_head_views_equals_the_split_heads() {
+        let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
+        let _generator = crate::test_rng::lock();
+        device.seed(17);
+        let (b, l, e, h) = (2, 49, 64, 4);
+        let split = |t: BurnTensor<3>| {
+            let [b, l, e] = t.dims();
+            t.reshape([b, l, h, e / h]).swap_dims(1, 2)
+        };
+        let merge = |t: BurnTensor<4>| {
+            let [b, _, l, _] = t.dims();
+            t.swap_dims(1, 2).reshape([b, l, e])
+        };
+        let packed =
+            BurnTensor::<3>::random([b, l, 3 * e], Distribution::Normal(0.0, 1.0), &device);
+        let part = |i: usize| packed.clone().narrow(2, i * e, e);
+        let memory = BurnTensor::<3>::random([b, 23, e], Distribution::Normal(0.0, 1.0), &device);
+        for (q, k, v) in [
+            (part(0), part(1), part(2)),
+            (part(0), memory.clone(), memory.clone().mul_scalar(0.5)),
+        ] {
+            let _ = values(attention_merged(&q, &k, &v, h).unwrap());
+            let profiler = crate::device::kernel_profile::KernelProfiler::start("attention");
+            let got = attention_merged(&q, &k, &v, h).unwrap();
+            assert_eq!(profiler.finish().stages[0].launches, 1);
+            let want = merge(attention_unit(&split(q), &split(k), &split(v)).unwrap());
+            assert_eq!(got.dims(), want.dims());
+            let bits = |t: BurnTensor<3>| values(t).iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(got), bits(want));
+        }
+        // 64 = 3·21 + 1: no head width of 3 heads divides it.
+        assert!(attention_merged(&part(0), &part(1), &part(2), 3).is_none());
+    }
 
     /// On wgpu, against the f64 attention on the host: the official network's heads (8 of
     /// width 32 over 196 positions; one launch, the flash kernel) and an uneven shape (9 queries

@@ -301,6 +301,25 @@ pub fn gpu_attention(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>) -> Option<Tens
     None
 }
 
+/// [`gpu_attention`] on the projections `q [B, Lq, E]`, `k [B, Lk, E]`, `v [B, Lk, E]` (parts of
+/// a packed projection allowed) with `heads` heads, the heads read and the result `[B, Lq, E]`
+/// written in place (`gpu_attention::attention_merged`: no head copies, no merging copy).
+/// `None` where [`gpu_attention`] is, or when the layout does not allow head views; the caller
+/// splits the heads.
+pub fn gpu_attention_merged(
+    q: &Tensor<3>,
+    k: &Tensor<3>,
+    v: &Tensor<3>,
+    heads: usize,
+) -> Option<Tensor<3>> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    if products::half_dtype().is_none() {
+        return gpu_attention::attention_merged(q, k, v, heads);
+    }
+    let _ = (q, k, v, heads);
+    None
+}
+
 /// One vector-quantiser level's results for a batch, from [`nearest_codes`].
 pub struct NearestCodes {
     /// Each token's code, `[B, L]`.

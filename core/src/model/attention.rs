@@ -110,6 +110,13 @@ impl MultiheadAttention {
     /// The attention of every head, composed as PyTorch computes it: split the heads, scaled
     /// dot products, softmax, dropout, weighted values, heads merged (`[B, Lq, E]`).
     pub fn composed(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, p: f64) -> Tensor<3> {
+        // Inference on a GPU: burn's flash-attention kernel on head views of the projections,
+        // writing the merged heads (the scale 1/√d its own).
+        if p == 0.0
+            && let Some(out) = crate::kernels::gpu_attention_merged(&q, &k, &v, self.heads)
+        {
+            return out;
+        }
         let [b, lq, e] = q.dims();
         let [_, lk, _] = k.dims();
         let h = self.heads;
@@ -121,7 +128,7 @@ impl MultiheadAttention {
         let k = split(k, lk);
         let v = split(v, lk);
         let merge = |t: Tensor<4>| t.swap_dims(1, 2).reshape([b, lq, e]);
-        // Inference on a GPU: burn's flash-attention kernel, the scale 1/√d its own.
+        // The same kernel on copied heads (layouts the head views do not take).
         if p == 0.0
             && let Some(out) = crate::kernels::gpu_attention(&q, &k, &v)
         {
