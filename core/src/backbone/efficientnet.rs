@@ -7,10 +7,10 @@ use burn::tensor::module::batch_norm;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 
-use super::fold_cache::FoldCache;
 use crate::config::{BackboneConfig, BackboneKind, BlockSpec, block_specs, stem_channels};
 use crate::kernels::products::{conv2d, linear};
 use crate::kernels::{Activation, Epilogue};
+use crate::weights::DerivedCache;
 
 /// BatchNorm epsilon of the TF-trained EfficientNets (PyTorch default would be 1e-5).
 pub(super) const BN_EPS: f64 = 1e-3;
@@ -68,7 +68,7 @@ pub struct Conv {
     pub bias: Option<Param<Tensor<1>>>,
     /// The kernel and bias with the following BatchNorm folded in, from the first inference
     /// forward on (not a parameter; emptied when the weights may change).
-    pub(super) folded: FoldCache,
+    pub(super) folded: DerivedCache<(Tensor<4>, Tensor<1>)>,
 }
 
 impl Conv {
@@ -84,7 +84,7 @@ impl Conv {
             ))
             .set_require_grad(false),
             bias: bias.then(|| frozen(Tensor::zeros([out_ch], device))),
-            folded: FoldCache::default(),
+            folded: DerivedCache::default(),
         }
     }
 
@@ -107,7 +107,7 @@ impl Conv {
     /// per output channel, `y = x·s + (β − μ·s)` with `s = γ/√(σ² + ε)`, so it folds into the
     /// kernel (scaled by `s`) and a bias ([`crate::kernels::fold_batch_norm`]: one kernel on a
     /// GPU), which saves a pass over the output. The weights are folded at the first call and
-    /// kept ([`FoldCache`]): a convolution is always followed by the same BatchNorm.
+    /// kept ([`DerivedCache`]): a convolution is always followed by the same BatchNorm.
     fn forward_bn(
         &self,
         bn: &BatchNorm,
@@ -161,7 +161,7 @@ impl Conv {
     /// The kernel and bias with `bn` (always this convolution's own BatchNorm) folded in,
     /// cached after the first call.
     fn fold(&self, bn: &BatchNorm) -> (Tensor<4>, Tensor<1>) {
-        self.folded.get_or_fold(|| {
+        self.folded.get_or_compute(|| {
             crate::kernels::fold_batch_norm(
                 crate::kernels::BatchNormFold {
                     weight: self.weight.val(),
@@ -379,7 +379,7 @@ impl EfficientNet {
         &self.config
     }
 
-    /// Drop every convolution's cached BatchNorm fold ([`FoldCache`]): for code that changes a
+    /// Drop every convolution's cached BatchNorm fold ([`DerivedCache`]): for code that changes a
     /// weight or a BatchNorm statistic in place rather than through burn's module mapping (the
     /// train-mode forward).
     pub fn forget_folds(&mut self) {

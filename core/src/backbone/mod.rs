@@ -4,7 +4,6 @@
 mod align;
 mod efficientnet;
 mod extractor;
-mod fold_cache;
 mod train_mode;
 
 pub use align::align_features;

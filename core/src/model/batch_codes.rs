@@ -1,9 +1,10 @@
 //! The codebooks one level of a batch is compared with.
 //!
 //! Each sample uses its class's codebook. A batch of one class (and every batch of a one-class
-//! model) uses a single codebook: the batch then reads that codebook in place (a broadcast view)
-//! and transposes it once for the code lookup, instead of copying it once per sample into a stack
-//! and transposing the stack. The arithmetic is the per-sample path's, operation for operation,
+//! model) uses a single codebook: the batch then reads that codebook in place (a broadcast view),
+//! with its codes as rows and their squared norms computed once and kept by the codebook until
+//! its codes change, instead of copying it once per sample into a stack and transposing the
+//! stack at every batch. The arithmetic is the per-sample path's, operation for operation,
 //! so an image gets bit for bit the same result alone, in a batch of its class or in a mixed one.
 
 use burn::tensor::{Int, Tensor};
@@ -19,30 +20,48 @@ pub struct BatchCodes {
     columns: Tensor<3>,
     /// Codes as rows, contiguous `[G, K, D]`: the chosen codes are whole rows of it.
     rows: Tensor<3>,
+    /// Squared norms of the codes, summed over the rows, `[G, 1, K]`.
+    squared_norms: Tensor<3>,
 }
 
 impl BatchCodes {
     /// The codebooks `books[slots[b]]` of a batch's samples: the shared codebook in place plus
     /// one transposed copy, or a copy of each sample's in both layouts.
     pub fn for_slots(books: &[Codebook], slots: &[usize]) -> Self {
-        let used = if slots.windows(2).all(|w| w[0] == w[1]) {
-            &slots[..1]
-        } else {
-            slots
-        };
-        let mut embeds: Vec<Tensor<2>> = used.iter().map(|&s| books[s].embed.val()).collect();
-        // One codebook is read in place (a view; stacking one tensor copies it).
-        let columns = if embeds.len() == 1 {
-            embeds.pop().expect("one codebook").unsqueeze::<3>()
-        } else {
-            Tensor::stack::<3>(embeds, 0)
-        };
-        Self::from_columns(columns.detach())
+        if slots.windows(2).all(|w| w[0] == w[1])
+            && let Some(&slot) = slots.first()
+        {
+            // One codebook, read in place (a view; stacking one tensor copies it). Its rows and
+            // squared norms depend on the codebook alone: computed at the first batch and kept
+            // by the codebook until its codes change.
+            let book = &books[slot];
+            let columns = book.embed.val().unsqueeze::<3>().detach();
+            let (rows, squared_norms) = book
+                .rows_and_norms
+                .get_or_compute(|| Self::rows_and_norms(&columns));
+            return Self {
+                columns,
+                rows,
+                squared_norms,
+            };
+        }
+        let embeds: Vec<Tensor<2>> = slots.iter().map(|&s| books[s].embed.val()).collect();
+        Self::from_columns(Tensor::stack::<3>(embeds, 0).detach())
     }
 
     /// The codebooks given as `[G, D, K]` (codes as columns, the stored layout): one per sample,
     /// or one (G = 1) for every sample.
     pub fn from_columns(columns: Tensor<3>) -> Self {
+        let (rows, squared_norms) = Self::rows_and_norms(&columns);
+        Self {
+            columns,
+            rows,
+            squared_norms,
+        }
+    }
+
+    /// The codes of `columns [G, D, K]` as rows `[G, K, D]` and their squared norms `[G, 1, K]`.
+    fn rows_and_norms(columns: &Tensor<3>) -> (Tensor<3>, Tensor<3>) {
         let [g, d, k] = columns.dims();
         // Merging the transposed view's axes copies it into rows on every backend.
         let rows = columns
@@ -50,7 +69,8 @@ impl BatchCodes {
             .swap_dims(1, 2)
             .reshape([g * k, d])
             .reshape([g, k, d]);
-        Self { columns, rows }
+        let squared_norms = rows.clone().powi_scalar(2).sum_dim(2).reshape([g, 1, k]);
+        (rows, squared_norms)
     }
 
     /// Whether one codebook serves every sample.
@@ -90,12 +110,7 @@ impl BatchCodes {
 
     /// Squared norms of the codes, summed over the rows, `[G, 1, K]`.
     pub fn squared_norms(&self) -> Tensor<3> {
-        let [g, k, _] = self.rows.dims();
-        self.rows
-            .clone()
-            .powi_scalar(2)
-            .sum_dim(2)
-            .reshape([g, 1, k])
+        self.squared_norms.clone()
     }
 
     /// Euclidean norms of the codes, summed over the columns (as the OT score always did),
@@ -119,6 +134,7 @@ impl BatchCodes {
         Self {
             columns: self.columns.clone().to_device(device),
             rows: self.rows.clone().to_device(device),
+            squared_norms: self.squared_norms.clone().to_device(device),
         }
     }
 
@@ -130,6 +146,7 @@ impl BatchCodes {
         Self {
             columns: self.columns.clone().narrow(0, start, len),
             rows: self.rows.clone().narrow(0, start, len),
+            squared_norms: self.squared_norms.clone().narrow(0, start, len),
         }
     }
 }
@@ -139,6 +156,78 @@ mod tests {
     use super::*;
     use crate::model::{ot_score, quantize};
     use burn::tensor::{Device, Distribution};
+
+    /// The shared path keeps the codebook's rows and squared norms between batches (no launch
+    /// for them on wgpu), and an EMA update, which moves the codes, drops them: the next batch
+    /// gets the new codes' rows and norms (as a fresh computation gives them), not the old.
+    #[test]
+    fn kept_rows_and_norms_follow_the_codes() {
+        let _generator = crate::test_rng::lock();
+        let device = Device::flex();
+        device.seed(3);
+        let (b, l, d, k) = (2, 7, 5, 9);
+        let mut books = vec![Codebook::new(d, k, &device)];
+        let read = |t: Tensor<3>| crate::device::read_back(t).unwrap();
+        let fresh = |books: &[Codebook]| BatchCodes::from_columns(books[0].embed.val().unsqueeze());
+        assert!(!books[0].rows_and_norms.is_filled());
+        let first = BatchCodes::for_slots(&books, &[0, 0]);
+        assert!(books[0].rows_and_norms.is_filled());
+        assert_eq!(
+            read(first.squared_norms()),
+            read(fresh(&books).squared_norms())
+        );
+        assert_eq!(read(first.rows.clone()), read(fresh(&books).rows));
+
+        let x = Tensor::<3>::random([b, l, d], Distribution::Normal(3.0, 1.0), &device);
+        let out = quantize(x.clone(), first.clone());
+        let one = |t: Tensor<3>| t.narrow(0, 0, 1);
+        super::super::quantizer::ema_update(
+            &mut books,
+            &[0],
+            one(x),
+            out.indices.narrow(0, 0, 1),
+            0.5,
+            1e-5,
+            None,
+        );
+        assert!(!books[0].rows_and_norms.is_filled());
+        let after = BatchCodes::for_slots(&books, &[0, 0]);
+        assert_ne!(read(after.squared_norms()), read(first.squared_norms()));
+        assert_eq!(
+            read(after.squared_norms()),
+            read(fresh(&books).squared_norms())
+        );
+        assert_eq!(read(after.rows), read(fresh(&books).rows));
+    }
+
+    /// On wgpu a batch after the first launches nothing for the shared codebook's rows and norms
+    /// (the distance product only, then the nearest-code kernel and the commitment's mean).
+    #[cfg(feature = "wgpu")]
+    #[test]
+    fn a_kept_codebook_costs_no_launch() {
+        let _generator = crate::test_rng::lock();
+        let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
+        let books = vec![Codebook::new(16, 24, &device)];
+        let x = Tensor::<3>::random([1, 10, 16], Distribution::Normal(0.0, 1.0), &device);
+        let run = || quantize(x.clone(), BatchCodes::for_slots(&books, &[0])).quantized;
+        let read = |t: Tensor<3>| crate::device::read_back(t).unwrap();
+        let first = read(run());
+        let profiler = crate::device::kernel_profile::KernelProfiler::start("vq");
+        let again = run();
+        let profile = profiler.finish();
+        assert_eq!(read(again), first);
+        let names: Vec<&str> = profile.stages[0]
+            .kernels
+            .iter()
+            .map(|k| k.name.as_str())
+            .collect();
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.contains("Copy") || n.contains("Mul")),
+            "{names:?}"
+        );
+    }
 
     /// A batch of one class goes through the shared path (the codebook read in place, one
     /// transposed copy); the same codebook given once per sample goes through the per-sample one.

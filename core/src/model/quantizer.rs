@@ -7,6 +7,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{Device, Distribution, Int, Tensor};
 
 use super::batch_codes::BatchCodes;
+use crate::weights::DerivedCache;
 
 /// One codebook: `embed` `(D, K)` (codes are columns), `embed_avg` `(D, K)`, `cluster_size` `(K)`.
 #[derive(Module, Debug)]
@@ -17,6 +18,10 @@ pub struct Codebook {
     pub embed_avg: Param<Tensor<2>>,
     /// EMA of the assignment counts.
     pub cluster_size: Param<Tensor<1>>,
+    /// The codes as rows `[1, K, D]` and their squared norms `[1, 1, K]`, from the first
+    /// forward that uses this codebook for a whole batch on (not a parameter; emptied when `embed`
+    /// changes: [`ema_update`], loading).
+    pub(super) rows_and_norms: DerivedCache<(Tensor<3>, Tensor<3>)>,
 }
 
 /// Result of quantising a batch at one level.
@@ -47,6 +52,7 @@ impl Codebook {
             embed_avg: buffer(embed.clone()),
             embed: buffer(embed),
             cluster_size: buffer(Tensor::zeros([codes], device)),
+            rows_and_norms: DerivedCache::default(),
         }
     }
 }
@@ -121,6 +127,7 @@ pub fn ema_update(
         books[s].cluster_size = buffer(cluster_size.clone().narrow(0, j, 1).reshape([codes]));
         books[s].embed_avg = buffer(embed_avg.clone().narrow(0, j, 1).reshape([dim, codes]));
         books[s].embed = buffer(embed.clone().narrow(0, j, 1).reshape([dim, codes]));
+        books[s].rows_and_norms.forget();
     }
 }
 
@@ -299,6 +306,7 @@ mod tests {
             embed: buffer(embed),
             embed_avg: buffer(avg),
             cluster_size: buffer(counts_t),
+            rows_and_norms: DerivedCache::default(),
         }
     }
 

@@ -11,6 +11,7 @@
 //! (`module_io.rs`). Device read-back lives in [`crate::device`], atomic file writes in
 //! [`crate::fs`].
 
+mod derived;
 mod dtype;
 mod host;
 mod module_io;
@@ -22,6 +23,7 @@ use std::path::Path;
 
 use crate::error::{HvqError, Result};
 
+pub use derived::DerivedCache;
 pub use host::HostTensor;
 
 /// Named tensors from one source (a file, or a module), with the source's name kept for errors.
