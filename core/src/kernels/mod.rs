@@ -68,6 +68,8 @@ mod gpu_activations;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_adamw;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu_add_many;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_anomaly_map;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_attention;
@@ -402,6 +404,34 @@ pub fn channels_last_on_gpu(x: &Tensor<4>) -> bool {
         let _ = x;
         false
     }
+}
+
+/// Whether [`add_many`] adds several pairs per launch for tensors like `x`: a plain f32 tensor
+/// of a GPU backend, products at f32 (at a half precision a product's result comes back through
+/// a cast, which its bias add would not see fused). Callers use it to choose between producing
+/// products and biases apart or burn's `linear` with its bias.
+pub fn adds_fuse<const D: usize>(x: &Tensor<D>) -> bool {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    return !x.is_autodiff()
+        && x.dtype() == DType::F32
+        && products::half_dtype().is_none()
+        && matches!(x.device().as_dispatch(), DispatchDevice::Cube(_));
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    {
+        let _ = x;
+        false
+    }
+}
+
+/// `x + y` for every pair (`y` broadcast onto `x`, its shape the end of `x`'s after leading
+/// ones): on a GPU backend up to three pairs per launch (`gpu_add_many`), elsewhere burn's `add`
+/// one pair at a time. The same f32 additions either way.
+pub fn add_many<const D: usize>(pairs: Vec<(Tensor<D>, Tensor<D>)>) -> Vec<Tensor<D>> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    if let Some(sums) = gpu_add_many::add_many(&pairs) {
+        return sums;
+    }
+    pairs.into_iter().map(|(x, y)| x + y).collect()
 }
 
 /// One buffer of `total` elements with each `(offset, part)` written at its offset (offsets

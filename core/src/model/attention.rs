@@ -38,8 +38,8 @@ impl MultiheadAttention {
         }
     }
 
-    /// The packed projection's rows `[from·E, to·E)` applied to `x`.
-    fn project(&self, x: Tensor<3>, from: usize, to: usize) -> Tensor<3> {
+    /// The packed projection's rows `[from·E, to·E)`: weight `[(to − from)·E, E]` and bias.
+    fn rows(&self, from: usize, to: usize) -> (Tensor<2>, Tensor<1>) {
         let [e3, _] = self.in_proj_weight.dims();
         let e = e3 / 3;
         let w = self
@@ -47,7 +47,30 @@ impl MultiheadAttention {
             .val()
             .narrow(0, from * e, (to - from) * e);
         let b = self.in_proj_bias.val().narrow(0, from * e, (to - from) * e);
-        linear(x, w.transpose(), Some(b))
+        (w, b)
+    }
+
+    /// The packed projection's row blocks `[from·E, to·E)` applied to each `(x, from, to)`:
+    /// burn's `linear` with its bias; on a GPU at inference the products alone and then all
+    /// their biases in one launch ([`crate::kernels::add_many`], the same additions).
+    fn project<const N: usize>(&self, inputs: [(Tensor<3>, usize, usize); N]) -> [Tensor<3>; N] {
+        if !inputs.iter().all(|(x, _, _)| crate::kernels::adds_fuse(x)) {
+            return inputs.map(|(x, from, to)| {
+                let (w, b) = self.rows(from, to);
+                linear(x, w.transpose(), Some(b))
+            });
+        }
+        let pairs = inputs
+            .into_iter()
+            .map(|(x, from, to)| {
+                let (w, b) = self.rows(from, to);
+                let [n] = b.dims();
+                (linear(x, w.transpose(), None), b.reshape([1, 1, n]))
+            })
+            .collect();
+        crate::kernels::add_many(pairs)
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("one sum per pair"))
     }
 
     /// Attention of `query [B, Lq, E]` over `key [B, Lk, E]` / `value [B, Lk, E]` → `[B, Lq, E]`,
@@ -61,9 +84,7 @@ impl MultiheadAttention {
         p: f64,
         residual: Option<Tensor<3>>,
     ) -> Tensor<3> {
-        let q = self.project(query, 0, 1);
-        let k = self.project(key, 1, 2);
-        let v = self.project(value, 2, 3);
+        let [q, k, v] = self.project([(query, 0, 1), (key, 1, 2), (value, 2, 3)]);
         self.attend(q, k, v, p, residual)
     }
 
@@ -79,10 +100,9 @@ impl MultiheadAttention {
         residual: Option<Tensor<3>>,
     ) -> Tensor<3> {
         let [_, _, e] = qk.dims();
-        let both = self.project(qk, 0, 2);
+        let [both, v] = self.project([(qk, 0, 2), (value, 2, 3)]);
         let q = both.clone().narrow(2, 0, e);
         let k = both.narrow(2, e, e);
-        let v = self.project(value, 2, 3);
         self.attend(q, k, v, p, residual)
     }
 

@@ -46,8 +46,11 @@ impl DecoderLayer {
         let q = t.clone() + pos.clone();
         let attended = add_residual(t.clone(), p, |r| self.self_attn.forward_self(q, t, p, r));
         let t = self.norm1.forward(attended);
-        let q = t.clone() + pos.clone();
-        let k = memory.clone() + pos;
+        // Both positional additions in one launch on a GPU (the same additions).
+        let [q, k]: [Tensor<3>; 2] =
+            crate::kernels::add_many(vec![(t.clone(), pos.clone()), (memory.clone(), pos)])
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("one sum per pair"));
         let attended = add_residual(t, p, |r| self.multihead_attn.forward(q, k, memory, p, r));
         let t = self.norm2.forward(attended);
         let hidden = dropout(
