@@ -158,6 +158,16 @@ impl Conv {
         }
     }
 
+    /// The squeeze-and-excitation gate this 1×1 convolution (with its bias) computes from
+    /// `squeezed`, applied to `x`: `x · sigmoid(conv(squeezed) + bias)`
+    /// ([`crate::kernels::se_gate`]: on a GPU one kernel after the gate's product).
+    fn gate(&self, x: Tensor<4>, squeezed: Tensor<4>) -> Tensor<4> {
+        match &self.bias {
+            Some(bias) => crate::kernels::se_gate(x, squeezed, self.weight.val(), bias.val()),
+            None => x * self.forward_pointwise_then(squeezed, Activation::Sigmoid),
+        }
+    }
+
     /// The kernel and bias with `bn` (always this convolution's own BatchNorm) folded in,
     /// cached after the first call.
     fn fold(&self, bn: &BatchNorm) -> (Tensor<4>, Tensor<1>) {
@@ -287,8 +297,7 @@ impl MbConvBlock {
         );
         if let (Some(reduce), Some(expand)) = (&self._se_reduce, &self._se_expand) {
             let squeezed = reduce.forward_pointwise_then(squeeze(x.clone()), activation);
-            let gate = expand.forward_pointwise_then(squeezed, Activation::Sigmoid);
-            x = x * gate;
+            x = expand.gate(x, squeezed);
         }
         let residual = (s.stride == 1 && s.in_ch == s.out_ch).then_some(input);
         let then = Epilogue {

@@ -88,6 +88,8 @@ mod gpu_nearest_code;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_ot_score;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu_se_gate;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_softmax;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_softmax_autodiff;
@@ -288,6 +290,37 @@ fn gpu_fused(
         options.groups,
         then.activation,
     )
+}
+
+/// A squeeze-and-excitation gate applied: `x · sigmoid(conv1×1(squeezed, weight) + bias)` for
+/// the block's activations `x [n, c, h, w]` and its squeezed, reduced activations
+/// `squeezed [n, c_r, 1, 1]` (`weight [c, c_r, 1, 1]`, `bias [c]`). On a GPU backend at f32,
+/// outside autodiff, the gate's matrix product and one kernel for its bias, sigmoid and the
+/// product with `x` (`gpu_se_gate`); elsewhere [`conv2d_fused`] with the sigmoid, then the
+/// product. The same f32 operations either way.
+pub fn se_gate(x: Tensor<4>, squeezed: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -> Tensor<4> {
+    let options = burn::tensor::ops::ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    if products::half_dtype().is_none()
+        && !x.is_autodiff()
+        && !squeezed.is_autodiff()
+        && !weight.is_autodiff()
+        && products::runs_as_product(&squeezed, &weight, &options)
+    {
+        let (pixels, operand) = products::pointwise_operands(squeezed.clone(), weight.clone());
+        let product = products::linear_at(None, pixels, operand, None);
+        if let Some(y) = gpu_se_gate::se_gate(&x, &product, &bias) {
+            return y;
+        }
+    }
+    let gate = conv2d_fused(
+        squeezed,
+        weight,
+        bias,
+        options,
+        Epilogue::activation(Activation::Sigmoid),
+    );
+    x * gate
 }
 
 /// Multi-head attention `softmax(q·kᵀ/√d)·v` over heads `q [B, H, Lq, d]`, `k [B, H, Lk, d]`,
