@@ -16,12 +16,14 @@
 //! On the GPU backends (wgpu, CUDA), plain f32 tensors at inference take hvq's CubeCL kernels
 //! (`gpu_*.rs`: swish and sigmoid, the BatchNorm fold, layer norm, softmax, the depthwise and stem
 //! convolutions with their bias and activation, a pointwise convolution's bias, activation and
-//! residual after its product; a vector-quantiser level's step after its distance product, the
-//! OT score's and the anomaly map; the optimiser's flat-buffer gather and its AdamW update; one
-//! launch where burn's operations take two to twenty); under
-//! autodiff the layer norm and the softmax are one autodiff operation each
-//! (`gpu_layer_norm_autodiff`, `gpu_softmax_autodiff`); anything else (another dtype, the other
-//! operations under autodiff) takes burn's own ops. Results agree with the generic formulas to a few ulp (tests below and in each
+//! residual after its product, a squeeze-and-excitation gate after its product; several
+//! independent additions in one launch; a vector-quantiser level's step after its distance
+//! product, the OT score's and the anomaly map; burn's flash attention on head views of the
+//! projections; the optimiser's flat-buffer gather and its AdamW update: one launch where burn's
+//! operations take two to twenty); under autodiff the layer norm and the softmax are one autodiff
+//! operation each (`gpu_layer_norm_autodiff`, `gpu_softmax_autodiff`); anything else (another
+//! dtype, the other operations under autodiff) takes burn's own ops. Results agree with the
+//! generic formulas to a few ulp (tests below and in each
 //! module, against f64 or the composed form).
 
 /// `isa_dispatch!(VIS fn NAME(ARGS) => BODY)` defines `NAME`, which runs the function `BODY`
