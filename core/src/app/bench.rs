@@ -324,10 +324,9 @@ pub fn run(
         machine: machine(),
         cpu_isa: Some(crate::kernels::isa::CpuIsa::detect()),
         device: device_name.to_string(),
-        adapter: device.identity().map(|identity| identity.name),
+        adapter: crate::device::adapter_info(device).map(|identity| identity.name),
         precision: crate::device::precision::current(),
-        gpu_matmul: device
-            .identity()
+        gpu_matmul: crate::device::adapter_info(device)
             .map(|_| crate::device::gpu_matmul::current().name().to_string()),
         model: which,
         batch,

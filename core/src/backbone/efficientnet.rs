@@ -549,8 +549,10 @@ mod tests {
 
     /// Adds a different constant to every parameter: new weights through burn's module mapping,
     /// the way loading writes them (the running variances stay positive).
+    #[cfg(feature = "wgpu")]
     struct Shift;
 
+    #[cfg(feature = "wgpu")]
     impl burn::module::ModuleMapper for Shift {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
             param.map(|t| t.mul_scalar(0.75).add_scalar(0.125))

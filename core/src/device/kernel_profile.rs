@@ -100,6 +100,34 @@ pub fn format_profile(
     out
 }
 
+/// Runs `f` under a [`KernelProfiler`] named `stage` where one exists (a native build with a GPU
+/// backend), for tests that run the same code on the CPU and on a GPU and look at the launches
+/// only on the GPU. Without a GPU backend nothing launches kernels: one empty stage.
+#[cfg(test)]
+pub(crate) fn profile<T>(stage: &str, f: impl FnOnce() -> T) -> (T, KernelProfile) {
+    #[cfg(all(any(feature = "wgpu", feature = "cuda"), not(target_family = "wasm")))]
+    {
+        let profiler = KernelProfiler::start(stage);
+        let value = f();
+        (value, profiler.finish())
+    }
+    #[cfg(not(all(any(feature = "wgpu", feature = "cuda"), not(target_family = "wasm"))))]
+    {
+        let empty = StageKernels {
+            stage: stage.to_string(),
+            launches: 0,
+            timed: 0,
+            kernel_ms: 0.0,
+            kernels: Vec::new(),
+        };
+        let profile = KernelProfile {
+            timing: "none".into(),
+            stages: vec![empty],
+        };
+        (f(), profile)
+    }
+}
+
 #[cfg(all(any(feature = "wgpu", feature = "cuda"), not(target_family = "wasm")))]
 mod recorder {
     use std::collections::BTreeMap;

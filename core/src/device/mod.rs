@@ -148,10 +148,10 @@ fn select_auto() -> Result<Selection> {
     if cfg!(feature = "wgpu") {
         match create(DeviceChoice::Wgpu) {
             Ok(device) => {
-                let identity = device.identity();
+                let identity = adapter_info(&device);
                 let adapter = identity.as_ref().map(|i| i.name.clone());
                 // No physical card behind the adapter: a software rasterizer on the CPU.
-                if identity.as_ref().is_some_and(|i| i.physical.is_some()) {
+                if identity.as_ref().is_some_and(|i| i.physical) {
                     return Ok(Selection {
                         reason: format!(
                             "auto: wgpu on a GPU ({}; {})",
@@ -202,9 +202,34 @@ fn first_clause(e: &HvqError) -> String {
     msg[..end].to_string()
 }
 
+/// Who a device's adapter is, as far as hvq asks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdapterInfo {
+    /// The part's name (`NVIDIA H200`, `llvmpipe (LLVM 15.0.6, 256 bits)`).
+    pub name: String,
+    /// Whether a card on a bus is behind it (not for a software rasterizer).
+    pub physical: bool,
+}
+
+/// The adapter behind `device` where the backend reports one: the GPU backends do; the CPU
+/// backend does not, nor does any device of a build without a GPU backend (burn answers the
+/// question only with CubeCL in the build). Opens the device.
+pub fn adapter_info(device: &Device) -> Option<AdapterInfo> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    return device.identity().map(|i| AdapterInfo {
+        name: i.name,
+        physical: i.physical.is_some(),
+    });
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    {
+        let _ = device;
+        None
+    }
+}
+
 /// The adapter's name where the backend reports one (`None` also when asking panics).
 pub fn adapter_name(device: &Device) -> Option<String> {
-    panic_capture::capture(|| device.identity().map(|i| i.name))
+    panic_capture::capture(|| adapter_info(device).map(|i| i.name))
         .ok()
         .flatten()
 }
@@ -349,8 +374,10 @@ mod tests {
     #[cfg(not(feature = "cuda"))]
     #[test]
     fn auto_passes_over_software_adapters_and_says_why() {
-        let wgpu = create(DeviceChoice::Wgpu).ok().and_then(|d| d.identity());
-        let hardware = wgpu.as_ref().is_some_and(|i| i.physical.is_some());
+        let wgpu = create(DeviceChoice::Wgpu)
+            .ok()
+            .and_then(|d| adapter_info(&d));
+        let hardware = wgpu.as_ref().is_some_and(|i| i.physical);
         if let Some(i) = &wgpu
             && (i.name.contains("llvmpipe") || i.name.contains("SwiftShader"))
         {

@@ -401,6 +401,7 @@ mod tests {
     /// The devices the fused operation runs on: the CPU backend and, in a build with it, wgpu
     /// (`gpu_layer_norm_autodiff`), both under autodiff.
     fn devices() -> Vec<Device> {
+        #[cfg_attr(not(feature = "wgpu"), allow(unused_mut))] // wgpu's device is pushed below
         let mut devices = vec![Device::flex().autodiff()];
         #[cfg(feature = "wgpu")]
         devices.push(
@@ -443,17 +444,23 @@ mod tests {
                 gamma.clone().require_grad(),
                 beta.clone().require_grad(),
             );
-            let profiler = crate::device::kernel_profile::KernelProfiler::start("forward");
-            let y = if fused {
-                super::layer_norm(x.clone(), gamma.clone(), beta.clone(), 1e-5)
-            } else {
-                burn::tensor::module::layer_norm(x.clone(), gamma.clone(), Some(beta.clone()), 1e-5)
-            };
-            let weighted = y.clone() * w.clone();
-            let forward = profiler.finish();
-            let profiler = crate::device::kernel_profile::KernelProfiler::start("backward");
-            let grads = weighted.sum().backward();
-            let backward = profiler.finish();
+            let ((y, weighted), forward) =
+                crate::device::kernel_profile::profile("forward", || {
+                    let y = if fused {
+                        super::layer_norm(x.clone(), gamma.clone(), beta.clone(), 1e-5)
+                    } else {
+                        burn::tensor::module::layer_norm(
+                            x.clone(),
+                            gamma.clone(),
+                            Some(beta.clone()),
+                            1e-5,
+                        )
+                    };
+                    let weighted = y.clone() * w.clone();
+                    (y, weighted)
+                });
+            let (grads, backward) =
+                crate::device::kernel_profile::profile("backward", || weighted.sum().backward());
             if fused && on_gpu {
                 // The norm's kernel and the weighting's multiply; the backward's two kernels
                 // besides the sum's and the multiply's own.

@@ -1202,14 +1202,12 @@ mod tests {
                 "a tracked CPU tensor takes the CPU's fused operation"
             );
             let w = tensor(&wv, shape, &device.clone().inner()).autodiff();
-            let profiler = crate::device::kernel_profile::KernelProfiler::start("softmax");
-            let y = softmax_last_scaled(x, scale);
-            let forward = profiler.finish();
+            let (y, forward) =
+                crate::device::kernel_profile::profile("softmax", || softmax_last_scaled(x, scale));
             let loss = (y.clone() * w.clone()).sum() + (y.clone() * w).sum().mul_scalar(0.5);
             let yv: Vec<f32> = y.into_data().try_to_vec().unwrap();
-            let profiler = crate::device::kernel_profile::KernelProfiler::start("backward");
-            let grads = loss.backward();
-            let backward = profiler.finish();
+            let (grads, backward) =
+                crate::device::kernel_profile::profile("backward", || loss.backward());
             if on_gpu {
                 // The strided input made contiguous, then the softmax kernel; its backward one
                 // kernel (beside the weightings' and sums' own).

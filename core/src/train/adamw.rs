@@ -814,6 +814,7 @@ mod tests {
         assert_ne!(bits(&together.0), bits(&run(None, false).0));
     }
 
+    #[cfg(feature = "wgpu")]
     #[derive(Module, Debug)]
     struct Three {
         a: Param<Tensor<1>>,
