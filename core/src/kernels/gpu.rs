@@ -59,6 +59,19 @@ pub(super) fn empty_like(t: &CubeTensor) -> CubeTensor {
     )
 }
 
+/// Whether `t`'s device binds `bindings` buffers in one launch (its tensors and the launch's
+/// metadata): kernels taking many tensors at once check it and leave the work to burn when not
+/// (WebGPU's default allows 8 storage buffers per shader).
+pub(super) fn binds(t: &CubeTensor, bindings: u32) -> bool {
+    t.client.properties().hardware.max_bindings >= bindings
+}
+
+/// A one-element buffer on `t`'s device for a kernel argument the launch does not read (a
+/// fixed list of tensor slots, fewer used): allocated, not filled, so no launch.
+pub(super) fn unread_slot(t: &CubeTensor) -> CubeTensor {
+    empty_device_dtype(t.client.clone(), t.device.clone(), [1].into(), t.dtype)
+}
+
 /// Cubes and their size for `units` threads on `t`'s device, one unit of work each.
 pub(super) fn grid(t: &CubeTensor, units: usize) -> (CubeCount, CubeDim) {
     let cube_dim = CubeDim::new(&t.client, units);

@@ -12,7 +12,7 @@ use burn::tensor::Tensor as BurnTensor;
 use cubecl::prelude::*;
 
 use super::AdamWScalars;
-use super::gpu::{F32, empty_like, grid, plain_f32, to_burn};
+use super::gpu::{F32, binds, contiguous_f32, empty_like, grid, to_burn};
 
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
@@ -64,7 +64,7 @@ pub fn update(
     clip: &BurnTensor<1>,
     s: AdamWScalars,
 ) -> Option<(BurnTensor<1>, BurnTensor<1>, BurnTensor<1>)> {
-    let take = |t: &BurnTensor<1>| plain_f32(t.clone()).filter(|t| t.is_contiguous());
+    let take = |t: &BurnTensor<1>| contiguous_f32(t.clone());
     let (param, grad, m, v, clip) = (take(param)?, take(grad)?, take(m)?, take(v)?, take(clip)?);
     let n = param.meta.shape()[0];
     let same = [&grad, &m, &v]
@@ -73,7 +73,7 @@ pub fn update(
     if !same || clip.meta.shape()[0] != 1 || clip.device != param.device {
         return None;
     }
-    if param.client.properties().hardware.max_bindings < BINDINGS {
+    if !binds(&param, BINDINGS) {
         return None;
     }
     let (new_param, new_m, new_v) = (empty_like(&param), empty_like(&param), empty_like(&param));

@@ -7,11 +7,10 @@
 //! single f32 addition burn's broadcast `add` makes, so the results are the same bits.
 
 use burn::tensor::Tensor as BurnTensor;
-use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::gpu::{F32, empty_like, grid, plain_f32, to_burn};
+use super::gpu::{F32, binds, contiguous_f32, empty_like, grid, to_burn, unread_slot};
 
 /// Pairs one launch adds.
 pub(super) const PAIRS_PER_LAUNCH: usize = 3;
@@ -81,27 +80,19 @@ pub fn add_many<const D: usize>(
         if !repeats_onto(&x.dims(), &y.dims()) {
             return None;
         }
-        let contiguous = |t: &BurnTensor<D>| plain_f32(t.clone()).filter(|t| t.is_contiguous());
-        let (x, y) = (contiguous(x)?, contiguous(y)?);
+        let (x, y) = (contiguous_f32(x.clone())?, contiguous_f32(y.clone())?);
         if y.meta.num_elements() == 0 || x.device != y.device {
             return None;
         }
         taken.push((x, y));
     }
     let first = &taken.first()?.0;
-    if taken.iter().any(|(x, _)| x.device != first.device)
-        || first.client.properties().hardware.max_bindings < BINDINGS
-    {
+    if taken.iter().any(|(x, _)| x.device != first.device) || !binds(first, BINDINGS) {
         return None;
     }
     let client = first.client.clone();
-    // Slots past a launch's pairs are bound to a one-element buffer the kernel never touches.
-    let unused = empty_device_dtype(
-        client.clone(),
-        first.device.clone(),
-        [1].into(),
-        first.dtype,
-    );
+    // Slots past a launch's pairs: the kernel never touches them.
+    let unused = unread_slot(first);
     let mut outputs = Vec::with_capacity(taken.len());
     for chunk in taken.chunks(PAIRS_PER_LAUNCH) {
         let mut ends = SequenceArg::<u32>::new();

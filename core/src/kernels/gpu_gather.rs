@@ -12,7 +12,7 @@ use burn::tensor::Tensor as BurnTensor;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use cubecl::prelude::*;
 
-use super::gpu::{F32, grid, plain_f32, to_burn};
+use super::gpu::{F32, binds, contiguous_f32, grid, to_burn, unread_slot};
 
 /// The tensors one launch reads: the kernel's eight input slots (CubeCL takes a fixed list of
 /// tensor arguments, each a buffer binding). A launch with fewer parts leaves the rest unread.
@@ -88,7 +88,7 @@ pub fn gather(parts: &[(usize, BurnTensor<1>)], total: usize) -> Option<BurnTens
     let mut tensors = Vec::with_capacity(parts.len());
     let mut end = 0;
     for (offset, part) in parts {
-        let t = plain_f32(part.clone()).filter(|t| t.is_contiguous())?;
+        let t = contiguous_f32(part.clone())?;
         let n = t.meta.shape()[0];
         if *offset < end || offset + n > total || u32::try_from(offset + n).is_err() {
             return None;
@@ -98,7 +98,7 @@ pub fn gather(parts: &[(usize, BurnTensor<1>)], total: usize) -> Option<BurnTens
     }
     let first = &tensors.first()?.1;
     let client = first.client.clone();
-    if tensors.iter().any(|(_, t)| t.device != first.device) {
+    if tensors.iter().any(|(_, t)| t.device != first.device) || !binds(first, BINDINGS) {
         return None;
     }
     let flat = empty_device_dtype(
@@ -107,17 +107,8 @@ pub fn gather(parts: &[(usize, BurnTensor<1>)], total: usize) -> Option<BurnTens
         [total].into(),
         first.dtype,
     );
-    if client.properties().hardware.max_bindings < BINDINGS {
-        return None;
-    }
-    // Slots past a launch's parts are bound to a one-element buffer the kernel never reads
-    // (allocated, not filled: no launch).
-    let unused = empty_device_dtype(
-        client.clone(),
-        first.device.clone(),
-        [1].into(),
-        first.dtype,
-    );
+    // Slots past a launch's parts: the kernel never reads them.
+    let unused = unread_slot(first);
     let chunks: Vec<_> = tensors.chunks(PARTS_PER_LAUNCH).collect();
     for (c, chunk) in chunks.iter().enumerate() {
         // Each launch writes from its first part's start (0 for the first) to the next launch's

@@ -446,16 +446,10 @@ pub fn channels_last_on_gpu(x: &Tensor<4>) -> bool {
 /// a cast, which its bias add would not see fused). Callers use it to choose between producing
 /// products and biases apart or burn's `linear` with its bias.
 pub fn adds_fuse<const D: usize>(x: &Tensor<D>) -> bool {
-    #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    return !x.is_autodiff()
+    !x.is_autodiff()
         && x.dtype() == DType::F32
         && products::half_dtype().is_none()
-        && matches!(x.device().as_dispatch(), DispatchDevice::Cube(_));
-    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
-    {
-        let _ = x;
-        false
-    }
+        && products::on_gpu(x)
 }
 
 /// `x + y` for every pair (`y` broadcast onto `x`, its shape the end of `x`'s after leading

@@ -106,7 +106,7 @@ fn is_pointwise(weight: &Tensor<4>, options: &ConvOptions<2>) -> bool {
 }
 
 /// Whether `x` lives on one of this process's GPU backends (CubeCL: wgpu, CUDA).
-fn on_gpu(x: &Tensor<4>) -> bool {
+pub(crate) fn on_gpu<const D: usize>(x: &Tensor<D>) -> bool {
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
     return matches!(
         x.device().as_dispatch(),
