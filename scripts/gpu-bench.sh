@@ -12,6 +12,7 @@
 #                                   [--out DIR] [--skip-build] [--hvq BINARY] [--no-cuda] [--no-wgpu]
 #                                   [--no-torch] [--precisions "f32 tf32"] [--time-limit SECONDS]
 #                                   [--no-kernels] [--matmul-routines "simple double gemm"]
+#                                   [--train-attention-ab]
 #   --hvq BINARY        use this hvq binary (built elsewhere, e.g. on a machine that can build) and
 #                       skip the build; its CUDA runs are tried unless --no-cuda
 #   --no-cuda           no `hvq --device cuda` runs (a binary built without the `cuda` feature)
@@ -30,6 +31,10 @@
 #                       the products no tensor core takes (HVQ_GPU_MATMUL: simple, the default,
 #                       simple-min-tile, double, double-min-tile, gemm), each checked against the CPU
 #                       first (hvq selfcheck); a table of them in matmul/summary.txt
+#   --train-attention-ab
+#                       also time hvq on CUDA (f32, the first config) with training's attention
+#                       composed from burn's operations (HVQ_TRAIN_ATTENTION=composed) beside the
+#                       default run's one autodiff operation: train-attention/composed-CFG.json
 # Environment:
 #   CARGO_TARGET_DIR    where cargo builds (default: ./target)
 #   HVQ_TORCH_VENV      venv for PyTorch (default: ~/.cache/hvq/torch-venv)
@@ -60,6 +65,7 @@ DO_TORCH=1
 PRECISIONS="f32"
 KERNELS=1
 MATMUL_ROUTINES=""
+TRAIN_ATTENTION_AB=0
 
 log() { printf '[gpu-bench] %s\n' "$*"; }
 warn() { printf '[gpu-bench] WARNING: %s\n' "$*" >&2; }
@@ -82,6 +88,7 @@ while [ $# -gt 0 ]; do
     --tf32) PRECISIONS="f32 tf32"; shift ;;
     --no-kernels) KERNELS=0; shift ;;
     --matmul-routines) MATMUL_ROUTINES=${2:?--matmul-routines needs a list}; shift 2 ;;
+    --train-attention-ab) TRAIN_ATTENTION_AB=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
@@ -225,6 +232,16 @@ if [ "$BUILD_OK" = 1 ] && [ -x "$HVQ" ]; then
       fi
     done
     python3 scripts/pytorch/matmul_routines.py "$OUT/matmul" | tee "$OUT/matmul/summary.txt" || true
+  fi
+  # Training's attention composed (HVQ_TRAIN_ATTENTION) against the default's fused operation.
+  if [ "$CUDA_BUILT" = 1 ] && [ "$TRAIN_ATTENTION_AB" = 1 ]; then
+    mkdir -p "$OUT/train-attention"
+    cfg=${CONFIGS%% *}
+    log "HVQ_TRAIN_ATTENTION=composed: hvq bench --device cuda --config $cfg"
+    run_bench "hvq cuda $cfg composed training attention" "$OUT/train-attention/composed-$cfg.json" \
+      "$OUT/train-attention/composed-$cfg.log" \
+      env HVQ_TRAIN_ATTENTION=composed "$HVQ" bench --device cuda --config "$cfg" --batch "$BATCH" \
+      --runs "$RUNS" --json "$OUT/train-attention/composed-$cfg.json"
   fi
   if [ "$DO_WGPU" = 1 ]; then
     ICD=$(nvidia_icd)

@@ -104,6 +104,7 @@ fn main() -> ExitCode {
 fn run(command: Command) -> Result<()> {
     hvq::kernels::isa::check_variable()?;
     hvq::device::gpu_matmul::apply_variable()?;
+    hvq::kernels::train_attention::apply_variable()?;
     match command {
         Command::Train(args) => cli::train::run(args),
         Command::Eval(args) => cli::eval::run(args),

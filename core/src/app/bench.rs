@@ -60,6 +60,11 @@ pub struct BenchReport {
     /// `device::gpu_matmul`); `None` on the CPU backend and in reports from before it existed.
     #[serde(default)]
     pub gpu_matmul: Option<String>,
+    /// How training's attention ran on the GPU (`HVQ_TRAIN_ATTENTION`,
+    /// `kernels::train_attention`: fused or composed); `None` on the CPU backend and in reports
+    /// from before it existed.
+    #[serde(default)]
+    pub train_attention: Option<String>,
     /// Model timed.
     pub model: BenchModel,
     /// Images per batch.
@@ -328,6 +333,11 @@ pub fn run(
         precision: crate::device::precision::current(),
         gpu_matmul: crate::device::adapter_info(device)
             .map(|_| crate::device::gpu_matmul::current().name().to_string()),
+        train_attention: crate::device::adapter_info(device).map(|_| {
+            crate::kernels::train_attention::current()
+                .name()
+                .to_string()
+        }),
         model: which,
         batch,
         runs,
@@ -414,7 +424,7 @@ fn profile_kernels(
 /// A readable table of a report.
 pub fn format_report(r: &BenchReport) -> String {
     let mut out = format!(
-        "{} on {} ({}), {} products{}, batch {}, {} runs, training dropout {}\n{:<30} {:>12} {:>12}\n",
+        "{} on {} ({}), {} products{}, batch {}, {} runs, training dropout {}{}\n{:<30} {:>12} {:>12}\n",
         serde_json::to_string(&r.model)
             .unwrap_or_default()
             .trim_matches('"'),
@@ -431,6 +441,10 @@ pub fn format_report(r: &BenchReport) -> String {
         r.batch,
         r.runs,
         r.train_dropout,
+        match &r.train_attention {
+            Some(form) => format!(", {form} training attention"),
+            None => String::new(),
+        },
         "stage",
         "median ms",
         "min ms"

@@ -76,6 +76,8 @@ mod gpu_anomaly_map;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_attention;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu_attention_autodiff;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_conv;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_fold;
@@ -99,6 +101,7 @@ pub mod isa;
 mod layer_norm;
 pub mod products;
 mod softmax_autodiff;
+pub mod train_attention;
 
 pub use adamw::{AdamWScalars, adamw_fuses, adamw_update};
 pub use attention::{attention_fuses, fused_attention};
@@ -357,6 +360,27 @@ pub fn gpu_attention_merged(
     None
 }
 
+/// Training's attention on a GPU backend as one autodiff operation with its packed input
+/// projection (`gpu_attention_autodiff`): each input `(x, from, to)` multiplied with the packed
+/// weight's row blocks `[from, to)` (0: queries, 1: keys, 2: values; together the three, in
+/// order) plus their bias, the heads' scaled dot-product attention with dropout `p` on its
+/// weights, the heads merged (`[B, L, E]`, before the output projection). `None` where it does
+/// not apply (not tracked by autodiff on a GPU backend, query and key lengths differ, heads
+/// wider than the kernels hold): the caller composes it.
+pub fn packed_attention_trained(
+    inputs: &[(Tensor<3>, usize, usize)],
+    weight: &Tensor<2>,
+    bias: &Tensor<1>,
+    heads: usize,
+    p: f64,
+) -> Option<Tensor<3>> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    if train_attention::current() == train_attention::TrainAttention::Fused {
+        return gpu_attention_autodiff::attention(inputs, weight, bias, heads, p);
+    }
+    let _ = (inputs, weight, bias, heads, p);
+    None
+}
 /// One vector-quantiser level's results for a batch, from [`nearest_codes`].
 pub struct NearestCodes {
     /// Each token's code, `[B, L]`.

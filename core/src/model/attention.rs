@@ -84,7 +84,11 @@ impl MultiheadAttention {
         p: f64,
         residual: Option<Tensor<3>>,
     ) -> Tensor<3> {
-        let [q, k, v] = self.project([(query, 0, 1), (key, 1, 2), (value, 2, 3)]);
+        let inputs = [(query, 0, 1), (key, 1, 2), (value, 2, 3)];
+        if let Some(out) = self.trained_on_gpu(&inputs, p) {
+            return self.output(out, residual);
+        }
+        let [q, k, v] = self.project(inputs);
         self.attend(q, k, v, p, residual)
     }
 
@@ -100,10 +104,32 @@ impl MultiheadAttention {
         residual: Option<Tensor<3>>,
     ) -> Tensor<3> {
         let [_, _, e] = qk.dims();
-        let [both, v] = self.project([(qk, 0, 2), (value, 2, 3)]);
+        let inputs = [(qk, 0, 2), (value, 2, 3)];
+        if let Some(out) = self.trained_on_gpu(&inputs, p) {
+            return self.output(out, residual);
+        }
+        let [both, v] = self.project(inputs);
         let q = both.clone().narrow(2, 0, e);
         let k = both.narrow(2, e, e);
         self.attend(q, k, v, p, residual)
+    }
+
+    /// Training on a GPU: the projection, the heads' attention and its dropout as one autodiff
+    /// operation ([`crate::kernels::packed_attention_trained`]); `None` elsewhere.
+    fn trained_on_gpu(&self, inputs: &[(Tensor<3>, usize, usize)], p: f64) -> Option<Tensor<3>> {
+        crate::kernels::packed_attention_trained(
+            inputs,
+            &self.in_proj_weight.val(),
+            &self.in_proj_bias.val(),
+            self.heads,
+            p,
+        )
+    }
+
+    /// The output projection of the merged heads, plus `residual` when given.
+    fn output(&self, out: Tensor<3>, residual: Option<Tensor<3>>) -> Tensor<3> {
+        self.out_proj
+            .forward_then(out, crate::kernels::Activation::Identity, residual)
     }
 
     /// Heads, scaled dot products, softmax, weighted values, the output projection and the
@@ -123,8 +149,7 @@ impl MultiheadAttention {
         } else {
             self.composed(q, k, v, p)
         };
-        self.out_proj
-            .forward_then(out, crate::kernels::Activation::Identity, residual)
+        self.output(out, residual)
     }
 
     /// The attention of every head, composed as PyTorch computes it: split the heads, scaled
@@ -175,5 +200,68 @@ mod tests {
         let apart = mha.forward(qk.clone(), qk, v, 0.0, None);
         let diff = crate::device::read_back((fused - apart).abs().max()).unwrap()[0];
         assert!(diff <= 1e-5, "{diff}");
+    }
+}
+
+#[cfg(all(test, feature = "wgpu"))]
+mod gpu_training_tests {
+    use super::*;
+
+    use crate::device::kernel_profile::{StageKernels, profile};
+
+    fn launches(stage: &StageKernels, name: &str) -> usize {
+        stage
+            .kernels
+            .iter()
+            .filter(|k| k.name.starts_with(name))
+            .map(|k| k.launches)
+            .sum()
+    }
+
+    /// Training on wgpu (dropout 0.1, the official widths) runs each attention as the one
+    /// autodiff operation (`kernels::packed_attention_trained`): its forward kernel once and its
+    /// two backward kernels once each, with no narrow's zero-filled gradient, no slice
+    /// assignment and no head copies, in self- and cross-attention.
+    #[test]
+    fn training_attention_on_wgpu_is_one_operation_without_copies() {
+        let _generator = crate::test_rng::lock();
+        let ad = crate::device::create(crate::device::DeviceChoice::Wgpu)
+            .unwrap()
+            .autodiff();
+        let mha = MultiheadAttention::new(256, 8, &ad);
+        let x = || Tensor::<3>::random([1, 196, 256], Distribution::Default, &ad).require_grad();
+        let (a, b, c) = (x(), x(), x());
+        type Attend<'a> = Box<dyn Fn() -> Tensor<3> + 'a>;
+        let cases: [(&str, Attend); 2] = [
+            (
+                "self",
+                Box::new(|| mha.forward_self(a.clone(), b.clone(), 0.1, None)),
+            ),
+            (
+                "cross",
+                Box::new(|| mha.forward(a.clone(), b.clone(), c.clone(), 0.1, None)),
+            ),
+        ];
+        for (name, attend) in cases {
+            let (out, forward) = profile("forward", attend);
+            let (_, backward) = profile("backward", || out.sum().backward());
+            let (forward, backward) = (&forward.stages[0], &backward.stages[0]);
+            assert_eq!(
+                launches(forward, "ForwardKernel"),
+                1,
+                "{name}: {forward:#?}"
+            );
+            assert_eq!(launches(backward, "QueryGradientKernel"), 1, "{name}");
+            assert_eq!(launches(backward, "KeyGradientKernel"), 1, "{name}");
+            for stage in [forward, backward] {
+                for kernel in ["CopyKernel", "SliceAssignKernel", "PrngKernel | Bernoulli"] {
+                    assert_eq!(launches(stage, kernel), 0, "{name}, {kernel}: {stage:#?}");
+                }
+            }
+            eprintln!(
+                "{name}: forward {}, backward {}",
+                forward.launches, backward.launches
+            );
+        }
     }
 }
