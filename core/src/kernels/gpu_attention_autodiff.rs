@@ -100,7 +100,7 @@ fn counter(bh: usize, i: usize, j: usize, shape: &Dims) -> u32 {
 
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn forward_kernel<F: Float, I: Numeric>(
+fn attention_forward_kernel<F: Float, I: Numeric>(
     q: &Tensor<F>,
     k: &Tensor<F>,
     v: &Tensor<F>,
@@ -187,7 +187,7 @@ fn forward_kernel<F: Float, I: Numeric>(
 /// `∂q`, written into the packed gradient `grad` at `qo`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn query_gradient_kernel<F: Float, I: Numeric>(
+fn attention_query_gradient_kernel<F: Float, I: Numeric>(
     d_out: &Tensor<F>,
     k: &Tensor<F>,
     v: &Tensor<F>,
@@ -263,7 +263,7 @@ fn query_gradient_kernel<F: Float, I: Numeric>(
 /// packed gradient `grad` at `ko` and `vo`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn key_gradient_kernel<F: Float, I: Numeric>(
+fn attention_key_gradient_kernel<F: Float, I: Numeric>(
     d_out: &Tensor<F>,
     q: &Tensor<F>,
     probs: &Tensor<F>,
@@ -498,7 +498,7 @@ pub fn attention(
     };
     let ((q, qo), (k, ko), (v, vo)) = (place(0), place(1), place(2));
     let (cube_count, cube_dim) = grid(&out, geometry.rows());
-    forward_kernel::launch(
+    attention_forward_kernel::launch(
         &w.client,
         cube_count,
         cube_dim,
@@ -658,7 +658,7 @@ impl<const N: usize> Backward<CubeBackend, N> for AttentionOp {
         let packed = |block: usize| operand(3 * width as u32, (block * width) as u32);
         let ((q, qo), (k, ko), (v, vo)) = (place(0), place(1), place(2));
         let (cube_count, cube_dim) = grid(&d_out, geometry.rows());
-        query_gradient_kernel::launch(
+        attention_query_gradient_kernel::launch(
             &client,
             cube_count.clone(),
             cube_dim,
@@ -677,7 +677,7 @@ impl<const N: usize> Backward<CubeBackend, N> for AttentionOp {
             geometry.dropping(),
             [F32, index_type],
         );
-        key_gradient_kernel::launch(
+        attention_key_gradient_kernel::launch(
             &client,
             cube_count,
             cube_dim,

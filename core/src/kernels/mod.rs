@@ -20,8 +20,10 @@
 //! independent additions in one launch; a vector-quantiser level's step after its distance
 //! product, the OT score's and the anomaly map; burn's flash attention on head views of the
 //! projections; the optimiser's flat-buffer gather and its AdamW update: one launch where burn's
-//! operations take two to twenty); under autodiff the layer norm and the softmax are one autodiff
-//! operation each (`gpu_layer_norm_autodiff`, `gpu_softmax_autodiff`); anything else (another
+//! operations take two to twenty); under autodiff the layer norm, the softmax and a whole
+//! attention with its packed input projection are one autodiff operation each
+//! (`gpu_layer_norm_autodiff`, `gpu_softmax_autodiff`, `gpu_attention_autodiff`; the last one
+//! switchable by `HVQ_TRAIN_ATTENTION`, [`train_attention`]); anything else (another
 //! dtype, the other operations under autodiff) takes burn's own ops. Results agree with the
 //! generic formulas to a few ulp (tests below and in each
 //! module, against f64 or the composed form).

@@ -247,12 +247,20 @@ mod gpu_training_tests {
             let (_, backward) = profile("backward", || out.sum().backward());
             let (forward, backward) = (&forward.stages[0], &backward.stages[0]);
             assert_eq!(
-                launches(forward, "ForwardKernel"),
+                launches(forward, "AttentionForwardKernel"),
                 1,
                 "{name}: {forward:#?}"
             );
-            assert_eq!(launches(backward, "QueryGradientKernel"), 1, "{name}");
-            assert_eq!(launches(backward, "KeyGradientKernel"), 1, "{name}");
+            assert_eq!(
+                launches(backward, "AttentionQueryGradientKernel"),
+                1,
+                "{name}"
+            );
+            assert_eq!(
+                launches(backward, "AttentionKeyGradientKernel"),
+                1,
+                "{name}"
+            );
             for stage in [forward, backward] {
                 for kernel in ["CopyKernel", "SliceAssignKernel", "PrngKernel | Bernoulli"] {
                     assert_eq!(launches(stage, kernel), 0, "{name}, {kernel}: {stage:#?}");
