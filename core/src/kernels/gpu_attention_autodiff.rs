@@ -63,6 +63,64 @@ pub(super) struct Dims {
     threshold: u32,
 }
 
+/// The first element of head column `column` in row `row` (`b·L + position`) of an operand.
+#[cube]
+fn element(o: &Operand, row: usize, column: usize) -> usize {
+    row * o.row as usize + o.offset as usize + column
+}
+
+/// Which row a thread takes: thread `t` of `B·H·len` is row `index` of the sequence, in
+/// (batch, head) pair `bh`.
+#[derive(CubeType)]
+struct RowThread {
+    index: usize,
+    bh: usize,
+    head: usize,
+    batch: usize,
+}
+
+#[cube]
+fn row_thread(t: usize, len: usize, heads: usize) -> RowThread {
+    let bh = t / len;
+    RowThread {
+        index: t % len,
+        bh,
+        head: bh % heads,
+        batch: bh / heads,
+    }
+}
+
+/// `head_dim` values of `t` from `at` on, held in registers.
+#[cube]
+fn load_row<F: Float>(t: &Tensor<F>, at: usize, #[comptime] head_dim: usize) -> Array<F> {
+    let mut row = Array::<F>::new(head_dim);
+    #[unroll]
+    for c in 0..head_dim {
+        row[c] = t[at + c];
+    }
+    row
+}
+
+/// `head_dim` zeros in registers, a sum's start.
+#[cube]
+fn zeros<F: Float>(#[comptime] head_dim: usize) -> Array<F> {
+    let mut row = Array::<F>::new(head_dim);
+    #[unroll]
+    for c in 0..head_dim {
+        row[c] = F::new(0.0);
+    }
+    row
+}
+
+/// `row` written into `t` from `at` on.
+#[cube]
+fn store_row<F: Float>(row: &Array<F>, t: &mut Tensor<F>, at: usize, #[comptime] head_dim: usize) {
+    #[unroll]
+    for c in 0..head_dim {
+        t[at + c] = row[c];
+    }
+}
+
 /// lowbias32 (C. Wellons): a bijective 32-bit mix with good avalanche.
 #[cube]
 fn mix(x: u32) -> u32 {
@@ -74,15 +132,30 @@ fn mix(x: u32) -> u32 {
     z ^ (z >> 16u32)
 }
 
-/// Element `index` of the dropout mask of seed `(s0, s1)`: `keep_scale` or zero.
+/// `w` through dropout (when `dropping`): element `(bh, i, j)` of the mask of `seed` is
+/// `keep_scale` if the hash of its counter (row-major `[B, H, Lq, Lk]`) keeps it, else zero.
 #[cube]
-fn mask<F: Float>(s0: u32, s1: u32, index: u32, shape: &Dims) -> F {
-    let h = mix(mix(index ^ s0) ^ s1);
-    let mut m = F::new(0.0);
-    if (h >> 8u32) < shape.threshold {
-        m = F::cast_from(shape.keep_scale);
+#[allow(clippy::too_many_arguments)]
+fn dropped<F: Float, I: Numeric>(
+    w: F,
+    seed: &Tensor<I>,
+    bh: usize,
+    i: usize,
+    j: usize,
+    shape: &Dims,
+    #[comptime] dropping: bool,
+) -> F {
+    let mut out = w;
+    if dropping {
+        let counter = u32::cast_from((bh * shape.lq as usize + i) * shape.lk as usize + j);
+        let h = mix(mix(counter ^ u32::cast_from(seed[0])) ^ u32::cast_from(seed[1]));
+        let mut mask = F::new(0.0);
+        if (h >> 8u32) < shape.threshold {
+            mask = F::cast_from(shape.keep_scale);
+        }
+        out = w * mask;
     }
-    m
+    out
 }
 
 /// Element `(b, h, i, j)`'s index in the kept probabilities: key-major, `[B, H, Lk, Lq]`, so the
@@ -90,12 +163,6 @@ fn mask<F: Float>(s0: u32, s1: u32, index: u32, shape: &Dims) -> F {
 #[cube]
 fn at(bh: usize, i: usize, j: usize, shape: &Dims) -> usize {
     (bh * shape.lk as usize + j) * shape.lq as usize + i
-}
-
-/// The same element's index in the mask's counter space (row-major `[B, H, Lq, Lk]`).
-#[cube]
-fn counter(bh: usize, i: usize, j: usize, shape: &Dims) -> u32 {
-    u32::cast_from((bh * shape.lq as usize + i) * shape.lk as usize + j)
 }
 
 #[cube(launch)]
@@ -116,24 +183,15 @@ fn attention_forward_kernel<F: Float, I: Numeric>(
     #[define(F, I)] _dtypes: [ElemType; 2],
 ) {
     let (lq, lk, heads) = (shape.lq as usize, shape.lk as usize, shape.heads as usize);
-    let t = ABSOLUTE_POS;
-    if t >= out.len() / head_dim {
+    if ABSOLUTE_POS >= out.len() / head_dim {
         terminate!();
     }
-    let i = t % lq;
-    let bh = t / lq;
-    let h = bh % heads;
-    let b = bh / heads;
-    let (s0, s1) = (u32::cast_from(seed[0]), u32::cast_from(seed[1]));
-    let column = h * head_dim;
-    let q_at = (b * lq + i) * qo.row as usize + qo.offset as usize + column;
-    let mut query = Array::<F>::new(head_dim);
-    #[unroll]
-    for c in 0..head_dim {
-        query[c] = q[q_at + c];
-    }
-    let k_first = b * lk * ko.row as usize + ko.offset as usize + column;
-    let v_first = b * lk * vo.row as usize + vo.offset as usize + column;
+    let r = row_thread(ABSOLUTE_POS, lq, heads);
+    let (i, bh) = (r.index, r.bh);
+    let column = r.head * head_dim;
+    let query = load_row(q, element(&qo, r.batch * lq + i, column), head_dim);
+    let k_first = element(&ko, r.batch * lk, column);
+    let v_first = element(&vo, r.batch * lk, column);
     // The raw dot products and their maximum.
     let mut max = F::new(0.0);
     for j in 0..lk {
@@ -158,29 +216,23 @@ fn attention_forward_kernel<F: Float, I: Numeric>(
         probs[at(bh, i, j, &shape)] = e;
         sum += e;
     }
-    let mut acc = Array::<F>::new(head_dim);
-    #[unroll]
-    for c in 0..head_dim {
-        acc[c] = F::new(0.0);
-    }
+    let mut acc = zeros::<F>(head_dim);
     for j in 0..lk {
         let p = probs[at(bh, i, j, &shape)] / sum;
         probs[at(bh, i, j, &shape)] = p;
-        let mut w = p;
-        if dropping {
-            w = p * mask::<F>(s0, s1, counter(bh, i, j, &shape), &shape);
-        }
+        let w = dropped::<F, I>(p, seed, bh, i, j, &shape, dropping);
         let v_at = v_first + j * vo.row as usize;
         #[unroll]
         for c in 0..head_dim {
             acc[c] += w * v[v_at + c];
         }
     }
-    let o_at = (b * lq + i) * heads * head_dim + column;
-    #[unroll]
-    for c in 0..head_dim {
-        out[o_at + c] = acc[c];
-    }
+    store_row(
+        &acc,
+        out,
+        (r.batch * lq + i) * heads * head_dim + column,
+        head_dim,
+    );
 }
 
 /// One thread per (batch, head, query): `∂S` of its row (kept for the key rows' kernel) and
@@ -204,24 +256,19 @@ fn attention_query_gradient_kernel<F: Float, I: Numeric>(
     #[define(F, I)] _dtypes: [ElemType; 2],
 ) {
     let (lq, lk, heads) = (shape.lq as usize, shape.lk as usize, shape.heads as usize);
-    let t = ABSOLUTE_POS;
-    if t >= d_out.len() / head_dim {
+    if ABSOLUTE_POS >= d_out.len() / head_dim {
         terminate!();
     }
-    let i = t % lq;
-    let bh = t / lq;
-    let h = bh % heads;
-    let b = bh / heads;
-    let (s0, s1) = (u32::cast_from(seed[0]), u32::cast_from(seed[1]));
-    let column = h * head_dim;
-    let o_at = (b * lq + i) * heads * head_dim + column;
-    let mut d_o = Array::<F>::new(head_dim);
-    #[unroll]
-    for c in 0..head_dim {
-        d_o[c] = d_out[o_at + c];
-    }
-    let k_first = b * lk * ko.row as usize + ko.offset as usize + column;
-    let v_first = b * lk * vo.row as usize + vo.offset as usize + column;
+    let r = row_thread(ABSOLUTE_POS, lq, heads);
+    let (i, bh) = (r.index, r.bh);
+    let column = r.head * head_dim;
+    let d_o = load_row(
+        d_out,
+        (r.batch * lq + i) * heads * head_dim + column,
+        head_dim,
+    );
+    let k_first = element(&ko, r.batch * lk, column);
+    let v_first = element(&vo, r.batch * lk, column);
     // ∂P (through the mask) and Σ ∂P ⊙ P.
     let mut dot = F::new(0.0);
     for j in 0..lk {
@@ -231,18 +278,12 @@ fn attention_query_gradient_kernel<F: Float, I: Numeric>(
         for c in 0..head_dim {
             dp += d_o[c] * v[v_at + c];
         }
-        if dropping {
-            dp *= mask::<F>(s0, s1, counter(bh, i, j, &shape), &shape);
-        }
+        let dp = dropped::<F, I>(dp, seed, bh, i, j, &shape, dropping);
         d_scores[at(bh, i, j, &shape)] = dp;
         dot += dp * probs[at(bh, i, j, &shape)];
     }
     let s = F::cast_from(shape.scale);
-    let mut acc = Array::<F>::new(head_dim);
-    #[unroll]
-    for c in 0..head_dim {
-        acc[c] = F::new(0.0);
-    }
+    let mut acc = zeros::<F>(head_dim);
     for j in 0..lk {
         let ds = probs[at(bh, i, j, &shape)] * (d_scores[at(bh, i, j, &shape)] - dot) * s;
         d_scores[at(bh, i, j, &shape)] = ds;
@@ -252,11 +293,7 @@ fn attention_query_gradient_kernel<F: Float, I: Numeric>(
             acc[c] += ds * k[k_at + c];
         }
     }
-    let q_at = (b * lq + i) * qo.row as usize + qo.offset as usize + column;
-    #[unroll]
-    for c in 0..head_dim {
-        grad[q_at + c] = acc[c];
-    }
+    store_row(&acc, grad, element(&qo, r.batch * lq + i, column), head_dim);
 }
 
 /// One thread per (batch, head, key): `∂k = ∂Sᵀ·q` and `∂v = (P ⊙ mask)ᵀ·∂o`, written into the
@@ -279,31 +316,27 @@ fn attention_key_gradient_kernel<F: Float, I: Numeric>(
     #[define(F, I)] _dtypes: [ElemType; 2],
 ) {
     let (lq, lk, heads) = (shape.lq as usize, shape.lk as usize, shape.heads as usize);
-    let t = ABSOLUTE_POS;
-    if t >= probs.len() / lq {
+    if ABSOLUTE_POS >= probs.len() / lq {
         terminate!();
     }
-    let j = t % lk;
-    let bh = t / lk;
-    let h = bh % heads;
-    let b = bh / heads;
-    let (s0, s1) = (u32::cast_from(seed[0]), u32::cast_from(seed[1]));
-    let column = h * head_dim;
-    let q_first = b * lq * qo.row as usize + qo.offset as usize + column;
-    let o_first = b * lq * heads * head_dim + column;
-    let mut dk = Array::<F>::new(head_dim);
-    let mut dv = Array::<F>::new(head_dim);
-    #[unroll]
-    for c in 0..head_dim {
-        dk[c] = F::new(0.0);
-        dv[c] = F::new(0.0);
-    }
+    let r = row_thread(ABSOLUTE_POS, lk, heads);
+    let (j, bh) = (r.index, r.bh);
+    let column = r.head * head_dim;
+    let q_first = element(&qo, r.batch * lq, column);
+    let o_first = r.batch * lq * heads * head_dim + column;
+    let mut dk = zeros::<F>(head_dim);
+    let mut dv = zeros::<F>(head_dim);
     for i in 0..lq {
         let ds = d_scores[at(bh, i, j, &shape)];
-        let mut w = probs[at(bh, i, j, &shape)];
-        if dropping {
-            w *= mask::<F>(s0, s1, counter(bh, i, j, &shape), &shape);
-        }
+        let w = dropped::<F, I>(
+            probs[at(bh, i, j, &shape)],
+            seed,
+            bh,
+            i,
+            j,
+            &shape,
+            dropping,
+        );
         let q_at = q_first + i * qo.row as usize;
         let o_at = o_first + i * heads * head_dim;
         #[unroll]
@@ -312,14 +345,9 @@ fn attention_key_gradient_kernel<F: Float, I: Numeric>(
             dv[c] += w * d_out[o_at + c];
         }
     }
-    let row = b * lk + j;
-    let k_at = row * ko.row as usize + ko.offset as usize + column;
-    let v_at = row * vo.row as usize + vo.offset as usize + column;
-    #[unroll]
-    for c in 0..head_dim {
-        grad[k_at + c] = dk[c];
-        grad[v_at + c] = dv[c];
-    }
+    let row = r.batch * lk + j;
+    store_row(&dk, grad, element(&ko, row, column), head_dim);
+    store_row(&dv, grad, element(&vo, row, column), head_dim);
 }
 
 /// One input of the packed projection: `x [B, L, E]` and the row blocks `[from, to)` of the
@@ -372,23 +400,25 @@ impl Geometry {
     }
 }
 
-/// Where block `block` (0: q, 1: k, 2: v) lies among the inputs' projections: the input's index
-/// and the block's place in its `[B, L, (to − from)·E]` product.
-fn locate(inputs: &[(usize, usize)], block: usize, width: usize) -> (usize, u32, u32) {
-    let (index, &(from, to)) = inputs
-        .iter()
-        .enumerate()
-        .find(|(_, (from, to))| (*from..*to).contains(&block))
-        .expect("the inputs tile the three blocks");
-    (
-        index,
-        ((to - from) * width) as u32,
-        ((block - from) * width) as u32,
-    )
-}
-
-fn operand(row: u32, offset: u32) -> OperandLaunch {
-    OperandLaunch::new(row, offset)
+/// Blocks 0, 1, 2 (q, k, v) as the kernels read them: the projection `[B, L, (to − from)·E]` of
+/// the input whose blocks `[from, to)` hold it, and the block's place in it.
+fn placed(
+    projections: &[CubeTensor],
+    blocks: &[(usize, usize)],
+    width: usize,
+) -> [(CubeTensor, OperandLaunch); 3] {
+    [0, 1, 2].map(|block| {
+        let (index, &(from, to)) = blocks
+            .iter()
+            .enumerate()
+            .find(|(_, (from, to))| (*from..*to).contains(&block))
+            .expect("the inputs tile the three blocks");
+        let operand = OperandLaunch::new(
+            ((to - from) * width) as u32,
+            ((block - from) * width) as u32,
+        );
+        (projections[index].clone(), operand)
+    })
 }
 
 /// `attention(q, k, v)` with `[q | k | v] = x·Wᵀ + b` over the packed weight's row blocks, as
@@ -492,11 +522,7 @@ pub fn attention(
     };
     let out = new(vec![batch, len, width]);
     let probs = new(vec![batch * heads * len * len]);
-    let place = |block| {
-        let (index, row, offset) = locate(&blocks, block, width);
-        (projections[index].clone(), operand(row, offset))
-    };
-    let ((q, qo), (k, ko), (v, vo)) = (place(0), place(1), place(2));
+    let [(q, qo), (k, ko), (v, vo)] = placed(&projections, &blocks, width);
     let (cube_count, cube_dim) = grid(&out, geometry.rows());
     attention_forward_kernel::launch(
         &w.client,
@@ -651,12 +677,8 @@ impl<const N: usize> Backward<CubeBackend, N> for AttentionOp {
         // k's and v's by the second.
         let grad = new(vec![geometry.batch, geometry.len, 3 * width]);
         let d_scores = new(vec![probs.meta.num_elements()]);
-        let place = |block| {
-            let (index, row, offset) = locate(&blocks, block, width);
-            (projections[index].clone(), operand(row, offset))
-        };
-        let packed = |block: usize| operand(3 * width as u32, (block * width) as u32);
-        let ((q, qo), (k, ko), (v, vo)) = (place(0), place(1), place(2));
+        let packed = |block: usize| OperandLaunch::new(3 * width as u32, (block * width) as u32);
+        let [(q, qo), (k, ko), (v, vo)] = placed(&projections, &blocks, width);
         let (cube_count, cube_dim) = grid(&d_out, geometry.rows());
         attention_query_gradient_kernel::launch(
             &client,
