@@ -33,6 +33,7 @@ pub mod config;
 pub mod data;
 pub mod detector;
 pub mod device;
+pub mod env_setting;
 pub mod error;
 pub mod eval;
 pub mod features;

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 /// Bottom first. Within a layer, modules do not import each other.
 const LAYERS: &[&[&str]] = &[
     &["error", "allocator", "test_rng", "prefetch"],
+    // Start-up settings from environment variables, which the device and kernel layers read.
+    &["env_setting"],
     &["fs", "device", "config", "eval"],
     // Kernels compute at the run's precision, which the device layer holds.
     &["kernels"],

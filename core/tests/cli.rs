@@ -589,6 +589,19 @@ fn the_cpu_instruction_set_cap_reaches_every_kernel_choice() {
         text.contains("HVQ_GPU_MATMUL=doubel: expected one of simple, simple-min-tile"),
         "{text}"
     );
+    // And training's attention form (`HVQ_TRAIN_ATTENTION`).
+    let (code, text) = output(
+        hvq()
+            .args(["predict", "--device", "cpu", "--out"])
+            .arg(dir.join("typo-attention"))
+            .arg(&sample)
+            .env("HVQ_TRAIN_ATTENTION", "fusd"),
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("HVQ_TRAIN_ATTENTION=fusd: expected fused or composed"),
+        "{text}"
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 

@@ -325,19 +325,22 @@ pub fn run(
     };
 
     let end_to_end = stats("end to end", e2e);
+    // The GPU's identity, asked once (`None` on the CPU backend).
+    let adapter = crate::device::adapter_info(device);
     Ok(BenchReport {
         machine: machine(),
         cpu_isa: Some(crate::kernels::isa::CpuIsa::detect()),
         device: device_name.to_string(),
-        adapter: crate::device::adapter_info(device).map(|identity| identity.name),
-        precision: crate::device::precision::current(),
-        gpu_matmul: crate::device::adapter_info(device)
+        gpu_matmul: adapter
+            .as_ref()
             .map(|_| crate::device::gpu_matmul::current().name().to_string()),
-        train_attention: crate::device::adapter_info(device).map(|_| {
+        train_attention: adapter.as_ref().map(|_| {
             crate::kernels::train_attention::current()
                 .name()
                 .to_string()
         }),
+        adapter: adapter.map(|identity| identity.name),
+        precision: crate::device::precision::current(),
         model: which,
         batch,
         runs,

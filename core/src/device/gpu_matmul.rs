@@ -70,11 +70,7 @@ impl GpuMatmul {
 /// Read `HVQ_GPU_MATMUL` (unset: the default) and set the routine for this process: a typo is
 /// an error rather than a silent measurement of the default.
 pub fn apply_variable() -> Result<GpuMatmul> {
-    let routine = match std::env::var(VARIABLE) {
-        Err(std::env::VarError::NotPresent) => GpuMatmul::Simple,
-        Ok(v) => GpuMatmul::parse(&v)?,
-        Err(e) => return Err(HvqError::Config(format!("{VARIABLE}: {e}"))),
-    };
+    let routine = crate::env_setting::read(VARIABLE, GpuMatmul::Simple, GpuMatmul::parse)?;
     set(routine);
     Ok(routine)
 }

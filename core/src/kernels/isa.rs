@@ -17,14 +17,15 @@ pub const VARIABLE: &str = "HVQ_CPU_ISA";
 /// Check `HVQ_CPU_ISA` (the CLI does at start-up): unset, `native` or `avx2`. A typo must not
 /// silently measure the wrong instruction set.
 pub fn check_variable() -> Result<()> {
-    match std::env::var(VARIABLE) {
-        Err(std::env::VarError::NotPresent) => Ok(()),
-        Ok(v) if v.eq_ignore_ascii_case("native") || v.eq_ignore_ascii_case("avx2") => Ok(()),
-        Ok(v) => Err(HvqError::Config(format!(
-            "{VARIABLE}={v}: expected `avx2` (run as on a CPU without AVX-512) or `native`"
-        ))),
-        Err(e) => Err(HvqError::Config(format!("{VARIABLE}: {e}"))),
-    }
+    crate::env_setting::read(VARIABLE, (), |v| {
+        if v.eq_ignore_ascii_case("native") || v.eq_ignore_ascii_case("avx2") {
+            Ok(())
+        } else {
+            Err(HvqError::Config(format!(
+                "{VARIABLE}={v}: expected `avx2` (run as on a CPU without AVX-512) or `native`"
+            )))
+        }
+    })
 }
 
 /// Whether AVX-512 kernels may be chosen: false under `HVQ_CPU_ISA=avx2` (the same test as the

@@ -50,11 +50,7 @@ static COMPOSED: AtomicBool = AtomicBool::new(false);
 /// Read `HVQ_TRAIN_ATTENTION` (unset: fused) and set the form for this process: a typo is an
 /// error rather than a silent measurement of the default.
 pub fn apply_variable() -> Result<TrainAttention> {
-    let form = match std::env::var(VARIABLE) {
-        Err(std::env::VarError::NotPresent) => TrainAttention::Fused,
-        Ok(v) => TrainAttention::parse(&v)?,
-        Err(e) => return Err(HvqError::Config(format!("{VARIABLE}: {e}"))),
-    };
+    let form = crate::env_setting::read(VARIABLE, TrainAttention::Fused, TrainAttention::parse)?;
     COMPOSED.store(form == TrainAttention::Composed, Ordering::Relaxed);
     Ok(form)
 }
