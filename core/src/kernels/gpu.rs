@@ -81,6 +81,19 @@ pub(super) fn grid(t: &CubeTensor, units: usize) -> (CubeCount, CubeDim) {
     )
 }
 
+/// Whether `a` and `b` are the same elements of the same device buffer (plain f32 GPU tensors
+/// with one memory handle, start offset, shape and strides): one tensor, whatever the clones.
+pub(super) fn same_storage<const D: usize>(a: &BurnTensor<D>, b: &BurnTensor<D>) -> bool {
+    let (Some(a), Some(b)) = (plain_f32(a.clone()), plain_f32(b.clone())) else {
+        return false;
+    };
+    a.device == b.device
+        && a.handle.memory.descriptor().id == b.handle.memory.descriptor().id
+        && a.handle.offset_start == b.handle.offset_start
+        && a.meta.shape() == b.meta.shape()
+        && a.meta.strides() == b.meta.strides()
+}
+
 /// A kernel's output as a burn tensor again.
 pub(super) fn to_burn<const D: usize>(t: CubeTensor) -> BurnTensor<D> {
     BurnTensor::from_primitive::<CubeBackend>(t)

@@ -19,11 +19,13 @@
 //! residual after its product, a squeeze-and-excitation gate after its product; several
 //! independent additions in one launch; a vector-quantiser level's step after its distance
 //! product, the OT score's and the anomaly map; burn's flash attention on head views of the
-//! projections; the optimiser's flat-buffer gather and its AdamW update: one launch where burn's
-//! operations take two to twenty); under autodiff the layer norm, the softmax and a whole
-//! attention with its packed input projection are one autodiff operation each
-//! (`gpu_layer_norm_autodiff`, `gpu_softmax_autodiff`, `gpu_attention_autodiff`; the last one
-//! switchable by `HVQ_TRAIN_ATTENTION`, [`train_attention`]); anything else (another
+//! projections; the optimiser's flat-buffer gather and its AdamW update; the codebooks' EMA
+//! step in training, `gpu_codebook_ema`: one launch where burn's operations take two to
+//! thirty); under autodiff the layer norm, the softmax, a linear layer with its bias, ReLU and
+//! residual, and a whole attention with its packed input projection are one autodiff operation
+//! each (`gpu_layer_norm_autodiff`, `gpu_softmax_autodiff`, `gpu_linear_autodiff`,
+//! `gpu_attention_autodiff`; the last one switchable by `HVQ_TRAIN_ATTENTION`,
+//! [`train_attention`]); anything else (another
 //! dtype, the other operations under autodiff) takes burn's own ops. Results agree with the
 //! generic formulas to a few ulp (tests below and in each
 //! module, against f64 or the composed form).
@@ -80,6 +82,8 @@ mod gpu_attention;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_attention_autodiff;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu_codebook_ema;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_conv;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_fold;
@@ -89,6 +93,8 @@ mod gpu_gather;
 mod gpu_layer_norm;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_layer_norm_autodiff;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu_linear_autodiff;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_nearest_code;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
@@ -260,6 +266,27 @@ pub fn linear_fused<const D: usize>(
     }
 }
 
+/// `activation(x·Wᵀ + b) + residual` with `weight` stored `(out, in)` as one autodiff operation
+/// on a GPU backend in training (`gpu_linear_autodiff`: the product and one kernel forward;
+/// backward `∂W` in `W`'s own layout, so the optimiser flattens it without a copy). `None`
+/// elsewhere (the CPU, inference, half precisions, an activation other than the identity or a
+/// ReLU, a ReLU with a residual), and the caller composes it.
+pub fn linear_trained<const D: usize>(
+    x: &Tensor<D>,
+    weight: &Tensor<2>,
+    bias: &Tensor<1>,
+    activation: Activation,
+    residual: Option<&Tensor<D>>,
+) -> Option<Tensor<D>> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    return gpu_linear_autodiff::linear(x, weight, bias, activation, residual);
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    {
+        let _ = (x, weight, bias, activation, residual);
+        None
+    }
+}
+
 /// [`conv2d_fused`] on a GPU backend at f32; `None` where it is not one of the forms above.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn gpu_fused(
@@ -415,6 +442,49 @@ pub fn nearest_codes(
     }
 }
 
+/// The decay of one codebook EMA step for `m` codebooks at once on a GPU backend, in one kernel
+/// (`gpu_codebook_ema`): from the tokens `x [m, L, D]`, each token's code `indices [m, L]` and
+/// the old counts `cluster_size [m, K]` and sums `embed_avg [m, D, K]`, the new
+/// `(old·keep + n_k·add, old·keep + (Σ_{t→k} x_t)·add)`. `None` off a GPU backend or for
+/// tensors the kernel does not take (tracked by autodiff, not f32, shapes that disagree); the
+/// caller composes it.
+pub fn codebook_ema_decay(
+    x: &Tensor<3>,
+    indices: &Tensor<2, burn::tensor::Int>,
+    cluster_size: &Tensor<2>,
+    embed_avg: &Tensor<3>,
+    keep: f32,
+    add: f32,
+) -> Option<(Tensor<2>, Tensor<3>)> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    return gpu_codebook_ema::decay(x, indices, cluster_size, embed_avg, keep, add);
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    {
+        let _ = (x, indices, cluster_size, embed_avg, keep, add);
+        None
+    }
+}
+
+/// The codes of a codebook EMA step on a GPU backend, in one kernel (`gpu_codebook_ema`):
+/// `embed_avg [m, D, K] / ((cluster_size + eps) / (total + codes_eps) · total)` with the counts
+/// `cluster_size [m, K]` and their sums `total [m, 1]` (the Laplace-smoothed counts of the
+/// reference). `None` where [`codebook_ema_decay`] is.
+pub fn codebook_ema_normalise(
+    embed_avg: &Tensor<3>,
+    cluster_size: &Tensor<2>,
+    total: &Tensor<2>,
+    eps: f32,
+    codes_eps: f32,
+) -> Option<Tensor<3>> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    return gpu_codebook_ema::normalise(embed_avg, cluster_size, total, eps, codes_eps);
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    {
+        let _ = (embed_avg, cluster_size, total, eps, codes_eps);
+        None
+    }
+}
+
 /// Each token's OT score `Σ_k softmax_k(x·e_k / τ) · (1 − cos(x, e_k))` on a GPU backend at
 /// inference, in one kernel (`gpu_ot_score`): from the tokens `x [B, L, D]`, their dot products
 /// `dots [B, L, K]` with their sample's prototypes and the prototypes' norms `code_norms [G, K]`
@@ -487,6 +557,18 @@ pub fn add_many<const D: usize>(pairs: Vec<(Tensor<D>, Tensor<D>)>) -> Vec<Tenso
         return sums;
     }
     pairs.into_iter().map(|(x, y)| x + y).collect()
+}
+
+/// Whether `a` and `b` are one tensor: the same elements of the same GPU buffer (however
+/// cloned or re-wrapped). Always false off a GPU backend, where nothing asks.
+pub fn same_storage<const D: usize>(a: &Tensor<D>, b: &Tensor<D>) -> bool {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    return gpu::same_storage(a, b);
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    {
+        let _ = (a, b);
+        false
+    }
 }
 
 /// One buffer of `total` elements with each `(offset, part)` written at its offset (offsets

@@ -60,6 +60,17 @@ impl Linear {
         activation: Activation,
         residual: Option<Tensor<D>>,
     ) -> Tensor<D> {
+        // Training on a GPU: one autodiff operation (its weight gradient already in this
+        // layer's layout).
+        if let Some(y) = crate::kernels::linear_trained(
+            &x,
+            &self.weight.val(),
+            &self.bias.val(),
+            activation,
+            residual.as_ref(),
+        ) {
+            return y;
+        }
         linear_fused(
             x,
             self.weight.val().transpose(),

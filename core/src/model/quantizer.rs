@@ -79,6 +79,11 @@ pub struct Restart {
 /// `errors[j]`, the squared distance to the chosen code), s a stride near L/φ coprime with L, so
 /// one update's restarts spread over the sample. Everything stays on the device (no read-back).
 ///
+/// On a GPU backend the decay and the normalisation are one kernel each
+/// ([`crate::kernels::codebook_ema_decay`], [`crate::kernels::codebook_ema_normalise`]; the
+/// restart, when asked, runs between them in tensor operations): three launches instead of
+/// about thirty, the same f32 operations up to the order of the token sums.
+///
 /// The slots must be distinct: an update of a codebook must see the previous one (sample order),
 /// which the caller ensures by grouping (see `HvqModel::forward_train`).
 pub fn ema_update(
@@ -100,35 +105,68 @@ pub fn ema_update(
     let x = x.detach().without_autodiff();
     let [m, _, dim] = x.dims();
     let [_, codes] = books[slots[0]].embed.dims();
-    let onehot: Tensor<3> = indices.one_hot::<3>(codes).float(); // [m, L, K]
-    let onehot_sum: Tensor<2> = onehot.clone().sum_dim(1).reshape([m, codes]);
-    let embed_sum = x.clone().swap_dims(1, 2).matmul(onehot); // [m, D, K]
+    // The buffers are computed on plain tensors and stored as they were (tracked or not).
     let cluster_old: Tensor<2> = stack_slots(books, slots, |b| b.cluster_size.val());
-    let avg_old: Tensor<3> = stack_slots(books, slots, |b| b.embed_avg.val());
+    let tracked = cluster_old.is_autodiff();
+    let cluster_old = cluster_old.without_autodiff();
+    let avg_old: Tensor<3> =
+        stack_slots::<2, 3>(books, slots, |b| b.embed_avg.val()).without_autodiff();
+    // The scalars as the composed form's `mul_scalar`s and `add_scalar`s round them to f32.
     let keep = decay as f64;
     let add = 1.0 - decay as f64;
-    let mut cluster_size = cluster_old.mul_scalar(keep) + onehot_sum.mul_scalar(add); // [m, K]
-    let mut embed_avg = avg_old.mul_scalar(keep) + embed_sum.mul_scalar(add); // [m, D, K]
+    let codes_eps = codes as f64 * eps as f64;
+    let decayed = crate::kernels::codebook_ema_decay(
+        &x,
+        &indices,
+        &cluster_old,
+        &avg_old,
+        keep as f32,
+        add as f32,
+    );
+    let (mut cluster_size, mut embed_avg) = decayed.unwrap_or_else(|| {
+        let onehot: Tensor<3> = indices.one_hot::<3>(codes).float(); // [m, L, K]
+        let onehot_sum: Tensor<2> = onehot.clone().sum_dim(1).reshape([m, codes]);
+        let embed_sum = x.clone().swap_dims(1, 2).matmul(onehot); // [m, D, K]
+        (
+            cluster_old.mul_scalar(keep) + onehot_sum.mul_scalar(add), // [m, K]
+            avg_old.mul_scalar(keep) + embed_sum.mul_scalar(add),      // [m, D, K]
+        )
+    });
     if let Some(restart) = restart {
         (cluster_size, embed_avg) = restart_dead_codes(cluster_size, embed_avg, x, restart);
     }
     let n = cluster_size.clone().sum_dim(1); // [m, 1]
-    let smoothed = (cluster_size.clone().add_scalar(eps as f64))
-        .div(
-            n.clone()
-                .add_scalar(codes as f64 * eps as f64)
-                .expand([m, codes]),
-        )
-        .mul(n.expand([m, codes]));
-    let embed = embed_avg
-        .clone()
-        .div(smoothed.reshape([m, 1, codes]).expand([m, dim, codes]));
+    let normalised = crate::kernels::codebook_ema_normalise(
+        &embed_avg,
+        &cluster_size,
+        &n,
+        eps,
+        codes_eps as f32,
+    );
+    let embed = normalised.unwrap_or_else(|| {
+        let smoothed = (cluster_size.clone().add_scalar(eps as f64))
+            .div(n.clone().add_scalar(codes_eps).expand([m, codes]))
+            .mul(n.expand([m, codes]));
+        embed_avg
+            .clone()
+            .div(smoothed.reshape([m, 1, codes]).expand([m, dim, codes]))
+    });
+    let (cluster_size, embed_avg, embed) = (
+        as_stored(cluster_size, tracked),
+        as_stored(embed_avg, tracked),
+        as_stored(embed, tracked),
+    );
     for (j, &s) in slots.iter().enumerate() {
         books[s].cluster_size = buffer(cluster_size.clone().narrow(0, j, 1).reshape([codes]));
         books[s].embed_avg = buffer(embed_avg.clone().narrow(0, j, 1).reshape([dim, codes]));
         books[s].embed = buffer(embed.clone().narrow(0, j, 1).reshape([dim, codes]));
         books[s].rows_and_norms.forget();
     }
+}
+
+/// `t` tracked by autodiff again when the buffers it replaces were (`tracked`).
+fn as_stored<const D: usize>(t: Tensor<D>, tracked: bool) -> Tensor<D> {
+    if tracked { t.autodiff() } else { t }
 }
 
 /// The dead-code restart of [`ema_update`] on the decayed counts `cluster_size [m, K]` and sums
@@ -187,10 +225,14 @@ fn stack_slots<const D: usize, const E: usize>(
     slots: &[usize],
     buffer: impl Fn(&Codebook) -> Tensor<D>,
 ) -> Tensor<E> {
-    Tensor::stack(
-        slots.iter().map(|&s| buffer(&books[s]).detach()).collect(),
-        0,
-    )
+    match slots {
+        // One codebook: a view with the new axis (a stack of one would copy it).
+        [s] => buffer(&books[*s]).detach().unsqueeze_dim(0),
+        _ => Tensor::stack(
+            slots.iter().map(|&s| buffer(&books[s]).detach()).collect(),
+            0,
+        ),
+    }
 }
 
 /// Quantise `x [B, L, D]` where each sample uses its codebook in `codes`.
@@ -452,6 +494,101 @@ mod tests {
                 let w = a / ((want_c[j] + 1e-5) / (n_after + 4e-5) * n_after);
                 assert!((e[d * 4 + j] as f64 - w).abs() < 1e-4, "live code {j}");
             }
+        }
+    }
+
+    /// On wgpu the EMA step of two codebooks is the two EMA kernels and one sum (no one-hot,
+    /// product or scatter), and its counts, sums and codes match the CPU's composed step from
+    /// the same inputs within the f32 rounding of a token sum (1e-5 of each value's scale),
+    /// with and without a dead-code restart in between (the restart stays composed).
+    #[cfg(feature = "wgpu")]
+    #[test]
+    fn the_gpu_ema_step_is_two_kernels_and_matches_the_composed_one() {
+        let wgpu = crate::device::create(crate::device::DeviceChoice::Wgpu).expect("wgpu device");
+        let cpu = Device::flex();
+        let _generator = crate::test_rng::lock();
+        cpu.seed(4);
+        let (l, d, k) = (29usize, 6usize, 9usize);
+        let host = |t: Tensor<2>| crate::device::read_back(t).unwrap();
+        let random = |shape: [usize; 2], lo: f64, hi: f64| {
+            host(Tensor::<2>::random(
+                shape,
+                Distribution::Uniform(lo, hi),
+                &cpu,
+            ))
+        };
+        let (embeds, counts) = (random([2 * d, k], -2.0, 2.0), random([2, k], 0.0, 3.0));
+        // Code 0 nearly dead in both books, so the restart moves it.
+        let counts: Vec<f32> = counts
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| if i % k == 0 { 1e-4 } else { c })
+            .collect();
+        let tokens = random([2 * l, d], -3.0, 3.0);
+        let idx: Vec<i64> = (0..2 * l)
+            .map(|i| ((i * 5 + 1) % (k - 1) + 1) as i64)
+            .collect();
+        let errors = random([2, l], 0.0, 1.0);
+        let run = |device: &Device, restart: bool| {
+            let mut books: Vec<Codebook> = (0..2)
+                .map(|b| {
+                    book(
+                        embeds[b * d * k..(b + 1) * d * k].to_vec(),
+                        counts[b * k..(b + 1) * k].to_vec(),
+                        d,
+                        device,
+                    )
+                })
+                .collect();
+            let x = Tensor::<3>::from_data(TensorData::new(tokens.clone(), [2, l, d]), device);
+            let ids = Tensor::<2, Int>::from_data(TensorData::new(idx.clone(), [2, l]), device);
+            let restart = restart.then(|| Restart {
+                threshold: 0.05,
+                errors: Tensor::from_data(TensorData::new(errors.clone(), [2, l]), device),
+            });
+            let (_, profile) = crate::device::kernel_profile::profile("ema", || {
+                ema_update(&mut books, &[1, 0], x, ids, 0.99, 1e-5, restart)
+            });
+            let read = |t: Tensor<2>| crate::device::read_back(t).unwrap();
+            let buffers: Vec<Vec<f32>> = books
+                .into_iter()
+                .flat_map(|b| {
+                    [
+                        read(b.cluster_size.val().unsqueeze_dim(0)),
+                        read(b.embed_avg.val()),
+                        read(b.embed.val()),
+                    ]
+                })
+                .collect();
+            (buffers, profile)
+        };
+        for restart in [false, true] {
+            let (want, _) = run(&cpu, restart);
+            let (got, profile) = run(&wgpu, restart);
+            for (g, w) in got.iter().zip(&want) {
+                let scale = w.iter().fold(1.0f32, |a, v| a.max(v.abs()));
+                for (a, b) in g.iter().zip(w) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * scale,
+                        "restart {restart}: {a} vs {b}"
+                    );
+                }
+            }
+            let launches = |name: &str| {
+                profile.stages[0]
+                    .kernels
+                    .iter()
+                    .filter(|t| t.name.starts_with(name))
+                    .map(|t| t.launches)
+                    .sum::<usize>()
+            };
+            assert_eq!(launches("EmaDecayKernel"), 1, "restart {restart}");
+            assert_eq!(launches("EmaNormaliseKernel"), 1, "restart {restart}");
+            assert_eq!(
+                launches("Matmul") + launches("Scatter"),
+                0,
+                "restart {restart}"
+            );
         }
     }
 

@@ -12,6 +12,7 @@
 //! codebooks are neither read nor changed here (the trainer copies the first replica's state to
 //! them after the optimiser step).
 
+use burn::tensor::kind::Basic;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::batch_codes::BatchCodes;
@@ -155,7 +156,11 @@ fn quantize_rounds(
             .iter()
             .map(|&s| books[s].embed.val().without_autodiff())
             .collect();
-        let embeds = BatchCodes::from_columns(Tensor::stack::<3>(round_codes, 0));
+        // (A round of one codebook takes it as a view: stacking one tensor copies it.)
+        let embeds = BatchCodes::from_columns(match <[_; 1]>::try_from(round_codes) {
+            Ok([codes]) => codes.unsqueeze_dim(0),
+            Err(round_codes) => Tensor::stack::<3>(round_codes, 0),
+        });
         let (mut gathered_x, mut gathered_codes, mut gathered_errors) =
             (Vec::new(), Vec::new(), Vec::new());
         // A round lists samples in batch order, so each shard's members are one contiguous run.
@@ -193,13 +198,13 @@ fn quantize_rounds(
         }
         let restart = (restart > 0.0).then(|| Restart {
             threshold: restart,
-            errors: Tensor::cat(gathered_errors, 0),
+            errors: concat(gathered_errors),
         });
         ema_update(
             books,
             &round_slots,
-            Tensor::cat(gathered_x, 0),
-            Tensor::cat(gathered_codes, 0),
+            concat(gathered_x),
+            concat(gathered_codes),
             decay,
             eps,
             restart,
@@ -208,24 +213,48 @@ fn quantize_rounds(
     xs.into_iter()
         .enumerate()
         .map(|(r, x)| {
-            // Rows came out round by round; put them back in the shard's order.
+            // Rows came out round by round; put them back in the shard's order (nothing to do
+            // when they came out in it, as with one round).
             let mut position = vec![0; rows_out[r].len()];
             for (out_row, &row) in rows_out[r].iter().enumerate() {
                 position[row] = out_row;
             }
-            let back = row_ids(&position, &plain[r].device());
-            let q = Tensor::cat(std::mem::take(&mut codes[r]), 0).select(0, back.clone());
+            let in_order = position.iter().enumerate().all(|(i, &p)| i == p);
+            let back = (!in_order).then(|| row_ids(&position, &plain[r].device()));
+            let q = in_shard_order(std::mem::take(&mut codes[r]), back.as_ref());
             let q = if x.is_autodiff() { q.autodiff() } else { q };
             let (quantized, diff) = straight_through(x, q.clone());
             QuantizeOutput {
                 quantized,
                 diff,
-                indices: Tensor::cat(std::mem::take(&mut indices[r]), 0).select(0, back.clone()),
+                indices: in_shard_order(std::mem::take(&mut indices[r]), back.as_ref()),
                 codes: q,
-                prototypes: Tensor::cat(std::mem::take(&mut prototypes[r]), 0).select(0, back),
+                prototypes: in_shard_order(std::mem::take(&mut prototypes[r]), back.as_ref()),
             }
         })
         .collect()
+}
+
+/// `parts` concatenated along the first axis; one part as it is (burn's `cat` copies even one).
+fn concat<const D: usize, K: Basic>(mut parts: Vec<Tensor<D, K>>) -> Tensor<D, K> {
+    if parts.len() == 1 {
+        parts.pop().expect("one part")
+    } else {
+        Tensor::cat(parts, 0)
+    }
+}
+
+/// A shard's per-round outputs `parts` as one tensor in the shard's row order: rows picked by
+/// `back` when they came out in another order.
+fn in_shard_order<const D: usize, K: Basic>(
+    parts: Vec<Tensor<D, K>>,
+    back: Option<&Tensor<1, Int>>,
+) -> Tensor<D, K> {
+    let rows = concat(parts);
+    match back {
+        Some(back) => rows.select(0, back.clone()),
+        None => rows,
+    }
 }
 
 /// Row numbers as an index tensor on `device`.
