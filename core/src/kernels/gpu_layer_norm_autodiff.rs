@@ -10,8 +10,9 @@
 //!
 //! `∂x = (g − mean(g) − x̂ · mean(g ⊙ x̂)) / σ` with `g = ∂y ⊙ γ`,
 //!
-//! and one thread per column for `∂γ = Σ_rows ∂y ⊙ x̂`, `∂β = Σ_rows ∂y` (f32 sums in row order,
-//! as the CPU's form sums in f64: the formulas are the CPU operation's, `layer_norm.rs`).
+//! and one thread per column and block of rows for the partial sums of `∂γ = Σ_rows ∂y ⊙ x̂`,
+//! `∂β = Σ_rows ∂y`, which one reduction adds up (f32 sums, as the CPU's form sums in f64: the
+//! formulas are the CPU operation's, `layer_norm.rs`).
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -93,30 +94,40 @@ fn input_gradient_kernel<F: Float>(
     }
 }
 
+/// Rows one thread of [`parameter_gradient_kernel`] sums. One thread per column over every row
+/// would be `row` threads (256 in HVQ-Trans) each walking 196·B rows: a few SMs of a large GPU,
+/// each thread waiting on one load after another. In blocks, 196·B/32 times as many threads
+/// write partial sums that one reduction adds up.
+const ROWS_PER_THREAD: usize = 32;
+
 #[cube(launch)]
 fn parameter_gradient_kernel<F: Float>(
     dy: &Tensor<F>,
     xhat: &Tensor<F>,
-    dgamma: &mut Tensor<F>,
-    dbeta: &mut Tensor<F>,
+    partial: &mut Tensor<F>,
     rows: u32,
     row: u32,
     #[define(F)] _dtype: ElemType,
 ) {
-    let j = ABSOLUTE_POS;
     let n = row as usize;
-    if j >= n {
+    // `partial [blocks, 2, row]`: ∂γ's partial sums, then ∂β's, for each block of rows.
+    if ABSOLUTE_POS >= partial.len() / 2 {
         terminate!();
     }
+    let block = ABSOLUTE_POS / n;
+    let j = ABSOLUTE_POS % n;
+    let start = block * ROWS_PER_THREAD;
     let mut sum_gamma = F::new(0.0);
     let mut sum_beta = F::new(0.0);
-    for r in 0..rows as usize {
-        let d = dy[r * n + j];
-        sum_gamma += d * xhat[r * n + j];
-        sum_beta += d;
+    for r in start..start + ROWS_PER_THREAD {
+        if r < rows as usize {
+            let d = dy[r * n + j];
+            sum_gamma += d * xhat[r * n + j];
+            sum_beta += d;
+        }
     }
-    dgamma[j] = sum_gamma;
-    dbeta[j] = sum_beta;
+    partial[(block * 2) * n + j] = sum_gamma;
+    partial[(block * 2 + 1) * n + j] = sum_beta;
 }
 
 /// The tracked tensor's GPU value, contiguous, and its autodiff node.
@@ -165,7 +176,7 @@ pub fn layer_norm<const D: usize>(
         eps as f32,
         F32,
     );
-    let op = LayerNormOp { row };
+    let op = LayerNormOp::<D> { row };
     let out = match op
         .prepare::<NoCheckpointing>([x_node, gamma_node, beta_node])
         .compute_bound()
@@ -187,7 +198,7 @@ pub fn layer_norm<const D: usize>(
 
 /// The autodiff node: parents x, γ, β (the last two at x's rank).
 #[derive(Debug)]
-struct LayerNormOp {
+struct LayerNormOp<const D: usize> {
     row: usize,
 }
 
@@ -200,7 +211,7 @@ struct Saved {
     shape: Shape,
 }
 
-impl Backward<CubeBackend, 3> for LayerNormOp {
+impl<const D: usize> Backward<CubeBackend, 3> for LayerNormOp<D> {
     type State = Saved;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -235,26 +246,41 @@ impl Backward<CubeBackend, 3> for LayerNormOp {
         }
         if pg.is_some() || pb.is_some() {
             // γ's and β's gradients at their rank-D shape `[1, …, 1, row]`, as γ itself.
-            let dgamma = empty_like(&gamma);
-            let dbeta = empty_like(&gamma);
-            let (cube_count, cube_dim) = grid(&dy, row);
+            let blocks = rows.div_ceil(ROWS_PER_THREAD);
+            let partial = empty_device_dtype(
+                client.clone(),
+                dy.device.clone(),
+                [blocks, 2, row].into(),
+                dy.dtype,
+            );
+            let (cube_count, cube_dim) = grid(&dy, blocks * row);
             parameter_gradient_kernel::launch(
                 &client,
                 cube_count,
                 cube_dim,
                 dy.into_tensor_arg(),
                 xhat.into_tensor_arg(),
-                dgamma.clone().into_tensor_arg(),
-                dbeta.clone().into_tensor_arg(),
+                partial.clone().into_tensor_arg(),
                 rows as u32,
                 row as u32,
                 F32,
             );
+            let totals = BurnTensor::<3>::from_primitive::<CubeBackend>(partial).sum_dim(0);
+            let mut dims = [1; D];
+            dims[D - 1] = row;
+            let part = |i: usize| {
+                totals
+                    .clone()
+                    .narrow(1, i, 1)
+                    .reshape(dims)
+                    .try_into_primitive::<CubeBackend>()
+                    .unwrap_or_else(|_| unreachable!("computed on the GPU backend"))
+            };
             if let Some(node) = pg {
-                grads.register::<CubeBackend>(node.id, dgamma);
+                grads.register::<CubeBackend>(node.id, part(0));
             }
             if let Some(node) = pb {
-                grads.register::<CubeBackend>(node.id, dbeta);
+                grads.register::<CubeBackend>(node.id, part(1));
             }
         }
     }
