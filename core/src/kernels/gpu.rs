@@ -94,6 +94,52 @@ pub(super) fn same_storage<const D: usize>(a: &BurnTensor<D>, b: &BurnTensor<D>)
         && a.meta.strides() == b.meta.strides()
 }
 
+/// burn's autodiff over the GPU backend without checkpointing: what the autodiff operations
+/// (`gpu_*_autodiff.rs`) take apart and record on ([`tracked_f32_on_gpu`] checks it).
+pub(super) type Tracked = burn::backend::autodiff::Autodiff<
+    CubeBackend,
+    burn::backend::autodiff::checkpoint::strategy::NoCheckpointing,
+>;
+
+/// A tracked f32 tensor's GPU value, contiguous (copied if not), and its autodiff node.
+pub(super) fn tracked_parts<const D: usize>(
+    t: BurnTensor<D>,
+) -> Option<(CubeTensor, burn::backend::autodiff::ops::NodeGuard)> {
+    let (inner, node) = t.try_into_primitive::<Tracked>().ok()?.into_parts();
+    (inner.dtype == burn::tensor::DType::F32).then(|| (contiguous(inner), node))
+}
+
+/// `op`'s output `out` recorded on the autodiff graph with its parents `nodes` and the state its
+/// backward needs (kept only when a parent needs a gradient).
+pub(super) fn recorded<O, const N: usize, const D: usize>(
+    op: O,
+    nodes: [burn::backend::autodiff::ops::NodeGuard; N],
+    state: O::State,
+    out: CubeTensor,
+) -> BurnTensor<D>
+where
+    O: burn::backend::autodiff::ops::Backward<CubeBackend, N>,
+{
+    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+    use burn::backend::autodiff::ops::OpsKind;
+    let out = match op
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(state, out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    BurnTensor::from_primitive::<Tracked>(out)
+}
+
+/// A tensor computed on the GPU backend (inside an operation that only runs there), as burn's
+/// backend holds it.
+pub(super) fn cube<const D: usize>(t: BurnTensor<D>) -> CubeTensor {
+    t.try_into_primitive::<CubeBackend>()
+        .unwrap_or_else(|_| unreachable!("computed on the GPU backend"))
+}
+
 /// A kernel's output as a burn tensor again.
 pub(super) fn to_burn<const D: usize>(t: CubeTensor) -> BurnTensor<D> {
     BurnTensor::from_primitive::<CubeBackend>(t)
@@ -103,4 +149,15 @@ pub(super) fn to_burn<const D: usize>(t: CubeTensor) -> BurnTensor<D> {
 #[cfg(test)]
 pub(super) fn values<const D: usize>(t: BurnTensor<D>) -> Vec<f32> {
     t.into_data().try_to_vec::<f32>().unwrap()
+}
+
+/// Largest `|a − b|` over the largest `|b|` (tests comparing with a composed form).
+#[cfg(test)]
+pub(super) fn relative(a: Vec<f32>, b: Vec<f32>) -> f32 {
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let gap = a
+        .iter()
+        .zip(&b)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    gap / scale
 }

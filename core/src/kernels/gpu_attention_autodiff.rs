@@ -23,21 +23,19 @@
 //! as the softmax kernel computes it (`e^{s(x − max)}`, then divided by the row's sum), inverted
 //! dropout scaling kept weights by `1/(1 − p)`.
 
-use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, NodeGuard, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, NodeGuard, Ops};
 use burn::tensor::{DType, Distribution, Int, Tensor as BurnTensor};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::gpu::{F32, contiguous, grid, to_burn, tracked_f32_on_gpu};
+use super::gpu::{
+    F32, contiguous, cube, grid, recorded, to_burn, tracked_f32_on_gpu, tracked_parts,
+};
 use super::products;
-
-type Tracked = Autodiff<CubeBackend, NoCheckpointing>;
 
 /// The widest head the kernels hold in registers (a head's query, and its gradients' sums).
 pub(super) const MAX_HEAD_DIM: usize = 128;
@@ -354,12 +352,6 @@ fn attention_key_gradient_kernel<F: Float, I: Numeric>(
 /// packed weight (0: queries, 1: keys, 2: values) it is multiplied with.
 pub type ProjectionInput = (BurnTensor<3>, usize, usize);
 
-/// The tracked tensor's GPU value, contiguous, and its autodiff node.
-fn parts<const D: usize>(t: BurnTensor<D>) -> Option<(CubeTensor, NodeGuard)> {
-    let (inner, node) = t.try_into_primitive::<Tracked>().ok()?.into_parts();
-    (inner.dtype == DType::F32).then(|| (contiguous(inner), node))
-}
-
 /// The sizes of one call.
 #[derive(Clone, Copy, Debug)]
 struct Geometry {
@@ -471,13 +463,13 @@ pub fn attention(
     let mut xs = Vec::with_capacity(inputs.len());
     let mut blocks = Vec::with_capacity(inputs.len());
     for (x, from, to) in inputs {
-        let (x, node) = parts(x.clone())?;
+        let (x, node) = tracked_parts(x.clone())?;
         xs.push(x);
         blocks.push((*from, *to));
         nodes.push(node);
     }
-    let (w, w_node) = parts(weight.clone())?;
-    let (b, b_node) = parts(bias.clone())?;
+    let (w, w_node) = tracked_parts(weight.clone())?;
+    let (b, b_node) = tracked_parts(bias.clone())?;
     nodes.extend([w_node, b_node]);
 
     // The projections, each input's blocks in one product, and all their biases in one launch.
@@ -568,15 +560,7 @@ fn record<const N: usize>(
     out: CubeTensor,
 ) -> BurnTensor<3> {
     let nodes: [NodeGuard; N] = nodes.try_into().unwrap_or_else(|_| unreachable!("N nodes"));
-    let out = match op
-        .prepare::<NoCheckpointing>(nodes)
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(saved, out),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    };
-    BurnTensor::from_primitive::<Tracked>(out)
+    recorded(op, nodes, saved, out)
 }
 
 /// The autodiff node; parents: the inputs, then the weight and the bias.
@@ -641,11 +625,6 @@ fn weight_gradient_in_place(
         .ok()?;
     }
     Some(d_weight)
-}
-
-fn cube<const D: usize>(t: BurnTensor<D>) -> CubeTensor {
-    t.try_into_primitive::<CubeBackend>()
-        .unwrap_or_else(|_| unreachable!("computed on the GPU backend"))
 }
 
 impl<const N: usize> Backward<CubeBackend, N> for AttentionOp {
@@ -770,7 +749,7 @@ mod tests {
     use burn::tensor::Device;
     use burn::tensor::Tensor;
 
-    use crate::kernels::gpu::values;
+    use crate::kernels::gpu::{relative, values};
 
     /// The kernels' mix, on the host.
     fn mix_host(x: u32) -> u32 {
@@ -845,16 +824,6 @@ mod tests {
         /// Row blocks per input: `[(0, 2), (2, 3)]` (self-attention) or three inputs.
         blocks: Vec<(usize, usize)>,
         p: f64,
-    }
-
-    /// Largest `|a − b|` over the largest `|b|`.
-    fn relative(a: Vec<f32>, b: Vec<f32>) -> f32 {
-        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let gap = a
-            .iter()
-            .zip(&b)
-            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        gap / scale
     }
 
     /// The operation's output and every gradient against the composed form's under burn's

@@ -14,21 +14,17 @@
 //! `∂β = Σ_rows ∂y`, which one reduction adds up (f32 sums, as the CPU's form sums in f64: the
 //! formulas are the CPU operation's, `layer_norm.rs`).
 
-use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, NodeGuard, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::tensor::{Shape, Tensor as BurnTensor};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::gpu::{F32, contiguous, empty_like, grid, tracked_f32_on_gpu};
+use super::gpu::{F32, contiguous, empty_like, grid, recorded, tracked_f32_on_gpu, tracked_parts};
 use super::gpu_layer_norm::row_statistics;
-
-type Tracked = Autodiff<CubeBackend, NoCheckpointing>;
 
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
@@ -130,12 +126,6 @@ fn parameter_gradient_kernel<F: Float>(
     partial[(block * 2 + 1) * n + j] = sum_beta;
 }
 
-/// The tracked tensor's GPU value, contiguous, and its autodiff node.
-fn parts<const D: usize>(t: BurnTensor<D>) -> Option<(CubeTensor, NodeGuard)> {
-    let (inner, node) = t.try_into_primitive::<Tracked>().ok()?.into_parts();
-    (inner.dtype == burn::tensor::DType::F32).then(|| (contiguous(inner), node))
-}
-
 /// `LayerNorm(x) = (x − mean)/√(var + ε)·γ + β` over the last axis (biased variance) as one
 /// autodiff operation; `None` when `x` is not an f32 tensor tracked by autodiff on a GPU
 /// backend, or `gamma`, `beta` are not of the last axis' length (the caller composes it).
@@ -152,9 +142,9 @@ pub fn layer_norm<const D: usize>(
     let shape = x.shape();
     // γ and β enter at x's rank (as burn's own layer norm broadcasts them), so their gradients
     // flow back through the reshape to the parameters.
-    let (x, x_node) = parts(x.clone())?;
-    let (gamma, gamma_node) = parts(gamma.clone().unsqueeze::<D>())?;
-    let (beta, beta_node) = parts(beta.clone().unsqueeze::<D>())?;
+    let (x, x_node) = tracked_parts(x.clone())?;
+    let (gamma, gamma_node) = tracked_parts(gamma.clone().unsqueeze::<D>())?;
+    let (beta, beta_node) = tracked_parts(beta.clone().unsqueeze::<D>())?;
     let rows = x.meta.num_elements() / row;
     let y = empty_like(&x);
     let xhat = empty_like(&x);
@@ -177,23 +167,13 @@ pub fn layer_norm<const D: usize>(
         F32,
     );
     let op = LayerNormOp::<D> { row };
-    let out = match op
-        .prepare::<NoCheckpointing>([x_node, gamma_node, beta_node])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(
-            Saved {
-                xhat,
-                rstd,
-                gamma,
-                shape,
-            },
-            y,
-        ),
-        OpsKind::UnTracked(prep) => prep.finish(y),
+    let saved = Saved {
+        xhat,
+        rstd,
+        gamma,
+        shape,
     };
-    Some(BurnTensor::from_primitive::<Tracked>(out))
+    Some(recorded(op, [x_node, gamma_node, beta_node], saved, y))
 }
 
 /// The autodiff node: parents x, γ, β (the last two at x's rank).

@@ -13,21 +13,19 @@
 //! into `W`'s own `(out, in)` layout and `∂x = ∂y·W`, one product each; the residual's gradient
 //! is `∂y` itself.
 
-use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, NodeGuard, Ops, OpsKind};
-use burn::tensor::{DType, Tensor as BurnTensor};
+use burn::backend::autodiff::ops::{Backward, NodeGuard, Ops};
+use burn::tensor::Tensor as BurnTensor;
 use burn_cubecl::CubeBackend;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::gpu::{F32, contiguous, grid, to_burn, tracked_f32_on_gpu};
+use super::gpu::{
+    F32, contiguous, cube, grid, recorded, to_burn, tracked_f32_on_gpu, tracked_parts,
+};
 use super::{Activation, gpu_activations, products};
-
-type Tracked = Autodiff<CubeBackend, NoCheckpointing>;
 
 /// Rows one thread of [`relu_bias_gradient_kernel`] sums: enough threads for a GPU at a
 /// transformer's 196·B rows, short enough partial sums.
@@ -66,17 +64,6 @@ fn relu_bias_gradient_kernel<F: Float>(
     partial[ABSOLUTE_POS] = sum;
 }
 
-/// The tracked tensor's GPU value, contiguous, and its autodiff node.
-fn parts<const D: usize>(t: BurnTensor<D>) -> Option<(CubeTensor, NodeGuard)> {
-    let (inner, node) = t.try_into_primitive::<Tracked>().ok()?.into_parts();
-    (inner.dtype == DType::F32).then(|| (contiguous(inner), node))
-}
-
-fn cube<const D: usize>(t: BurnTensor<D>) -> CubeTensor {
-    t.try_into_primitive::<CubeBackend>()
-        .unwrap_or_else(|_| unreachable!("computed on the GPU backend"))
-}
-
 /// `activation(x·Wᵀ + b) + residual` over the last axis of `x` (`weight (out, in)`, the residual
 /// optional) as one autodiff operation. `None` when a tensor is not an f32 tensor tracked by
 /// autodiff on a GPU backend without gradient checkpointing, the products run at a half
@@ -111,13 +98,13 @@ pub fn linear<const D: usize>(
     if !fits {
         return None;
     }
-    let (x, x_node) = parts(x.clone())?;
-    let (w, w_node) = parts(weight.clone())?;
-    let (b, b_node) = parts(bias.clone())?;
+    let (x, x_node) = tracked_parts(x.clone())?;
+    let (w, w_node) = tracked_parts(weight.clone())?;
+    let (b, b_node) = tracked_parts(bias.clone())?;
     let mut nodes = vec![x_node, w_node, b_node];
     let residual = match residual {
         Some(r) => {
-            let (r, node) = parts(r.clone())?;
+            let (r, node) = tracked_parts(r.clone())?;
             nodes.push(node);
             Some(to_burn::<D>(r).reshape([rows, out]))
         }
@@ -132,7 +119,7 @@ pub fn linear<const D: usize>(
     );
     let y =
         gpu_activations::bias_activated(&product, &to_burn::<1>(b), residual.as_ref(), activation)?;
-    let y = cube(y);
+    let y = cube(y.reshape(out_dims));
     let op = LinearOp {
         x_dims: dims,
         out_dims,
@@ -142,30 +129,14 @@ pub fn linear<const D: usize>(
         weight: w,
         output: (activation == Activation::Relu).then(|| y.clone()),
     };
-    Some(match nodes.len() {
-        3 => record::<3, D>(op, nodes, saved, y, out_dims),
-        _ => record::<4, D>(op, nodes, saved, y, out_dims),
+    Some(match <[NodeGuard; 3]>::try_from(nodes) {
+        Ok(nodes) => recorded(op, nodes, saved, y),
+        Err(nodes) => recorded(op, to_array::<4>(nodes), saved, y),
     })
 }
 
-fn record<const N: usize, const D: usize>(
-    op: LinearOp<D>,
-    nodes: Vec<NodeGuard>,
-    saved: Saved,
-    y: CubeTensor,
-    out_dims: [usize; D],
-) -> BurnTensor<D> {
-    let nodes: [NodeGuard; N] = nodes.try_into().unwrap_or_else(|_| unreachable!("N nodes"));
-    let y = cube(to_burn::<2>(y).reshape(out_dims));
-    let out = match op
-        .prepare::<NoCheckpointing>(nodes)
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(saved, y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    };
-    BurnTensor::from_primitive::<Tracked>(out)
+fn to_array<const N: usize>(nodes: Vec<NodeGuard>) -> [NodeGuard; N] {
+    nodes.try_into().unwrap_or_else(|_| unreachable!("N nodes"))
 }
 
 /// The autodiff node; parents: x, the weight, the bias, then the residual if any.
@@ -182,7 +153,7 @@ struct Saved {
     x: CubeTensor,
     /// `W (out, in)`.
     weight: CubeTensor,
-    /// The ReLU's output `[rows, out]` (no residual in it); none for the identity.
+    /// The ReLU's output (no residual in it); none for the identity.
     output: Option<CubeTensor>,
 }
 
@@ -256,17 +227,7 @@ mod tests {
     use super::*;
     use burn::tensor::{Device, Distribution};
 
-    use crate::kernels::gpu::values;
-
-    /// Largest `|a − b|` over the largest `|b|`.
-    fn relative(a: Vec<f32>, b: Vec<f32>) -> f32 {
-        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let gap = a
-            .iter()
-            .zip(&b)
-            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        gap / scale
-    }
+    use crate::kernels::gpu::{relative, values};
 
     /// On wgpu, the operation's output and the gradients of x, W, b (and the residual) against
     /// burn's composed `r + act(linear(x, Wᵀ, b))` under autodiff, for the identity with a

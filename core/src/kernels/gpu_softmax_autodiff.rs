@@ -8,19 +8,15 @@
 //! thread per row: `∂x = scale · y ⊙ (∂y − Σ_row ∂y ⊙ y)`, the CPU operation's formula
 //! (`softmax_autodiff.rs`).
 
-use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::tensor::Tensor as BurnTensor;
 use burn_cubecl::CubeBackend;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::gpu::{F32, contiguous, empty_like, grid, tracked_f32_on_gpu};
-
-type Tracked = Autodiff<CubeBackend, NoCheckpointing>;
+use super::gpu::{F32, Tracked, contiguous, empty_like, grid, recorded, tracked_f32_on_gpu};
 
 #[cube(launch)]
 fn backward_kernel<F: Float>(
@@ -60,15 +56,7 @@ pub fn softmax<const D: usize>(x: &BurnTensor<D>, scale: f32) -> Option<BurnTens
     let (inner, node) = x.clone().try_into_primitive::<Tracked>().ok()?.into_parts();
     let y = super::gpu_softmax::launch(contiguous(inner), row, scale);
     let op = SoftmaxOp { row, scale };
-    let out = match op
-        .prepare::<NoCheckpointing>([node])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    };
-    Some(BurnTensor::from_primitive::<Tracked>(out))
+    Some(recorded(op, [node], y.clone(), y))
 }
 
 /// The autodiff node; its state is the output `y`.

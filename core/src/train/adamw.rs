@@ -855,6 +855,25 @@ mod tests {
         c: Param<Tensor<1>>,
     }
 
+    /// A 7-element parameter then two of 1024 on `device`, and a constant gradient for each.
+    #[cfg(feature = "wgpu")]
+    fn three_on_wgpu(device: &Device) -> (Three, impl Fn() -> BTreeMap<String, Tensor<1>> + '_) {
+        let t = move |n: usize, v: f32| Tensor::<1>::full([n], v, device);
+        let m = Three {
+            a: Param::from_tensor(t(7, 0.5)),
+            b: Param::from_tensor(t(1024, -0.5)),
+            c: Param::from_tensor(t(1024, 0.25)),
+        };
+        let grads = move || {
+            BTreeMap::from([
+                ("a".to_string(), t(7, 0.1)),
+                ("b".to_string(), t(1024, 0.2)),
+                ("c".to_string(), t(1024, -0.2)),
+            ])
+        };
+        (m, grads)
+    }
+
     /// The parameters' parts of the updated buffer are views where the device allows: with a
     /// 7-element parameter first, the two 1024-element ones after it start on segment boundaries,
     /// so on wgpu a step copies out at most the odd one. Unpadded, both long ones start off the
@@ -863,20 +882,8 @@ mod tests {
     #[test]
     fn together_the_parameters_are_views_into_the_update() {
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
-        let t = |n: usize, v: f32| Tensor::<1>::full([n], v, &device);
-        let mut m = Three {
-            a: Param::from_tensor(t(7, 0.5)),
-            b: Param::from_tensor(t(1024, -0.5)),
-            c: Param::from_tensor(t(1024, 0.25)),
-        };
+        let (mut m, grads) = three_on_wgpu(&device);
         let mut opt = AdamW::new(AdamWConfig::default());
-        let grads = || {
-            BTreeMap::from([
-                ("a".to_string(), t(7, 0.1)),
-                ("b".to_string(), t(1024, 0.2)),
-                ("c".to_string(), t(1024, -0.2)),
-            ])
-        };
         // Compile the kernels first.
         m = opt.step_named(m, grads(), 1e-3).0;
         let _ = values(&m.b.val());
@@ -902,19 +909,8 @@ mod tests {
     fn together_the_next_step_starts_from_the_updated_buffer() {
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
         let t = |n: usize, v: f32| Tensor::<1>::full([n], v, &device);
-        let mut m = Three {
-            a: Param::from_tensor(t(7, 0.5)),
-            b: Param::from_tensor(t(1024, -0.5)),
-            c: Param::from_tensor(t(1024, 0.25)),
-        };
+        let (mut m, grads) = three_on_wgpu(&device);
         let mut opt = AdamW::new(AdamWConfig::default());
-        let grads = || {
-            BTreeMap::from([
-                ("a".to_string(), t(7, 0.1)),
-                ("b".to_string(), t(1024, 0.2)),
-                ("c".to_string(), t(1024, -0.2)),
-            ])
-        };
         let gathers = |profile: crate::device::kernel_profile::KernelProfile| -> usize {
             profile.stages[0]
                 .kernels
