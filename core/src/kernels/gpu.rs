@@ -20,6 +20,28 @@ pub(super) fn plain_f32<const D: usize>(t: BurnTensor<D>) -> Option<CubeTensor> 
     t.try_into_primitive::<CubeBackend>().ok()
 }
 
+/// [`plain_f32`], copied into a contiguous layout when it is not in one.
+pub(super) fn plain_f32_contiguous<const D: usize>(t: BurnTensor<D>) -> Option<CubeTensor> {
+    plain_f32(t).map(contiguous)
+}
+
+/// The kernel element type of an integer tensor's `dtype` (burn's `Int` is 32- or 64-bit by
+/// backend); `None` for another.
+pub(super) fn index_type(dtype: burn::tensor::DType) -> Option<ElemType> {
+    match dtype {
+        burn::tensor::DType::I32 => Some(ElemType::Int(cubecl::ir::IntKind::I32)),
+        burn::tensor::DType::I64 => Some(ElemType::Int(cubecl::ir::IntKind::I64)),
+        _ => None,
+    }
+}
+
+/// Rows one thread sums in the kernels that add a `[rows, columns]` tensor up by column (the
+/// training operations' bias and scale gradients): one thread per column over every row would
+/// be a few hundred threads walking 196·B rows, a few warps of a large GPU each waiting on one
+/// load after another. In blocks of this many rows, 196·B/32 times as many threads write
+/// partial sums that one reduction adds up.
+pub(super) const COLUMN_SUM_ROWS: usize = 32;
+
 /// [`plain_f32`], and laid out contiguously (the kernels index it row-major).
 pub(super) fn contiguous_f32<const D: usize>(t: BurnTensor<D>) -> Option<CubeTensor> {
     plain_f32(t).filter(CubeTensor::is_contiguous)
@@ -107,6 +129,17 @@ pub(super) fn tracked_parts<const D: usize>(
 ) -> Option<(CubeTensor, burn::backend::autodiff::ops::NodeGuard)> {
     let (inner, node) = t.try_into_primitive::<Tracked>().ok()?.into_parts();
     (inner.dtype == burn::tensor::DType::F32).then(|| (contiguous(inner), node))
+}
+
+/// An operation's parent nodes, collected as a list, as the array its [`Backward`] arity takes.
+///
+/// [`Backward`]: burn::backend::autodiff::ops::Backward
+pub(super) fn node_array<const N: usize>(
+    nodes: Vec<burn::backend::autodiff::ops::NodeGuard>,
+) -> [burn::backend::autodiff::ops::NodeGuard; N] {
+    nodes
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("{N} parent nodes"))
 }
 
 /// `op`'s output `out` recorded on the autodiff graph with its parents `nodes` and the state its

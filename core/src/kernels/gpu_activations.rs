@@ -17,7 +17,7 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 use cubecl::std::tensor::layout::linear::{LinearView, LinearViewMut};
 
-use super::gpu::{F32, contiguous, contiguous_f32, empty_like, grid, plain_f32, to_burn};
+use super::gpu::{F32, contiguous_f32, empty_like, grid, plain_f32, plain_f32_contiguous, to_burn};
 
 #[cube(launch_unchecked, address_type = "dynamic")]
 fn swish_kernel<F: Float>(
@@ -120,7 +120,7 @@ pub fn bias_activated(
     let input = contiguous_f32(x.clone())?;
     let bias = contiguous_f32(bias.clone())?;
     let residual = match residual {
-        Some(r) => Some(contiguous(plain_f32(r.clone())?)),
+        Some(r) => Some(plain_f32_contiguous(r.clone())?),
         None => None,
     };
     let output = empty_like(&input);

@@ -25,7 +25,7 @@
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, NodeGuard, Ops};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::tensor::{DType, Distribution, Int, Tensor as BurnTensor};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::ops::numeric::empty_device_dtype;
@@ -33,7 +33,8 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 use super::gpu::{
-    F32, contiguous, cube, grid, recorded, to_burn, tracked_f32_on_gpu, tracked_parts,
+    F32, contiguous, cube, grid, index_type, node_array, recorded, to_burn, tracked_f32_on_gpu,
+    tracked_parts,
 };
 use super::products;
 
@@ -504,11 +505,7 @@ pub fn attention(
         BurnTensor::<1, Int>::empty([2], &plain)
     };
     let seed = seed.try_into_primitive::<CubeBackend>().ok()?;
-    let index_type = match seed.dtype {
-        DType::I32 => ElemType::Int(cubecl::ir::IntKind::I32),
-        DType::I64 => ElemType::Int(cubecl::ir::IntKind::I64),
-        _ => return None,
-    };
+    let index_type = index_type(seed.dtype)?;
     let new = |shape: Vec<usize>| {
         empty_device_dtype(w.client.clone(), device.clone(), shape.into(), w.dtype)
     };
@@ -546,21 +543,11 @@ pub fn attention(
     };
     let nodes_count = nodes.len();
     Some(match nodes_count {
-        3 => record::<3>(op, nodes, saved, out),
-        4 => record::<4>(op, nodes, saved, out),
-        5 => record::<5>(op, nodes, saved, out),
+        3 => recorded(op, node_array::<3>(nodes), saved, out),
+        4 => recorded(op, node_array::<4>(nodes), saved, out),
+        5 => recorded(op, node_array::<5>(nodes), saved, out),
         _ => unreachable!("one to three inputs, the weight and the bias"),
     })
-}
-
-fn record<const N: usize>(
-    op: AttentionOp,
-    nodes: Vec<NodeGuard>,
-    saved: Saved,
-    out: CubeTensor,
-) -> BurnTensor<3> {
-    let nodes: [NodeGuard; N] = nodes.try_into().unwrap_or_else(|_| unreachable!("N nodes"));
-    recorded(op, nodes, saved, out)
 }
 
 /// The autodiff node; parents: the inputs, then the weight and the bias.

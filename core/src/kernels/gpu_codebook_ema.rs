@@ -17,12 +17,11 @@
 //!   in the composed form's order, from the counts `c` and their total `n` (burn's sum, one
 //!   launch between the two kernels, so a dead-code restart can still change the counts there).
 
-use burn::tensor::{DType, Int, Tensor as BurnTensor};
+use burn::tensor::{Int, Tensor as BurnTensor};
 use burn_cubecl::CubeBackend;
-use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::gpu::{F32, contiguous, empty_like, grid, plain_f32, to_burn};
+use super::gpu::{F32, contiguous, empty_like, grid, index_type, plain_f32_contiguous, to_burn};
 
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
@@ -98,11 +97,6 @@ fn ema_normalise_kernel<F: Float>(
     embed[ABSOLUTE_POS] = avg[ABSOLUTE_POS] / smoothed;
 }
 
-/// A plain f32 tensor of this process's GPU backend, laid out contiguously (copied if not).
-fn operand<const D: usize>(t: &BurnTensor<D>) -> Option<CubeTensor> {
-    plain_f32(t.clone()).map(contiguous)
-}
-
 /// [`super::codebook_ema_decay`] on a GPU backend; `None` when a tensor is not a plain tensor of
 /// this process's GPU backend (f32; the indices 32- or 64-bit integers), the shapes disagree or
 /// a size is zero.
@@ -124,13 +118,13 @@ pub fn decay(
     {
         return None;
     }
-    let (input, cluster_old, avg_old) = (operand(x)?, operand(cluster_size)?, operand(embed_avg)?);
+    let (input, cluster_old, avg_old) = (
+        plain_f32_contiguous(x.clone())?,
+        plain_f32_contiguous(cluster_size.clone())?,
+        plain_f32_contiguous(embed_avg.clone())?,
+    );
     let indices = contiguous(indices.clone().try_into_primitive::<CubeBackend>().ok()?);
-    let index_type = match indices.dtype {
-        DType::I32 => ElemType::Int(cubecl::ir::IntKind::I32),
-        DType::I64 => ElemType::Int(cubecl::ir::IntKind::I64),
-        _ => return None,
-    };
+    let index_type = index_type(indices.dtype)?;
     let same_device = [&indices, &cluster_old, &avg_old]
         .iter()
         .all(|t| t.device == input.device);
@@ -172,7 +166,11 @@ pub fn normalise(
     if cluster_size.dims() != [m, k] || total.dims() != [m, 1] || m * d * k == 0 {
         return None;
     }
-    let (avg, cluster, total) = (operand(embed_avg)?, operand(cluster_size)?, operand(total)?);
+    let (avg, cluster, total) = (
+        plain_f32_contiguous(embed_avg.clone())?,
+        plain_f32_contiguous(cluster_size.clone())?,
+        plain_f32_contiguous(total.clone())?,
+    );
     if cluster.device != avg.device || total.device != avg.device {
         return None;
     }

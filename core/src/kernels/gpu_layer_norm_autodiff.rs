@@ -23,7 +23,9 @@ use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::gpu::{F32, contiguous, empty_like, grid, recorded, tracked_f32_on_gpu, tracked_parts};
+use super::gpu::{
+    COLUMN_SUM_ROWS, F32, contiguous, empty_like, grid, recorded, tracked_f32_on_gpu, tracked_parts,
+};
 use super::gpu_layer_norm::row_statistics;
 
 #[cube(launch)]
@@ -90,12 +92,6 @@ fn input_gradient_kernel<F: Float>(
     }
 }
 
-/// Rows one thread of [`parameter_gradient_kernel`] sums. One thread per column over every row
-/// would be `row` threads (256 in HVQ-Trans) each walking 196·B rows: a few SMs of a large GPU,
-/// each thread waiting on one load after another. In blocks, 196·B/32 times as many threads
-/// write partial sums that one reduction adds up.
-const ROWS_PER_THREAD: usize = 32;
-
 #[cube(launch)]
 fn parameter_gradient_kernel<F: Float>(
     dy: &Tensor<F>,
@@ -112,10 +108,10 @@ fn parameter_gradient_kernel<F: Float>(
     }
     let block = ABSOLUTE_POS / n;
     let j = ABSOLUTE_POS % n;
-    let start = block * ROWS_PER_THREAD;
+    let start = block * COLUMN_SUM_ROWS;
     let mut sum_gamma = F::new(0.0);
     let mut sum_beta = F::new(0.0);
-    for r in start..start + ROWS_PER_THREAD {
+    for r in start..start + COLUMN_SUM_ROWS {
         if r < rows as usize {
             let d = dy[r * n + j];
             sum_gamma += d * xhat[r * n + j];
@@ -226,7 +222,7 @@ impl<const D: usize> Backward<CubeBackend, 3> for LayerNormOp<D> {
         }
         if pg.is_some() || pb.is_some() {
             // γ's and β's gradients at their rank-D shape `[1, …, 1, row]`, as γ itself.
-            let blocks = rows.div_ceil(ROWS_PER_THREAD);
+            let blocks = rows.div_ceil(COLUMN_SUM_ROWS);
             let partial = empty_device_dtype(
                 client.clone(),
                 dy.device.clone(),

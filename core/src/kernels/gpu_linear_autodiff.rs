@@ -15,7 +15,7 @@
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, NodeGuard, Ops};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::tensor::Tensor as BurnTensor;
 use burn_cubecl::CubeBackend;
 use burn_cubecl::ops::numeric::empty_device_dtype;
@@ -23,13 +23,10 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 use super::gpu::{
-    F32, contiguous, cube, grid, recorded, to_burn, tracked_f32_on_gpu, tracked_parts,
+    COLUMN_SUM_ROWS, F32, contiguous, cube, grid, node_array, recorded, to_burn,
+    tracked_f32_on_gpu, tracked_parts,
 };
 use super::{Activation, gpu_activations, products};
-
-/// Rows one thread of [`relu_bias_gradient_kernel`] sums: enough threads for a GPU at a
-/// transformer's 196·B rows, short enough partial sums.
-const ROWS_PER_THREAD: usize = 32;
 
 #[cube(launch)]
 fn relu_bias_gradient_kernel<F: Float>(
@@ -47,9 +44,9 @@ fn relu_bias_gradient_kernel<F: Float>(
     }
     let block = ABSOLUTE_POS / n;
     let column = ABSOLUTE_POS % n;
-    let start = block * ROWS_PER_THREAD;
+    let start = block * COLUMN_SUM_ROWS;
     let mut sum = F::new(0.0);
-    for r in start..start + ROWS_PER_THREAD {
+    for r in start..start + COLUMN_SUM_ROWS {
         if r < rows as usize {
             let at = r * n + column;
             // ReLU's gradient: ∂y where the output is positive, else zero (burn's `y ≤ 0` mask).
@@ -129,14 +126,10 @@ pub fn linear<const D: usize>(
         weight: w,
         output: (activation == Activation::Relu).then(|| y.clone()),
     };
-    Some(match <[NodeGuard; 3]>::try_from(nodes) {
-        Ok(nodes) => recorded(op, nodes, saved, y),
-        Err(nodes) => recorded(op, to_array::<4>(nodes), saved, y),
+    Some(match nodes.len() {
+        3 => recorded(op, node_array::<3>(nodes), saved, y),
+        _ => recorded(op, node_array::<4>(nodes), saved, y),
     })
-}
-
-fn to_array<const N: usize>(nodes: Vec<NodeGuard>) -> [NodeGuard; N] {
-    nodes.try_into().unwrap_or_else(|_| unreachable!("N nodes"))
 }
 
 /// The autodiff node; parents: x, the weight, the bias, then the residual if any.
@@ -178,7 +171,7 @@ impl<const N: usize, const D: usize> Backward<CubeBackend, N> for LinearOp<D> {
                 let partial = empty_device_dtype(
                     d_out.client.clone(),
                     d_out.device.clone(),
-                    [rows.div_ceil(ROWS_PER_THREAD), out].into(),
+                    [rows.div_ceil(COLUMN_SUM_ROWS), out].into(),
                     d_out.dtype,
                 );
                 let (cube_count, cube_dim) = grid(&partial, partial.meta.num_elements());

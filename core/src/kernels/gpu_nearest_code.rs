@@ -12,14 +12,14 @@
 //! of `(q − x)²` beside it. (A GPU compiler may simplify `x + (q − x)` to `q`, as lavapipe's
 //! does: one rounding at the token's scale from the reference's value, within every tolerance.)
 
-use burn::tensor::{DType, Int, Tensor as BurnTensor};
+use burn::tensor::{Int, Tensor as BurnTensor};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 use super::NearestCodes;
-use super::gpu::{F32, contiguous, contiguous_f32, grid, plain_f32, to_burn};
+use super::gpu::{F32, contiguous_f32, grid, index_type, plain_f32_contiguous, to_burn};
 
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
@@ -114,8 +114,8 @@ pub(super) fn tokens_and_codes(
         return None;
     }
     Some(TokensAndCodes {
-        x: contiguous(plain_f32(x.clone())?),
-        dots: contiguous(plain_f32(dots.clone())?),
+        x: plain_f32_contiguous(x.clone())?,
+        dots: plain_f32_contiguous(dots.clone())?,
         per_code: contiguous_f32(per_code.clone())?,
         dims: [b, l, d, k],
         book_per_sample: g > 1,
@@ -150,11 +150,7 @@ pub fn nearest_codes(
     let indices = BurnTensor::<2, Int>::empty([b, l], &x.device())
         .try_into_primitive::<CubeBackend>()
         .ok()?;
-    let index_type = match indices.dtype {
-        DType::I32 => ElemType::Int(cubecl::ir::IntKind::I32),
-        DType::I64 => ElemType::Int(cubecl::ir::IntKind::I64),
-        _ => return None,
-    };
+    let index_type = index_type(indices.dtype)?;
     let new = |shape: Vec<usize>| {
         empty_device_dtype(
             input.client.clone(),

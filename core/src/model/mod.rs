@@ -8,6 +8,7 @@ mod classifier;
 mod decoder;
 mod encoder;
 mod hvq;
+mod joined;
 mod layers;
 mod ot;
 mod position;

@@ -225,14 +225,7 @@ fn stack_slots<const D: usize, const E: usize>(
     slots: &[usize],
     buffer: impl Fn(&Codebook) -> Tensor<D>,
 ) -> Tensor<E> {
-    match slots {
-        // One codebook: a view with the new axis (a stack of one would copy it).
-        [s] => buffer(&books[*s]).detach().unsqueeze_dim(0),
-        _ => Tensor::stack(
-            slots.iter().map(|&s| buffer(&books[s]).detach()).collect(),
-            0,
-        ),
-    }
+    super::joined::stack(slots.iter().map(|&s| buffer(&books[s]).detach()).collect())
 }
 
 /// Quantise `x [B, L, D]` where each sample uses its codebook in `codes`.

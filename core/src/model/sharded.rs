@@ -17,6 +17,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::batch_codes::BatchCodes;
 use super::hvq::{HvqModel, HvqOutput, quantize_levels_sharded, sample_rounds};
+use super::joined::{concat, stack};
 use super::quantizer::{Codebook, QuantizeOutput, Restart, ema_update, quantize, straight_through};
 use crate::error::{HvqError, Result};
 
@@ -156,11 +157,7 @@ fn quantize_rounds(
             .iter()
             .map(|&s| books[s].embed.val().without_autodiff())
             .collect();
-        // (A round of one codebook takes it as a view: stacking one tensor copies it.)
-        let embeds = BatchCodes::from_columns(match <[_; 1]>::try_from(round_codes) {
-            Ok([codes]) => codes.unsqueeze_dim(0),
-            Err(round_codes) => Tensor::stack::<3>(round_codes, 0),
-        });
+        let embeds = BatchCodes::from_columns(stack(round_codes));
         let (mut gathered_x, mut gathered_codes, mut gathered_errors) =
             (Vec::new(), Vec::new(), Vec::new());
         // A round lists samples in batch order, so each shard's members are one contiguous run.
@@ -233,15 +230,6 @@ fn quantize_rounds(
             }
         })
         .collect()
-}
-
-/// `parts` concatenated along the first axis; one part as it is (burn's `cat` copies even one).
-fn concat<const D: usize, K: Basic>(mut parts: Vec<Tensor<D, K>>) -> Tensor<D, K> {
-    if parts.len() == 1 {
-        parts.pop().expect("one part")
-    } else {
-        Tensor::cat(parts, 0)
-    }
 }
 
 /// A shard's per-round outputs `parts` as one tensor in the shard's row order: rows picked by
