@@ -64,7 +64,9 @@ pub struct HvqOutput {
     pub rec: Tensor<4>,
     /// Σ over levels of the batch-mean commitment, `[1]`.
     pub latent: Tensor<1>,
-    /// Class logits `[B, classes]` when the model has a classifier.
+    /// Class logits `[B, classes]` when the model has a classifier and the forward trains it
+    /// (the classifier's loss needs them); `None` at inference, where the scores do not use them
+    /// and a caller that wants the prediction asks [`HvqModel::classify`].
     pub class_logits: Option<Tensor<2>>,
 }
 
@@ -252,7 +254,10 @@ impl HvqModel {
         stage: &mut dyn FnMut(&'static str),
     ) -> HvqOutput {
         let [b, f, h, w] = feature.dims();
-        let class_logits = self.classify(feature.clone());
+        // Inference: the classifier's logits are nobody's input here (the scores do not use
+        // them; `Detector::predicted_classes` runs the classifier itself when the class is left
+        // to the model), and computing them anyway kept the device busy after the map was read.
+        let class_logits = None;
         let encoded = self.encode_with(feature, dropout);
         stage("encoder");
         let (levels, inputs) = self.quantize_levels(&encoded, quant);
@@ -559,6 +564,45 @@ mod tests {
         );
         assert_eq!(sample_rounds(&[3, 3, 3]), vec![vec![0], vec![1], vec![2]]);
         assert_eq!(sample_rounds(&[]), Vec::<Vec<usize>>::new());
+    }
+
+    /// Inference runs no classifier (its logits are nobody's input there): on wgpu, scoring a
+    /// model with a classifier launches exactly what the same model without one does, and the
+    /// output carries no logits; the classifier still answers when asked.
+    #[cfg(feature = "wgpu")]
+    #[test]
+    fn inference_runs_no_classifier() {
+        use crate::config::ClassifierConfig;
+        use crate::device::kernel_profile::KernelProfiler;
+        use burn::tensor::Distribution;
+
+        let _generator = crate::test_rng::lock();
+        let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
+        let mut config = HvqConfig::official(24, vec!["a".into(), "b".into()]);
+        (config.embed_dim, config.heads, config.ffn_dim) = (16, 2, 32);
+        (config.enc_layers, config.dec_layers, config.codes) = (1, 1, 8);
+        config.feature_size = 4;
+        let with = {
+            let mut c = config.clone();
+            c.classifier = Some(ClassifierConfig::default());
+            HvqModel::new(&c, &device).unwrap()
+        };
+        let without = HvqModel::new(&config, &device).unwrap();
+        let feature = Tensor::<4>::random([2, 24, 4, 4], Distribution::Normal(0.0, 1.0), &device);
+        let launches = |model: &HvqModel| {
+            // Once unprofiled: cached codebook rows and the like are made on first use.
+            let _ =
+                crate::device::read_back(model.forward_eval(feature.clone(), &[0, 1]).unwrap().rec);
+            let profiler = KernelProfiler::start("score");
+            let out = model.forward_eval(feature.clone(), &[0, 1]).unwrap();
+            let _ = crate::device::read_back(out.rec.clone());
+            (profiler.finish().stages[0].launches, out)
+        };
+        let (with_launches, out) = launches(&with);
+        let (without_launches, _) = launches(&without);
+        assert!(out.class_logits.is_none());
+        assert_eq!(with_launches, without_launches);
+        assert_eq!(with.classify(feature).unwrap().dims(), [2, 2]);
     }
 
     #[test]
