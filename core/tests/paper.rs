@@ -34,45 +34,49 @@ fn pot_reference(x: &[f64], e: &[f64], l: usize, d: usize, k: usize, tau: f64) -
     forward / l as f64 + backward / k as f64
 }
 
+/// On the CPU (burn's operations) and on wgpu (one autodiff operation, `kernels::gpu_pot_loss`).
 #[test]
 fn pot_loss_matches_the_definition_value_and_gradient() {
-    let device = Device::flex().autodiff();
-    let (l, d, k, tau) = (5, 4, 6, 2.0);
-    let xs: Vec<f32> = (0..l * d)
-        .map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0)
-        .collect();
-    let es: Vec<f32> = (0..d * k)
-        .map(|i| ((i * 53 % 13) as f32 - 6.0) / 4.0)
-        .collect();
-    let x = Tensor::<3>::from_data(TensorData::new(xs.clone(), [1, l, d]), &device).require_grad();
-    let e = Tensor::<3>::from_data(TensorData::new(es.clone(), [1, d, k]), &device);
-    let loss = pot_loss(x.clone(), e, tau as f32);
-    let got = loss.clone().into_scalar::<f32>() as f64;
-    let xd: Vec<f64> = xs.iter().map(|&v| v as f64).collect();
-    let ed: Vec<f64> = es.iter().map(|&v| v as f64).collect();
-    let want = pot_reference(&xd, &ed, l, d, k, tau);
-    assert!((got - want).abs() < 1e-5, "POT {got} vs {want}");
+    for backend in ["cpu", "wgpu"] {
+        let device = common::device(backend).autodiff();
+        let (l, d, k, tau) = (5, 4, 6, 2.0);
+        let xs: Vec<f32> = (0..l * d)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0)
+            .collect();
+        let es: Vec<f32> = (0..d * k)
+            .map(|i| ((i * 53 % 13) as f32 - 6.0) / 4.0)
+            .collect();
+        let x =
+            Tensor::<3>::from_data(TensorData::new(xs.clone(), [1, l, d]), &device).require_grad();
+        let e = Tensor::<3>::from_data(TensorData::new(es.clone(), [1, d, k]), &device);
+        let loss = pot_loss(x.clone(), e, tau as f32);
+        let got = loss.clone().into_scalar::<f32>() as f64;
+        let xd: Vec<f64> = xs.iter().map(|&v| v as f64).collect();
+        let ed: Vec<f64> = es.iter().map(|&v| v as f64).collect();
+        let want = pot_reference(&xd, &ed, l, d, k, tau);
+        assert!((got - want).abs() < 1e-5, "{backend}: POT {got} vs {want}");
 
-    let grads = loss.sum().backward();
-    let g: Vec<f32> = x
-        .grad(&grads)
-        .unwrap()
-        .into_data()
-        .try_into_vec_as::<f32>()
-        .unwrap();
-    for i in 0..l * d {
-        let h = 1e-5;
-        let (mut plus, mut minus) = (xd.clone(), xd.clone());
-        plus[i] += h;
-        minus[i] -= h;
-        let fd = (pot_reference(&plus, &ed, l, d, k, tau)
-            - pot_reference(&minus, &ed, l, d, k, tau))
-            / (2.0 * h);
-        assert!(
-            (g[i] as f64 - fd).abs() < 1e-4 + 1e-3 * fd.abs(),
-            "dPOT/dx[{i}]: {} vs {fd}",
-            g[i]
-        );
+        let grads = loss.sum().backward();
+        let g: Vec<f32> = x
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .unwrap();
+        for i in 0..l * d {
+            let h = 1e-5;
+            let (mut plus, mut minus) = (xd.clone(), xd.clone());
+            plus[i] += h;
+            minus[i] -= h;
+            let fd = (pot_reference(&plus, &ed, l, d, k, tau)
+                - pot_reference(&minus, &ed, l, d, k, tau))
+                / (2.0 * h);
+            assert!(
+                (g[i] as f64 - fd).abs() < 1e-4 + 1e-3 * fd.abs(),
+                "{backend}: dPOT/dx[{i}]: {} vs {fd}",
+                g[i]
+            );
+        }
     }
 }
 

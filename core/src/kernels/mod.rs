@@ -22,9 +22,10 @@
 //! projections; the optimiser's flat-buffer gather and its AdamW update; the codebooks' EMA
 //! step in training, `gpu_codebook_ema`: one launch where burn's operations take two to
 //! thirty); under autodiff the layer norm, the softmax, a linear layer with its bias, ReLU and
-//! residual, and a whole attention with its packed input projection are one autodiff operation
-//! each (`gpu_layer_norm_autodiff`, `gpu_softmax_autodiff`, `gpu_linear_autodiff`,
-//! `gpu_attention_autodiff`; the last one switchable by `HVQ_TRAIN_ATTENTION`,
+//! residual, a whole attention with its packed input projection and the POT loss are one
+//! autodiff operation each (`gpu_layer_norm_autodiff`, `gpu_softmax_autodiff`,
+//! `gpu_linear_autodiff`, `gpu_pot_loss`, `gpu_attention_autodiff`; the last one switchable by
+//! `HVQ_TRAIN_ATTENTION`,
 //! [`train_attention`]); anything else (another
 //! dtype, the other operations under autodiff) takes burn's own ops. Results agree with the
 //! generic formulas to a few ulp (tests below and in each
@@ -99,6 +100,8 @@ mod gpu_linear_autodiff;
 mod gpu_nearest_code;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_ot_score;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu_pot_loss;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_se_gate;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
@@ -502,6 +505,26 @@ pub fn ot_scores(
     #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
     {
         let _ = (x, dots, code_norms, temperature, zero_norm);
+        None
+    }
+}
+
+/// The POT loss per sample `[B]` of tokens `x [B, L, D]` tracked by autodiff against each
+/// sample's prototypes `embeds [B, D, K]` (constants) as one autodiff operation on a GPU backend
+/// in training (`gpu_pot_loss`: the product and three kernels forward; two kernels, a row sum
+/// and a product backward), norms below `zero_norm` clamped to it. `None` elsewhere (the CPU,
+/// untracked tokens, half precisions), and the caller composes it (`model::ot`).
+pub fn pot_loss_trained(
+    x: &Tensor<3>,
+    embeds: &Tensor<3>,
+    temperature: f32,
+    zero_norm: f32,
+) -> Option<Tensor<1>> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    return gpu_pot_loss::pot_loss(x, embeds, temperature, zero_norm);
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    {
+        let _ = (x, embeds, temperature, zero_norm);
         None
     }
 }
