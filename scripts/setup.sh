@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One-time machine set-up for building and testing hvq on Debian/Ubuntu (run as root or with sudo):
-# - Mesa's lavapipe gives wgpu a Vulkan device on machines without a GPU;
+# - Mesa's lavapipe gives wgpu a Vulkan device on machines without a GPU; Mesa's EGL/GL is the
+#   OpenGL adapter wgpu falls back to without Vulkan, which the device test hides Vulkan to reach
+#   (hvq refuses it: its large reductions are wrong, README "Known limits");
 # - Chromium (WebGPU on SwiftShader) and Playwright's driver library run the web page's test;
 # - the wasm32 target and wasm-bindgen-cli build the web page;
 # - Fashion-MNIST comes from Debian's `dataset-fashion-mnist`;
@@ -10,7 +12,7 @@
 #   `--features cuda` build links without downloading anything (scripts/cuda-llvm.sh).
 set -euo pipefail
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-pkgs="mesa-vulkan-drivers libvulkan1 dataset-fashion-mnist chromium"
+pkgs="mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0 libgl1-mesa-dri dataset-fashion-mnist chromium"
 command -v npm >/dev/null || pkgs="$pkgs nodejs npm"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done

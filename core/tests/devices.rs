@@ -50,6 +50,29 @@ fn cuda_in_a_build_without_it_is_one_clear_error() {
     std::fs::remove_dir_all(out).ok();
 }
 
+/// Without a Vulkan driver wgpu takes OpenGL (llvmpipe through EGL here), whose large
+/// reductions are wrong: asked for by name it is one plain error saying what to install, and
+/// `auto` passes it over for the CPU.
+#[test]
+fn a_backend_whose_large_sums_are_wrong_is_refused() {
+    let no_vulkan = |cmd: &mut std::process::Command| {
+        cmd.env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+            .env("VK_DRIVER_FILES", "/nonexistent/icd.json");
+    };
+    let mut cmd = hvq();
+    no_vulkan(cmd.args(["selfcheck", "--device", "wgpu"]));
+    let (code, text) = output(&mut cmd);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("large reductions are wrong"), "{text}");
+    assert!(text.contains("mesa-vulkan-drivers"), "{text}");
+    assert_no_panic_text(&text);
+    let mut cmd = hvq();
+    no_vulkan(cmd.args(["selfcheck", "--device", "auto"]));
+    let (_, text) = output(&mut cmd);
+    assert!(text.contains("auto: CPU"), "{text}");
+    assert!(text.contains("wgpu: large reductions are wrong"), "{text}");
+}
+
 /// `auto` is every command's default and says on stderr what it chose and why.
 #[test]
 fn auto_is_the_default_and_explains_its_choice() {

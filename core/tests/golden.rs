@@ -204,7 +204,7 @@ fn hvq_small(device: &Device) {
     );
     assert_close(
         "vq.diff_sum",
-        &host(out.latent.clone()),
+        &host(out.latent()),
         g.f("vq.diff_sum"),
         HVQ_ATOL,
         0.0,

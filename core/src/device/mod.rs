@@ -236,7 +236,8 @@ pub fn adapter_name(device: &Device) -> Option<String> {
 
 /// Create the device `choice` names (`Auto` as in [`select`]). wgpu and CUDA are probed with a
 /// tiny computation so a missing driver is reported here, not as a panic deep inside the first
-/// forward.
+/// forward, and with a large sum ([`probe_reduction`]) so a backend that computes wrong is
+/// refused rather than used.
 pub fn create(choice: DeviceChoice) -> Result<Device> {
     let device = match choice {
         DeviceChoice::Auto => return select_auto().map(|s| s.device),
@@ -267,8 +268,57 @@ pub fn create(choice: DeviceChoice) -> Result<Device> {
         }
     };
     probe(&device)?;
+    if choice != DeviceChoice::Cpu {
+        probe_reduction(&device)?;
+    }
     probe_precision(&device)?;
     Ok(device)
+}
+
+/// Elements [`probe_reduction`] sums: past 2^18, where burn's reductions on wgpu's OpenGL
+/// fallback (llvmpipe through EGL, the adapter wgpu takes where no Vulkan driver is installed)
+/// stop adding up (measured 2026-12-04: 2^18 + 1 ones summed to 65533, 2^20 ones to 262132,
+/// while element-wise operations were right). Exact in f32 (below 2^24); 4 MiB.
+const REDUCTION_PROBE_LEN: usize = (1 << 20) + 1;
+
+/// Whether `device` sums [`REDUCTION_PROBE_LEN`] ones to their count. A backend that gets large
+/// reductions wrong computes wrong losses, gradient norms and scores without an error (the
+/// golden training step's gradient norm came out 0.29 for 0.98 on the OpenGL fallback), so it is
+/// refused here with what to do instead, and `auto` passes it over.
+pub fn probe_reduction(device: &Device) -> Result<()> {
+    let d = device.clone();
+    // The device passed [`probe`], so it starts; only this thread's panic is caught here, not
+    // recorded process-wide as [`panic_capture::capture`] does: that would also take in
+    // another thread's panic meanwhile (another test's, in a test binary), and this sum takes
+    // long enough for that to happen.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let ones = burn::tensor::Tensor::<1>::ones([REDUCTION_PROBE_LEN], &d);
+        crate::device::read_back(ones.sum())
+    }))
+    .map_err(|payload| vec![panic_capture::payload_text(payload.as_ref())]);
+    match result {
+        Ok(Ok(v)) if v.first() == Some(&(REDUCTION_PROBE_LEN as f32)) => Ok(()),
+        // The reason first: `auto` shows the first clause of it.
+        Ok(Ok(v)) => Err(HvqError::Device(format!(
+            "large reductions are wrong on {}; {device:?} summed {REDUCTION_PROBE_LEN} ones to \
+             {}, and losses, gradients and scores would be wrong with them (wgpu's OpenGL \
+             fallback does this where no Vulkan driver is installed): install one (Linux: \
+             mesa-vulkan-drivers on a machine without a GPU, else the GPU vendor's driver) or \
+             use --device cpu",
+            adapter_name(device)
+                .as_deref()
+                .unwrap_or("an unnamed adapter"),
+            v.first().map_or("nothing".to_string(), |v| v.to_string()),
+        ))),
+        Ok(Err(e)) => Err(HvqError::Device(format!(
+            "{device:?} could not start: {}",
+            without_prefix(&e)
+        ))),
+        Err(messages) => Err(HvqError::Device(format!(
+            "{device:?} could not start: {}",
+            messages.join("; ")
+        ))),
+    }
 }
 
 /// At a half precision (`--precision bf16|f16`), whether `device` computes products in that type:

@@ -62,12 +62,23 @@ pub struct HvqOutput {
     pub decoded: Tensor<3>,
     /// Reconstructed feature `[B, F, H, W]`.
     pub rec: Tensor<4>,
-    /// Σ over levels of the batch-mean commitment, `[1]`.
-    pub latent: Tensor<1>,
     /// Class logits `[B, classes]` when the model has a classifier and the forward trains it
     /// (the classifier's loss needs them); `None` at inference, where the scores do not use them
     /// and a caller that wants the prediction asks [`HvqModel::classify`].
     pub class_logits: Option<Tensor<2>>,
+}
+
+impl HvqOutput {
+    /// Σ over levels of the batch-mean commitment, `[1]` (the latent loss). Computed when asked:
+    /// at inference nothing reads it, and its reductions kept the device busy after the map was
+    /// read.
+    pub fn latent(&self) -> Tensor<1> {
+        self.levels
+            .iter()
+            .map(|l| l.diff.clone().mean())
+            .reduce(|a, b| a + b)
+            .expect("at least one level")
+    }
 }
 
 /// The reconstruction network. Field names are the official parameter names, except the
@@ -276,8 +287,7 @@ impl HvqModel {
     }
 
     /// Stage 3 and the output: the decoder over the quantised `levels` (with their `inputs`),
-    /// the batch-mean commitment summed over levels, and everything gathered in one
-    /// [`HvqOutput`] (the training and inference forwards, one shard or many, end here).
+    /// and everything gathered in one [`HvqOutput`] (the training and inference forwards, one shard or many, end here).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn decode_output(
         &self,
@@ -290,11 +300,6 @@ impl HvqModel {
         class_logits: Option<Tensor<2>>,
     ) -> HvqOutput {
         let (decoded, rec) = self.decode_with(&levels, &encoded.pos, expert_slots, dims, dropout);
-        let latent = levels
-            .iter()
-            .map(|l| l.diff.clone().mean())
-            .reduce(|a, b| a + b)
-            .expect("at least one level");
         HvqOutput {
             src: encoded.src,
             hidden: encoded.hidden,
@@ -303,7 +308,6 @@ impl HvqModel {
             inputs,
             decoded,
             rec,
-            latent,
             class_logits,
         }
     }

@@ -37,7 +37,7 @@ fn feature_mse(out: &HvqOutput, feature: Tensor<4>) -> Tensor<1> {
 /// The released code's loss.
 pub fn official_loss(out: &HvqOutput, feature: Tensor<4>, commitment_weight: f32) -> LossTerms {
     let feature_loss = feature_mse(out, feature);
-    let latent = out.latent.clone();
+    let latent = out.latent();
     let total = feature_loss.clone() + latent.clone().mul_scalar(commitment_weight as f64);
     LossTerms {
         feature: feature_loss,
