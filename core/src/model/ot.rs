@@ -23,13 +23,6 @@ use super::batch_codes::BatchCodes;
 /// vectors of ordinary length are unaffected.
 const ZERO_NORM: f64 = 1e-8;
 
-/// Dot products `[B, L, K]` and cosines of tokens `x [B, L, D]` with their samples' prototypes.
-fn dots_and_cosines(x: Tensor<3>, codes: &BatchCodes) -> (Tensor<3>, Tensor<3>) {
-    let dots = codes.dots(x.clone());
-    let cos = cosines(x, dots.clone(), prototype_norms(codes));
-    (dots, cos)
-}
-
 /// The prototypes' norms, clamped, `[G, 1, K]`.
 fn prototype_norms(codes: &BatchCodes) -> Tensor<3> {
     codes.norms().clamp_min(ZERO_NORM)
@@ -79,7 +72,12 @@ pub fn pot_loss(x: Tensor<3>, embeds: Tensor<3>, temperature: f32) -> Tensor<1> 
 /// [`pot_loss`] from burn's operations (every backend; the reference for the GPU operation).
 fn pot_loss_composed(x: Tensor<3>, embeds: Tensor<3>, temperature: f32) -> Tensor<1> {
     let [b, _, _] = x.dims();
-    let (dots, cos) = dots_and_cosines(x, &BatchCodes::from_columns(embeds.detach()));
+    // The prototypes as columns are all this needs: `BatchCodes` would also copy them into rows
+    // and square their norms for the VQ's search, per level and step.
+    let embeds = embeds.detach();
+    let dots = crate::kernels::products::matmul(x.clone(), embeds.clone());
+    let e_norm = embeds.powi_scalar(2).sum_dim(1).sqrt().clamp_min(ZERO_NORM); // [B, 1, K]
+    let cos = cosines(x, dots.clone(), e_norm);
     let logits = dots.div_scalar(temperature as f64);
     let cost = cos.neg().add_scalar(1.0);
     let forward = softmax(logits.clone(), 2); // π→(k|n): each token spreads over prototypes
