@@ -296,29 +296,38 @@ pub fn probe_reduction(device: &Device) -> Result<()> {
         crate::device::read_back(ones.sum())
     }))
     .map_err(|payload| vec![panic_capture::payload_text(payload.as_ref())]);
-    match result {
-        Ok(Ok(v)) if v.first() == Some(&(REDUCTION_PROBE_LEN as f32)) => Ok(()),
-        // The reason first: `auto` shows the first clause of it.
-        Ok(Ok(v)) => Err(HvqError::Device(format!(
-            "large reductions are wrong on {}; {device:?} summed {REDUCTION_PROBE_LEN} ones to \
+    let v = started(device, result)?;
+    if v.first() == Some(&(REDUCTION_PROBE_LEN as f32)) {
+        return Ok(());
+    }
+    // The reason first: `auto` shows the first clause of it.
+    Err(HvqError::Device(format!(
+        "large reductions are wrong on {}; {device:?} summed {REDUCTION_PROBE_LEN} ones to \
              {}, and losses, gradients and scores would be wrong with them (wgpu's OpenGL \
              fallback does this where no Vulkan driver is installed): install one (Linux: \
              mesa-vulkan-drivers on a machine without a GPU, else the GPU vendor's driver) or \
              use --device cpu",
-            adapter_name(device)
-                .as_deref()
-                .unwrap_or("an unnamed adapter"),
-            v.first().map_or("nothing".to_string(), |v| v.to_string()),
-        ))),
-        Ok(Err(e)) => Err(HvqError::Device(format!(
-            "{device:?} could not start: {}",
-            without_prefix(&e)
-        ))),
-        Err(messages) => Err(HvqError::Device(format!(
-            "{device:?} could not start: {}",
-            messages.join("; ")
-        ))),
-    }
+        adapter_name(device)
+            .as_deref()
+            .unwrap_or("an unnamed adapter"),
+        v.first().map_or("nothing".to_string(), |v| v.to_string()),
+    )))
+}
+
+/// A probe's values read back, or why `device` could not start: the error its read-back
+/// returned, or the panics seen meanwhile.
+fn started(
+    device: &Device,
+    outcome: std::result::Result<Result<Vec<f32>>, Vec<String>>,
+) -> Result<Vec<f32>> {
+    let why = match outcome {
+        Ok(Ok(v)) => return Ok(v),
+        Ok(Err(e)) => without_prefix(&e),
+        Err(messages) => messages.join("; "),
+    };
+    Err(HvqError::Device(format!(
+        "{device:?} could not start: {why}"
+    )))
 }
 
 /// At a half precision (`--precision bf16|f16`), whether `device` computes products in that type:
@@ -385,19 +394,13 @@ pub fn probe(device: &Device) -> Result<()> {
         let t = burn::tensor::Tensor::<1>::from_floats([1.0f32, 2.0, 3.0], &d);
         crate::device::read_back(t.sum())
     });
-    match result {
-        Ok(Ok(v)) if v.first().is_some_and(|v| (v - 6.0).abs() < 1e-6) => Ok(()),
-        Ok(Ok(v)) => Err(HvqError::Device(format!(
+    let v = started(device, result)?;
+    if v.first().is_some_and(|v| (v - 6.0).abs() < 1e-6) {
+        Ok(())
+    } else {
+        Err(HvqError::Device(format!(
             "{device:?} computed 1+2+3 = {v:?}"
-        ))),
-        Ok(Err(e)) => Err(HvqError::Device(format!(
-            "{device:?} could not start: {}",
-            without_prefix(&e)
-        ))),
-        Err(messages) => Err(HvqError::Device(format!(
-            "{device:?} could not start: {}",
-            messages.join("; ")
-        ))),
+        )))
     }
 }
 

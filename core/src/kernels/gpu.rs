@@ -73,12 +73,12 @@ pub(super) fn contiguous(t: CubeTensor) -> CubeTensor {
 
 /// A new contiguous buffer of `t`'s shape and type, on its device.
 pub(super) fn empty_like(t: &CubeTensor) -> CubeTensor {
-    empty_device_dtype(
-        t.client.clone(),
-        t.device.clone(),
-        t.meta.shape().clone(),
-        t.dtype,
-    )
+    empty_shaped(t, t.meta.shape().to_vec())
+}
+
+/// A new contiguous buffer of shape `shape` and `t`'s type, on its device.
+pub(super) fn empty_shaped(t: &CubeTensor, shape: Vec<usize>) -> CubeTensor {
+    empty_device_dtype(t.client.clone(), t.device.clone(), shape.into(), t.dtype)
 }
 
 /// Whether `t`'s device binds `bindings` buffers in one launch (its tensors and the launch's
@@ -186,7 +186,7 @@ pub(super) fn values<const D: usize>(t: BurnTensor<D>) -> Vec<f32> {
 
 /// Largest `|a − b|` over the largest `|b|` (tests comparing with a composed form).
 #[cfg(test)]
-pub(super) fn relative(a: Vec<f32>, b: Vec<f32>) -> f32 {
+pub(crate) fn relative(a: Vec<f32>, b: Vec<f32>) -> f32 {
     let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
     let gap = a
         .iter()

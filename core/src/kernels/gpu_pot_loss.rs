@@ -22,13 +22,12 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::tensor::Tensor as BurnTensor;
 use burn_cubecl::CubeBackend;
-use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 use super::gpu::{
-    F32, contiguous, cube, grid, node_array, plain_f32, recorded, to_burn, tracked_f32_on_gpu,
-    tracked_parts,
+    F32, contiguous, cube, empty_shaped, grid, node_array, plain_f32, recorded, to_burn,
+    tracked_f32_on_gpu, tracked_parts,
 };
 use super::gpu_nearest_code::squared_norm;
 use super::products;
@@ -276,9 +275,7 @@ pub fn pot_loss(
         to_burn::<3>(x.clone()),
         to_burn::<3>(e.clone()),
     )));
-    let new = |shape: Vec<usize>| {
-        empty_device_dtype(x.client.clone(), x.device.clone(), shape.into(), x.dtype)
-    };
+    let new = |shape: Vec<usize>| empty_shaped(&x, shape);
     let (token_norms, code_norms) = (new(vec![b * l]), new(vec![b * k]));
     let (cube_count, cube_dim) = grid(&x, b * l + b * k);
     pot_norms_kernel::launch(
@@ -384,10 +381,8 @@ impl Backward<CubeBackend, 1> for PotLossOp {
             s.x.meta.shape()[2],
         ];
         let k = s.prototypes.meta.shape()[2];
-        let (client, device, dtype) = (s.x.client.clone(), s.x.device.clone(), s.x.dtype);
-        let new = |shape: Vec<usize>| {
-            empty_device_dtype(client.clone(), device.clone(), shape.into(), dtype)
-        };
+        let client = s.x.client.clone();
+        let new = |shape: Vec<usize>| empty_shaped(&s.x, shape);
         let (d_dots, norm_shares) = (new(vec![b, l, k]), new(vec![b, l, k]));
         let (cube_count, cube_dim) = grid(&s.x, b * l * k);
         pot_dots_gradient_kernel::launch(

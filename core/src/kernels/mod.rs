@@ -102,6 +102,8 @@ mod gpu_nearest_code;
 mod gpu_ot_score;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_pot_loss;
+#[cfg(all(test, any(feature = "wgpu", feature = "cuda")))]
+pub(crate) use gpu::relative;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_se_gate;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]

@@ -287,7 +287,8 @@ impl HvqModel {
     }
 
     /// Stage 3 and the output: the decoder over the quantised `levels` (with their `inputs`),
-    /// and everything gathered in one [`HvqOutput`] (the training and inference forwards, one shard or many, end here).
+    /// and everything gathered in one [`HvqOutput`] (the training and inference forwards, one
+    /// shard or many, end here).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn decode_output(
         &self,
