@@ -12,7 +12,7 @@
 #                                   [--out DIR] [--skip-build] [--hvq BINARY] [--no-cuda] [--no-wgpu]
 #                                   [--no-torch] [--precisions "f32 tf32"] [--time-limit SECONDS]
 #                                   [--no-kernels] [--matmul-routines "simple double gemm"]
-#                                   [--train-attention-ab]
+#                                   [--train-attention-ab] [--device-thread-ab]
 #   --hvq BINARY        use this hvq binary (built elsewhere, e.g. on a machine that can build) and
 #                       skip the build; its CUDA runs are tried unless --no-cuda
 #   --no-cuda           no `hvq --device cuda` runs (a binary built without the `cuda` feature)
@@ -35,6 +35,11 @@
 #                       also time hvq on CUDA (f32, the first config) with training's attention
 #                       composed from burn's operations (HVQ_TRAIN_ATTENTION=composed) beside the
 #                       default run's one autodiff operation: train-attention/composed-CFG.json
+#   --device-thread-ab  also time hvq on CUDA (f32, the first config) with the device's work run on
+#                       the thread that issues it (HVQ_DEVICE_THREAD=caller, the patched
+#                       cubecl-common) beside the default run's runner thread, checked against the
+#                       CPU first (hvq selfcheck): device-thread/caller-CFG.json and a table of
+#                       end to end, training step, their host-queued parts and one operation's cost
 # Environment:
 #   CARGO_TARGET_DIR    where cargo builds (default: ./target)
 #   HVQ_TORCH_VENV      venv for PyTorch (default: ~/.cache/hvq/torch-venv)
@@ -66,6 +71,7 @@ PRECISIONS="f32"
 KERNELS=1
 MATMUL_ROUTINES=""
 TRAIN_ATTENTION_AB=0
+DEVICE_THREAD_AB=0
 
 log() { printf '[gpu-bench] %s\n' "$*"; }
 warn() { printf '[gpu-bench] WARNING: %s\n' "$*" >&2; }
@@ -89,6 +95,7 @@ while [ $# -gt 0 ]; do
     --no-kernels) KERNELS=0; shift ;;
     --matmul-routines) MATMUL_ROUTINES=${2:?--matmul-routines needs a list}; shift 2 ;;
     --train-attention-ab) TRAIN_ATTENTION_AB=1; shift ;;
+    --device-thread-ab) DEVICE_THREAD_AB=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
@@ -242,6 +249,41 @@ if [ "$BUILD_OK" = 1 ] && [ -x "$HVQ" ]; then
       "$OUT/train-attention/composed-$cfg.log" \
       env HVQ_TRAIN_ATTENTION=composed "$HVQ" bench --device cuda --config "$cfg" --batch "$BATCH" \
       --runs "$RUNS" --json "$OUT/train-attention/composed-$cfg.json"
+  fi
+  # The device's work on the issuing thread (HVQ_DEVICE_THREAD) against the default's runner.
+  if [ "$CUDA_BUILT" = 1 ] && [ "$DEVICE_THREAD_AB" = 1 ]; then
+    mkdir -p "$OUT/device-thread"
+    cfg=${CONFIGS%% *}
+    log "HVQ_DEVICE_THREAD=caller: selfcheck, then hvq bench --device cuda --config $cfg"
+    if HVQ_DEVICE_THREAD=caller "${LIMIT[@]}" "$HVQ" selfcheck --device cuda \
+        > "$OUT/device-thread/selfcheck-caller.log" 2>&1; then
+      tail -n 1 "$OUT/device-thread/selfcheck-caller.log"
+      run_bench "hvq cuda $cfg device work on the caller thread" "$OUT/device-thread/caller-$cfg.json" \
+        "$OUT/device-thread/caller-$cfg.log" \
+        env HVQ_DEVICE_THREAD=caller "$HVQ" bench --device cuda --config "$cfg" --batch "$BATCH" \
+        --runs "$RUNS" --json "$OUT/device-thread/caller-$cfg.json"
+      python3 - "$OUT/hvq-cuda-$cfg.json" "$OUT/device-thread/caller-$cfg.json" <<'PY' | tee "$OUT/device-thread/summary.txt" || true
+import json, sys
+rows = [("end to end", "end_to_end"), ("end to end, host queued", "end_to_end_queued"),
+        ("train step (cached)", "train_step_cached"), ("train step, host queued", "train_step_queued")]
+runs = []
+for path in sys.argv[1:]:
+    try:
+        runs.append(json.load(open(path)))
+    except (OSError, ValueError):
+        runs.append(None)
+cell = lambda r, key: "—" if not r or not r.get(key) else f"{r[key]['median_ms']:.1f}"
+print("| median ms | runner thread (default) | caller thread |\n|---|---|---|")
+for label, key in rows:
+    print(f"| {label} | " + " | ".join(cell(r, key) for r in runs) + " |")
+us = lambda r: "—" if not r or r.get("operation_host_us") is None else f"{r['operation_host_us']:.1f}"
+print("| one operation, host µs | " + " | ".join(us(r) for r in runs) + " |")
+PY
+    else
+      tail -n 5 "$OUT/device-thread/selfcheck-caller.log" >&2 || true
+      warn "HVQ_DEVICE_THREAD=caller: selfcheck failed, not timed"
+      FAILED+=("device thread caller selfcheck")
+    fi
   fi
   if [ "$DO_WGPU" = 1 ]; then
     ICD=$(nvidia_icd)

@@ -103,6 +103,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<()> {
     hvq::kernels::isa::check_variable()?;
+    hvq::device::device_thread::apply_variable()?;
     hvq::device::gpu_matmul::apply_variable()?;
     hvq::kernels::train_attention::apply_variable()?;
     match command {

@@ -478,9 +478,26 @@ fn bench_writes_a_comparable_json_report() {
             "readback"
         ]
     );
-    for key in ["end_to_end", "train_step_cached", "train_step_uncached"] {
+    for key in [
+        "end_to_end",
+        "end_to_end_queued",
+        "train_step_cached",
+        "train_step_queued",
+        "train_step_uncached",
+    ] {
         let ms = r[key]["median_ms"].as_f64().unwrap();
         assert!(ms.is_finite() && ms > 0.0, "{key}: {ms}");
+    }
+    // The host's share is measured within the same runs as the whole: never more than it.
+    for (queued, total) in [
+        ("end_to_end_queued", "end_to_end"),
+        ("train_step_queued", "train_step_cached"),
+    ] {
+        let (q, t) = (
+            r[queued]["median_ms"].as_f64(),
+            r[total]["median_ms"].as_f64(),
+        );
+        assert!(q <= t, "{queued} {q:?} > {total} {t:?}");
     }
     assert_eq!(r["batch"], 2);
     assert_eq!(r["model"], "default");
@@ -600,6 +617,19 @@ fn the_cpu_instruction_set_cap_reaches_every_kernel_choice() {
     assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains("HVQ_TRAIN_ATTENTION=fusd: expected fused or composed"),
+        "{text}"
+    );
+    // And which thread runs a GPU device's work (`HVQ_DEVICE_THREAD`).
+    let (code, text) = output(
+        hvq()
+            .args(["predict", "--device", "cpu", "--out"])
+            .arg(dir.join("typo-thread"))
+            .arg(&sample)
+            .env("HVQ_DEVICE_THREAD", "callr"),
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("HVQ_DEVICE_THREAD=callr: expected one of runner, caller"),
         "{text}"
     );
     std::fs::remove_dir_all(dir).ok();

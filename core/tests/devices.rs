@@ -120,6 +120,44 @@ fn selfcheck_compares_a_device_with_the_cpu() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// GPU work run on the issuing thread (`HVQ_DEVICE_THREAD=caller`, the patched cubecl-common's
+/// other transport) computes what the runner thread computes: the self-check passes with each,
+/// and the device's scores and map differences are the same bits (same kernels, same order).
+#[test]
+fn both_device_threads_compute_the_same() {
+    let dir = temp("device-thread");
+    let mut runs = Vec::new();
+    for thread in ["runner", "caller"] {
+        let json = dir.join(format!("{thread}.json"));
+        let text = run(hvq()
+            .args(["selfcheck", "--device", "wgpu", "--json"])
+            .arg(&json)
+            .env("HVQ_DEVICE_THREAD", thread));
+        assert!(text.contains("selfcheck passed"), "{thread}: {text}");
+        // The default is not announced; the other is, as the transport in force.
+        assert_eq!(
+            text.contains("device thread: caller (HVQ_DEVICE_THREAD)"),
+            thread == "caller",
+            "{thread}: {text}"
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let samples: Vec<(u32, u32)> = v["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let bits = |key: &str| (s[key].as_f64().unwrap() as f32).to_bits();
+                (bits("device_score"), bits("map_max_abs_diff"))
+            })
+            .collect();
+        assert_eq!(samples.len(), 4, "{v}");
+        runs.push(samples);
+    }
+    assert_eq!(runs[0], runs[1]);
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// `--precision tf32` is every command's option: where the backend has no TF32 products (wgpu
 /// on Vulkan, the CPU) the device line says they stay f32 and the results are exactly the f32
 /// run's (the patched kernel selection changes nothing there); the JSON records the precision; a

@@ -223,7 +223,7 @@ def main():
     net = det.net
     net.cache_stacks = not a.restack
     per_stage = [[] for _ in STAGES]
-    e2e = []
+    e2e, e2e_queued = [], []
     with torch.inference_mode():
         for it in range(a.warmup + a.runs):
             t = []
@@ -244,11 +244,29 @@ def main():
             # End to end, no intermediate syncs (the readback waits for the device).
             t0 = time.perf_counter()
             m, score = det(preprocess(), classes)
+            queued = (time.perf_counter() - t0) * 1e3  # the host's share: all launched, none waited on
             m.cpu(); score.cpu()
             if it >= a.warmup:
                 e2e.append((time.perf_counter() - t0) * 1e3)
+                e2e_queued.append(queued)
 
-    train_cached, train_uncached = [], []
+    # The host's cost of one operation (as hvq bench's operation_host_us): 256 out-of-place
+    # additions on a one-element tensor, the time until all are launched, per addition.
+    op_us = []
+    with torch.inference_mode():
+        for it in range(a.warmup + a.runs):
+            x = torch.zeros(1, device=dev)
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(256):
+                x = x + 1
+            queued = (time.perf_counter() - t0) * 1e6 / 256
+            assert x.item() == 256.0, x
+            if it >= a.warmup:
+                op_us.append(queued)
+    op_us.sort()
+
+    train_cached, train_uncached, train_queued = [], [], []
     if not a.no_train:
         tb = a.train_batch
         tclasses = torch.tensor([i % hcfg.num_classes for i in range(tb)], device=dev)
@@ -267,9 +285,12 @@ def main():
                 out["total"].backward()
                 torch.nn.utils.clip_grad_norm_(params, 0.1)
                 opt.step()
+                queued = (time.perf_counter() - t0) * 1e3
                 sync()
                 if it >= a.warmup:
                     (train_uncached if with_backbone else train_cached).append((time.perf_counter() - t0) * 1e3)
+                    if not with_backbone:
+                        train_queued.append(queued)
 
     kernels = None
     if a.kernels:
@@ -316,9 +337,13 @@ def main():
         "runs": a.runs,
         "stages": [stats(n, v) for n, v in zip(STAGES, per_stage)],
         "end_to_end": end,
+        # The host's share (as hvq bench's): until everything is launched, before waiting for it.
+        "end_to_end_queued": stats("end to end, host queued", e2e_queued),
         "images_per_second": a.batch / (end["median_ms"] / 1e3),
         "train_batch": a.train_batch,
         "train_step_cached": stats("train step (cached features)", train_cached) if train_cached else None,
+        "operation_host_us": op_us[len(op_us) // 2],
+        "train_step_queued": stats("train step, host queued", train_queued) if train_queued else None,
         "train_step_uncached": stats("train step (with backbone)", train_uncached) if train_uncached else None,
         "peak_rss_mib": peak_rss_mib(),
         "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if a.device == "cuda" else None,
@@ -343,12 +368,14 @@ def main():
     }
     print(f"{a.config} on {a.device} ({report['machine']}), batch {a.batch}, {a.runs} runs, {report['framework']}, {report['threads']} threads")
     print(f"{'stage':<40} {'median ms':>12} {'min ms':>12}")
-    rows = report["stages"] + [end] + [r for r in (report["train_step_cached"], report["train_step_uncached"]) if r]
+    rows = report["stages"] + [end, report["end_to_end_queued"]] + [
+        r for r in (report["train_step_cached"], report["train_step_queued"], report["train_step_uncached"]) if r]
     for s in rows:
         label = s["stage"] + (f" [batch {a.train_batch}]" if s["stage"].startswith("train") else "")
         print(f"{label:<40} {s['median_ms']:>12.1f} {s['min_ms']:>12.1f}")
     print(f"{'ms per image (end to end)':<40} {end['median_ms'] / a.batch:>12.1f}")
     print(f"{'images per second':<40} {report['images_per_second']:>12.1f}")
+    print(f"{'host µs per operation':<40} {report['operation_host_us']:>12.1f}")
     if a.kernels:
         kp.print({st["stage"]: st["median_ms"] for st in report["stages"]})
     if a.json:

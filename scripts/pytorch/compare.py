@@ -170,6 +170,24 @@ def main():
             names += [f"ratio {k[1]}" for k in order if k[0] == "hvq"]
         out.append("\nper stage (median ms per batch, synchronised after each stage):")
         out.append(table(["stage"] + names, srows))
+        qrows = []
+        for k in order:
+            r = runs[k]
+            for label, total, queued in (("end to end (ms)", "end_to_end", "end_to_end_queued"),
+                                         ("train step, cached (ms)", "train_step_cached", "train_step_queued")):
+                t, q = r.get(total), r.get(queued)
+                if t and q:
+                    qrows.append([f"{'hvq' if k[0] == 'hvq' else 'PyTorch'} {k[1]}", label, fmt(t["median_ms"]),
+                                  fmt(q["median_ms"]), fmt(ratio(q["median_ms"], t["median_ms"]), 2)])
+            if r.get("operation_host_us") is not None:
+                qrows.append([f"{'hvq' if k[0] == 'hvq' else 'PyTorch'} {k[1]}", "one operation (µs)",
+                              "—", fmt(r["operation_host_us"]), "—"])
+        if qrows:
+            out.append("\nhost's share (median time until all work is launched, before waiting for the device; "
+                       "on CUDA a share near 1 means bound by the host's per-operation work, not by the kernels; "
+                       "on wgpu a slow device shows in it too: cubecl waits for its previous submission after "
+                       "512 queued tasks):")
+            out.append(table(["run", "measure", "total", "host queued", "share"], qrows))
         kruns = [k for k in order if runs[k].get("kernels")]
         if kruns:
             out.append(kernel_tables(runs, kruns))

@@ -65,6 +65,10 @@ pub struct BenchReport {
     /// from before it existed.
     #[serde(default)]
     pub train_attention: Option<String>,
+    /// Which thread ran the GPU device's work (`HVQ_DEVICE_THREAD`, `device::device_thread`:
+    /// runner or caller); `None` on the CPU backend and in reports from before it existed.
+    #[serde(default)]
+    pub device_thread: Option<String>,
     /// Model timed.
     pub model: BenchModel,
     /// Images per batch.
@@ -78,8 +82,27 @@ pub struct BenchReport {
     pub end_to_end: StageTime,
     /// Images per second from the end-to-end median.
     pub images_per_second: f64,
+    /// The host's share of an end-to-end run: from its start until everything is queued (the
+    /// scores returned, before the read-back waits for the device). On a GPU backend, where
+    /// launching is asynchronous, an end-to-end time close to this is bound by the host's
+    /// per-launch work, not by the kernels (on CUDA; cubecl's wgpu stream waits for its previous
+    /// submission after 512 queued tasks, so there a slow device shows in it too). `None` in
+    /// reports from before it existed.
+    #[serde(default)]
+    pub end_to_end_queued: Option<StageTime>,
     /// One training step (batch `batch`) on cached features.
     pub train_step_cached: StageTime,
+    /// The host's share of a training step on cached features: until the forward, backward and
+    /// update are queued, before the sync (see `end_to_end_queued`). `None` in reports from
+    /// before it existed.
+    #[serde(default)]
+    pub train_step_queued: Option<StageTime>,
+    /// The host's cost of one operation, microseconds: [`OVERHEAD_OPS`] element-wise additions
+    /// on a one-element tensor issued back to back, the time until all are queued divided by
+    /// their number (median over the runs). Multiplied by a pass's launches (`--kernels`) it is
+    /// that pass's floor however fast the device. `None` in reports from before it existed.
+    #[serde(default)]
+    pub operation_host_us: Option<f64>,
     /// One training step including the frozen backbone's forward.
     pub train_step_uncached: StageTime,
     /// Transformer dropout during the timed training steps (0 unless asked: the PyTorch script
@@ -98,13 +121,14 @@ fn stats(stage: &str, mut v: Vec<f64>) -> StageTime {
     v.sort_by(f64::total_cmp);
     StageTime {
         stage: stage.to_string(),
-        median_ms: if v.is_empty() {
-            f64::NAN
-        } else {
-            v[v.len() / 2]
-        },
+        median_ms: median_of_sorted(&v),
         min_ms: v.first().copied().unwrap_or(f64::NAN),
     }
+}
+
+/// The upper median of sorted values (NaN for none).
+fn median_of_sorted(v: &[f64]) -> f64 {
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn sync(device: &Device) -> Result<()> {
@@ -181,6 +205,11 @@ pub const STAGES: [&str; 8] = [
     "readback",
 ];
 
+/// Operations per measurement of [`BenchReport::operation_host_us`]: below the 512 queued tasks
+/// after which cubecl's wgpu stream waits for its previous submission, so a slow device does not
+/// show in it.
+pub const OVERHEAD_OPS: usize = 256;
+
 /// The parts of a training step the kernel profile tells apart.
 pub const TRAIN_STAGES: [&str; 3] = ["train forward", "train backward", "optimizer"];
 
@@ -223,7 +252,7 @@ pub fn run(
     let classes: Vec<usize> = (0..batch).map(|i| i % cfg.hvq.num_classes).collect();
     let names = STAGES;
     let mut per_stage: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
-    let mut e2e = Vec::new();
+    let (mut e2e, mut e2e_queued) = (Vec::new(), Vec::new());
 
     let slots: Vec<usize> = (0..batch).collect();
     let preprocess_batch = || -> Result<Tensor<4>> {
@@ -275,6 +304,7 @@ pub fn run(
         let x = preprocess_batch()?;
         let feat = detector.features(x);
         let (_, s) = detector.score(feat, &classes)?;
+        let queued = ms(t0);
         read_values(s.map, s.image)?;
         // Until the device is idle, as PyTorch's read-back (which waits for its stream) is:
         // launched work the map and scores do not depend on would otherwise finish inside the
@@ -282,8 +312,11 @@ pub fn run(
         sync(device)?;
         if it >= warmup {
             e2e.push(ms(t0));
+            e2e_queued.push(queued);
         }
     }
+
+    let operation_host_us = operation_host_cost(device, warmup, runs)?;
 
     // Training steps (the reconstruction network only; the backbone stays frozen).
     let ad = device.clone().autodiff();
@@ -291,7 +324,7 @@ pub fn run(
     train_cfg.dropout = train_dropout;
     let mut net = HvqModel::new(&train_cfg, &ad)?.load_native(&detector.hvq.to_native())?;
     let mut opt = AdamW::new(AdamWConfig::default());
-    let (mut cached, mut uncached) = (Vec::new(), Vec::new());
+    let (mut cached, mut uncached, mut cached_queued) = (Vec::new(), Vec::new(), Vec::new());
     let f = cfg.hvq.feature_channels;
     let side = cfg.hvq.feature_size;
     for it in 0..warmup + runs {
@@ -304,14 +337,15 @@ pub fn run(
                 Tensor::random([batch, f, side, side], Distribution::Normal(0.0, 1.0), &ad)
             };
             net = train_step(net, &mut opt, feat, &classes, &cfg.hvq, &mut |_| {})?;
+            let queued = ms(t0);
             sync(&ad)?;
             if it >= warmup {
                 if with_backbone {
-                    &mut uncached
+                    uncached.push(ms(t0));
                 } else {
-                    &mut cached
+                    cached.push(ms(t0));
+                    cached_queued.push(queued);
                 }
-                .push(ms(t0));
             }
         }
     }
@@ -352,6 +386,9 @@ pub fn run(
                 .name()
                 .to_string()
         }),
+        device_thread: adapter
+            .as_ref()
+            .map(|_| crate::device::device_thread::current().name().to_string()),
         adapter: adapter.map(|identity| identity.name),
         precision: crate::device::precision::current(),
         model: which,
@@ -364,12 +401,43 @@ pub fn run(
             .collect(),
         images_per_second: batch as f64 / (end_to_end.median_ms / 1e3),
         end_to_end,
+        end_to_end_queued: Some(stats("end to end, host queued", e2e_queued)),
         train_step_cached: stats("train step (cached features)", cached),
+        train_step_queued: Some(stats("train step, host queued", cached_queued)),
+        operation_host_us: Some(operation_host_us),
         train_step_uncached: stats("train step (with backbone)", uncached),
         train_dropout,
         peak_rss_mib: peak_rss_mib(),
         kernels,
     })
+}
+
+/// Median over `runs` (after `warmup`) of the host's time to queue one element-wise operation,
+/// microseconds ([`BenchReport::operation_host_us`]). The device is idle when each run starts.
+fn operation_host_cost(device: &Device, warmup: usize, runs: usize) -> Result<f64> {
+    let mut per_op = Vec::with_capacity(runs);
+    for it in 0..warmup + runs.max(1) {
+        let mut x = Tensor::<1>::zeros([1], device);
+        sync(device)?;
+        let t0 = Instant::now();
+        for _ in 0..OVERHEAD_OPS {
+            x = x.add_scalar(1.0);
+        }
+        let queued = ms(t0);
+        // The sum read back: the additions ran (and were not dropped unused).
+        let total = crate::device::read_back(x)?;
+        if total.first().copied() != Some(OVERHEAD_OPS as f32) {
+            return Err(HvqError::Device(format!(
+                "the operation-cost probe summed {total:?}, not {OVERHEAD_OPS}: the device \
+                 computes wrongly"
+            )));
+        }
+        if it >= warmup {
+            per_op.push(queued * 1e3 / OVERHEAD_OPS as f64);
+        }
+    }
+    per_op.sort_by(f64::total_cmp);
+    Ok(median_of_sorted(&per_op))
 }
 
 /// One training step on `feat`, calling `mark` as each of [`TRAIN_STAGES`] begins.
@@ -440,7 +508,7 @@ fn profile_kernels(
 /// A readable table of a report.
 pub fn format_report(r: &BenchReport) -> String {
     let mut out = format!(
-        "{} on {} ({}), {} products{}, batch {}, {} runs, training dropout {}{}\n{:<30} {:>12} {:>12}\n",
+        "{} on {} ({}), {} products{}, batch {}, {} runs, training dropout {}{}{}\n{:<30} {:>12} {:>12}\n",
         serde_json::to_string(&r.model)
             .unwrap_or_default()
             .trim_matches('"'),
@@ -461,15 +529,25 @@ pub fn format_report(r: &BenchReport) -> String {
             Some(form) => format!(", {form} training attention"),
             None => String::new(),
         },
+        match &r.device_thread {
+            Some(thread) => format!(", device work on the {thread} thread"),
+            None => String::new(),
+        },
         "stage",
         "median ms",
         "min ms"
     );
-    for s in r
-        .stages
-        .iter()
-        .chain([&r.end_to_end, &r.train_step_cached, &r.train_step_uncached])
-    {
+    for s in r.stages.iter().chain(
+        [
+            Some(&r.end_to_end),
+            r.end_to_end_queued.as_ref(),
+            Some(&r.train_step_cached),
+            r.train_step_queued.as_ref(),
+            Some(&r.train_step_uncached),
+        ]
+        .into_iter()
+        .flatten(),
+    ) {
         out.push_str(&format!(
             "{:<30} {:>12.1} {:>12.1}\n",
             s.stage, s.median_ms, s.min_ms
@@ -482,6 +560,9 @@ pub fn format_report(r: &BenchReport) -> String {
         "images per second",
         r.images_per_second
     ));
+    if let Some(us) = r.operation_host_us {
+        out.push_str(&format!("{:<30} {:>12.1}\n", "host µs per operation", us));
+    }
     if let Some(m) = r.peak_rss_mib {
         out.push_str(&format!("{:<30} {:>12.0}\n", "peak host memory (MiB)", m));
     }
@@ -492,6 +573,28 @@ pub fn format_report(r: &BenchReport) -> String {
                 .find(|s| s.stage == name)
                 .map(|s| s.median_ms)
         };
+        if let Some(us) = r.operation_host_us {
+            // What the host alone costs a pass: its launches at the measured cost of one.
+            let launches = |names: &[&str]| -> usize {
+                profile
+                    .stages
+                    .iter()
+                    .filter(|s| names.contains(&s.stage.as_str()))
+                    .map(|s| s.launches)
+                    .sum()
+            };
+            for (what, names) in [
+                ("inference", &STAGES[..]),
+                ("training step", &TRAIN_STAGES[..]),
+            ] {
+                let n = launches(names);
+                out.push_str(&format!(
+                    "{:<30} {:>12.1}   ({n} launches × {us:.1} µs)\n",
+                    format!("host floor, {what} (ms)"),
+                    n as f64 * us / 1e3
+                ));
+            }
+        }
         out.push('\n');
         out.push_str(&crate::device::kernel_profile::format_profile(
             profile, stage_ms, 5,

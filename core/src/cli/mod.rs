@@ -32,6 +32,15 @@ pub fn device(name: &str) -> Result<Selection> {
     }
     if selection.backend == DeviceChoice::Cpu {
         eprintln!("{}", hvq::kernels::isa::CpuIsa::detect().summary());
+    } else {
+        let thread = hvq::device::device_thread::current();
+        if thread != hvq::device::device_thread::DeviceThread::ALL[0] {
+            eprintln!(
+                "device thread: {} ({})",
+                thread.name(),
+                hvq::device::device_thread::VARIABLE
+            );
+        }
     }
     Ok(selection)
 }

@@ -8,6 +8,7 @@
 
 pub mod cuda_driver;
 mod denormals;
+pub mod device_thread;
 pub mod gpu_matmul;
 pub mod kernel_profile;
 mod list;
