@@ -13,3 +13,24 @@ pub fn read<T>(variable: &str, unset: T, parse: impl FnOnce(&str) -> Result<T>) 
         Err(e) => Err(HvqError::Config(format!("{variable}: {e}"))),
     }
 }
+
+/// The one of `choices` whose name (`name_of`) is `value`, ignoring case and surrounding space;
+/// otherwise an error naming `variable`, the value and every name (`expected one of a, b`).
+pub fn named<T: Copy>(
+    variable: &str,
+    value: &str,
+    choices: &[T],
+    name_of: impl Fn(T) -> &'static str,
+) -> Result<T> {
+    choices
+        .iter()
+        .copied()
+        .find(|c| name_of(*c).eq_ignore_ascii_case(value.trim()))
+        .ok_or_else(|| {
+            let names: Vec<&str> = choices.iter().map(|c| name_of(*c)).collect();
+            HvqError::Config(format!(
+                "{variable}={value}: expected one of {}",
+                names.join(", ")
+            ))
+        })
+}

@@ -616,7 +616,7 @@ fn the_cpu_instruction_set_cap_reaches_every_kernel_choice() {
     );
     assert_eq!(code, Some(1), "{text}");
     assert!(
-        text.contains("HVQ_TRAIN_ATTENTION=fusd: expected fused or composed"),
+        text.contains("HVQ_TRAIN_ATTENTION=fusd: expected one of fused, composed"),
         "{text}"
     );
     // And which thread runs a GPU device's work (`HVQ_DEVICE_THREAD`).

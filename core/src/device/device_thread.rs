@@ -40,16 +40,7 @@ impl DeviceThread {
 
     /// The choice named `name` (one of [`DeviceThread::ALL`]'s names).
     pub fn parse(name: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.name().eq_ignore_ascii_case(name.trim()))
-            .ok_or_else(|| {
-                let names: Vec<&str> = Self::ALL.iter().map(|t| t.name()).collect();
-                HvqError::Config(format!(
-                    "{VARIABLE}={name}: expected one of {}",
-                    names.join(", ")
-                ))
-            })
+        crate::env_setting::named(VARIABLE, name, &Self::ALL, Self::name)
     }
 }
 

@@ -11,7 +11,7 @@
 //! the default stays upstream's until a measurement says otherwise. Read once, at start-up
 //! ([`apply_variable`], the CLI's first step).
 
-use crate::error::{HvqError, Result};
+use crate::error::Result;
 
 /// The environment variable that picks the routine.
 pub const VARIABLE: &str = "HVQ_GPU_MATMUL";
@@ -54,16 +54,7 @@ impl GpuMatmul {
 
     /// The routine named `name` (one of [`GpuMatmul::ALL`]'s names).
     pub fn parse(name: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|r| r.name().eq_ignore_ascii_case(name.trim()))
-            .ok_or_else(|| {
-                let names: Vec<&str> = Self::ALL.iter().map(|r| r.name()).collect();
-                HvqError::Config(format!(
-                    "{VARIABLE}={name}: expected one of {}",
-                    names.join(", ")
-                ))
-            })
+        crate::env_setting::named(VARIABLE, name, &Self::ALL, Self::name)
     }
 }
 

@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::error::{HvqError, Result};
+use crate::error::Result;
 
 /// The environment variable that picks the form.
 pub const VARIABLE: &str = "HVQ_TRAIN_ATTENTION";
@@ -36,12 +36,12 @@ impl TrainAttention {
 
     /// The form named `name`.
     pub fn parse(name: &str) -> Result<Self> {
-        [TrainAttention::Fused, TrainAttention::Composed]
-            .into_iter()
-            .find(|f| f.name().eq_ignore_ascii_case(name.trim()))
-            .ok_or_else(|| {
-                HvqError::Config(format!("{VARIABLE}={name}: expected fused or composed"))
-            })
+        crate::env_setting::named(
+            VARIABLE,
+            name,
+            &[TrainAttention::Fused, TrainAttention::Composed],
+            Self::name,
+        )
     }
 }
 
