@@ -581,57 +581,38 @@ fn the_cpu_instruction_set_cap_reaches_every_kernel_choice() {
         (capped_score - native_score).abs() <= 1e-3 * native_score.abs(),
         "{capped_score} vs {native_score}"
     );
-    let (code, text) = output(
-        hvq()
-            .args(["predict", "--device", "cpu", "--out"])
-            .arg(dir.join("typo"))
-            .arg(&sample)
-            .env("HVQ_CPU_ISA", "avx-2"),
-    );
-    assert_eq!(code, Some(1), "{text}");
-    assert!(
-        text.contains("HVQ_CPU_ISA=avx-2: expected `avx2`"),
-        "{text}"
-    );
-    // The GPU matrix-product routine (`HVQ_GPU_MATMUL`) is checked at start-up the same way.
-    let (code, text) = output(
-        hvq()
-            .args(["predict", "--device", "cpu", "--out"])
-            .arg(dir.join("typo-matmul"))
-            .arg(&sample)
-            .env("HVQ_GPU_MATMUL", "doubel"),
-    );
-    assert_eq!(code, Some(1), "{text}");
-    assert!(
-        text.contains("HVQ_GPU_MATMUL=doubel: expected one of simple, simple-min-tile"),
-        "{text}"
-    );
-    // And training's attention form (`HVQ_TRAIN_ATTENTION`).
-    let (code, text) = output(
-        hvq()
-            .args(["predict", "--device", "cpu", "--out"])
-            .arg(dir.join("typo-attention"))
-            .arg(&sample)
-            .env("HVQ_TRAIN_ATTENTION", "fusd"),
-    );
-    assert_eq!(code, Some(1), "{text}");
-    assert!(
-        text.contains("HVQ_TRAIN_ATTENTION=fusd: expected one of fused, composed"),
-        "{text}"
-    );
-    // And which thread runs a GPU device's work (`HVQ_DEVICE_THREAD`).
-    let (code, text) = output(
-        hvq()
-            .args(["predict", "--device", "cpu", "--out"])
-            .arg(dir.join("typo-thread"))
-            .arg(&sample)
-            .env("HVQ_DEVICE_THREAD", "callr"),
-    );
-    assert_eq!(code, Some(1), "{text}");
-    assert!(
-        text.contains("HVQ_DEVICE_THREAD=callr: expected one of runner, caller"),
-        "{text}"
-    );
+    // Every start-up variable refuses a value it does not take, naming it and what it takes: the
+    // CPU instruction-set cap, the GPU matrix-product routine (`HVQ_GPU_MATMUL`), training's
+    // attention form (`HVQ_TRAIN_ATTENTION`) and which thread runs a GPU device's work
+    // (`HVQ_DEVICE_THREAD`).
+    for (variable, typo, message) in [
+        ("HVQ_CPU_ISA", "avx-2", "HVQ_CPU_ISA=avx-2: expected `avx2`"),
+        (
+            "HVQ_GPU_MATMUL",
+            "doubel",
+            "HVQ_GPU_MATMUL=doubel: expected one of simple, simple-min-tile",
+        ),
+        (
+            "HVQ_TRAIN_ATTENTION",
+            "fusd",
+            "HVQ_TRAIN_ATTENTION=fusd: expected one of fused, composed",
+        ),
+        (
+            "HVQ_DEVICE_THREAD",
+            "callr",
+            "HVQ_DEVICE_THREAD=callr: expected one of runner, caller",
+        ),
+    ] {
+        let (code, text) = output(
+            hvq()
+                .args(["predict", "--device", "cpu", "--out"])
+                .arg(dir.join(format!("typo-{variable}")))
+                .arg(&sample)
+                .env(variable, typo),
+        );
+        assert_eq!(code, Some(1), "{variable}: {text}");
+        assert!(text.contains(message), "{variable}: {text}");
+    }
     std::fs::remove_dir_all(dir).ok();
 }
 

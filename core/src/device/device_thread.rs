@@ -80,7 +80,8 @@ pub fn set(thread: DeviceThread) -> Result<()> {
 }
 
 /// The transport in force (fixing cubecl's default, the runner, if none was chosen yet).
-/// [`DeviceThread::Caller`] in builds without threads (wasm), where cubecl has no runner.
+/// [`DeviceThread::Caller`] in builds without a GPU backend or without threads (wasm), where no
+/// runner exists.
 pub fn current() -> DeviceThread {
     #[cfg(all(any(feature = "wgpu", feature = "cuda"), not(target_family = "wasm")))]
     {
