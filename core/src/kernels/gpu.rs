@@ -178,6 +178,34 @@ pub(super) fn to_burn<const D: usize>(t: CubeTensor) -> BurnTensor<D> {
     BurnTensor::from_primitive::<CubeBackend>(t)
 }
 
+/// The permutation that undoes `axes` (a tensor's axis `k` stored as axis `axes[k]` of its
+/// view: `t.permute(axes).permute(inverse(axes))` is `t`).
+pub(super) fn inverse<const D: usize>(axes: [usize; D]) -> [usize; D] {
+    let mut back = [0; D];
+    for (stored, logical) in axes.into_iter().enumerate() {
+        back[logical] = stored;
+    }
+    back
+}
+
+/// `t`'s values copied into a new buffer that stores its axes in the order `axes` (outermost
+/// first: `[0, 2, 3, 1]` is channels-last for NCHW), viewed in `t`'s shape again (tests: a
+/// kernel's reads at other strides). burn's element-wise operations keep their input's layout,
+/// so a reshape does the copy; the layout is checked.
+#[cfg(test)]
+pub(super) fn stored_as<const D: usize>(t: BurnTensor<D>, axes: [usize; D]) -> BurnTensor<D> {
+    let permuted = t.permute(axes);
+    let dims = permuted.dims();
+    let copied = permuted
+        .reshape([dims.iter().product::<usize>()])
+        .reshape(dims);
+    assert!(
+        cube(copied.clone()).is_contiguous(),
+        "not stored as {axes:?}"
+    );
+    copied.permute(inverse(axes))
+}
+
 /// A tensor's values on the host (tests).
 #[cfg(test)]
 pub(super) fn values<const D: usize>(t: BurnTensor<D>) -> Vec<f32> {

@@ -11,7 +11,11 @@
 //! applies the activation and writes it once.
 //!
 //! The input may be laid out in any order (its strides are read; burn's GPU convolutions and
-//! hvq's pointwise products leave channels-last buffers viewed as NCHW); the output is a
+//! hvq's pointwise products leave channels-last buffers viewed as NCHW), and so may the weight:
+//! neighbouring threads compute neighbouring output channels, so each tap's weights are read
+//! at neighbouring addresses (one or a few memory transactions per warp, rather than one per
+//! thread) when they are stored outputs innermost, as the BatchNorm fold writes them
+//! ([`weight_layout`]). The output is a
 //! channels-last buffer viewed as NCHW, as burn's convolutions return, so the next 1×1
 //! convolution (a matrix product over channels, `products`) reads it without a copy.
 
@@ -61,7 +65,7 @@ fn conv_kernel<F: Float>(
     let first_input = (o / outputs_per_group as usize) * inputs_per_group;
     let base = n * input.stride(0) + first_input * input.stride(1);
     let (stride, pad_top, pad_left) = (stride as usize, pad_top as usize, pad_left as usize);
-    let weights = o * inputs_per_group * kernel * kernel;
+    let weights = o * weight.stride(0);
     let mut sum = F::new(0.0);
     #[unroll]
     for ky in 0..kernel {
@@ -78,7 +82,10 @@ fn conv_kernel<F: Float>(
                     #[unroll]
                     for c in 0..inputs_per_group {
                         sum += input[at + c * input.stride(1)]
-                            * weight[weights + (c * kernel + ky) * kernel + kx];
+                            * weight[weights
+                                + c * weight.stride(1)
+                                + ky * weight.stride(2)
+                                + kx * weight.stride(3)];
                     }
                 }
             }
@@ -87,10 +94,19 @@ fn conv_kernel<F: Float>(
     output[i] = activated::<F>(sum + bias[o], activation);
 }
 
+/// The layout this kernel reads a weight of logical shape `[o, c/groups, k, k]` best in, as the
+/// order its axes are stored in (outermost first: `[2, 3, 1, 0]` is `[k, k, c/groups, o]`,
+/// outputs innermost), for the weights it takes; `None` for the others (their convolutions read
+/// the usual `[o, c/groups, k, k]`, and a 1×1 weight is a matrix product's operand).
+pub(super) fn weight_layout([_, per_group, kh, kw]: [usize; 4]) -> Option<[usize; 4]> {
+    (kh == kw && kh > 1 && per_group <= MAX_INPUTS_PER_GROUP).then_some([2, 3, 1, 0])
+}
+
 /// `activation(conv(x, weight) + bias)` for `x [n, c, h, w]`, `weight [o, c/groups, k, k]`
-/// (square, at most [`MAX_INPUTS_PER_GROUP`] inputs per group), `bias [o]`, in one launch;
-/// `None` when the tensors are not plain f32 tensors of this process's GPU backend (the weight
-/// and bias contiguous) or the shapes are not this kernel's, and the caller composes it.
+/// (square, at most [`MAX_INPUTS_PER_GROUP`] inputs per group; any layout, read fastest as
+/// [`weight_layout`] says), `bias [o]`, in one launch; `None` when the tensors are not plain f32
+/// tensors of this process's GPU backend (the bias contiguous) or the shapes are not this
+/// kernel's, and the caller composes it.
 pub fn conv_activated(
     x: &BurnTensor<4>,
     weight: &BurnTensor<4>,
@@ -118,7 +134,7 @@ pub fn conv_activated(
     let out_height = (height + padding[0].0 + padding[0].1 - kh) / stride + 1;
     let out_width = (width + padding[1].0 + padding[1].1 - kw) / stride + 1;
     let input = plain_f32(x.clone())?;
-    let weight = contiguous_f32(weight.clone())?;
+    let weight = plain_f32(weight.clone())?;
     let bias = contiguous_f32(bias.clone())?;
     let output = empty_device_dtype(
         input.client.clone(),
@@ -153,7 +169,7 @@ mod tests {
     use burn::tensor::{Distribution, Tensor};
     use burn_cubecl::CubeBackend;
 
-    use crate::kernels::gpu::values;
+    use crate::kernels::gpu::{stored_as, values};
 
     /// The convolution, bias and activation in f64 on the host, from the tensors' values
     /// (`x [n, c, h, w]` row-major): the independent computation the kernel is held to. Returns
@@ -220,7 +236,7 @@ mod tests {
     /// channels-last view a convolution returns: within f32 rounding of the sum (its terms'
     /// magnitudes times (taps + 2)·2⁻²⁴) passed through the activation (whose slope is at most
     /// 1.1), plus Vulkan's bound on `exp` (3 + 2|x| ulp) for swish and the sigmoid; the output is
-    /// channels-last.
+    /// channels-last. The weight is read at its strides: stored outputs innermost, the same.
     #[test]
     fn one_kernel_gives_the_convolution_bias_and_activation() {
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
@@ -241,11 +257,7 @@ mod tests {
             );
             let bias: Tensor<1> =
                 Tensor::random([outputs], Distribution::Normal(0.0, 1.0), &device);
-            let channels_last = x
-                .clone()
-                .permute([0, 2, 3, 1])
-                .add_scalar(0.0)
-                .permute([0, 3, 1, 2]);
+            let channels_last = stored_as(x.clone(), [0, 2, 3, 1]);
             let (xv, wv, bv) = (
                 values(x.clone()),
                 values(weight.clone()),
@@ -269,7 +281,14 @@ mod tests {
                     groups,
                     activation,
                 );
-                for input in [x.clone(), channels_last.clone()] {
+                // The weight as loaded and stored outputs innermost, as the fold writes it.
+                let outputs_innermost = stored_as(weight.clone(), [2, 3, 1, 0]);
+                let layouts = [
+                    (x.clone(), weight.clone()),
+                    (channels_last.clone(), weight.clone()),
+                    (channels_last.clone(), outputs_innermost),
+                ];
+                for (input, weight) in layouts {
                     let run = || {
                         conv_activated(&input, &weight, &bias, stride, pad, groups, activation)
                             .unwrap()

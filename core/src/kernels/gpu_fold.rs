@@ -5,11 +5,15 @@
 //! times `s`) is six small operations in burn's tensor API, six kernel launches per convolution
 //! at every forward: some 600 of the B4 backbone's launches at any batch size, each costing the
 //! host more than the GPU. Here it is one launch, in the same f32 operations in the same order.
+//!
+//! The folded kernel is written in the layout its convolution reads best: for the ones
+//! `gpu_conv` computes (a few inputs per group: the depthwise convolutions and the stem),
+//! outputs innermost ([`super::gpu_conv::weight_layout`]); for the rest, as the weight was.
 
 use burn::tensor::Tensor as BurnTensor;
 use cubecl::prelude::*;
 
-use super::gpu::{F32, contiguous_f32, empty_like, grid, to_burn};
+use super::gpu::{F32, contiguous_f32, cube, empty_like, empty_shaped, grid, inverse, to_burn};
 
 #[cube(launch)]
 // `%` rather than `is_multiple_of`: the kernel is CubeCL's language, which has the operator.
@@ -35,7 +39,14 @@ fn fold_kernel<F: Float>(
     let per_out = per_out as usize;
     let o = i / per_out;
     let scale = gamma[o] / F::sqrt(var[o] + F::cast_from(eps));
-    folded[i] = weight[i] * scale;
+    // `weight` is contiguous `[out, in, kh, kw]`; `folded` has that shape in any layout.
+    let (kh, kw) = (weight.shape(2), weight.shape(3));
+    let kx = i % kw;
+    let ky = (i / kw) % kh;
+    let c = (i % per_out) / (kh * kw);
+    let at =
+        o * folded.stride(0) + c * folded.stride(1) + ky * folded.stride(2) + kx * folded.stride(3);
+    folded[at] = weight[i] * scale;
     if i % per_out == 0 {
         let mut b = beta[o] - mean[o] * scale;
         if has_bias {
@@ -45,8 +56,9 @@ fn fold_kernel<F: Float>(
     }
 }
 
-/// The folded kernel and bias in one launch; `None` when the tensors are not plain contiguous
-/// f32 tensors of this process's GPU backend (the caller composes the fold then).
+/// The folded kernel and bias in one launch, the kernel in the layout its convolution reads
+/// best (see the module's doc); `None` when the tensors are not plain contiguous f32 tensors of
+/// this process's GPU backend (the caller composes the fold then).
 pub fn fold(input: &super::BatchNormFold, eps: f32) -> Option<(BurnTensor<4>, BurnTensor<1>)> {
     let [out, per_group, kh, kw] = input.weight.dims();
     let weight = contiguous_f32(input.weight.clone())?;
@@ -58,7 +70,14 @@ pub fn fold(input: &super::BatchNormFold, eps: f32) -> Option<(BurnTensor<4>, Bu
         Some(b) => Some(contiguous_f32(b.clone())?),
         None => None,
     };
-    let folded = empty_like(&weight);
+    let folded = match super::gpu_conv::weight_layout([out, per_group, kh, kw]) {
+        Some(axes) => {
+            let dims = [out, per_group, kh, kw];
+            let stored = empty_shaped(&weight, axes.iter().map(|&a| dims[a]).collect());
+            cube(to_burn::<4>(stored).permute(inverse(axes)))
+        }
+        None => empty_like(&weight),
+    };
     // `[out]`, like γ.
     let bias = empty_like(&gamma);
     let (cube_count, cube_dim) = grid(&weight, out * per_group * kh * kw);
@@ -96,8 +115,8 @@ mod tests {
     /// On wgpu, one launch against burn's six operations on the same device, with and without
     /// a bias of the convolution's own, for a depthwise kernel (one input channel per group) and
     /// a full one: the same values to one rounding of each product (a GPU compiler may fuse a
-    /// multiply and an add that the composed form rounds apart), relative to the terms' size.
-    /// Off a GPU backend, `None`.
+    /// multiply and an add that the composed form rounds apart), relative to the terms' size;
+    /// the depthwise kernel stored outputs innermost. Off a GPU backend, `None`.
     #[test]
     fn one_kernel_folds_as_the_composed_operations() {
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
@@ -136,6 +155,16 @@ mod tests {
                 assert_eq!(profile.stages[0].launches, 1, "{profile:#?}");
                 let (w_want, b_want) = composed_fold(same, 1e-3);
                 assert_eq!(w.dims(), w_want.dims());
+                // A depthwise kernel stored outputs innermost, as `gpu_conv` reads it best;
+                // a 1×1 one as it was, a matrix product's operand.
+                let stored = match per_group {
+                    1 => w.clone().permute([2, 3, 1, 0]),
+                    _ => w.clone(),
+                };
+                assert!(
+                    cube(stored).is_contiguous(),
+                    "({out}, {per_group}, {k}) layout"
+                );
                 let ulp = 2f32.powi(-23);
                 for (g, e) in values(w).iter().zip(values(w_want)) {
                     assert!((g - e).abs() <= ulp * e.abs(), "kernel {g} vs {e}");
