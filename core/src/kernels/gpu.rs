@@ -71,6 +71,21 @@ pub(super) fn contiguous(t: CubeTensor) -> CubeTensor {
     }
 }
 
+/// Whether `t`'s elements lie contiguously with its axes in the order `axes` (outermost first:
+/// `[2, 3, 1, 0]` of an `[o, c, k, k]` weight is `[k, k, c, o]` storage). Axes of size one
+/// have no say.
+pub(super) fn stored_contiguous<const D: usize>(t: &CubeTensor, axes: [usize; D]) -> bool {
+    let (shape, strides) = (t.meta.shape(), t.meta.strides());
+    let mut step = 1;
+    for &axis in axes.iter().rev() {
+        if shape[axis] != 1 && strides[axis] != step {
+            return false;
+        }
+        step *= shape[axis];
+    }
+    true
+}
+
 /// A new contiguous buffer of `t`'s shape and type, on its device.
 pub(super) fn empty_like(t: &CubeTensor) -> CubeTensor {
     empty_shaped(t, t.meta.shape().to_vec())

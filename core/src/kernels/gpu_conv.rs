@@ -15,7 +15,8 @@
 //! neighbouring threads compute neighbouring output channels, so each tap's weights are read
 //! at neighbouring addresses (one or a few memory transactions per warp, rather than one per
 //! thread) when they are stored outputs innermost, as the BatchNorm fold writes them
-//! ([`weight_layout`]). The output is a
+//! ([`weight_layout`]); stored as loaded, `[out, in, k, k]`, they are read as before. Either is
+//! a compile-time choice, so a tap's weight is a constant offset from the first. The output is a
 //! channels-last buffer viewed as NCHW, as burn's convolutions return, so the next 1×1
 //! convolution (a matrix product over channels, `products`) reads it without a copy.
 
@@ -24,7 +25,7 @@ use burn_cubecl::ops::numeric::empty_device_dtype;
 use cubecl::prelude::*;
 
 use super::Activation;
-use super::gpu::{F32, contiguous_f32, grid, plain_f32, to_burn};
+use super::gpu::{F32, contiguous_f32, grid, plain_f32, stored_contiguous, to_burn};
 use super::gpu_activations::{activated, code};
 
 /// The largest number of input channels per group this kernel takes: each thread loops over its
@@ -45,6 +46,7 @@ fn conv_kernel<F: Float>(
     outputs_per_group: u32,
     #[comptime] kernel: usize,
     #[comptime] inputs_per_group: usize,
+    #[comptime] outputs_innermost: bool,
     #[comptime] activation: u32,
     #[define(F)] _dtype: ElemType,
 ) {
@@ -65,7 +67,14 @@ fn conv_kernel<F: Float>(
     let first_input = (o / outputs_per_group as usize) * inputs_per_group;
     let base = n * input.stride(0) + first_input * input.stride(1);
     let (stride, pad_top, pad_left) = (stride as usize, pad_top as usize, pad_left as usize);
-    let weights = o * weight.stride(0);
+    // Tap `(c, ky, kx)`'s weight: `[k, k, in, out]` stored (outputs innermost) or `[out, in, k, k]`.
+    let outputs = weight.shape(0);
+    let mut first_weight = o * inputs_per_group * kernel * kernel;
+    let mut tap_stride = 1;
+    if outputs_innermost {
+        first_weight = o;
+        tap_stride = outputs;
+    }
     let mut sum = F::new(0.0);
     #[unroll]
     for ky in 0..kernel {
@@ -81,11 +90,13 @@ fn conv_kernel<F: Float>(
                     let at = row + (x - pad_left) * input.stride(3);
                     #[unroll]
                     for c in 0..inputs_per_group {
+                        let tap = if outputs_innermost {
+                            (ky * kernel + kx) * inputs_per_group + c
+                        } else {
+                            (c * kernel + ky) * kernel + kx
+                        };
                         sum += input[at + c * input.stride(1)]
-                            * weight[weights
-                                + c * weight.stride(1)
-                                + ky * weight.stride(2)
-                                + kx * weight.stride(3)];
+                            * weight[first_weight + tap * tap_stride];
                     }
                 }
             }
@@ -103,10 +114,11 @@ pub(super) fn weight_layout([_, per_group, kh, kw]: [usize; 4]) -> Option<[usize
 }
 
 /// `activation(conv(x, weight) + bias)` for `x [n, c, h, w]`, `weight [o, c/groups, k, k]`
-/// (square, at most [`MAX_INPUTS_PER_GROUP`] inputs per group; any layout, read fastest as
-/// [`weight_layout`] says), `bias [o]`, in one launch; `None` when the tensors are not plain f32
-/// tensors of this process's GPU backend (the bias contiguous) or the shapes are not this
-/// kernel's, and the caller composes it.
+/// (square, at most [`MAX_INPUTS_PER_GROUP`] inputs per group; stored contiguously as is or as
+/// [`weight_layout`] says, which reads fastest), `bias [o]`, in one launch; `None` when the
+/// tensors are not plain f32 tensors of this process's GPU backend (the bias contiguous, the
+/// weight in one of those layouts) or the shapes are not this kernel's, and the caller composes
+/// it.
 pub fn conv_activated(
     x: &BurnTensor<4>,
     weight: &BurnTensor<4>,
@@ -135,6 +147,13 @@ pub fn conv_activated(
     let out_width = (width + padding[1].0 + padding[1].1 - kw) / stride + 1;
     let input = plain_f32(x.clone())?;
     let weight = plain_f32(weight.clone())?;
+    let outputs_innermost = if weight.is_contiguous() {
+        false
+    } else if stored_contiguous(&weight, [2, 3, 1, 0]) {
+        true
+    } else {
+        return None;
+    };
     let bias = contiguous_f32(bias.clone())?;
     let output = empty_device_dtype(
         input.client.clone(),
@@ -157,6 +176,7 @@ pub fn conv_activated(
         (outputs / groups) as u32,
         kh,
         per_group,
+        outputs_innermost,
         code(activation),
         F32,
     );
@@ -236,7 +256,7 @@ mod tests {
     /// channels-last view a convolution returns: within f32 rounding of the sum (its terms'
     /// magnitudes times (taps + 2)·2⁻²⁴) passed through the activation (whose slope is at most
     /// 1.1), plus Vulkan's bound on `exp` (3 + 2|x| ulp) for swish and the sigmoid; the output is
-    /// channels-last. The weight is read at its strides: stored outputs innermost, the same.
+    /// channels-last. The weight stored outputs innermost gives the same.
     #[test]
     fn one_kernel_gives_the_convolution_bias_and_activation() {
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
@@ -323,7 +343,8 @@ mod tests {
     }
 
     /// What the kernel does not take comes back as `None`: many inputs per group, a tensor
-    /// tracked by autodiff, one on the CPU backend, a non-square kernel.
+    /// tracked by autodiff, one on the CPU backend, a non-square kernel, a weight stored in
+    /// another layout than its two.
     #[test]
     fn other_convolutions_are_left_to_the_composed_form() {
         let wgpu = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
@@ -342,5 +363,11 @@ mod tests {
         assert!(run(&wgpu, 8, 8, 3, true).is_none());
         assert!(run(&cpu, 8, 8, 3, false).is_none());
         assert!(run(&wgpu, 8, 8, 1, false).is_none());
+        let x = Tensor::<4>::ones([1, 8, 5, 5], &wgpu);
+        let b = Tensor::<1>::zeros([8], &wgpu);
+        let random = Tensor::<4>::random([8, 1, 3, 3], Distribution::Default, &wgpu);
+        let kernel_transposed = stored_as(random, [0, 1, 3, 2]);
+        let swish = Activation::Swish;
+        assert!(conv_activated(&x, &kernel_transposed, &b, 1, [(1, 1); 2], 8, swish).is_none());
     }
 }
