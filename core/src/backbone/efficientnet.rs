@@ -142,29 +142,15 @@ impl Conv {
         crate::kernels::conv2d_fused(x, weight, bias, options, then)
     }
 
-    /// A 1×1 convolution with its own bias (the squeeze-and-excitation gates'), then
-    /// `activation`, as [`Conv::forward_bn_then`] does.
-    fn forward_pointwise_then(&self, x: Tensor<4>, activation: Activation) -> Tensor<4> {
-        let options = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+    /// The bias, zeros where the convolution has none (the squeeze-and-excitation convolutions
+    /// always have one in the published weights).
+    fn bias_or_zeros(&self) -> Tensor<1> {
         match &self.bias {
-            Some(bias) => crate::kernels::conv2d_fused(
-                x,
-                self.weight.val(),
-                bias.val(),
-                options,
-                Epilogue::activation(activation),
-            ),
-            None => activation.apply(conv2d(x, self.weight.val(), None, options)),
-        }
-    }
-
-    /// The squeeze-and-excitation gate this 1×1 convolution (with its bias) computes from
-    /// `squeezed`, applied to `x`: `x · sigmoid(conv(squeezed) + bias)`
-    /// ([`crate::kernels::se_gate`]: on a GPU one kernel after the gate's product).
-    fn gate(&self, x: Tensor<4>, squeezed: Tensor<4>) -> Tensor<4> {
-        match &self.bias {
-            Some(bias) => crate::kernels::se_gate(x, squeezed, self.weight.val(), bias.val()),
-            None => x * self.forward_pointwise_then(squeezed, Activation::Sigmoid),
+            Some(bias) => bias.val(),
+            None => {
+                let weight = self.weight.val();
+                Tensor::zeros([weight.dims()[0]], &weight.device())
+            }
         }
     }
 
@@ -296,8 +282,14 @@ impl MbConvBlock {
             Epilogue::activation(activation),
         );
         if let (Some(reduce), Some(expand)) = (&self._se_reduce, &self._se_expand) {
-            let squeezed = reduce.forward_pointwise_then(squeeze(x.clone()), activation);
-            x = expand.gate(x, squeezed);
+            let excitation = crate::kernels::Excitation {
+                reduce_weight: reduce.weight.val(),
+                reduce_bias: reduce.bias_or_zeros(),
+                expand_weight: expand.weight.val(),
+                expand_bias: expand.bias_or_zeros(),
+                activation,
+            };
+            x = crate::kernels::excite(x.clone(), squeeze(x), excitation);
         }
         let residual = (s.stride == 1 && s.in_ch == s.out_ch).then_some(input);
         let then = Epilogue {

@@ -105,6 +105,8 @@ mod gpu_pot_loss;
 #[cfg(all(test, any(feature = "wgpu", feature = "cuda")))]
 pub(crate) use gpu::relative;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu_se_excite;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_se_gate;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_softmax;
@@ -331,34 +333,71 @@ fn gpu_fused(
     )
 }
 
-/// A squeeze-and-excitation gate applied: `x · sigmoid(conv1×1(squeezed, weight) + bias)` for
-/// the block's activations `x [n, c, h, w]` and its squeezed, reduced activations
-/// `squeezed [n, c_r, 1, 1]` (`weight [c, c_r, 1, 1]`, `bias [c]`). On a GPU backend at f32,
-/// outside autodiff, the gate's matrix product and one kernel for its bias, sigmoid and the
-/// product with `x` (`gpu_se_gate`); elsewhere [`conv2d_fused`] with the sigmoid, then the
-/// product. The same f32 operations either way.
-pub fn se_gate(x: Tensor<4>, squeezed: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -> Tensor<4> {
-    let options = burn::tensor::ops::ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+/// A squeeze-and-excitation's two 1×1 convolutions (PyTorch's `_se_reduce`, `_se_expand`) and
+/// the activation between them.
+pub struct Excitation {
+    /// `[r, c, 1, 1]`.
+    pub reduce_weight: Tensor<4>,
+    /// `[r]`.
+    pub reduce_bias: Tensor<1>,
+    /// `[c, r, 1, 1]`.
+    pub expand_weight: Tensor<4>,
+    /// `[c]`.
+    pub expand_bias: Tensor<1>,
+    /// After the reduce convolution (the expand one is followed by the sigmoid).
+    pub activation: Activation,
+}
+
+/// Squeeze-and-excitation applied: `x · sigmoid(expand(activation(reduce(means))))` for the
+/// block's activations `x [n, c, h, w]` and their channel means `means [n, c, 1, 1]`. On a GPU
+/// backend at f32, outside autodiff, one kernel computes the gates (`gpu_se_excite`: the two
+/// small products, biases and activations) and one applies them to channels-last activations
+/// (`gpu_se_gate`); elsewhere [`conv2d_fused`] twice, then the product. The same function;
+/// the gates' sums in another order than a matrix product's.
+pub fn excite(x: Tensor<4>, means: Tensor<4>, excitation: Excitation) -> Tensor<4> {
+    let Excitation {
+        reduce_weight,
+        reduce_bias,
+        expand_weight,
+        expand_bias,
+        activation,
+    } = excitation;
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    if products::half_dtype().is_none()
-        && !x.is_autodiff()
-        && !squeezed.is_autodiff()
-        && !weight.is_autodiff()
-        && products::runs_as_product(&squeezed, &weight, &options)
+    let gpu = products::half_dtype().is_none() && !x.is_autodiff();
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    if gpu
+        && let Some(gate) = gpu_se_excite::excite(
+            &means,
+            (&reduce_weight, &reduce_bias),
+            (&expand_weight, &expand_bias),
+            activation,
+        )
+        && let Some(y) = gpu_se_gate::gated(&x, &gate)
     {
-        let (pixels, operand) = products::pointwise_operands(squeezed.clone(), weight.clone());
-        let product = products::linear_at(None, pixels, operand, None);
-        if let Some(y) = gpu_se_gate::se_gate(&x, &product, &bias) {
-            return y;
-        }
+        return y;
     }
+    let options = burn::tensor::ops::ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+    let hidden = conv2d_fused(
+        means,
+        reduce_weight,
+        reduce_bias,
+        options.clone(),
+        Epilogue::activation(activation),
+    );
     let gate = conv2d_fused(
-        squeezed,
-        weight,
-        bias,
+        hidden,
+        expand_weight,
+        expand_bias,
         options,
         Epilogue::activation(Activation::Sigmoid),
     );
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    if gpu {
+        let [n, c, _, _] = gate.dims();
+        if let Some(y) = gpu_se_gate::gated(&x, &gate.clone().reshape([n, c])) {
+            return y;
+        }
+    }
     x * gate
 }
 
