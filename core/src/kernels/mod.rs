@@ -112,6 +112,8 @@ mod gpu_se_gate;
 mod gpu_softmax;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_softmax_autodiff;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu_straight_through;
 pub mod isa;
 mod layer_norm;
 pub mod products;
@@ -290,6 +292,20 @@ pub fn linear_trained<const D: usize>(
     #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
     {
         let _ = (x, weight, bias, activation, residual);
+        None
+    }
+}
+
+/// A vector quantiser's straight-through output `x + sg(q − x)` and per-sample commitment
+/// `mean((q − x)²)` as autodiff operations on a GPU backend in training (`gpu_straight_through`:
+/// one kernel forward, one backward); `None` elsewhere (the CPU, untracked tokens, another
+/// dtype), and the caller composes it.
+pub fn straight_through(x: &Tensor<3>, q: &Tensor<3>) -> Option<(Tensor<3>, Tensor<1>)> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    return gpu_straight_through::straight_through(x, q);
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    {
+        let _ = (x, q);
         None
     }
 }
