@@ -12,7 +12,7 @@
 //! sharing this VM's two cores with the host) the two are within its noise. Read once, at
 //! start-up ([`apply_variable`], the CLI's first step).
 
-use crate::error::{HvqError, Result};
+use crate::error::Result;
 
 /// The environment variable that picks the thread.
 pub const VARIABLE: &str = "HVQ_DEVICE_THREAD";
@@ -64,7 +64,7 @@ pub fn set(thread: DeviceThread) -> Result<()> {
             DeviceThread::Caller => Transport::Caller,
         };
         set_transport(transport).map_err(|_| {
-            HvqError::Config(format!(
+            crate::error::HvqError::Config(format!(
                 "{VARIABLE}={}: a GPU device already runs its work on the {} thread; the \
                  choice is made once, before the first device starts",
                 thread.name(),
