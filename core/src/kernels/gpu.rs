@@ -109,6 +109,11 @@ pub(super) fn unread_slot(t: &CubeTensor) -> CubeTensor {
     empty_device_dtype(t.client.clone(), t.device.clone(), [1].into(), t.dtype)
 }
 
+/// Threads of the cubes that take one sample each and share their sums in shared memory
+/// (`gpu_se_excite`, `gpu_straight_through`): WebGPU's guaranteed limit on a workgroup's size,
+/// a power of two (the pairwise sums halve it).
+pub(super) const CUBE_THREADS: usize = 256;
+
 /// Cubes and their size for `units` threads on `t`'s device, one unit of work each.
 pub(super) fn grid(t: &CubeTensor, units: usize) -> (CubeCount, CubeDim) {
     let cube_dim = CubeDim::new(&t.client, units);

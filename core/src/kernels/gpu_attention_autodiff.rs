@@ -19,19 +19,27 @@
 //!   projection, whose column sums are the bias's gradient, whose blocks times the inputs are
 //!   the weight's and times the weight the inputs'.
 //!
+//! The inputs come with their offsets (the positional embedding added to queries and keys), and
+//! a tensor given for several blocks is one parent of the node: self-attention's `x` gets one
+//! gradient, the packed gradient times the whole packed weight, and the positional embedding
+//! one, its blocks' columns summed over the batch times their weight rows. Given `x + pos` and
+//! `x` as two tensors, autodiff would add their gradients (and the broadcast addition's sum over
+//! the batch) in launches of its own.
+//!
 //! The formulas are the composed form's (`MultiheadAttention::composed`, PyTorch's): the softmax
 //! as the softmax kernel computes it (`e^{s(x − max)}`, then divided by the row's sum), inverted
 //! dropout scaling kept weights by `1/(1 − p)`.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops};
+use burn::backend::autodiff::ops::{Backward, NodeGuard, Ops};
 use burn::tensor::{DType, Distribution, Int, Tensor as BurnTensor};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
+use super::ProjectionInput;
 use super::gpu::{
     F32, contiguous, cube, grid, index_type, node_array, recorded, to_burn, tracked_f32_on_gpu,
     tracked_parts,
@@ -349,10 +357,6 @@ fn attention_key_gradient_kernel<F: Float, I: Numeric>(
     store_row(&dv, grad, element(&vo, row, column), head_dim);
 }
 
-/// One input of the packed projection: `x [B, L, E]` and the row blocks `[from, to)` of the
-/// packed weight (0: queries, 1: keys, 2: values) it is multiplied with.
-pub type ProjectionInput = (BurnTensor<3>, usize, usize);
-
 /// The sizes of one call.
 #[derive(Clone, Copy, Debug)]
 struct Geometry {
@@ -414,13 +418,88 @@ fn placed(
     })
 }
 
-/// `attention(q, k, v)` with `[q | k | v] = x·Wᵀ + b` over the packed weight's row blocks, as
-/// one autodiff operation: each input `(x, from, to)` is multiplied with the blocks `[from, to)`
-/// (in order, together the three), the heads attend with dropout `p` on their weights, and the
-/// result is the heads merged, `[B, L, E]` (the output projection is the caller's). `None`
-/// when the inputs are not f32 tensors tracked by autodiff on a GPU backend without gradient
-/// checkpointing, the blocks do not tile q, k, v in order, the inputs' batch or length differ,
-/// or a head is wider than [`MAX_HEAD_DIM`]: the caller composes it.
+/// Whether the inputs fit the operation: f32 tensors tracked by autodiff on a GPU backend,
+/// `[B, L, E]` each, their blocks tiling q, k, v in order, offsets `[1 or B, L, E]`.
+fn inputs_fit(inputs: &[ProjectionInput], [batch, len, width]: [usize; 3]) -> bool {
+    let mut next = 0;
+    for input in inputs {
+        let offset_fits = input.offset.as_ref().is_none_or(|o| {
+            let [ob, ol, ow] = o.dims();
+            (ob == 1 || ob == batch) && ol == len && ow == width && tracked_f32_on_gpu(o)
+        });
+        if input.from != next
+            || input.to <= input.from
+            || input.x.dims() != [batch, len, width]
+            || !tracked_f32_on_gpu(&input.x)
+            || !offset_fits
+        {
+            return false;
+        }
+        next = input.to;
+    }
+    next == 3
+}
+
+/// The operation's parents among its inputs: the distinct tensors among the `x`s and the
+/// offsets, each once, and which of them each input's `x` and offset is.
+struct Sources {
+    nodes: Vec<NodeGuard>,
+    /// Per input: its `x` as the backend holds it and its parent.
+    xs: Vec<(CubeTensor, usize)>,
+    /// Per input: its offset and the offset's parent, if it has one.
+    offsets: Vec<Option<(CubeTensor, usize)>>,
+}
+
+impl Sources {
+    /// `None` when the offsets are more than one tensor or one of them is also an `x` (the
+    /// gradient's shapes would differ): the caller composes the attention.
+    fn of(inputs: &[ProjectionInput]) -> Option<Self> {
+        let mut sources = Sources {
+            nodes: Vec::new(),
+            xs: Vec::new(),
+            offsets: Vec::new(),
+        };
+        for input in inputs {
+            let x = sources.parent(&input.x)?;
+            sources.xs.push(x);
+            let offset = match &input.offset {
+                Some(o) => Some(sources.parent(o)?),
+                None => None,
+            };
+            sources.offsets.push(offset);
+        }
+        let offset_parents: Vec<usize> = sources.offsets.iter().flatten().map(|o| o.1).collect();
+        let one_offset = offset_parents.windows(2).all(|w| w[0] == w[1]);
+        let apart = offset_parents
+            .iter()
+            .all(|o| sources.xs.iter().all(|x| x.1 != *o));
+        (one_offset && apart).then_some(sources)
+    }
+
+    /// `t`'s contents and its parent's index, the same index for the same tensor.
+    fn parent(&mut self, t: &BurnTensor<3>) -> Option<(CubeTensor, usize)> {
+        let (inner, node) = tracked_parts(t.clone())?;
+        let index = match self.nodes.iter().position(|n| n.id() == node.id()) {
+            Some(index) => index,
+            None => {
+                self.nodes.push(node);
+                self.nodes.len() - 1
+            }
+        };
+        Some((inner, index))
+    }
+}
+
+/// `attention(q, k, v)` with `[q | k | v] = (x + offset)·Wᵀ + b` over the packed weight's row
+/// blocks, as one autodiff operation: each input's `x` plus its offset if any is multiplied with
+/// the blocks `[from, to)` (in order, together the three), the heads attend with dropout `p` on
+/// their weights, and the result is the heads merged, `[B, L, E]` (the output projection is the
+/// caller's). A tensor given for several blocks or as several offsets is one parent: its
+/// gradient is one product over its blocks (summed over the batch for an offset `[1, L, E]`).
+/// `None` when the inputs are not f32 tensors tracked by autodiff on a GPU backend without
+/// gradient checkpointing, the blocks do not tile q, k, v in order, the inputs' batch or length
+/// differ, the offsets are more than one tensor or also an input, or a head is wider than
+/// [`MAX_HEAD_DIM`]: the caller composes it.
 pub fn attention(
     inputs: &[ProjectionInput],
     weight: &BurnTensor<2>,
@@ -429,16 +508,8 @@ pub fn attention(
     p: f64,
 ) -> Option<BurnTensor<3>> {
     let [rows3, width] = weight.dims();
-    let [batch, len, _] = inputs.first()?.0.dims();
-    let mut next = 0;
-    for (x, from, to) in inputs {
-        if *from != next || to <= from || x.dims() != [batch, len, width] || !tracked_f32_on_gpu(x)
-        {
-            return None;
-        }
-        next = *to;
-    }
-    let fits = next == 3
+    let [batch, len, _] = inputs.first()?.x.dims();
+    let fits = inputs_fit(inputs, [batch, len, width])
         && rows3 == 3 * width
         && bias.dims() == [rows3]
         && heads > 0
@@ -460,18 +531,36 @@ pub fn attention(
         width,
         p,
     };
-    let mut nodes = Vec::with_capacity(inputs.len() + 2);
-    let mut xs = Vec::with_capacity(inputs.len());
-    let mut blocks = Vec::with_capacity(inputs.len());
-    for (x, from, to) in inputs {
-        let (x, node) = tracked_parts(x.clone())?;
-        xs.push(x);
-        blocks.push((*from, *to));
-        nodes.push(node);
-    }
+    let Sources {
+        mut nodes,
+        xs: sourced_xs,
+        offsets,
+    } = Sources::of(inputs)?;
+    let blocks: Vec<(usize, usize)> = inputs.iter().map(|i| (i.from, i.to)).collect();
     let (w, w_node) = tracked_parts(weight.clone())?;
     let (b, b_node) = tracked_parts(bias.clone())?;
     nodes.extend([w_node, b_node]);
+
+    // Each projection's input: `x`, or `x + offset` (all of them in one launch).
+    let with_offset: Vec<(BurnTensor<3>, BurnTensor<3>)> = sourced_xs
+        .iter()
+        .zip(&offsets)
+        .filter_map(|((x, _), o)| {
+            o.as_ref()
+                .map(|(o, _)| (to_burn::<3>(x.clone()), to_burn::<3>(o.clone())))
+        })
+        .collect();
+    let mut sums = super::add_many(with_offset)
+        .into_iter()
+        .map(|t| t.try_into_primitive::<CubeBackend>().ok().map(contiguous));
+    let xs: Vec<CubeTensor> = sourced_xs
+        .iter()
+        .zip(&offsets)
+        .map(|((x, _), o)| match o {
+            Some(_) => sums.next().flatten(),
+            None => Some(x.clone()),
+        })
+        .collect::<Option<_>>()?;
 
     // The projections, each input's blocks in one product, and all their biases in one launch.
     let products: Vec<BurnTensor<3>> = xs
@@ -497,7 +586,7 @@ pub fn attention(
         .collect::<Option<_>>()?;
 
     let device = w.device.clone();
-    let plain = inputs[0].0.device().inner();
+    let plain = inputs[0].x.device().inner();
     let seed = if geometry.dropping() {
         // Drawn on the device from its generator: masks follow the device seed, no read-back.
         BurnTensor::<1, Int>::random([2], Distribution::Uniform(0.0, 1_073_741_824.0), &plain)
@@ -532,25 +621,30 @@ pub fn attention(
         [F32, index_type],
     );
     let op = AttentionOp { geometry };
+    let offset = offsets.iter().flatten().next();
     let saved = Saved {
         xs,
         blocks,
+        x_parents: sourced_xs.iter().map(|x| x.1).collect(),
+        offset_parents: offsets.iter().map(|o| o.as_ref().map(|o| o.1)).collect(),
+        offset_batch: offset.map_or(batch, |(o, _)| o.meta.shape()[0]),
         weight: w,
         projections,
         probs,
         seed,
         index_type,
     };
-    let nodes_count = nodes.len();
-    Some(match nodes_count {
+    Some(match nodes.len() {
         3 => recorded(op, node_array::<3>(nodes), saved, out),
         4 => recorded(op, node_array::<4>(nodes), saved, out),
         5 => recorded(op, node_array::<5>(nodes), saved, out),
-        _ => unreachable!("one to three inputs, the weight and the bias"),
+        6 => recorded(op, node_array::<6>(nodes), saved, out),
+        _ => unreachable!("one to three inputs, at most one offset, the weight and the bias"),
     })
 }
 
-/// The autodiff node; parents: the inputs, then the weight and the bias.
+/// The autodiff node; parents: the distinct input tensors and offsets, then the weight and the
+/// bias.
 #[derive(Debug)]
 struct AttentionOp {
     geometry: Geometry,
@@ -559,10 +653,16 @@ struct AttentionOp {
 /// What the backward needs.
 #[derive(Clone, Debug)]
 struct Saved {
-    /// The inputs `[B, L, E]`, contiguous.
+    /// Each projection's input `[B, L, E]` (`x` or `x + offset`), contiguous.
     xs: Vec<CubeTensor>,
     /// Each input's row blocks `[from, to)`.
     blocks: Vec<(usize, usize)>,
+    /// Each input's `x` as a parent index.
+    x_parents: Vec<usize>,
+    /// Each input's offset, if any, as a parent index.
+    offset_parents: Vec<Option<usize>>,
+    /// The offset's batch size: 1 when it is broadcast over the batch.
+    offset_batch: usize,
     /// The packed weight `[3E, E]`.
     weight: CubeTensor,
     /// Each input's projection with its bias, `[B, L, (to − from)·E]`.
@@ -614,6 +714,44 @@ fn weight_gradient_in_place(
     Some(d_weight)
 }
 
+/// The gradient of a tensor that entered the projection through the row blocks `spans`:
+/// `Σ_span grad[:, span]·W[span]`, one product over adjacent blocks together (self-attention's
+/// `x`: all three), `[B, L, E]`; with `batch_sum` (an offset broadcast over a batch of more
+/// than one) the packed gradient's columns are first summed over the batch, `[1, L, E]`.
+fn through_blocks(
+    grad: &BurnTensor<3>,
+    weight: &BurnTensor<2>,
+    spans: &[(usize, usize)],
+    batch_sum: bool,
+) -> BurnTensor<3> {
+    let [batch, len, width3] = grad.dims();
+    let width = width3 / 3;
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    let mut spans = spans.to_vec();
+    spans.sort_unstable();
+    for (from, to) in spans {
+        match runs.last_mut() {
+            Some(run) if run.1 == from => run.1 = to,
+            _ => runs.push((from, to)),
+        }
+    }
+    let batch_sum = batch_sum && batch > 1;
+    let rows = if batch_sum { len } else { batch * len };
+    runs.into_iter()
+        .map(|(from, to)| {
+            let (at, n) = (from * width, (to - from) * width);
+            let g = if batch_sum {
+                grad.clone().narrow(2, at, n).sum_dim(0).reshape([len, n])
+            } else {
+                grad.clone().reshape([batch * len, width3]).narrow(1, at, n)
+            };
+            products::matmul(g, weight.clone().narrow(0, at, n))
+        })
+        .reduce(|a, b| a + b)
+        .expect("at least one block")
+        .reshape([rows / len, len, width])
+}
+
 impl<const N: usize> Backward<CubeBackend, N> for AttentionOp {
     type State = Saved;
 
@@ -621,6 +759,9 @@ impl<const N: usize> Backward<CubeBackend, N> for AttentionOp {
         let Saved {
             xs,
             blocks,
+            x_parents,
+            offset_parents,
+            offset_batch,
             weight,
             projections,
             probs,
@@ -684,13 +825,11 @@ impl<const N: usize> Backward<CubeBackend, N> for AttentionOp {
             [F32, index_type],
         );
 
-        let grad = to_burn::<3>(grad).reshape([rows, 3 * width]);
+        let grad3 = to_burn::<3>(grad);
+        let grad = grad3.clone().reshape([rows, 3 * width]);
         let weight = to_burn::<2>(weight);
         let parents = ops.parents;
-        let (inputs, params) = parents.split_at(N - 2);
-        let block_rows = |t: BurnTensor<2>, (from, to): (usize, usize), axis: usize| {
-            t.narrow(axis, from * width, (to - from) * width)
-        };
+        let (sources, params) = parents.split_at(N - 2);
         if let Some(node) = &params[1] {
             // ∂b: the packed gradient's column sums.
             let d_bias = grad.clone().sum_dim(0).reshape([3 * width]);
@@ -701,9 +840,10 @@ impl<const N: usize> Backward<CubeBackend, N> for AttentionOp {
             let factors: Vec<(BurnTensor<2>, BurnTensor<2>)> = xs
                 .iter()
                 .zip(&blocks)
-                .map(|(x, &span)| {
+                .map(|(x, &(from, to))| {
                     let x = to_burn::<3>(x.clone()).reshape([rows, width]);
-                    (block_rows(grad.clone(), span, 1).transpose(), x)
+                    let g = grad.clone().narrow(1, from * width, (to - from) * width);
+                    (g.transpose(), x)
                 })
                 .collect();
             let d_weight = weight_gradient_in_place(&factors, &blocks, width, &d_out)
@@ -716,16 +856,24 @@ impl<const N: usize> Backward<CubeBackend, N> for AttentionOp {
                 });
             grads.register::<CubeBackend>(node.id, d_weight);
         }
-        for ((parent, _), &span) in inputs.iter().zip(&xs).zip(&blocks) {
-            if let Some(node) = parent {
-                // ∂x: the block's gradient columns times its weight rows.
-                let dx = products::matmul(
-                    block_rows(grad.clone(), span, 1),
-                    block_rows(weight.clone(), span, 0),
-                );
-                let dx = dx.reshape([geometry.batch, geometry.len, width]);
-                grads.register::<CubeBackend>(node.id, cube(dx));
-            }
+        // Each input tensor once: its blocks' gradient columns times their weight rows, an
+        // offset's summed over the batch when it is broadcast over it.
+        for (index, parent) in sources.iter().enumerate() {
+            let Some(node) = parent else { continue };
+            let spans_where = |uses: &dyn Fn(usize) -> bool| -> Vec<(usize, usize)> {
+                (0..blocks.len())
+                    .filter(|&i| uses(i))
+                    .map(|i| blocks[i])
+                    .collect()
+            };
+            let as_x = spans_where(&|i| x_parents[i] == index);
+            let d = if as_x.is_empty() {
+                let as_offset = spans_where(&|i| offset_parents[i] == Some(index));
+                through_blocks(&grad3, &weight, &as_offset, offset_batch == 1)
+            } else {
+                through_blocks(&grad3, &weight, &as_x, false)
+            };
+            grads.register::<CubeBackend>(node.id, cube(d));
         }
     }
 }
@@ -765,7 +913,8 @@ mod tests {
     }
 
     /// The composed form in burn's own operations (differentiable on any backend): each block's
-    /// projection, the heads split, `softmax(q·kᵀ/√d)`, times the mask if any, times v, merged.
+    /// projection of `x + offset`, the heads split, `softmax(q·kᵀ/√d)`, times the mask if any,
+    /// times v, merged.
     fn composed(
         inputs: &[ProjectionInput],
         weight: &Tensor<2>,
@@ -774,15 +923,16 @@ mod tests {
         mask: Option<Tensor<4>>,
     ) -> Tensor<3> {
         let [_, e] = weight.dims();
-        let [b, l, _] = inputs[0].0.dims();
+        let [b, l, _] = inputs[0].x.dims();
         let block = |n: usize| {
-            let (x, _, _) = inputs
-                .iter()
-                .find(|(_, from, to)| (*from..*to).contains(&n))
-                .unwrap();
+            let input = inputs.iter().find(|i| (i.from..i.to).contains(&n)).unwrap();
+            let x = match &input.offset {
+                Some(o) => input.x.clone() + o.clone(),
+                None => input.x.clone(),
+            };
             let w = weight.clone().narrow(0, n * e, e);
             let bias = bias.clone().narrow(0, n * e, e);
-            burn::tensor::module::linear(x.clone(), w.transpose(), Some(bias))
+            burn::tensor::module::linear(x, w.transpose(), Some(bias))
         };
         let d = e / heads;
         let split = |t: Tensor<3>| -> Tensor<4> { t.reshape([b, l, heads, d]).swap_dims(1, 2) };
@@ -803,14 +953,74 @@ mod tests {
             .autodiff()
     }
 
+    /// One input of a case: which of the case's token tensors it takes and its row blocks.
+    struct Use {
+        tokens: usize,
+        offset: bool,
+        blocks: (usize, usize),
+    }
+
     struct Case {
         batch: usize,
         len: usize,
         width: usize,
         heads: usize,
-        /// Row blocks per input: `[(0, 2), (2, 3)]` (self-attention) or three inputs.
-        blocks: Vec<(usize, usize)>,
+        /// The inputs: distinct tensors per block, or one tensor for several (self-attention's
+        /// `x`, cross-attention's memory), with the offset or not.
+        uses: Vec<Use>,
+        /// The offset's batch (1: broadcast) and whether it is trained.
+        offset_batch: usize,
+        offset_trained: bool,
         p: f64,
+    }
+
+    fn apart(blocks: &[(usize, usize)]) -> Vec<Use> {
+        blocks
+            .iter()
+            .enumerate()
+            .map(|(tokens, &blocks)| Use {
+                tokens,
+                offset: false,
+                blocks,
+            })
+            .collect()
+    }
+
+    /// Self-attention as the encoder calls it: `x + pos` for queries and keys, `x` for values.
+    fn self_positioned() -> Vec<Use> {
+        vec![
+            Use {
+                tokens: 0,
+                offset: true,
+                blocks: (0, 2),
+            },
+            Use {
+                tokens: 0,
+                offset: false,
+                blocks: (2, 3),
+            },
+        ]
+    }
+
+    /// Cross-attention as the decoder calls it: `t + pos`, `memory + pos`, `memory`.
+    fn cross_positioned() -> Vec<Use> {
+        vec![
+            Use {
+                tokens: 0,
+                offset: true,
+                blocks: (0, 1),
+            },
+            Use {
+                tokens: 1,
+                offset: true,
+                blocks: (1, 2),
+            },
+            Use {
+                tokens: 1,
+                offset: false,
+                blocks: (2, 3),
+            },
+        ]
     }
 
     /// The operation's output and every gradient against the composed form's under burn's
@@ -824,31 +1034,37 @@ mod tests {
             len,
             width,
             heads,
-            ref blocks,
+            ref uses,
+            offset_batch,
+            offset_trained,
             p,
         } = *case;
-        let random = |shape: Vec<usize>, sd: f64| {
-            Tensor::<3>::random(
-                [shape[0], shape[1], shape[2]],
-                Distribution::Normal(0.0, sd),
-                &device,
-            )
+        let random = |shape: [usize; 3], sd: f64| {
+            Tensor::<3>::random(shape, Distribution::Normal(0.0, sd), &device)
         };
-        let xs: Vec<Tensor<3>> = blocks
-            .iter()
-            .map(|_| random(vec![batch, len, width], 1.0).require_grad())
+        let tokens = uses.iter().map(|u| u.tokens).max().unwrap() + 1;
+        let xs: Vec<Tensor<3>> = (0..tokens)
+            .map(|_| random([batch, len, width], 1.0).require_grad())
             .collect();
-        let weight = random(vec![1, 3 * width, width], 0.3)
+        let offset = random([offset_batch, len, width], 0.5);
+        let offset = if offset_trained {
+            offset.require_grad()
+        } else {
+            offset
+        };
+        let weight = random([1, 3 * width, width], 0.3)
             .reshape([3 * width, width])
             .require_grad();
-        let bias = random(vec![1, 1, 3 * width], 0.3)
+        let bias = random([1, 1, 3 * width], 0.3)
             .reshape([3 * width])
             .require_grad();
-        let r = random(vec![batch, len, width], 1.0);
-        let inputs: Vec<ProjectionInput> = xs
+        let r = random([batch, len, width], 1.0);
+        let inputs: Vec<ProjectionInput> = uses
             .iter()
-            .zip(blocks)
-            .map(|(x, &(from, to))| (x.clone(), from, to))
+            .map(|u| {
+                let offset = u.offset.then(|| offset.clone());
+                ProjectionInput::new(xs[u.tokens].clone(), offset, u.blocks.0, u.blocks.1)
+            })
             .collect();
 
         let seed = 7;
@@ -872,12 +1088,17 @@ mod tests {
         let fused = attention(&inputs, &weight, &bias, heads, p).expect("applies on wgpu");
         let want = composed(&inputs, &weight, &bias, heads, mask);
 
+        let with_offset = offset_trained && uses.iter().any(|u| u.offset);
         let grads_of = |out: Tensor<3>| {
             let g = (out * r.clone()).sum().backward();
             let mut all: Vec<Vec<f32>> = xs
                 .iter()
                 .map(|x| values(x.grad(&g).unwrap().reshape([batch * len * width])))
                 .collect();
+            if with_offset {
+                let n = offset_batch * len * width;
+                all.push(values(offset.grad(&g).unwrap().reshape([n])));
+            }
             all.push(values(
                 weight.grad(&g).unwrap().reshape([3 * width * width]),
             ));
@@ -892,8 +1113,10 @@ mod tests {
             ),
         )];
         let (got, expected) = (grads_of(fused), grads_of(want));
+        assert_eq!(got.len(), expected.len());
         let names = (0..xs.len())
             .map(|i| format!("dx{i}"))
+            .chain(with_offset.then(|| "doffset".to_string()))
             .chain(["dW".into(), "db".into()]);
         for ((name, a), b) in names.zip(got).zip(expected) {
             gaps.push((name, relative(a, b)));
@@ -903,50 +1126,77 @@ mod tests {
 
     #[test]
     fn one_operation_matches_the_composed_attention_and_its_gradients() {
-        let cases = [
+        let case = |batch, len, width, heads, uses, p| Case {
+            batch,
+            len,
+            width,
+            heads,
+            uses,
+            offset_batch: 1,
+            offset_trained: true,
+            p,
+        };
+        let mut cases = Vec::new();
+        for p in [0.0, 0.1] {
             // Self-attention (queries and keys from one input), three heads of 8, odd length.
-            Case {
-                batch: 2,
-                len: 37,
-                width: 24,
-                heads: 3,
-                blocks: vec![(0, 2), (2, 3)],
-                p: 0.0,
-            },
+            cases.push(case(2, 37, 24, 3, apart(&[(0, 2), (2, 3)]), p));
             // Cross-attention (three inputs), two heads of 32 (the official head width).
-            Case {
-                batch: 1,
-                len: 50,
-                width: 64,
-                heads: 2,
-                blocks: vec![(0, 1), (1, 2), (2, 3)],
-                p: 0.0,
-            },
-            // Both with the reference's dropout 0.1 on the attention weights.
-            Case {
-                batch: 2,
-                len: 37,
-                width: 24,
-                heads: 3,
-                blocks: vec![(0, 2), (2, 3)],
-                p: 0.1,
-            },
-            Case {
-                batch: 1,
-                len: 50,
-                width: 64,
-                heads: 2,
-                blocks: vec![(0, 1), (1, 2), (2, 3)],
-                p: 0.1,
-            },
-        ];
+            cases.push(case(1, 50, 64, 2, apart(&[(0, 1), (1, 2), (2, 3)]), p));
+            // As the encoder and decoder call it: one tensor for several blocks, the learned
+            // positional embedding broadcast over the batch as the offset.
+            cases.push(case(3, 37, 24, 3, self_positioned(), p));
+            cases.push(case(2, 50, 64, 2, cross_positioned(), p));
+        }
+        // A batch of one (no sum over the batch), an offset per sample, an untrained offset.
+        cases.push(case(1, 37, 24, 3, cross_positioned(), 0.0));
+        cases.push(Case {
+            offset_batch: 2,
+            ..case(2, 37, 24, 3, self_positioned(), 0.0)
+        });
+        cases.push(Case {
+            offset_trained: false,
+            ..case(2, 50, 64, 2, cross_positioned(), 0.0)
+        });
         for case in &cases {
             // Seen on lavapipe: at most 6.7e-7 of the largest value (sums of up to 100 terms
             // in another order); the bound leaves six times that.
             for (name, gap) in matches_the_composed_form(case) {
-                assert!(gap <= 4e-6, "{name}: {gap} (p {})", case.p);
+                assert!(
+                    gap <= 4e-6,
+                    "{name}: {gap} (batch {}, {} inputs, p {})",
+                    case.batch,
+                    case.uses.len(),
+                    case.p
+                );
             }
         }
+    }
+
+    /// A tensor given both as an input and as an offset, or two different offsets, is not
+    /// taken (their gradients would not be one product's): the caller composes.
+    #[test]
+    fn offsets_that_are_inputs_or_several_are_refused() {
+        let device = wgpu();
+        let random =
+            |b| Tensor::<3>::random([b, 5, 8], Distribution::Default, &device).require_grad();
+        let (x, y, o) = (random(1), random(1), random(1));
+        let weight = Tensor::<2>::random([24, 8], Distribution::Default, &device).require_grad();
+        let bias = Tensor::<1>::zeros([24], &device).require_grad();
+        let both = [
+            ProjectionInput::new(x.clone(), Some(y.clone()), 0, 2),
+            ProjectionInput::new(y.clone(), None, 2, 3),
+        ];
+        assert!(attention(&both, &weight, &bias, 2, 0.0).is_none());
+        let two = [
+            ProjectionInput::new(x.clone(), Some(y.clone()), 0, 2),
+            ProjectionInput::new(x.clone(), Some(o.clone()), 2, 3),
+        ];
+        assert!(attention(&two, &weight, &bias, 2, 0.0).is_none());
+        let one = [
+            ProjectionInput::new(x.clone(), Some(o.clone()), 0, 2),
+            ProjectionInput::new(x, None, 2, 3),
+        ];
+        assert!(attention(&one, &weight, &bias, 2, 0.0).is_some());
     }
 
     /// The mask keeps each weight with probability 1 − p, independently of position: the

@@ -4,21 +4,18 @@
 //! Composed, it is two 1×1 convolutions on a `[n, c, 1, 1]` tensor: two matrix products with as
 //! many rows as samples (a general product's tiles mostly empty) and two bias-activation
 //! kernels, four launches in each of the 22 SE blocks the official B4 backbone runs, for a few
-//! hundred thousand multiply-adds. Here one cube of [`THREADS`] threads takes one sample: each
-//! group of [`LANES`] threads sums one reduced channel's products over the channels (neighbouring
-//! threads read neighbouring weights), its first thread adds the group's partial sums in order,
-//! the bias and the activation, into shared memory; then each thread computes whole gates from
-//! the reduced channels there.
+//! hundred thousand multiply-adds. Here one cube of 256 threads (`gpu::CUBE_THREADS`) takes one
+//! sample: each group of [`LANES`] threads sums one reduced channel's products over the channels
+//! (neighbouring threads read neighbouring weights), its first thread adds the group's partial
+//! sums in order, the bias and the activation, into shared memory; then each thread computes
+//! whole gates from the reduced channels there.
 
 use burn::tensor::Tensor as BurnTensor;
 use cubecl::prelude::*;
 
 use super::Activation;
-use super::gpu::{F32, contiguous_f32, empty_shaped, plain_f32, to_burn};
+use super::gpu::{CUBE_THREADS as THREADS, F32, contiguous_f32, empty_shaped, plain_f32, to_burn};
 use super::gpu_activations::{activated, code};
-
-/// Threads of a cube, one cube per sample: WebGPU's guaranteed limit on a workgroup's size.
-const THREADS: usize = 256;
 
 /// Threads summing one reduced channel's products together.
 const LANES: usize = 32;

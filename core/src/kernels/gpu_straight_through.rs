@@ -20,13 +20,9 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 use super::gpu::{
-    F32, contiguous, empty_like, empty_shaped, grid, plain_f32_contiguous, recorded,
-    tracked_f32_on_gpu, tracked_parts,
+    CUBE_THREADS as THREADS, F32, contiguous, empty_like, empty_shaped, grid, plain_f32_contiguous,
+    recorded, tracked_f32_on_gpu, tracked_parts,
 };
-
-/// Threads of a cube, one cube per sample (WebGPU's guaranteed limit on a workgroup's size; a
-/// power of two, for the pairwise sum).
-const THREADS: usize = 256;
 
 #[cube(launch)]
 fn forward_kernel<F: Float>(
@@ -67,21 +63,25 @@ fn forward_kernel<F: Float>(
     }
 }
 
+/// `∂x` from the commitments' gradient, sample `b`'s at `d_commitment[b·stride]` (stride 0: one
+/// value for all, as the batch mean's backward hands it over).
 #[cube(launch)]
 fn commitment_gradient_kernel<F: Float>(
     d_commitment: &Tensor<F>,
     x: &Tensor<F>,
     q: &Tensor<F>,
     dx: &mut Tensor<F>,
+    samples: u32,
+    stride: u32,
     #[define(F)] _dtype: ElemType,
 ) {
     let i = ABSOLUTE_POS;
     if i >= dx.len() {
         terminate!();
     }
-    let per_sample = dx.len() / d_commitment.len();
+    let per_sample = dx.len() / samples as usize;
     let scale = F::new(2.0) / F::cast_from(per_sample);
-    dx[i] = d_commitment[i / per_sample] * scale * (x[i] - q[i]);
+    dx[i] = d_commitment[(i / per_sample) * stride as usize] * scale * (x[i] - q[i]);
 }
 
 /// `(x + sg(q − x), mean over each sample of (q − x)²)` for tokens `x [B, L, D]` tracked by
@@ -153,7 +153,13 @@ impl Backward<CubeBackend, 1> for CommitmentOp {
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let Saved { tokens, codes } = ops.state;
-        let d_commitment = contiguous(grads.consume::<CubeBackend>(&ops.node));
+        let d_commitment = grads.consume::<CubeBackend>(&ops.node);
+        // One value broadcast (a batch mean's gradient) is read in place; else row-major.
+        let (d_commitment, stride) = match d_commitment.meta.strides()[0] {
+            0 => (d_commitment, 0),
+            _ => (contiguous(d_commitment), 1),
+        };
+        let samples = d_commitment.meta.shape()[0] as u32;
         let [parent] = ops.parents;
         if let Some(node) = parent {
             let dx = empty_like(&tokens);
@@ -166,11 +172,28 @@ impl Backward<CubeBackend, 1> for CommitmentOp {
                 tokens.clone().into_tensor_arg(),
                 codes.into_tensor_arg(),
                 dx.clone().into_tensor_arg(),
+                samples,
+                stride,
                 F32,
             );
             grads.register::<CubeBackend>(node.id, dx);
         }
     }
+}
+
+/// The composed form in burn's operations, as the model composes it off a GPU
+/// (`model::quantizer::composed_straight_through`, written out again here: the kernels sit
+/// below the model): `x + sg(q − x)` and each sample's `mean((q − x)²)`, `q` detached.
+#[cfg(all(test, feature = "wgpu"))]
+pub(super) fn composed(x: BurnTensor<3>, q: BurnTensor<3>) -> (BurnTensor<3>, BurnTensor<1>) {
+    let [b, _, _] = x.dims();
+    let q = q.detach();
+    let diff = (q.clone() - x.clone())
+        .powi_scalar(2)
+        .mean_dim(2)
+        .mean_dim(1)
+        .reshape([b]);
+    (x.clone() + (q - x).detach(), diff)
 }
 
 #[cfg(all(test, feature = "wgpu"))]
@@ -180,7 +203,7 @@ mod tests {
 
     use crate::kernels::gpu::values;
 
-    /// On wgpu, against burn's composed form (`model::straight_through` without this operation)
+    /// On wgpu, against burn's composed form ([`composed`])
     /// under autodiff, for one and three samples whose sizes are below and above a cube's
     /// threads: the straight-through values within one rounding of `x + (q − x)` at the
     /// operands' scale (the same f32 operations, which lavapipe's compiler may fold to `q`), the
@@ -207,7 +230,7 @@ mod tests {
                     assert_eq!(profiler.finish().stages[0].launches, 1);
                     pair
                 } else {
-                    crate::model::composed_straight_through(x.clone(), q)
+                    composed(x.clone(), q)
                 };
                 let loss = (quantized.clone() * weights.clone().autodiff()).sum()
                     + (commitment.clone() * per_sample.clone().autodiff()).sum();

@@ -22,9 +22,11 @@
 //! projections; the optimiser's flat-buffer gather and its AdamW update; the codebooks' EMA
 //! step in training, `gpu_codebook_ema`: one launch where burn's operations take two to
 //! thirty); under autodiff the layer norm, the softmax, a linear layer with its bias, ReLU and
-//! residual, a whole attention with its packed input projection and the POT loss are one
-//! autodiff operation each (`gpu_layer_norm_autodiff`, `gpu_softmax_autodiff`,
-//! `gpu_linear_autodiff`, `gpu_pot_loss`, `gpu_attention_autodiff`; the last one switchable by
+//! residual, a whole attention with its packed input projection, the POT loss, a quantiser
+//! level's straight-through output and commitment and the reconstruction loss are one autodiff
+//! operation each (`gpu_layer_norm_autodiff`, `gpu_softmax_autodiff`, `gpu_linear_autodiff`,
+//! `gpu_pot_loss`, `gpu_straight_through`, `gpu_loss_means`, `gpu_attention_autodiff`;
+//! the last one switchable by
 //! `HVQ_TRAIN_ATTENTION`,
 //! [`train_attention`]); anything else (another
 //! dtype, the other operations under autodiff) takes burn's own ops. Results agree with the
@@ -96,6 +98,8 @@ mod gpu_layer_norm;
 mod gpu_layer_norm_autodiff;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_linear_autodiff;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu_loss_means;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_nearest_code;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
@@ -296,6 +300,37 @@ pub fn linear_trained<const D: usize>(
     }
 }
 
+/// The reconstruction loss `mean((rec − feature)²)`, its mean taken by `mean` (the caller's order
+/// of sums), as one autodiff operation on a GPU backend in training (`gpu_loss_means`:
+/// the same value; a backward of two launches where burn's means take some eighteen); `None`
+/// elsewhere (the CPU, an untracked `rec`, another dtype), and the caller composes it.
+pub fn mean_squared_error_trained(
+    rec: &Tensor<4>,
+    feature: &Tensor<4>,
+    mean: impl Fn(Tensor<4>) -> Tensor<1>,
+) -> Option<Tensor<1>> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    return gpu_loss_means::mean_squared_error(rec, feature, mean);
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    {
+        let _ = (rec, feature, mean);
+        None
+    }
+}
+
+/// `mean(t)` as one autodiff operation on a GPU backend in training (`gpu_loss_means`: burn's
+/// value; the backward one launch, the gradient over n broadcast as a view, where burn's fills,
+/// scales and multiplies); `None` elsewhere, and the caller takes burn's `mean`.
+pub fn mean_trained(t: &Tensor<1>) -> Option<Tensor<1>> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    return gpu_loss_means::mean(t);
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    {
+        let _ = t;
+        None
+    }
+}
+
 /// A vector quantiser's straight-through output `x + sg(q − x)` and per-sample commitment
 /// `mean((q − x)²)` as autodiff operations on a GPU backend in training (`gpu_straight_through`:
 /// one kernel forward, one backward); `None` elsewhere (the CPU, untracked tokens, another
@@ -449,15 +484,47 @@ pub fn gpu_attention_merged(
     None
 }
 
+/// One input of training's packed attention projection ([`packed_attention_trained`]): `x`
+/// `[B, L, E]`, plus `offset` when there is one (the positional embedding, `[1, L, E]` or
+/// `[B, L, E]`), multiplied with the packed weight's row blocks `[from, to)` (0: queries, 1:
+/// keys, 2: values).
+#[derive(Clone, Debug)]
+pub struct ProjectionInput {
+    /// The tokens.
+    pub x: Tensor<3>,
+    /// Added to `x` before the product (queries and keys get the positional embedding, values
+    /// not).
+    pub offset: Option<Tensor<3>>,
+    /// First row block.
+    pub from: usize,
+    /// One past the last row block.
+    pub to: usize,
+}
+
+impl ProjectionInput {
+    /// `x (+ offset)` for the row blocks `[from, to)`.
+    pub fn new(x: Tensor<3>, offset: Option<Tensor<3>>, from: usize, to: usize) -> Self {
+        Self {
+            x,
+            offset,
+            from,
+            to,
+        }
+    }
+}
+
 /// Training's attention on a GPU backend as one autodiff operation with its packed input
-/// projection (`gpu_attention_autodiff`): each input `(x, from, to)` multiplied with the packed
-/// weight's row blocks `[from, to)` (0: queries, 1: keys, 2: values; together the three, in
-/// order) plus their bias, the heads' scaled dot-product attention with dropout `p` on its
-/// weights, the heads merged (`[B, L, E]`, before the output projection). `None` where it does
-/// not apply (not tracked by autodiff on a GPU backend, query and key lengths differ, heads
-/// wider than the kernels hold): the caller composes it.
+/// projection (`gpu_attention_autodiff`): each input's `x + offset` multiplied with the packed
+/// weight's row blocks `[from, to)` (together the three, in order) plus their bias, the heads'
+/// scaled dot-product attention with dropout `p` on its weights, the heads merged (`[B, L, E]`,
+/// before the output projection). A tensor given for several blocks (self-attention's `x` for
+/// queries, keys and values; cross-attention's memory for keys and values; the positional
+/// embedding as every offset) is one parent of the operation, its gradient one sum, not one per
+/// use that autodiff then adds up. `None` where it does not apply (not tracked by autodiff on a
+/// GPU backend, query and key lengths differ, heads wider than the kernels hold, more than one
+/// offset tensor): the caller composes it.
 pub fn packed_attention_trained(
-    inputs: &[(Tensor<3>, usize, usize)],
+    inputs: &[ProjectionInput],
     weight: &Tensor<2>,
     bias: &Tensor<1>,
     heads: usize,

@@ -5,6 +5,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 
 use super::layers::{Linear, dropout};
 
+use crate::kernels::ProjectionInput;
 use crate::kernels::products::linear;
 
 /// `nn.MultiheadAttention` (no dropout at inference, no mask), batch-first tensors.
@@ -84,39 +85,79 @@ impl MultiheadAttention {
         p: f64,
         residual: Option<Tensor<3>>,
     ) -> Tensor<3> {
-        let inputs = [(query, 0, 1), (key, 1, 2), (value, 2, 3)];
+        let inputs = [
+            ProjectionInput::new(query.clone(), None, 0, 1),
+            ProjectionInput::new(key.clone(), None, 1, 2),
+            ProjectionInput::new(value.clone(), None, 2, 3),
+        ];
         if let Some(out) = self.trained_on_gpu(&inputs, p) {
             return self.output(out, residual);
         }
-        let [q, k, v] = self.project(inputs);
+        let [q, k, v] = self.project([(query, 0, 1), (key, 1, 2), (value, 2, 3)]);
         self.attend(q, k, v, p, residual)
     }
 
-    /// Self-attention whose queries and keys come from the same tensor `qk` (`x + pos` in the
-    /// encoder and the decoder's first block): [`Self::forward`]`(qk, qk, value, p)` with the two
-    /// projections as one matrix product of twice the width, as PyTorch's `nn.MultiheadAttention`
-    /// does when query is key (fewer, larger products run closer to the CPU's peak).
+    /// Self-attention of `x` whose queries and keys are `x + pos` (the encoder and the decoder's
+    /// first block; `pos` `[1, L, E]`): [`Self::forward`]`(x + pos, x + pos, x, p)` with the two
+    /// projections as one matrix product of twice the width, as PyTorch's
+    /// `nn.MultiheadAttention` does when query is key (fewer, larger products run closer to the
+    /// CPU's peak). In training on a GPU one operation takes `x` and `pos` themselves, so that
+    /// each gets one gradient (`x`'s one product over all three blocks) rather than one per use
+    /// that autodiff then adds up.
     pub fn forward_self(
         &self,
-        qk: Tensor<3>,
-        value: Tensor<3>,
+        x: Tensor<3>,
+        pos: Tensor<3>,
         p: f64,
         residual: Option<Tensor<3>>,
     ) -> Tensor<3> {
-        let [_, _, e] = qk.dims();
-        let inputs = [(qk, 0, 2), (value, 2, 3)];
+        let inputs = [
+            ProjectionInput::new(x.clone(), Some(pos.clone()), 0, 2),
+            ProjectionInput::new(x.clone(), None, 2, 3),
+        ];
         if let Some(out) = self.trained_on_gpu(&inputs, p) {
             return self.output(out, residual);
         }
-        let [both, v] = self.project(inputs);
+        let [_, _, e] = x.dims();
+        let qk = x.clone() + pos;
+        let [both, v] = self.project([(qk, 0, 2), (x, 2, 3)]);
         let q = both.clone().narrow(2, 0, e);
         let k = both.narrow(2, e, e);
         self.attend(q, k, v, p, residual)
     }
 
+    /// Cross-attention of `t` over `memory` with the positional embedding `pos` (`[1, L, E]`) on
+    /// both sides (the decoder's second block): [`Self::forward`]`(t + pos, memory + pos,
+    /// memory, p)`, both additions in one launch on a GPU. In training on a GPU one operation
+    /// takes `t`, `memory` and `pos` themselves (`memory`'s gradient one product over the key
+    /// and value blocks, `pos`'s one over the query and key blocks).
+    pub fn forward_cross(
+        &self,
+        t: Tensor<3>,
+        memory: Tensor<3>,
+        pos: Tensor<3>,
+        p: f64,
+        residual: Option<Tensor<3>>,
+    ) -> Tensor<3> {
+        let inputs = [
+            ProjectionInput::new(t.clone(), Some(pos.clone()), 0, 1),
+            ProjectionInput::new(memory.clone(), Some(pos.clone()), 1, 2),
+            ProjectionInput::new(memory.clone(), None, 2, 3),
+        ];
+        if let Some(out) = self.trained_on_gpu(&inputs, p) {
+            return self.output(out, residual);
+        }
+        let [q, k]: [Tensor<3>; 2] =
+            crate::kernels::add_many(vec![(t, pos.clone()), (memory.clone(), pos)])
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("one sum per pair"));
+        let [q, k, v] = self.project([(q, 0, 1), (k, 1, 2), (memory, 2, 3)]);
+        self.attend(q, k, v, p, residual)
+    }
+
     /// Training on a GPU: the projection, the heads' attention and its dropout as one autodiff
     /// operation ([`crate::kernels::packed_attention_trained`]); `None` elsewhere.
-    fn trained_on_gpu(&self, inputs: &[(Tensor<3>, usize, usize)], p: f64) -> Option<Tensor<3>> {
+    fn trained_on_gpu(&self, inputs: &[ProjectionInput], p: f64) -> Option<Tensor<3>> {
         crate::kernels::packed_attention_trained(
             inputs,
             &self.in_proj_weight.val(),
@@ -189,17 +230,25 @@ impl MultiheadAttention {
 mod tests {
     use super::*;
 
-    /// The fused query/key projection is the same computation as projecting them apart.
+    /// The fused query/key projection is the same computation as projecting them apart, and the
+    /// cross-attention's positional additions are the general form's.
     #[test]
-    fn self_attention_with_one_query_key_product_equals_the_general_form() {
+    fn self_and_cross_attention_equal_the_general_form() {
         let device = Device::flex();
         let mha = MultiheadAttention::new(32, 4, &device);
-        let qk = Tensor::<3>::random([2, 9, 32], Distribution::Default, &device);
-        let v = Tensor::<3>::random([2, 9, 32], Distribution::Default, &device);
-        let fused = mha.forward_self(qk.clone(), v.clone(), 0.0, None);
-        let apart = mha.forward(qk.clone(), qk, v, 0.0, None);
-        let diff = crate::device::read_back((fused - apart).abs().max()).unwrap()[0];
-        assert!(diff <= 1e-5, "{diff}");
+        let random = |b| Tensor::<3>::random([b, 9, 32], Distribution::Default, &device);
+        let (x, m, pos) = (random(2), random(2), random(1));
+        let gap =
+            |a: Tensor<3>, b: Tensor<3>| crate::device::read_back((a - b).abs().max()).unwrap()[0];
+        let qk = x.clone() + pos.clone();
+        let fused = mha.forward_self(x.clone(), pos.clone(), 0.0, None);
+        let apart = mha.forward(qk.clone(), qk, x.clone(), 0.0, None);
+        let diff = gap(fused, apart);
+        assert!(diff <= 1e-5, "self: {diff}");
+        let cross = mha.forward_cross(x.clone(), m.clone(), pos.clone(), 0.0, None);
+        let general = mha.forward(x + pos.clone(), m.clone() + pos, m, 0.0, None);
+        let diff = gap(cross, general);
+        assert_eq!(diff, 0.0, "cross");
     }
 }
 
@@ -221,7 +270,10 @@ mod gpu_training_tests {
     /// Training on wgpu (dropout 0.1, the official widths) runs each attention as the one
     /// autodiff operation (`kernels::packed_attention_trained`): its forward kernel once and its
     /// two backward kernels once each, with no narrow's zero-filled gradient, no slice
-    /// assignment and no head copies, in self- and cross-attention.
+    /// assignment and no head copies, in self- and cross-attention; and the tokens and the
+    /// positional embedding, each given for several blocks, each get one gradient: no addition
+    /// in the backward pass (burn's autodiff adds a tensor's gradients up, one launch per
+    /// further use).
     #[test]
     fn training_attention_on_wgpu_is_one_operation_without_copies() {
         let _generator = crate::test_rng::lock();
@@ -229,22 +281,26 @@ mod gpu_training_tests {
             .unwrap()
             .autodiff();
         let mha = MultiheadAttention::new(256, 8, &ad);
-        let x = || Tensor::<3>::random([1, 196, 256], Distribution::Default, &ad).require_grad();
-        let (a, b, c) = (x(), x(), x());
+        let x = |b| Tensor::<3>::random([b, 196, 256], Distribution::Default, &ad).require_grad();
+        let (a, b, c, pos) = (x(2), x(2), x(2), x(1));
         type Attend<'a> = Box<dyn Fn() -> Tensor<3> + 'a>;
-        let cases: [(&str, Attend); 2] = [
+        let cases: [(&str, Attend); 3] = [
             (
                 "self",
-                Box::new(|| mha.forward_self(a.clone(), b.clone(), 0.1, None)),
+                Box::new(|| mha.forward_self(a.clone(), pos.clone(), 0.1, None)),
             ),
             (
                 "cross",
+                Box::new(|| mha.forward_cross(a.clone(), b.clone(), pos.clone(), 0.1, None)),
+            ),
+            (
+                "general",
                 Box::new(|| mha.forward(a.clone(), b.clone(), c.clone(), 0.1, None)),
             ),
         ];
         for (name, attend) in cases {
             let (out, forward) = profile("forward", attend);
-            let (_, backward) = profile("backward", || out.sum().backward());
+            let (grads, backward) = profile("backward", || out.sum().backward());
             let (forward, backward) = (&forward.stages[0], &backward.stages[0]);
             assert_eq!(
                 launches(forward, "AttentionForwardKernel"),
@@ -266,6 +322,21 @@ mod gpu_training_tests {
                     assert_eq!(launches(stage, kernel), 0, "{name}, {kernel}: {stage:#?}");
                 }
             }
+            // One launch adds the positional embedding to the queries' (and keys') tokens.
+            let positional = if name == "general" { 0 } else { 1 };
+            assert_eq!(
+                launches(forward, "AddManyKernel"),
+                positional + 1,
+                "{name}: {forward:#?}"
+            );
+            assert_eq!(launches(forward, "KernelBinop | AddOp"), 0, "{name}");
+            assert_eq!(
+                launches(backward, "KernelBinop | AddOp"),
+                0,
+                "{name}: {backward:#?}"
+            );
+            assert!(a.grad(&grads).is_some(), "{name}");
+            assert_eq!(pos.grad(&grads).is_some(), name != "general", "{name}");
             eprintln!(
                 "{name}: forward {}, backward {}",
                 forward.launches, backward.launches

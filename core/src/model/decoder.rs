@@ -43,15 +43,13 @@ impl DecoderLayer {
     /// `[B, L, 2C]` with memory `[B, L, 2C]` and `pos` `[1, L, 2C]`; dropout probability `p`
     /// (0 at inference) where `nn.TransformerDecoderLayer` has its dropouts.
     pub fn forward(&self, t: Tensor<3>, memory: Tensor<3>, pos: Tensor<3>, p: f64) -> Tensor<3> {
-        let q = t.clone() + pos.clone();
-        let attended = add_residual(t.clone(), p, |r| self.self_attn.forward_self(q, t, p, r));
+        let attended = add_residual(t.clone(), p, |r| {
+            self.self_attn.forward_self(t, pos.clone(), p, r)
+        });
         let t = self.norm1.forward(attended);
-        // Both positional additions in one launch on a GPU (the same additions).
-        let [q, k]: [Tensor<3>; 2] =
-            crate::kernels::add_many(vec![(t.clone(), pos.clone()), (memory.clone(), pos)])
-                .try_into()
-                .unwrap_or_else(|_| unreachable!("one sum per pair"));
-        let attended = add_residual(t, p, |r| self.multihead_attn.forward(q, k, memory, p, r));
+        let attended = add_residual(t.clone(), p, |r| {
+            self.multihead_attn.forward_cross(t, memory, pos, p, r)
+        });
         let t = self.norm2.forward(attended);
         let hidden = dropout(
             self.linear1.forward_then(t.clone(), Activation::Relu, None),

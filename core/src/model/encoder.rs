@@ -36,8 +36,7 @@ impl EncoderLayer {
 
     /// `[B, L, C]` → `[B, L, C]`; `pos` is `[1, L, C]`; dropout probability `p`.
     pub fn forward(&self, x: Tensor<3>, pos: Tensor<3>, p: f64) -> Tensor<3> {
-        let qk = x.clone() + pos;
-        let attended = add_residual(x.clone(), p, |r| self.self_attn.forward_self(qk, x, p, r));
+        let attended = add_residual(x.clone(), p, |r| self.self_attn.forward_self(x, pos, p, r));
         let x = self.norm1.forward(attended);
         let hidden = dropout(
             self.linear1.forward_then(x.clone(), Activation::Relu, None),

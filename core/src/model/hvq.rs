@@ -71,11 +71,12 @@ pub struct HvqOutput {
 impl HvqOutput {
     /// Σ over levels of the batch-mean commitment, `[1]` (the latent loss). Computed when asked:
     /// at inference nothing reads it, and its reductions kept the device busy after the map was
-    /// read.
+    /// read. In training on a GPU each mean is one autodiff operation whose backward is one
+    /// launch ([`crate::kernels::mean_trained`]; burn's: three).
     pub fn latent(&self) -> Tensor<1> {
         self.levels
             .iter()
-            .map(|l| l.diff.clone().mean())
+            .map(|l| crate::kernels::mean_trained(&l.diff).unwrap_or_else(|| l.diff.clone().mean()))
             .reduce(|a, b| a + b)
             .expect("at least one level")
     }

@@ -281,7 +281,7 @@ pub fn straight_through(x: Tensor<3>, q: Tensor<3>) -> (Tensor<3>, Tensor<1>) {
 }
 
 /// [`straight_through`] in burn's operations (any backend, tracked or not).
-pub(crate) fn composed_straight_through(x: Tensor<3>, q: Tensor<3>) -> (Tensor<3>, Tensor<1>) {
+fn composed_straight_through(x: Tensor<3>, q: Tensor<3>) -> (Tensor<3>, Tensor<1>) {
     let [b, _, _] = x.dims();
     let q = q.detach();
     let diff = (q.clone() - x.clone())
