@@ -342,7 +342,7 @@ pub fn probe_precision(device: &Device) -> Result<()> {
         return Ok(());
     };
     let d = device.clone();
-    let result = panic_capture::capture(move || {
+    let result = panic_capture::capture_fallible(move || {
         // What kernels::products does at a half precision, on two tiny operands.
         let a = Tensor::<2>::from_floats([[1.0f32, 2.0], [3.0, 4.0]], &d).cast(half);
         let product = a.clone().matmul(a.clone());
@@ -391,7 +391,7 @@ pub async fn probe_async(device: &Device) -> Result<()> {
 /// of its workers, becomes an error carrying the backend's own message.
 pub fn probe(device: &Device) -> Result<()> {
     let d = device.clone();
-    let result = panic_capture::capture(move || {
+    let result = panic_capture::capture_fallible(move || {
         let t = burn::tensor::Tensor::<1>::from_floats([1.0f32, 2.0, 3.0], &d);
         crate::device::read_back(t.sum())
     });

@@ -7,16 +7,18 @@
 //!
 //! "Every panic of the process" is deliberate: a backend's worker threads cannot be told apart
 //! from others. The price, in a test binary running tests in parallel, is that another test's
-//! failure message during a probe is recorded here rather than printed (its test still fails).
+//! failure message during a probe is recorded here rather than printed (its test still fails);
+//! [`capture_fallible`] lets a computation that succeeded stand whatever panicked meanwhile.
+//! Captures running at once each record every panic of their time (none takes another's).
 
 use std::panic::{self, AssertUnwindSafe, PanicHookInfo};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, Once};
 
-/// How many [`capture`] calls are running (panics are recorded, not printed, while > 0).
-static CAPTURING: AtomicUsize = AtomicUsize::new(0);
-/// Messages recorded while capturing.
-static CAPTURED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// The running captures, each with its id and the messages recorded since it began (panics are
+/// recorded, not printed, while there is one).
+static CAPTURES: Mutex<Vec<(u64, Vec<String>)>> = Mutex::new(Vec::new());
+/// The next capture's id.
+static NEXT_ID: Mutex<u64> = Mutex::new(0);
 static INSTALL: Once = Once::new();
 
 /// The text of a panic's payload.
@@ -32,11 +34,13 @@ fn install() {
     INSTALL.call_once(|| {
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info: &PanicHookInfo<'_>| {
-            if CAPTURING.load(Ordering::SeqCst) > 0 {
-                if let Ok(mut captured) = CAPTURED.lock() {
-                    captured.push(payload_text(info.payload()));
+            let recorded = CAPTURES.lock().is_ok_and(|mut captures| {
+                for (_, messages) in captures.iter_mut() {
+                    messages.push(payload_text(info.payload()));
                 }
-            } else {
+                !captures.is_empty()
+            });
+            if !recorded {
                 previous(info);
             }
         }));
@@ -47,21 +51,59 @@ fn install() {
 /// meanwhile (a backend's worker threads), without printing them. Returns `f`'s value, or the
 /// messages of every panic seen, in the order they happened.
 pub fn capture<T>(f: impl FnOnce() -> T) -> Result<T, Vec<String>> {
-    install();
-    CAPTURING.fetch_add(1, Ordering::SeqCst);
-    let result = panic::catch_unwind(AssertUnwindSafe(f));
-    CAPTURING.fetch_sub(1, Ordering::SeqCst);
-    let messages = CAPTURED
-        .lock()
-        .map(|mut c| std::mem::take(&mut *c))
-        .unwrap_or_default();
-    match result {
-        Ok(value) if messages.is_empty() => Ok(value),
+    match capture_all(f) {
+        (Ok(value), messages) if messages.is_empty() => Ok(value),
         // A worker thread panicked although this one returned: the device is not usable.
-        Ok(_) => Err(messages),
-        // The hook has recorded this thread's panic with the others.
-        Err(_) if !messages.is_empty() => Err(messages),
-        Err(payload) => Err(vec![payload_text(payload.as_ref())]),
+        (Ok(_), messages) => Err(messages),
+        (Err(payload), messages) => Err(panicked(payload, messages)),
+    }
+}
+
+/// [`capture`] for a computation that reports its own failure (a read-back's `Result`): its
+/// success stands even where another thread panicked meanwhile (another test of a test binary,
+/// or any other work of the process: a backend whose worker died makes the read-back fail), and
+/// its failure comes with the panics seen meanwhile, which carry the backend's own reason where
+/// its error says only that a channel closed.
+pub fn capture_fallible<T, E>(
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<Result<T, E>, Vec<String>> {
+    match capture_all(f) {
+        (Ok(Ok(value)), _) => Ok(Ok(value)),
+        (Ok(Err(e)), messages) if messages.is_empty() => Ok(Err(e)),
+        (Ok(Err(_)), messages) => Err(messages),
+        (Err(payload), messages) => Err(panicked(payload, messages)),
+    }
+}
+
+/// `f`'s outcome (its value, or this thread's panic) and the messages of every panic of the
+/// process meanwhile.
+fn capture_all<T>(f: impl FnOnce() -> T) -> (std::thread::Result<T>, Vec<String>) {
+    install();
+    let id = NEXT_ID.lock().map_or(u64::MAX, |mut next| {
+        *next += 1;
+        *next
+    });
+    if let Ok(mut captures) = CAPTURES.lock() {
+        captures.push((id, Vec::new()));
+    }
+    let result = panic::catch_unwind(AssertUnwindSafe(f));
+    let messages = CAPTURES
+        .lock()
+        .ok()
+        .and_then(|mut captures| {
+            let at = captures.iter().position(|(i, _)| *i == id)?;
+            Some(captures.remove(at).1)
+        })
+        .unwrap_or_default();
+    (result, messages)
+}
+
+/// This thread's panic as messages: the hook recorded it with the others, else its payload.
+fn panicked(payload: Box<dyn std::any::Any + Send>, messages: Vec<String>) -> Vec<String> {
+    if messages.is_empty() {
+        vec![payload_text(payload.as_ref())]
+    } else {
+        messages
     }
 }
 
@@ -120,5 +162,33 @@ mod tests {
         assert_eq!(err, vec!["worker: no driver".to_string()]);
         // Nothing left over for the next capture.
         assert_eq!(capture(|| 1), Ok(1));
+    }
+
+    /// A computation that reports its own failure: its success stands although another thread
+    /// panicked meanwhile (in a test binary, another test: a wgpu probe once took a deliberate
+    /// panic of the prefetch test for the device's), its failure comes with the panics, and its
+    /// own panic as before.
+    #[test]
+    fn a_fallible_computation_fails_only_by_its_own_result() {
+        let elsewhere = || {
+            let joined = std::thread::spawn(|| panic!("another test's panic")).join();
+            assert!(joined.is_err());
+        };
+        let ok = capture_fallible(|| -> Result<i32, String> {
+            elsewhere();
+            Ok(6)
+        });
+        assert_eq!(ok, Ok(Ok(6)));
+        let failed = capture_fallible(|| -> Result<i32, String> {
+            std::thread::spawn(|| panic!("worker: no driver"))
+                .join()
+                .unwrap_err();
+            Err("channel closed".into())
+        });
+        assert_eq!(failed, Err(vec!["worker: no driver".to_string()]));
+        let quiet = capture_fallible(|| -> Result<i32, String> { Err("no adapter".into()) });
+        assert_eq!(quiet, Ok(Err("no adapter".to_string())));
+        let own = capture_fallible(|| -> Result<i32, String> { panic!("probe panicked") });
+        assert_eq!(own, Err(vec!["probe panicked".to_string()]));
     }
 }
