@@ -153,10 +153,8 @@ mod tests {
             let got = values(x_fused.grad(&grads).unwrap());
 
             let x_composed = x.clone().autodiff().require_grad();
-            let (_, c) = crate::kernels::gpu_straight_through::composed(
-                x_composed.clone(),
-                q.clone().autodiff(),
-            );
+            let (_, c) =
+                crate::kernels::composed_straight_through(x_composed.clone(), q.clone().autodiff());
             let grads = c.mean().backward();
             let want = values(x_composed.grad(&grads).unwrap());
             let gap = relative(got, want);

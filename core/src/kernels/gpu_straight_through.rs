@@ -181,21 +181,6 @@ impl Backward<CubeBackend, 1> for CommitmentOp {
     }
 }
 
-/// The composed form in burn's operations, as the model composes it off a GPU
-/// (`model::quantizer::composed_straight_through`, written out again here: the kernels sit
-/// below the model): `x + sg(q − x)` and each sample's `mean((q − x)²)`, `q` detached.
-#[cfg(all(test, feature = "wgpu"))]
-pub(super) fn composed(x: BurnTensor<3>, q: BurnTensor<3>) -> (BurnTensor<3>, BurnTensor<1>) {
-    let [b, _, _] = x.dims();
-    let q = q.detach();
-    let diff = (q.clone() - x.clone())
-        .powi_scalar(2)
-        .mean_dim(2)
-        .mean_dim(1)
-        .reshape([b]);
-    (x.clone() + (q - x).detach(), diff)
-}
-
 #[cfg(all(test, feature = "wgpu"))]
 mod tests {
     use super::*;
@@ -203,7 +188,7 @@ mod tests {
 
     use crate::kernels::gpu::values;
 
-    /// On wgpu, against burn's composed form ([`composed`])
+    /// On wgpu, against burn's composed form (`kernels::composed_straight_through`)
     /// under autodiff, for one and three samples whose sizes are below and above a cube's
     /// threads: the straight-through values within one rounding of `x + (q − x)` at the
     /// operands' scale (the same f32 operations, which lavapipe's compiler may fold to `q`), the
@@ -230,7 +215,7 @@ mod tests {
                     assert_eq!(profiler.finish().stages[0].launches, 1);
                     pair
                 } else {
-                    composed(x.clone(), q)
+                    crate::kernels::composed_straight_through(x.clone(), q)
                 };
                 let loss = (quantized.clone() * weights.clone().autodiff()).sum()
                     + (commitment.clone() * per_sample.clone().autodiff()).sum();

@@ -345,6 +345,21 @@ pub fn straight_through(x: &Tensor<3>, q: &Tensor<3>) -> Option<(Tensor<3>, Tens
     }
 }
 
+/// [`straight_through`]'s values in burn's operations (any backend, tracked or not): `x +
+/// sg(q − x)` and each sample's `mean((sg(q) − x)²)`, what the model computes where the
+/// operation does not apply.
+pub fn composed_straight_through(x: Tensor<3>, q: Tensor<3>) -> (Tensor<3>, Tensor<1>) {
+    let [b, _, _] = x.dims();
+    let q = q.detach();
+    let diff = (q.clone() - x.clone())
+        .powi_scalar(2)
+        .mean_dim(2)
+        .mean_dim(1)
+        .reshape([b]);
+    let quantized = x.clone() + (q - x).detach();
+    (quantized, diff)
+}
+
 /// [`conv2d_fused`] on a GPU backend at f32; `None` where it is not one of the forms above.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn gpu_fused(

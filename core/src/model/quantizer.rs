@@ -272,25 +272,12 @@ pub fn quantize(x: Tensor<3>, codes: BatchCodes) -> QuantizeOutput {
 /// Straight-through output `x + sg(q − x)` and per-sample commitment `mean((sg(q) − x)²)` for
 /// given code vectors `q [B, L, D]` (treated as constants). In training on a GPU backend at f32,
 /// one kernel forward and one backward ([`crate::kernels::straight_through`]); elsewhere burn's
-/// operations ([`composed_straight_through`]).
+/// operations ([`crate::kernels::composed_straight_through`]).
 pub fn straight_through(x: Tensor<3>, q: Tensor<3>) -> (Tensor<3>, Tensor<1>) {
     if let Some(pair) = crate::kernels::straight_through(&x, &q) {
         return pair;
     }
-    composed_straight_through(x, q)
-}
-
-/// [`straight_through`] in burn's operations (any backend, tracked or not).
-fn composed_straight_through(x: Tensor<3>, q: Tensor<3>) -> (Tensor<3>, Tensor<1>) {
-    let [b, _, _] = x.dims();
-    let q = q.detach();
-    let diff = (q.clone() - x.clone())
-        .powi_scalar(2)
-        .mean_dim(2)
-        .mean_dim(1)
-        .reshape([b]);
-    let quantized = x.clone() + (q - x).detach();
-    (quantized, diff)
+    crate::kernels::composed_straight_through(x, q)
 }
 
 #[cfg(test)]
