@@ -542,25 +542,21 @@ pub fn attention(
     nodes.extend([w_node, b_node]);
 
     // Each projection's input: `x`, or `x + offset` (all of them in one launch).
-    let with_offset: Vec<(BurnTensor<3>, BurnTensor<3>)> = sourced_xs
-        .iter()
-        .zip(&offsets)
-        .filter_map(|((x, _), o)| {
-            o.as_ref()
-                .map(|(o, _)| (to_burn::<3>(x.clone()), to_burn::<3>(o.clone())))
-        })
-        .collect();
-    let mut sums = super::add_many(with_offset)
-        .into_iter()
-        .map(|t| t.try_into_primitive::<CubeBackend>().ok().map(contiguous));
-    let xs: Vec<CubeTensor> = sourced_xs
-        .iter()
-        .zip(&offsets)
-        .map(|((x, _), o)| match o {
-            Some(_) => sums.next().flatten(),
-            None => Some(x.clone()),
-        })
-        .collect::<Option<_>>()?;
+    let xs: Vec<CubeTensor> = super::with_offsets(
+        sourced_xs
+            .iter()
+            .zip(&offsets)
+            .map(|((x, _), o)| {
+                (
+                    to_burn::<3>(x.clone()),
+                    o.as_ref().map(|(o, _)| to_burn(o.clone())),
+                )
+            })
+            .collect(),
+    )
+    .into_iter()
+    .map(|t| t.try_into_primitive::<CubeBackend>().ok().map(contiguous))
+    .collect::<Option<_>>()?;
 
     // The projections, each input's blocks in one product, and all their biases in one launch.
     let products: Vec<BurnTensor<3>> = xs
@@ -857,22 +853,16 @@ impl<const N: usize> Backward<CubeBackend, N> for AttentionOp {
             grads.register::<CubeBackend>(node.id, d_weight);
         }
         // Each input tensor once: its blocks' gradient columns times their weight rows, an
-        // offset's summed over the batch when it is broadcast over it.
+        // offset's summed over the batch when it is broadcast over it (an offset is never also
+        // an `x`: `Sources::of`).
         for (index, parent) in sources.iter().enumerate() {
             let Some(node) = parent else { continue };
-            let spans_where = |uses: &dyn Fn(usize) -> bool| -> Vec<(usize, usize)> {
-                (0..blocks.len())
-                    .filter(|&i| uses(i))
-                    .map(|i| blocks[i])
-                    .collect()
-            };
-            let as_x = spans_where(&|i| x_parents[i] == index);
-            let d = if as_x.is_empty() {
-                let as_offset = spans_where(&|i| offset_parents[i] == Some(index));
-                through_blocks(&grad3, &weight, &as_offset, offset_batch == 1)
-            } else {
-                through_blocks(&grad3, &weight, &as_x, false)
-            };
+            let spans: Vec<(usize, usize)> = (0..blocks.len())
+                .filter(|&i| x_parents[i] == index || offset_parents[i] == Some(index))
+                .map(|i| blocks[i])
+                .collect();
+            let offset = offset_parents.contains(&Some(index));
+            let d = through_blocks(&grad3, &weight, &spans, offset && offset_batch == 1);
             grads.register::<CubeBackend>(node.id, cube(d));
         }
     }
@@ -974,53 +964,35 @@ mod tests {
         p: f64,
     }
 
-    fn apart(blocks: &[(usize, usize)]) -> Vec<Use> {
-        blocks
-            .iter()
-            .enumerate()
-            .map(|(tokens, &blocks)| Use {
+    /// The inputs from `(tokens, offset, blocks)` triples.
+    fn uses(list: &[(usize, bool, (usize, usize))]) -> Vec<Use> {
+        list.iter()
+            .map(|&(tokens, offset, blocks)| Use {
                 tokens,
-                offset: false,
+                offset,
                 blocks,
             })
             .collect()
     }
 
+    /// One token tensor per input, no offsets.
+    fn apart(blocks: &[(usize, usize)]) -> Vec<Use> {
+        let list: Vec<_> = blocks
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| (i, false, b))
+            .collect();
+        uses(&list)
+    }
+
     /// Self-attention as the encoder calls it: `x + pos` for queries and keys, `x` for values.
     fn self_positioned() -> Vec<Use> {
-        vec![
-            Use {
-                tokens: 0,
-                offset: true,
-                blocks: (0, 2),
-            },
-            Use {
-                tokens: 0,
-                offset: false,
-                blocks: (2, 3),
-            },
-        ]
+        uses(&[(0, true, (0, 2)), (0, false, (2, 3))])
     }
 
     /// Cross-attention as the decoder calls it: `t + pos`, `memory + pos`, `memory`.
     fn cross_positioned() -> Vec<Use> {
-        vec![
-            Use {
-                tokens: 0,
-                offset: true,
-                blocks: (0, 1),
-            },
-            Use {
-                tokens: 1,
-                offset: true,
-                blocks: (1, 2),
-            },
-            Use {
-                tokens: 1,
-                offset: false,
-                blocks: (2, 3),
-            },
-        ]
+        uses(&[(0, true, (0, 1)), (1, true, (1, 2)), (1, false, (2, 3))])
     }
 
     /// The operation's output and every gradient against the composed form's under burn's

@@ -25,13 +25,10 @@
 //! residual, a whole attention with its packed input projection, the POT loss, a quantiser
 //! level's straight-through output and commitment and the reconstruction loss are one autodiff
 //! operation each (`gpu_layer_norm_autodiff`, `gpu_softmax_autodiff`, `gpu_linear_autodiff`,
-//! `gpu_pot_loss`, `gpu_straight_through`, `gpu_loss_means`, `gpu_attention_autodiff`;
-//! the last one switchable by
-//! `HVQ_TRAIN_ATTENTION`,
-//! [`train_attention`]); anything else (another
-//! dtype, the other operations under autodiff) takes burn's own ops. Results agree with the
-//! generic formulas to a few ulp (tests below and in each
-//! module, against f64 or the composed form).
+//! `gpu_pot_loss`, `gpu_straight_through`, `gpu_loss_means`, `gpu_attention_autodiff`; the last
+//! one switchable by `HVQ_TRAIN_ATTENTION`, [`train_attention`]); anything else (another dtype,
+//! the other operations under autodiff) takes burn's own ops. Results agree with the generic
+//! formulas to a few ulp (tests below and in each module, against f64 or the composed form).
 
 /// `isa_dispatch!(VIS fn NAME(ARGS) => BODY)` defines `NAME`, which runs the function `BODY`
 /// compiled for AVX-512, for AVX2 + FMA or for the baseline: the widest the CPU has (`simd::level`,
@@ -719,6 +716,23 @@ pub fn add_many<const D: usize>(pairs: Vec<(Tensor<D>, Tensor<D>)>) -> Vec<Tenso
         return sums;
     }
     pairs.into_iter().map(|(x, y)| x + y).collect()
+}
+
+/// Each `x`, plus its offset where it has one (broadcast as in [`add_many`]): all the sums in
+/// one [`add_many`] (on a GPU backend, up to three a launch), the `x`s without one as they are.
+pub fn with_offsets<const D: usize>(inputs: Vec<(Tensor<D>, Option<Tensor<D>>)>) -> Vec<Tensor<D>> {
+    let pairs = inputs
+        .iter()
+        .filter_map(|(x, offset)| offset.clone().map(|o| (x.clone(), o)))
+        .collect();
+    let mut sums = add_many(pairs).into_iter();
+    inputs
+        .into_iter()
+        .map(|(x, offset)| match offset {
+            Some(_) => sums.next().expect("one sum per offset"),
+            None => x,
+        })
+        .collect()
 }
 
 /// Whether `a` and `b` are one tensor: the same elements of the same GPU buffer (however

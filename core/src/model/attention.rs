@@ -51,27 +51,36 @@ impl MultiheadAttention {
         (w, b)
     }
 
-    /// The packed projection's row blocks `[from·E, to·E)` applied to each `(x, from, to)`:
+    /// The packed projection's row blocks `[from·E, to·E)` applied to each input's `x + offset`
+    /// (the offsets added first, in one launch on a GPU: [`crate::kernels::with_offsets`]):
     /// burn's `linear` with its bias; on a GPU at inference the products alone and then all
     /// their biases in one launch ([`crate::kernels::add_many`], the same additions).
-    fn project<const N: usize>(&self, inputs: [(Tensor<3>, usize, usize); N]) -> [Tensor<3>; N] {
-        if !inputs.iter().all(|(x, _, _)| crate::kernels::adds_fuse(x)) {
-            return inputs.map(|(x, from, to)| {
-                let (w, b) = self.rows(from, to);
-                linear(x, w.transpose(), Some(b))
-            });
-        }
-        let pairs = inputs
-            .into_iter()
-            .map(|(x, from, to)| {
-                let (w, b) = self.rows(from, to);
-                let [n] = b.dims();
-                (linear(x, w.transpose(), None), b.reshape([1, 1, n]))
-            })
-            .collect();
-        crate::kernels::add_many(pairs)
+    fn project<const N: usize>(&self, inputs: [ProjectionInput; N]) -> [Tensor<3>; N] {
+        let blocks = inputs.each_ref().map(|i| (i.from, i.to));
+        let xs = crate::kernels::with_offsets(inputs.map(|i| (i.x, i.offset)).into());
+        let projections: Vec<Tensor<3>> = if xs.iter().all(crate::kernels::adds_fuse) {
+            let pairs = xs
+                .into_iter()
+                .zip(blocks)
+                .map(|(x, (from, to))| {
+                    let (w, b) = self.rows(from, to);
+                    let [n] = b.dims();
+                    (linear(x, w.transpose(), None), b.reshape([1, 1, n]))
+                })
+                .collect();
+            crate::kernels::add_many(pairs)
+        } else {
+            xs.into_iter()
+                .zip(blocks)
+                .map(|(x, (from, to))| {
+                    let (w, b) = self.rows(from, to);
+                    linear(x, w.transpose(), Some(b))
+                })
+                .collect()
+        };
+        projections
             .try_into()
-            .unwrap_or_else(|_| unreachable!("one sum per pair"))
+            .unwrap_or_else(|_| unreachable!("one projection per input"))
     }
 
     /// Attention of `query [B, Lq, E]` over `key [B, Lk, E]` / `value [B, Lk, E]` → `[B, Lq, E]`,
@@ -86,15 +95,11 @@ impl MultiheadAttention {
         residual: Option<Tensor<3>>,
     ) -> Tensor<3> {
         let inputs = [
-            ProjectionInput::new(query.clone(), None, 0, 1),
-            ProjectionInput::new(key.clone(), None, 1, 2),
-            ProjectionInput::new(value.clone(), None, 2, 3),
+            ProjectionInput::new(query, None, 0, 1),
+            ProjectionInput::new(key, None, 1, 2),
+            ProjectionInput::new(value, None, 2, 3),
         ];
-        if let Some(out) = self.trained_on_gpu(&inputs, p) {
-            return self.output(out, residual);
-        }
-        let [q, k, v] = self.project([(query, 0, 1), (key, 1, 2), (value, 2, 3)]);
-        self.attend(q, k, v, p, residual)
+        self.attend_inputs(inputs, p, residual)
     }
 
     /// Self-attention of `x` whose queries and keys are `x + pos` (the encoder and the decoder's
@@ -111,16 +116,15 @@ impl MultiheadAttention {
         p: f64,
         residual: Option<Tensor<3>>,
     ) -> Tensor<3> {
+        let [_, _, e] = x.dims();
         let inputs = [
-            ProjectionInput::new(x.clone(), Some(pos.clone()), 0, 2),
-            ProjectionInput::new(x.clone(), None, 2, 3),
+            ProjectionInput::new(x.clone(), Some(pos), 0, 2),
+            ProjectionInput::new(x, None, 2, 3),
         ];
         if let Some(out) = self.trained_on_gpu(&inputs, p) {
             return self.output(out, residual);
         }
-        let [_, _, e] = x.dims();
-        let qk = x.clone() + pos;
-        let [both, v] = self.project([(qk, 0, 2), (x, 2, 3)]);
+        let [both, v] = self.project(inputs);
         let q = both.clone().narrow(2, 0, e);
         let k = both.narrow(2, e, e);
         self.attend(q, k, v, p, residual)
@@ -140,18 +144,25 @@ impl MultiheadAttention {
         residual: Option<Tensor<3>>,
     ) -> Tensor<3> {
         let inputs = [
-            ProjectionInput::new(t.clone(), Some(pos.clone()), 0, 1),
-            ProjectionInput::new(memory.clone(), Some(pos.clone()), 1, 2),
-            ProjectionInput::new(memory.clone(), None, 2, 3),
+            ProjectionInput::new(t, Some(pos.clone()), 0, 1),
+            ProjectionInput::new(memory.clone(), Some(pos), 1, 2),
+            ProjectionInput::new(memory, None, 2, 3),
         ];
+        self.attend_inputs(inputs, p, residual)
+    }
+
+    /// Attention of three inputs, one per block: the training operation on a GPU, else the
+    /// projections and [`Self::attend`].
+    fn attend_inputs(
+        &self,
+        inputs: [ProjectionInput; 3],
+        p: f64,
+        residual: Option<Tensor<3>>,
+    ) -> Tensor<3> {
         if let Some(out) = self.trained_on_gpu(&inputs, p) {
             return self.output(out, residual);
         }
-        let [q, k]: [Tensor<3>; 2] =
-            crate::kernels::add_many(vec![(t, pos.clone()), (memory.clone(), pos)])
-                .try_into()
-                .unwrap_or_else(|_| unreachable!("one sum per pair"));
-        let [q, k, v] = self.project([(q, 0, 1), (k, 1, 2), (memory, 2, 3)]);
+        let [q, k, v] = self.project(inputs);
         self.attend(q, k, v, p, residual)
     }
 
