@@ -9,47 +9,61 @@
 //! batch 8, each thread walking its row alone.
 
 use burn::tensor::Tensor as BurnTensor;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::*;
 
 use super::gpu::{F32, contiguous_f32, empty_like, to_burn};
 
 /// Threads of a row's cube: a row of the official model's 256 or 512 values is 4 or 8 loads a
 /// thread (a power of two, for the pairwise sums).
-const ROW_THREADS: usize = 64;
+pub(super) const ROW_THREADS: usize = 64;
+
+/// The launch of one cube of [`ROW_THREADS`] per row of `rows`: past the device's limit on
+/// cubes along one axis (65,535 on WebGPU) the cubes spread over a second axis, and the
+/// kernels find their row as [`row_of_cube`].
+pub(super) fn row_cubes(t: &CubeTensor, rows: usize) -> (CubeCount, CubeDim) {
+    let cube_dim = CubeDim::new_1d(ROW_THREADS as u32);
+    (
+        calculate_cube_count_elemwise(&t.client, rows * ROW_THREADS, cube_dim),
+        cube_dim,
+    )
+}
+
+/// This cube's row and how many of its values the cube handles: `row`, or none for a cube past
+/// the last row (a spread launch has some). Such a cube still takes part in every barrier, with
+/// nothing to load or write, rather than return early: a barrier must be reached by the whole
+/// cube, and WGSL's uniformity analysis cannot prove an early return cube-uniform.
+#[cube]
+pub(super) fn row_of_cube(rows: u32, row: u32) -> (usize, usize) {
+    let r = CUBE_POS;
+    let mut n = row as usize;
+    if r >= rows as usize {
+        n = 0;
+    }
+    (r, n)
+}
 
 /// One cube per row: each thread sums every `ROW_THREADS`-th value (neighbouring threads read
 /// neighbouring values), the cube adds the partial sums pairwise in shared memory, for the mean
 /// and then the squared deviations, and each thread writes its values.
 #[cube(launch)]
+#[allow(clippy::too_many_arguments)]
 fn layer_norm_kernel<F: Float>(
     x: &Tensor<F>,
     gamma: &Tensor<F>,
     beta: &Tensor<F>,
     out: &mut Tensor<F>,
+    rows: u32,
     row: u32,
     eps: f32,
     #[define(F)] _dtype: ElemType,
 ) {
     let thread = UNIT_POS_X as usize;
-    let n = row as usize;
-    let base = CUBE_POS_X as usize * n;
+    let (r, n) = row_of_cube(rows, row);
+    let base = r * row as usize;
     let mut partial = Shared::<[F]>::new_slice(ROW_THREADS);
-    let mut sum = F::new(0.0);
-    let mut j = thread;
-    while j < n {
-        sum += x[base + j];
-        j += ROW_THREADS;
-    }
-    let mean = cube_sum::<F>(&mut partial, thread, sum) / F::cast_from(row);
-    let mut squares = F::new(0.0);
-    let mut j = thread;
-    while j < n {
-        let c = x[base + j] - mean;
-        squares += c * c;
-        j += ROW_THREADS;
-    }
-    let variance = cube_sum::<F>(&mut partial, thread, squares) / F::cast_from(row);
-    let denom = F::sqrt(variance + F::cast_from(eps));
+    let (mean, denom) = row_statistics::<F>(x, &mut partial, thread, base, n, row, eps);
     let mut j = thread;
     while j < n {
         out[base + j] = (x[base + j] - mean) / denom * gamma[j] + beta[j];
@@ -60,7 +74,7 @@ fn layer_norm_kernel<F: Float>(
 /// The cube's `value`s added pairwise in `partial` (every thread gets the total; the cube's
 /// barriers keep a later call from overwriting what this one's threads still read).
 #[cube]
-fn cube_sum<F: Float>(partial: &mut Shared<[F]>, thread: usize, value: F) -> F {
+pub(super) fn cube_sum<F: Float>(partial: &mut Shared<[F]>, thread: usize, value: F) -> F {
     partial[thread] = value;
     sync_cube();
     #[unroll]
@@ -77,26 +91,36 @@ fn cube_sum<F: Float>(partial: &mut Shared<[F]>, thread: usize, value: F) -> F {
     total
 }
 
-/// The mean of the `row` values of `x` from `base` and `√(var + ε)` (biased variance), summed
-/// sequentially along the row: what the training kernels (`gpu_layer_norm_autodiff`, one
-/// thread per row) normalise by.
+/// The mean of the `n` values of `x` from `base` and `√(var + ε)` (biased variance over
+/// `row`, which `n` is, or 0 for a cube past the last row), summed by the whole cube: each
+/// thread its every `ROW_THREADS`-th value, then [`cube_sum`]. The inference kernel and the
+/// training forward (`gpu_layer_norm_autodiff`) normalise by it.
 #[cube]
-pub(super) fn row_statistics<F: Float>(x: &Tensor<F>, base: usize, row: u32, eps: f32) -> (F, F) {
-    let n = row as usize;
+pub(super) fn row_statistics<F: Float>(
+    x: &Tensor<F>,
+    partial: &mut Shared<[F]>,
+    thread: usize,
+    base: usize,
+    n: usize,
+    row: u32,
+    eps: f32,
+) -> (F, F) {
     let mut sum = F::new(0.0);
-    for j in 0..n {
+    let mut j = thread;
+    while j < n {
         sum += x[base + j];
+        j += ROW_THREADS;
     }
-    let mean = sum / F::cast_from(row);
+    let mean = cube_sum::<F>(partial, thread, sum) / F::cast_from(row);
     let mut squares = F::new(0.0);
-    for j in 0..n {
+    let mut j = thread;
+    while j < n {
         let c = x[base + j] - mean;
         squares += c * c;
+        j += ROW_THREADS;
     }
-    (
-        mean,
-        F::sqrt(squares / F::cast_from(row) + F::cast_from(eps)),
-    )
+    let variance = cube_sum::<F>(partial, thread, squares) / F::cast_from(row);
+    (mean, F::sqrt(variance + F::cast_from(eps)))
 }
 
 /// `(x − mean)/√(var + ε)·γ + β` over the last axis of `x` in one launch; `None` when the
@@ -117,14 +141,16 @@ pub fn layer_norm<const D: usize>(
     let beta = contiguous_f32(beta.clone())?;
     let rows = input.meta.num_elements() / row;
     let out = empty_like(&input);
+    let (cube_count, cube_dim) = row_cubes(&input, rows);
     layer_norm_kernel::launch(
         &out.client,
-        CubeCount::Static(rows as u32, 1, 1),
-        CubeDim::new_1d(ROW_THREADS as u32),
+        cube_count,
+        cube_dim,
         input.into_tensor_arg(),
         gamma.into_tensor_arg(),
         beta.into_tensor_arg(),
         out.clone().into_tensor_arg(),
+        rows as u32,
         row as u32,
         eps as f32,
         F32,
@@ -143,7 +169,8 @@ mod tests {
     /// of `row` terms (row·2⁻²⁴ relative to the normalised value's size, times γ, plus β's
     /// rounding), for rows of 256 values offset far from zero (where a careless variance loses
     /// digits), the width of the default model (64) and rows narrower, wider and not a multiple
-    /// of the cube's 64 threads (the decoder's 512); burn's composed layer norm is held to
+    /// of the cube's 64 threads (the decoder's 512), and more rows than one axis of cubes
+    /// holds; burn's composed layer norm is held to
     /// the same bound. An autodiff tensor, a non-contiguous one and a CPU one are left to the
     /// composed form.
     #[test]
@@ -156,6 +183,8 @@ mod tests {
             (5, 100, 3.0),
             (3, 24, 0.0),
             (2, 512, -20.0),
+            // More rows than cubes along one axis (65,535): the launch spreads over two.
+            (66_000, 6, 1.0),
         ];
         for (rows, row, offset) in shapes {
             let x =

@@ -6,7 +6,8 @@
 //! they accumulate into), about thirty launches per norm and step; the official network's 21
 //! norms were some 600 of a training step's 2,400 launches on a GPU (`hvq bench --kernels`).
 //! Here the forward is one kernel that also keeps the normalised values x̂ and 1/σ per row, and
-//! the backward two: one thread per row for
+//! the backward two: one cube of threads per row (as the inference kernel, `gpu_layer_norm`:
+//! one thread per row left a large GPU idle, ~16 ms of an H200's b8 step in these two) for
 //!
 //! `∂x = (g − mean(g) − x̂ · mean(g ⊙ x̂)) / σ` with `g = ∂y ⊙ γ`,
 //!
@@ -26,8 +27,10 @@ use cubecl::prelude::*;
 use super::gpu::{
     COLUMN_SUM_ROWS, F32, contiguous, empty_like, grid, recorded, tracked_f32_on_gpu, tracked_parts,
 };
-use super::gpu_layer_norm::row_statistics;
+use super::gpu_layer_norm::{ROW_THREADS, cube_sum, row_cubes, row_of_cube, row_statistics};
 
+/// One cube per row, as the inference kernel (`gpu_layer_norm`): `(x − mean)/√(var + ε)·γ + β`,
+/// keeping x̂ and 1/σ for the backward.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn forward_kernel<F: Float>(
@@ -42,22 +45,25 @@ fn forward_kernel<F: Float>(
     eps: f32,
     #[define(F)] _dtype: ElemType,
 ) {
-    let r = ABSOLUTE_POS;
-    if r >= rows as usize {
-        terminate!();
+    let thread = UNIT_POS_X as usize;
+    let (r, n) = row_of_cube(rows, row);
+    let base = r * row as usize;
+    let mut partial = Shared::<[F]>::new_slice(ROW_THREADS);
+    let (mean, denom) = row_statistics::<F>(x, &mut partial, thread, base, n, row, eps);
+    if thread == 0 && n > 0 {
+        rstd[r] = F::new(1.0) / denom;
     }
-    let n = row as usize;
-    let base = r * n;
-    // As the inference kernel (`gpu_layer_norm`): `(x − mean)/√(var + ε)·γ + β`.
-    let (mean, denom) = row_statistics::<F>(x, base, row, eps);
-    rstd[r] = F::new(1.0) / denom;
-    for j in 0..n {
+    let mut j = thread;
+    while j < n {
         let h = (x[base + j] - mean) / denom;
         xhat[base + j] = h;
         y[base + j] = h * gamma[j] + beta[j];
+        j += ROW_THREADS;
     }
 }
 
+/// One cube per row: the row's sums of `g = ∂y ⊙ γ` and `g ⊙ x̂` (each thread its every
+/// `ROW_THREADS`-th column, then the cube's pairwise sums), then each thread's share of ∂x.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn input_gradient_kernel<F: Float>(
@@ -70,25 +76,27 @@ fn input_gradient_kernel<F: Float>(
     row: u32,
     #[define(F)] _dtype: ElemType,
 ) {
-    let r = ABSOLUTE_POS;
-    if r >= rows as usize {
-        terminate!();
-    }
-    let n = row as usize;
-    let base = r * n;
+    let thread = UNIT_POS_X as usize;
+    let (r, n) = row_of_cube(rows, row);
+    let base = r * row as usize;
+    let mut partial = Shared::<[F]>::new_slice(ROW_THREADS);
     let mut sum_g = F::new(0.0);
     let mut sum_gh = F::new(0.0);
-    for j in 0..n {
+    let mut j = thread;
+    while j < n {
         let g = dy[base + j] * gamma[j];
         sum_g += g;
         sum_gh += g * xhat[base + j];
+        j += ROW_THREADS;
     }
-    let mean_g = sum_g / F::cast_from(row);
-    let mean_gh = sum_gh / F::cast_from(row);
-    let inv = rstd[r];
-    for j in 0..n {
+    let mean_g = cube_sum::<F>(&mut partial, thread, sum_g) / F::cast_from(row);
+    let mean_gh = cube_sum::<F>(&mut partial, thread, sum_gh) / F::cast_from(row);
+    let mut j = thread;
+    while j < n {
+        let inv = rstd[r];
         let g = dy[base + j] * gamma[j];
         dx[base + j] = (g - mean_g - xhat[base + j] * mean_gh) * inv;
+        j += ROW_THREADS;
     }
 }
 
@@ -145,7 +153,7 @@ pub fn layer_norm<const D: usize>(
     let y = empty_like(&x);
     let xhat = empty_like(&x);
     let rstd = empty_device_dtype(x.client.clone(), x.device.clone(), [rows].into(), x.dtype);
-    let (cube_count, cube_dim) = grid(&x, rows);
+    let (cube_count, cube_dim) = row_cubes(&x, rows);
     let client = x.client.clone();
     forward_kernel::launch(
         &client,
@@ -204,7 +212,7 @@ impl<const D: usize> Backward<CubeBackend, 3> for LayerNormOp<D> {
         let client = dy.client.clone();
         if let Some(node) = px {
             let dx = empty_like(&xhat);
-            let (cube_count, cube_dim) = grid(&dy, rows);
+            let (cube_count, cube_dim) = row_cubes(&dy, rows);
             input_gradient_kernel::launch(
                 &client,
                 cube_count,

@@ -394,10 +394,6 @@ mod tests {
             .fold(0.0, f64::max)
     }
 
-    /// The fused operation's value and all three gradients against the f64 formulas, and against
-    /// burn's decomposed layer norm under autodiff (what ran before), on rows that do not fill
-    /// a task block or the vector lanes (37 rows of 70), on the CPU and on wgpu. On wgpu the
-    /// forward is one kernel launch and the backward two.
     /// The devices the fused operation runs on: the CPU backend and, in a build with it, wgpu
     /// (`gpu_layer_norm_autodiff`), both under autodiff.
     fn devices() -> Vec<Device> {
@@ -412,15 +408,22 @@ mod tests {
         devices
     }
 
+    /// The fused operation's value and all three gradients against the f64 formulas, and against
+    /// burn's decomposed layer norm under autodiff (what ran before), on rows that do not fill
+    /// a task block or the vector lanes (37 rows of 70), on the CPU and on wgpu. On wgpu the
+    /// forward is one kernel launch and the backward two.
     #[test]
     fn fused_layer_norm_matches_the_formulas_and_burns_decomposition() {
+        // Rows wider than the GPU kernels' cube of 64 threads and not a multiple of it, the
+        // decoder's 512, and narrower than the cube.
         for ad in devices() {
-            fused_layer_norm_matches_on(ad);
+            for (rows, row) in [(37, 70), (3, 512), (5, 24)] {
+                fused_layer_norm_matches_on(ad.clone(), rows, row);
+            }
         }
     }
 
-    fn fused_layer_norm_matches_on(ad: Device) {
-        let (rows, row) = (37usize, 70usize);
+    fn fused_layer_norm_matches_on(ad: Device, rows: usize, row: usize) {
         let x = Tensor::<3>::random([1, rows, row], Distribution::Normal(0.5, 2.0), &ad);
         let gamma = Tensor::<1>::random([row], Distribution::Normal(1.0, 0.5), &ad);
         let beta = Tensor::<1>::random([row], Distribution::Normal(0.0, 0.5), &ad);
@@ -518,16 +521,19 @@ mod tests {
     }
 
     /// Only x tracked (frozen γ, β), and a batch whose rows span several task blocks: ∂x still
-    /// equals the formula and the untracked parameters get no gradient.
+    /// equals the formula and the untracked parameters get no gradient. Also for more rows than
+    /// a GPU launches cubes along one axis (65,535: the GPU kernels' cube per row spreads over
+    /// two), where a row past the first axis' cubes would be left unwritten.
     #[test]
     fn frozen_scale_and_shift_get_no_gradient() {
         for ad in devices() {
-            frozen_on(ad);
+            for (rows, row) in [(100, 48), (66_000, 6)] {
+                frozen_on(ad.clone(), rows, row);
+            }
         }
     }
 
-    fn frozen_on(ad: Device) {
-        let (rows, row) = (100usize, 48usize);
+    fn frozen_on(ad: Device, rows: usize, row: usize) {
         let x =
             Tensor::<2>::random([rows, row], Distribution::Normal(0.0, 1.0), &ad).require_grad();
         let gamma = Tensor::<1>::random([row], Distribution::Normal(1.0, 0.5), &ad);
