@@ -52,10 +52,9 @@ pub fn upsample(map: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
 /// 2·pool additions per output instead of pool² (16×16 on a 224² map: 3× faster on the CPU;
 /// the results agree with the direct pooling to float rounding, ~1e-7 relative).
 pub fn image_score(map: Tensor<4>, pool: usize) -> Tensor<1> {
-    let [b, _, _, _] = map.dims();
     let rows = avg_pool2d(map, AvgPoolOptions::new([1, pool]).with_stride([1, 1]));
     let pooled = avg_pool2d(rows, AvgPoolOptions::new([pool, 1]).with_stride([1, 1]));
-    pooled.flatten::<2>(1, 3).max_dim(1).reshape([b])
+    crate::kernels::row_max(pooled.flatten::<2>(1, 3))
 }
 
 /// How an anomaly map becomes an image score.
@@ -81,16 +80,28 @@ mod tests {
     use burn::tensor::{Device, TensorData};
 
     /// The score against the direct definition in f64: every valid `pool`×`pool` window's mean,
-    /// the maximum per image (non-square map, windows at the borders included).
+    /// the maximum per image (non-square map, windows at the borders included), on the CPU and
+    /// on wgpu (the maximum there a kernel of its own), at a small map and at the official
+    /// 224² with 16×16 windows (whose 209² window means are more than one cube's chunk).
     #[test]
     fn image_score_is_the_largest_window_mean() {
         let _generator = crate::test_rng::lock();
-        let (b, h, w, pool) = (2, 23, 19, 5);
+        #[cfg_attr(not(feature = "wgpu"), allow(unused_mut))] // wgpu's device is pushed below
+        let mut devices = vec![Device::flex()];
+        #[cfg(feature = "wgpu")]
+        devices.push(crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap());
+        for device in devices {
+            for (b, h, w, pool) in [(2, 23, 19, 5), (3, 224, 224, 16)] {
+                largest_window_mean_on(&device, b, h, w, pool);
+            }
+        }
+    }
+
+    fn largest_window_mean_on(device: &Device, b: usize, h: usize, w: usize, pool: usize) {
         let vals: Vec<f32> = (0..b * h * w)
             .map(|i| ((i * 7919) % 1009) as f32 / 10.0 - 30.0)
             .collect();
-        let device = Device::flex();
-        let map = Tensor::<4>::from_data(TensorData::new(vals.clone(), [b, 1, h, w]), &device);
+        let map = Tensor::<4>::from_data(TensorData::new(vals.clone(), [b, 1, h, w]), device);
         let got = crate::device::read_back(image_score(map, pool)).unwrap();
         for (s, g) in got.iter().enumerate() {
             let mut best = f64::MIN;

@@ -173,23 +173,6 @@ impl Conv {
     }
 }
 
-/// The squeeze of squeeze-and-excitation: each channel's mean over the image, `[n, c, 1, 1]`.
-/// Laid out channels-last on a GPU, a channel's pixels are a column of the `[n, h·w, c]` view:
-/// one reduction over them (as PyTorch's one `adaptive_avg_pool2d`) instead of two, over rows
-/// and then columns (the same mean, summed in another order).
-fn squeeze(x: Tensor<4>) -> Tensor<4> {
-    if crate::kernels::channels_last_on_gpu(&x) {
-        let [n, c, h, w] = x.dims();
-        return x
-            .permute([0, 2, 3, 1])
-            .reshape([n, h * w, c])
-            .mean_dim(1)
-            .reshape([n, 1, 1, c])
-            .permute([0, 3, 1, 2]);
-    }
-    x.mean_dim(2).mean_dim(3)
-}
-
 /// One MBConv block: expand → depthwise → (SE) → project (+ residual).
 #[derive(Module, Debug)]
 pub struct MbConvBlock {
@@ -289,7 +272,7 @@ impl MbConvBlock {
                 expand_bias: expand.bias_or_zeros(),
                 activation,
             };
-            x = crate::kernels::excite(x.clone(), squeeze(x), excitation);
+            x = crate::kernels::excite(x, excitation);
         }
         let residual = (s.stride == 1 && s.in_ch == s.out_ch).then_some(input);
         let then = Epilogue {
@@ -477,41 +460,6 @@ impl EfficientNet {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The squeeze on wgpu, on channels-last activations (a convolution's output): one
-    /// reduction launch, the per-channel means of the two-step form within f32 rounding of a
-    /// 63-term mean; on an NCHW tensor and on the CPU, the two-step form itself.
-    #[cfg(feature = "wgpu")]
-    #[test]
-    fn squeeze_is_one_reduction_on_channels_last_activations() {
-        let wgpu = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
-        let x = Tensor::<4>::random([2, 5, 7, 9], Distribution::Normal(1.0, 2.0), &wgpu);
-        let channels_last = x
-            .clone()
-            .permute([0, 2, 3, 1])
-            .reshape([2 * 7 * 9 * 5])
-            .reshape([2, 7, 9, 5])
-            .permute([0, 3, 1, 2]);
-        assert!(crate::kernels::channels_last_on_gpu(&channels_last));
-        assert!(!crate::kernels::channels_last_on_gpu(&x));
-        let want = x.clone().mean_dim(2).mean_dim(3).into_data();
-        let _ = squeeze(channels_last.clone()).into_data();
-        let profiler = crate::device::kernel_profile::KernelProfiler::start("squeeze");
-        let got = squeeze(channels_last);
-        assert_eq!(profiler.finish().stages[0].launches, 1);
-        assert_eq!(got.dims(), [2, 5, 1, 1]);
-        let (got, want) = (
-            got.into_data().try_to_vec::<f32>().unwrap(),
-            want.try_to_vec::<f32>().unwrap(),
-        );
-        for (g, w) in got.iter().zip(&want) {
-            assert!((g - w).abs() <= 64.0 * 2f32.powi(-23) * 3.0, "{g} vs {w}");
-        }
-        let cpu = crate::device::create(crate::device::DeviceChoice::Cpu).unwrap();
-        let on_cpu = x.to_device(&cpu);
-        let two_step = on_cpu.clone().mean_dim(2).mean_dim(3).into_data();
-        assert_eq!(squeeze(on_cpu).into_data(), two_step);
-    }
 
     /// Lite0's activation is ReLU6, `min(max(x, 0), 6)`, on the CPU and on wgpu: checked
     /// against the host's formula on values below, at and above both bends.

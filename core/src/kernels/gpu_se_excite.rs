@@ -1,20 +1,32 @@
-//! Squeeze-and-excitation's excitation, `sigmoid(W₂·act(W₁·m + b₁) + b₂)` from each sample's
-//! channel means `m`, as one GPU kernel (CubeCL: wgpu, CUDA).
+//! Squeeze-and-excitation, `sigmoid(W₂·act(W₁·m + b₁) + b₂)` from each sample's channel means
+//! `m`, as two GPU kernels (CubeCL: wgpu, CUDA): the squeeze's partial sums, then the
+//! excitation.
 //!
-//! Composed, it is two 1×1 convolutions on a `[n, c, 1, 1]` tensor: two matrix products with as
-//! many rows as samples (a general product's tiles mostly empty) and two bias-activation
-//! kernels, four launches in each of the 22 SE blocks the official B4 backbone runs, for a few
-//! hundred thousand multiply-adds. Here one cube of 256 threads (`gpu::CUBE_THREADS`) takes one
-//! sample: each group of [`LANES`] threads sums one reduced channel's products over the channels
-//! (neighbouring threads read neighbouring weights), its first thread adds the group's partial
-//! sums in order, the bias and the activation, into shared memory; then each thread computes
-//! whole gates from the reduced channels there.
+//! The squeeze is a mean over each channel's h·w pixels (up to 112² in B4's first blocks).
+//! burn's reduction, built without its autotuner as hvq is, gives each of the n·c means one
+//! thread that walks the whole column: at batch 8 an H200 spent 5.6 ms in the 22 squeezes
+//! (2026-12-04 profile), a few hundred threads each waiting on one load after another. Here
+//! one thread per sample, channel and block of [`COLUMN_SUM_ROWS`] pixels writes a partial
+//! sum (neighbouring threads read neighbouring channels of the channels-last activations),
+//! and the excitation kernel adds a sample's blocks up as it starts.
+//!
+//! Composed, the excitation is two 1×1 convolutions on a `[n, c, 1, 1]` tensor: two matrix
+//! products with as many rows as samples (a general product's tiles mostly empty) and two
+//! bias-activation kernels, four launches in each of the 22 SE blocks the official B4 backbone
+//! runs, for a few hundred thousand multiply-adds. Here one cube of 256 threads
+//! (`gpu::CUBE_THREADS`) takes one sample: its threads first add up each channel's partial sums
+//! into a mean in shared memory; then each group of [`LANES`] threads sums one reduced channel's
+//! products over the channels (neighbouring threads read neighbouring weights), its first
+//! thread adds the group's partial sums in order, the bias and the activation, into shared
+//! memory; then each thread computes whole gates from the reduced channels there.
 
 use burn::tensor::Tensor as BurnTensor;
 use cubecl::prelude::*;
 
 use super::Activation;
-use super::gpu::{CUBE_THREADS as THREADS, F32, contiguous_f32, empty_shaped, plain_f32, to_burn};
+use super::gpu::{
+    COLUMN_SUM_ROWS, CUBE_THREADS as THREADS, F32, contiguous_f32, empty_shaped, grid, to_burn,
+};
 use super::gpu_activations::{activated, code};
 
 /// Threads summing one reduced channel's products together.
@@ -24,15 +36,50 @@ const LANES: usize = 32;
 /// to 112); wider ones are composed.
 pub(super) const MAX_REDUCED: usize = 512;
 
+/// The most channels whose means the kernel holds in shared memory (B4's widest SE block has
+/// 1,632): with the reduced channels and the partial sums 11 KiB, within WebGPU's guaranteed
+/// 16 KiB of a cube's shared memory. Wider ones are composed.
+pub(super) const MAX_CHANNELS: usize = 2048;
+
+/// `sums [n, blocks, c]`: each sample's, block's and channel's sum over the block's pixels of the
+/// channels-last activations `x [n, h·w, c]`.
+#[cube(launch)]
+fn partial_sums_kernel<F: Float>(
+    x: &Tensor<F>,
+    sums: &mut Tensor<F>,
+    pixels: u32,
+    #[define(F)] _dtype: ElemType,
+) {
+    if ABSOLUTE_POS >= sums.len() {
+        terminate!();
+    }
+    let (blocks, channels) = (sums.shape(1), sums.shape(2));
+    let channel = ABSOLUTE_POS % channels;
+    let block = (ABSOLUTE_POS / channels) % blocks;
+    let sample = ABSOLUTE_POS / (channels * blocks);
+    let start = block * COLUMN_SUM_ROWS;
+    let mut end = start + COLUMN_SUM_ROWS;
+    if end > pixels as usize {
+        end = pixels as usize;
+    }
+    let at = sample * pixels as usize * channels + channel;
+    let mut sum = F::new(0.0);
+    for p in start..end {
+        sum += x[at + p * channels];
+    }
+    sums[ABSOLUTE_POS] = sum;
+}
+
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn excite_kernel<F: Float>(
-    means: &Tensor<F>,
+    sums: &Tensor<F>,
     reduce_weight: &Tensor<F>,
     reduce_bias: &Tensor<F>,
     expand_weight: &Tensor<F>,
     expand_bias: &Tensor<F>,
     gate: &mut Tensor<F>,
+    pixels: u32,
     #[comptime] hidden_activation: u32,
     #[comptime] gate_activation: u32,
     #[define(F)] _dtype: ElemType,
@@ -40,11 +87,21 @@ fn excite_kernel<F: Float>(
     let sample = CUBE_POS_X as usize;
     let thread = UNIT_POS_X as usize;
     let (channels, reduced) = (expand_bias.len(), reduce_bias.len());
-    // `means [n, c, 1, 1]` at its own strides (the squeeze leaves it channels-last).
-    let at = sample * means.stride(0);
-    let step = means.stride(1);
+    let blocks = sums.shape(1);
+    let mut means = Shared::<[F]>::new_slice(MAX_CHANNELS);
     let mut partial = Shared::<[F]>::new_slice(THREADS);
     let mut hidden = Shared::<[F]>::new_slice(MAX_REDUCED);
+    // The squeeze: channel `k`'s blocks added in order, over the pixels.
+    let mut k = thread;
+    while k < channels {
+        let mut sum = F::new(0.0);
+        for block in 0..blocks {
+            sum += sums[(sample * blocks + block) * channels + k];
+        }
+        means[k] = sum / F::cast_from(pixels);
+        k += THREADS;
+    }
+    sync_cube();
     let groups = THREADS / LANES;
     let (group, lane) = (thread / LANES, thread % LANES);
     // Reduced channel `j` (weights `[r, c]`): group `j mod groups` in round `j / groups`. Every
@@ -56,7 +113,7 @@ fn excite_kernel<F: Float>(
         if j < reduced {
             let mut k = lane;
             while k < channels {
-                sum += reduce_weight[j * channels + k] * means[at + k * step];
+                sum += reduce_weight[j * channels + k] * means[k];
                 k += LANES;
             }
         }
@@ -83,23 +140,24 @@ fn excite_kernel<F: Float>(
     }
 }
 
-/// The gates `[n, c]` for the channel means `means [n, c, 1, 1]` (any layout) through the reduce
-/// convolution (`reduce_weight [r, c, 1, 1]`, `reduce_bias [r]`, then `activation`) and the
-/// expand convolution (`expand_weight [c, r, 1, 1]`, `expand_bias [c]`, then the sigmoid), in one
-/// launch. `None` when a tensor is not a plain f32 tensor of this process's GPU backend (the
-/// weights and biases contiguous), the shapes disagree or `r` exceeds [`MAX_REDUCED`]; the caller
-/// composes it.
+/// The gates `[n, c]` for the activations `x [n, c, h, w]`, laid out channels-last (as the
+/// convolutions leave them): their channel means through the reduce convolution
+/// (`reduce_weight [r, c, 1, 1]`, `reduce_bias [r]`, then `activation`) and the expand
+/// convolution (`expand_weight [c, r, 1, 1]`, `expand_bias [c]`, then the sigmoid), in two
+/// launches. `None` when a tensor is not a plain f32 tensor of this process's GPU backend (`x`
+/// channels-last, the weights and biases contiguous), the shapes disagree, or `r` or `c` exceed
+/// [`MAX_REDUCED`] or [`MAX_CHANNELS`]; the caller composes it.
 pub fn excite(
-    means: &BurnTensor<4>,
+    x: &BurnTensor<4>,
     reduce: (&BurnTensor<4>, &BurnTensor<1>),
     expand: (&BurnTensor<4>, &BurnTensor<1>),
     activation: Activation,
 ) -> Option<BurnTensor<2>> {
-    let [n, c, h, w] = means.dims();
+    let [n, c, h, w] = x.dims();
     let r = reduce.1.dims()[0];
     let fits = n > 0
-        && c > 0
-        && (h, w) == (1, 1)
+        && (1..=MAX_CHANNELS).contains(&c)
+        && h * w > 0
         && (1..=MAX_REDUCED).contains(&r)
         && reduce.0.dims() == [r, c, 1, 1]
         && expand.0.dims() == [c, r, 1, 1]
@@ -107,22 +165,36 @@ pub fn excite(
     if !fits {
         return None;
     }
-    let means = plain_f32(means.clone())?;
+    // `[n, h, w, c]` contiguous: the pixels are the rows of each sample's `[h·w, c]`.
+    let pixels = contiguous_f32(x.clone().permute([0, 2, 3, 1]))?;
     let reduce_weight = contiguous_f32(reduce.0.clone())?;
     let reduce_bias = contiguous_f32(reduce.1.clone())?;
     let expand_weight = contiguous_f32(expand.0.clone())?;
     let expand_bias = contiguous_f32(expand.1.clone())?;
+    let blocks = (h * w).div_ceil(COLUMN_SUM_ROWS);
+    let sums = empty_shaped(&pixels, vec![n, blocks, c]);
+    let (cube_count, cube_dim) = grid(&sums, n * blocks * c);
+    partial_sums_kernel::launch(
+        &sums.client,
+        cube_count,
+        cube_dim,
+        pixels.into_tensor_arg(),
+        sums.clone().into_tensor_arg(),
+        (h * w) as u32,
+        F32,
+    );
     let gate = empty_shaped(&expand_bias, vec![n, c]);
     excite_kernel::launch(
         &gate.client,
         CubeCount::Static(n as u32, 1, 1),
         CubeDim::new_1d(THREADS as u32),
-        means.into_tensor_arg(),
+        sums.into_tensor_arg(),
         reduce_weight.into_tensor_arg(),
         reduce_bias.into_tensor_arg(),
         expand_weight.into_tensor_arg(),
         expand_bias.into_tensor_arg(),
         gate.clone().into_tensor_arg(),
+        (h * w) as u32,
         code(activation),
         code(Activation::Sigmoid),
         F32,
@@ -137,112 +209,142 @@ mod tests {
 
     use crate::kernels::gpu::{stored_as, values};
 
-    /// The excitation in f64 on the host: each gate, and the sum of its terms' magnitudes
-    /// through both layers (the scale of its rounding).
+    /// The excitation in f64 on the host from the activations `x [n, c, h·w]` (NCHW order):
+    /// each gate, the sum of its terms' magnitudes through both layers (the scale of its
+    /// rounding), and the bound on what the means' own rounding moves it (each mean a sum of
+    /// `COLUMN_SUM_ROWS` pixels, then of the blocks: as many roundings of the column's
+    /// magnitude, through the weights and the activations' slopes, swish ≤ 1.1, sigmoid ≤ 1/4).
     fn host(
-        means: &[f32],
-        [n, c]: [usize; 2],
+        x: &[f32],
+        [n, c, pixels]: [usize; 3],
         w1: &[f32],
         b1: &[f32],
         w2: &[f32],
         b2: &[f32],
-    ) -> (Vec<f64>, Vec<f64>) {
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let r = b1.len();
         let sigmoid = |v: f64| 1.0 / (1.0 + (-v).exp());
-        let (mut gates, mut scales) = (Vec::new(), Vec::new());
+        let additions = (COLUMN_SUM_ROWS + pixels.div_ceil(COLUMN_SUM_ROWS) + 1) as f64;
+        let (mut gates, mut scales, mut squeezed) = (Vec::new(), Vec::new(), Vec::new());
         for s in 0..n {
+            let column = |k: usize| &x[(s * c + k) * pixels..(s * c + k + 1) * pixels];
+            let means: Vec<f64> = (0..c)
+                .map(|k| column(k).iter().map(|&v| v as f64).sum::<f64>() / pixels as f64)
+                .collect();
+            let mean_errors: Vec<f64> = (0..c)
+                .map(|k| {
+                    let magnitude = column(k).iter().map(|&v| (v as f64).abs()).sum::<f64>();
+                    additions * 2f64.powi(-24) * magnitude / pixels as f64
+                })
+                .collect();
             let mut hidden = Vec::new();
             for j in 0..r {
                 let (mut sum, mut magnitude) = (b1[j] as f64, (b1[j] as f64).abs());
+                let mut error = 0.0;
                 for k in 0..c {
-                    let term = w1[j * c + k] as f64 * means[s * c + k] as f64;
+                    let term = w1[j * c + k] as f64 * means[k];
                     sum += term;
                     magnitude += term.abs();
+                    error += (w1[j * c + k] as f64 * mean_errors[k]).abs();
                 }
                 // swish
-                hidden.push((sum * sigmoid(sum), magnitude));
+                hidden.push((sum * sigmoid(sum), magnitude, 1.1 * error));
             }
             for o in 0..c {
                 let (mut sum, mut magnitude) = (b2[o] as f64, (b2[o] as f64).abs());
-                for (j, (v, m)) in hidden.iter().enumerate() {
+                let mut error = 0.0;
+                for (j, (v, m, e)) in hidden.iter().enumerate() {
                     let weight = w2[o * r + j] as f64;
                     sum += weight * v;
                     // A hidden value's own error, through its weight (swish's slope ≤ 1.1).
                     magnitude += (weight * v).abs() + 1.1 * (weight * m).abs();
+                    error += (weight * e).abs();
                 }
                 gates.push(sigmoid(sum));
                 scales.push(magnitude);
+                squeezed.push(0.25 * error);
             }
         }
-        (gates, scales)
+        (gates, scales, squeezed)
     }
 
-    /// On wgpu, one launch against the f64 excitation on the host, for widths below and above a
-    /// cube's threads and reduced widths below and above its groups, means laid out NCHW and
-    /// channels-last: within f32 rounding of the sums (each term's magnitude times the terms
-    /// summed, c + 2 and r + 2, ·2⁻²⁴, through the sigmoid's slope ≤ 1/4) plus Vulkan's bound on
-    /// `exp` (3 + 2|x| ulp, |x| at most the terms' magnitudes) twice.
+    /// On wgpu, two launches (the squeeze's partial sums, the excitation) against the f64
+    /// squeeze and excitation on the host, for widths below and above a cube's threads and
+    /// reduced widths below and above its groups, images of one pixel, of fewer pixels than a
+    /// block and of many blocks (B4's first block is 112², 392 blocks): within f32 rounding of
+    /// the means (see `host`) and of the sums (each term's magnitude times the terms summed,
+    /// c + 2 and r + 2, ·2⁻²⁴, through the sigmoid's slope ≤ 1/4) plus Vulkan's bound on `exp`
+    /// (3 + 2|x| ulp, |x| at most the terms' magnitudes) twice. The activations laid out NCHW
+    /// are left to the composed form.
     #[test]
-    fn one_kernel_excites_as_the_two_layers() {
+    fn two_kernels_squeeze_and_excite_as_the_two_layers() {
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
         let _generator = crate::test_rng::lock();
         device.seed(31);
-        for (n, c, r) in [(1, 24, 6), (3, 300, 13), (2, 1632, 68)] {
-            let normal = |shape: [usize; 4], sd: f64| {
-                Tensor::<4>::random(shape, Distribution::Normal(0.0, sd), &device)
+        for (n, c, r, [h, w]) in [
+            (1, 24, 6, [1, 1]),
+            (3, 300, 13, [5, 4]),
+            (2, 1632, 68, [7, 7]),
+            (2, 16, 4, [112, 112]),
+        ] {
+            let normal = |shape: [usize; 4], mean: f64, sd: f64| {
+                Tensor::<4>::random(shape, Distribution::Normal(mean, sd), &device)
             };
-            let means = normal([n, c, 1, 1], 1.0);
-            let w1 = normal([r, c, 1, 1], 1.0 / (c as f64).sqrt());
-            let w2 = normal([c, r, 1, 1], 1.0 / (r as f64).sqrt());
+            let x = normal([n, c, h, w], 0.5, 1.0);
+            let w1 = normal([r, c, 1, 1], 0.0, 1.0 / (c as f64).sqrt());
+            let w2 = normal([c, r, 1, 1], 0.0, 1.0 / (r as f64).sqrt());
             let b1 = Tensor::<1>::random([r], Distribution::Normal(0.0, 0.5), &device);
             let b2 = Tensor::<1>::random([c], Distribution::Normal(0.0, 0.5), &device);
-            let (want, scale) = host(
-                &values(means.clone()),
-                [n, c],
+            let (want, scale, squeezed) = host(
+                &values(x.clone()),
+                [n, c, h * w],
                 &values(w1.clone()),
                 &values(b1.clone()),
                 &values(w2.clone()),
                 &values(b2.clone()),
             );
-            for layout in [means.clone(), stored_as(means.clone(), [0, 2, 3, 1])] {
-                let run = || excite(&layout, (&w1, &b1), (&w2, &b2), Activation::Swish).unwrap();
-                let _ = values(run());
-                let profiler = crate::device::kernel_profile::KernelProfiler::start("excite");
-                let got = run();
-                assert_eq!(profiler.finish().stages[0].launches, 1);
-                assert_eq!(got.dims(), [n, c]);
-                let terms = (c.max(r) + 2) as f64;
-                for (i, g) in values(got).iter().enumerate() {
-                    let rounding = 0.25 * terms * 2f64.powi(-24) * scale[i];
-                    let exp = 2.0 * (5.0 + 2.0 * scale[i]) * 2f64.powi(-23) * want[i];
-                    let gap = (*g as f64 - want[i]).abs();
-                    assert!(
-                        gap <= rounding + exp,
-                        "({n}, {c}, {r}) [{i}]: {g} vs {}",
-                        want[i]
-                    );
-                }
+            let channels_last = stored_as(x.clone(), [0, 2, 3, 1]);
+            let run = || excite(&channels_last, (&w1, &b1), (&w2, &b2), Activation::Swish);
+            let _ = values(run().unwrap());
+            let profiler = crate::device::kernel_profile::KernelProfiler::start("excite");
+            let got = run().unwrap();
+            assert_eq!(profiler.finish().stages[0].launches, 2);
+            assert_eq!(got.dims(), [n, c]);
+            let terms = (c.max(r) + 2) as f64;
+            for (i, g) in values(got).iter().enumerate() {
+                let rounding = 0.25 * terms * 2f64.powi(-24) * scale[i] + squeezed[i];
+                let exp = 2.0 * (5.0 + 2.0 * scale[i]) * 2f64.powi(-23) * want[i];
+                let gap = (*g as f64 - want[i]).abs();
+                assert!(
+                    gap <= rounding + exp,
+                    "({n}, {c}, {r}, {h}×{w}) [{i}]: {g} vs {}",
+                    want[i]
+                );
+            }
+            if h * w > 1 {
+                assert!(excite(&x, (&w1, &b1), (&w2, &b2), Activation::Swish).is_none());
             }
         }
     }
 
-    /// What the kernel does not take comes back as `None`: a reduced width above
-    /// [`MAX_REDUCED`], mismatched shapes, means that are not `[n, c, 1, 1]`, the CPU backend.
+    /// What the kernels do not take comes back as `None`: a reduced width above
+    /// [`MAX_REDUCED`], channels above [`MAX_CHANNELS`], mismatched shapes, the CPU backend.
     #[test]
     fn other_excitations_are_left_to_the_composed_form() {
         let wgpu = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
         let cpu = crate::device::create(crate::device::DeviceChoice::Cpu).unwrap();
-        let run = |d: &burn::tensor::Device, c: usize, r: usize, hw: usize, r_expand: usize| {
-            let means = Tensor::<4>::ones([2, c, hw, hw], d);
+        let run = |d: &burn::tensor::Device, c: usize, r: usize, r_expand: usize| {
+            let x = Tensor::<4>::ones([2, c, 1, 1], d);
             let w1 = Tensor::<4>::ones([r, c, 1, 1], d);
             let w2 = Tensor::<4>::ones([c, r_expand, 1, 1], d);
             let (b1, b2) = (Tensor::<1>::zeros([r], d), Tensor::<1>::zeros([c], d));
-            excite(&means, (&w1, &b1), (&w2, &b2), Activation::Swish)
+            excite(&x, (&w1, &b1), (&w2, &b2), Activation::Swish)
         };
-        assert!(run(&wgpu, 8, 2, 1, 2).is_some());
-        assert!(run(&wgpu, 600, MAX_REDUCED + 1, 1, MAX_REDUCED + 1).is_none());
-        assert!(run(&wgpu, 8, 2, 1, 3).is_none());
-        assert!(run(&wgpu, 8, 2, 2, 2).is_none());
-        assert!(run(&cpu, 8, 2, 1, 2).is_none());
+        assert!(run(&wgpu, 8, 2, 2).is_some());
+        assert!(run(&wgpu, 600, MAX_REDUCED + 1, MAX_REDUCED + 1).is_none());
+        assert!(run(&wgpu, MAX_CHANNELS, 4, 4).is_some());
+        assert!(run(&wgpu, MAX_CHANNELS + 1, 4, 4).is_none());
+        assert!(run(&wgpu, 8, 2, 3).is_none());
+        assert!(run(&cpu, 8, 2, 2).is_none());
     }
 }

@@ -106,6 +106,8 @@ mod gpu_pot_loss;
 #[cfg(all(test, any(feature = "wgpu", feature = "cuda")))]
 pub(crate) use gpu::relative;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu_row_max;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_se_excite;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_se_gate;
@@ -412,12 +414,12 @@ pub struct Excitation {
 }
 
 /// Squeeze-and-excitation applied: `x · sigmoid(expand(activation(reduce(means))))` for the
-/// block's activations `x [n, c, h, w]` and their channel means `means [n, c, 1, 1]`. On a GPU
-/// backend at f32, outside autodiff, one kernel computes the gates (`gpu_se_excite`: the two
-/// small products, biases and activations) and one applies them to channels-last activations
-/// (`gpu_se_gate`); elsewhere [`conv2d_fused`] twice, then the product. The same function;
-/// the gates' sums in another order than a matrix product's.
-pub fn excite(x: Tensor<4>, means: Tensor<4>, excitation: Excitation) -> Tensor<4> {
+/// block's activations `x [n, c, h, w]` and their channel means ([`channel_means`]). On a GPU
+/// backend at f32, outside autodiff, on channels-last activations, two kernels compute the
+/// gates (`gpu_se_excite`: the means' partial sums; the means, the two small products, biases
+/// and activations) and one applies them (`gpu_se_gate`); elsewhere [`channel_means`], then
+/// [`conv2d_fused`] twice, then the product. The same function; the sums in another order.
+pub fn excite(x: Tensor<4>, excitation: Excitation) -> Tensor<4> {
     let Excitation {
         reduce_weight,
         reduce_bias,
@@ -430,7 +432,7 @@ pub fn excite(x: Tensor<4>, means: Tensor<4>, excitation: Excitation) -> Tensor<
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
     if gpu
         && let Some(gate) = gpu_se_excite::excite(
-            &means,
+            &x,
             (&reduce_weight, &reduce_bias),
             (&expand_weight, &expand_bias),
             activation,
@@ -441,7 +443,7 @@ pub fn excite(x: Tensor<4>, means: Tensor<4>, excitation: Excitation) -> Tensor<
     }
     let options = burn::tensor::ops::ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
     let hidden = conv2d_fused(
-        means,
+        channel_means(x.clone()),
         reduce_weight,
         reduce_bias,
         options.clone(),
@@ -462,6 +464,35 @@ pub fn excite(x: Tensor<4>, means: Tensor<4>, excitation: Excitation) -> Tensor<
         }
     }
     x * gate
+}
+
+/// Each row's largest value, `[rows]`, of `x [rows, columns]`: on a GPU backend (plain f32) in
+/// cubes of threads over chunks of each row (`gpu_row_max`), elsewhere burn's `max_dim`.
+pub fn row_max(x: Tensor<2>) -> Tensor<1> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    if let Some(maxima) = gpu_row_max::row_max(&x) {
+        return maxima;
+    }
+    let [rows, _] = x.dims();
+    x.max_dim(1).reshape([rows])
+}
+
+/// The squeeze of squeeze-and-excitation: each channel's mean over the image, `[n, c, 1, 1]`.
+/// Laid out channels-last on a GPU, a channel's pixels are a column of the `[n, h·w, c]` view:
+/// one reduction over them (as PyTorch's one `adaptive_avg_pool2d`) instead of two, over rows
+/// and then columns (the same mean, summed in another order). [`excite`]'s GPU kernels take
+/// the means themselves; this is its composed form's.
+pub fn channel_means(x: Tensor<4>) -> Tensor<4> {
+    if channels_last_on_gpu(&x) {
+        let [n, c, h, w] = x.dims();
+        return x
+            .permute([0, 2, 3, 1])
+            .reshape([n, h * w, c])
+            .mean_dim(1)
+            .reshape([n, 1, 1, c])
+            .permute([0, 3, 1, 2]);
+    }
+    x.mean_dim(2).mean_dim(3)
 }
 
 /// Multi-head attention `softmax(q·kᵀ/√d)·v` over heads `q [B, H, Lq, d]`, `k [B, H, Lk, d]`,
@@ -1290,6 +1321,41 @@ mod linear_tests {
 mod tests {
     use super::*;
     use burn::tensor::{Device, Distribution, TensorData};
+
+    /// The channel means on wgpu, on channels-last activations (a convolution's output): one
+    /// reduction launch, the per-channel means of the two-step form within f32 rounding of a
+    /// 63-term mean; on an NCHW tensor and on the CPU, the two-step form itself.
+    #[cfg(feature = "wgpu")]
+    #[test]
+    fn channel_means_are_one_reduction_on_channels_last_activations() {
+        let wgpu = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
+        let x = Tensor::<4>::random([2, 5, 7, 9], Distribution::Normal(1.0, 2.0), &wgpu);
+        let channels_last = x
+            .clone()
+            .permute([0, 2, 3, 1])
+            .reshape([2 * 7 * 9 * 5])
+            .reshape([2, 7, 9, 5])
+            .permute([0, 3, 1, 2]);
+        assert!(channels_last_on_gpu(&channels_last));
+        assert!(!channels_last_on_gpu(&x));
+        let want = x.clone().mean_dim(2).mean_dim(3).into_data();
+        let _ = channel_means(channels_last.clone()).into_data();
+        let profiler = crate::device::kernel_profile::KernelProfiler::start("squeeze");
+        let got = channel_means(channels_last);
+        assert_eq!(profiler.finish().stages[0].launches, 1);
+        assert_eq!(got.dims(), [2, 5, 1, 1]);
+        let (got, want) = (
+            got.into_data().try_to_vec::<f32>().unwrap(),
+            want.try_to_vec::<f32>().unwrap(),
+        );
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= 64.0 * 2f32.powi(-23) * 3.0, "{g} vs {w}");
+        }
+        let cpu = crate::device::create(crate::device::DeviceChoice::Cpu).unwrap();
+        let on_cpu = x.to_device(&cpu);
+        let two_step = on_cpu.clone().mean_dim(2).mean_dim(3).into_data();
+        assert_eq!(channel_means(on_cpu).into_data(), two_step);
+    }
 
     /// Relative error bound of `portable::exp` against f64, in units of f32's epsilon: the worst
     /// case measured over the sweep below is 0.68 ε (printed by the test); a broken coefficient or
