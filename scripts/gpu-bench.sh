@@ -27,10 +27,11 @@
 #                       device time per stage and kernel, in its log and JSON, side by side in the
 #                       summary); a run whose profile fails is repeated without it
 #   --matmul-routines LIST
-#                       also time hvq on CUDA (f32, the first config) with each of these routines for
-#                       the products no tensor core takes (HVQ_GPU_MATMUL: simple, the default,
-#                       simple-min-tile, double, double-min-tile, gemm), each checked against the CPU
-#                       first (hvq selfcheck); a table of them in matmul/summary.txt
+#                       also time hvq on CUDA (else on wgpu via the NVIDIA Vulkan driver; f32, the
+#                       first config) with each of these routines for the products no tensor core
+#                       takes (HVQ_GPU_MATMUL: simple, the default, simple-min-tile, double,
+#                       double-min-tile, gemm, tiled: hvq's own kernel), each checked against the
+#                       CPU first (hvq selfcheck); a table of them in matmul/summary.txt
 #   --train-attention-ab
 #                       also time hvq on CUDA (f32, the first config) with training's attention
 #                       composed from burn's operations (HVQ_TRAIN_ATTENTION=composed) beside the
@@ -219,19 +220,26 @@ if [ "$BUILD_OK" = 1 ] && [ -x "$HVQ" ]; then
       for cfg in $CONFIGS; do run_hvq cuda "$cfg" "$precision"; done
     done
   fi
-  # The routines for products without tensor cores, against each other (f32, first config).
-  if [ "$CUDA_BUILT" = 1 ] && [ -n "$MATMUL_ROUTINES" ]; then
+  # The routines for products without tensor cores, against each other (f32, first config): on
+  # CUDA when it was built, else on wgpu through the NVIDIA Vulkan driver.
+  AB_DEV=""; AB_ENV=()
+  if [ "$CUDA_BUILT" = 1 ]; then
+    AB_DEV=cuda
+  elif [ "$DO_WGPU" = 1 ] && [ -n "$(nvidia_icd)" ]; then
+    AB_DEV=wgpu; AB_ENV=(VK_DRIVER_FILES="$(nvidia_icd)" VK_ICD_FILENAMES="$(nvidia_icd)" WGPU_BACKEND=vulkan)
+  fi
+  if [ -n "$AB_DEV" ] && [ -n "$MATMUL_ROUTINES" ]; then
     mkdir -p "$OUT/matmul"
     cfg=${CONFIGS%% *}
     for routine in $MATMUL_ROUTINES; do
-      log "HVQ_GPU_MATMUL=$routine: selfcheck, then hvq bench --device cuda --config $cfg"
-      if HVQ_GPU_MATMUL=$routine "${LIMIT[@]}" "$HVQ" selfcheck --device cuda \
+      log "HVQ_GPU_MATMUL=$routine: selfcheck, then hvq bench --device $AB_DEV --config $cfg"
+      if env "${AB_ENV[@]}" HVQ_GPU_MATMUL="$routine" "${LIMIT[@]}" "$HVQ" selfcheck --device "$AB_DEV" \
           > "$OUT/matmul/selfcheck-$routine.log" 2>&1; then
         tail -n 1 "$OUT/matmul/selfcheck-$routine.log"
-        run_bench "hvq cuda $cfg matmul $routine" "$OUT/matmul/hvq-$routine-$cfg.json" \
+        run_bench "hvq $AB_DEV $cfg matmul $routine" "$OUT/matmul/hvq-$routine-$cfg.json" \
           "$OUT/matmul/hvq-$routine-$cfg.log" \
-          env HVQ_GPU_MATMUL="$routine" "$HVQ" bench --device cuda --config "$cfg" --batch "$BATCH" \
-          --runs "$RUNS" --json "$OUT/matmul/hvq-$routine-$cfg.json"
+          env "${AB_ENV[@]}" HVQ_GPU_MATMUL="$routine" "$HVQ" bench --device "$AB_DEV" --config "$cfg" \
+          --batch "$BATCH" --runs "$RUNS" --json "$OUT/matmul/hvq-$routine-$cfg.json"
       else
         tail -n 5 "$OUT/matmul/selfcheck-$routine.log" >&2 || true
         warn "HVQ_GPU_MATMUL=$routine: selfcheck failed, not timed"

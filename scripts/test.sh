@@ -16,6 +16,9 @@ if [ "$#" -eq 0 ]; then
   # Built for the whole workspace, as the tests above: `-p core` alone resolves the dependencies'
   # features without the desktop's and would build burn, CubeCL and wgpu a second time.
   cargo test --workspace --doc --no-fail-fast 2>&1 | tee -a "$log" || status=$?
+  # The wgpu golden tests (inference, backbone, a training step) once more with every plain f32
+  # product on hvq's tiled kernel (HVQ_GPU_MATMUL=tiled, a routine gpu-bench.sh times).
+  HVQ_GPU_MATMUL=tiled cargo test --workspace --test golden --no-fail-fast -- wgpu 2>&1 | tee -a "$log" || status=$?
   cargo build -q --workspace --examples 2>&1 | tee -a "$log" || status=$?
   examples="$CARGO_TARGET_DIR/debug/examples"
   "$examples/inspect" samples 2>&1 | tee -a "$log" || status=$?

@@ -8,8 +8,14 @@
 //! and on an NVIDIA GPU, where PyTorch's f32 products are cuBLAS's, which one wins decides most
 //! of the transformer's time. The patched cubek-matmul (`vendor/`) takes the choice as a
 //! process-wide setting, so `scripts/gpu-bench.sh` measures each on the device in one binary;
-//! the default stays upstream's until a measurement says otherwise. Read once, at start-up
+//! the default stays upstream's until a measurement says otherwise. A sixth, `tiled`, is
+//! hvq's own kernel (`kernels/gpu_matmul_tiled.rs`: 64×64 blocks, the inner dimension split
+//! across cubes when the blocks are few), which `kernels::products` runs for plain f32
+//! products on a GPU when chosen, cubek's `SimpleUnit` taking the rest. Read once, at start-up
 //! ([`apply_variable`], the CLI's first step).
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::Result;
 
@@ -29,16 +35,19 @@ pub enum GpuMatmul {
     DoubleMinTile,
     /// cubek's plane-level `Gemm`.
     Gemm,
+    /// hvq's tiled kernel for plain f32 products (`kernels::products`), `SimpleUnit` for others.
+    Tiled,
 }
 
 impl GpuMatmul {
     /// Every routine, the default first.
-    pub const ALL: [GpuMatmul; 5] = [
+    pub const ALL: [GpuMatmul; 6] = [
         GpuMatmul::Simple,
         GpuMatmul::SimpleMinTile,
         GpuMatmul::Double,
         GpuMatmul::DoubleMinTile,
         GpuMatmul::Gemm,
+        GpuMatmul::Tiled,
     ];
 
     /// The name the variable takes and reports print.
@@ -49,6 +58,7 @@ impl GpuMatmul {
             GpuMatmul::Double => "double",
             GpuMatmul::DoubleMinTile => "double-min-tile",
             GpuMatmul::Gemm => "gemm",
+            GpuMatmul::Tiled => "tiled",
         }
     }
 
@@ -76,11 +86,36 @@ fn unit_routine(routine: GpuMatmul) -> cubek_matmul::strategy::UnitRoutine {
         GpuMatmul::Double => UnitRoutine::DoubleMaxTile,
         GpuMatmul::DoubleMinTile => UnitRoutine::DoubleMinTile,
         GpuMatmul::Gemm => UnitRoutine::Gemm,
+        GpuMatmul::Tiled => UnitRoutine::SimpleMaxTile,
     }
+}
+
+/// Whether [`GpuMatmul::Tiled`] is chosen (the cubek setting cannot tell it from `Simple`).
+static TILED: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// A test's choice for its own thread's products, over the process's: the tiled kernel may
+    /// take two launches where `SimpleUnit` takes one, which other tests running meanwhile
+    /// would count.
+    static TILED_HERE: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+/// Whether plain f32 products on a GPU run on hvq's tiled kernel ([`GpuMatmul::Tiled`]).
+pub fn tiled() -> bool {
+    TILED_HERE
+        .with(Cell::get)
+        .unwrap_or_else(|| TILED.load(Ordering::Relaxed))
+}
+
+/// [`tiled`] for this thread only (`None`: the process's setting again), for tests.
+#[cfg(test)]
+pub(crate) fn tiled_here(on: Option<bool>) {
+    TILED_HERE.with(|here| here.set(on));
 }
 
 /// Set the routine for the products launched afterwards (a no-op without a GPU backend).
 pub fn set(routine: GpuMatmul) {
+    TILED.store(routine == GpuMatmul::Tiled, Ordering::Relaxed);
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
     cubek_matmul::strategy::set_unit_routine(unit_routine(routine));
     #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
@@ -89,6 +124,9 @@ pub fn set(routine: GpuMatmul) {
 
 /// The routine in use now ([`GpuMatmul::Simple`] without a GPU backend).
 pub fn current() -> GpuMatmul {
+    if tiled() {
+        return GpuMatmul::Tiled;
+    }
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
     {
         let now = cubek_matmul::strategy::unit_routine();
@@ -119,9 +157,10 @@ mod tests {
 
     /// On wgpu each routine runs the product (the kernel this thread launches is the routine's:
     /// cubek names its double-buffered family apart from the simple one, and `Gemm` apart from
-    /// both) and gives the f64 product within f32 rounding of a 96-term sum. The setting is
-    /// the process's: another test's product launched meanwhile runs on the routine set here,
-    /// which computes the same values.
+    /// both; `tiled` is hvq's kernel, reached through `kernels::products`) and gives the f64
+    /// product within f32 rounding of a 96-term sum. cubek's setting is the process's: another
+    /// test's product launched meanwhile runs on the routine set here, which computes the same
+    /// values; the tiled kernel is chosen for this thread only.
     #[cfg(feature = "wgpu")]
     #[test]
     fn each_routine_runs_the_product() {
@@ -144,17 +183,25 @@ mod tests {
         }
         let mut names = Vec::new();
         for routine in GpuMatmul::ALL {
-            set(routine);
+            // The tiled kernel for this thread only (`TILED_HERE`).
+            if routine == GpuMatmul::Tiled {
+                set(GpuMatmul::Simple);
+                tiled_here(Some(true));
+            } else {
+                set(routine);
+            }
             assert_eq!(current(), routine);
             let profiler = crate::device::kernel_profile::KernelProfiler::start("matmul");
-            let got = a.clone().matmul(b.clone());
+            let got = crate::kernels::products::matmul(a.clone(), b.clone());
             let got = got.into_data().try_to_vec::<f32>().unwrap();
             let profile = profiler.finish();
             // The product's kernel (`Gemm` copies an operand into its layout first).
             let products: Vec<_> = profile.stages[0]
                 .kernels
                 .iter()
-                .filter(|k| k.name.starts_with("MatmulEntry"))
+                .filter(|k| {
+                    k.name.starts_with("MatmulEntry") || k.name.starts_with("TiledMatmulKernel")
+                })
                 .collect();
             assert_eq!(products.len(), 1, "{routine:?}: {profile:#?}");
             names.push((routine, products[0].name.clone()));
@@ -163,9 +210,11 @@ mod tests {
             }
         }
         set(GpuMatmul::Simple);
+        tiled_here(None);
         let name = |r: GpuMatmul| &names.iter().find(|(n, _)| *n == r).unwrap().1;
         assert!(name(GpuMatmul::Simple).contains("SimpleMatmulFamily"));
         assert!(name(GpuMatmul::Double).contains("DoubleBufferingMatmulFamily"));
         assert!(!name(GpuMatmul::Gemm).contains("SimpleMatmulFamily"));
+        assert!(name(GpuMatmul::Tiled).starts_with("TiledMatmulKernel"));
     }
 }

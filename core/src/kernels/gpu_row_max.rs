@@ -104,11 +104,8 @@ mod tests {
             (8, 209 * 209, 2),
             (2, 5 * CHUNK + 3, 2),
         ] {
-            let x = Tensor::<2>::random(
-                [rows, columns],
-                Distribution::Uniform(-50.0, -1.0),
-                &device,
-            );
+            let x =
+                Tensor::<2>::random([rows, columns], Distribution::Uniform(-50.0, -1.0), &device);
             let mut host = values(x.clone());
             // Row 0's maximum at its first value, row 1's at its last (in the last chunk).
             host[0] = -0.5;

@@ -98,6 +98,8 @@ mod gpu_linear_autodiff;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_loss_means;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu_matmul_tiled;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_nearest_code;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_ot_score;

@@ -1,7 +1,8 @@
 //! Matrix products and convolutions at the run's precision (`--precision`, `device::precision`).
 //!
 //! At f32 and tf32 these are burn's own operations on f32 tensors (whether f32 products may use
-//! TF32 tensor cores is decided inside burn's kernel selection). At bf16 and f16 they cast their
+//! TF32 tensor cores is decided inside burn's kernel selection), or, with `HVQ_GPU_MATMUL=tiled`
+//! (`device::gpu_matmul`), hvq's tiled kernel for plain f32 products on a GPU. At bf16 and f16 they cast their
 //! operands (and bias) to the half type, run the operation there and cast the result back to
 //! f32, as PyTorch's autocast does for `linear`, `matmul` and `conv2d`: every other operation of
 //! the network (norms, softmax, activations, sums, the map) stays f32. The casts are passes of
@@ -39,7 +40,18 @@ pub fn linear_at<const D: usize>(
     bias: Option<Tensor<1>>,
 ) -> Tensor<D> {
     match half {
-        None => burn_linear(x, weight, bias),
+        None => {
+            #[cfg(any(feature = "wgpu", feature = "cuda"))]
+            if crate::device::gpu_matmul::tiled()
+                && let Some(y) = super::gpu_matmul_tiled::matmul(&x, &weight.clone().unsqueeze())
+            {
+                return match bias {
+                    Some(bias) => y + bias.unsqueeze(),
+                    None => y,
+                };
+            }
+            burn_linear(x, weight, bias)
+        }
         Some(dt) => {
             burn_linear(x.cast(dt), weight.cast(dt), bias.map(|b| b.cast(dt))).cast(FloatDType::F32)
         }
@@ -58,7 +70,15 @@ pub fn matmul_at<const D: usize>(
     b: Tensor<D>,
 ) -> Tensor<D> {
     match half {
-        None => a.matmul(b),
+        None => {
+            #[cfg(any(feature = "wgpu", feature = "cuda"))]
+            if crate::device::gpu_matmul::tiled()
+                && let Some(c) = super::gpu_matmul_tiled::matmul(&a, &b)
+            {
+                return c;
+            }
+            a.matmul(b)
+        }
         Some(dt) => a.cast(dt).matmul(b.cast(dt)).cast(FloatDType::F32),
     }
 }
@@ -314,7 +334,8 @@ mod tests {
     /// sum of their magnitudes), with a bias, on an NCHW input and on the channels-last view a
     /// 3×3 convolution returns (what a network feeds it); the result feeds the next
     /// convolution as burn's own would (same values through a 3×3 depthwise convolution). The
-    /// kernels launched are a matrix product's, no convolution's.
+    /// kernels launched are a matrix product's, no convolution's: cubek's, or hvq's tiled
+    /// kernel when chosen (through `linear`, its bias added after).
     #[cfg(feature = "wgpu")]
     #[test]
     fn pointwise_convolutions_on_a_gpu_are_the_channel_products() {
@@ -335,7 +356,14 @@ mod tests {
             None,
             ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
         );
-        for input in [x, chained] {
+        // On cubek's routine and on hvq's tiled kernel (`HVQ_GPU_MATMUL=tiled`, this thread).
+        for (tiled, input) in [
+            (false, x.clone()),
+            (false, chained.clone()),
+            (true, x),
+            (true, chained),
+        ] {
+            crate::device::gpu_matmul::tiled_here(Some(tiled));
             // Routed to the matrix product: no direct convolution kernel runs (kernels compiled
             // first, outside the profile).
             let _ = values(conv2d_at(
@@ -402,6 +430,9 @@ mod tests {
             for (x, y) in a.iter().zip(&b) {
                 assert!((x - y).abs() <= 1e-5 * scale, "{x} vs {y}");
             }
+            let tiled_ran = launched.iter().any(|k| k.starts_with("tiledmatmul"));
+            assert_eq!(tiled_ran, tiled, "{launched:?}");
         }
+        crate::device::gpu_matmul::tiled_here(None);
     }
 }

@@ -21,8 +21,11 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// A backend by name; failing to start is a test failure, never a skip.
+/// A backend by name; failing to start is a test failure, never a skip. `HVQ_GPU_MATMUL` picks
+/// the GPU products' routine as it does for the CLI (scripts/test.sh runs the wgpu golden tests
+/// once more on hvq's tiled kernel).
 pub fn device(name: &str) -> Device {
+    hvq::device::gpu_matmul::apply_variable().expect("HVQ_GPU_MATMUL names a routine");
     let choice = name.parse().expect("known backend name");
     hvq::device::create(choice)
         .unwrap_or_else(|e| panic!("backend {name} must be available for this test: {e}"))

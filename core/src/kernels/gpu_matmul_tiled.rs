@@ -1,0 +1,388 @@
+//! A batched f32 matrix product as hvq's own tiled GPU kernel (CubeCL: wgpu, CUDA), the
+//! `HVQ_GPU_MATMUL=tiled` routine (`device::gpu_matmul`), to be measured against cubek's unit
+//! routines on a GPU.
+//!
+//! Why: at batch 8 on an H200 (2026-12-04 profile, wgpu) the training step's 115 backward
+//! products took 51.5 ms of kernel time, PyTorch's about 2.4 ms: some 1.2 TFLOP/s of the
+//! GPU's ~60 at f32. The transformer's products are small and skinny (1,568 token rows at batch
+//! 8, 256 to 1,024 columns, and the weight gradients' sums over those 1,568 rows): a routine
+//! with large stages launches a few dozen cubes for a GPU of 132 multiprocessors, each walking
+//! the whole inner dimension. Here:
+//!
+//! - a cube of 16×16 threads computes a 64×64 block of the output, each thread 4×4 values
+//!   (rows `ty + 16i`, columns `tx + 16j`: neighbouring threads read neighbouring shared
+//!   values and write neighbouring outputs), over steps of 16 of the inner dimension staged in
+//!   shared memory (8 KiB, rows padded against bank conflicts);
+//! - the operands are read at their strides (a transposed view costs no copy), each stage
+//!   loaded with neighbouring threads on the operand's contiguous axis (the layout a comptime
+//!   choice), so the loads coalesce whichever way round an operand lies;
+//! - batch axes broadcast as burn's `matmul` does (an axis of size 1 repeats);
+//! - when the blocks are fewer than [`MIN_CUBES`], the inner dimension is split across cubes
+//!   (each at least [`MIN_SPLIT_DEPTH`] deep) whose partial products one more kernel adds up,
+//!   in split order.
+//!
+//! Every output is a sum of its products in the inner dimension's order (per split, then the
+//! splits in order): f32 rounding of a `k`-term sum, as any routine.
+
+use burn::tensor::Tensor as BurnTensor;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::prelude::*;
+
+use super::gpu::{F32, empty_shaped, grid, plain_f32, to_burn};
+
+/// Threads along each side of a cube.
+const SIDE: usize = 16;
+/// Outputs along each side of a thread's block.
+const PER: usize = 4;
+/// Outputs along each side of a cube's block.
+const BLOCK: usize = SIDE * PER;
+/// Inner-dimension values a stage holds.
+const DEPTH: usize = 16;
+/// Stage values each thread loads, per operand.
+const LOADS: usize = BLOCK * DEPTH / (SIDE * SIDE);
+/// Shared values between one inner index's row of a stage and the next: one more than a block,
+/// so that threads storing down a column (an operand read along its inner dimension, whose 16
+/// neighbouring values land 64 apart) hit 16 different memory banks instead of one.
+const STRIDE: usize = BLOCK + 1;
+/// Shared values of one operand's stage.
+const STAGE: usize = STRIDE * DEPTH;
+
+/// Below this many output blocks the inner dimension is split across cubes: about two cubes per
+/// multiprocessor of a large GPU (an H200 has 132).
+const MIN_CUBES: usize = 256;
+/// The least inner-dimension depth of one split (16 stages), so the partial sums' extra pass
+/// stays small next to the product.
+const MIN_SPLIT_DEPTH: usize = 256;
+
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn tiled_matmul_kernel<F: Float>(
+    a: &Tensor<F>,
+    b: &Tensor<F>,
+    out: &mut Tensor<F>,
+    m: u32,
+    n: u32,
+    k: u32,
+    split_depth: u32,
+    splits: u32,
+    #[comptime] a_k_contiguous: bool,
+    #[comptime] b_n_contiguous: bool,
+    #[define(F)] _dtype: ElemType,
+) {
+    let (m, n, k) = (m as usize, n as usize, k as usize);
+    let (tx, ty) = (UNIT_POS_X as usize, UNIT_POS_Y as usize);
+    let thread = ty * SIDE + tx;
+    let (m0, n0) = (CUBE_POS_Y as usize * BLOCK, CUBE_POS_X as usize * BLOCK);
+    // `CUBE_POS_Z` is the batch index times the splits plus the split.
+    let z = CUBE_POS_Z as usize;
+    let split = z % splits as usize;
+    let batch = z / splits as usize;
+
+    // The operands' offsets for this batch index, their batch axes broadcast.
+    let rank = a.rank();
+    let mut rest = batch;
+    let mut a_at = 0;
+    let mut b_at = 0;
+    let mut axis = rank - 2;
+    while axis > 0 {
+        axis -= 1;
+        let (a_size, b_size) = (a.shape(axis), b.shape(axis));
+        let mut size = a_size;
+        if b_size > size {
+            size = b_size;
+        }
+        let coordinate = rest % size;
+        rest /= size;
+        if a_size > 1 {
+            a_at += coordinate * a.stride(axis);
+        }
+        if b_size > 1 {
+            b_at += coordinate * b.stride(axis);
+        }
+    }
+    let (a_row, a_inner) = (a.stride(rank - 2), a.stride(rank - 1));
+    let (b_inner, b_col) = (b.stride(rank - 2), b.stride(rank - 1));
+
+    let mut a_stage = Shared::<[F]>::new_slice(STAGE);
+    let mut b_stage = Shared::<[F]>::new_slice(STAGE);
+    let mut acc = Array::<F>::new(PER * PER);
+    #[unroll]
+    for i in 0..PER * PER {
+        acc[i] = F::new(0.0);
+    }
+    let mut a_reg = Array::<F>::new(PER);
+    let mut b_reg = Array::<F>::new(PER);
+
+    let start = split * split_depth as usize;
+    let mut end = start + split_depth as usize;
+    if end > k {
+        end = k;
+    }
+    let mut k0 = start;
+    while k0 < end {
+        // Stage `a [m0.., k0..]` as `a_stage[kk · STRIDE + mm]` and `b [k0.., n0..]` as
+        // `b_stage[kk · STRIDE + nn]`, zero past the edges.
+        #[unroll]
+        for l in 0..LOADS {
+            let e = thread + l * SIDE * SIDE;
+            let (mut mm, mut kk) = (e / DEPTH, e % DEPTH);
+            if !a_k_contiguous {
+                mm = e % BLOCK;
+                kk = e / BLOCK;
+            }
+            let (row, inner) = (m0 + mm, k0 + kk);
+            let mut value = F::new(0.0);
+            if row < m && inner < end {
+                value = a[a_at + row * a_row + inner * a_inner];
+            }
+            a_stage[kk * STRIDE + mm] = value;
+
+            let (mut kk, mut nn) = (e / BLOCK, e % BLOCK);
+            if !b_n_contiguous {
+                kk = e % DEPTH;
+                nn = e / DEPTH;
+            }
+            let (inner, col) = (k0 + kk, n0 + nn);
+            let mut value = F::new(0.0);
+            if inner < end && col < n {
+                value = b[b_at + inner * b_inner + col * b_col];
+            }
+            b_stage[kk * STRIDE + nn] = value;
+        }
+        sync_cube();
+        #[unroll]
+        for kk in 0..DEPTH {
+            #[unroll]
+            for i in 0..PER {
+                a_reg[i] = a_stage[kk * STRIDE + ty + SIDE * i];
+                b_reg[i] = b_stage[kk * STRIDE + tx + SIDE * i];
+            }
+            #[unroll]
+            for i in 0..PER {
+                #[unroll]
+                for j in 0..PER {
+                    acc[i * PER + j] += a_reg[i] * b_reg[j];
+                }
+            }
+        }
+        sync_cube();
+        k0 += DEPTH;
+    }
+
+    let at = z * m * n;
+    #[unroll]
+    for i in 0..PER {
+        #[unroll]
+        for j in 0..PER {
+            let (row, col) = (m0 + ty + SIDE * i, n0 + tx + SIDE * j);
+            if row < m && col < n {
+                out[at + row * n + col] = acc[i * PER + j];
+            }
+        }
+    }
+}
+
+/// `out[b, e] = Σ_s partial[b · splits + s, e]`, the splits in order.
+#[cube(launch)]
+fn add_splits_kernel<F: Float>(
+    partial: &Tensor<F>,
+    out: &mut Tensor<F>,
+    per_batch: u32,
+    splits: u32,
+    #[define(F)] _dtype: ElemType,
+) {
+    if ABSOLUTE_POS >= out.len() {
+        terminate!();
+    }
+    let per_batch = per_batch as usize;
+    let (batch, e) = (ABSOLUTE_POS / per_batch, ABSOLUTE_POS % per_batch);
+    let mut sum = F::new(0.0);
+    for s in 0..splits as usize {
+        sum += partial[(batch * splits as usize + s) * per_batch + e];
+    }
+    out[ABSOLUTE_POS] = sum;
+}
+
+/// How the inner dimension `k` is split for `blocks` output blocks: (splits, depth of each, a
+/// multiple of the stage's).
+fn split_inner(blocks: usize, k: usize) -> (usize, usize) {
+    let wanted = MIN_CUBES.div_ceil(blocks.max(1));
+    let most = (k / MIN_SPLIT_DEPTH).max(1);
+    let splits = wanted.min(most);
+    let depth = k.div_ceil(splits).div_ceil(DEPTH) * DEPTH;
+    (k.div_ceil(depth).max(1), depth)
+}
+
+/// Whether the operand's last two axes have `axis` (0: rows, 1: columns) of stride 1.
+fn unit_stride(t: &CubeTensor, axis: usize) -> bool {
+    let strides = t.meta.strides();
+    strides[strides.len() - 2 + axis] == 1
+}
+
+/// `a · b` for `a [..., m, k]`, `b [..., k, n]` (batch axes equal or 1, as burn's `matmul`
+/// broadcasts them), the result contiguous; `None` when an operand is not a plain f32 tensor
+/// of this process's GPU backend, the shapes disagree, an axis is empty, or the grid would
+/// exceed 65,535 cubes along an axis (the caller runs burn's product).
+pub fn matmul<const D: usize>(a: &BurnTensor<D>, b: &BurnTensor<D>) -> Option<BurnTensor<D>> {
+    if D < 2 {
+        return None;
+    }
+    let (ad, bd) = (a.dims(), b.dims());
+    let (m, k, n) = (ad[D - 2], ad[D - 1], bd[D - 1]);
+    if bd[D - 2] != k || m == 0 || k == 0 || n == 0 {
+        return None;
+    }
+    let mut shape = [0; D];
+    for axis in 0..D - 2 {
+        let (x, y) = (ad[axis], bd[axis]);
+        if x != y && x != 1 && y != 1 {
+            return None;
+        }
+        shape[axis] = x.max(y);
+    }
+    (shape[D - 2], shape[D - 1]) = (m, n);
+    let batch: usize = shape[..D - 2].iter().product();
+    let lhs = plain_f32(a.clone())?;
+    let rhs = plain_f32(b.clone())?;
+    let (rows, cols) = (m.div_ceil(BLOCK), n.div_ceil(BLOCK));
+    let (splits, depth) = split_inner(rows * cols * batch, k);
+    let limit = u16::MAX as usize;
+    if rows > limit || cols > limit || batch * splits > limit {
+        return None;
+    }
+    let product = empty_shaped(&lhs, vec![batch * splits, m, n]);
+    let (a_k_contiguous, b_n_contiguous) = (unit_stride(&lhs, 1), unit_stride(&rhs, 1));
+    tiled_matmul_kernel::launch(
+        &product.client,
+        CubeCount::Static(cols as u32, rows as u32, (batch * splits) as u32),
+        CubeDim::new_2d(SIDE as u32, SIDE as u32),
+        lhs.into_tensor_arg(),
+        rhs.into_tensor_arg(),
+        product.clone().into_tensor_arg(),
+        m as u32,
+        n as u32,
+        k as u32,
+        depth as u32,
+        splits as u32,
+        a_k_contiguous,
+        b_n_contiguous,
+        F32,
+    );
+    let out = if splits == 1 {
+        product
+    } else {
+        let out = empty_shaped(&product, vec![batch, m, n]);
+        let (cube_count, cube_dim) = grid(&out, batch * m * n);
+        add_splits_kernel::launch(
+            &out.client,
+            cube_count,
+            cube_dim,
+            product.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            (m * n) as u32,
+            splits as u32,
+            F32,
+        );
+        out
+    };
+    Some(to_burn::<3>(out).reshape(shape))
+}
+
+#[cfg(all(test, feature = "wgpu"))]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, Tensor};
+
+    use crate::kernels::gpu::{stored_as, values};
+
+    /// The f64 product of `a [batch_a, m, k]` and `b [batch_b, k, n]` (host values, batch axes
+    /// broadcast) and each value's bound: f32 rounding of a `k`-term sum in any order plus the
+    /// splits' additions, `(k + splits)·2⁻²⁴·Σ|terms|`.
+    fn host(
+        a: &[f32],
+        b: &[f32],
+        [batch_a, batch_b, m, k, n]: [usize; 5],
+        splits: usize,
+    ) -> (Vec<f64>, Vec<f64>) {
+        let batch = batch_a.max(batch_b);
+        let (mut want, mut bound) = (Vec::new(), Vec::new());
+        for s in 0..batch {
+            let (sa, sb) = (s % batch_a, s % batch_b);
+            for i in 0..m {
+                for j in 0..n {
+                    let terms = (0..k)
+                        .map(|l| a[(sa * m + i) * k + l] as f64 * b[(sb * k + l) * n + j] as f64);
+                    want.push(terms.clone().sum::<f64>());
+                    bound.push(
+                        (k + splits) as f64 * 2f64.powi(-24) * terms.map(f64::abs).sum::<f64>(),
+                    );
+                }
+            }
+        }
+        (want, bound)
+    }
+
+    /// On wgpu, against the f64 product: shapes not multiples of a block or a stage, smaller
+    /// than one, a weight gradient's (few blocks, a deep inner dimension: split, two launches),
+    /// both operands in either layout (transposed views read at their strides), batch axes
+    /// equal and broadcast either way; one launch when not split.
+    #[test]
+    fn tiled_product_is_the_f64_product_within_rounding() {
+        let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
+        let _generator = crate::test_rng::lock();
+        device.seed(17);
+        // (batch of a, batch of b, m, k, n)
+        for dims in [
+            [1, 1, 70, 96, 50],
+            [1, 1, 3, 5, 2],
+            [1, 1, 130, 40, 65],
+            [1, 1, 96, 1568, 80],
+            [3, 3, 33, 20, 70],
+            [4, 1, 20, 31, 17],
+            [1, 2, 17, 9, 66],
+        ] {
+            let [batch_a, batch_b, m, k, n] = dims;
+            let a = Tensor::<3>::random([batch_a, m, k], Distribution::Normal(0.0, 1.0), &device);
+            let b = Tensor::<3>::random([batch_b, k, n], Distribution::Normal(0.0, 1.0), &device);
+            let batch = batch_a.max(batch_b);
+            let splits = split_inner(m.div_ceil(BLOCK) * n.div_ceil(BLOCK) * batch, k).0;
+            let (want, bound) = host(&values(a.clone()), &values(b.clone()), dims, splits);
+            // Each operand stored row-major and column-major.
+            let flip = |t: &Tensor<3>| stored_as(t.clone(), [0, 2, 1]);
+            for (la, lb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let a = if la { flip(&a) } else { a.clone() };
+                let b = if lb { flip(&b) } else { b.clone() };
+                let _ = values(matmul(&a, &b).unwrap());
+                let profiler = crate::device::kernel_profile::KernelProfiler::start("tiled");
+                let got = matmul(&a, &b).unwrap();
+                let launches = profiler.finish().stages[0].launches;
+                assert_eq!(got.dims(), [batch, m, n]);
+                assert_eq!(launches, if splits > 1 { 2 } else { 1 }, "{dims:?}");
+                for (i, g) in values(got).iter().enumerate() {
+                    assert!(
+                        (*g as f64 - want[i]).abs() <= bound[i],
+                        "{dims:?} ({la}, {lb}) [{i}]: {g} vs {}",
+                        want[i]
+                    );
+                }
+            }
+        }
+        assert!(
+            split_inner(2 * 16, 1568).0 > 1,
+            "a weight gradient is split"
+        );
+        let cpu = crate::device::create(crate::device::DeviceChoice::Cpu).unwrap();
+        let on_cpu = Tensor::<2>::ones([4, 4], &cpu);
+        assert!(matmul(&on_cpu, &on_cpu).is_none());
+        let (a, b) = (
+            Tensor::<2>::ones([4, 3], &device),
+            Tensor::<2>::ones([4, 3], &device),
+        );
+        assert!(matmul(&a, &b).is_none(), "inner sizes disagree");
+        let (a, b) = (
+            Tensor::<3>::ones([2, 4, 3], &device),
+            Tensor::<3>::ones([3, 3, 4], &device),
+        );
+        assert!(matmul(&a, &b).is_none(), "batch axes disagree");
+    }
+}
