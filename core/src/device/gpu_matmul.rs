@@ -108,7 +108,7 @@ pub fn tiled() -> bool {
 }
 
 /// [`tiled`] for this thread only (`None`: the process's setting again), for tests.
-#[cfg(test)]
+#[cfg(all(test, feature = "wgpu"))]
 pub(crate) fn tiled_here(on: Option<bool>) {
     TILED_HERE.with(|here| here.set(on));
 }
