@@ -157,10 +157,10 @@ mod tests {
 
     /// On wgpu each routine runs the product (the kernel this thread launches is the routine's:
     /// cubek names its double-buffered family apart from the simple one, and `Gemm` apart from
-    /// both; `tiled` is hvq's kernel, reached through `kernels::products`) and gives the f64
-    /// product within f32 rounding of a 96-term sum. cubek's setting is the process's: another
-    /// test's product launched meanwhile runs on the routine set here, which computes the same
-    /// values; the tiled kernel is chosen for this thread only.
+    /// both) and gives the f64 product within f32 rounding of a 96-term sum. The setting is
+    /// the process's: another test's product launched meanwhile runs on the routine set here,
+    /// which computes the same values. `tiled` (hvq's kernel, which `kernels::products` runs and
+    /// its tests check) is chosen here for this thread only.
     #[cfg(feature = "wgpu")]
     #[test]
     fn each_routine_runs_the_product() {
@@ -182,26 +182,22 @@ mod tests {
             }
         }
         let mut names = Vec::new();
-        for routine in GpuMatmul::ALL {
-            // The tiled kernel for this thread only (`TILED_HERE`).
-            if routine == GpuMatmul::Tiled {
-                set(GpuMatmul::Simple);
-                tiled_here(Some(true));
-            } else {
-                set(routine);
-            }
+        // cubek's routines; `tiled` is taken by `kernels::products`, whose tests run it.
+        for routine in GpuMatmul::ALL
+            .into_iter()
+            .filter(|r| *r != GpuMatmul::Tiled)
+        {
+            set(routine);
             assert_eq!(current(), routine);
             let profiler = crate::device::kernel_profile::KernelProfiler::start("matmul");
-            let got = crate::kernels::products::matmul(a.clone(), b.clone());
+            let got = a.clone().matmul(b.clone());
             let got = got.into_data().try_to_vec::<f32>().unwrap();
             let profile = profiler.finish();
             // The product's kernel (`Gemm` copies an operand into its layout first).
             let products: Vec<_> = profile.stages[0]
                 .kernels
                 .iter()
-                .filter(|k| {
-                    k.name.starts_with("MatmulEntry") || k.name.starts_with("TiledMatmulKernel")
-                })
+                .filter(|k| k.name.starts_with("MatmulEntry"))
                 .collect();
             assert_eq!(products.len(), 1, "{routine:?}: {profile:#?}");
             names.push((routine, products[0].name.clone()));
@@ -210,11 +206,14 @@ mod tests {
             }
         }
         set(GpuMatmul::Simple);
-        tiled_here(None);
         let name = |r: GpuMatmul| &names.iter().find(|(n, _)| *n == r).unwrap().1;
         assert!(name(GpuMatmul::Simple).contains("SimpleMatmulFamily"));
         assert!(name(GpuMatmul::Double).contains("DoubleBufferingMatmulFamily"));
         assert!(!name(GpuMatmul::Gemm).contains("SimpleMatmulFamily"));
-        assert!(name(GpuMatmul::Tiled).starts_with("TiledMatmulKernel"));
+        // Chosen for one thread, `tiled` reads as the current routine there only.
+        tiled_here(Some(true));
+        assert_eq!(current(), GpuMatmul::Tiled);
+        tiled_here(None);
+        assert_eq!(current(), GpuMatmul::Simple);
     }
 }
