@@ -22,7 +22,7 @@
 # The speed table against PyTorch takes the same carry as call 1:
 #   xz -dc .device/cli/hvq.xz > /tmp/hvq && chmod +x /tmp/hvq;
 #   bash scripts/gpu-bench.sh --hvq /tmp/hvq --runs 5 --precisions "f32 tf32" \
-#     --matmul-routines "simple simple-min-tile double double-min-tile gemm" --out /tmp/bench
+#     --matmul-routines "simple simple-min-tile double double-min-tile gemm tiled" --out /tmp/bench
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hvq-target}"

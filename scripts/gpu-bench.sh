@@ -112,8 +112,8 @@ for p in $PRECISIONS; do
   case "$p" in f32|tf32) ;; *) die "unknown precision '$p' (f32 or tf32)" ;; esac
 done
 for r in $MATMUL_ROUTINES; do
-  case "$r" in simple|simple-min-tile|double|double-min-tile|gemm) ;;
-    *) die "unknown matmul routine '$r' (simple, simple-min-tile, double, double-min-tile, gemm)" ;; esac
+  case "$r" in simple|simple-min-tile|double|double-min-tile|gemm|tiled) ;;
+    *) die "unknown matmul routine '$r' (simple, simple-min-tile, double, double-min-tile, gemm, tiled)" ;; esac
 done
 # A report's device part: cuda at f32, cuda_tf32 at tf32 (compare.py pairs runs by it).
 run_name() { [ "$2" = f32 ] && echo "$1" || echo "$1_$2"; }
