@@ -114,6 +114,89 @@ pub(super) fn unread_slot(t: &CubeTensor) -> CubeTensor {
 /// a power of two (the pairwise sums halve it).
 pub(super) const CUBE_THREADS: usize = 256;
 
+/// Threads of a row's cube: a row of the official model's 256 or 512 values is 4 or 8 loads a
+/// thread (a power of two, for the pairwise sums).
+pub(super) const ROW_THREADS: usize = 64;
+
+/// The launch of one cube of [`ROW_THREADS`] per row of `rows`: past the device's limit on
+/// cubes along one axis (65,535 on WebGPU) the cubes spread over a second axis, and the
+/// kernels find their row as [`row_of_cube`].
+pub(super) fn row_cubes(t: &CubeTensor, rows: usize) -> (CubeCount, CubeDim) {
+    let cube_dim = CubeDim::new_1d(ROW_THREADS as u32);
+    (
+        calculate_cube_count_elemwise(&t.client, rows * ROW_THREADS, cube_dim),
+        cube_dim,
+    )
+}
+
+/// This cube's row and how many of its values the cube handles: `row`, or none for a cube past
+/// the last row (a spread launch has some). Such a cube still takes part in every barrier, with
+/// nothing to load or write, rather than return early: a barrier must be reached by the whole
+/// cube, and WGSL's uniformity analysis cannot prove an early return cube-uniform.
+#[cube]
+pub(super) fn row_of_cube(rows: u32, row: u32) -> (usize, usize) {
+    let r = CUBE_POS;
+    let mut n = row as usize;
+    if r >= rows as usize {
+        n = 0;
+    }
+    (r, n)
+}
+
+/// The cube's `value`s added pairwise in `partial` (its first `threads` slots, a power of
+/// two): every thread gets the total. The cube's barriers keep a later call from overwriting
+/// what this one's threads still read.
+#[cube]
+pub(super) fn cube_sum<F: Float>(
+    partial: &mut Shared<[F]>,
+    thread: usize,
+    value: F,
+    #[comptime] threads: usize,
+) -> F {
+    cube_combine::<F>(partial, thread, value, threads, false)
+}
+
+/// [`cube_sum`] for the largest of the cube's `value`s.
+#[cube]
+pub(super) fn cube_max<F: Float>(
+    partial: &mut Shared<[F]>,
+    thread: usize,
+    value: F,
+    #[comptime] threads: usize,
+) -> F {
+    cube_combine::<F>(partial, thread, value, threads, true)
+}
+
+/// Half the threads combine the other half's values with theirs, until one is left: a sum, or
+/// with `maximum` the largest.
+#[cube]
+fn cube_combine<F: Float>(
+    partial: &mut Shared<[F]>,
+    thread: usize,
+    value: F,
+    #[comptime] threads: usize,
+    #[comptime] maximum: bool,
+) -> F {
+    partial[thread] = value;
+    sync_cube();
+    #[unroll]
+    for level in 1..=threads.trailing_zeros() as usize {
+        let width = threads >> level;
+        if thread < width {
+            let (a, b) = (partial[thread], partial[thread + width]);
+            let mut pair = a + b;
+            if maximum {
+                pair = F::max(a, b);
+            }
+            partial[thread] = pair;
+        }
+        sync_cube();
+    }
+    let total = partial[0];
+    sync_cube();
+    total
+}
+
 /// Cubes and their size for `units` threads on `t`'s device, one unit of work each.
 pub(super) fn grid(t: &CubeTensor, units: usize) -> (CubeCount, CubeDim) {
     let cube_dim = CubeDim::new(&t.client, units);

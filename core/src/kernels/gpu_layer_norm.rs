@@ -9,40 +9,11 @@
 //! batch 8, each thread walking its row alone.
 
 use burn::tensor::Tensor as BurnTensor;
-use burn_cubecl::tensor::CubeTensor;
-use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::*;
 
-use super::gpu::{F32, contiguous_f32, empty_like, to_burn};
-
-/// Threads of a row's cube: a row of the official model's 256 or 512 values is 4 or 8 loads a
-/// thread (a power of two, for the pairwise sums).
-pub(super) const ROW_THREADS: usize = 64;
-
-/// The launch of one cube of [`ROW_THREADS`] per row of `rows`: past the device's limit on
-/// cubes along one axis (65,535 on WebGPU) the cubes spread over a second axis, and the
-/// kernels find their row as [`row_of_cube`].
-pub(super) fn row_cubes(t: &CubeTensor, rows: usize) -> (CubeCount, CubeDim) {
-    let cube_dim = CubeDim::new_1d(ROW_THREADS as u32);
-    (
-        calculate_cube_count_elemwise(&t.client, rows * ROW_THREADS, cube_dim),
-        cube_dim,
-    )
-}
-
-/// This cube's row and how many of its values the cube handles: `row`, or none for a cube past
-/// the last row (a spread launch has some). Such a cube still takes part in every barrier, with
-/// nothing to load or write, rather than return early: a barrier must be reached by the whole
-/// cube, and WGSL's uniformity analysis cannot prove an early return cube-uniform.
-#[cube]
-pub(super) fn row_of_cube(rows: u32, row: u32) -> (usize, usize) {
-    let r = CUBE_POS;
-    let mut n = row as usize;
-    if r >= rows as usize {
-        n = 0;
-    }
-    (r, n)
-}
+use super::gpu::{
+    F32, ROW_THREADS, contiguous_f32, cube_sum, empty_like, row_cubes, row_of_cube, to_burn,
+};
 
 /// One cube per row: each thread sums every `ROW_THREADS`-th value (neighbouring threads read
 /// neighbouring values), the cube adds the partial sums pairwise in shared memory, for the mean
@@ -71,26 +42,6 @@ fn layer_norm_kernel<F: Float>(
     }
 }
 
-/// The cube's `value`s added pairwise in `partial` (every thread gets the total; the cube's
-/// barriers keep a later call from overwriting what this one's threads still read).
-#[cube]
-pub(super) fn cube_sum<F: Float>(partial: &mut Shared<[F]>, thread: usize, value: F) -> F {
-    partial[thread] = value;
-    sync_cube();
-    #[unroll]
-    for level in 1..=ROW_THREADS.trailing_zeros() as usize {
-        let width = ROW_THREADS >> level;
-        if thread < width {
-            let pair = partial[thread] + partial[thread + width];
-            partial[thread] = pair;
-        }
-        sync_cube();
-    }
-    let total = partial[0];
-    sync_cube();
-    total
-}
-
 /// The mean of the `n` values of `x` from `base` and `√(var + ε)` (biased variance over
 /// `row`, which `n` is, or 0 for a cube past the last row), summed by the whole cube: each
 /// thread its every `ROW_THREADS`-th value, then [`cube_sum`]. The inference kernel and the
@@ -111,7 +62,7 @@ pub(super) fn row_statistics<F: Float>(
         sum += x[base + j];
         j += ROW_THREADS;
     }
-    let mean = cube_sum::<F>(partial, thread, sum) / F::cast_from(row);
+    let mean = cube_sum::<F>(partial, thread, sum, ROW_THREADS) / F::cast_from(row);
     let mut squares = F::new(0.0);
     let mut j = thread;
     while j < n {
@@ -119,7 +70,7 @@ pub(super) fn row_statistics<F: Float>(
         squares += c * c;
         j += ROW_THREADS;
     }
-    let variance = cube_sum::<F>(partial, thread, squares) / F::cast_from(row);
+    let variance = cube_sum::<F>(partial, thread, squares, ROW_THREADS) / F::cast_from(row);
     (mean, F::sqrt(variance + F::cast_from(eps)))
 }
 

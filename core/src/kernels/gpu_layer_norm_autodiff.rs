@@ -25,9 +25,10 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 use super::gpu::{
-    COLUMN_SUM_ROWS, F32, contiguous, empty_like, grid, recorded, tracked_f32_on_gpu, tracked_parts,
+    COLUMN_SUM_ROWS, F32, ROW_THREADS, contiguous, cube_sum, empty_like, grid, recorded, row_cubes,
+    row_of_cube, tracked_f32_on_gpu, tracked_parts,
 };
-use super::gpu_layer_norm::{ROW_THREADS, cube_sum, row_cubes, row_of_cube, row_statistics};
+use super::gpu_layer_norm::row_statistics;
 
 /// One cube per row, as the inference kernel (`gpu_layer_norm`): `(x − mean)/√(var + ε)·γ + β`,
 /// keeping x̂ and 1/σ for the backward.
@@ -89,8 +90,8 @@ fn input_gradient_kernel<F: Float>(
         sum_gh += g * xhat[base + j];
         j += ROW_THREADS;
     }
-    let mean_g = cube_sum::<F>(&mut partial, thread, sum_g) / F::cast_from(row);
-    let mean_gh = cube_sum::<F>(&mut partial, thread, sum_gh) / F::cast_from(row);
+    let mean_g = cube_sum::<F>(&mut partial, thread, sum_g, ROW_THREADS) / F::cast_from(row);
+    let mean_gh = cube_sum::<F>(&mut partial, thread, sum_gh, ROW_THREADS) / F::cast_from(row);
     let mut j = thread;
     while j < n {
         let inv = rstd[r];

@@ -65,8 +65,8 @@ fn tiled_matmul_kernel<F: Float>(
     k: u32,
     split_depth: u32,
     splits: u32,
-    #[comptime] a_k_contiguous: bool,
-    #[comptime] b_n_contiguous: bool,
+    #[comptime] a_along_inner: bool,
+    #[comptime] b_along_inner: bool,
     #[define(F)] _dtype: ElemType,
 ) {
     let (m, n, k) = (m as usize, n as usize, k as usize);
@@ -121,33 +121,36 @@ fn tiled_matmul_kernel<F: Float>(
     let mut k0 = start;
     while k0 < end {
         // Stage `a [m0.., k0..]` as `a_stage[kk · STRIDE + mm]` and `b [k0.., n0..]` as
-        // `b_stage[kk · STRIDE + nn]`, zero past the edges.
+        // `b_stage[kk · STRIDE + nn]`.
         #[unroll]
         for l in 0..LOADS {
             let e = thread + l * SIDE * SIDE;
-            let (mut mm, mut kk) = (e / DEPTH, e % DEPTH);
-            if !a_k_contiguous {
-                mm = e % BLOCK;
-                kk = e / BLOCK;
-            }
-            let (row, inner) = (m0 + mm, k0 + kk);
-            let mut value = F::new(0.0);
-            if row < m && inner < end {
-                value = a[a_at + row * a_row + inner * a_inner];
-            }
-            a_stage[kk * STRIDE + mm] = value;
-
-            let (mut kk, mut nn) = (e / BLOCK, e % BLOCK);
-            if !b_n_contiguous {
-                kk = e % DEPTH;
-                nn = e / DEPTH;
-            }
-            let (inner, col) = (k0 + kk, n0 + nn);
-            let mut value = F::new(0.0);
-            if inner < end && col < n {
-                value = b[b_at + inner * b_inner + col * b_col];
-            }
-            b_stage[kk * STRIDE + nn] = value;
+            stage_value::<F>(
+                a,
+                &mut a_stage,
+                e,
+                a_at,
+                a_row,
+                a_inner,
+                m0,
+                m,
+                k0,
+                end,
+                a_along_inner,
+            );
+            stage_value::<F>(
+                b,
+                &mut b_stage,
+                e,
+                b_at,
+                b_col,
+                b_inner,
+                n0,
+                n,
+                k0,
+                end,
+                b_along_inner,
+            );
         }
         sync_cube();
         #[unroll]
@@ -180,6 +183,41 @@ fn tiled_matmul_kernel<F: Float>(
             }
         }
     }
+}
+
+/// Value `e` of a stage (`BLOCK` outer by `DEPTH` inner indices) of an operand into
+/// `stage[kk · STRIDE + o]`, zero past the edges: `at` and the outer and inner strides place it
+/// (`a`'s rows or `b`'s columns are its outer axis), `outer0` is the block's first outer index,
+/// `outer_len` the operand's outer size, `k0` the stage's first inner index, `end` the split's
+/// end. With
+/// `along_inner` neighbouring threads take neighbouring inner indices (an operand contiguous
+/// along them), else neighbouring outer ones: the loads coalesce either way round.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn stage_value<F: Float>(
+    t: &Tensor<F>,
+    stage: &mut Shared<[F]>,
+    e: usize,
+    at: usize,
+    outer_stride: usize,
+    inner_stride: usize,
+    outer0: usize,
+    outer_len: usize,
+    k0: usize,
+    end: usize,
+    #[comptime] along_inner: bool,
+) {
+    let (mut o, mut kk) = (e / DEPTH, e % DEPTH);
+    if !along_inner {
+        o = e % BLOCK;
+        kk = e / BLOCK;
+    }
+    let (outer, inner) = (outer0 + o, k0 + kk);
+    let mut value = F::new(0.0);
+    if outer < outer_len && inner < end {
+        value = t[at + outer * outer_stride + inner * inner_stride];
+    }
+    stage[kk * STRIDE + o] = value;
 }
 
 /// `out[b, e] = Σ_s partial[b · splits + s, e]`, the splits in order.
@@ -251,7 +289,9 @@ pub fn matmul<const D: usize>(a: &BurnTensor<D>, b: &BurnTensor<D>) -> Option<Bu
         return None;
     }
     let product = empty_shaped(&lhs, vec![batch * splits, m, n]);
-    let (a_k_contiguous, b_n_contiguous) = (unit_stride(&lhs, 1), unit_stride(&rhs, 1));
+    // Each stage read along the operand's unit stride: `a`'s inner axis (k, its columns) or else
+    // its rows; `b`'s columns (its outer axis) or else its inner rows.
+    let (a_along_inner, b_along_inner) = (unit_stride(&lhs, 1), !unit_stride(&rhs, 1));
     tiled_matmul_kernel::launch(
         &product.client,
         CubeCount::Static(cols as u32, rows as u32, (batch * splits) as u32),
@@ -264,8 +304,8 @@ pub fn matmul<const D: usize>(a: &BurnTensor<D>, b: &BurnTensor<D>) -> Option<Bu
         k as u32,
         depth as u32,
         splits as u32,
-        a_k_contiguous,
-        b_n_contiguous,
+        a_along_inner,
+        b_along_inner,
         F32,
     );
     let out = if splits == 1 {

@@ -21,8 +21,10 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 use super::NearestCodes;
-use super::gpu::{F32, contiguous_f32, index_type, plain_f32_contiguous, to_burn};
-use super::gpu_layer_norm::{ROW_THREADS, cube_sum, row_cubes, row_of_cube};
+use super::gpu::{
+    F32, ROW_THREADS, contiguous_f32, cube_sum, index_type, plain_f32_contiguous, row_cubes,
+    row_of_cube, to_burn,
+};
 
 /// One cube of `ROW_THREADS` per token: every thread sums the token's `x²` (the same sum in
 /// the same order), each takes every `ROW_THREADS`-th code (neighbouring threads read
@@ -108,7 +110,7 @@ fn nearest_code_kernel<F: Float, I: Numeric>(
         i += ROW_THREADS;
     }
     let mut partial = Shared::<[F]>::new_slice(ROW_THREADS);
-    let total = cube_sum::<F>(&mut partial, thread, squares);
+    let total = cube_sum::<F>(&mut partial, thread, squares, ROW_THREADS);
     if thread == 0 && k > 0 {
         indices[token] = I::cast_from(chosen as u32);
         commitment[token] = total / F::cast_from(dim);

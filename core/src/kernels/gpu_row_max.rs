@@ -12,7 +12,7 @@
 use burn::tensor::Tensor as BurnTensor;
 use cubecl::prelude::*;
 
-use super::gpu::{CUBE_THREADS as THREADS, F32, contiguous_f32, empty_shaped, to_burn};
+use super::gpu::{CUBE_THREADS as THREADS, F32, contiguous_f32, cube_max, empty_shaped, to_burn};
 
 /// Values one cube takes: 16 loads a thread.
 const CHUNK: usize = 16 * THREADS;
@@ -35,20 +35,10 @@ fn row_max_kernel<F: Float>(x: &Tensor<F>, maxima: &mut Tensor<F>, #[define(F)] 
         j += THREADS;
     }
     let mut partial = Shared::<[F]>::new_slice(THREADS);
-    partial[thread] = best;
-    sync_cube();
-    #[unroll]
-    for level in 1..=THREADS.trailing_zeros() as usize {
-        let width = THREADS >> level;
-        if thread < width {
-            let pair = F::max(partial[thread], partial[thread + width]);
-            partial[thread] = pair;
-        }
-        sync_cube();
-    }
+    let largest = cube_max::<F>(&mut partial, thread, best, THREADS);
     if thread == 0 {
         let chunks = maxima.shape(1);
-        maxima[row * chunks + chunk] = partial[0];
+        maxima[row * chunks + chunk] = largest;
     }
 }
 

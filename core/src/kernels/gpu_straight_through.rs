@@ -20,8 +20,8 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 use super::gpu::{
-    CUBE_THREADS as THREADS, F32, contiguous, empty_like, empty_shaped, grid, plain_f32_contiguous,
-    recorded, tracked_f32_on_gpu, tracked_parts,
+    CUBE_THREADS as THREADS, F32, contiguous, cube_sum, empty_like, empty_shaped, grid,
+    plain_f32_contiguous, recorded, tracked_f32_on_gpu, tracked_parts,
 };
 
 #[cube(launch)]
@@ -46,20 +46,9 @@ fn forward_kernel<F: Float>(
         sum += difference * difference;
         e += THREADS;
     }
-    partial[thread] = sum;
-    sync_cube();
-    // Pairwise: half the threads add the other half's sums, until one is left.
-    #[unroll]
-    for level in 1..=THREADS.trailing_zeros() as usize {
-        let width = THREADS >> level;
-        if thread < width {
-            let pair = partial[thread] + partial[thread + width];
-            partial[thread] = pair;
-        }
-        sync_cube();
-    }
+    let total = cube_sum::<F>(&mut partial, thread, sum, THREADS);
     if thread == 0 {
-        commitment[sample] = partial[0] / F::cast_from(per_sample);
+        commitment[sample] = total / F::cast_from(per_sample);
     }
 }
 
