@@ -142,8 +142,14 @@ async function openPage(browser, url, logs) {
   return { context, page };
 }
 
+// Before an action whose end the test waits for: the page may still show the previous action's
+// state (an earlier 'error') until its handler runs, and the wait would end on that.
+async function markState(page) {
+  await page.evaluate(() => { window.hvq.error = null; window.hvq.state = 'clicked'; document.body.dataset.state = 'clicked'; });
+}
+
 async function runSample(page, name = SAMPLE) {
-  await page.evaluate(() => { window.hvq.state = 'clicked'; document.body.dataset.state = 'clicked'; });
+  await markState(page);
   await page.click(`[data-sample="${name}"]`);
   await page.waitForFunction(() => ['done', 'error'].includes(document.body.dataset.state), null, { timeout: TIMEOUT });
   const r = await page.evaluate(() => ({
@@ -162,7 +168,7 @@ async function timeSamples(page, runs) {
 }
 
 async function uploadBad(page, name, buffer) {
-  await page.evaluate(() => { window.hvq.error = null; });
+  await markState(page);
   await page.setInputFiles('#file', { name, mimeType: 'image/png', buffer });
   await page.waitForFunction(() => document.body.dataset.state === 'error', null, { timeout: TIMEOUT });
   const message = await page.textContent('#error');
@@ -313,10 +319,12 @@ await check('broken_model_downloads_show_a_message_and_a_retry', async () => {
     await page.screenshot({ path: join(artifacts, 'web-load-failed.png') });
     // A retry that meets a server error says so, and offers the retry again.
     faults.set('/' + manifest.model.config.path, 'http500');
+    await markState(page);
     await page.click('#retry');
     const server500 = await failedLoad();
     assert.ok(server500.includes(manifest.model.config.path) && server500.includes('HTTP 500'), server500);
     // The next retry finds the files whole: the page works.
+    await markState(page);
     await page.click('#retry');
     await page.waitForFunction(() => ['ready', 'error'].includes(window.hvq?.state), null, { timeout: TIMEOUT });
     const state = await page.evaluate(() => ({ state: window.hvq.state, error: window.hvq.error }));
