@@ -4,10 +4,13 @@
 //! model) uses a single codebook: the batch then reads that codebook in place (a broadcast view),
 //! with its codes as rows and their squared norms computed once and kept by the codebook until
 //! its codes change, instead of copying it once per sample into a stack and transposing the
-//! stack at every batch. The arithmetic is the per-sample path's, operation for operation,
-//! so an image gets bit for bit the same result alone, in a batch of its class or in a mixed one.
+//! stack at every batch. A batch that mixes classes selects its samples' codebooks from the
+//! level's codebooks stacked once, with their rows and norms (kept by the level's first codebook
+//! until a code of the level moves): three launches instead of a copy per sample and the copies'
+//! rows and norms. The arithmetic is the per-sample path's, operation for operation, so an image
+//! gets bit for bit the same result alone, in a batch of its class or in a mixed one.
 
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Int, Tensor, TensorData};
 
 use super::quantizer::Codebook;
 
@@ -25,8 +28,9 @@ pub struct BatchCodes {
 }
 
 impl BatchCodes {
-    /// The codebooks `books[slots[b]]` of a batch's samples: the shared codebook in place plus
-    /// one transposed copy, or a copy of each sample's in both layouts.
+    /// The codebooks `books[slots[b]]` of a batch's samples (`books`: a level's, every one): the
+    /// shared codebook in place plus one transposed copy, or each sample's selected from the
+    /// level's codebooks stacked in both layouts.
     pub fn for_slots(books: &[Codebook], slots: &[usize]) -> Self {
         if slots.windows(2).all(|w| w[0] == w[1])
             && let Some(&slot) = slots.first()
@@ -45,8 +49,21 @@ impl BatchCodes {
                 squared_norms,
             };
         }
-        let embeds: Vec<Tensor<2>> = slots.iter().map(|&s| books[s].embed.val()).collect();
-        Self::from_columns(Tensor::stack::<3>(embeds, 0).detach())
+        // Codebooks differ between samples: each sample's is selected from the level's codebooks
+        // stacked once (kept by the level's first codebook until a code moves), three launches
+        // for the batch instead of a copy per sample and the rows and norms of the copies.
+        let level = books[0].level_stack.get_or_compute(|| {
+            let embeds: Vec<Tensor<2>> = books.iter().map(|b| b.embed.val()).collect();
+            Self::from_columns(Tensor::stack::<3>(embeds, 0).detach())
+        });
+        let ids: Vec<i64> = slots.iter().map(|&s| s as i64).collect();
+        let ids =
+            Tensor::<1, Int>::from_data(TensorData::new(ids, [slots.len()]), &level.rows.device());
+        Self {
+            columns: level.columns.select(0, ids.clone()),
+            rows: level.rows.select(0, ids.clone()),
+            squared_norms: level.squared_norms.select(0, ids),
+        }
     }
 
     /// The codebooks given as `[G, D, K]` (codes as columns, the stored layout): one per sample,
@@ -229,6 +246,84 @@ mod tests {
         );
     }
 
+    /// A batch that mixes codebooks selects each sample's from the level's codebooks stacked
+    /// once: bit for bit the per-sample copies (columns, rows, squared norms), on the CPU and on
+    /// wgpu; the stack is kept between batches (on wgpu a later batch launches no copy or
+    /// slice assignment for it) and follows an EMA step that moves a codebook other than the
+    /// first (the one that keeps the stack).
+    #[test]
+    fn a_mixed_batch_selects_from_the_levels_kept_stack() {
+        let _generator = crate::test_rng::lock();
+        selects_from_the_stack_on(Device::flex(), false);
+        #[cfg(feature = "wgpu")]
+        selects_from_the_stack_on(
+            crate::device::create(crate::device::DeviceChoice::Wgpu).expect("wgpu device"),
+            true,
+        );
+    }
+
+    fn selects_from_the_stack_on(device: Device, count_launches: bool) {
+        device.seed(5);
+        let (l, d, k) = (11, 12, 17);
+        let slots = [2, 0, 2, 1];
+        let mut books: Vec<Codebook> = (0..3).map(|_| Codebook::new(d, k, &device)).collect();
+        let read = |t: Tensor<3>| crate::device::read_back(t).unwrap();
+        let copies = |books: &[Codebook]| {
+            let embeds = slots.iter().map(|&s| books[s].embed.val()).collect();
+            BatchCodes::from_columns(Tensor::stack::<3>(embeds, 0))
+        };
+        let same = |got: &BatchCodes, want: &BatchCodes| {
+            assert_eq!(
+                read(got.columns.clone()),
+                read(want.columns.clone()),
+                "{device:?}"
+            );
+            assert_eq!(
+                read(got.rows.clone()),
+                read(want.rows.clone()),
+                "{device:?}"
+            );
+            assert_eq!(
+                read(got.squared_norms()),
+                read(want.squared_norms()),
+                "{device:?}"
+            );
+        };
+        assert!(!books[0].level_stack.is_filled());
+        let first = BatchCodes::for_slots(&books, &slots);
+        assert!(books[0].level_stack.is_filled());
+        same(&first, &copies(&books));
+        if count_launches {
+            #[cfg(feature = "wgpu")]
+            {
+                let profiler = crate::device::kernel_profile::KernelProfiler::start("vq");
+                let again = BatchCodes::for_slots(&books, &slots);
+                let _ = read(again.squared_norms());
+                let profile = profiler.finish();
+                let names: Vec<&str> = profile.stages[0]
+                    .kernels
+                    .iter()
+                    .map(|k| k.name.as_str())
+                    .collect();
+                assert!(
+                    !names
+                        .iter()
+                        .any(|n| n.contains("Copy") || n.contains("SliceAssign")),
+                    "{names:?}"
+                );
+                assert_eq!(profile.stages[0].launches, 3, "{names:?}");
+            }
+        }
+        // Codebook 2 moves (its samples' tokens): the kept stack is dropped with it.
+        let x = Tensor::<3>::random([1, l, d], Distribution::Normal(2.0, 1.0), &device);
+        let out = quantize(x.clone(), BatchCodes::for_slots(&books, &[2]));
+        super::super::quantizer::ema_update(&mut books, &[2], x, out.indices, 0.5, 1e-5, None);
+        assert!(!books[0].level_stack.is_filled());
+        let after = BatchCodes::for_slots(&books, &slots);
+        same(&after, &copies(&books));
+        assert_ne!(read(after.rows), read(first.rows));
+    }
+
     /// A batch of one class goes through the shared path (the codebook read in place, one
     /// transposed copy); the same codebook given once per sample goes through the per-sample one.
     /// An image must get bit for bit the same result either way (`hvq predict --batch` promises
@@ -267,7 +362,11 @@ mod tests {
             assert_eq!(read(one.quantized), read(many.quantized), "{device:?}");
             assert_eq!(read(one.prototypes), read(many.prototypes), "{device:?}");
             let diff = |t: Tensor<1>| crate::device::read_back(t).unwrap();
-            assert_eq!(diff(one.diff), diff(many.diff), "{device:?}");
+            assert_eq!(
+                diff(one.diff.per_sample()),
+                diff(many.diff.per_sample()),
+                "{device:?}"
+            );
             let ot = |codes: &BatchCodes| {
                 crate::device::read_back(ot_score(x.clone(), codes, k as f32)).unwrap()
             };

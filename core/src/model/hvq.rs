@@ -3,7 +3,7 @@
 //! Table 1 (single VQ layer, shared codebooks, shared expert).
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::batch_codes::BatchCodes;
 use super::classifier::Classifier;
@@ -16,7 +16,7 @@ use super::quantizer::{Codebook, QuantizeOutput, quantize};
 use super::sharded::Shard;
 use crate::config::HvqConfig;
 use crate::error::{HvqError, Result};
-use crate::weights::TensorMap;
+use crate::weights::{DerivedCache, TensorMap};
 
 /// Training or evaluation behaviour of the codebooks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +37,8 @@ pub struct Encoded {
     pub src: Tensor<3>,
     /// Positional embedding `[1, L, C]`.
     pub pos: Tensor<3>,
+    /// The positional embedding twice side by side, `[1, L, 2C]` (the decoder's).
+    pub pos_doubled: Tensor<3>,
     /// Encoder outputs h1..hN.
     pub hidden: Vec<Tensor<3>>,
 }
@@ -76,7 +78,8 @@ impl HvqOutput {
     pub fn latent(&self) -> Tensor<1> {
         self.levels
             .iter()
-            .map(|l| crate::kernels::mean_trained(&l.diff).unwrap_or_else(|| l.diff.clone().mean()))
+            .map(|l| l.diff.per_sample())
+            .map(|diff| crate::kernels::mean_trained(&diff).unwrap_or_else(|| diff.mean()))
             .reduce(|a, b| a + b)
             .expect("at least one level")
     }
@@ -100,6 +103,10 @@ pub struct HvqModel {
     pub output_proj_list: Vec<Linear>,
     /// The paper's class-predicting head (absent in the released model).
     pub classifier: Option<Classifier>,
+    /// At inference, every expert's weights `[E, F, 2C]` and biases `[E, 1, F]` stacked, from
+    /// the first batch that mixes experts on (not a parameter; emptied when the weights change:
+    /// burn's parameter mapping, loading, device moves).
+    stacked_experts: DerivedCache<(Tensor<3>, Tensor<3>)>,
     #[module(skip)]
     config: HvqConfig,
 }
@@ -143,6 +150,7 @@ impl HvqModel {
                     device,
                 )
             }),
+            stacked_experts: DerivedCache::default(),
             config: config.clone(),
         })
     }
@@ -301,7 +309,8 @@ impl HvqModel {
         dropout: f64,
         class_logits: Option<Tensor<2>>,
     ) -> HvqOutput {
-        let (decoded, rec) = self.decode_with(&levels, &encoded.pos, expert_slots, dims, dropout);
+        let (decoded, rec) =
+            self.decode_with(&levels, &encoded.pos_doubled, expert_slots, dims, dropout);
         HvqOutput {
             src: encoded.src,
             hidden: encoded.hidden,
@@ -321,9 +330,14 @@ impl HvqModel {
 
     pub(super) fn encode_with(&self, feature: Tensor<4>, dropout: f64) -> Encoded {
         let src = self.quantize_conv_t.tokens(feature);
-        let pos: Tensor<3> = self.pos_embed.forward().unsqueeze_dim(0);
+        let (pos, pos_doubled) = self.pos_embed.tables();
         let hidden = self.encoder.forward(src.clone(), pos.clone(), dropout);
-        Encoded { src, pos, hidden }
+        Encoded {
+            src,
+            pos,
+            pos_doubled,
+            hidden,
+        }
     }
 
     /// Stage 2: the hierarchy, top level first; `quant(level, input)` quantises one level.
@@ -355,22 +369,23 @@ impl HvqModel {
     }
 
     /// Stage 3: the decoder over the memories (level N−1 down to 1; the single level's codes,
-    /// duplicated to 2C, in every layer without the hierarchy) and the experts.
+    /// duplicated to 2C, in every layer without the hierarchy) and the experts, with the
+    /// positional embedding doubled to 2C ([`Encoded::pos_doubled`]).
     /// Returns the decoder output `[B, L, 2C]` and the reconstruction `[B, F, H, W]`.
     pub fn decode(
         &self,
         levels: &[QuantizeOutput],
-        pos: &Tensor<3>,
+        pos_doubled: &Tensor<3>,
         expert_slots: &[usize],
         dims: [usize; 4],
     ) -> (Tensor<3>, Tensor<4>) {
-        self.decode_with(levels, pos, expert_slots, dims, 0.0)
+        self.decode_with(levels, pos_doubled, expert_slots, dims, 0.0)
     }
 
     pub(super) fn decode_with(
         &self,
         levels: &[QuantizeOutput],
-        pos: &Tensor<3>,
+        pos_doubled: &Tensor<3>,
         expert_slots: &[usize],
         [b, f, h, w]: [usize; 4],
         dropout: f64,
@@ -384,21 +399,51 @@ impl HvqModel {
             let q = levels[0].quantized.clone();
             vec![Tensor::cat(vec![q.clone(), q], 2); self.config.dec_layers]
         };
-        let pos2 = Tensor::cat(vec![pos.clone(), pos.clone()], 2);
-        let decoded = self.decoder.forward(&memories, pos2, dropout);
+        let decoded = self
+            .decoder
+            .forward(&memories, pos_doubled.clone(), dropout);
 
-        // Per-sample expert, applied as one batched product (only the experts the batch uses are
-        // copied).
-        let experts: Vec<&Linear> = expert_slots
-            .iter()
-            .map(|&s| &self.output_proj_list[s])
-            .collect();
-        let w_b = Tensor::stack::<3>(experts.iter().map(|e| e.weight.val()).collect(), 0); // [B, F, 2C]
-        let b_b: Tensor<3> =
-            Tensor::stack::<2>(experts.iter().map(|e| e.bias.val()).collect(), 0).unsqueeze_dim(1); // [B, 1, F]
+        // Per-sample expert, applied as one batched product.
+        let (w_b, b_b) = self.batch_experts(expert_slots); // [B, F, 2C], [B, 1, F]
         let rec_tokens = decoded.clone().matmul(w_b.swap_dims(1, 2)) + b_b; // [B, L, F]
         let rec = rec_tokens.swap_dims(1, 2).reshape([b, f, h, w]);
         (decoded, rec)
+    }
+
+    /// Each sample's expert (`slots`, one per sample) as weights `[B, F, 2C]` and biases
+    /// `[B, 1, F]`. A batch of one expert reads it in place (a broadcast view); at inference a
+    /// mixed batch selects its experts from all of them stacked once (two launches, not two
+    /// copies per sample); in training the batch's experts are stacked as they always were
+    /// (each copy's gradient added into its expert's: the training numbers stay as they are).
+    fn batch_experts(&self, slots: &[usize]) -> (Tensor<3>, Tensor<3>) {
+        let b = slots.len();
+        let first = &self.output_proj_list[slots[0]];
+        let [f, c2] = first.weight.dims();
+        let tracked = first.weight.val().is_autodiff();
+        if !tracked && slots.windows(2).all(|w| w[0] == w[1]) {
+            return (
+                first.weight.val().unsqueeze::<3>().expand([b, f, c2]),
+                first.bias.val().reshape([1, 1, f]).expand([b, 1, f]),
+            );
+        }
+        if !tracked {
+            let (weights, biases) = self.stacked_experts.get_or_compute(|| {
+                let experts = &self.output_proj_list;
+                (
+                    Tensor::stack::<3>(experts.iter().map(|e| e.weight.val()).collect(), 0),
+                    Tensor::stack::<2>(experts.iter().map(|e| e.bias.val()).collect(), 0)
+                        .unsqueeze_dim(1),
+                )
+            });
+            let ids: Vec<i64> = slots.iter().map(|&s| s as i64).collect();
+            let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [b]), &weights.device());
+            return (weights.select(0, ids.clone()), biases.select(0, ids));
+        }
+        let experts: Vec<&Linear> = slots.iter().map(|&s| &self.output_proj_list[s]).collect();
+        (
+            Tensor::stack::<3>(experts.iter().map(|e| e.weight.val()).collect(), 0),
+            Tensor::stack::<2>(experts.iter().map(|e| e.bias.val()).collect(), 0).unsqueeze_dim(1),
+        )
     }
 
     /// Expert slot per sample for the samples' classes.
@@ -609,6 +654,65 @@ mod tests {
         assert!(out.class_logits.is_none());
         assert_eq!(with_launches, without_launches);
         assert_eq!(with.classify(feature).unwrap().dims(), [2, 2]);
+    }
+
+    /// At inference a batch's experts are the stacked copies the batch used to make, bit for
+    /// bit: one expert as a view, several selected from all of them stacked once and kept
+    /// (kept until the weights change: loading others gives theirs), on the CPU and on wgpu.
+    /// Tracked weights (training) are stacked per batch as before.
+    #[test]
+    fn a_batch_gets_its_samples_experts() {
+        let _generator = crate::test_rng::lock();
+        experts_on(Device::flex());
+        #[cfg(feature = "wgpu")]
+        experts_on(crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap());
+    }
+
+    fn experts_on(device: Device) {
+        device.seed(23);
+        let mut config = HvqConfig::official(24, vec!["a".into(), "b".into(), "c".into()]);
+        (config.embed_dim, config.heads, config.ffn_dim) = (16, 2, 32);
+        (config.enc_layers, config.dec_layers, config.codes) = (1, 1, 8);
+        config.feature_size = 4;
+        let read = |t: Tensor<3>| crate::device::read_back(t).unwrap();
+        let stacked = |model: &HvqModel, slots: &[usize]| {
+            let experts: Vec<&Linear> = slots.iter().map(|&s| &model.output_proj_list[s]).collect();
+            (
+                read(Tensor::stack::<3>(
+                    experts.iter().map(|e| e.weight.val()).collect(),
+                    0,
+                )),
+                read(
+                    Tensor::stack::<2>(experts.iter().map(|e| e.bias.val()).collect(), 0)
+                        .unsqueeze_dim(1),
+                ),
+            )
+        };
+        let got = |model: &HvqModel, slots: &[usize]| {
+            let (w, b) = model.batch_experts(slots);
+            (read(w), read(b))
+        };
+        let mut model = HvqModel::new(&config, &device).unwrap();
+        for slots in [&[1, 1, 1][..], &[2, 0, 2, 1], &[0], &[2, 0, 2, 1]] {
+            assert_eq!(
+                got(&model, slots),
+                stacked(&model, slots),
+                "{slots:?} {device:?}"
+            );
+        }
+        assert!(model.stacked_experts.is_filled());
+        let slots = [2, 0, 2, 1];
+        let before = got(&model, &slots);
+        let other = HvqModel::new(&config, &device).unwrap();
+        model = model.load_native(&other.to_native()).unwrap();
+        assert!(!model.stacked_experts.is_filled());
+        assert_eq!(got(&model, &slots), stacked(&other, &slots), "{device:?}");
+        assert_ne!(stacked(&other, &slots), before);
+        let tracked = HvqModel::new(&config, &device.clone().autodiff()).unwrap();
+        let (w, _) = tracked.batch_experts(&slots);
+        assert!(w.is_autodiff());
+        assert!(!tracked.stacked_experts.is_filled());
+        assert_eq!(read(w), stacked(&tracked, &slots).0);
     }
 
     #[test]

@@ -24,5 +24,5 @@ pub use hvq::{CODE_IN_USE_SHARE, Encoded, HvqModel, HvqOutput, LevelOutput, Mode
 pub use layers::{Conv1x1, LayerNorm, Linear};
 pub use ot::{ot_score, pot_loss};
 pub use position::PositionEmbedding;
-pub use quantizer::{Codebook, QuantizeOutput, quantize, straight_through};
+pub use quantizer::{Codebook, Commitment, QuantizeOutput, quantize, straight_through};
 pub use sharded::Shard;

@@ -22,6 +22,11 @@ pub struct Codebook {
     /// forward that uses this codebook for a whole batch on (not a parameter; emptied when `embed`
     /// changes: [`ema_update`], loading).
     pub(super) rows_and_norms: DerivedCache<(Tensor<3>, Tensor<3>)>,
+    /// Kept on a level's first codebook only: every codebook of the level, stacked in both
+    /// layouts, from the first batch that mixes codebooks on; such a batch selects its samples'
+    /// codebooks from it ([`BatchCodes::for_slots`]). Emptied when any codebook of the level
+    /// moves ([`ema_update`]) and by loading.
+    pub(super) level_stack: DerivedCache<BatchCodes>,
 }
 
 /// Result of quantising a batch at one level.
@@ -29,8 +34,8 @@ pub struct Codebook {
 pub struct QuantizeOutput {
     /// Straight-through output `x + sg(q − x)`, `[B, L, D]`.
     pub quantized: Tensor<3>,
-    /// Per-sample commitment `mean((sg(q) − x)²)`, `[B]`.
-    pub diff: Tensor<1>,
+    /// Per-sample commitment `mean((sg(q) − x)²)`.
+    pub diff: Commitment,
     /// Nearest code per token, `[B, L]`.
     pub indices: Tensor<2, Int>,
     /// The selected code vectors `q` (no gradient), `[B, L, D]`.
@@ -38,6 +43,30 @@ pub struct QuantizeOutput {
     /// The codebook each sample was quantised with (before any EMA update), `[B, D, K]`: the
     /// prototypes of the POT loss.
     pub prototypes: Tensor<3>,
+}
+
+/// The per-sample commitment `mean((sg(q) − x)²)` of a level: as computed, or as the per-token
+/// squared gaps the inference kernel gives, averaged over the tokens only when asked (inference
+/// never asks: a reduction per level spared).
+#[derive(Clone, Debug)]
+pub enum Commitment {
+    /// Per sample, `[B]`.
+    PerSample(Tensor<1>),
+    /// Per token, `[B, L]`.
+    PerToken(Tensor<2>),
+}
+
+impl Commitment {
+    /// Per sample, `[B]`.
+    pub fn per_sample(&self) -> Tensor<1> {
+        match self {
+            Self::PerSample(diff) => diff.clone(),
+            Self::PerToken(gaps) => {
+                let [b, _] = gaps.dims();
+                gaps.clone().mean_dim(1).reshape([b])
+            }
+        }
+    }
 }
 
 fn buffer<const D: usize>(t: Tensor<D>) -> Param<Tensor<D>> {
@@ -53,6 +82,7 @@ impl Codebook {
             embed: buffer(embed),
             cluster_size: buffer(Tensor::zeros([codes], device)),
             rows_and_norms: DerivedCache::default(),
+            level_stack: DerivedCache::default(),
         }
     }
 }
@@ -162,6 +192,10 @@ pub fn ema_update(
         books[s].embed = buffer(embed.clone().narrow(0, j, 1).reshape([dim, codes]));
         books[s].rows_and_norms.forget();
     }
+    // The level's stack holds every codebook, the moved ones among them.
+    if let Some(first) = books.first_mut() {
+        first.level_stack.forget();
+    }
 }
 
 /// `t` tracked by autodiff again when the buffers it replaces were (`tracked`).
@@ -244,7 +278,7 @@ pub fn quantize(x: Tensor<3>, codes: BatchCodes) -> QuantizeOutput {
     if let Some(found) = crate::kernels::nearest_codes(&x, &dots, &norms, &codes.code_rows()) {
         return QuantizeOutput {
             quantized: found.quantized,
-            diff: found.commitment.mean_dim(1).reshape([b]),
+            diff: Commitment::PerToken(found.commitment),
             indices: found.indices,
             codes: found.codes,
             prototypes: codes.per_sample_columns(b).detach(),
@@ -262,7 +296,7 @@ pub fn quantize(x: Tensor<3>, codes: BatchCodes) -> QuantizeOutput {
     let (quantized, diff) = straight_through(x, q.clone());
     QuantizeOutput {
         quantized,
-        diff,
+        diff: Commitment::PerSample(diff),
         indices,
         codes: q,
         prototypes: codes.per_sample_columns(b).detach(),
@@ -339,6 +373,7 @@ mod tests {
             embed_avg: buffer(avg),
             cluster_size: buffer(counts_t),
             rows_and_norms: DerivedCache::default(),
+            level_stack: DerivedCache::default(),
         }
     }
 

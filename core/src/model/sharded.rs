@@ -18,7 +18,9 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::batch_codes::BatchCodes;
 use super::hvq::{HvqModel, HvqOutput, quantize_levels_sharded, sample_rounds};
 use super::joined::{concat, stack};
-use super::quantizer::{Codebook, QuantizeOutput, Restart, ema_update, quantize, straight_through};
+use super::quantizer::{
+    Codebook, Commitment, QuantizeOutput, Restart, ema_update, quantize, straight_through,
+};
 use crate::error::{HvqError, Result};
 
 /// One shard of a training batch: aligned features `[B, F, H, W]` on its replica's device and
@@ -223,7 +225,7 @@ fn quantize_rounds(
             let (quantized, diff) = straight_through(x, q.clone());
             QuantizeOutput {
                 quantized,
-                diff,
+                diff: Commitment::PerSample(diff),
                 indices: in_shard_order(std::mem::take(&mut indices[r]), back.as_ref()),
                 codes: q,
                 prototypes: in_shard_order(std::mem::take(&mut prototypes[r]), back.as_ref()),
