@@ -44,6 +44,7 @@ use super::gpu::{
     F32, contiguous, cube, grid, index_type, node_array, recorded, to_burn, tracked_f32_on_gpu,
     tracked_parts,
 };
+use super::gpu_column_sums::column_sums;
 use super::products;
 
 /// The widest head the kernels hold in registers (a head's query, and its gradients' sums).
@@ -830,8 +831,8 @@ impl<const N: usize> Backward<CubeBackend, N> for AttentionOp {
         let (sources, params) = parents.split_at(N - 2);
         if let Some(node) = &params[1] {
             // ∂b: the packed gradient's column sums.
-            let d_bias = grad.clone().sum_dim(0).reshape([3 * width]);
-            grads.register::<CubeBackend>(node.id, cube(d_bias));
+            let d_bias = column_sums(cube(grad.clone()));
+            grads.register::<CubeBackend>(node.id, d_bias);
         }
         if let Some(node) = &params[0] {
             // ∂W, block by block: the block's gradient columns, transposed, times its input.

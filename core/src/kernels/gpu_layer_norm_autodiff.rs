@@ -12,8 +12,8 @@
 //! `∂x = (g − mean(g) − x̂ · mean(g ⊙ x̂)) / σ` with `g = ∂y ⊙ γ`,
 //!
 //! and one thread per column and block of rows for the partial sums of `∂γ = Σ_rows ∂y ⊙ x̂`,
-//! `∂β = Σ_rows ∂y`, which one reduction adds up (f32 sums, as the CPU's form sums in f64: the
-//! formulas are the CPU operation's, `layer_norm.rs`).
+//! `∂β = Σ_rows ∂y`, whose blocks one kernel adds up (`gpu_column_sums::add_blocks`; f32
+//! sums, as the CPU's form sums in f64: the formulas are the CPU operation's, `layer_norm.rs`).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
@@ -25,9 +25,10 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 use super::gpu::{
-    COLUMN_SUM_ROWS, F32, ROW_THREADS, contiguous, cube_sum, empty_like, grid, recorded, row_cubes,
-    row_of_cube, tracked_f32_on_gpu, tracked_parts,
+    COLUMN_SUM_ROWS, F32, ROW_THREADS, contiguous, cube, cube_sum, empty_like, grid, recorded,
+    row_cubes, row_of_cube, to_burn, tracked_f32_on_gpu, tracked_parts,
 };
+use super::gpu_column_sums::add_blocks;
 use super::gpu_layer_norm::row_statistics;
 
 /// One cube per row, as the inference kernel (`gpu_layer_norm`): `(x − mean)/√(var + ε)·γ + β`,
@@ -120,7 +121,9 @@ fn parameter_gradient_kernel<F: Float>(
     let start = block * COLUMN_SUM_ROWS;
     let mut sum_gamma = F::new(0.0);
     let mut sum_beta = F::new(0.0);
-    for r in start..start + COLUMN_SUM_ROWS {
+    #[unroll]
+    for i in 0..COLUMN_SUM_ROWS {
+        let r = start + i;
         if r < rows as usize {
             let d = dy[r * n + j];
             sum_gamma += d * xhat[r * n + j];
@@ -250,17 +253,12 @@ impl<const D: usize> Backward<CubeBackend, 3> for LayerNormOp<D> {
                 row as u32,
                 F32,
             );
-            let totals = BurnTensor::<3>::from_primitive::<CubeBackend>(partial).sum_dim(0);
+            // The blocks added column by column: `[2·row]`, ∂γ's then ∂β's.
+            let flat = cube(to_burn::<3>(partial).reshape([blocks, 2 * row]));
+            let totals = to_burn::<1>(add_blocks(flat)).reshape([2, row]);
             let mut dims = [1; D];
             dims[D - 1] = row;
-            let part = |i: usize| {
-                totals
-                    .clone()
-                    .narrow(1, i, 1)
-                    .reshape(dims)
-                    .try_into_primitive::<CubeBackend>()
-                    .unwrap_or_else(|_| unreachable!("computed on the GPU backend"))
-            };
+            let part = |i: usize| cube(totals.clone().narrow(0, i, 1).reshape(dims));
             if let Some(node) = pg {
                 grads.register::<CubeBackend>(node.id, part(0));
             }

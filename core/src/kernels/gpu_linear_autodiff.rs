@@ -9,7 +9,8 @@
 //! official network's 28 such layers that was some 160 launches of a training step. Here the
 //! forward is the product and one kernel for the bias, activation and residual (the inference
 //! form, `gpu_activations::bias_activated`); the backward is, for a ReLU, one kernel that masks
-//! `∂y` and sums it over blocks of rows, then one reduction for `∂b`; `∂W = ∂yᵀ·x` straight
+//! `∂y` and sums it over blocks of rows, then one kernel adds the blocks for `∂b` (for the
+//! identity both are [`gpu_column_sums`](super::gpu_column_sums)'); `∂W = ∂yᵀ·x` straight
 //! into `W`'s own `(out, in)` layout and `∂x = ∂y·W`, one product each; the residual's gradient
 //! is `∂y` itself.
 
@@ -26,6 +27,7 @@ use super::gpu::{
     COLUMN_SUM_ROWS, F32, contiguous, cube, grid, node_array, recorded, to_burn,
     tracked_f32_on_gpu, tracked_parts,
 };
+use super::gpu_column_sums::{add_blocks, column_sums};
 use super::{Activation, gpu_activations, products};
 
 #[cube(launch)]
@@ -46,7 +48,9 @@ fn relu_bias_gradient_kernel<F: Float>(
     let column = ABSOLUTE_POS % n;
     let start = block * COLUMN_SUM_ROWS;
     let mut sum = F::new(0.0);
-    for r in start..start + COLUMN_SUM_ROWS {
+    #[unroll]
+    for i in 0..COLUMN_SUM_ROWS {
+        let r = start + i;
         if r < rows as usize {
             let at = r * n + column;
             // ReLU's gradient: ∂y where the output is positive, else zero (burn's `y ≤ 0` mask).
@@ -187,9 +191,9 @@ impl<const N: usize, const D: usize> Backward<CubeBackend, N> for LinearOp<D> {
                     out as u32,
                     F32,
                 );
-                (to_burn::<2>(masked), to_burn::<2>(partial).sum_dim(0))
+                (to_burn::<2>(masked), add_blocks(partial))
             }
-            None => (dy.clone(), dy.sum_dim(0)),
+            None => (dy.clone(), column_sums(cube(dy))),
         };
         let [px, pw, pb] = [&ops.parents[0], &ops.parents[1], &ops.parents[2]];
         if let Some(node) = pw {
@@ -198,7 +202,7 @@ impl<const N: usize, const D: usize> Backward<CubeBackend, N> for LinearOp<D> {
             grads.register::<CubeBackend>(node.id, cube(d_weight));
         }
         if let Some(node) = pb {
-            grads.register::<CubeBackend>(node.id, cube(d_bias.reshape([out])));
+            grads.register::<CubeBackend>(node.id, d_bias);
         }
         if let Some(node) = px {
             let dx = products::matmul(g, to_burn::<2>(weight));

@@ -84,6 +84,8 @@ mod gpu_attention_autodiff;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_codebook_ema;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu_column_sums;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_conv;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_fold;

@@ -1,0 +1,157 @@
+//! Column sums of a `[rows, columns]` tensor on the GPU (CubeCL: wgpu, CUDA), for the training
+//! operations' bias and scale gradients (`∂b = Σ_rows ∂y`).
+//!
+//! burn's reduction, built without its autotuner as hvq is, gives each column one thread that
+//! walks its 196·B rows alone: a few hundred threads, each waiting on one load after another.
+//! The backward of an official training step ran 78 of them, 5.4 ms of an H200's kernel time at
+//! batch 8 (2026-12-04 profile), on a few megabytes. Here one thread per column and block of
+//! [`COLUMN_SUM_ROWS`] rows adds its block (the loads issued together: the loop is unrolled),
+//! writing `[blocks, columns]` partial sums, and one thread per column adds its blocks in
+//! order. Kernels that produce the partial sums themselves (the ReLU's mask, the layer norm's
+//! scale gradient) hand them to [`add_blocks`].
+
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::prelude::*;
+
+use super::gpu::{COLUMN_SUM_ROWS, F32, contiguous, empty_shaped, grid};
+
+#[cube(launch)]
+fn block_sums_kernel<F: Float>(
+    x: &Tensor<F>,
+    partial: &mut Tensor<F>,
+    rows: u32,
+    #[define(F)] _dtype: ElemType,
+) {
+    if ABSOLUTE_POS >= partial.len() {
+        terminate!();
+    }
+    let columns = partial.shape(1);
+    let block = ABSOLUTE_POS / columns;
+    let column = ABSOLUTE_POS % columns;
+    let start = block * COLUMN_SUM_ROWS;
+    let mut sum = F::new(0.0);
+    #[unroll]
+    for i in 0..COLUMN_SUM_ROWS {
+        let r = start + i;
+        if r < rows as usize {
+            sum += x[r * columns + column];
+        }
+    }
+    partial[ABSOLUTE_POS] = sum;
+}
+
+#[cube(launch)]
+fn add_blocks_kernel<F: Float>(
+    partial: &Tensor<F>,
+    sums: &mut Tensor<F>,
+    #[define(F)] _dtype: ElemType,
+) {
+    let columns = sums.len();
+    if ABSOLUTE_POS >= columns {
+        terminate!();
+    }
+    let mut sum = F::new(0.0);
+    for block in 0..partial.shape(0) {
+        sum += partial[block * columns + ABSOLUTE_POS];
+    }
+    sums[ABSOLUTE_POS] = sum;
+}
+
+/// `Σ_rows t`, `[columns]`, of an f32 `t [rows, columns]` of a GPU backend (copied first when
+/// not contiguous): each block of [`COLUMN_SUM_ROWS`] rows summed in row order, then the blocks
+/// in order. One launch for at most that many rows, else two.
+pub(super) fn column_sums(t: CubeTensor) -> CubeTensor {
+    let t = contiguous(t);
+    let (rows, columns) = (t.meta.shape()[0], t.meta.shape()[1]);
+    let blocks = rows.div_ceil(COLUMN_SUM_ROWS).max(1);
+    let partial = empty_shaped(&t, vec![blocks, columns]);
+    let (cube_count, cube_dim) = grid(&partial, blocks * columns);
+    block_sums_kernel::launch(
+        &t.client,
+        cube_count,
+        cube_dim,
+        t.clone().into_tensor_arg(),
+        partial.clone().into_tensor_arg(),
+        rows as u32,
+        F32,
+    );
+    add_blocks(partial)
+}
+
+/// `Σ_blocks partial`, `[columns]`, of contiguous f32 partial sums `[blocks, columns]`, the
+/// blocks added in order (one block: its row, no launch).
+pub(super) fn add_blocks(partial: CubeTensor) -> CubeTensor {
+    let (blocks, columns) = (partial.meta.shape()[0], partial.meta.shape()[1]);
+    if blocks == 1 {
+        let mut row = partial;
+        row.meta = Box::new(cubecl::zspace::metadata::Metadata::new([columns], [1]));
+        return row;
+    }
+    let sums = empty_shaped(&partial, vec![columns]);
+    let (cube_count, cube_dim) = grid(&sums, columns);
+    add_blocks_kernel::launch(
+        &sums.client,
+        cube_count,
+        cube_dim,
+        partial.into_tensor_arg(),
+        sums.clone().into_tensor_arg(),
+        F32,
+    );
+    sums
+}
+
+#[cfg(all(test, feature = "wgpu"))]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, Tensor};
+
+    use crate::kernels::gpu::{plain_f32, to_burn, values};
+
+    /// On wgpu, against the f64 sums on the host: row counts below, at and past one block, and
+    /// ragged (the last block short), a column count that is no multiple of a cube; a strided
+    /// (transposed) input is summed as its values. Each sum within `(block + blocks)·2⁻²⁴` of
+    /// the sum of its terms' magnitudes (the additions' roundings), and the launches: one block
+    /// one launch, more two.
+    #[test]
+    fn column_sums_give_the_f64_sums() {
+        let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
+        for (rows, columns, transposed) in [
+            (1, 5, false),
+            (COLUMN_SUM_ROWS, 300, false),
+            (COLUMN_SUM_ROWS + 1, 7, false),
+            (1568, 257, false),
+            (75, 33, true),
+        ] {
+            let shape = if transposed {
+                [columns, rows]
+            } else {
+                [rows, columns]
+            };
+            let t = Tensor::<2>::random(shape, Distribution::Normal(0.5, 2.0), &device);
+            let t = if transposed { t.transpose() } else { t };
+            // Logical order, [rows, columns], whatever the layout.
+            let host = values(t.clone());
+            let inner = plain_f32(t).unwrap();
+            let profiler = crate::device::kernel_profile::KernelProfiler::start("sums");
+            let got = values(to_burn::<1>(column_sums(inner)));
+            let launches = profiler.finish().stages[0].launches;
+            let blocks = rows.div_ceil(COLUMN_SUM_ROWS);
+            assert_eq!(
+                launches,
+                if blocks == 1 { 1 } else { 2 } + transposed as usize
+            );
+            let additions = (COLUMN_SUM_ROWS + blocks) as f64;
+            for c in 0..columns {
+                let column = (0..rows).map(|r| host[r * columns + c] as f64);
+                let want: f64 = column.clone().sum();
+                let magnitude: f64 = column.map(f64::abs).sum();
+                let bound = additions * 2f64.powi(-24) * magnitude;
+                let g = got[c] as f64;
+                assert!(
+                    (g - want).abs() <= bound,
+                    "{rows}x{columns} [{c}]: {g} vs {want}"
+                );
+            }
+        }
+    }
+}
