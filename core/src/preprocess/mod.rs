@@ -2,11 +2,13 @@
 //! this happens, for every front end.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use image::imageops::FilterType;
 use image::{DynamicImage, RgbImage};
 
 use crate::config::InputNorm;
 use crate::error::{HvqError, Result};
+
+mod resize;
+pub use resize::triangle_resize;
 
 /// Largest accepted image side, to refuse decompression bombs with a clear message.
 pub const MAX_SIDE: u32 = 16_384;
@@ -136,7 +138,9 @@ pub fn resize_rgb(img: &DynamicImage, size: usize) -> RgbImage {
     if rgb.width() as usize == size && rgb.height() as usize == size {
         rgb
     } else {
-        image::imageops::resize(&rgb, size as u32, size as u32, FilterType::Triangle)
+        let from = [rgb.width() as usize, rgb.height() as usize];
+        let resized = triangle_resize::<3>(rgb.as_raw(), from, [size, size]);
+        RgbImage::from_raw(size as u32, size as u32, resized).expect("size² RGB pixels")
     }
 }
 
@@ -166,16 +170,16 @@ fn write_input(img: &DynamicImage, size: usize, norm: &InputNorm, out: &mut [f32
         DynamicImage::ImageLuma8(gray) => {
             let same = gray.width() as usize == size && gray.height() as usize == size;
             let resized;
-            let gray = if same {
-                gray
+            let gray: &[u8] = if same {
+                gray.as_raw()
             } else {
-                resized =
-                    image::imageops::resize(gray, size as u32, size as u32, FilterType::Triangle);
+                let from = [gray.width() as usize, gray.height() as usize];
+                resized = triangle_resize::<1>(gray.as_raw(), from, [size, size]);
                 &resized
             };
             let plane = size * size;
             for (c, channel) in out.chunks_exact_mut(plane).enumerate() {
-                for (v, &p) in channel.iter_mut().zip(gray.as_raw()) {
+                for (v, &p) in channel.iter_mut().zip(gray) {
                     *v = normalised(p, c, norm);
                 }
             }
