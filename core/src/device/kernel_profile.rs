@@ -44,6 +44,13 @@ pub struct StageKernels {
     pub kernels: Vec<KernelTime>,
 }
 
+impl StageKernels {
+    /// The names of the kernels the stage launched, longest total first.
+    pub fn names(&self) -> Vec<&str> {
+        self.kernels.iter().map(|k| k.name.as_str()).collect()
+    }
+}
+
 /// Everything one profiled pass launched, stage by stage.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KernelProfile {

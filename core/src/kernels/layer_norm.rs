@@ -468,11 +468,7 @@ mod tests {
                 // The norm's kernel and the weighting's multiply; the backward's two kernels
                 // besides the sum's and the multiply's own.
                 assert_eq!(forward.stages[0].launches, 2, "{forward:#?}");
-                let names: Vec<&str> = backward.stages[0]
-                    .kernels
-                    .iter()
-                    .map(|k| k.name.as_str())
-                    .collect();
+                let names = backward.stages[0].names();
                 assert!(
                     names.contains(&"InputGradientKernel")
                         && names.contains(&"ParameterGradientKernel"),

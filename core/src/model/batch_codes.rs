@@ -233,11 +233,7 @@ mod tests {
         let again = run();
         let profile = profiler.finish();
         assert_eq!(read(again), first);
-        let names: Vec<&str> = profile.stages[0]
-            .kernels
-            .iter()
-            .map(|k| k.name.as_str())
-            .collect();
+        let names = profile.stages[0].names();
         assert!(
             !names
                 .iter()
@@ -300,11 +296,7 @@ mod tests {
                 let again = BatchCodes::for_slots(&books, &slots);
                 let _ = read(again.squared_norms());
                 let profile = profiler.finish();
-                let names: Vec<&str> = profile.stages[0]
-                    .kernels
-                    .iter()
-                    .map(|k| k.name.as_str())
-                    .collect();
+                let names = profile.stages[0].names();
                 assert!(
                     !names
                         .iter()
