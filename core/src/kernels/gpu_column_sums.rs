@@ -8,10 +8,12 @@
 //! [`COLUMN_SUM_ROWS`] rows adds its block (the loads issued together: the loop is unrolled),
 //! writing `[blocks, columns]` partial sums, and one thread per column adds its blocks in
 //! order. Kernels that produce the partial sums themselves (the ReLU's mask, the layer norm's
-//! scale gradient) hand them to [`add_blocks`].
+//! scale gradient) hand them to [`add_blocks`]; the tiled product's split inner dimension is
+//! added by the same kernel ([`add_grouped_blocks`]).
 
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
+use cubecl::zspace::metadata::Metadata;
 
 use super::gpu::{COLUMN_SUM_ROWS, F32, contiguous, empty_shaped, grid};
 
@@ -40,19 +42,23 @@ fn block_sums_kernel<F: Float>(
     partial[ABSOLUTE_POS] = sum;
 }
 
+/// `sums[g, c] = Σ_b partial[g, b, c]`, the blocks in order.
 #[cube(launch)]
 fn add_blocks_kernel<F: Float>(
     partial: &Tensor<F>,
     sums: &mut Tensor<F>,
+    blocks: u32,
+    columns: u32,
     #[define(F)] _dtype: ElemType,
 ) {
-    let columns = sums.len();
-    if ABSOLUTE_POS >= columns {
+    if ABSOLUTE_POS >= sums.len() {
         terminate!();
     }
+    let (blocks, columns) = (blocks as usize, columns as usize);
+    let (group, column) = (ABSOLUTE_POS / columns, ABSOLUTE_POS % columns);
     let mut sum = F::new(0.0);
-    for block in 0..partial.shape(0) {
-        sum += partial[block * columns + ABSOLUTE_POS];
+    for block in 0..blocks {
+        sum += partial[(group * blocks + block) * columns + column];
     }
     sums[ABSOLUTE_POS] = sum;
 }
@@ -82,19 +88,34 @@ pub(super) fn column_sums(t: CubeTensor) -> CubeTensor {
 /// blocks added in order (one block: its row, no launch).
 pub(super) fn add_blocks(partial: CubeTensor) -> CubeTensor {
     let (blocks, columns) = (partial.meta.shape()[0], partial.meta.shape()[1]);
+    let mut sums = add_grouped_blocks(partial, [1, blocks, columns]);
+    sums.meta = Box::new(Metadata::new([columns], [1]));
+    sums
+}
+
+/// `Σ_blocks partial`, `[groups, columns]`, of contiguous f32 partial sums laid out
+/// `[groups, blocks, columns]` (whatever the tensor's shape says), each group's blocks added in
+/// order (one block: the buffer itself, no launch). The tiled product's splits of the inner
+/// dimension are added by it too.
+pub(super) fn add_grouped_blocks(
+    partial: CubeTensor,
+    [groups, blocks, columns]: [usize; 3],
+) -> CubeTensor {
     if blocks == 1 {
-        let mut row = partial;
-        row.meta = Box::new(cubecl::zspace::metadata::Metadata::new([columns], [1]));
-        return row;
+        let mut sums = partial;
+        sums.meta = Box::new(Metadata::new([groups, columns], [columns, 1]));
+        return sums;
     }
-    let sums = empty_shaped(&partial, vec![columns]);
-    let (cube_count, cube_dim) = grid(&sums, columns);
+    let sums = empty_shaped(&partial, vec![groups, columns]);
+    let (cube_count, cube_dim) = grid(&sums, groups * columns);
     add_blocks_kernel::launch(
         &sums.client,
         cube_count,
         cube_dim,
         partial.into_tensor_arg(),
         sums.clone().into_tensor_arg(),
+        blocks as u32,
+        columns as u32,
         F32,
     );
     sums

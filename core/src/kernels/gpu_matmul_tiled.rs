@@ -28,7 +28,8 @@ use burn::tensor::Tensor as BurnTensor;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::gpu::{F32, empty_shaped, grid, plain_f32, to_burn};
+use super::gpu::{F32, empty_shaped, plain_f32, to_burn};
+use super::gpu_column_sums::add_grouped_blocks;
 
 /// Threads along each side of a cube.
 const SIDE: usize = 16;
@@ -220,27 +221,6 @@ fn stage_value<F: Float>(
     stage[kk * STRIDE + o] = value;
 }
 
-/// `out[b, e] = Σ_s partial[b · splits + s, e]`, the splits in order.
-#[cube(launch)]
-fn add_splits_kernel<F: Float>(
-    partial: &Tensor<F>,
-    out: &mut Tensor<F>,
-    per_batch: u32,
-    splits: u32,
-    #[define(F)] _dtype: ElemType,
-) {
-    if ABSOLUTE_POS >= out.len() {
-        terminate!();
-    }
-    let per_batch = per_batch as usize;
-    let (batch, e) = (ABSOLUTE_POS / per_batch, ABSOLUTE_POS % per_batch);
-    let mut sum = F::new(0.0);
-    for s in 0..splits as usize {
-        sum += partial[(batch * splits as usize + s) * per_batch + e];
-    }
-    out[ABSOLUTE_POS] = sum;
-}
-
 /// How the inner dimension `k` is split for `blocks` output blocks: (splits, depth of each, a
 /// multiple of the stage's).
 fn split_inner(blocks: usize, k: usize) -> (usize, usize) {
@@ -308,24 +288,9 @@ pub fn matmul<const D: usize>(a: &BurnTensor<D>, b: &BurnTensor<D>) -> Option<Bu
         b_along_inner,
         F32,
     );
-    let out = if splits == 1 {
-        product
-    } else {
-        let out = empty_shaped(&product, vec![batch, m, n]);
-        let (cube_count, cube_dim) = grid(&out, batch * m * n);
-        add_splits_kernel::launch(
-            &out.client,
-            cube_count,
-            cube_dim,
-            product.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            (m * n) as u32,
-            splits as u32,
-            F32,
-        );
-        out
-    };
-    Some(to_burn::<3>(out).reshape(shape))
+    // The splits' partial products added in order (one split: the product itself).
+    let out = add_grouped_blocks(product, [batch, splits, m * n]);
+    Some(to_burn::<2>(out).reshape(shape))
 }
 
 #[cfg(all(test, feature = "wgpu"))]
