@@ -12,7 +12,7 @@
 #                                   [--out DIR] [--skip-build] [--hvq BINARY] [--no-cuda] [--no-wgpu]
 #                                   [--no-torch] [--precisions "f32 tf32"] [--time-limit SECONDS]
 #                                   [--no-kernels] [--matmul-routines "simple double gemm"]
-#                                   [--train-attention-ab] [--device-thread-ab]
+#                                   [--attention-ab] [--device-thread-ab]
 #   --hvq BINARY        use this hvq binary (built elsewhere, e.g. on a machine that can build) and
 #                       skip the build; its CUDA runs are tried unless --no-cuda
 #   --no-cuda           no `hvq --device cuda` runs (a binary built without the `cuda` feature)
@@ -32,10 +32,12 @@
 #                       takes (HVQ_GPU_MATMUL: simple, the default, simple-min-tile, double,
 #                       double-min-tile, gemm, tiled: hvq's own kernel), each checked against the
 #                       CPU first (hvq selfcheck); a table of them in matmul/summary.txt
-#   --train-attention-ab
-#                       also time hvq on CUDA (f32, the first config) with training's attention
-#                       composed from burn's operations (HVQ_TRAIN_ATTENTION=composed) beside the
-#                       default run's one autodiff operation: train-attention/composed-CFG.json
+#   --attention-ab      also time hvq (on CUDA, else on wgpu via the NVIDIA Vulkan driver; f32, the
+#                       first config) with inference's attention on burn's flash kernel
+#                       (HVQ_GPU_ATTENTION=flash) and with training's attention composed from burn's
+#                       operations (HVQ_TRAIN_ATTENTION=composed), beside the default run's hvq
+#                       kernels: attention/*.json and a table in attention/summary.txt
+#                       (--train-attention-ab: the same)
 #   --device-thread-ab  also time hvq on CUDA (f32, the first config) with the device's work run on
 #                       the thread that issues it (HVQ_DEVICE_THREAD=caller, the patched
 #                       cubecl-common) beside the default run's runner thread, checked against the
@@ -71,7 +73,7 @@ DO_TORCH=1
 PRECISIONS="f32"
 KERNELS=1
 MATMUL_ROUTINES=""
-TRAIN_ATTENTION_AB=0
+ATTENTION_AB=0
 DEVICE_THREAD_AB=0
 
 log() { printf '[gpu-bench] %s\n' "$*"; }
@@ -95,7 +97,7 @@ while [ $# -gt 0 ]; do
     --tf32) PRECISIONS="f32 tf32"; shift ;;
     --no-kernels) KERNELS=0; shift ;;
     --matmul-routines) MATMUL_ROUTINES=${2:?--matmul-routines needs a list}; shift 2 ;;
-    --train-attention-ab) TRAIN_ATTENTION_AB=1; shift ;;
+    --attention-ab|--train-attention-ab) ATTENTION_AB=1; shift ;;
     --device-thread-ab) DEVICE_THREAD_AB=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
@@ -248,15 +250,18 @@ if [ "$BUILD_OK" = 1 ] && [ -x "$HVQ" ]; then
     done
     python3 scripts/pytorch/matmul_routines.py "$OUT/matmul" | tee "$OUT/matmul/summary.txt" || true
   fi
-  # Training's attention composed (HVQ_TRAIN_ATTENTION) against the default's fused operation.
-  if [ "$CUDA_BUILT" = 1 ] && [ "$TRAIN_ATTENTION_AB" = 1 ]; then
-    mkdir -p "$OUT/train-attention"
+  # The attention kernels against the alternatives kept in the same binary: burn's flash kernel
+  # at inference (HVQ_GPU_ATTENTION), burn's composed operations in training (HVQ_TRAIN_ATTENTION).
+  if [ -n "$AB_DEV" ] && [ "$ATTENTION_AB" = 1 ]; then
+    mkdir -p "$OUT/attention"
     cfg=${CONFIGS%% *}
-    log "HVQ_TRAIN_ATTENTION=composed: hvq bench --device cuda --config $cfg"
-    run_bench "hvq cuda $cfg composed training attention" "$OUT/train-attention/composed-$cfg.json" \
-      "$OUT/train-attention/composed-$cfg.log" \
-      env HVQ_TRAIN_ATTENTION=composed "$HVQ" bench --device cuda --config "$cfg" --batch "$BATCH" \
-      --runs "$RUNS" --json "$OUT/train-attention/composed-$cfg.json"
+    for alternative in HVQ_GPU_ATTENTION=flash HVQ_TRAIN_ATTENTION=composed; do
+      log "$alternative: hvq bench --device $AB_DEV --config $cfg"
+      run_bench "hvq $AB_DEV $cfg $alternative" "$OUT/attention/${alternative%%=*}-$cfg.json" \
+        "$OUT/attention/${alternative%%=*}-$cfg.log" \
+        env "${AB_ENV[@]}" "$alternative" "$HVQ" bench --device "$AB_DEV" --config "$cfg" \
+        --batch "$BATCH" --runs "$RUNS" --json "$OUT/attention/${alternative%%=*}-$cfg.json"
+    done
   fi
   # The device's work on the issuing thread (HVQ_DEVICE_THREAD) against the default's runner.
   if [ "$CUDA_BUILT" = 1 ] && [ "$DEVICE_THREAD_AB" = 1 ]; then
@@ -306,6 +311,12 @@ PY
       warn "no NVIDIA Vulkan driver file (nvidia_icd.json; see scripts/nvidia-icd.sh for where it is looked for): skipping wgpu, which would run on another Vulkan driver (e.g. lavapipe on the CPU). Install the driver's Vulkan part (in containers, NVIDIA_DRIVER_CAPABILITIES must include 'graphics'), or set HVQ_FORCE_WGPU=1."
       FAILED+=("wgpu (no NVIDIA Vulkan driver)")
     fi
+  fi
+  # The attention A/B beside the default run (which, on wgpu, ran just above).
+  if [ -n "$AB_DEV" ] && [ "$ATTENTION_AB" = 1 ]; then
+    cfg=${CONFIGS%% *}
+    python3 scripts/pytorch/attention_ab.py "$OUT/hvq-$AB_DEV-$cfg.json" "$OUT"/attention/*-"$cfg".json \
+      | tee "$OUT/attention/summary.txt" || true
   fi
 fi
 

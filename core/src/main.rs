@@ -106,6 +106,7 @@ fn run(command: Command) -> Result<()> {
     hvq::device::device_thread::apply_variable()?;
     hvq::device::gpu_matmul::apply_variable()?;
     hvq::kernels::train_attention::apply_variable()?;
+    hvq::kernels::inference_attention::apply_variable()?;
     match command {
         Command::Train(args) => cli::train::run(args),
         Command::Eval(args) => cli::eval::run(args),

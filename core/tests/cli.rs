@@ -583,8 +583,8 @@ fn the_cpu_instruction_set_cap_reaches_every_kernel_choice() {
     );
     // Every start-up variable refuses a value it does not take, naming it and what it takes: the
     // CPU instruction-set cap, the GPU matrix-product routine (`HVQ_GPU_MATMUL`), training's
-    // attention form (`HVQ_TRAIN_ATTENTION`) and which thread runs a GPU device's work
-    // (`HVQ_DEVICE_THREAD`).
+    // attention form (`HVQ_TRAIN_ATTENTION`), inference's attention kernel (`HVQ_GPU_ATTENTION`)
+    // and which thread runs a GPU device's work (`HVQ_DEVICE_THREAD`).
     for (variable, typo, message) in [
         ("HVQ_CPU_ISA", "avx-2", "HVQ_CPU_ISA=avx-2: expected `avx2`"),
         (
@@ -596,6 +596,11 @@ fn the_cpu_instruction_set_cap_reaches_every_kernel_choice() {
             "HVQ_TRAIN_ATTENTION",
             "fusd",
             "HVQ_TRAIN_ATTENTION=fusd: expected one of fused, composed",
+        ),
+        (
+            "HVQ_GPU_ATTENTION",
+            "flsh",
+            "HVQ_GPU_ATTENTION=flsh: expected one of split, flash",
         ),
         (
             "HVQ_DEVICE_THREAD",

@@ -65,6 +65,11 @@ pub struct BenchReport {
     /// from before it existed.
     #[serde(default)]
     pub train_attention: Option<String>,
+    /// Which kernel inference's attention ran on the GPU (`HVQ_GPU_ATTENTION`,
+    /// `kernels::inference_attention`: split or flash); `None` on the CPU backend and in reports
+    /// from before it existed.
+    #[serde(default)]
+    pub inference_attention: Option<String>,
     /// Which thread ran the GPU device's work (`HVQ_DEVICE_THREAD`, `device::device_thread`:
     /// runner or caller); `None` on the CPU backend and in reports from before it existed.
     #[serde(default)]
@@ -386,6 +391,11 @@ pub fn run(
                 .name()
                 .to_string()
         }),
+        inference_attention: adapter.as_ref().map(|_| {
+            crate::kernels::inference_attention::current()
+                .name()
+                .to_string()
+        }),
         device_thread: adapter
             .as_ref()
             .map(|_| crate::device::device_thread::current().name().to_string()),
@@ -525,9 +535,12 @@ pub fn format_report(r: &BenchReport) -> String {
         r.batch,
         r.runs,
         r.train_dropout,
-        match &r.train_attention {
-            Some(form) => format!(", {form} training attention"),
-            None => String::new(),
+        match (&r.inference_attention, &r.train_attention) {
+            (Some(kernel), Some(form)) => {
+                format!(", {kernel} inference attention, {form} training attention")
+            }
+            (None, Some(form)) => format!(", {form} training attention"),
+            _ => String::new(),
         },
         match &r.device_thread {
             Some(thread) => format!(", device work on the {thread} thread"),

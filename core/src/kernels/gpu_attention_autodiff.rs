@@ -44,38 +44,13 @@ use super::gpu::{
     F32, contiguous, cube, grid, index_type, node_array, recorded, to_burn, tracked_f32_on_gpu,
     tracked_parts,
 };
+use super::gpu_attention_split::{
+    Dims, DimsLaunch, Operand, OperandLaunch, SplitAttention, at, dropped, element,
+};
 use super::gpu_column_sums::column_sums;
 use super::products;
 
-/// The widest head the kernels hold in registers (a head's query, and its gradients' sums).
-pub(super) const MAX_HEAD_DIM: usize = 128;
-
-/// Where one of q, k, v lies in a `[B, L, ·]` buffer: its row stride and first column.
-#[derive(CubeType, CubeLaunch, Clone, Copy, Debug)]
-pub(super) struct Operand {
-    row: u32,
-    offset: u32,
-}
-
-/// The shapes and the dropout of one call, as the kernels take them.
-#[derive(CubeType, CubeLaunch, Clone, Copy, Debug)]
-pub(super) struct Dims {
-    heads: u32,
-    lq: u32,
-    lk: u32,
-    /// The logits' scale, `1/√head_dim`.
-    scale: f32,
-    /// A kept weight's factor, `1/(1 − p)`.
-    keep_scale: f32,
-    /// Kept when the hash's top 24 bits fall below this: `round((1 − p)·2²⁴)`.
-    threshold: u32,
-}
-
-/// The first element of head column `column` in row `row` (`b·L + position`) of an operand.
-#[cube]
-fn element(o: &Operand, row: usize, column: usize) -> usize {
-    row * o.row as usize + o.offset as usize + column
-}
+use super::gpu_attention_split::MAX_HEAD_DIM;
 
 /// Which row a thread takes: thread `t` of `B·H·len` is row `index` of the sequence, in
 /// (batch, head) pair `bh`.
@@ -127,120 +102,6 @@ fn store_row<F: Float>(row: &Array<F>, t: &mut Tensor<F>, at: usize, #[comptime]
     for c in 0..head_dim {
         t[at + c] = row[c];
     }
-}
-
-/// lowbias32 (C. Wellons): a bijective 32-bit mix with good avalanche.
-#[cube]
-fn mix(x: u32) -> u32 {
-    let mut z = x;
-    z ^= z >> 16u32;
-    z *= 0x7feb_352du32;
-    z ^= z >> 15u32;
-    z *= 0x846c_a68bu32;
-    z ^ (z >> 16u32)
-}
-
-/// `w` through dropout (when `dropping`): element `(bh, i, j)` of the mask of `seed` is
-/// `keep_scale` if the hash of its counter (row-major `[B, H, Lq, Lk]`) keeps it, else zero.
-#[cube]
-#[allow(clippy::too_many_arguments)]
-fn dropped<F: Float, I: Numeric>(
-    w: F,
-    seed: &Tensor<I>,
-    bh: usize,
-    i: usize,
-    j: usize,
-    shape: &Dims,
-    #[comptime] dropping: bool,
-) -> F {
-    let mut out = w;
-    if dropping {
-        let counter = u32::cast_from((bh * shape.lq as usize + i) * shape.lk as usize + j);
-        let h = mix(mix(counter ^ u32::cast_from(seed[0])) ^ u32::cast_from(seed[1]));
-        let mut mask = F::new(0.0);
-        if (h >> 8u32) < shape.threshold {
-            mask = F::cast_from(shape.keep_scale);
-        }
-        out = w * mask;
-    }
-    out
-}
-
-/// Element `(b, h, i, j)`'s index in the kept probabilities: key-major, `[B, H, Lk, Lq]`, so the
-/// threads of consecutive queries touch consecutive elements.
-#[cube]
-fn at(bh: usize, i: usize, j: usize, shape: &Dims) -> usize {
-    (bh * shape.lk as usize + j) * shape.lq as usize + i
-}
-
-#[cube(launch)]
-#[allow(clippy::too_many_arguments)]
-fn attention_forward_kernel<F: Float, I: Numeric>(
-    q: &Tensor<F>,
-    k: &Tensor<F>,
-    v: &Tensor<F>,
-    seed: &Tensor<I>,
-    probs: &mut Tensor<F>,
-    out: &mut Tensor<F>,
-    qo: Operand,
-    ko: Operand,
-    vo: Operand,
-    shape: Dims,
-    #[comptime] head_dim: usize,
-    #[comptime] dropping: bool,
-    #[define(F, I)] _dtypes: [ElemType; 2],
-) {
-    let (lq, lk, heads) = (shape.lq as usize, shape.lk as usize, shape.heads as usize);
-    if ABSOLUTE_POS >= out.len() / head_dim {
-        terminate!();
-    }
-    let r = row_thread(ABSOLUTE_POS, lq, heads);
-    let (i, bh) = (r.index, r.bh);
-    let column = r.head * head_dim;
-    let query = load_row(q, element(&qo, r.batch * lq + i, column), head_dim);
-    let k_first = element(&ko, r.batch * lk, column);
-    let v_first = element(&vo, r.batch * lk, column);
-    // The raw dot products and their maximum.
-    let mut max = F::new(0.0);
-    for j in 0..lk {
-        let k_at = k_first + j * ko.row as usize;
-        let mut dot = F::new(0.0);
-        #[unroll]
-        for c in 0..head_dim {
-            dot += query[c] * k[k_at + c];
-        }
-        probs[at(bh, i, j, &shape)] = dot;
-        if j == 0 {
-            max = dot;
-        } else {
-            max = F::max(max, dot);
-        }
-    }
-    // The softmax as the softmax kernel computes it.
-    let s = F::cast_from(shape.scale);
-    let mut sum = F::new(0.0);
-    for j in 0..lk {
-        let e = F::exp((probs[at(bh, i, j, &shape)] - max) * s);
-        probs[at(bh, i, j, &shape)] = e;
-        sum += e;
-    }
-    let mut acc = zeros::<F>(head_dim);
-    for j in 0..lk {
-        let p = probs[at(bh, i, j, &shape)] / sum;
-        probs[at(bh, i, j, &shape)] = p;
-        let w = dropped::<F, I>(p, seed, bh, i, j, &shape, dropping);
-        let v_at = v_first + j * vo.row as usize;
-        #[unroll]
-        for c in 0..head_dim {
-            acc[c] += w * v[v_at + c];
-        }
-    }
-    store_row(
-        &acc,
-        out,
-        (r.batch * lq + i) * heads * head_dim + column,
-        head_dim,
-    );
 }
 
 /// One thread per (batch, head, query): `∂S` of its row (kept for the key rows' kernel) and
@@ -597,26 +458,21 @@ pub fn attention(
     };
     let out = new(vec![batch, len, width]);
     let probs = new(vec![batch * heads * len * len]);
-    let [(q, qo), (k, ko), (v, vo)] = placed(&projections, &blocks, width);
-    let (cube_count, cube_dim) = grid(&out, geometry.rows());
-    attention_forward_kernel::launch(
-        &w.client,
-        cube_count,
-        cube_dim,
-        q.into_tensor_arg(),
-        k.into_tensor_arg(),
-        v.into_tensor_arg(),
-        seed.clone().into_tensor_arg(),
-        probs.clone().into_tensor_arg(),
-        out.clone().into_tensor_arg(),
-        qo,
-        ko,
-        vo,
-        geometry.dims(),
-        geometry.head_dim(),
-        geometry.dropping(),
-        [F32, index_type],
-    );
+    let [q, k, v] = placed(&projections, &blocks, width);
+    SplitAttention {
+        q,
+        k,
+        v,
+        seed: (seed.clone(), index_type),
+        probs: Some(probs.clone()),
+        dims: geometry.dims(),
+        batch,
+        heads,
+        lq: len,
+        head_dim: geometry.head_dim(),
+        dropping: geometry.dropping(),
+    }
+    .launch(&out);
     let op = AttentionOp { geometry };
     let offset = offsets.iter().flatten().next();
     let saved = Saved {

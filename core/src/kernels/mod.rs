@@ -82,6 +82,8 @@ mod gpu_attention;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_attention_autodiff;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu_attention_split;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_codebook_ema;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_column_sums;
@@ -121,6 +123,7 @@ mod gpu_softmax;
 mod gpu_softmax_autodiff;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_straight_through;
+pub mod inference_attention;
 pub mod isa;
 mod layer_norm;
 pub mod products;
@@ -512,11 +515,12 @@ pub fn gpu_attention(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>) -> Option<Tens
     None
 }
 
-/// [`gpu_attention`] on the projections `q [B, Lq, E]`, `k [B, Lk, E]`, `v [B, Lk, E]` (parts of
-/// a packed projection allowed) with `heads` heads, the heads read and the result `[B, Lq, E]`
-/// written in place (`gpu_attention::attention_merged`: no head copies, no merging copy).
-/// `None` where [`gpu_attention`] is, or when the layout does not allow head views; the caller
-/// splits the heads.
+/// Inference's attention on the projections `q [B, Lq, E]`, `k [B, Lk, E]`, `v [B, Lk, E]`
+/// (parts of a packed projection allowed) with `heads` heads, the heads read and the result
+/// `[B, Lq, E]` written in place, in one launch: hvq's kernel (`gpu_attention_split`) or, with
+/// `HVQ_GPU_ATTENTION=flash` ([`inference_attention`]), burn's flash kernel on head views
+/// (`gpu_attention::attention_merged`). `None` where [`gpu_attention`] is, or when the layout
+/// is not one the kernel reads; the caller splits the heads.
 pub fn gpu_attention_merged(
     q: &Tensor<3>,
     k: &Tensor<3>,
@@ -525,7 +529,14 @@ pub fn gpu_attention_merged(
 ) -> Option<Tensor<3>> {
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
     if products::half_dtype().is_none() {
-        return gpu_attention::attention_merged(q, k, v, heads);
+        return match inference_attention::current() {
+            inference_attention::InferenceAttention::Split => {
+                gpu_attention_split::attention(q, k, v, heads)
+            }
+            inference_attention::InferenceAttention::Flash => {
+                gpu_attention::attention_merged(q, k, v, heads)
+            }
+        };
     }
     let _ = (q, k, v, heads);
     None

@@ -314,7 +314,7 @@ mod gpu_training_tests {
             let (grads, backward) = profile("backward", || out.sum().backward());
             let (forward, backward) = (&forward.stages[0], &backward.stages[0]);
             assert_eq!(
-                launches(forward, "AttentionForwardKernel"),
+                launches(forward, "SplitAttentionKernel"),
                 1,
                 "{name}: {forward:#?}"
             );
