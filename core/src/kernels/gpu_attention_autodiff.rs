@@ -41,71 +41,55 @@ use cubecl::prelude::*;
 
 use super::ProjectionInput;
 use super::gpu::{
-    F32, contiguous, cube, grid, index_type, node_array, recorded, to_burn, tracked_f32_on_gpu,
+    F32, contiguous, cube, index_type, node_array, recorded, to_burn, tracked_f32_on_gpu,
     tracked_parts,
 };
 use super::gpu_attention_split::{
-    Dims, DimsLaunch, Operand, OperandLaunch, SplitAttention, at, dropped, element,
+    CUBE, Dims, DimsLaunch, Operand, OperandLaunch, PARTIAL, QUERIES, SPLIT, SplitAttention, at,
+    dropped, element, load_stage, pair_grid, stage_keys, write_share_sums,
 };
 use super::gpu_column_sums::column_sums;
 use super::products;
 
 use super::gpu_attention_split::MAX_HEAD_DIM;
 
-/// Which row a thread takes: thread `t` of `B·H·len` is row `index` of the sequence, in
-/// (batch, head) pair `bh`.
-#[derive(CubeType)]
-struct RowThread {
-    index: usize,
-    bh: usize,
-    head: usize,
-    batch: usize,
-}
-
+/// `head_dim` values of `t` from `at` on in registers, zeros for a thread past the end
+/// (`valid` false).
 #[cube]
-fn row_thread(t: usize, len: usize, heads: usize) -> RowThread {
-    let bh = t / len;
-    RowThread {
-        index: t % len,
-        bh,
-        head: bh % heads,
-        batch: bh / heads,
-    }
-}
-
-/// `head_dim` values of `t` from `at` on, held in registers.
-#[cube]
-fn load_row<F: Float>(t: &Tensor<F>, at: usize, #[comptime] head_dim: usize) -> Array<F> {
+fn load_row<F: Float>(
+    t: &Tensor<F>,
+    at: usize,
+    valid: bool,
+    #[comptime] head_dim: usize,
+) -> Array<F> {
     let mut row = Array::<F>::new(head_dim);
     #[unroll]
     for c in 0..head_dim {
-        row[c] = t[at + c];
+        let mut value = F::new(0.0);
+        if valid {
+            value = t[at + c];
+        }
+        row[c] = value;
     }
     row
 }
 
-/// `head_dim` zeros in registers, a sum's start.
+/// Zeros for a thread's sums, `head_dim` rounded up to whole rounds of [`write_share_sums`].
 #[cube]
-fn zeros<F: Float>(#[comptime] head_dim: usize) -> Array<F> {
-    let mut row = Array::<F>::new(head_dim);
+fn share_sums<F: Float>(#[comptime] head_dim: usize) -> Array<F> {
+    let padded = comptime!(head_dim.div_ceil(SPLIT) * SPLIT);
+    let mut sums = Array::<F>::new(padded);
     #[unroll]
-    for c in 0..head_dim {
-        row[c] = F::new(0.0);
+    for c in 0..padded {
+        sums[c] = F::new(0.0);
     }
-    row
+    sums
 }
 
-/// `row` written into `t` from `at` on.
-#[cube]
-fn store_row<F: Float>(row: &Array<F>, t: &mut Tensor<F>, at: usize, #[comptime] head_dim: usize) {
-    #[unroll]
-    for c in 0..head_dim {
-        t[at + c] = row[c];
-    }
-}
-
-/// One thread per (batch, head, query): `∂S` of its row (kept for the key rows' kernel) and
-/// `∂q`, written into the packed gradient `grad` at `qo`.
+/// Per (batch, head, query), its keys shared out among [`SPLIT`] threads as in the forward
+/// (`gpu_attention_split`): `∂P = ∂o·vᵀ` through the mask (values staged), `Σ ∂P ⊙ P` added
+/// over the threads in share order, `∂S = scale · P ⊙ (∂P − Σ)` kept for the key kernel, and
+/// `∂q = ∂S·k` (keys staged), written into the packed gradient `grad` at `qo`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn attention_query_gradient_kernel<F: Float, I: Numeric>(
@@ -120,53 +104,129 @@ fn attention_query_gradient_kernel<F: Float, I: Numeric>(
     vo: Operand,
     qo: Operand,
     shape: Dims,
+    pairs: u32,
     #[comptime] head_dim: usize,
+    #[comptime] stage: usize,
     #[comptime] dropping: bool,
     #[define(F, I)] _dtypes: [ElemType; 2],
 ) {
-    let (lq, lk, heads) = (shape.lq as usize, shape.lk as usize, shape.heads as usize);
-    if ABSOLUTE_POS >= d_out.len() / head_dim {
+    let bh = (CUBE_POS_Y + CUBE_POS_Z * CUBE_COUNT_Y) as usize;
+    if bh >= pairs as usize {
         terminate!();
     }
-    let r = row_thread(ABSOLUTE_POS, lq, heads);
-    let (i, bh) = (r.index, r.bh);
-    let column = r.head * head_dim;
-    let d_o = load_row(
-        d_out,
-        (r.batch * lq + i) * heads * head_dim + column,
+    let (lq, lk, heads) = (shape.lq as usize, shape.lk as usize, shape.heads as usize);
+    let (x, slot) = (UNIT_POS_X as usize, UNIT_POS_Y as usize);
+    let thread = slot * QUERIES + x;
+    let i = CUBE_POS_X as usize * QUERIES + x;
+    let (head, batch) = (bh % heads, bh / heads);
+    let column = head * head_dim;
+    let valid = i < lq;
+    let width = comptime!(head_dim + 1);
+    let per_slot = comptime!(stage / SPLIT);
+    let row = (batch * lq + i) * heads * head_dim + column;
+    let d_o = load_row(d_out, row, valid, head_dim);
+    let k_first = element(&ko, batch * lk, column);
+    let v_first = element(&vo, batch * lk, column);
+    let mut staged = Shared::<[F]>::new_slice(comptime!(stage * (head_dim + 1)));
+
+    // ∂P through the mask, kept, and this thread's part of Σ ∂P ⊙ P.
+    let mut dot = F::new(0.0);
+    let mut t0 = 0;
+    while t0 < lk {
+        load_stage(
+            v,
+            v_first,
+            vo.row as usize,
+            t0,
+            lk,
+            &mut staged,
+            thread,
+            head_dim,
+            stage,
+        );
+        sync_cube();
+        #[unroll]
+        for r in 0..per_slot {
+            let key = slot * per_slot + r;
+            let j = t0 + key;
+            if valid && j < lk {
+                let mut dp = F::new(0.0);
+                #[unroll]
+                for c in 0..head_dim {
+                    dp += d_o[c] * staged[key * width + c];
+                }
+                let dp = dropped::<F, I>(dp, seed, bh, i, j, &shape, dropping);
+                let a = at(bh, i, j, &shape);
+                d_scores[a] = dp;
+                dot += dp * probs[a];
+            }
+        }
+        sync_cube();
+        t0 += stage;
+    }
+    let mut parts = Shared::<[F]>::new_slice(CUBE);
+    parts[thread] = dot;
+    sync_cube();
+    let mut row_dot = F::new(0.0);
+    #[unroll]
+    for t in 0..SPLIT {
+        row_dot += parts[t * QUERIES + x];
+    }
+
+    // ∂S, kept, and this thread's part of ∂q.
+    let s = F::cast_from(shape.scale);
+    let mut acc = share_sums::<F>(head_dim);
+    let mut t0 = 0;
+    while t0 < lk {
+        load_stage(
+            k,
+            k_first,
+            ko.row as usize,
+            t0,
+            lk,
+            &mut staged,
+            thread,
+            head_dim,
+            stage,
+        );
+        sync_cube();
+        #[unroll]
+        for r in 0..per_slot {
+            let key = slot * per_slot + r;
+            let j = t0 + key;
+            if valid && j < lk {
+                let a = at(bh, i, j, &shape);
+                let ds = probs[a] * (d_scores[a] - row_dot) * s;
+                d_scores[a] = ds;
+                #[unroll]
+                for c in 0..head_dim {
+                    acc[c] += ds * staged[key * width + c];
+                }
+            }
+        }
+        sync_cube();
+        t0 += stage;
+    }
+    let mut partial = Shared::<[F]>::new_slice(PARTIAL);
+    let q_at = element(&qo, batch * lq + i, column);
+    write_share_sums(
+        &acc,
+        F::new(1.0),
+        &mut partial,
+        x,
+        slot,
+        valid,
+        grad,
+        q_at,
+        QUERIES,
         head_dim,
     );
-    let k_first = element(&ko, r.batch * lk, column);
-    let v_first = element(&vo, r.batch * lk, column);
-    // ∂P (through the mask) and Σ ∂P ⊙ P.
-    let mut dot = F::new(0.0);
-    for j in 0..lk {
-        let v_at = v_first + j * vo.row as usize;
-        let mut dp = F::new(0.0);
-        #[unroll]
-        for c in 0..head_dim {
-            dp += d_o[c] * v[v_at + c];
-        }
-        let dp = dropped::<F, I>(dp, seed, bh, i, j, &shape, dropping);
-        d_scores[at(bh, i, j, &shape)] = dp;
-        dot += dp * probs[at(bh, i, j, &shape)];
-    }
-    let s = F::cast_from(shape.scale);
-    let mut acc = zeros::<F>(head_dim);
-    for j in 0..lk {
-        let ds = probs[at(bh, i, j, &shape)] * (d_scores[at(bh, i, j, &shape)] - dot) * s;
-        d_scores[at(bh, i, j, &shape)] = ds;
-        let k_at = k_first + j * ko.row as usize;
-        #[unroll]
-        for c in 0..head_dim {
-            acc[c] += ds * k[k_at + c];
-        }
-    }
-    store_row(&acc, grad, element(&qo, r.batch * lq + i, column), head_dim);
 }
 
-/// One thread per (batch, head, key): `∂k = ∂Sᵀ·q` and `∂v = (P ⊙ mask)ᵀ·∂o`, written into the
-/// packed gradient `grad` at `ko` and `vo`.
+/// Per (batch, head, key), its queries shared out among [`SPLIT`] threads (the cube's keys
+/// along y, the shares along x: neighbouring threads read neighbouring queries' probabilities),
+/// queries and output gradients staged: `∂k = ∂Sᵀ·q` and `∂v = (P ⊙ mask)ᵀ·∂o`, each added over
+/// the threads in share order and written into the packed gradient `grad` at `ko` and `vo`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn attention_key_gradient_kernel<F: Float, I: Numeric>(
@@ -180,43 +240,103 @@ fn attention_key_gradient_kernel<F: Float, I: Numeric>(
     ko: Operand,
     vo: Operand,
     shape: Dims,
+    pairs: u32,
     #[comptime] head_dim: usize,
+    #[comptime] stage: usize,
     #[comptime] dropping: bool,
     #[define(F, I)] _dtypes: [ElemType; 2],
 ) {
-    let (lq, lk, heads) = (shape.lq as usize, shape.lk as usize, shape.heads as usize);
-    if ABSOLUTE_POS >= probs.len() / lq {
+    let bh = (CUBE_POS_Y + CUBE_POS_Z * CUBE_COUNT_Y) as usize;
+    if bh >= pairs as usize {
         terminate!();
     }
-    let r = row_thread(ABSOLUTE_POS, lk, heads);
-    let (j, bh) = (r.index, r.bh);
-    let column = r.head * head_dim;
-    let q_first = element(&qo, r.batch * lq, column);
-    let o_first = r.batch * lq * heads * head_dim + column;
-    let mut dk = zeros::<F>(head_dim);
-    let mut dv = zeros::<F>(head_dim);
-    for i in 0..lq {
-        let ds = d_scores[at(bh, i, j, &shape)];
-        let w = dropped::<F, I>(
-            probs[at(bh, i, j, &shape)],
-            seed,
-            bh,
-            i,
-            j,
-            &shape,
-            dropping,
+    let (lq, lk, heads) = (shape.lq as usize, shape.lk as usize, shape.heads as usize);
+    let (share, y) = (UNIT_POS_X as usize, UNIT_POS_Y as usize);
+    let thread = y * SPLIT + share;
+    let j = CUBE_POS_X as usize * QUERIES + y;
+    let (head, batch) = (bh % heads, bh / heads);
+    let column = head * head_dim;
+    let valid = j < lk;
+    let width = comptime!(head_dim + 1);
+    let per_slot = comptime!(stage / SPLIT);
+    let q_first = element(&qo, batch * lq, column);
+    let o_first = batch * lq * heads * head_dim + column;
+    let mut q_stage = Shared::<[F]>::new_slice(comptime!(stage * (head_dim + 1)));
+    let mut o_stage = Shared::<[F]>::new_slice(comptime!(stage * (head_dim + 1)));
+    let mut dk = share_sums::<F>(head_dim);
+    let mut dv = share_sums::<F>(head_dim);
+    let mut t0 = 0;
+    while t0 < lq {
+        load_stage(
+            q,
+            q_first,
+            qo.row as usize,
+            t0,
+            lq,
+            &mut q_stage,
+            thread,
+            head_dim,
+            stage,
         );
-        let q_at = q_first + i * qo.row as usize;
-        let o_at = o_first + i * heads * head_dim;
+        let o_row = heads * head_dim;
+        load_stage(
+            d_out,
+            o_first,
+            o_row,
+            t0,
+            lq,
+            &mut o_stage,
+            thread,
+            head_dim,
+            stage,
+        );
+        sync_cube();
         #[unroll]
-        for c in 0..head_dim {
-            dk[c] += ds * q[q_at + c];
-            dv[c] += w * d_out[o_at + c];
+        for r in 0..per_slot {
+            // Every SPLIT-th query of the stage, so neighbouring shares read neighbours.
+            let row = r * SPLIT + share;
+            let i = t0 + row;
+            if valid && i < lq {
+                let a = at(bh, i, j, &shape);
+                let ds = d_scores[a];
+                let w = dropped::<F, I>(probs[a], seed, bh, i, j, &shape, dropping);
+                #[unroll]
+                for c in 0..head_dim {
+                    dk[c] += ds * q_stage[row * width + c];
+                    dv[c] += w * o_stage[row * width + c];
+                }
+            }
         }
+        sync_cube();
+        t0 += stage;
     }
-    let row = r.batch * lk + j;
-    store_row(&dk, grad, element(&ko, row, column), head_dim);
-    store_row(&dv, grad, element(&vo, row, column), head_dim);
+    let mut partial = Shared::<[F]>::new_slice(PARTIAL);
+    let key_row = batch * lk + j;
+    let (k_at, v_at) = (element(&ko, key_row, column), element(&vo, key_row, column));
+    write_share_sums(
+        &dk,
+        F::new(1.0),
+        &mut partial,
+        y,
+        share,
+        valid,
+        grad,
+        k_at,
+        QUERIES,
+        head_dim,
+    );
+    write_share_sums(
+        &dv,
+        F::new(1.0),
+        &mut partial,
+        y,
+        share,
+        valid,
+        grad,
+        v_at,
+        QUERIES,
+        head_dim,
+    );
 }
 
 /// The sizes of one call.
@@ -239,11 +359,6 @@ impl Geometry {
 
     fn dropping(&self) -> bool {
         self.p > 0.0
-    }
-
-    /// Threads of the query-row kernels (and of the key-row one: the lengths are equal).
-    fn rows(&self) -> usize {
-        self.batch * self.heads * self.len
     }
 
     fn dims(&self) -> DimsLaunch {
@@ -641,10 +756,12 @@ impl<const N: usize> Backward<CubeBackend, N> for AttentionOp {
         let d_scores = new(vec![probs.meta.num_elements()]);
         let packed = |block: usize| OperandLaunch::new(3 * width as u32, (block * width) as u32);
         let [(q, qo), (k, ko), (v, vo)] = placed(&projections, &blocks, width);
-        let (cube_count, cube_dim) = grid(&d_out, geometry.rows());
+        let pairs = geometry.batch * geometry.heads;
+        let stage = stage_keys(geometry.head_dim());
+        let (cube_count, cube_dim) = pair_grid(geometry.len, pairs, false);
         attention_query_gradient_kernel::launch(
             &client,
-            cube_count.clone(),
+            cube_count,
             cube_dim,
             d_out.clone().into_tensor_arg(),
             k.into_tensor_arg(),
@@ -657,10 +774,13 @@ impl<const N: usize> Backward<CubeBackend, N> for AttentionOp {
             vo,
             packed(0),
             geometry.dims(),
+            pairs as u32,
             geometry.head_dim(),
+            stage,
             geometry.dropping(),
             [F32, index_type],
         );
+        let (cube_count, cube_dim) = pair_grid(geometry.len, pairs, true);
         attention_key_gradient_kernel::launch(
             &client,
             cube_count,
@@ -675,7 +795,9 @@ impl<const N: usize> Backward<CubeBackend, N> for AttentionOp {
             packed(1),
             packed(2),
             geometry.dims(),
+            pairs as u32,
             geometry.head_dim(),
+            stage,
             geometry.dropping(),
             [F32, index_type],
         );
@@ -978,6 +1100,8 @@ mod tests {
             cases.push(case(3, 37, 24, 3, self_positioned(), p));
             cases.push(case(2, 50, 64, 2, cross_positioned(), p));
         }
+        // Heads not a multiple of the threads per row (12), over two stages of keys (64 each).
+        cases.push(case(1, 70, 36, 3, self_positioned(), 0.1));
         // A batch of one (no sum over the batch), an offset per sample, an untrained offset.
         cases.push(case(1, 37, 24, 3, cross_positioned(), 0.0));
         cases.push(Case {

@@ -118,6 +118,105 @@ pub(super) fn stage_keys(head_dim: usize) -> usize {
     (STAGE_VALUES / head_dim.max(1) / SPLIT).clamp(1, MAX_STAGE_KEYS / SPLIT) * SPLIT
 }
 
+/// Threads of a cube: [`QUERIES`] owners (queries, or keys in the key gradient) by [`SPLIT`]
+/// shares.
+pub(super) const CUBE: usize = QUERIES * SPLIT;
+/// Shared values [`write_share_sums`] takes: a round of `SPLIT` columns for every owner and
+/// share, owners padded by one against bank conflicts.
+pub(super) const PARTIAL: usize = SPLIT * SPLIT * (QUERIES + 1);
+
+/// Rows `t0 .. t0 + stage` of an operand (`len` rows from `first`, `row` apart, `head_dim`
+/// columns each) into `smem[r · (head_dim + 1) + c]`, zeros past the end; the cube's threads
+/// (`thread` of [`CUBE`]) take neighbouring columns.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn load_stage<F: Float>(
+    t: &Tensor<F>,
+    first: usize,
+    row: usize,
+    t0: usize,
+    len: usize,
+    smem: &mut Shared<[F]>,
+    thread: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] stage: usize,
+) {
+    let width = comptime!(head_dim + 1);
+    #[unroll]
+    for l in 0..comptime!((stage * head_dim).div_ceil(CUBE)) {
+        let e = thread + l * CUBE;
+        let (r, c) = (e / head_dim, e % head_dim);
+        if r < stage {
+            let mut value = F::new(0.0);
+            if t0 + r < len {
+                value = t[first + (t0 + r) * row + c];
+            }
+            smem[r * width + c] = value;
+        }
+    }
+}
+
+/// Each of an owner's `head_dim` sums (a query's or a key's), held in parts by its [`SPLIT`]
+/// threads (`share`; `acc`, scaled by `factor`), added up in share order by one of them and
+/// written at `out[at + c]` when `write`: `SPLIT` columns a round through `partial`
+/// ([`PARTIAL`] values), `owner` of `owners`. Every thread of the cube calls it (barriers).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn write_share_sums<F: Float>(
+    acc: &Array<F>,
+    factor: F,
+    partial: &mut Shared<[F]>,
+    owner: usize,
+    share: usize,
+    write: bool,
+    out: &mut Tensor<F>,
+    at: usize,
+    #[comptime] owners: usize,
+    #[comptime] head_dim: usize,
+) {
+    let stride = comptime!(owners + 1);
+    #[unroll]
+    for round in 0..comptime!(head_dim.div_ceil(SPLIT)) {
+        #[unroll]
+        for cc in 0..SPLIT {
+            partial[(cc * SPLIT + share) * stride + owner] = acc[round * SPLIT + cc] * factor;
+        }
+        sync_cube();
+        let c = round * SPLIT + share;
+        if write && c < head_dim {
+            let mut sum = F::new(0.0);
+            #[unroll]
+            for t in 0..SPLIT {
+                sum += partial[(share * SPLIT + t) * stride + owner];
+            }
+            out[at + c] = sum;
+        }
+        sync_cube();
+    }
+}
+
+/// The most cubes along a grid's y and z axes (WebGPU's guaranteed limit).
+const MAX_CUBES: usize = u16::MAX as usize;
+
+/// The grid of the split kernels: `rows` owners (queries or keys) in cubes of [`QUERIES`] along
+/// x, the `pairs` (batch, head) pairs along y and, past [`MAX_CUBES`], z; in a cube the owners
+/// lie along x and the shares along y, or the other way round with `shares_along_x`.
+pub(super) fn pair_grid(rows: usize, pairs: usize, shares_along_x: bool) -> (CubeCount, CubeDim) {
+    let along_y = pairs.clamp(1, MAX_CUBES);
+    (
+        CubeCount::Static(
+            rows.div_ceil(QUERIES) as u32,
+            along_y as u32,
+            pairs.div_ceil(along_y) as u32,
+        ),
+        if shares_along_x {
+            CubeDim::new_2d(SPLIT as u32, QUERIES as u32)
+        } else {
+            CubeDim::new_2d(QUERIES as u32, SPLIT as u32)
+        },
+    )
+}
+
 /// One cube per [`QUERIES`] queries of a (batch, head) pair (`CUBE_POS_X` the query block,
 /// `CUBE_POS_Y + CUBE_POS_Z·CUBE_COUNT_Y` the pair), [`SPLIT`] threads per query. Writes the
 /// merged heads' output `out [B, Lq, E]` and, with `keep_probs`, the probabilities `probs` (at
@@ -158,7 +257,6 @@ fn split_attention_kernel<F: Float, I: Numeric>(
     let valid = i < lq;
     let width = comptime!(head_dim + 1);
     let per_slot = comptime!(stage / SPLIT);
-    let loads = comptime!((stage * head_dim).div_ceil(QUERIES * SPLIT));
     let padded = comptime!(head_dim.div_ceil(SPLIT) * SPLIT);
 
     let mut query = Array::<F>::new(head_dim);
@@ -187,22 +285,28 @@ fn split_attention_kernel<F: Float, I: Numeric>(
 
     let mut t0 = 0;
     while t0 < lk {
-        #[unroll]
-        for l in 0..loads {
-            let e = thread + l * QUERIES * SPLIT;
-            let (key, c) = (e / head_dim, e % head_dim);
-            let j = t0 + key;
-            if key < stage {
-                let mut kv = F::new(0.0);
-                let mut vv = F::new(0.0);
-                if j < lk {
-                    kv = k[k_first + j * ko.row as usize + c];
-                    vv = v[v_first + j * vo.row as usize + c];
-                }
-                k_stage[key * width + c] = kv;
-                v_stage[key * width + c] = vv;
-            }
-        }
+        load_stage(
+            k,
+            k_first,
+            ko.row as usize,
+            t0,
+            lk,
+            &mut k_stage,
+            thread,
+            head_dim,
+            stage,
+        );
+        load_stage(
+            v,
+            v_first,
+            vo.row as usize,
+            t0,
+            lk,
+            &mut v_stage,
+            thread,
+            head_dim,
+            stage,
+        );
         sync_cube();
         #[unroll]
         for r in 0..per_slot {
@@ -259,27 +363,21 @@ fn split_attention_kernel<F: Float, I: Numeric>(
     }
     let factor = F::exp((max - row_max) * s) / total;
 
-    // Each head column summed over the query's threads by one of them, `SPLIT` columns a round.
-    let mut partial = Shared::<[F]>::new_slice(QUERIES * SPLIT * SPLIT);
+    // Each head column summed over the query's threads by one of them.
+    let mut partial = Shared::<[F]>::new_slice(PARTIAL);
     let out_at = (batch * lq + i) * heads * head_dim + column;
-    #[unroll]
-    for round in 0..comptime!(padded / SPLIT) {
-        #[unroll]
-        for cc in 0..SPLIT {
-            partial[(cc * SPLIT + slot) * QUERIES + x] = acc[round * SPLIT + cc] * factor;
-        }
-        sync_cube();
-        let c = round * SPLIT + slot;
-        if valid && c < head_dim {
-            let mut o = F::new(0.0);
-            #[unroll]
-            for t in 0..SPLIT {
-                o += partial[(slot * SPLIT + t) * QUERIES + x];
-            }
-            out[out_at + c] = o;
-        }
-        sync_cube();
-    }
+    write_share_sums(
+        &acc,
+        factor,
+        &mut partial,
+        x,
+        slot,
+        valid,
+        out,
+        out_at,
+        QUERIES,
+        head_dim,
+    );
 
     // The kept dot products of this thread's keys as probabilities.
     if keep_probs {
@@ -317,25 +415,17 @@ pub(super) struct SplitAttention {
     pub dropping: bool,
 }
 
-/// The most cubes along a grid's y and z axes (WebGPU's guaranteed limit).
-const MAX_CUBES: usize = u16::MAX as usize;
-
 impl SplitAttention {
     /// Launch it, writing `out [B, Lq, H·head_dim]` (contiguous).
     pub(super) fn launch(self, out: &CubeTensor) {
         let pairs = self.batch * self.heads;
-        let along_y = pairs.clamp(1, MAX_CUBES);
-        let count = CubeCount::Static(
-            self.lq.div_ceil(QUERIES) as u32,
-            along_y as u32,
-            pairs.div_ceil(along_y) as u32,
-        );
+        let (count, dim) = pair_grid(self.lq, pairs, false);
         let keep_probs = self.probs.is_some();
         let probs = self.probs.unwrap_or_else(|| unread_slot(out));
         split_attention_kernel::launch(
             &out.client,
             count,
-            CubeDim::new_2d(QUERIES as u32, SPLIT as u32),
+            dim,
             self.q.0.into_tensor_arg(),
             self.k.0.into_tensor_arg(),
             self.v.0.into_tensor_arg(),
