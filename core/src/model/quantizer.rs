@@ -136,11 +136,9 @@ pub fn ema_update(
     let [m, _, dim] = x.dims();
     let [_, codes] = books[slots[0]].embed.dims();
     // The buffers are computed on plain tensors and stored as they were (tracked or not).
+    let tracked = books[slots[0]].cluster_size.val().is_autodiff();
     let cluster_old: Tensor<2> = stack_slots(books, slots, |b| b.cluster_size.val());
-    let tracked = cluster_old.is_autodiff();
-    let cluster_old = cluster_old.without_autodiff();
-    let avg_old: Tensor<3> =
-        stack_slots::<2, 3>(books, slots, |b| b.embed_avg.val()).without_autodiff();
+    let avg_old: Tensor<3> = stack_slots::<2, 3>(books, slots, |b| b.embed_avg.val());
     // The scalars as the composed form's `mul_scalar`s and `add_scalar`s round them to f32.
     let keep = decay as f64;
     let add = 1.0 - decay as f64;
@@ -253,13 +251,19 @@ fn spread_stride(tokens: usize) -> usize {
         .expect("1 is coprime with everything, and a larger coprime exists")
 }
 
-/// One buffer of the codebooks `slots`, stacked along a new first axis (no gradient).
+/// One buffer of the codebooks `slots`, stacked along a new first axis, as a plain tensor (no
+/// gradient; plain tensors stack in fewer launches on a GPU).
 fn stack_slots<const D: usize, const E: usize>(
     books: &[Codebook],
     slots: &[usize],
     buffer: impl Fn(&Codebook) -> Tensor<D>,
 ) -> Tensor<E> {
-    super::joined::stack(slots.iter().map(|&s| buffer(&books[s]).detach()).collect())
+    super::joined::stack(
+        slots
+            .iter()
+            .map(|&s| buffer(&books[s]).detach().without_autodiff())
+            .collect(),
+    )
 }
 
 /// Quantise `x [B, L, D]` where each sample uses its codebook in `codes`.
