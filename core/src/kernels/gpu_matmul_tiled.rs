@@ -12,7 +12,8 @@
 //! - a cube of 16×16 threads computes a 64×64 block of the output, each thread 4×4 values
 //!   (rows `ty + 16i`, columns `tx + 16j`: neighbouring threads read neighbouring shared
 //!   values and write neighbouring outputs), over steps of 16 of the inner dimension staged in
-//!   shared memory (8 KiB, rows padded against bank conflicts);
+//!   shared memory (8 KiB, rows padded against bank conflicts), the next stage fetched into
+//!   registers while the current one is multiplied (its loads' latency hidden by the arithmetic);
 //! - the operands are read at their strides (a transposed view costs no copy), each stage
 //!   loaded with neighbouring threads on the operand's contiguous axis (the layout a comptime
 //!   choice), so the loads coalesce whichever way round an operand lies;
@@ -119,6 +120,16 @@ fn tiled_matmul_kernel<F: Float>(
     if end > k {
         end = k;
     }
+    // The next stage's values, fetched into registers before the current stage is multiplied,
+    // so that their global loads' latency overlaps the arithmetic.
+    let mut a_next = Array::<F>::new(LOADS);
+    let mut b_next = Array::<F>::new(LOADS);
+    #[unroll]
+    for l in 0..LOADS {
+        let e = thread + l * SIDE * SIDE;
+        a_next[l] = fetch::<F>(a, e, a_at, a_row, a_inner, m0, m, start, end, a_along_inner);
+        b_next[l] = fetch::<F>(b, e, b_at, b_col, b_inner, n0, n, start, end, b_along_inner);
+    }
     let mut k0 = start;
     while k0 < end {
         // Stage `a [m0.., k0..]` as `a_stage[kk · STRIDE + mm]` and `b [k0.., n0..]` as
@@ -126,34 +137,19 @@ fn tiled_matmul_kernel<F: Float>(
         #[unroll]
         for l in 0..LOADS {
             let e = thread + l * SIDE * SIDE;
-            stage_value::<F>(
-                a,
-                &mut a_stage,
-                e,
-                a_at,
-                a_row,
-                a_inner,
-                m0,
-                m,
-                k0,
-                end,
-                a_along_inner,
-            );
-            stage_value::<F>(
-                b,
-                &mut b_stage,
-                e,
-                b_at,
-                b_col,
-                b_inner,
-                n0,
-                n,
-                k0,
-                end,
-                b_along_inner,
-            );
+            a_stage[stage_slot(e, a_along_inner)] = a_next[l];
+            b_stage[stage_slot(e, b_along_inner)] = b_next[l];
         }
         sync_cube();
+        let k1 = k0 + DEPTH;
+        if k1 < end {
+            #[unroll]
+            for l in 0..LOADS {
+                let e = thread + l * SIDE * SIDE;
+                a_next[l] = fetch::<F>(a, e, a_at, a_row, a_inner, m0, m, k1, end, a_along_inner);
+                b_next[l] = fetch::<F>(b, e, b_at, b_col, b_inner, n0, n, k1, end, b_along_inner);
+            }
+        }
         #[unroll]
         for kk in 0..DEPTH {
             #[unroll]
@@ -170,7 +166,7 @@ fn tiled_matmul_kernel<F: Float>(
             }
         }
         sync_cube();
-        k0 += DEPTH;
+        k0 = k1;
     }
 
     let at = z * m * n;
@@ -186,18 +182,34 @@ fn tiled_matmul_kernel<F: Float>(
     }
 }
 
-/// Value `e` of a stage (`BLOCK` outer by `DEPTH` inner indices) of an operand into
-/// `stage[kk · STRIDE + o]`, zero past the edges: `at` and the outer and inner strides place it
-/// (`a`'s rows or `b`'s columns are its outer axis), `outer0` is the block's first outer index,
-/// `outer_len` the operand's outer size, `k0` the stage's first inner index, `end` the split's
-/// end. With
+/// Stage value `e`'s outer and inner index (`BLOCK` outer by `DEPTH` inner indices): with
 /// `along_inner` neighbouring threads take neighbouring inner indices (an operand contiguous
-/// along them), else neighbouring outer ones: the loads coalesce either way round.
+/// along them), else neighbouring outer ones, so the loads coalesce either way round.
+#[cube]
+fn stage_position(e: usize, #[comptime] along_inner: bool) -> (usize, usize) {
+    let (mut o, mut kk) = (e / DEPTH, e % DEPTH);
+    if !along_inner {
+        o = e % BLOCK;
+        kk = e / BLOCK;
+    }
+    (o, kk)
+}
+
+/// Where stage value `e` lies in shared memory: `kk · STRIDE + o`.
+#[cube]
+fn stage_slot(e: usize, #[comptime] along_inner: bool) -> usize {
+    let (o, kk) = stage_position(e, along_inner);
+    kk * STRIDE + o
+}
+
+/// Stage value `e` of an operand for the stage starting at inner index `k0`, zero past the
+/// edges: `at` and the outer and inner strides place it (`a`'s rows or `b`'s columns are its
+/// outer axis), `outer0` is the block's first outer index, `outer_len` the operand's outer size,
+/// `end` the split's end.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn stage_value<F: Float>(
+fn fetch<F: Float>(
     t: &Tensor<F>,
-    stage: &mut Shared<[F]>,
     e: usize,
     at: usize,
     outer_stride: usize,
@@ -207,18 +219,14 @@ fn stage_value<F: Float>(
     k0: usize,
     end: usize,
     #[comptime] along_inner: bool,
-) {
-    let (mut o, mut kk) = (e / DEPTH, e % DEPTH);
-    if !along_inner {
-        o = e % BLOCK;
-        kk = e / BLOCK;
-    }
+) -> F {
+    let (o, kk) = stage_position(e, along_inner);
     let (outer, inner) = (outer0 + o, k0 + kk);
     let mut value = F::new(0.0);
     if outer < outer_len && inner < end {
         value = t[at + outer * outer_stride + inner * inner_stride];
     }
-    stage[kk * STRIDE + o] = value;
+    value
 }
 
 /// How the inner dimension `k` is split for `blocks` output blocks: (splits, depth of each, a
