@@ -588,8 +588,9 @@ mod tests {
     /// On wgpu, one launch against the f64 attention: the official network's heads (8 of width
     /// 32 over 196 positions, a packed projection's column blocks), a cross attention over fewer
     /// keys than a stage, heads neither a multiple of the threads per query nor of a stage
-    /// (width 12, 37 keys, 5 queries: less than a cube's), wide heads (128) and narrow ones (2);
-    /// the layouts it cannot read and CPU tensors are refused.
+    /// (width 12, 37 keys, 5 queries: less than a cube's), wide heads (128) and narrow ones (2),
+    /// and more (batch, head) pairs than one grid axis holds; the layouts it cannot read and CPU
+    /// tensors are refused.
     #[test]
     fn split_attention_gives_the_f64_attention() {
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
@@ -631,6 +632,19 @@ mod tests {
                     want[n]
                 );
             }
+        }
+        // More (batch, head) pairs than one grid axis holds (65,535): the rest on z.
+        let (b, l, e, heads) = (8_200, 2, 16, 8);
+        let random = || BurnTensor::<3>::random([b, l, e], Distribution::Normal(0.0, 1.0), &device);
+        let (q, k, v) = (random(), random(), random());
+        let got = values(attention(&q, &k, &v, heads).unwrap());
+        let (want, bound) = host(&values(q), &values(k), &values(v), [b, l, l, e], heads);
+        for (n, g) in got.iter().enumerate() {
+            assert!(
+                (*g as f64 - want[n]).abs() <= bound[n],
+                "pairs past one axis [{n}]: {g} vs {}",
+                want[n]
+            );
         }
         let t = BurnTensor::<3>::ones([2, 4, 8], &device);
         assert!(attention(&t, &t, &t, 3).is_none(), "heads do not divide 8");
