@@ -46,7 +46,7 @@ use super::gpu::{
 };
 use super::gpu_attention_split::{
     CUBE, Dims, DimsLaunch, Operand, OperandLaunch, PARTIAL, QUERIES, SPLIT, SplitAttention, at,
-    dropped, element, load_stage, pair_grid, stage_keys, write_share_sums,
+    dropped, element, load_stage, pair_grid, pair_of_cube, place, stage_keys, write_share_sums,
 };
 use super::gpu_column_sums::column_sums;
 use super::products;
@@ -110,17 +110,15 @@ fn attention_query_gradient_kernel<F: Float, I: Numeric>(
     #[comptime] dropping: bool,
     #[define(F, I)] _dtypes: [ElemType; 2],
 ) {
-    let bh = (CUBE_POS_Y + CUBE_POS_Z * CUBE_COUNT_Y) as usize;
+    let bh = pair_of_cube();
     if bh >= pairs as usize {
         terminate!();
     }
     let (lq, lk, heads) = (shape.lq as usize, shape.lk as usize, shape.heads as usize);
-    let (x, slot) = (UNIT_POS_X as usize, UNIT_POS_Y as usize);
-    let thread = slot * QUERIES + x;
-    let i = CUBE_POS_X as usize * QUERIES + x;
-    let (head, batch) = (bh % heads, bh / heads);
-    let column = head * head_dim;
-    let valid = i < lq;
+    let p = place(bh, heads, lq, head_dim, false);
+    let (x, slot, thread, i, batch, column, valid) = (
+        p.owner, p.share, p.thread, p.index, p.batch, p.column, p.valid,
+    );
     let width = comptime!(head_dim + 1);
     let per_slot = comptime!(stage / SPLIT);
     let row = (batch * lq + i) * heads * head_dim + column;
@@ -246,17 +244,15 @@ fn attention_key_gradient_kernel<F: Float, I: Numeric>(
     #[comptime] dropping: bool,
     #[define(F, I)] _dtypes: [ElemType; 2],
 ) {
-    let bh = (CUBE_POS_Y + CUBE_POS_Z * CUBE_COUNT_Y) as usize;
+    let bh = pair_of_cube();
     if bh >= pairs as usize {
         terminate!();
     }
     let (lq, lk, heads) = (shape.lq as usize, shape.lk as usize, shape.heads as usize);
-    let (share, y) = (UNIT_POS_X as usize, UNIT_POS_Y as usize);
-    let thread = y * SPLIT + share;
-    let j = CUBE_POS_X as usize * QUERIES + y;
-    let (head, batch) = (bh % heads, bh / heads);
-    let column = head * head_dim;
-    let valid = j < lk;
+    let p = place(bh, heads, lk, head_dim, true);
+    let (y, share, thread, j, batch, column, valid) = (
+        p.owner, p.share, p.thread, p.index, p.batch, p.column, p.valid,
+    );
     let width = comptime!(head_dim + 1);
     let per_slot = comptime!(stage / SPLIT);
     let q_first = element(&qo, batch * lq, column);

@@ -195,6 +195,60 @@ pub(super) fn write_share_sums<F: Float>(
     }
 }
 
+/// The (batch, head) pair of this cube ([`pair_grid`]: along y, then z); past the last pair when
+/// the grid's z axis rounds up, which a kernel checks before anything else.
+#[cube]
+pub(super) fn pair_of_cube() -> usize {
+    (CUBE_POS_Y + CUBE_POS_Z * CUBE_COUNT_Y) as usize
+}
+
+/// Where a thread of the split kernels works, in pair `bh` of a `heads`-head attention.
+#[derive(CubeType)]
+pub(super) struct Place {
+    pub(super) batch: usize,
+    /// The head's first column.
+    pub(super) column: usize,
+    /// The owner (query, or key) among the cube's [`QUERIES`].
+    pub(super) owner: usize,
+    /// Which of its owner's [`SPLIT`] threads this is.
+    pub(super) share: usize,
+    /// The thread's index in the cube (its loads' share of a stage).
+    pub(super) thread: usize,
+    /// The owner's query or key index.
+    pub(super) index: usize,
+    /// Whether the owner is one of the `len` (a thread past the end computes on zeros and writes
+    /// nothing: its cube's barriers need it).
+    pub(super) valid: bool,
+}
+
+/// The [`Place`] of this thread: owners along x and shares along y, or the other way round
+/// with `shares_along_x` (as [`pair_grid`] launched it), `len` queries or keys.
+#[cube]
+pub(super) fn place(
+    bh: usize,
+    heads: usize,
+    len: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] shares_along_x: bool,
+) -> Place {
+    let mut owner = UNIT_POS_X as usize;
+    let mut share = UNIT_POS_Y as usize;
+    if shares_along_x {
+        owner = UNIT_POS_Y as usize;
+        share = UNIT_POS_X as usize;
+    }
+    let index = CUBE_POS_X as usize * QUERIES + owner;
+    Place {
+        batch: bh / heads,
+        column: (bh % heads) * head_dim,
+        owner,
+        share,
+        thread: UNIT_POS as usize,
+        index,
+        valid: index < len,
+    }
+}
+
 /// The most cubes along a grid's y and z axes (WebGPU's guaranteed limit).
 const MAX_CUBES: usize = u16::MAX as usize;
 
@@ -242,19 +296,16 @@ fn split_attention_kernel<F: Float, I: Numeric>(
     #[comptime] dropping: bool,
     #[define(F, I)] _dtypes: [ElemType; 2],
 ) {
-    let bh = (CUBE_POS_Y + CUBE_POS_Z * CUBE_COUNT_Y) as usize;
+    let bh = pair_of_cube();
     if bh >= pairs as usize {
         // The whole cube: no thread of it reaches a barrier.
         terminate!();
     }
     let (lq, lk, heads) = (shape.lq as usize, shape.lk as usize, shape.heads as usize);
-    let (x, slot) = (UNIT_POS_X as usize, UNIT_POS_Y as usize);
-    let thread = slot * QUERIES + x;
-    let i = CUBE_POS_X as usize * QUERIES + x;
-    let (head, batch) = (bh % heads, bh / heads);
-    let column = head * head_dim;
-    // A query past the end computes on zeros and writes nothing (its cube's barriers need it).
-    let valid = i < lq;
+    let p = place(bh, heads, lq, head_dim, false);
+    let (x, slot, thread, i, batch, column, valid) = (
+        p.owner, p.share, p.thread, p.index, p.batch, p.column, p.valid,
+    );
     let width = comptime!(head_dim + 1);
     let per_slot = comptime!(stage / SPLIT);
     let padded = comptime!(head_dim.div_ceil(SPLIT) * SPLIT);
