@@ -46,45 +46,13 @@ use super::gpu::{
 };
 use super::gpu_attention_split::{
     CUBE, Dims, DimsLaunch, Operand, OperandLaunch, PARTIAL, QUERIES, SPLIT, SplitAttention, at,
-    dropped, element, load_stage, pair_grid, pair_of_cube, place, stage_keys, write_share_sums,
+    dropped, element, load_row, load_stage, pair_grid, pair_of_cube, place, share_sums, stage_keys,
+    write_share_sums,
 };
 use super::gpu_column_sums::column_sums;
 use super::products;
 
 use super::gpu_attention_split::MAX_HEAD_DIM;
-
-/// `head_dim` values of `t` from `at` on in registers, zeros for a thread past the end
-/// (`valid` false).
-#[cube]
-fn load_row<F: Float>(
-    t: &Tensor<F>,
-    at: usize,
-    valid: bool,
-    #[comptime] head_dim: usize,
-) -> Array<F> {
-    let mut row = Array::<F>::new(head_dim);
-    #[unroll]
-    for c in 0..head_dim {
-        let mut value = F::new(0.0);
-        if valid {
-            value = t[at + c];
-        }
-        row[c] = value;
-    }
-    row
-}
-
-/// Zeros for a thread's sums, `head_dim` rounded up to whole rounds of [`write_share_sums`].
-#[cube]
-fn share_sums<F: Float>(#[comptime] head_dim: usize) -> Array<F> {
-    let padded = comptime!(head_dim.div_ceil(SPLIT) * SPLIT);
-    let mut sums = Array::<F>::new(padded);
-    #[unroll]
-    for c in 0..padded {
-        sums[c] = F::new(0.0);
-    }
-    sums
-}
 
 /// Per (batch, head, query), its keys shared out among [`SPLIT`] threads as in the forward
 /// (`gpu_attention_split`): `∂P = ∂o·vᵀ` through the mask (values staged), `Σ ∂P ⊙ P` added
@@ -216,7 +184,6 @@ fn attention_query_gradient_kernel<F: Float, I: Numeric>(
         valid,
         grad,
         q_at,
-        QUERIES,
         head_dim,
     );
 }
@@ -318,7 +285,6 @@ fn attention_key_gradient_kernel<F: Float, I: Numeric>(
         valid,
         grad,
         k_at,
-        QUERIES,
         head_dim,
     );
     write_share_sums(
@@ -330,7 +296,6 @@ fn attention_key_gradient_kernel<F: Float, I: Numeric>(
         valid,
         grad,
         v_at,
-        QUERIES,
         head_dim,
     );
 }

@@ -156,10 +156,44 @@ pub(super) fn load_stage<F: Float>(
     }
 }
 
+/// `head_dim` values of `t` from `at` on in registers, zeros for a thread past the end
+/// (`valid` false).
+#[cube]
+pub(super) fn load_row<F: Float>(
+    t: &Tensor<F>,
+    at: usize,
+    valid: bool,
+    #[comptime] head_dim: usize,
+) -> Array<F> {
+    let mut row = Array::<F>::new(head_dim);
+    #[unroll]
+    for c in 0..head_dim {
+        let mut value = F::new(0.0);
+        if valid {
+            value = t[at + c];
+        }
+        row[c] = value;
+    }
+    row
+}
+
+/// Zeros for a thread's sums, `head_dim` rounded up to whole rounds of [`write_share_sums`].
+#[cube]
+pub(super) fn share_sums<F: Float>(#[comptime] head_dim: usize) -> Array<F> {
+    let padded = comptime!(head_dim.div_ceil(SPLIT) * SPLIT);
+    let mut sums = Array::<F>::new(padded);
+    #[unroll]
+    for c in 0..padded {
+        sums[c] = F::new(0.0);
+    }
+    sums
+}
+
 /// Each of an owner's `head_dim` sums (a query's or a key's), held in parts by its [`SPLIT`]
 /// threads (`share`; `acc`, scaled by `factor`), added up in share order by one of them and
 /// written at `out[at + c]` when `write`: `SPLIT` columns a round through `partial`
-/// ([`PARTIAL`] values), `owner` of `owners`. Every thread of the cube calls it (barriers).
+/// ([`PARTIAL`] values), `owner` of the cube's [`QUERIES`]. Every thread of the cube calls it
+/// (barriers).
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn write_share_sums<F: Float>(
@@ -171,10 +205,9 @@ pub(super) fn write_share_sums<F: Float>(
     write: bool,
     out: &mut Tensor<F>,
     at: usize,
-    #[comptime] owners: usize,
     #[comptime] head_dim: usize,
 ) {
-    let stride = comptime!(owners + 1);
+    let stride = QUERIES + 1;
     #[unroll]
     for round in 0..comptime!(head_dim.div_ceil(SPLIT)) {
         #[unroll]
@@ -308,23 +341,8 @@ fn split_attention_kernel<F: Float, I: Numeric>(
     );
     let width = comptime!(head_dim + 1);
     let per_slot = comptime!(stage / SPLIT);
-    let padded = comptime!(head_dim.div_ceil(SPLIT) * SPLIT);
-
-    let mut query = Array::<F>::new(head_dim);
-    let q_at = element(&qo, batch * lq + i, column);
-    #[unroll]
-    for c in 0..head_dim {
-        let mut value = F::new(0.0);
-        if valid {
-            value = q[q_at + c];
-        }
-        query[c] = value;
-    }
-    let mut acc = Array::<F>::new(padded);
-    #[unroll]
-    for c in 0..padded {
-        acc[c] = F::new(0.0);
-    }
+    let query = load_row(q, element(&qo, batch * lq + i, column), valid, head_dim);
+    let mut acc = share_sums::<F>(head_dim);
     // Below any real logit: its weight vanishes at the first key.
     let mut max = F::new(-3.0e38);
     let mut sum = F::new(0.0);
@@ -377,8 +395,9 @@ fn split_attention_kernel<F: Float, I: Numeric>(
                 if dot > max {
                     let f = F::exp((max - dot) * s);
                     sum *= f;
+                    // (The padding past `head_dim` stays zero.)
                     #[unroll]
-                    for c in 0..padded {
+                    for c in 0..head_dim {
                         acc[c] *= f;
                     }
                     max = dot;
@@ -397,8 +416,8 @@ fn split_attention_kernel<F: Float, I: Numeric>(
     }
 
     // The query's row maximum and sum over its threads, in slot order.
-    let mut maxima = Shared::<[F]>::new_slice(QUERIES * SPLIT);
-    let mut sums = Shared::<[F]>::new_slice(QUERIES * SPLIT);
+    let mut maxima = Shared::<[F]>::new_slice(CUBE);
+    let mut sums = Shared::<[F]>::new_slice(CUBE);
     maxima[thread] = max;
     sums[thread] = sum;
     sync_cube();
@@ -426,7 +445,6 @@ fn split_attention_kernel<F: Float, I: Numeric>(
         valid,
         out,
         out_at,
-        QUERIES,
         head_dim,
     );
 
@@ -506,9 +524,11 @@ pub(super) const MAX_HEAD_DIM: usize = 128;
 fn operand(t: &CubeTensor) -> Option<OperandLaunch> {
     let shape = t.meta.shape();
     let strides = t.meta.strides();
+    if shape.rank() != 3 || strides[2] != 1 {
+        return None;
+    }
     let rows_follow = shape[0] == 1 || strides[0] == shape[1] * strides[1];
-    (shape.rank() == 3 && strides[2] == 1 && rows_follow)
-        .then(|| OperandLaunch::new(strides[1] as u32, 0))
+    rows_follow.then(|| OperandLaunch::new(strides[1] as u32, 0))
 }
 
 /// Inference's multi-head attention on the projections: `q [B, Lq, E]`, `k`, `v [B, Lk, E]`

@@ -153,6 +153,31 @@ pub fn gather(parts: &[(usize, BurnTensor<1>)], total: usize) -> Option<BurnTens
     Some(to_burn(flat))
 }
 
+/// [`super::stack_on_gpu`]: `parts` stacked along a new first axis through [`gather`], eight a
+/// launch; `None` unless every part is a plain contiguous f32 tensor of this process's GPU
+/// backend (checked before anything is launched: a refused part costs no copy) and of one shape.
+pub fn stack<const D: usize, const E: usize>(parts: &[BurnTensor<D>]) -> Option<BurnTensor<E>> {
+    let dims = parts.first()?.dims();
+    let fits = E == D + 1
+        && parts
+            .iter()
+            .all(|p| p.dims() == dims && contiguous_f32(p.clone()).is_some());
+    if !fits {
+        return None;
+    }
+    let n: usize = dims.iter().product();
+    // Contiguous parts: their flat views are views, not copies.
+    let flat: Vec<(usize, BurnTensor<1>)> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (i * n, p.clone().reshape([n])))
+        .collect();
+    let stacked = gather(&flat, parts.len() * n)?;
+    let mut shape = [parts.len(); E];
+    shape[1..].copy_from_slice(&dims);
+    Some(stacked.reshape(shape))
+}
+
 #[cfg(all(test, feature = "wgpu"))]
 mod tests {
     use super::*;

@@ -814,31 +814,15 @@ pub fn gather_flat(
     flat
 }
 
-/// `parts` (plain f32 tensors of one shape on a GPU backend) stacked along a new first axis in
-/// ⌈parts / 8⌉ launches (`gpu_gather`: eight parts a launch), where burn's `stack` takes one
+/// `parts` (plain contiguous f32 tensors of one shape on a GPU backend) stacked along a new first
+/// axis in ⌈parts / 8⌉ launches (`gpu_gather`: eight parts a launch), where burn's `stack` takes one
 /// `slice_assign` per part: the vector quantiser's training rounds stack each round's codebooks
-/// three times a level. `None` off a GPU backend, for tensors tracked by autodiff or another
-/// dtype, or shapes that differ; the caller stacks them with burn.
+/// three times a level. `None` off a GPU backend, for tensors tracked by autodiff, of another
+/// dtype or not contiguous, or shapes that differ; the caller stacks them with burn.
 pub fn stack_on_gpu<const D: usize, const E: usize>(parts: &[Tensor<D>]) -> Option<Tensor<E>> {
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    {
-        let first = parts.first()?;
-        let dims = first.dims();
-        if E != D + 1 || parts.iter().any(|p| p.dims() != dims) {
-            return None;
-        }
-        let n: usize = dims.iter().product();
-        let flat: Vec<(usize, Tensor<1>)> = parts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (i * n, p.clone().reshape([n])))
-            .collect();
-        let stacked = gpu_gather::gather(&flat, parts.len() * n)?;
-        let mut shape = [parts.len(); E];
-        shape[1..].copy_from_slice(&dims);
-        return Some(stacked.reshape(shape));
-    }
-    #[allow(unreachable_code)]
+    return gpu_gather::stack(parts);
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
     {
         let _ = parts;
         None

@@ -37,8 +37,8 @@ mod tests {
     use crate::device::kernel_profile::KernelProfiler;
 
     /// On wgpu, plain parts stack eight to a launch, bit for bit burn's `stack`: 9 parts in 2
-    /// launches, 3 in 1, one part in none (a view); parts tracked by autodiff stack through burn
-    /// and keep their gradient; parts of different shapes are left to burn (which refuses them).
+    /// launches, 3 in 1, one part in none (a view); a transposed part, parts tracked by autodiff
+    /// (which keep their gradient) and parts of different shapes are left to burn.
     #[test]
     fn plain_parts_stack_eight_to_a_launch_as_burn_stacks_them() {
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
@@ -80,6 +80,15 @@ mod tests {
             .grad(&grads)
             .expect("a gradient through the stack");
         assert_eq!(grad.into_data().try_to_vec::<f32>().unwrap(), vec![2.0; 6]);
+        // A transposed part is left to burn (its flat view would be a copy): same values.
+        let square = |_| Tensor::<2>::random([4, 4], Distribution::Normal(0.0, 1.0), &device);
+        let mut mixed: Vec<Tensor<2>> = (0..3).map(square).collect();
+        mixed[1] = mixed[1].clone().transpose();
+        assert!(crate::kernels::stack_on_gpu::<2, 3>(&mixed).is_none());
+        assert_eq!(
+            bits(stack::<2, 3>(mixed.clone())),
+            bits(Tensor::stack::<3>(mixed, 0))
+        );
         assert!(
             crate::kernels::stack_on_gpu::<2, 3>(&[
                 Tensor::ones([2, 3], &device),
