@@ -13,8 +13,10 @@
 # Then one call, carry [".device/wgpu", ".device/wheels", ".gl"], timeout_s 600:
 #   bash scripts/device-wgpu.sh
 # It runs, each bounded so that the whole fits the call:
-#   1. batch 8 with both sides' kernel profiles, hvq's product routines `simple` (cubek, the
-#      default) and `tiled` (hvq's), and the attention A/B (--attention-ab);
+#   1. batch 8 with both sides' kernel profiles (hvq's products on the default `auto` routine:
+#      each kind timed on cubek's `SimpleUnit` and hvq's tiled kernel, the table of those timings
+#      in summary.md), the fixed routines `simple` (cubek) and `tiled` (hvq's) beside it, and the
+#      attention A/B (--attention-ab);
 #   2. batch 1 and batch 32 without profiles;
 # prints the summaries, and packs everything as $OUT/device-wgpu.tgz (the tool returns few files).
 # Options: --batches "8 1 32" (the first gets the profiles and the A/B), --routines "simple tiled",
@@ -74,6 +76,8 @@ for batch in $BATCHES; do
   done
 done
 sed -n '/kernels of one/,/longest kernels/p' "$RUN/b${BATCHES%% *}/summary.md" 2>/dev/null
+# What `auto` measured: each kind of product on SimpleUnit and on the tiled kernel's two sizes.
+sed -n '/products timed by/,$p' "$RUN/b${BATCHES%% *}/summary.md" 2>/dev/null | head -20
 tar czf "${OUT:-/tmp}/device-wgpu.tgz" -C /tmp device-wgpu
 log "done in $(( $(date +%s) - START ))s; results in ${OUT:-/tmp}/device-wgpu.tgz"
 exit "$STATUS"

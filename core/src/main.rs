@@ -102,11 +102,7 @@ fn main() -> ExitCode {
 }
 
 fn run(command: Command) -> Result<()> {
-    hvq::kernels::isa::check_variable()?;
-    hvq::device::device_thread::apply_variable()?;
-    hvq::device::gpu_matmul::apply_variable()?;
-    hvq::kernels::train_attention::apply_variable()?;
-    hvq::kernels::inference_attention::apply_variable()?;
+    hvq::app::environment::apply_variables()?;
     match command {
         Command::Train(args) => cli::train::run(args),
         Command::Eval(args) => cli::eval::run(args),

@@ -2,6 +2,11 @@
 
 fn main() -> eframe::Result<()> {
     hvq::allocator::keep_freed_memory();
+    // The same start-up variables as the CLI (`HVQ_GPU_MATMUL`, ...), typos refused the same way.
+    if let Err(e) = hvq::app::environment::apply_variables() {
+        eprintln!("Error: {e:#}");
+        std::process::exit(2);
+    }
     let open: Vec<std::path::PathBuf> = std::env::args_os().skip(1).map(Into::into).collect();
     let native = eframe::NativeOptions {
         viewport: eframe::egui::ViewportBuilder::default()

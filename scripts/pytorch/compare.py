@@ -91,6 +91,29 @@ def kernel_tables(runs, kruns, top=3):
     return "\n".join(lines)
 
 
+def product_tables(runs, keys, top=12):
+    """The `auto` routine's timings of each hvq run that has them (HVQ_GPU_MATMUL=auto: burn's
+    SimpleUnit against hvq's tiled kernel in blocks of 64 and 32, per kind of product, on the
+    first batch): totals, then the kinds with the most time at stake."""
+    out = []
+    for k in keys:
+        timings = runs[k].get("product_timings") or []
+        if not timings:
+            continue
+        burn = sum(t["burn_us"] for t in timings)
+        best = sum(min(t["burn_us"], t["tiled64_us"], t["tiled32_us"]) for t in timings)
+        on_tiled = sum(1 for t in timings if t["runs_on"] != "burn")
+        out.append(f"\nproducts timed by `auto` (hvq {k[1]}, µs per launch, one of each kind): {len(timings)} kinds, "
+                   f"{on_tiled} on the tiled kernel; all on burn's {burn:.0f} µs, each on its fastest {best:.0f} µs")
+        rows = []
+        for t in sorted(timings, key=lambda t: -max(t["burn_us"], t["tiled64_us"], t["tiled32_us"]))[:top]:
+            rows.append([f"{t['lhs']} · {t['rhs']}", "x".join(map(str, t["lhs_strides"])) + " · " +
+                         "x".join(map(str, t["rhs_strides"])), fmt(t["burn_us"]), fmt(t["tiled64_us"]),
+                         fmt(t["tiled32_us"]), t["runs_on"]])
+        out.append(table(["operands", "strides", "burn µs", "tiled 64 µs", "tiled 32 µs", "runs on"], rows))
+    return "\n".join(out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dir")
@@ -191,6 +214,9 @@ def main():
         kruns = [k for k in order if runs[k].get("kernels")]
         if kruns:
             out.append(kernel_tables(runs, kruns))
+        products = product_tables(runs, [k for k in order if k[0] == "hvq"])
+        if products:
+            out.append(products)
     text = "\n".join(out)
     print(text)
     (d / "summary.md").write_text(text + "\n")

@@ -60,6 +60,10 @@ pub struct BenchReport {
     /// `device::gpu_matmul`); `None` on the CPU backend and in reports from before it existed.
     #[serde(default)]
     pub gpu_matmul: Option<String>,
+    /// With `HVQ_GPU_MATMUL=auto`, each kind of product the run met and what burn's routine and
+    /// hvq's tiled kernel took for it (`kernels::product_choice`); empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub product_timings: Vec<crate::kernels::product_choice::ProductTiming>,
     /// How training's attention ran on the GPU (`HVQ_TRAIN_ATTENTION`,
     /// `kernels::train_attention`: fused or composed); `None` on the CPU backend and in reports
     /// from before it existed.
@@ -386,6 +390,7 @@ pub fn run(
         gpu_matmul: adapter
             .as_ref()
             .map(|_| crate::device::gpu_matmul::current().name().to_string()),
+        product_timings: crate::kernels::product_choice::timings(),
         train_attention: adapter.as_ref().map(|_| {
             crate::kernels::train_attention::current()
                 .name()
@@ -515,6 +520,46 @@ fn profile_kernels(
     profiler_available(_device).map(|()| unreachable!("refused above: no GPU backend"))
 }
 
+/// The `auto` routine's timings ([`BenchReport::product_timings`]): how many kinds of product
+/// the tiled kernel took, then each kind, the most time at stake first.
+fn format_product_timings(timings: &[crate::kernels::product_choice::ProductTiming]) -> String {
+    use crate::kernels::product_choice::ProductRoutine;
+    let on_burn = timings
+        .iter()
+        .filter(|t| t.runs_on == ProductRoutine::Burn)
+        .count();
+    let mut out = format!(
+        "\nproducts timed (auto): {} kinds, {} on the tiled kernel, {on_burn} on burn's\n{:<44} {:>9} {:>9} {:>9}  runs on\n",
+        timings.len(),
+        timings.len() - on_burn,
+        "operands (shape, strides)",
+        "burn µs",
+        "64 µs",
+        "32 µs"
+    );
+    let slowest = |t: &crate::kernels::product_choice::ProductTiming| {
+        t.burn_us.max(t.tiled64_us).max(t.tiled32_us)
+    };
+    let mut sorted: Vec<_> = timings.iter().collect();
+    sorted.sort_by(|a, b| slowest(b).total_cmp(&slowest(a)));
+    for t in sorted {
+        out.push_str(&format!(
+            "{:<44} {:>9.1} {:>9.1} {:>9.1}  {}\n",
+            format!(
+                "{:?}{:?} · {:?}{:?}",
+                t.lhs, t.lhs_strides, t.rhs, t.rhs_strides
+            ),
+            t.burn_us,
+            t.tiled64_us,
+            t.tiled32_us,
+            serde_json::to_string(&t.runs_on)
+                .unwrap_or_default()
+                .trim_matches('"')
+        ));
+    }
+    out
+}
+
 /// A readable table of a report.
 pub fn format_report(r: &BenchReport) -> String {
     let mut out = format!(
@@ -578,6 +623,9 @@ pub fn format_report(r: &BenchReport) -> String {
     }
     if let Some(m) = r.peak_rss_mib {
         out.push_str(&format!("{:<30} {:>12.0}\n", "peak host memory (MiB)", m));
+    }
+    if !r.product_timings.is_empty() {
+        out.push_str(&format_product_timings(&r.product_timings));
     }
     if let Some(profile) = &r.kernels {
         let stage_ms = |name: &str| {

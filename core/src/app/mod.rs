@@ -15,10 +15,12 @@
 //! - [`calibrate`]: a stored model's threshold from known-good images;
 //! - [`evaluate`]: a dataset's test split and its metrics;
 //! - [`report`]: a self-contained HTML report of an evaluation or a prediction run;
-//! - [`bench`](mod@bench) and [`selfcheck`]: timings, and a device checked against the CPU.
+//! - [`bench`](mod@bench) and [`selfcheck`]: timings, and a device checked against the CPU;
+//! - [`environment`]: the start-up variables every native front end applies first.
 
 pub mod bench;
 pub mod calibrate;
+pub mod environment;
 pub mod evaluate;
 pub mod files;
 pub mod images;

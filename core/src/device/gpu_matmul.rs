@@ -7,15 +7,22 @@
 //! would weigh four more (double-buffered stages, the smallest tile, the plane-level `Gemm`),
 //! and on an NVIDIA GPU, where PyTorch's f32 products are cuBLAS's, which one wins decides most
 //! of the transformer's time. The patched cubek-matmul (`vendor/`) takes the choice as a
-//! process-wide setting, so `scripts/gpu-bench.sh` measures each on the device in one binary;
-//! the default stays upstream's until a measurement says otherwise. A sixth, `tiled`, is
-//! hvq's own kernel (`kernels/gpu_matmul_tiled.rs`: 64×64 blocks, the inner dimension split
-//! across cubes when the blocks are few), which `kernels::products` runs for plain f32
-//! products on a GPU when chosen, cubek's `SimpleUnit` taking the rest. Read once, at start-up
-//! ([`apply_variable`], the CLI's first step).
+//! process-wide setting, so `scripts/gpu-bench.sh` measures each on the device in one binary.
+//! A sixth, `tiled`, is hvq's own kernel (`kernels/gpu_matmul_tiled.rs`: 64×64 blocks, the
+//! inner dimension split across cubes when the blocks are few), which `kernels::products` runs
+//! for plain f32 products on a GPU when chosen, cubek's `SimpleUnit` taking the rest. A
+//! seventh, `auto`, lets the device decide: for each distinct product the first call times the
+//! tiled kernel against `SimpleUnit` on its own operands and the faster takes it for the rest
+//! of the process (`kernels/product_choice.rs`). Which wins depends on the GPU (on lavapipe, a
+//! CPU driver, `SimpleUnit` by far; on an H200 `SimpleUnit` ran the products at about 1.2
+//! TFLOP/s), and no single default fits every GPU hvq runs on.
+//!
+//! Read once, at start-up ([`apply_variable`]: the CLI and the desktop inspector), where unset
+//! means `auto`. A program that never reads it (the library's tests, the web page, whose
+//! WebGPU cannot wait for the device to time anything) runs `simple`.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::error::Result;
 
@@ -37,17 +44,21 @@ pub enum GpuMatmul {
     Gemm,
     /// hvq's tiled kernel for plain f32 products (`kernels::products`), `SimpleUnit` for others.
     Tiled,
+    /// For each distinct plain f32 product, whichever of `Tiled` and `Simple` its first call
+    /// timed faster on this device; `SimpleUnit` for other products.
+    Auto,
 }
 
 impl GpuMatmul {
-    /// Every routine, the default first.
-    pub const ALL: [GpuMatmul; 6] = [
+    /// Every routine, the library's default first.
+    pub const ALL: [GpuMatmul; 7] = [
         GpuMatmul::Simple,
         GpuMatmul::SimpleMinTile,
         GpuMatmul::Double,
         GpuMatmul::DoubleMinTile,
         GpuMatmul::Gemm,
         GpuMatmul::Tiled,
+        GpuMatmul::Auto,
     ];
 
     /// The name the variable takes and reports print.
@@ -59,6 +70,7 @@ impl GpuMatmul {
             GpuMatmul::DoubleMinTile => "double-min-tile",
             GpuMatmul::Gemm => "gemm",
             GpuMatmul::Tiled => "tiled",
+            GpuMatmul::Auto => "auto",
         }
     }
 
@@ -68,10 +80,10 @@ impl GpuMatmul {
     }
 }
 
-/// Read `HVQ_GPU_MATMUL` (unset: the default) and set the routine for this process: a typo is
-/// an error rather than a silent measurement of the default.
+/// Read `HVQ_GPU_MATMUL` (unset: [`GpuMatmul::Auto`]) and set the routine for this process: a
+/// typo is an error rather than a silent measurement of the default.
 pub fn apply_variable() -> Result<GpuMatmul> {
-    let routine = crate::env_setting::read(VARIABLE, GpuMatmul::Simple, GpuMatmul::parse)?;
+    let routine = crate::env_setting::read(VARIABLE, GpuMatmul::Auto, GpuMatmul::parse)?;
     set(routine);
     Ok(routine)
 }
@@ -86,36 +98,65 @@ fn unit_routine(routine: GpuMatmul) -> cubek_matmul::strategy::UnitRoutine {
         GpuMatmul::Double => UnitRoutine::DoubleMaxTile,
         GpuMatmul::DoubleMinTile => UnitRoutine::DoubleMinTile,
         GpuMatmul::Gemm => UnitRoutine::Gemm,
-        GpuMatmul::Tiled => UnitRoutine::SimpleMaxTile,
+        GpuMatmul::Tiled | GpuMatmul::Auto => UnitRoutine::SimpleMaxTile,
     }
 }
 
-/// Whether [`GpuMatmul::Tiled`] is chosen (the cubek setting cannot tell it from `Simple`).
-static TILED: AtomicBool = AtomicBool::new(false);
+/// When plain f32 products on a GPU run on hvq's tiled kernel (`kernels::products`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TiledUse {
+    /// Never: cubek's routine takes every product.
+    Never,
+    /// Always ([`GpuMatmul::Tiled`]).
+    Always,
+    /// For the products it was timed faster on ([`GpuMatmul::Auto`]).
+    WhenFaster,
+}
+
+impl TiledUse {
+    fn of(routine: GpuMatmul) -> Self {
+        match routine {
+            GpuMatmul::Tiled => TiledUse::Always,
+            GpuMatmul::Auto => TiledUse::WhenFaster,
+            _ => TiledUse::Never,
+        }
+    }
+
+    fn code(self) -> u8 {
+        self as u8
+    }
+
+    fn from_code(code: u8) -> Self {
+        [TiledUse::Never, TiledUse::Always, TiledUse::WhenFaster][code as usize]
+    }
+}
+
+/// The process's [`TiledUse`] (the cubek setting cannot tell `Tiled` or `Auto` from `Simple`).
+static TILED_USE: AtomicU8 = AtomicU8::new(0);
 
 thread_local! {
     /// A test's choice for its own thread's products, over the process's: the tiled kernel may
     /// take two launches where `SimpleUnit` takes one, which other tests running meanwhile
     /// would count.
-    static TILED_HERE: Cell<Option<bool>> = const { Cell::new(None) };
+    static TILED_HERE: Cell<Option<TiledUse>> = const { Cell::new(None) };
 }
 
-/// Whether plain f32 products on a GPU run on hvq's tiled kernel ([`GpuMatmul::Tiled`]).
-pub fn tiled() -> bool {
+/// When plain f32 products on a GPU run on hvq's tiled kernel.
+pub fn tiled_use() -> TiledUse {
     TILED_HERE
         .with(Cell::get)
-        .unwrap_or_else(|| TILED.load(Ordering::Relaxed))
+        .unwrap_or_else(|| TiledUse::from_code(TILED_USE.load(Ordering::Relaxed)))
 }
 
-/// [`tiled`] for this thread only (`None`: the process's setting again), for tests.
+/// [`tiled_use`] for this thread only (`None`: the process's setting again), for tests.
 #[cfg(all(test, feature = "wgpu"))]
-pub(crate) fn tiled_here(on: Option<bool>) {
-    TILED_HERE.with(|here| here.set(on));
+pub(crate) fn tiled_here(choice: Option<TiledUse>) {
+    TILED_HERE.with(|here| here.set(choice));
 }
 
 /// Set the routine for the products launched afterwards (a no-op without a GPU backend).
 pub fn set(routine: GpuMatmul) {
-    TILED.store(routine == GpuMatmul::Tiled, Ordering::Relaxed);
+    TILED_USE.store(TiledUse::of(routine).code(), Ordering::Relaxed);
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
     cubek_matmul::strategy::set_unit_routine(unit_routine(routine));
     #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
@@ -124,8 +165,10 @@ pub fn set(routine: GpuMatmul) {
 
 /// The routine in use now ([`GpuMatmul::Simple`] without a GPU backend).
 pub fn current() -> GpuMatmul {
-    if tiled() {
-        return GpuMatmul::Tiled;
+    match tiled_use() {
+        TiledUse::Always => return GpuMatmul::Tiled,
+        TiledUse::WhenFaster => return GpuMatmul::Auto,
+        TiledUse::Never => {}
     }
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
     {
@@ -182,10 +225,11 @@ mod tests {
             }
         }
         let mut names = Vec::new();
-        // cubek's routines; `tiled` is taken by `kernels::products`, whose tests run it.
+        // cubek's routines; `tiled` and `auto` are taken by `kernels::products`, whose tests
+        // run them.
         for routine in GpuMatmul::ALL
             .into_iter()
-            .filter(|r| *r != GpuMatmul::Tiled)
+            .filter(|r| !matches!(r, GpuMatmul::Tiled | GpuMatmul::Auto))
         {
             set(routine);
             assert_eq!(current(), routine);
@@ -210,9 +254,11 @@ mod tests {
         assert!(name(GpuMatmul::Simple).contains("SimpleMatmulFamily"));
         assert!(name(GpuMatmul::Double).contains("DoubleBufferingMatmulFamily"));
         assert!(!name(GpuMatmul::Gemm).contains("SimpleMatmulFamily"));
-        // Chosen for one thread, `tiled` reads as the current routine there only.
-        tiled_here(Some(true));
+        // Chosen for one thread, `tiled` or `auto` reads as the current routine there only.
+        tiled_here(Some(TiledUse::Always));
         assert_eq!(current(), GpuMatmul::Tiled);
+        tiled_here(Some(TiledUse::WhenFaster));
+        assert_eq!(current(), GpuMatmul::Auto);
         tiled_here(None);
         assert_eq!(current(), GpuMatmul::Simple);
     }

@@ -620,9 +620,15 @@ fn weight_gradient_in_place(
         (from * block_bytes).is_multiple_of(alignment)
             && ((3 - to) * block_bytes).is_multiple_of(alignment)
     });
-    // hvq's tiled kernel (`HVQ_GPU_MATMUL=tiled`) writes whole outputs: its products go
-    // through `products::matmul` and the caller's concatenation.
-    if products::half_dtype().is_some() || !aligned || crate::device::gpu_matmul::tiled() {
+    // hvq's tiled kernel (`HVQ_GPU_MATMUL=tiled`, or `auto` where it was timed faster) writes
+    // whole outputs: its products go through `products::matmul` and the caller's
+    // concatenation.
+    if products::half_dtype().is_some()
+        || !aligned
+        || factors
+            .iter()
+            .any(|(g, x)| products::runs_tiled(g, x).is_some())
+    {
         return None;
     }
     let d_weight = empty_device_dtype(

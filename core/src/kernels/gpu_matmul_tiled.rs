@@ -11,8 +11,11 @@
 //!
 //! - a cube of 16×16 threads computes a 64×64 block of the output, each thread 4×4 values
 //!   (rows `ty + 16i`, columns `tx + 16j`: neighbouring threads read neighbouring shared
-//!   values and write neighbouring outputs), over steps of 16 of the inner dimension staged in
-//!   shared memory (8 KiB, rows padded against bank conflicts), the next stage fetched into
+//!   values and write neighbouring outputs), or a 32×32 block, each thread 2×2 values
+//!   ([`BlockSize`]: four times the cubes for a small output, as inference's 196 token rows at
+//!   batch 1 by 256 columns: 16 blocks of 64, 56 of 32), over steps of 16 of the inner
+//!   dimension staged in shared memory (8 or 4 KiB, rows padded against bank conflicts), the
+//!   next stage fetched into
 //!   registers while the current one is multiplied (its loads' latency hidden by the arithmetic);
 //! - the operands are read at their strides (a transposed view costs no copy), each stage
 //!   loaded with neighbouring threads on the operand's contiguous axis (the layout a comptime
@@ -34,20 +37,33 @@ use super::gpu_column_sums::add_grouped_blocks;
 
 /// Threads along each side of a cube.
 const SIDE: usize = 16;
-/// Outputs along each side of a thread's block.
-const PER: usize = 4;
-/// Outputs along each side of a cube's block.
-const BLOCK: usize = SIDE * PER;
-/// Inner-dimension values a stage holds.
-const DEPTH: usize = 16;
-/// Stage values each thread loads, per operand.
-const LOADS: usize = BLOCK * DEPTH / (SIDE * SIDE);
-/// Shared values between one inner index's row of a stage and the next: one more than a block,
-/// so that threads storing down a column (an operand read along its inner dimension, whose 16
-/// neighbouring values land 64 apart) hit 16 different memory banks instead of one.
-const STRIDE: usize = BLOCK + 1;
-/// Shared values of one operand's stage.
-const STAGE: usize = STRIDE * DEPTH;
+/// Inner-dimension values a stage holds. Equal to [`SIDE`], so each thread loads as many
+/// values of a stage, per operand, as it computes along a side (`per`).
+const DEPTH: usize = SIDE;
+
+/// The output block a cube computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockSize {
+    /// 64×64, each thread 4×4 values.
+    Of64,
+    /// 32×32, each thread 2×2 values.
+    Of32,
+}
+
+impl BlockSize {
+    /// Outputs along each side of a thread's block.
+    fn per(self) -> usize {
+        match self {
+            BlockSize::Of64 => 4,
+            BlockSize::Of32 => 2,
+        }
+    }
+
+    /// Outputs along each side of a cube's block.
+    pub fn side(self) -> usize {
+        SIDE * self.per()
+    }
+}
 
 /// Below this many output blocks the inner dimension is split across cubes: about two cubes per
 /// multiprocessor of a large GPU (an H200 has 132).
@@ -67,6 +83,7 @@ fn tiled_matmul_kernel<F: Float>(
     k: u32,
     split_depth: u32,
     splits: u32,
+    #[comptime] per: usize,
     #[comptime] a_along_inner: bool,
     #[comptime] b_along_inner: bool,
     #[define(F)] _dtype: ElemType,
@@ -74,7 +91,13 @@ fn tiled_matmul_kernel<F: Float>(
     let (m, n, k) = (m as usize, n as usize, k as usize);
     let (tx, ty) = (UNIT_POS_X as usize, UNIT_POS_Y as usize);
     let thread = ty * SIDE + tx;
-    let (m0, n0) = (CUBE_POS_Y as usize * BLOCK, CUBE_POS_X as usize * BLOCK);
+    // The block's side; shared values between one inner index's row of a stage and the next:
+    // one more than a block, so that threads storing down a column (an operand read along its
+    // inner dimension, whose 16 neighbouring values land a block apart) hit 16 different memory
+    // banks instead of one.
+    let block = comptime!(SIDE * per);
+    let stride = comptime!(SIDE * per + 1);
+    let (m0, n0) = (CUBE_POS_Y as usize * block, CUBE_POS_X as usize * block);
     // `CUBE_POS_Z` is the batch index times the splits plus the split.
     let z = CUBE_POS_Z as usize;
     let split = z % splits as usize;
@@ -102,18 +125,31 @@ fn tiled_matmul_kernel<F: Float>(
             b_at += coordinate * b.stride(axis);
         }
     }
-    let (a_row, a_inner) = (a.stride(rank - 2), a.stride(rank - 1));
-    let (b_inner, b_col) = (b.stride(rank - 2), b.stride(rank - 1));
+    // Where each operand's block lies: `a`'s rows are its outer axis, `b`'s columns.
+    let a_block = Span {
+        at: a_at,
+        outer_stride: a.stride(rank - 2),
+        inner_stride: a.stride(rank - 1),
+        outer0: m0,
+        outer_len: m,
+    };
+    let b_block = Span {
+        at: b_at,
+        outer_stride: b.stride(rank - 1),
+        inner_stride: b.stride(rank - 2),
+        outer0: n0,
+        outer_len: n,
+    };
 
-    let mut a_stage = Shared::<[F]>::new_slice(STAGE);
-    let mut b_stage = Shared::<[F]>::new_slice(STAGE);
-    let mut acc = Array::<F>::new(PER * PER);
+    let mut a_stage = Shared::<[F]>::new_slice(comptime!((SIDE * per + 1) * DEPTH));
+    let mut b_stage = Shared::<[F]>::new_slice(comptime!((SIDE * per + 1) * DEPTH));
+    let mut acc = Array::<F>::new(comptime!(per * per));
     #[unroll]
-    for i in 0..PER * PER {
+    for i in 0..comptime!(per * per) {
         acc[i] = F::new(0.0);
     }
-    let mut a_reg = Array::<F>::new(PER);
-    let mut b_reg = Array::<F>::new(PER);
+    let mut a_reg = Array::<F>::new(per);
+    let mut b_reg = Array::<F>::new(per);
 
     let start = split * split_depth as usize;
     let mut end = start + split_depth as usize;
@@ -122,46 +158,46 @@ fn tiled_matmul_kernel<F: Float>(
     }
     // The next stage's values, fetched into registers before the current stage is multiplied,
     // so that their global loads' latency overlaps the arithmetic.
-    let mut a_next = Array::<F>::new(LOADS);
-    let mut b_next = Array::<F>::new(LOADS);
+    let mut a_next = Array::<F>::new(per);
+    let mut b_next = Array::<F>::new(per);
     #[unroll]
-    for l in 0..LOADS {
+    for l in 0..per {
         let e = thread + l * SIDE * SIDE;
-        a_next[l] = fetch::<F>(a, e, a_at, a_row, a_inner, m0, m, start, end, a_along_inner);
-        b_next[l] = fetch::<F>(b, e, b_at, b_col, b_inner, n0, n, start, end, b_along_inner);
+        a_next[l] = fetch::<F>(a, &a_block, e, start, end, block, a_along_inner);
+        b_next[l] = fetch::<F>(b, &b_block, e, start, end, block, b_along_inner);
     }
     let mut k0 = start;
     while k0 < end {
-        // Stage `a [m0.., k0..]` as `a_stage[kk · STRIDE + mm]` and `b [k0.., n0..]` as
-        // `b_stage[kk · STRIDE + nn]`.
+        // Stage `a [m0.., k0..]` as `a_stage[kk · stride + mm]` and `b [k0.., n0..]` as
+        // `b_stage[kk · stride + nn]`.
         #[unroll]
-        for l in 0..LOADS {
+        for l in 0..per {
             let e = thread + l * SIDE * SIDE;
-            a_stage[stage_slot(e, a_along_inner)] = a_next[l];
-            b_stage[stage_slot(e, b_along_inner)] = b_next[l];
+            a_stage[stage_slot(e, block, a_along_inner)] = a_next[l];
+            b_stage[stage_slot(e, block, b_along_inner)] = b_next[l];
         }
         sync_cube();
         let k1 = k0 + DEPTH;
         if k1 < end {
             #[unroll]
-            for l in 0..LOADS {
+            for l in 0..per {
                 let e = thread + l * SIDE * SIDE;
-                a_next[l] = fetch::<F>(a, e, a_at, a_row, a_inner, m0, m, k1, end, a_along_inner);
-                b_next[l] = fetch::<F>(b, e, b_at, b_col, b_inner, n0, n, k1, end, b_along_inner);
+                a_next[l] = fetch::<F>(a, &a_block, e, k1, end, block, a_along_inner);
+                b_next[l] = fetch::<F>(b, &b_block, e, k1, end, block, b_along_inner);
             }
         }
         #[unroll]
         for kk in 0..DEPTH {
             #[unroll]
-            for i in 0..PER {
-                a_reg[i] = a_stage[kk * STRIDE + ty + SIDE * i];
-                b_reg[i] = b_stage[kk * STRIDE + tx + SIDE * i];
+            for i in 0..per {
+                a_reg[i] = a_stage[kk * stride + ty + SIDE * i];
+                b_reg[i] = b_stage[kk * stride + tx + SIDE * i];
             }
             #[unroll]
-            for i in 0..PER {
+            for i in 0..per {
                 #[unroll]
-                for j in 0..PER {
-                    acc[i * PER + j] += a_reg[i] * b_reg[j];
+                for j in 0..per {
+                    acc[i * per + j] += a_reg[i] * b_reg[j];
                 }
             }
         }
@@ -171,60 +207,70 @@ fn tiled_matmul_kernel<F: Float>(
 
     let at = z * m * n;
     #[unroll]
-    for i in 0..PER {
+    for i in 0..per {
         #[unroll]
-        for j in 0..PER {
+        for j in 0..per {
             let (row, col) = (m0 + ty + SIDE * i, n0 + tx + SIDE * j);
             if row < m && col < n {
-                out[at + row * n + col] = acc[i * PER + j];
+                out[at + row * n + col] = acc[i * per + j];
             }
         }
     }
 }
 
-/// Stage value `e`'s outer and inner index (`BLOCK` outer by `DEPTH` inner indices): with
+/// Stage value `e`'s outer and inner index (`block` outer by `DEPTH` inner indices): with
 /// `along_inner` neighbouring threads take neighbouring inner indices (an operand contiguous
 /// along them), else neighbouring outer ones, so the loads coalesce either way round.
 #[cube]
-fn stage_position(e: usize, #[comptime] along_inner: bool) -> (usize, usize) {
+fn stage_position(
+    e: usize,
+    #[comptime] block: usize,
+    #[comptime] along_inner: bool,
+) -> (usize, usize) {
     let (mut o, mut kk) = (e / DEPTH, e % DEPTH);
     if !along_inner {
-        o = e % BLOCK;
-        kk = e / BLOCK;
+        o = e % block;
+        kk = e / block;
     }
     (o, kk)
 }
 
-/// Where stage value `e` lies in shared memory: `kk · STRIDE + o`.
+/// Where stage value `e` lies in shared memory: `kk · (block + 1) + o`.
 #[cube]
-fn stage_slot(e: usize, #[comptime] along_inner: bool) -> usize {
-    let (o, kk) = stage_position(e, along_inner);
-    kk * STRIDE + o
+fn stage_slot(e: usize, #[comptime] block: usize, #[comptime] along_inner: bool) -> usize {
+    let (o, kk) = stage_position(e, block, along_inner);
+    kk * comptime!(block + 1) + o
 }
 
-/// Stage value `e` of an operand for the stage starting at inner index `k0`, zero past the
-/// edges: `at` and the outer and inner strides place it (`a`'s rows or `b`'s columns are its
-/// outer axis), `outer0` is the block's first outer index, `outer_len` the operand's outer size,
-/// `end` the split's end.
-#[cube]
-#[allow(clippy::too_many_arguments)]
-fn fetch<F: Float>(
-    t: &Tensor<F>,
-    e: usize,
+/// Where one operand's part of a cube's block lies: `at` (the batch's offset) and the outer and
+/// inner strides place a value (`a`'s rows or `b`'s columns are its outer axis), `outer0` is the
+/// block's first outer index, `outer_len` the operand's outer size.
+#[derive(CubeType)]
+struct Span {
     at: usize,
     outer_stride: usize,
     inner_stride: usize,
     outer0: usize,
     outer_len: usize,
+}
+
+/// Stage value `e` of an operand (`t`, its block's `span`) for the stage starting at inner
+/// index `k0`, zero past the edges (`end`: the split's end).
+#[cube]
+fn fetch<F: Float>(
+    t: &Tensor<F>,
+    span: &Span,
+    e: usize,
     k0: usize,
     end: usize,
+    #[comptime] block: usize,
     #[comptime] along_inner: bool,
 ) -> F {
-    let (o, kk) = stage_position(e, along_inner);
-    let (outer, inner) = (outer0 + o, k0 + kk);
+    let (o, kk) = stage_position(e, block, along_inner);
+    let (outer, inner) = (span.outer0 + o, k0 + kk);
     let mut value = F::new(0.0);
-    if outer < outer_len && inner < end {
-        value = t[at + outer * outer_stride + inner * inner_stride];
+    if outer < span.outer_len && inner < end {
+        value = t[span.at + outer * span.outer_stride + inner * span.inner_stride];
     }
     value
 }
@@ -245,11 +291,23 @@ fn unit_stride(t: &CubeTensor, axis: usize) -> bool {
     strides[strides.len() - 2 + axis] == 1
 }
 
-/// `a · b` for `a [..., m, k]`, `b [..., k, n]` (batch axes equal or 1, as burn's `matmul`
-/// broadcasts them), the result contiguous; `None` when an operand is not a plain f32 tensor
-/// of this process's GPU backend, the shapes disagree, an axis is empty, or the grid would
-/// exceed 65,535 cubes along an axis (the caller runs burn's product).
-pub fn matmul<const D: usize>(a: &BurnTensor<D>, b: &BurnTensor<D>) -> Option<BurnTensor<D>> {
+/// A product this kernel takes: its operands and how the grid covers the output.
+struct Plan<const D: usize> {
+    lhs: CubeTensor,
+    rhs: CubeTensor,
+    /// The output's shape (batch axes broadcast).
+    shape: [usize; D],
+    /// The batch axes' product.
+    batch: usize,
+    /// Output blocks along the rows and the columns.
+    blocks: (usize, usize),
+    /// Cubes along the inner dimension and the depth each sums ([`split_inner`]).
+    splits: usize,
+    depth: usize,
+}
+
+/// The plan for `a · b` in blocks of `size`, or `None` when [`matmul_in`] refuses the operands.
+fn plan<const D: usize>(a: &BurnTensor<D>, b: &BurnTensor<D>, size: BlockSize) -> Option<Plan<D>> {
     if D < 2 {
         return None;
     }
@@ -270,12 +328,47 @@ pub fn matmul<const D: usize>(a: &BurnTensor<D>, b: &BurnTensor<D>) -> Option<Bu
     let batch: usize = shape[..D - 2].iter().product();
     let lhs = plain_f32(a.clone())?;
     let rhs = plain_f32(b.clone())?;
-    let (rows, cols) = (m.div_ceil(BLOCK), n.div_ceil(BLOCK));
+    let (rows, cols) = (m.div_ceil(size.side()), n.div_ceil(size.side()));
     let (splits, depth) = split_inner(rows * cols * batch, k);
     let limit = u16::MAX as usize;
     if rows > limit || cols > limit || batch * splits > limit {
         return None;
     }
+    Some(Plan {
+        lhs,
+        rhs,
+        shape,
+        batch,
+        blocks: (rows, cols),
+        splits,
+        depth,
+    })
+}
+
+/// Whether [`matmul_in`] takes `a · b` (in blocks of 64) (checks only; launches nothing).
+pub fn takes<const D: usize>(a: &BurnTensor<D>, b: &BurnTensor<D>) -> bool {
+    plan(a, b, BlockSize::Of64).is_some()
+}
+
+/// `a · b` for `a [..., m, k]`, `b [..., k, n]` (batch axes equal or 1, as burn's `matmul`
+/// broadcasts them) in blocks of `size`, the result contiguous; `None` when an operand is not
+/// a plain f32 tensor of this process's GPU backend, the shapes disagree, an axis is empty, or
+/// the grid would exceed 65,535 cubes along an axis (the caller runs burn's product).
+pub fn matmul_in<const D: usize>(
+    a: &BurnTensor<D>,
+    b: &BurnTensor<D>,
+    size: BlockSize,
+) -> Option<BurnTensor<D>> {
+    let Plan {
+        lhs,
+        rhs,
+        shape,
+        batch,
+        blocks: (rows, cols),
+        splits,
+        depth,
+    } = plan(a, b, size)?;
+    let (m, k, n) = (shape[D - 2], a.dims()[D - 1], shape[D - 1]);
     let product = empty_shaped(&lhs, vec![batch * splits, m, n]);
     // Each stage read along the operand's unit stride: `a`'s inner axis (k, its columns) or else
     // its rows; `b`'s columns (its outer axis) or else its inner rows.
@@ -292,6 +385,7 @@ pub fn matmul<const D: usize>(a: &BurnTensor<D>, b: &BurnTensor<D>) -> Option<Bu
         k as u32,
         depth as u32,
         splits as u32,
+        size.per(),
         a_along_inner,
         b_along_inner,
         F32,
@@ -335,8 +429,8 @@ mod tests {
         (want, bound)
     }
 
-    /// On wgpu, against the f64 product: shapes not multiples of a block or a stage, smaller
-    /// than one, a weight gradient's (few blocks, a deep inner dimension: split, two launches),
+    /// On wgpu, against the f64 product, in blocks of 64 and of 32: shapes not multiples of a
+    /// block or a stage, smaller than one, a weight gradient's (few blocks, a deep inner dimension: split, two launches),
     /// both operands in either layout (transposed views read at their strides), batch axes
     /// equal and broadcast either way; one launch when not split.
     #[test]
@@ -358,25 +452,28 @@ mod tests {
             let a = Tensor::<3>::random([batch_a, m, k], Distribution::Normal(0.0, 1.0), &device);
             let b = Tensor::<3>::random([batch_b, k, n], Distribution::Normal(0.0, 1.0), &device);
             let batch = batch_a.max(batch_b);
-            let splits = split_inner(m.div_ceil(BLOCK) * n.div_ceil(BLOCK) * batch, k).0;
-            let (want, bound) = host(&values(a.clone()), &values(b.clone()), dims, splits);
-            // Each operand stored row-major and column-major.
-            let flip = |t: &Tensor<3>| stored_as(t.clone(), [0, 2, 1]);
-            for (la, lb) in [(false, false), (true, false), (false, true), (true, true)] {
-                let a = if la { flip(&a) } else { a.clone() };
-                let b = if lb { flip(&b) } else { b.clone() };
-                let _ = values(matmul(&a, &b).unwrap());
-                let profiler = crate::device::kernel_profile::KernelProfiler::start("tiled");
-                let got = matmul(&a, &b).unwrap();
-                let launches = profiler.finish().stages[0].launches;
-                assert_eq!(got.dims(), [batch, m, n]);
-                assert_eq!(launches, if splits > 1 { 2 } else { 1 }, "{dims:?}");
-                for (i, g) in values(got).iter().enumerate() {
-                    assert!(
-                        (*g as f64 - want[i]).abs() <= bound[i],
-                        "{dims:?} ({la}, {lb}) [{i}]: {g} vs {}",
-                        want[i]
-                    );
+            for size in [BlockSize::Of64, BlockSize::Of32] {
+                let blocks = m.div_ceil(size.side()) * n.div_ceil(size.side()) * batch;
+                let splits = split_inner(blocks, k).0;
+                let (want, bound) = host(&values(a.clone()), &values(b.clone()), dims, splits);
+                // Each operand stored row-major and column-major.
+                let flip = |t: &Tensor<3>| stored_as(t.clone(), [0, 2, 1]);
+                for (la, lb) in [(false, false), (true, false), (false, true), (true, true)] {
+                    let a = if la { flip(&a) } else { a.clone() };
+                    let b = if lb { flip(&b) } else { b.clone() };
+                    let _ = values(matmul_in(&a, &b, size).unwrap());
+                    let profiler = crate::device::kernel_profile::KernelProfiler::start("tiled");
+                    let got = matmul_in(&a, &b, size).unwrap();
+                    let launches = profiler.finish().stages[0].launches;
+                    assert_eq!(got.dims(), [batch, m, n]);
+                    assert_eq!(launches, if splits > 1 { 2 } else { 1 }, "{dims:?}");
+                    for (i, g) in values(got).iter().enumerate() {
+                        assert!(
+                            (*g as f64 - want[i]).abs() <= bound[i],
+                            "{dims:?} {size:?} ({la}, {lb}) [{i}]: {g} vs {}",
+                            want[i]
+                        );
+                    }
                 }
             }
         }
@@ -386,16 +483,22 @@ mod tests {
         );
         let cpu = crate::device::create(crate::device::DeviceChoice::Cpu).unwrap();
         let on_cpu = Tensor::<2>::ones([4, 4], &cpu);
-        assert!(matmul(&on_cpu, &on_cpu).is_none());
+        assert!(matmul_in(&on_cpu, &on_cpu, BlockSize::Of64).is_none());
         let (a, b) = (
             Tensor::<2>::ones([4, 3], &device),
             Tensor::<2>::ones([4, 3], &device),
         );
-        assert!(matmul(&a, &b).is_none(), "inner sizes disagree");
+        assert!(
+            matmul_in(&a, &b, BlockSize::Of64).is_none(),
+            "inner sizes disagree"
+        );
         let (a, b) = (
             Tensor::<3>::ones([2, 4, 3], &device),
             Tensor::<3>::ones([3, 3, 4], &device),
         );
-        assert!(matmul(&a, &b).is_none(), "batch axes disagree");
+        assert!(
+            matmul_in(&a, &b, BlockSize::Of64).is_none(),
+            "batch axes disagree"
+        );
     }
 }

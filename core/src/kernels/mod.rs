@@ -126,6 +126,7 @@ mod gpu_straight_through;
 pub mod inference_attention;
 pub mod isa;
 mod layer_norm;
+pub mod product_choice;
 pub mod products;
 mod softmax_autodiff;
 pub mod train_attention;

@@ -1,8 +1,10 @@
 //! Matrix products and convolutions at the run's precision (`--precision`, `device::precision`).
 //!
 //! At f32 and tf32 these are burn's own operations on f32 tensors (whether f32 products may use
-//! TF32 tensor cores is decided inside burn's kernel selection), or, with `HVQ_GPU_MATMUL=tiled`
-//! (`device::gpu_matmul`), hvq's tiled kernel for plain f32 products on a GPU. At bf16 and f16 they cast their
+//! TF32 tensor cores is decided inside burn's kernel selection), or hvq's tiled kernel for plain
+//! f32 products on a GPU, where `HVQ_GPU_MATMUL` (`device::gpu_matmul`) gives it them: all
+//! (`tiled`) or those it was timed faster on (`auto`, [`product_choice`](super::product_choice)).
+//! At bf16 and f16 they cast their
 //! operands (and bias) to the half type, run the operation there and cast the result back to
 //! f32, as PyTorch's autocast does for `linear`, `matmul` and `conv2d`: every other operation of
 //! the network (norms, softmax, activations, sums, the map) stays f32. The casts are passes of
@@ -42,9 +44,7 @@ pub fn linear_at<const D: usize>(
     match half {
         None => {
             #[cfg(any(feature = "wgpu", feature = "cuda"))]
-            if crate::device::gpu_matmul::tiled()
-                && let Some(y) = super::gpu_matmul_tiled::matmul(&x, &weight.clone().unsqueeze())
-            {
+            if let Some(y) = tiled_product(&x, &weight.clone().unsqueeze()) {
                 return match bias {
                     Some(bias) => y + bias.unsqueeze(),
                     None => y,
@@ -72,15 +72,36 @@ pub fn matmul_at<const D: usize>(
     match half {
         None => {
             #[cfg(any(feature = "wgpu", feature = "cuda"))]
-            if crate::device::gpu_matmul::tiled()
-                && let Some(c) = super::gpu_matmul_tiled::matmul(&a, &b)
-            {
+            if let Some(c) = tiled_product(&a, &b) {
                 return c;
             }
             a.matmul(b)
         }
         Some(dt) => a.cast(dt).matmul(b.cast(dt)).cast(FloatDType::F32),
     }
+}
+
+/// The block size hvq's tiled kernel runs the f32 product `a · b` in, if it runs it: never,
+/// every product it takes in blocks of 64, or those it was timed faster on (`HVQ_GPU_MATMUL`;
+/// `auto` times this kind of product now if it was not timed before).
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub(crate) fn runs_tiled<const D: usize>(
+    a: &Tensor<D>,
+    b: &Tensor<D>,
+) -> Option<super::gpu_matmul_tiled::BlockSize> {
+    use super::gpu_matmul_tiled::{BlockSize, takes};
+    use crate::device::gpu_matmul::{TiledUse, tiled_use};
+    match tiled_use() {
+        TiledUse::Never => None,
+        TiledUse::Always => takes(a, b).then_some(BlockSize::Of64),
+        TiledUse::WhenFaster => super::product_choice::faster_tiled(a, b),
+    }
+}
+
+/// `a · b` on hvq's tiled kernel when it runs this product ([`runs_tiled`]).
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn tiled_product<const D: usize>(a: &Tensor<D>, b: &Tensor<D>) -> Option<Tensor<D>> {
+    super::gpu_matmul_tiled::matmul_in(a, b, runs_tiled(a, b)?)
 }
 
 /// 2-D convolution, at the run's precision.
@@ -363,7 +384,11 @@ mod tests {
             (true, x),
             (true, chained),
         ] {
-            crate::device::gpu_matmul::tiled_here(Some(tiled));
+            crate::device::gpu_matmul::tiled_here(Some(if tiled {
+                crate::device::gpu_matmul::TiledUse::Always
+            } else {
+                crate::device::gpu_matmul::TiledUse::Never
+            }));
             // Routed to the matrix product: no direct convolution kernel runs (kernels compiled
             // first, outside the profile).
             let _ = values(conv2d_at(

@@ -1,0 +1,429 @@
+//! `HVQ_GPU_MATMUL=auto` (`device::gpu_matmul`, the CLI's and the desktop inspector's default):
+//! for each distinct plain f32 product on a GPU, the first call times hvq's tiled kernel
+//! (`gpu_matmul_tiled`, in blocks of 64 and of 32) against cubek's `SimpleUnit` (burn's own
+//! product) on that call's operands, and the fastest runs it and every later product of the
+//! same kind in this process.
+//!
+//! Why at run time: which routine is faster depends on the GPU and on the product's shape. On
+//! an H200 `SimpleUnit` ran the transformer's skinny products at about 1.2 TFLOP/s (2026-12-04),
+//! where PyTorch's cuBLAS took a twentieth of the time; on lavapipe (a CPU driver) it beat the
+//! tiled kernel at every one of the official model's 49 kinds of product, by 3 to 6 times
+//! (2026-12-05). A model has a few dozen kinds of product, so timing each once costs the first
+//! batch a few milliseconds per kind on a GPU. Not on a software adapter (no physical GPU
+//! behind it: lavapipe, SwiftShader), where timing the official model's products took about
+//! 22 s and burn's routine always won: there burn's routine runs untimed.
+//!
+//! A product's kind is its device, the operands' shapes and their strides (a transposed view is
+//! read differently). Each candidate is run once untimed (its kernel compiled), then timed over
+//! enough launches to take [`TIMED_AT_LEAST`] of device time (at most [`MOST_LAUNCHES`]), the
+//! candidates taking turns for [`ROUNDS`] rounds, each kept at its fastest round. The tiled
+//! kernel (its faster block size) takes the product only when it is at least [`MARGIN`] faster
+//! than burn's routine: near-ties stay with burn's, so that noise does not make two runs of the same program choose apart. The
+//! choice is made once per process: every product of a kind is computed the same way after it.
+//! Waiting for the device waits for other threads' work on it too (training's feature prefetch):
+//! a round that overlapped such work reads slow, which the fastest of the rounds discounts.
+//! [`timings`] lists what was measured (`hvq bench` reports it).
+
+use serde::{Deserialize, Serialize};
+
+/// What runs a kind of product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProductRoutine {
+    /// burn's product (cubek's `SimpleUnit`).
+    Burn,
+    /// hvq's tiled kernel in blocks of 64.
+    Tiled64,
+    /// hvq's tiled kernel in blocks of 32.
+    Tiled32,
+}
+
+/// One kind of product and what its candidates took ([`timings`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProductTiming {
+    /// The device, as burn prints it.
+    pub device: String,
+    /// The left operand's shape.
+    pub lhs: Vec<usize>,
+    /// The left operand's strides (elements).
+    pub lhs_strides: Vec<usize>,
+    /// The right operand's shape.
+    pub rhs: Vec<usize>,
+    /// The right operand's strides (elements).
+    pub rhs_strides: Vec<usize>,
+    /// Microseconds per launch of burn's product (cubek `SimpleUnit`).
+    pub burn_us: f64,
+    /// Microseconds per launch of hvq's tiled kernel in blocks of 64.
+    pub tiled64_us: f64,
+    /// Microseconds per launch of hvq's tiled kernel in blocks of 32.
+    pub tiled32_us: f64,
+    /// What runs this kind of product.
+    pub runs_on: ProductRoutine,
+}
+
+/// Device time each candidate is timed over, at least, per round (seconds).
+pub const TIMED_AT_LEAST: f64 = 3e-4;
+/// The most launches a candidate is timed over in one round.
+pub const MOST_LAUNCHES: usize = 16;
+/// Rounds of the candidates, taking turns.
+pub const ROUNDS: usize = 2;
+/// How much faster (a fraction of burn's time) the tiled kernel must be to take a product.
+pub const MARGIN: f64 = 0.05;
+
+/// The tiled kernel's block size for `a · b` when it is the faster ([`MARGIN`]) for this kind
+/// of product, timed on `a` and `b` if the kind was not timed before; `None` (burn's routine)
+/// otherwise, and without timing when the tiled kernel does not take the operands
+/// (`gpu_matmul_tiled::takes`: not plain f32 tensors of a GPU backend, shapes it refuses), on
+/// a software adapter ([`timed_on`]) or on a GPU this process cannot wait for (WebGPU in a
+/// browser).
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub fn faster_tiled<const D: usize>(
+    a: &burn::tensor::Tensor<D>,
+    b: &burn::tensor::Tensor<D>,
+) -> Option<super::gpu_matmul_tiled::BlockSize> {
+    if cfg!(target_family = "wasm") || !super::gpu_matmul_tiled::takes(a, b) {
+        return None;
+    }
+    let kind = Kind::of(a, b);
+    if !timed_on(&a.device(), &kind.device) {
+        return None;
+    }
+    let mut known = timings_now();
+    if let Some(t) = known.iter().find(|t| kind.is(t)) {
+        return t.runs_on.block_size();
+    }
+    // Timed outside the lock's scope would let two threads time the same kind; holding it
+    // keeps one timing per kind (another thread's product of a known kind waits meanwhile).
+    let timing = match time(a, b, kind) {
+        Ok(t) => t,
+        // The device could not be waited for: burn's routine, untimed, and asked again later.
+        Err(_) => return None,
+    };
+    let size = timing.runs_on.block_size();
+    known.push(timing);
+    size
+}
+
+impl ProductRoutine {
+    /// The tiled kernel's block size (`None`: burn's routine).
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    fn block_size(self) -> Option<super::gpu_matmul_tiled::BlockSize> {
+        use super::gpu_matmul_tiled::BlockSize;
+        match self {
+            ProductRoutine::Burn => None,
+            ProductRoutine::Tiled64 => Some(BlockSize::Of64),
+            ProductRoutine::Tiled32 => Some(BlockSize::Of32),
+        }
+    }
+}
+
+/// Every kind of product timed so far in this process, in the order first met.
+pub fn timings() -> Vec<ProductTiming> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    return timings_now().clone();
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    Vec::new()
+}
+
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+static TIMINGS: std::sync::Mutex<Vec<ProductTiming>> = std::sync::Mutex::new(Vec::new());
+
+/// Each device met (as burn prints it) and whether its products are timed.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+static PHYSICAL: std::sync::Mutex<Vec<(String, bool)>> = std::sync::Mutex::new(Vec::new());
+
+#[cfg(all(test, feature = "wgpu"))]
+thread_local! {
+    /// A test's choice to time products on a software adapter too (lavapipe is what CI has).
+    static TIME_SOFTWARE_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether products on `device` (printed as `name`) are timed: on a physical GPU, not on a
+/// software adapter, where burn's routine runs untimed (module documentation). Asked of the
+/// adapter once per device.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn timed_on(device: &burn::tensor::Device, name: &str) -> bool {
+    #[cfg(all(test, feature = "wgpu"))]
+    if TIME_SOFTWARE_HERE.with(std::cell::Cell::get) {
+        return true;
+    }
+    let mut known = PHYSICAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((_, physical)) = known.iter().find(|(n, _)| n == name) {
+        return *physical;
+    }
+    let physical = crate::device::adapter_info(device).is_some_and(|a| a.physical);
+    known.push((name.to_string(), physical));
+    physical
+}
+
+/// The timings, locked (a thread that panicked while holding them left whole entries only).
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn timings_now() -> std::sync::MutexGuard<'static, Vec<ProductTiming>> {
+    TIMINGS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What makes two products the same kind.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+struct Kind {
+    device: String,
+    lhs: (Vec<usize>, Vec<usize>),
+    rhs: (Vec<usize>, Vec<usize>),
+}
+
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+impl Kind {
+    fn of<const D: usize>(a: &burn::tensor::Tensor<D>, b: &burn::tensor::Tensor<D>) -> Self {
+        Kind {
+            device: format!("{:?}", a.device()),
+            lhs: layout(a),
+            rhs: layout(b),
+        }
+    }
+
+    fn is(&self, t: &ProductTiming) -> bool {
+        self.device == t.device
+            && self.lhs.0 == t.lhs
+            && self.lhs.1 == t.lhs_strides
+            && self.rhs.0 == t.rhs
+            && self.rhs.1 == t.rhs_strides
+    }
+}
+
+/// A tensor's shape and strides.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn layout<const D: usize>(t: &burn::tensor::Tensor<D>) -> (Vec<usize>, Vec<usize>) {
+    let strides = super::gpu::plain_f32(t.clone())
+        .map(|c| c.meta.strides().to_vec())
+        .unwrap_or_default();
+    (t.dims().to_vec(), strides)
+}
+
+/// Every candidate timed on `a · b`.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn time<const D: usize>(
+    a: &burn::tensor::Tensor<D>,
+    b: &burn::tensor::Tensor<D>,
+    kind: Kind,
+) -> Result<ProductTiming, String> {
+    use super::gpu_matmul_tiled::{BlockSize, matmul_in};
+    let device = a.device();
+    let burn_product = || drop(a.clone().matmul(b.clone()));
+    let tiled64 = || drop(matmul_in(a, b, BlockSize::Of64));
+    let tiled32 = || drop(matmul_in(a, b, BlockSize::Of32));
+    let candidates: [&dyn Fn(); 3] = [&burn_product, &tiled64, &tiled32];
+    let mut us = [f64::INFINITY; 3];
+    for round in 0..ROUNDS {
+        for (best, run) in us.iter_mut().zip(candidates) {
+            *best = best.min(per_launch_us(&device, run, round == 0)?);
+        }
+    }
+    let [burn_us, tiled64_us, tiled32_us] = us;
+    Ok(ProductTiming {
+        device: kind.device,
+        lhs: kind.lhs.0,
+        lhs_strides: kind.lhs.1,
+        rhs: kind.rhs.0,
+        rhs_strides: kind.rhs.1,
+        burn_us,
+        tiled64_us,
+        tiled32_us,
+        runs_on: fastest(burn_us, tiled64_us, tiled32_us),
+    })
+}
+
+/// The routine the times choose: the faster block size of the tiled kernel when it beats
+/// burn's routine by [`MARGIN`] (a tie between the sizes goes to 64), else burn's.
+#[cfg(any(feature = "wgpu", feature = "cuda", test))]
+fn fastest(burn_us: f64, tiled64_us: f64, tiled32_us: f64) -> ProductRoutine {
+    let (tiled, routine) = if tiled32_us < tiled64_us {
+        (tiled32_us, ProductRoutine::Tiled32)
+    } else {
+        (tiled64_us, ProductRoutine::Tiled64)
+    };
+    if tiled < burn_us * (1.0 - MARGIN) {
+        routine
+    } else {
+        ProductRoutine::Burn
+    }
+}
+
+/// Microseconds of one launch of `run`: launches in growing batches (1, 4, 16, …) until a batch
+/// takes [`TIMED_AT_LEAST`] or [`MOST_LAUNCHES`], the device idle before and waited for after.
+/// With `warm_up`, one untimed launch first (the kernel's compilation).
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn per_launch_us(
+    device: &burn::tensor::Device,
+    run: &dyn Fn(),
+    warm_up: bool,
+) -> Result<f64, String> {
+    let wait = || device.sync().map_err(|e| format!("{e:?}"));
+    if warm_up {
+        run();
+    }
+    wait()?;
+    let mut launches = 1;
+    loop {
+        let start = web_time::Instant::now();
+        for _ in 0..launches {
+            run();
+        }
+        wait()?;
+        let took = start.elapsed().as_secs_f64();
+        if took >= TIMED_AT_LEAST || launches >= MOST_LAUNCHES {
+            return Ok(took * 1e6 / launches as f64);
+        }
+        launches = (launches * 4).min(MOST_LAUNCHES);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tiled_kernel_needs_to_win_by_the_margin_with_its_faster_size() {
+        use ProductRoutine::*;
+        assert_eq!(fastest(100.0, 90.0, 120.0), Tiled64);
+        assert_eq!(fastest(100.0, 120.0, 90.0), Tiled32);
+        assert_eq!(fastest(100.0, 80.0, 80.0), Tiled64);
+        assert_eq!(fastest(100.0, 96.0, 97.0), Burn);
+        assert_eq!(fastest(100.0, 100.0, 100.0), Burn);
+        assert_eq!(fastest(100.0, 150.0, 200.0), Burn);
+    }
+}
+
+#[cfg(all(test, feature = "wgpu"))]
+mod gpu_tests {
+    use super::*;
+    use burn::tensor::{Distribution, Tensor};
+
+    use crate::device::gpu_matmul::{TiledUse, tiled_here};
+    use crate::device::kernel_profile::KernelProfiler;
+    use crate::kernels::gpu::{stored_as, values};
+    use crate::kernels::{gpu_matmul_tiled, products};
+
+    /// The timings of products whose left operand has `lhs`'s shape.
+    fn timed(lhs: [usize; 3]) -> Vec<ProductTiming> {
+        timings().into_iter().filter(|t| t.lhs == lhs).collect()
+    }
+
+    /// With `auto` (on this thread), on a software adapter (lavapipe) burn's routine runs
+    /// untimed; where products are timed (here: told to), the first product of a kind is timed
+    /// once: one entry with every candidate's time and the margin rule's choice of them; that product and every
+    /// later one of its kind are computed by the chosen routine (bit for bit its result) and
+    /// later ones launch only its kernel. Other strides (a transposed view) make another kind;
+    /// tracked operands, which the tiled kernel does not take, are never timed.
+    #[test]
+    fn each_kind_of_product_is_timed_once_and_runs_on_the_faster_routine() {
+        let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
+        // A shape no other test multiplies (the timings are the process's).
+        let (dims_a, dims_b) = ([3, 37, 53], [3, 53, 29]);
+        let a = Tensor::<3>::random(dims_a, Distribution::Normal(0.0, 1.0), &device);
+        let b = Tensor::<3>::random(dims_b, Distribution::Normal(0.0, 1.0), &device);
+        tiled_here(Some(TiledUse::WhenFaster));
+        assert!(timed(dims_a).is_empty());
+        // lavapipe is a software adapter: burn's routine, untimed.
+        let profiler = KernelProfiler::start("software");
+        let product = products::matmul(a.clone(), b.clone());
+        let profile = profiler.finish();
+        let names = profile.stages[0].names();
+        assert!(
+            names.len() == 1 && names[0].starts_with("MatmulEntry"),
+            "{names:?}"
+        );
+        assert_eq!(values(product), values(a.clone().matmul(b.clone())));
+        assert!(timed(dims_a).is_empty(), "{:?}", timed(dims_a));
+        TIME_SOFTWARE_HERE.with(|here| here.set(true));
+
+        let first = values(products::matmul(a.clone(), b.clone()));
+        let entries = timed(dims_a);
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        let t = &entries[0];
+        assert_eq!(
+            (t.rhs.as_slice(), t.lhs_strides.as_slice()),
+            (&dims_b[..], &[37 * 53, 53, 1][..])
+        );
+        for us in [t.burn_us, t.tiled64_us, t.tiled32_us] {
+            assert!(us.is_finite() && us > 0.0, "{t:?}");
+        }
+        assert_eq!(t.runs_on, fastest(t.burn_us, t.tiled64_us, t.tiled32_us));
+        let want = match t.runs_on.block_size() {
+            Some(size) => values(gpu_matmul_tiled::matmul_in(&a, &b, size).unwrap()),
+            None => values(a.clone().matmul(b.clone())),
+        };
+        assert_eq!(first, want);
+
+        let profiler = KernelProfiler::start("auto");
+        let again = products::matmul(a.clone(), b.clone());
+        let profile = profiler.finish();
+        assert_eq!(values(again), want);
+        assert_eq!(timed(dims_a).len(), 1, "timed once");
+        let names = profile.stages[0].names();
+        let prefix = match t.runs_on {
+            ProductRoutine::Burn => "MatmulEntry",
+            _ => "TiledMatmul",
+        };
+        assert!(
+            names.len() == 1 && names[0].starts_with(prefix),
+            "{t:?}: {names:?}"
+        );
+
+        let b_columns = stored_as(b.clone(), [0, 2, 1]);
+        let _ = values(products::matmul(a.clone(), b_columns));
+        let entries = timed(dims_a);
+        assert_eq!(entries.len(), 2, "{entries:?}");
+        assert_eq!(entries[1].rhs_strides, [53 * 29, 1, 53]);
+
+        let tracked = device.clone().autodiff();
+        let (a, b) = (
+            Tensor::<3>::from_data(a.into_data(), &tracked).require_grad(),
+            Tensor::<3>::from_data(b.into_data(), &tracked),
+        );
+        let _ = values(products::matmul(a, b));
+        assert_eq!(timed(dims_a).len(), 2, "tracked operands are not timed");
+        TIME_SOFTWARE_HERE.with(|here| here.set(false));
+        tiled_here(None);
+    }
+
+    /// A kind of product recorded as the tiled kernel's (in blocks of 32) runs on it: one
+    /// launch of the tiled kernel, its values bit for bit, nothing timed again.
+    #[test]
+    fn a_kind_recorded_for_the_tiled_kernel_runs_on_it() {
+        let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
+        let (dims_a, dims_b) = ([2, 41, 19], [2, 19, 23]);
+        let a = Tensor::<3>::random(dims_a, Distribution::Normal(0.0, 1.0), &device);
+        let b = Tensor::<3>::random(dims_b, Distribution::Normal(0.0, 1.0), &device);
+        let kind = Kind::of(&a, &b);
+        timings_now().push(ProductTiming {
+            device: kind.device,
+            lhs: kind.lhs.0,
+            lhs_strides: kind.lhs.1,
+            rhs: kind.rhs.0,
+            rhs_strides: kind.rhs.1,
+            burn_us: 10.0,
+            tiled64_us: 9.0,
+            tiled32_us: 5.0,
+            runs_on: ProductRoutine::Tiled32,
+        });
+        tiled_here(Some(TiledUse::WhenFaster));
+        TIME_SOFTWARE_HERE.with(|here| here.set(true));
+        let want =
+            values(gpu_matmul_tiled::matmul_in(&a, &b, gpu_matmul_tiled::BlockSize::Of32).unwrap());
+        let profiler = KernelProfiler::start("recorded");
+        let got = products::matmul(a, b);
+        let profile = profiler.finish();
+        TIME_SOFTWARE_HERE.with(|here| here.set(false));
+        tiled_here(None);
+        assert_eq!(values(got), want);
+        let names = profile.stages[0].names();
+        assert!(
+            names.len() == 1 && names[0].starts_with("TiledMatmul"),
+            "{names:?}"
+        );
+        assert_eq!(timed(dims_a).len(), 1);
+    }
+}
