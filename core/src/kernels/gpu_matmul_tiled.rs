@@ -1,6 +1,6 @@
-//! A batched f32 matrix product as hvq's own tiled GPU kernel (CubeCL: wgpu, CUDA), the
-//! `HVQ_GPU_MATMUL=tiled` routine (`device::gpu_matmul`), to be measured against cubek's unit
-//! routines on a GPU.
+//! A batched f32 matrix product as hvq's own tiled GPU kernel (CubeCL: wgpu, CUDA): the
+//! `HVQ_GPU_MATMUL=tiled` routine (`device::gpu_matmul`), and two of the candidates the `auto`
+//! routine times against cubek's `SimpleUnit` for each kind of product (`product_choice`).
 //!
 //! Why: at batch 8 on an H200 (2026-12-04 profile, wgpu) the training step's 115 backward
 //! products took 51.5 ms of kernel time, PyTorch's about 2.4 ms: some 1.2 TFLOP/s of the
@@ -15,8 +15,8 @@
 //!   ([`BlockSize`]: four times the cubes for a small output, as inference's 196 token rows at
 //!   batch 1 by 256 columns: 16 blocks of 64, 56 of 32), over steps of 16 of the inner
 //!   dimension staged in shared memory (8 or 4 KiB, rows padded against bank conflicts), the
-//!   next stage fetched into
-//!   registers while the current one is multiplied (its loads' latency hidden by the arithmetic);
+//!   next stage fetched into registers while the current one is multiplied (its loads' latency
+//!   hidden by the arithmetic);
 //! - the operands are read at their strides (a transposed view costs no copy), each stage
 //!   loaded with neighbouring threads on the operand's contiguous axis (the layout a comptime
 //!   choice), so the loads coalesce whichever way round an operand lies;
@@ -430,9 +430,9 @@ mod tests {
     }
 
     /// On wgpu, against the f64 product, in blocks of 64 and of 32: shapes not multiples of a
-    /// block or a stage, smaller than one, a weight gradient's (few blocks, a deep inner dimension: split, two launches),
-    /// both operands in either layout (transposed views read at their strides), batch axes
-    /// equal and broadcast either way; one launch when not split.
+    /// block or a stage, smaller than one, a weight gradient's (few blocks, a deep inner
+    /// dimension: split, two launches), both operands in either layout (transposed views read
+    /// at their strides), batch axes equal and broadcast either way; one launch when not split.
     #[test]
     fn tiled_product_is_the_f64_product_within_rounding() {
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();

@@ -10,16 +10,18 @@
 //! tiled kernel at every one of the official model's 49 kinds of product, by 3 to 6 times
 //! (2026-12-05). A model has a few dozen kinds of product, so timing each once costs the first
 //! batch a few milliseconds per kind on a GPU. Not on a software adapter (no physical GPU
-//! behind it: lavapipe, SwiftShader), where timing the official model's products took about
-//! 22 s and burn's routine always won: there burn's routine runs untimed.
+//! behind it: lavapipe, SwiftShader), where one launch of every candidate for the official
+//! model's kinds took 5.5 s (a timing launches each three times or more) and burn's routine
+//! always won: there burn's routine runs untimed.
 //!
 //! A product's kind is its device, the operands' shapes and their strides (a transposed view is
 //! read differently). Each candidate is run once untimed (its kernel compiled), then timed over
 //! enough launches to take [`TIMED_AT_LEAST`] of device time (at most [`MOST_LAUNCHES`]), the
 //! candidates taking turns for [`ROUNDS`] rounds, each kept at its fastest round. The tiled
 //! kernel (its faster block size) takes the product only when it is at least [`MARGIN`] faster
-//! than burn's routine: near-ties stay with burn's, so that noise does not make two runs of the same program choose apart. The
-//! choice is made once per process: every product of a kind is computed the same way after it.
+//! than burn's routine: near-ties stay with burn's, so that noise does not make two runs of the
+//! same program choose apart. The choice is made once per process: every product of a kind is
+//! computed the same way after it.
 //! Waiting for the device waits for other threads' work on it too (training's feature prefetch):
 //! a round that overlapped such work reads slow, which the fastest of the rounds discounts.
 //! [`timings`] lists what was measured (`hvq bench` reports it).
@@ -313,9 +315,9 @@ mod gpu_tests {
 
     /// With `auto` (on this thread), on a software adapter (lavapipe) burn's routine runs
     /// untimed; where products are timed (here: told to), the first product of a kind is timed
-    /// once: one entry with every candidate's time and the margin rule's choice of them; that product and every
-    /// later one of its kind are computed by the chosen routine (bit for bit its result) and
-    /// later ones launch only its kernel. Other strides (a transposed view) make another kind;
+    /// once: one entry with every candidate's time and the margin rule's choice of them; that
+    /// product and every later one of its kind are computed by the chosen routine (bit for bit
+    /// its result) and later ones launch only its kernel. Other strides (a transposed view) make another kind;
     /// tracked operands, which the tiled kernel does not take, are never timed.
     #[test]
     fn each_kind_of_product_is_timed_once_and_runs_on_the_faster_routine() {
