@@ -91,8 +91,8 @@ pub fn faster_tiled<const D: usize>(
         return None;
     }
     let mut known = timings_now();
-    if let Some(t) = known.iter().find(|t| kind.is(t)) {
-        return t.runs_on.block_size();
+    if let Some(routine) = known.by_kind.get(&kind) {
+        return routine.block_size();
     }
     // Timed outside the lock's scope would let two threads time the same kind; holding it
     // keeps one timing per kind (another thread's product of a known kind waits meanwhile).
@@ -102,7 +102,7 @@ pub fn faster_tiled<const D: usize>(
         Err(_) => return None,
     };
     let size = timing.runs_on.block_size();
-    known.push(timing);
+    known.record(timing);
     size
 }
 
@@ -122,13 +122,36 @@ impl ProductRoutine {
 /// Every kind of product timed so far in this process, in the order first met.
 pub fn timings() -> Vec<ProductTiming> {
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    return timings_now().clone();
+    return timings_now().list.clone();
     #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
     Vec::new()
 }
 
+/// The kinds timed so far: in the order met, and each kind's routine by its kind (every
+/// product looks its kind up: a hash, not a walk over a few dozen entries).
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
-static TIMINGS: std::sync::Mutex<Vec<ProductTiming>> = std::sync::Mutex::new(Vec::new());
+#[derive(Default)]
+struct Timings {
+    list: Vec<ProductTiming>,
+    by_kind: std::collections::HashMap<Kind, ProductRoutine>,
+}
+
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+impl Timings {
+    fn record(&mut self, t: ProductTiming) {
+        let kind = Kind {
+            device: t.device.clone(),
+            lhs: (t.lhs.clone(), t.lhs_strides.clone()),
+            rhs: (t.rhs.clone(), t.rhs_strides.clone()),
+        };
+        self.by_kind.insert(kind, t.runs_on);
+        self.list.push(t);
+    }
+}
+
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+static TIMINGS: std::sync::LazyLock<std::sync::Mutex<Timings>> =
+    std::sync::LazyLock::new(Default::default);
 
 /// Each device met (as burn prints it) and whether its products are timed.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
@@ -162,7 +185,7 @@ fn timed_on(device: &burn::tensor::Device, name: &str) -> bool {
 
 /// The timings, locked (a thread that panicked while holding them left whole entries only).
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
-fn timings_now() -> std::sync::MutexGuard<'static, Vec<ProductTiming>> {
+fn timings_now() -> std::sync::MutexGuard<'static, Timings> {
     TIMINGS
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -170,6 +193,7 @@ fn timings_now() -> std::sync::MutexGuard<'static, Vec<ProductTiming>> {
 
 /// What makes two products the same kind.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Kind {
     device: String,
     lhs: (Vec<usize>, Vec<usize>),
@@ -184,14 +208,6 @@ impl Kind {
             lhs: layout(a),
             rhs: layout(b),
         }
-    }
-
-    fn is(&self, t: &ProductTiming) -> bool {
-        self.device == t.device
-            && self.lhs.0 == t.lhs
-            && self.lhs.1 == t.lhs_strides
-            && self.rhs.0 == t.rhs
-            && self.rhs.1 == t.rhs_strides
     }
 }
 
@@ -400,7 +416,7 @@ mod gpu_tests {
         let a = Tensor::<3>::random(dims_a, Distribution::Normal(0.0, 1.0), &device);
         let b = Tensor::<3>::random(dims_b, Distribution::Normal(0.0, 1.0), &device);
         let kind = Kind::of(&a, &b);
-        timings_now().push(ProductTiming {
+        timings_now().record(ProductTiming {
             device: kind.device,
             lhs: kind.lhs.0,
             lhs_strides: kind.lhs.1,
