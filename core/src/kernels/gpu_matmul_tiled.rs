@@ -141,8 +141,8 @@ fn tiled_matmul_kernel<F: Float>(
         outer_len: n,
     };
 
-    let mut a_stage = Shared::<[F]>::new_slice(comptime!((SIDE * per + 1) * DEPTH));
-    let mut b_stage = Shared::<[F]>::new_slice(comptime!((SIDE * per + 1) * DEPTH));
+    let mut a_stage = Shared::<[F]>::new_slice(comptime!(stride * DEPTH));
+    let mut b_stage = Shared::<[F]>::new_slice(comptime!(stride * DEPTH));
     let mut acc = Array::<F>::new(comptime!(per * per));
     #[unroll]
     for i in 0..comptime!(per * per) {
@@ -345,9 +345,17 @@ fn plan<const D: usize>(a: &BurnTensor<D>, b: &BurnTensor<D>, size: BlockSize) -
     })
 }
 
-/// Whether [`matmul_in`] takes `a · b` (in blocks of 64) (checks only; launches nothing).
-pub fn takes<const D: usize>(a: &BurnTensor<D>, b: &BurnTensor<D>) -> bool {
-    plan(a, b, BlockSize::Of64).is_some()
+/// The strides of `a` and `b` as [`matmul_in`] reads them, when it takes `a · b` (in blocks of
+/// 64); `None` when it refuses them. Checks only; launches nothing.
+pub fn taken_strides<const D: usize>(
+    a: &BurnTensor<D>,
+    b: &BurnTensor<D>,
+) -> Option<[Vec<usize>; 2]> {
+    let plan = plan(a, b, BlockSize::Of64)?;
+    Some([
+        plan.lhs.meta.strides().to_vec(),
+        plan.rhs.meta.strides().to_vec(),
+    ])
 }
 
 /// `a · b` for `a [..., m, k]`, `b [..., k, n]` (batch axes equal or 1, as burn's `matmul`

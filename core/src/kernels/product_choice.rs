@@ -75,22 +75,22 @@ pub const MARGIN: f64 = 0.05;
 /// The tiled kernel's block size for `a · b` when it is the faster ([`MARGIN`]) for this kind
 /// of product, timed on `a` and `b` if the kind was not timed before; `None` (burn's routine)
 /// otherwise, and without timing when the tiled kernel does not take the operands
-/// (`gpu_matmul_tiled::takes`: not plain f32 tensors of a GPU backend, shapes it refuses), on
-/// a software adapter ([`timed_on`]) or on a GPU this process cannot wait for (WebGPU in a
+/// (`gpu_matmul_tiled::taken_strides`: not plain f32 tensors of a GPU backend, shapes it
+/// refuses), on a software adapter ([`Timings::timed_on`]) or on a GPU this process cannot wait for (WebGPU in a
 /// browser).
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub fn faster_tiled<const D: usize>(
     a: &burn::tensor::Tensor<D>,
     b: &burn::tensor::Tensor<D>,
 ) -> Option<super::gpu_matmul_tiled::BlockSize> {
-    if cfg!(target_family = "wasm") || !super::gpu_matmul_tiled::takes(a, b) {
+    if cfg!(target_family = "wasm") {
         return None;
     }
-    let kind = Kind::of(a, b);
-    if !timed_on(&a.device(), &kind.device) {
-        return None;
-    }
+    let kind = Kind::of(a, b)?;
     let mut known = timings_now();
+    if !known.timed_on(&a.device(), &kind.device) {
+        return None;
+    }
     if let Some(routine) = known.by_kind.get(&kind) {
         return routine.block_size();
     }
@@ -128,16 +128,34 @@ pub fn timings() -> Vec<ProductTiming> {
 }
 
 /// The kinds timed so far: in the order met, and each kind's routine by its kind (every
-/// product looks its kind up: a hash, not a walk over a few dozen entries).
+/// product looks its kind up: a hash, not a walk over a few dozen entries); and whether each
+/// device met (as burn prints it) has its products timed.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 #[derive(Default)]
 struct Timings {
     list: Vec<ProductTiming>,
     by_kind: std::collections::HashMap<Kind, ProductRoutine>,
+    physical: std::collections::HashMap<String, bool>,
 }
 
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 impl Timings {
+    /// Whether products on `device` (printed as `name`) are timed: on a physical GPU, not on a
+    /// software adapter, where burn's routine runs untimed (module documentation). Asked of
+    /// the adapter once per device.
+    fn timed_on(&mut self, device: &burn::tensor::Device, name: &str) -> bool {
+        #[cfg(all(test, feature = "wgpu"))]
+        if TIME_SOFTWARE_HERE.with(std::cell::Cell::get) {
+            return true;
+        }
+        if let Some(&physical) = self.physical.get(name) {
+            return physical;
+        }
+        let physical = crate::device::adapter_info(device).is_some_and(|a| a.physical);
+        self.physical.insert(name.to_string(), physical);
+        physical
+    }
+
     fn record(&mut self, t: ProductTiming) {
         let kind = Kind {
             device: t.device.clone(),
@@ -153,34 +171,10 @@ impl Timings {
 static TIMINGS: std::sync::LazyLock<std::sync::Mutex<Timings>> =
     std::sync::LazyLock::new(Default::default);
 
-/// Each device met (as burn prints it) and whether its products are timed.
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
-static PHYSICAL: std::sync::Mutex<Vec<(String, bool)>> = std::sync::Mutex::new(Vec::new());
-
 #[cfg(all(test, feature = "wgpu"))]
 thread_local! {
     /// A test's choice to time products on a software adapter too (lavapipe is what CI has).
     static TIME_SOFTWARE_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Whether products on `device` (printed as `name`) are timed: on a physical GPU, not on a
-/// software adapter, where burn's routine runs untimed (module documentation). Asked of the
-/// adapter once per device.
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
-fn timed_on(device: &burn::tensor::Device, name: &str) -> bool {
-    #[cfg(all(test, feature = "wgpu"))]
-    if TIME_SOFTWARE_HERE.with(std::cell::Cell::get) {
-        return true;
-    }
-    let mut known = PHYSICAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some((_, physical)) = known.iter().find(|(n, _)| n == name) {
-        return *physical;
-    }
-    let physical = crate::device::adapter_info(device).is_some_and(|a| a.physical);
-    known.push((name.to_string(), physical));
-    physical
 }
 
 /// The timings, locked (a thread that panicked while holding them left whole entries only).
@@ -202,22 +196,19 @@ struct Kind {
 
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 impl Kind {
-    fn of<const D: usize>(a: &burn::tensor::Tensor<D>, b: &burn::tensor::Tensor<D>) -> Self {
-        Kind {
+    /// The kind of `a · b`, with the strides the tiled kernel reads; `None` when it does not
+    /// take the operands (`gpu_matmul_tiled::taken_strides`).
+    fn of<const D: usize>(
+        a: &burn::tensor::Tensor<D>,
+        b: &burn::tensor::Tensor<D>,
+    ) -> Option<Self> {
+        let [lhs_strides, rhs_strides] = super::gpu_matmul_tiled::taken_strides(a, b)?;
+        Some(Kind {
             device: format!("{:?}", a.device()),
-            lhs: layout(a),
-            rhs: layout(b),
-        }
+            lhs: (a.dims().to_vec(), lhs_strides),
+            rhs: (b.dims().to_vec(), rhs_strides),
+        })
     }
-}
-
-/// A tensor's shape and strides.
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
-fn layout<const D: usize>(t: &burn::tensor::Tensor<D>) -> (Vec<usize>, Vec<usize>) {
-    let strides = super::gpu::plain_f32(t.clone())
-        .map(|c| c.meta.strides().to_vec())
-        .unwrap_or_default();
-    (t.dims().to_vec(), strides)
 }
 
 /// Every candidate timed on `a · b`.
@@ -415,7 +406,7 @@ mod gpu_tests {
         let (dims_a, dims_b) = ([2, 41, 19], [2, 19, 23]);
         let a = Tensor::<3>::random(dims_a, Distribution::Normal(0.0, 1.0), &device);
         let b = Tensor::<3>::random(dims_b, Distribution::Normal(0.0, 1.0), &device);
-        let kind = Kind::of(&a, &b);
+        let kind = Kind::of(&a, &b).unwrap();
         timings_now().record(ProductTiming {
             device: kind.device,
             lhs: kind.lhs.0,

@@ -89,11 +89,11 @@ pub(crate) fn runs_tiled<const D: usize>(
     a: &Tensor<D>,
     b: &Tensor<D>,
 ) -> Option<super::gpu_matmul_tiled::BlockSize> {
-    use super::gpu_matmul_tiled::{BlockSize, takes};
+    use super::gpu_matmul_tiled::{BlockSize, taken_strides};
     use crate::device::gpu_matmul::{TiledUse, tiled_use};
     match tiled_use() {
         TiledUse::Never => None,
-        TiledUse::Always => takes(a, b).then_some(BlockSize::Of64),
+        TiledUse::Always => taken_strides(a, b).map(|_| BlockSize::Of64),
         TiledUse::WhenFaster => super::product_choice::faster_tiled(a, b),
     }
 }
