@@ -93,7 +93,8 @@ def kernel_tables(runs, kruns, top=3):
 
 def product_tables(runs, keys, top=12):
     """The `auto` routine's timings of each hvq run that has them (HVQ_GPU_MATMUL=auto: burn's
-    SimpleUnit against hvq's tiled kernel in blocks of 64 and 32, per kind of product, on the
+    SimpleUnit against hvq's tiled kernel in blocks of 64, 32 and 128 (JSON before 2026-12-05's
+    third size lacks it), per kind of product, on the
     first batch): totals, then the kinds with the most time at stake."""
     out = []
     for k in keys:
@@ -101,16 +102,19 @@ def product_tables(runs, keys, top=12):
         if not timings:
             continue
         burn = sum(t["burn_us"] for t in timings)
-        best = sum(min(t["burn_us"], t["tiled64_us"], t["tiled32_us"]) for t in timings)
+        sizes = ["tiled64_us", "tiled32_us", "tiled128_us"]
+        us = lambda t: [t["burn_us"]] + [t[s] for s in sizes if t.get(s) is not None]
+        best = sum(min(us(t)) for t in timings)
         on_tiled = sum(1 for t in timings if t["runs_on"] != "burn")
         out.append(f"\nproducts timed by `auto` (hvq {k[1]}, µs per launch, one of each kind): {len(timings)} kinds, "
                    f"{on_tiled} on the tiled kernel; all on burn's {burn:.0f} µs, each on its fastest {best:.0f} µs")
         rows = []
-        for t in sorted(timings, key=lambda t: -max(t["burn_us"], t["tiled64_us"], t["tiled32_us"]))[:top]:
+        for t in sorted(timings, key=lambda t: -max(us(t)))[:top]:
             rows.append([f"{t['lhs']} · {t['rhs']}", "x".join(map(str, t["lhs_strides"])) + " · " +
-                         "x".join(map(str, t["rhs_strides"])), fmt(t["burn_us"]), fmt(t["tiled64_us"]),
-                         fmt(t["tiled32_us"]), t["runs_on"]])
-        out.append(table(["operands", "strides", "burn µs", "tiled 64 µs", "tiled 32 µs", "runs on"], rows))
+                         "x".join(map(str, t["rhs_strides"])), fmt(t["burn_us"])] +
+                        [fmt(t.get(s)) for s in sizes] + [t["runs_on"]])
+        out.append(table(["operands", "strides", "burn µs", "tiled 64 µs", "tiled 32 µs", "tiled 128 µs", "runs on"],
+                         rows))
     return "\n".join(out)
 
 

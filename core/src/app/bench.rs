@@ -534,17 +534,14 @@ fn format_product_timings(timings: &[crate::kernels::product_choice::ProductTimi
         timings.len() - on_burn
     );
     out.push_str(&format!(
-        "{:<44} {:>9} {:>9} {:>9}  runs on\n",
-        "operands (shape, strides)", "burn µs", "64 µs", "32 µs"
+        "{:<44} {:>9} {:>9} {:>9} {:>9}  runs on\n",
+        "operands (shape, strides)", "burn µs", "64 µs", "32 µs", "128 µs"
     ));
-    let slowest = |t: &crate::kernels::product_choice::ProductTiming| {
-        t.burn_us.max(t.tiled64_us).max(t.tiled32_us)
-    };
     let mut sorted: Vec<_> = timings.iter().collect();
-    sorted.sort_by(|a, b| slowest(b).total_cmp(&slowest(a)));
+    sorted.sort_by(|a, b| b.slowest_us().total_cmp(&a.slowest_us()));
     for t in sorted {
         out.push_str(&format!(
-            "{:<44} {:>9.1} {:>9.1} {:>9.1}  {}\n",
+            "{:<44} {:>9.1} {:>9.1} {:>9.1} {:>9.1}  {}\n",
             format!(
                 "{:?}{:?} · {:?}{:?}",
                 t.lhs, t.lhs_strides, t.rhs, t.rhs_strides
@@ -552,6 +549,7 @@ fn format_product_timings(timings: &[crate::kernels::product_choice::ProductTimi
             t.burn_us,
             t.tiled64_us,
             t.tiled32_us,
+            t.tiled128_us,
             serde_json::to_string(&t.runs_on)
                 .unwrap_or_default()
                 .trim_matches('"')
@@ -669,7 +667,7 @@ mod tests {
     use super::*;
     use crate::kernels::product_choice::{ProductRoutine, ProductTiming};
 
-    fn timing(rows: usize, us: [f64; 3], runs_on: ProductRoutine) -> ProductTiming {
+    fn timing(rows: usize, us: [f64; 4], runs_on: ProductRoutine) -> ProductTiming {
         ProductTiming {
             device: "gpu".into(),
             lhs: vec![rows, 256],
@@ -679,17 +677,18 @@ mod tests {
             burn_us: us[0],
             tiled64_us: us[1],
             tiled32_us: us[2],
+            tiled128_us: us[3],
             runs_on,
         }
     }
 
     /// The `auto` table counts the kinds each way and lists them, the most time at stake first,
-    /// with the three times and the routine by its JSON name.
+    /// with the four times and the routine by its JSON name.
     #[test]
     fn product_timings_table_lists_each_kind_the_slowest_first() {
         let table = format_product_timings(&[
-            timing(196, [40.0, 30.0, 20.0], ProductRoutine::Tiled32),
-            timing(1568, [90.0, 120.0, 150.0], ProductRoutine::Burn),
+            timing(196, [40.0, 30.0, 20.0, 35.0], ProductRoutine::Tiled32),
+            timing(1568, [90.0, 120.0, 100.0, 150.0], ProductRoutine::Burn),
         ]);
         assert!(
             table.contains("2 kinds, 1 on the tiled kernel, 1 on burn's"),

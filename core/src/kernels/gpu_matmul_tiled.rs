@@ -13,8 +13,10 @@
 //!   (rows `ty + 16i`, columns `tx + 16j`: neighbouring threads read neighbouring shared
 //!   values and write neighbouring outputs), or a 32×32 block, each thread 2×2 values
 //!   ([`BlockSize`]: four times the cubes for a small output, as inference's 196 token rows at
-//!   batch 1 by 256 columns: 16 blocks of 64, 56 of 32), over steps of 16 of the inner
-//!   dimension staged in shared memory (8 or 4 KiB, rows padded against bank conflicts), the
+//!   batch 1 by 256 columns: 16 blocks of 64, 56 of 32), or a 128×128 block, each thread 8×8
+//!   values (twice the arithmetic per shared value read, for large outputs), over steps of 16
+//!   of the inner dimension staged in shared memory (8, 4 or 16 KiB, rows padded against bank
+//!   conflicts), the
 //!   next stage fetched into registers while the current one is multiplied (its loads' latency
 //!   hidden by the arithmetic);
 //! - the operands are read at their strides (a transposed view costs no copy), each stage
@@ -48,14 +50,22 @@ pub enum BlockSize {
     Of64,
     /// 32×32, each thread 2×2 values.
     Of32,
+    /// 128×128, each thread 8×8 values: two multiply-adds per shared value read where 4×4
+    /// does one (a GPU's shared-memory loads, not its arithmetic, bound a 4×4 thread), for a
+    /// quarter of the blocks.
+    Of128,
 }
 
 impl BlockSize {
+    /// Every size, in the order the `auto` routine times them.
+    pub const ALL: [BlockSize; 3] = [BlockSize::Of64, BlockSize::Of32, BlockSize::Of128];
+
     /// Outputs along each side of a thread's block.
     fn per(self) -> usize {
         match self {
             BlockSize::Of64 => 4,
             BlockSize::Of32 => 2,
+            BlockSize::Of128 => 8,
         }
     }
 
@@ -437,7 +447,7 @@ mod tests {
         (want, bound)
     }
 
-    /// On wgpu, against the f64 product, in blocks of 64 and of 32: shapes not multiples of a
+    /// On wgpu, against the f64 product, in blocks of 64, 32 and 128: shapes not multiples of a
     /// block or a stage, smaller than one, a weight gradient's (few blocks, a deep inner
     /// dimension: split, two launches), both operands in either layout (transposed views read
     /// at their strides), batch axes equal and broadcast either way; one launch when not split.
@@ -460,7 +470,7 @@ mod tests {
             let a = Tensor::<3>::random([batch_a, m, k], Distribution::Normal(0.0, 1.0), &device);
             let b = Tensor::<3>::random([batch_b, k, n], Distribution::Normal(0.0, 1.0), &device);
             let batch = batch_a.max(batch_b);
-            for size in [BlockSize::Of64, BlockSize::Of32] {
+            for size in BlockSize::ALL {
                 let blocks = m.div_ceil(size.side()) * n.div_ceil(size.side()) * batch;
                 let splits = split_inner(blocks, k).0;
                 let (want, bound) = host(&values(a.clone()), &values(b.clone()), dims, splits);

@@ -1,6 +1,6 @@
 //! `HVQ_GPU_MATMUL=auto` (`device::gpu_matmul`, the CLI's and the desktop inspector's default):
 //! for each distinct plain f32 product on a GPU, the first call times hvq's tiled kernel
-//! (`gpu_matmul_tiled`, in blocks of 64 and of 32) against cubek's `SimpleUnit` (burn's own
+//! (`gpu_matmul_tiled`, in blocks of 64, 32 and 128) against cubek's `SimpleUnit` (burn's own
 //! product) on that call's operands, and the fastest runs it and every later product of the
 //! same kind in this process.
 //!
@@ -38,6 +38,8 @@ pub enum ProductRoutine {
     Tiled64,
     /// hvq's tiled kernel in blocks of 32.
     Tiled32,
+    /// hvq's tiled kernel in blocks of 128.
+    Tiled128,
 }
 
 /// One kind of product and what its candidates took ([`timings`]).
@@ -59,6 +61,8 @@ pub struct ProductTiming {
     pub tiled64_us: f64,
     /// Microseconds per launch of hvq's tiled kernel in blocks of 32.
     pub tiled32_us: f64,
+    /// Microseconds per launch of hvq's tiled kernel in blocks of 128.
+    pub tiled128_us: f64,
     /// What runs this kind of product.
     pub runs_on: ProductRoutine,
 }
@@ -115,7 +119,26 @@ impl ProductRoutine {
             ProductRoutine::Burn => None,
             ProductRoutine::Tiled64 => Some(BlockSize::Of64),
             ProductRoutine::Tiled32 => Some(BlockSize::Of32),
+            ProductRoutine::Tiled128 => Some(BlockSize::Of128),
         }
+    }
+}
+
+impl ProductTiming {
+    /// Each tiled candidate's routine and microseconds per launch, in the order timed.
+    pub fn tiled_us(&self) -> [(ProductRoutine, f64); 3] {
+        [
+            (ProductRoutine::Tiled64, self.tiled64_us),
+            (ProductRoutine::Tiled32, self.tiled32_us),
+            (ProductRoutine::Tiled128, self.tiled128_us),
+        ]
+    }
+
+    /// The slowest candidate's microseconds per launch (the time at stake).
+    pub fn slowest_us(&self) -> f64 {
+        self.tiled_us()
+            .iter()
+            .fold(self.burn_us, |most, &(_, us)| most.max(us))
     }
 }
 
@@ -221,39 +244,45 @@ fn time<const D: usize>(
     use super::gpu_matmul_tiled::{BlockSize, matmul_in};
     let device = a.device();
     let burn_product = || drop(a.clone().matmul(b.clone()));
-    let tiled64 = || drop(matmul_in(a, b, BlockSize::Of64));
-    let tiled32 = || drop(matmul_in(a, b, BlockSize::Of32));
-    let candidates: [&dyn Fn(); 3] = [&burn_product, &tiled64, &tiled32];
-    let mut us = [f64::INFINITY; 3];
+    let tiled = BlockSize::ALL.map(|size| move || drop(matmul_in(a, b, size)));
+    let mut candidates: Vec<&dyn Fn()> = vec![&burn_product];
+    candidates.extend(tiled.iter().map(|run| run as &dyn Fn()));
+    let mut us = [f64::INFINITY; 1 + BlockSize::ALL.len()];
     for round in 0..ROUNDS {
-        for (best, run) in us.iter_mut().zip(candidates) {
-            *best = best.min(per_launch_us(&device, run, round == 0)?);
+        for (best, run) in us.iter_mut().zip(&candidates) {
+            *best = best.min(per_launch_us(&device, *run, round == 0)?);
         }
     }
-    let [burn_us, tiled64_us, tiled32_us] = us;
-    Ok(ProductTiming {
+    // Each size's time (`ALL` lists every size once).
+    let time_of =
+        |size: BlockSize| us[1 + BlockSize::ALL.iter().position(|s| *s == size).unwrap_or(0)];
+    let mut timing = ProductTiming {
         device: kind.device,
         lhs: kind.lhs.0,
         lhs_strides: kind.lhs.1,
         rhs: kind.rhs.0,
         rhs_strides: kind.rhs.1,
-        burn_us,
-        tiled64_us,
-        tiled32_us,
-        runs_on: fastest(burn_us, tiled64_us, tiled32_us),
-    })
+        burn_us: us[0],
+        tiled64_us: time_of(BlockSize::Of64),
+        tiled32_us: time_of(BlockSize::Of32),
+        tiled128_us: time_of(BlockSize::Of128),
+        runs_on: ProductRoutine::Burn,
+    };
+    timing.runs_on = fastest(timing.burn_us, &timing.tiled_us());
+    Ok(timing)
 }
 
-/// The routine the times choose: the faster block size of the tiled kernel when it beats
-/// burn's routine by [`MARGIN`] (a tie between the sizes goes to 64), else burn's.
+/// The routine the times choose: the fastest block size of the tiled kernel when it beats
+/// burn's routine by [`MARGIN`] (a tie between sizes goes to the one timed first), else burn's.
 #[cfg(any(feature = "wgpu", feature = "cuda", test))]
-fn fastest(burn_us: f64, tiled64_us: f64, tiled32_us: f64) -> ProductRoutine {
-    let (tiled, routine) = if tiled32_us < tiled64_us {
-        (tiled32_us, ProductRoutine::Tiled32)
-    } else {
-        (tiled64_us, ProductRoutine::Tiled64)
+fn fastest(burn_us: f64, tiled: &[(ProductRoutine, f64)]) -> ProductRoutine {
+    let Some(&(routine, us)) = tiled
+        .iter()
+        .reduce(|best, next| if next.1 < best.1 { next } else { best })
+    else {
+        return ProductRoutine::Burn;
     };
-    if tiled < burn_us * (1.0 - MARGIN) {
+    if us < burn_us * (1.0 - MARGIN) {
         routine
     } else {
         ProductRoutine::Burn
@@ -296,12 +325,15 @@ mod tests {
     #[test]
     fn the_tiled_kernel_needs_to_win_by_the_margin_with_its_faster_size() {
         use ProductRoutine::*;
-        assert_eq!(fastest(100.0, 90.0, 120.0), Tiled64);
-        assert_eq!(fastest(100.0, 120.0, 90.0), Tiled32);
-        assert_eq!(fastest(100.0, 80.0, 80.0), Tiled64);
-        assert_eq!(fastest(100.0, 96.0, 97.0), Burn);
-        assert_eq!(fastest(100.0, 100.0, 100.0), Burn);
-        assert_eq!(fastest(100.0, 150.0, 200.0), Burn);
+        let tiled = |us: [f64; 3]| [(Tiled64, us[0]), (Tiled32, us[1]), (Tiled128, us[2])];
+        assert_eq!(fastest(100.0, &tiled([90.0, 120.0, 130.0])), Tiled64);
+        assert_eq!(fastest(100.0, &tiled([120.0, 90.0, 95.0])), Tiled32);
+        assert_eq!(fastest(100.0, &tiled([120.0, 90.0, 60.0])), Tiled128);
+        assert_eq!(fastest(100.0, &tiled([80.0, 80.0, 80.0])), Tiled64);
+        assert_eq!(fastest(100.0, &tiled([96.0, 97.0, 99.0])), Burn);
+        assert_eq!(fastest(100.0, &tiled([100.0, 100.0, 100.0])), Burn);
+        assert_eq!(fastest(100.0, &tiled([150.0, 200.0, 101.0])), Burn);
+        assert_eq!(fastest(100.0, &[]), Burn);
     }
 }
 
@@ -356,10 +388,10 @@ mod gpu_tests {
             (t.rhs.as_slice(), t.lhs_strides.as_slice()),
             (&dims_b[..], &[37 * 53, 53, 1][..])
         );
-        for us in [t.burn_us, t.tiled64_us, t.tiled32_us] {
+        for us in [t.burn_us, t.tiled64_us, t.tiled32_us, t.tiled128_us] {
             assert!(us.is_finite() && us > 0.0, "{t:?}");
         }
-        assert_eq!(t.runs_on, fastest(t.burn_us, t.tiled64_us, t.tiled32_us));
+        assert_eq!(t.runs_on, fastest(t.burn_us, &t.tiled_us()));
         let want = match t.runs_on.block_size() {
             Some(size) => values(gpu_matmul_tiled::matmul_in(&a, &b, size).unwrap()),
             None => values(a.clone().matmul(b.clone())),
@@ -416,6 +448,7 @@ mod gpu_tests {
             burn_us: 10.0,
             tiled64_us: 9.0,
             tiled32_us: 5.0,
+            tiled128_us: 7.0,
             runs_on: ProductRoutine::Tiled32,
         });
         tiled_here(Some(TiledUse::WhenFaster));
