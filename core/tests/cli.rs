@@ -488,7 +488,15 @@ fn bench_writes_a_comparable_json_report() {
         let ms = r[key]["median_ms"].as_f64().unwrap();
         assert!(ms.is_finite() && ms > 0.0, "{key}: {ms}");
     }
-    // The host's share is measured within the same runs as the whole: never more than it.
+    // The host's share is measured within the same runs as the whole: never more than it; so
+    // is the preprocess stage's upload (timed inside it), printed below it.
+    let preprocess = &r["stages"][0];
+    let upload = r["preprocess_upload"]["median_ms"].as_f64().unwrap();
+    assert!(
+        upload >= 0.0 && upload <= preprocess["median_ms"].as_f64().unwrap(),
+        "{upload} vs {preprocess}"
+    );
+    assert!(out.contains("\n  of which upload + wait"), "{out}");
     for (queued, total) in [
         ("end_to_end_queued", "end_to_end"),
         ("train_step_queued", "train_step_cached"),

@@ -197,6 +197,12 @@ def main():
             names += [f"ratio {k[1]}" for k in order if k[0] == "hvq"]
         out.append("\nper stage (median ms per batch, synchronised after each stage):")
         out.append(table(["stage"] + names, srows))
+        for k in order:
+            up, pre = runs[k].get("preprocess_upload"), next(
+                (x for x in runs[k]["stages"] if x["stage"] == "preprocess"), None)
+            if up and pre:
+                out.append(f"- hvq {k[1]}: of preprocess's {fmt(pre['median_ms'])} ms, the upload to the device and "
+                           f"the wait for it {fmt(up['median_ms'])} ms (the rest: decode, resize, normalise on the host)")
         qrows = []
         for k in order:
             r = runs[k]

@@ -99,6 +99,13 @@ pub struct BenchReport {
     /// reports from before it existed.
     #[serde(default)]
     pub end_to_end_queued: Option<StageTime>,
+    /// Of the staged preprocess: the upload of the host's finished batch to the device and the
+    /// wait for it (the rest is decoding, resizing and normalising on the host). On the H200
+    /// (2026-12-04, wgpu) preprocess took 7.8 ms at batch 1 where the CPU backend's (no upload)
+    /// takes about 1 ms: this says whether the transfer is the difference. `None` in reports
+    /// from before it existed.
+    #[serde(default)]
+    pub preprocess_upload: Option<StageTime>,
     /// One training step (batch `batch`) on cached features.
     pub train_step_cached: StageTime,
     /// The host's share of a training step on cached features: until the forward, backward and
@@ -261,26 +268,30 @@ pub fn run(
     let classes: Vec<usize> = (0..batch).map(|i| i % cfg.hvq.num_classes).collect();
     let names = STAGES;
     let mut per_stage: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
-    let (mut e2e, mut e2e_queued) = (Vec::new(), Vec::new());
+    let (mut e2e, mut e2e_queued, mut uploads) = (Vec::new(), Vec::new(), Vec::new());
 
     let slots: Vec<usize> = (0..batch).collect();
-    let preprocess_batch = || -> Result<Tensor<4>> {
-        preprocess::batch_input(
+    let host_values = || {
+        preprocess::batch_values(
             &slots,
             |_| preprocess::decode(image_bytes, "bench image"),
             size,
             &cfg.backbone.input_norm,
-            device,
         )
     };
+    let preprocess_batch =
+        || -> Result<Tensor<4>> { Ok(preprocess::upload(host_values()?, batch, size, device)) };
 
     for it in 0..warmup + runs {
         // Staged, synchronised.
         let mut t = Vec::with_capacity(names.len());
         let t0 = Instant::now();
-        let x = preprocess_batch()?;
+        let values = host_values()?;
+        let uploading = Instant::now();
+        let x = preprocess::upload(values, batch, size, device);
         sync(device)?;
         t.push(ms(t0));
+        let upload_ms = ms(uploading);
         let t0 = Instant::now();
         let feat = detector.features(x);
         sync(device)?;
@@ -306,6 +317,7 @@ pub fn run(
             for (s, v) in per_stage.iter_mut().zip(t) {
                 s.push(v);
             }
+            uploads.push(upload_ms);
         }
 
         // End to end without intermediate syncs.
@@ -417,6 +429,7 @@ pub fn run(
         images_per_second: batch as f64 / (end_to_end.median_ms / 1e3),
         end_to_end,
         end_to_end_queued: Some(stats("end to end, host queued", e2e_queued)),
+        preprocess_upload: Some(stats("  of which upload + wait", uploads)),
         train_step_cached: stats("train step (cached features)", cached),
         train_step_queued: Some(stats("train step, host queued", cached_queued)),
         operation_host_us: Some(operation_host_us),
@@ -593,7 +606,14 @@ pub fn format_report(r: &BenchReport) -> String {
         "median ms",
         "min ms"
     );
-    for s in r.stages.iter().chain(
+    // The preprocess stage's upload share on the line below it.
+    let staged = r.stages.iter().flat_map(|s| {
+        let part = (s.stage == STAGES[0])
+            .then_some(r.preprocess_upload.as_ref())
+            .flatten();
+        std::iter::once(s).chain(part)
+    });
+    for s in staged.chain(
         [
             Some(&r.end_to_end),
             r.end_to_end_queued.as_ref(),
