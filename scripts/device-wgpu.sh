@@ -14,8 +14,9 @@
 #   bash scripts/device-wgpu.sh
 # It runs, each bounded so that the whole fits the call:
 #   1. batch 8 with both sides' kernel profiles (hvq's products on the default `auto` routine:
-#      each kind timed on cubek's `SimpleUnit` and hvq's tiled kernel, the table of those timings
-#      in summary.md), the fixed routines `simple` (cubek) and `tiled` (hvq's) beside it, and the
+#      each kind timed on cubek's `SimpleUnit` and hvq's tiled kernel in three block sizes, the
+#      table of those timings in summary.md, the choices kept in product-choices.json, which the
+#      later runs take instead of timing), the fixed routines `simple` (cubek) and `tiled` (hvq's) beside it, and the
 #      attention A/B (--attention-ab);
 #   2. batch 1 and batch 32 without profiles;
 # prints the summaries, and packs everything as $OUT/device-wgpu.tgz (the tool returns few files).
@@ -49,6 +50,8 @@ python3 -c 'import safetensors, numpy' 2>/dev/null \
   || python3 -m pip install --no-index --break-system-packages -q .device/wheels/*.whl
 xz -dc .device/wgpu/hvq.xz > /tmp/hvq && chmod +x /tmp/hvq
 cp .device/wgpu/COMMIT "$RUN/" 2>/dev/null || true
+# auto's choices (kind by kind, with every candidate's time) come back with the results.
+export HVQ_PRODUCT_CHOICES="$RUN/product-choices.json"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$RUN/gpu.txt"
 
 first=1
@@ -76,7 +79,7 @@ for batch in $BATCHES; do
   done
 done
 sed -n '/kernels of one/,/longest kernels/p' "$RUN/b${BATCHES%% *}/summary.md" 2>/dev/null
-# What `auto` measured: each kind of product on SimpleUnit and on the tiled kernel's two sizes.
+# What `auto` measured: each kind of product on SimpleUnit and on the tiled kernel's three sizes.
 sed -n '/products timed by/,$p' "$RUN/b${BATCHES%% *}/summary.md" 2>/dev/null | head -20
 tar czf "${OUT:-/tmp}/device-wgpu.tgz" -C /tmp device-wgpu
 log "done in $(( $(date +%s) - START ))s; results in ${OUT:-/tmp}/device-wgpu.tgz"

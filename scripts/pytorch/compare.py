@@ -107,12 +107,14 @@ def product_tables(runs, keys, top=12):
         best = sum(min(us(t)) for t in timings)
         on_tiled = sum(1 for t in timings if t["runs_on"] != "burn")
         out.append(f"\nproducts timed by `auto` (hvq {k[1]}, µs per launch, one of each kind): {len(timings)} kinds, "
-                   f"{on_tiled} on the tiled kernel; all on burn's {burn:.0f} µs, each on its fastest {best:.0f} µs")
+                   f"{on_tiled} on the tiled kernel; all on burn's {burn:.0f} µs, each on its fastest {best:.0f} µs"
+                   + (f"; {kept} kept from an earlier run (HVQ_PRODUCT_CHOICES)" if (kept := sum(
+                       1 for t in timings if t.get("stored"))) else ""))
         rows = []
         for t in sorted(timings, key=lambda t: -max(us(t)))[:top]:
             rows.append([f"{t['lhs']} · {t['rhs']}", "x".join(map(str, t["lhs_strides"])) + " · " +
                          "x".join(map(str, t["rhs_strides"])), fmt(t["burn_us"])] +
-                        [fmt(t.get(s)) for s in sizes] + [t["runs_on"]])
+                        [fmt(t.get(s)) for s in sizes] + [t["runs_on"] + (" (kept)" if t.get("stored") else "")])
         out.append(table(["operands", "strides", "burn µs", "tiled 64 µs", "tiled 32 µs", "tiled 128 µs", "runs on"],
                          rows))
     return "\n".join(out)

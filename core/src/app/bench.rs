@@ -541,8 +541,10 @@ fn format_product_timings(timings: &[crate::kernels::product_choice::ProductTimi
         .iter()
         .filter(|t| t.runs_on == ProductRoutine::Burn)
         .count();
+    let kept = timings.iter().filter(|t| t.stored).count();
     let mut out = format!(
-        "\nproducts timed (auto): {} kinds, {} on the tiled kernel, {on_burn} on burn's\n",
+        "\nproducts timed (auto): {} kinds, {} on the tiled kernel, {on_burn} on burn's; {kept} \
+         kept from an earlier run (HVQ_PRODUCT_CHOICES), with its times\n",
         timings.len(),
         timings.len() - on_burn
     );
@@ -554,7 +556,7 @@ fn format_product_timings(timings: &[crate::kernels::product_choice::ProductTimi
     sorted.sort_by(|a, b| b.slowest_us().total_cmp(&a.slowest_us()));
     for t in sorted {
         out.push_str(&format!(
-            "{:<44} {:>9.1} {:>9.1} {:>9.1} {:>9.1}  {}\n",
+            "{:<44} {:>9.1} {:>9.1} {:>9.1} {:>9.1}  {}{}\n",
             format!(
                 "{:?}{:?} · {:?}{:?}",
                 t.lhs, t.lhs_strides, t.rhs, t.rhs_strides
@@ -565,7 +567,8 @@ fn format_product_timings(timings: &[crate::kernels::product_choice::ProductTimi
             t.tiled128_us,
             serde_json::to_string(&t.runs_on)
                 .unwrap_or_default()
-                .trim_matches('"')
+                .trim_matches('"'),
+            if t.stored { " (kept)" } else { "" }
         ));
     }
     out
@@ -699,19 +702,25 @@ mod tests {
             tiled32_us: us[2],
             tiled128_us: us[3],
             runs_on,
+            stored: false,
         }
     }
 
     /// The `auto` table counts the kinds each way and lists them, the most time at stake first,
-    /// with the four times and the routine by its JSON name.
+    /// with the four times and the routine by its JSON name, kinds kept from an earlier run
+    /// marked.
     #[test]
     fn product_timings_table_lists_each_kind_the_slowest_first() {
+        let kept = ProductTiming {
+            stored: true,
+            ..timing(196, [40.0, 30.0, 20.0, 35.0], ProductRoutine::Tiled32)
+        };
         let table = format_product_timings(&[
-            timing(196, [40.0, 30.0, 20.0, 35.0], ProductRoutine::Tiled32),
+            kept,
             timing(1568, [90.0, 120.0, 100.0, 150.0], ProductRoutine::Burn),
         ]);
         assert!(
-            table.contains("2 kinds, 1 on the tiled kernel, 1 on burn's"),
+            table.contains("2 kinds, 1 on the tiled kernel, 1 on burn's; 1 kept from an earlier"),
             "{table}"
         );
         let lines: Vec<&str> = table.lines().filter(|l| l.starts_with('[')).collect();
@@ -722,7 +731,7 @@ mod tests {
             "{table}"
         );
         assert!(
-            lines[1].ends_with("tiled32") && lines[1].contains("20.0"),
+            lines[1].ends_with("tiled32 (kept)") && lines[1].contains("20.0"),
             "{table}"
         );
     }

@@ -127,6 +127,7 @@ pub mod inference_attention;
 pub mod isa;
 mod layer_norm;
 pub mod product_choice;
+pub mod product_store;
 pub mod products;
 mod softmax_autodiff;
 pub mod train_attention;

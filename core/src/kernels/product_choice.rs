@@ -21,7 +21,9 @@
 //! kernel (its faster block size) takes the product only when it is at least [`MARGIN`] faster
 //! than burn's routine: near-ties stay with burn's, so that noise does not make two runs of the
 //! same program choose apart. The choice is made once per process: every product of a kind is
-//! computed the same way after it.
+//! computed the same way after it. The CLI and the inspector also keep it in a file for later
+//! processes of the same build on the same GPU (`HVQ_PRODUCT_CHOICES`, `product_store`), which
+//! take it from there instead of timing: the same routines, so the same scores, run after run.
 //! Waiting for the device waits for other threads' work on it too (training's feature prefetch):
 //! a round that overlapped such work reads slow, which the fastest of the rounds discounts.
 //! [`timings`] lists what was measured (`hvq bench` reports it).
@@ -65,6 +67,10 @@ pub struct ProductTiming {
     pub tiled128_us: f64,
     /// What runs this kind of product.
     pub runs_on: ProductRoutine,
+    /// Read from the file of kept choices (`HVQ_PRODUCT_CHOICES`, `product_store`): timed by an
+    /// earlier process of this build on this GPU, not by this one.
+    #[serde(default)]
+    pub stored: bool,
 }
 
 /// Device time each candidate is timed over, at least, per round (seconds).
@@ -98,6 +104,12 @@ pub fn faster_tiled<const D: usize>(
     if let Some(routine) = known.by_kind.get(&kind) {
         return routine.block_size();
     }
+    let adapter = known.adapter(&a.device(), &kind.device);
+    if let Some(kept) = known.kept(&adapter, &kind) {
+        let size = kept.runs_on.block_size();
+        known.record(kept);
+        return size;
+    }
     // Timed outside the lock's scope would let two threads time the same kind; holding it
     // keeps one timing per kind (another thread's product of a known kind waits meanwhile).
     let timing = match time(a, b, kind) {
@@ -106,8 +118,31 @@ pub fn faster_tiled<const D: usize>(
         Err(_) => return None,
     };
     let size = timing.runs_on.block_size();
+    known.keep(&adapter, &timing);
     known.record(timing);
     size
+}
+
+/// Keep the choices in the file at `path` for later processes of this build, and take those
+/// it holds (`product_store`); `None`: time each kind in every process, keep nothing. Unset
+/// until a program asks ([`apply_variable`]): the library's tests keep nothing.
+pub fn keep_choices_in(path: Option<std::path::PathBuf>) {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    {
+        timings_now().store = path.and_then(|path| {
+            let build = super::product_store::this_build()?;
+            Some(super::product_store::Store::new(path, build))
+        });
+    }
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    let _ = path;
+}
+
+/// Read `HVQ_PRODUCT_CHOICES` (unset: the user's cache directory) and keep the choices there
+/// ([`keep_choices_in`]); an empty value is an error naming the variable.
+pub fn apply_variable() -> crate::error::Result<()> {
+    keep_choices_in(super::product_store::path_from_environment()?);
+    Ok(())
 }
 
 impl ProductRoutine {
@@ -159,6 +194,10 @@ struct Timings {
     list: Vec<ProductTiming>,
     by_kind: std::collections::HashMap<Kind, ProductRoutine>,
     physical: std::collections::HashMap<String, bool>,
+    /// Each device's adapter name, as the kept choices are keyed.
+    adapters: std::collections::HashMap<String, String>,
+    /// Where choices are kept between processes ([`keep_choices_in`]).
+    store: Option<super::product_store::Store>,
 }
 
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
@@ -177,6 +216,53 @@ impl Timings {
         let physical = crate::device::adapter_info(device).is_some_and(|a| a.physical);
         self.physical.insert(name.to_string(), physical);
         physical
+    }
+
+    /// The adapter's name of `device` (printed as `name`), asked once per device; the printed
+    /// name where the backend gives none.
+    fn adapter(&mut self, device: &burn::tensor::Device, name: &str) -> String {
+        if let Some(adapter) = self.adapters.get(name) {
+            return adapter.clone();
+        }
+        let adapter = crate::device::adapter_name(device).unwrap_or_else(|| name.to_string());
+        self.adapters.insert(name.to_string(), adapter.clone());
+        adapter
+    }
+
+    /// The kind as an earlier process of this build kept it, if the store has it.
+    fn kept(&mut self, adapter: &str, kind: &Kind) -> Option<ProductTiming> {
+        let operands = [&kind.lhs.0[..], &kind.lhs.1, &kind.rhs.0, &kind.rhs.1];
+        self.store.as_mut()?.find(adapter, &kind.device, operands)
+    }
+
+    /// Keep a timing for later processes; a store that cannot be written is dropped with a
+    /// warning (the choices stay in the process).
+    fn keep(&mut self, adapter: &str, t: &ProductTiming) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        if let Err(e) = store.keep(adapter, t) {
+            super::product_store::warn(&format!(
+                "choices not kept: {e}; they hold for this process only"
+            ));
+            self.store = None;
+        }
+    }
+
+    /// Forget a kind, as a process that never met it (tests of the kept choices).
+    #[cfg(all(test, feature = "wgpu"))]
+    fn forget(&mut self, kind: &Kind) {
+        self.by_kind.remove(kind);
+        self.list.retain(|t| {
+            (&t.device, &t.lhs, &t.lhs_strides, &t.rhs, &t.rhs_strides)
+                != (
+                    &kind.device,
+                    &kind.lhs.0,
+                    &kind.lhs.1,
+                    &kind.rhs.0,
+                    &kind.rhs.1,
+                )
+        });
     }
 
     fn record(&mut self, t: ProductTiming) {
@@ -267,6 +353,7 @@ fn time<const D: usize>(
         tiled32_us: time_of(BlockSize::Of32),
         tiled128_us: time_of(BlockSize::Of128),
         runs_on: ProductRoutine::Burn,
+        stored: false,
     };
     timing.runs_on = fastest(timing.burn_us, &timing.tiled_us());
     Ok(timing)
@@ -450,6 +537,7 @@ mod gpu_tests {
             tiled32_us: 5.0,
             tiled128_us: 7.0,
             runs_on: ProductRoutine::Tiled32,
+            stored: false,
         });
         tiled_here(Some(TiledUse::WhenFaster));
         TIME_SOFTWARE_HERE.with(|here| here.set(true));
@@ -467,5 +555,74 @@ mod gpu_tests {
             "{names:?}"
         );
         assert_eq!(timed(dims_a).len(), 1);
+    }
+
+    /// With a file of kept choices (`keep_choices_in`), a kind timed here is kept in it; a
+    /// process that has not met the kind (here: the kind forgotten, the file read anew) takes
+    /// it from the file instead of timing it: the routine the file names (an entry edited to
+    /// another one runs that one, bit for bit, one launch, nothing timed), marked stored.
+    #[test]
+    fn kept_choices_are_taken_instead_of_timing() {
+        let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
+        let (dims_a, dims_b) = ([2, 45, 27], [2, 27, 31]);
+        let a = Tensor::<3>::random(dims_a, Distribution::Normal(0.0, 1.0), &device);
+        let b = Tensor::<3>::random(dims_b, Distribution::Normal(0.0, 1.0), &device);
+        let dir = std::env::temp_dir().join(format!("hvq-kept-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        let path = dir.join("choices.json");
+        keep_choices_in(Some(path.clone()));
+        tiled_here(Some(TiledUse::WhenFaster));
+        TIME_SOFTWARE_HERE.with(|here| here.set(true));
+
+        let _ = values(products::matmul(a.clone(), b.clone()));
+        let timed_here = timed(dims_a);
+        assert_eq!(timed_here.len(), 1);
+        assert!(!timed_here[0].stored);
+        let mut file: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let entry = file["kinds"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|k| k["lhs"] == serde_json::json!(dims_a))
+            .expect("the kind is kept");
+        assert_eq!(
+            entry["runs_on"],
+            serde_json::to_value(timed_here[0].runs_on).unwrap()
+        );
+        assert!(entry["adapter"].as_str().is_some_and(|a| !a.is_empty()));
+        // Another routine than the one timed, so that running it shows the file was read.
+        let edited = if timed_here[0].runs_on == ProductRoutine::Tiled32 {
+            ProductRoutine::Tiled128
+        } else {
+            ProductRoutine::Tiled32
+        };
+        entry["runs_on"] = serde_json::to_value(edited).unwrap();
+        std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
+
+        timings_now().forget(&Kind::of(&a, &b).unwrap());
+        keep_choices_in(Some(path.clone()));
+        let size = edited.block_size().unwrap();
+        let want = values(gpu_matmul_tiled::matmul_in(&a, &b, size).unwrap());
+        let profiler = KernelProfiler::start("kept");
+        let got = products::matmul(a, b);
+        let profile = profiler.finish();
+        keep_choices_in(None);
+        TIME_SOFTWARE_HERE.with(|here| here.set(false));
+        tiled_here(None);
+        std::fs::remove_dir_all(&dir).ok();
+
+        assert_eq!(values(got), want);
+        let names = profile.stages[0].names();
+        assert!(
+            names.len() == 1 && names[0].starts_with("TiledMatmul"),
+            "taken from the file, not timed: {names:?}"
+        );
+        let entries = timed(dims_a);
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        assert!(
+            entries[0].stored && entries[0].runs_on == edited,
+            "{entries:?}"
+        );
     }
 }

@@ -1,0 +1,362 @@
+//! The `auto` product routine's choices kept between processes (`HVQ_PRODUCT_CHOICES`): a JSON
+//! file of the kinds of product a build of hvq timed on each GPU, read by later processes of the
+//! same build instead of timing again.
+//!
+//! Why: timed per process, the choice cost every process its first batch (each kind launched
+//! on four routines a few dozen times, the tiled kernel compiled in every variant), which a
+//! one-image `hvq predict` or a freshly opened inspector pays in full; and two processes could
+//! choose apart where a kind's times sit near the margin, so the same image could score
+//! differently in the last bits from one run to the next. Kept, the first process's choice
+//! holds for every later one on that GPU: the same routines, the same scores.
+//!
+//! Entries are keyed by the adapter's name (two GPUs of one model share them) and the operands'
+//! shapes and strides. The file belongs to one build: a rebuilt hvq (its executable's size or
+//! modification time changed, or another version) may have other kernels, so it ignores the
+//! file and writes its own over it. Writes are atomic (`fs::write_atomic`) and merge what other
+//! processes of the same build wrote meanwhile. A file that cannot be read as one is replaced,
+//! with a warning naming it; one that cannot be written leaves the choices in the process only.
+// A build without a GPU backend reads the variable (a typo is still refused) but times nothing.
+#![cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(dead_code))]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::product_choice::ProductTiming;
+use crate::error::{HvqError, Result};
+
+/// The variable: a file path, or `off` (time per process, keep nothing).
+pub const VARIABLE: &str = "HVQ_PRODUCT_CHOICES";
+
+/// The file's name in the cache directory when the variable is unset.
+const FILE_NAME: &str = "product-choices.json";
+
+/// Where the variable (or, unset, the user's cache directory: `$XDG_CACHE_HOME/hvq`, else
+/// `$HOME/.cache/hvq`) says to keep the choices; `None` for `off` or where no cache directory is
+/// known.
+pub fn path_from_environment() -> Result<Option<PathBuf>> {
+    crate::env_setting::read(
+        VARIABLE,
+        default_path(|name| std::env::var_os(name)),
+        parse_path,
+    )
+}
+
+/// The variable's value: `off` or a path.
+fn parse_path(value: &str) -> Result<Option<PathBuf>> {
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("off") {
+        Ok(None)
+    } else if value.is_empty() {
+        Err(HvqError::Config(format!(
+            "{VARIABLE} is empty: expected a file path or `off`"
+        )))
+    } else {
+        Ok(Some(PathBuf::from(value)))
+    }
+}
+
+/// The file in the cache directory the environment (`variable`) names, if any.
+fn default_path(variable: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<PathBuf> {
+    let non_empty = |name| variable(name).filter(|v| !v.is_empty());
+    let cache = non_empty("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| non_empty("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+    Some(cache.join("hvq").join(FILE_NAME))
+}
+
+/// This build's identity: the version and the running executable's size and modification time
+/// (`None` where the executable cannot be found: nothing is kept).
+pub fn this_build() -> Option<String> {
+    let exe = std::env::current_exe().ok()?;
+    let meta = std::fs::metadata(&exe).ok()?;
+    let modified = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some(format!(
+        "hvq {} ({} bytes, modified {}.{:09})",
+        env!("CARGO_PKG_VERSION"),
+        meta.len(),
+        modified.as_secs(),
+        modified.subsec_nanos()
+    ))
+}
+
+/// The file's contents.
+#[derive(Serialize, Deserialize)]
+struct Contents {
+    /// The build that timed the kinds ([`this_build`]).
+    build: String,
+    /// Every kind timed, in the order first kept.
+    kinds: Vec<Kept>,
+}
+
+/// One kind as kept: the adapter it was timed on and its timing (whose `device` is the timing
+/// process's name for it, not read back).
+#[derive(Clone, Serialize, Deserialize)]
+struct Kept {
+    adapter: String,
+    #[serde(flatten)]
+    timing: ProductTiming,
+}
+
+/// The operands of a kind of product: the left one's shape and strides, the right one's.
+pub type Operands<'a> = [&'a [usize]; 4];
+
+/// What identifies a kept kind: adapter, then the [`Operands`].
+type Key = (String, [Vec<usize>; 4]);
+
+fn key(adapter: &str, operands: Operands) -> Key {
+    (adapter.to_string(), operands.map(<[usize]>::to_vec))
+}
+
+fn operands(t: &ProductTiming) -> Operands<'_> {
+    [&t.lhs, &t.lhs_strides, &t.rhs, &t.rhs_strides]
+}
+
+/// The kept choices of one file for one build, read on first use.
+pub struct Store {
+    path: PathBuf,
+    build: String,
+    read: Option<HashMap<Key, ProductTiming>>,
+}
+
+impl Store {
+    /// The store at `path` for `build` ([`this_build`]); nothing is read yet.
+    pub fn new(path: PathBuf, build: String) -> Self {
+        Store {
+            path,
+            build,
+            read: None,
+        }
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The kind of product on `adapter` with these operands as kept by an earlier process of
+    /// this build, as a timing on `device` (this process's name for it) marked `stored`;
+    /// `None` if it was not kept.
+    pub fn find(&mut self, adapter: &str, device: &str, wanted: Operands) -> Option<ProductTiming> {
+        if self.read.is_none() {
+            self.read = Some(self.read_file().into_iter().collect());
+        }
+        let found = self.read.as_ref()?.get(&key(adapter, wanted))?;
+        Some(ProductTiming {
+            device: device.to_string(),
+            stored: true,
+            ..found.clone()
+        })
+    }
+
+    /// Keep `timing` (timed on `adapter`): the file rewritten with what it holds now for this
+    /// build (other processes' kinds) and this one.
+    pub fn keep(&mut self, adapter: &str, timing: &ProductTiming) -> Result<()> {
+        let mut kinds: Vec<(Key, ProductTiming)> = self.read_file();
+        let new = key(adapter, operands(timing));
+        kinds.retain(|(k, _)| *k != new);
+        kinds.push((new, timing.clone()));
+        let contents = Contents {
+            build: self.build.clone(),
+            kinds: kinds
+                .iter()
+                .map(|((adapter, _), t)| Kept {
+                    adapter: adapter.clone(),
+                    timing: ProductTiming {
+                        stored: false,
+                        ..t.clone()
+                    },
+                })
+                .collect(),
+        };
+        let json = serde_json::to_string_pretty(&contents)
+            .map_err(|e| HvqError::Config(format!("{}: {e}", self.path.display())))?;
+        crate::fs::write_atomic(&self.path, json.as_bytes())?;
+        self.read = Some(kinds.into_iter().collect());
+        Ok(())
+    }
+
+    /// The file's kinds for this build: none when it is missing or another build's; a file that
+    /// is not a store's is reported (it will be replaced) and read as none.
+    fn read_file(&self) -> Vec<(Key, ProductTiming)> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+            Err(e) => {
+                warn(&format!("cannot read {}: {e}", self.path.display()));
+                return Vec::new();
+            }
+        };
+        match serde_json::from_slice::<Contents>(&bytes) {
+            Ok(c) if c.build == self.build => c
+                .kinds
+                .into_iter()
+                .map(|k| (key(&k.adapter, operands(&k.timing)), k.timing))
+                .collect(),
+            Ok(_) => Vec::new(),
+            Err(e) => {
+                warn(&format!(
+                    "{} is not a file of product choices ({e}); it will be replaced",
+                    self.path.display()
+                ));
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// A problem with the store, on standard error: it never stops the work (the choices are then
+/// timed, or kept, in the process only).
+pub fn warn(message: &str) {
+    eprintln!("warning: {VARIABLE}: {message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::product_choice::ProductRoutine;
+
+    fn timing(rows: usize, runs_on: ProductRoutine) -> ProductTiming {
+        ProductTiming {
+            device: "DefaultDevice".into(),
+            lhs: vec![rows, 64],
+            lhs_strides: vec![64, 1],
+            rhs: vec![64, 32],
+            rhs_strides: vec![1, 64],
+            burn_us: 10.0,
+            tiled64_us: 8.0,
+            tiled32_us: 9.0,
+            tiled128_us: 12.0,
+            runs_on,
+            stored: false,
+        }
+    }
+
+    fn temp_file(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("hvq-store-{name}-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        dir.join("nested").join(FILE_NAME)
+    }
+
+    /// A kind kept by one store is found by another of the same build on the same adapter
+    /// (marked stored, with the finder's device name), not on another adapter, nor by another
+    /// build; two stores writing in turn keep both their kinds (merged, not overwritten); the
+    /// same kind kept again replaces its entry.
+    #[test]
+    fn kept_kinds_are_found_by_later_stores_of_the_same_build_and_adapter() {
+        let path = temp_file("keep");
+        let mut first = Store::new(path.clone(), "build A".into());
+        let find = |store: &mut Store, adapter: &str, t: &ProductTiming| {
+            store.find(adapter, "Wgpu(DiscreteGpu(1))", operands(t))
+        };
+        assert!(find(&mut first, "GPU", &timing(100, ProductRoutine::Burn)).is_none());
+        first
+            .keep("GPU", &timing(100, ProductRoutine::Tiled64))
+            .unwrap();
+        let mut second = Store::new(path.clone(), "build A".into());
+        second
+            .keep("GPU", &timing(200, ProductRoutine::Tiled128))
+            .unwrap();
+        // The first store wrote before the second: it merges the second's kind on its next write.
+        first
+            .keep("GPU", &timing(100, ProductRoutine::Burn))
+            .unwrap();
+
+        let mut later = Store::new(path.clone(), "build A".into());
+        let asked = timing(100, ProductRoutine::Burn);
+        let found = find(&mut later, "GPU", &asked).unwrap();
+        assert_eq!(found.runs_on, ProductRoutine::Burn, "kept again: replaced");
+        assert!(found.stored);
+        assert_eq!(found.device, "Wgpu(DiscreteGpu(1))");
+        assert_eq!(
+            find(&mut later, "GPU", &timing(200, ProductRoutine::Burn))
+                .unwrap()
+                .runs_on,
+            ProductRoutine::Tiled128
+        );
+        assert!(find(&mut later, "Other GPU", &asked).is_none());
+        let mut strides = asked.clone();
+        strides.rhs_strides = vec![32, 1];
+        assert!(find(&mut later, "GPU", &strides).is_none());
+        let contents: Contents = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(contents.kinds.len(), 2);
+
+        let mut rebuilt = Store::new(path.clone(), "build B".into());
+        assert!(find(&mut rebuilt, "GPU", &asked).is_none());
+        rebuilt
+            .keep("GPU", &timing(300, ProductRoutine::Tiled32))
+            .unwrap();
+        let contents: Contents = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(
+            (contents.build.as_str(), contents.kinds.len()),
+            ("build B", 1),
+            "another build's file is replaced"
+        );
+        std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).ok();
+    }
+
+    /// A file that is not a store's reads as empty and is replaced by the next write; a store
+    /// that cannot write (its directory is a file) says so and leaves the file system alone.
+    #[test]
+    fn a_damaged_or_unwritable_store_is_no_failure() {
+        let path = temp_file("damaged");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"{\"build\": \"build A\", \"kinds\": [").unwrap();
+        let mut store = Store::new(path.clone(), "build A".into());
+        let at = |t: &ProductTiming| operands(t).map(<[usize]>::to_vec);
+        let wanted = at(&timing(100, ProductRoutine::Burn));
+        let wanted = [&wanted[0][..], &wanted[1], &wanted[2], &wanted[3]];
+        assert!(store.find("GPU", "gpu", wanted).is_none());
+        store
+            .keep("GPU", &timing(100, ProductRoutine::Tiled32))
+            .unwrap();
+        let mut later = Store::new(path.clone(), "build A".into());
+        assert_eq!(
+            later.find("GPU", "gpu", wanted).unwrap().runs_on,
+            ProductRoutine::Tiled32
+        );
+
+        let blocked = path.parent().unwrap().join("a-file");
+        std::fs::write(&blocked, b"").unwrap();
+        let mut store = Store::new(blocked.join(FILE_NAME), "build A".into());
+        let err = store
+            .keep("GPU", &timing(100, ProductRoutine::Burn))
+            .unwrap_err();
+        assert!(err.to_string().contains("a-file"), "{err}");
+        std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).ok();
+    }
+
+    /// The variable: a path or `off` (any case); empty is refused. Unset: `hvq/` in
+    /// `$XDG_CACHE_HOME`, else in `$HOME/.cache`, else nothing kept.
+    #[test]
+    fn the_variable_names_a_file_or_turns_keeping_off() {
+        assert_eq!(
+            parse_path(" /tmp/choices.json").unwrap(),
+            Some(PathBuf::from("/tmp/choices.json"))
+        );
+        assert_eq!(parse_path(" OFF ").unwrap(), None);
+        assert!(parse_path(" ").unwrap_err().to_string().contains(VARIABLE));
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        assert_eq!(
+            default_path(env(&[("XDG_CACHE_HOME", "/c"), ("HOME", "/h")])),
+            Some(PathBuf::from("/c/hvq/product-choices.json"))
+        );
+        assert_eq!(
+            default_path(env(&[("XDG_CACHE_HOME", ""), ("HOME", "/h")])),
+            Some(PathBuf::from("/h/.cache/hvq/product-choices.json"))
+        );
+        assert_eq!(default_path(env(&[])), None);
+    }
+}
