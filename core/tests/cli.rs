@@ -592,8 +592,14 @@ fn the_cpu_instruction_set_cap_reaches_every_kernel_choice() {
     // Every start-up variable refuses a value it does not take, naming it and what it takes: the
     // CPU instruction-set cap, the GPU matrix-product routine (`HVQ_GPU_MATMUL`), training's
     // attention form (`HVQ_TRAIN_ATTENTION`), inference's attention kernel (`HVQ_GPU_ATTENTION`)
-    // and which thread runs a GPU device's work (`HVQ_DEVICE_THREAD`).
+    // which thread runs a GPU device's work (`HVQ_DEVICE_THREAD`) and the file of the products'
+    // kept choices (`HVQ_PRODUCT_CHOICES`, a path or `off`; empty is a mistake).
     for (variable, typo, message) in [
+        (
+            "HVQ_PRODUCT_CHOICES",
+            " ",
+            "HVQ_PRODUCT_CHOICES is empty: expected a file path or `off`",
+        ),
         ("HVQ_CPU_ISA", "avx-2", "HVQ_CPU_ISA=avx-2: expected `avx2`"),
         (
             "HVQ_GPU_MATMUL",
