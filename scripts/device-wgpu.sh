@@ -14,7 +14,7 @@
 #   bash scripts/device-wgpu.sh
 # It runs, each bounded so that the whole fits the call:
 #   1. batch 8 with both sides' kernel profiles (hvq's products on the default `auto` routine:
-#      each kind timed on cubek's `SimpleUnit` and hvq's tiled kernel in three block sizes, the
+#      each kind timed on cubek's `SimpleUnit` and hvq's tiled kernel in five variants, the
 #      table of those timings in summary.md, the choices kept in product-choices.json, which the
 #      later runs take instead of timing), the fixed routines `simple` (cubek) and `tiled` (hvq's) beside it, and the
 #      attention A/B (--attention-ab);
@@ -79,7 +79,7 @@ for batch in $BATCHES; do
   done
 done
 sed -n '/kernels of one/,/longest kernels/p' "$RUN/b${BATCHES%% *}/summary.md" 2>/dev/null
-# What `auto` measured: each kind of product on SimpleUnit and on the tiled kernel's three sizes.
+# What `auto` measured: each kind of product on SimpleUnit and on the tiled kernel's five variants.
 sed -n '/products timed by/,$p' "$RUN/b${BATCHES%% *}/summary.md" 2>/dev/null | head -20
 tar czf "${OUT:-/tmp}/device-wgpu.tgz" -C /tmp device-wgpu
 log "done in $(( $(date +%s) - START ))s; results in ${OUT:-/tmp}/device-wgpu.tgz"

@@ -93,30 +93,37 @@ def kernel_tables(runs, kruns, top=3):
 
 def product_tables(runs, keys, top=12):
     """The `auto` routine's timings of each hvq run that has them (HVQ_GPU_MATMUL=auto: burn's
-    SimpleUnit against hvq's tiled kernel in blocks of 64, 32 and 128 (JSON before 2026-12-05's
-    third size lacks it), per kind of product, on the
-    first batch): totals, then the kinds with the most time at stake."""
+    SimpleUnit against hvq's tiled kernel in each of its block sizes, per kind of product, on the
+    first batch or kept from an earlier run): totals, then the kinds with the most time at stake.
+    Reads `tiled_us` (routine name -> µs) and the older reports' tiled64_us / tiled32_us /
+    tiled128_us fields."""
+    def tiled(t):
+        if "tiled_us" in t:
+            return t["tiled_us"]
+        return {name: t[f"{name}_us"] for name in ("tiled64", "tiled32", "tiled128") if t.get(f"{name}_us") is not None}
+
     out = []
     for k in keys:
         timings = runs[k].get("product_timings") or []
         if not timings:
             continue
+        names = []
+        for t in timings:
+            names += [n for n in tiled(t) if n not in names]
+        us = lambda t: [t["burn_us"]] + list(tiled(t).values())
         burn = sum(t["burn_us"] for t in timings)
-        sizes = ["tiled64_us", "tiled32_us", "tiled128_us"]
-        us = lambda t: [t["burn_us"]] + [t[s] for s in sizes if t.get(s) is not None]
         best = sum(min(us(t)) for t in timings)
         on_tiled = sum(1 for t in timings if t["runs_on"] != "burn")
+        kept = sum(1 for t in timings if t.get("stored"))
         out.append(f"\nproducts timed by `auto` (hvq {k[1]}, µs per launch, one of each kind): {len(timings)} kinds, "
                    f"{on_tiled} on the tiled kernel; all on burn's {burn:.0f} µs, each on its fastest {best:.0f} µs"
-                   + (f"; {kept} kept from an earlier run (HVQ_PRODUCT_CHOICES)" if (kept := sum(
-                       1 for t in timings if t.get("stored"))) else ""))
+                   + (f"; {kept} kept from an earlier run (HVQ_PRODUCT_CHOICES)" if kept else ""))
         rows = []
         for t in sorted(timings, key=lambda t: -max(us(t)))[:top]:
             rows.append([f"{t['lhs']} · {t['rhs']}", "x".join(map(str, t["lhs_strides"])) + " · " +
                          "x".join(map(str, t["rhs_strides"])), fmt(t["burn_us"])] +
-                        [fmt(t.get(s)) for s in sizes] + [t["runs_on"] + (" (kept)" if t.get("stored") else "")])
-        out.append(table(["operands", "strides", "burn µs", "tiled 64 µs", "tiled 32 µs", "tiled 128 µs", "runs on"],
-                         rows))
+                        [fmt(tiled(t).get(n)) for n in names] + [t["runs_on"] + (" (kept)" if t.get("stored") else "")])
+        out.append(table(["operands", "strides", "burn µs"] + [f"{n} µs" for n in names] + ["runs on"], rows))
     return "\n".join(out)
 
 

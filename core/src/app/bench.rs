@@ -548,26 +548,41 @@ fn format_product_timings(timings: &[crate::kernels::product_choice::ProductTimi
         timings.len(),
         timings.len() - on_burn
     );
+    // One column per tiled routine any kind was timed on, in the routines' order.
+    let mut routines: Vec<ProductRoutine> = timings
+        .iter()
+        .flat_map(|t| t.tiled_us.keys().copied())
+        .collect();
+    routines.sort();
+    routines.dedup();
     out.push_str(&format!(
-        "{:<44} {:>9} {:>9} {:>9} {:>9}  runs on\n",
-        "operands (shape, strides)", "burn µs", "64 µs", "32 µs", "128 µs"
+        "{:<44} {:>9}",
+        "operands (shape, strides)", "burn µs"
     ));
+    for r in &routines {
+        out.push_str(&format!(" {:>9}", r.name()));
+    }
+    out.push_str("  runs on\n");
     let mut sorted: Vec<_> = timings.iter().collect();
     sorted.sort_by(|a, b| b.slowest_us().total_cmp(&a.slowest_us()));
     for t in sorted {
         out.push_str(&format!(
-            "{:<44} {:>9.1} {:>9.1} {:>9.1} {:>9.1}  {}{}\n",
+            "{:<44} {:>9.1}",
             format!(
                 "{:?}{:?} · {:?}{:?}",
                 t.lhs, t.lhs_strides, t.rhs, t.rhs_strides
             ),
-            t.burn_us,
-            t.tiled64_us,
-            t.tiled32_us,
-            t.tiled128_us,
-            serde_json::to_string(&t.runs_on)
-                .unwrap_or_default()
-                .trim_matches('"'),
+            t.burn_us
+        ));
+        for r in &routines {
+            match t.tiled_us.get(r) {
+                Some(us) => out.push_str(&format!(" {us:>9.1}")),
+                None => out.push_str(&format!(" {:>9}", "-")),
+            }
+        }
+        out.push_str(&format!(
+            "  {}{}\n",
+            t.runs_on.name(),
             if t.stored { " (kept)" } else { "" }
         ));
     }
@@ -698,9 +713,12 @@ mod tests {
             rhs: vec![256, 512],
             rhs_strides: vec![1, 256],
             burn_us: us[0],
-            tiled64_us: us[1],
-            tiled32_us: us[2],
-            tiled128_us: us[3],
+            tiled_us: [
+                (ProductRoutine::Tiled64, us[1]),
+                (ProductRoutine::Tiled32, us[2]),
+                (ProductRoutine::Quads128, us[3]),
+            ]
+            .into(),
             runs_on,
             stored: false,
         }
@@ -711,16 +729,25 @@ mod tests {
     /// marked.
     #[test]
     fn product_timings_table_lists_each_kind_the_slowest_first() {
-        let kept = ProductTiming {
+        let mut kept = ProductTiming {
             stored: true,
             ..timing(196, [40.0, 30.0, 20.0, 35.0], ProductRoutine::Tiled32)
         };
+        // Kept by a build that had no such routine: a dash in its column.
+        kept.tiled_us.remove(&ProductRoutine::Quads128);
         let table = format_product_timings(&[
             kept,
             timing(1568, [90.0, 120.0, 100.0, 150.0], ProductRoutine::Burn),
         ]);
         assert!(
             table.contains("2 kinds, 1 on the tiled kernel, 1 on burn's; 1 kept from an earlier"),
+            "{table}"
+        );
+        let header = table.lines().find(|l| l.starts_with("operands")).unwrap();
+        let columns: Vec<&str> = header.split_whitespace().collect();
+        assert_eq!(
+            columns[3..],
+            ["burn", "µs", "tiled64", "tiled32", "quads128", "runs", "on"],
             "{table}"
         );
         let lines: Vec<&str> = table.lines().filter(|l| l.starts_with('[')).collect();
@@ -731,7 +758,7 @@ mod tests {
             "{table}"
         );
         assert!(
-            lines[1].ends_with("tiled32 (kept)") && lines[1].contains("20.0"),
+            lines[1].ends_with("-  tiled32 (kept)") && lines[1].contains("20.0"),
             "{table}"
         );
     }

@@ -19,6 +19,11 @@
 //!   conflicts), the
 //!   next stage fetched into registers while the current one is multiplied (its loads' latency
 //!   hidden by the arithmetic);
+//! - or ([`BlockSize::Quads64`], [`BlockSize::Quads128`]: [`quad_matmul_kernel`]) a thread's
+//!   outputs come in 4×4 quads (rows `64g + 4ty + i`) and the stages are held as quads of four
+//!   neighbouring values, so that a thread reads four of them with one shared-memory load: a
+//!   quarter of the loads per multiply-add of the layout above (which one of them a GPU's
+//!   compiler and memory run faster is what `auto` times);
 //! - the operands are read at their strides (a transposed view costs no copy), each stage
 //!   loaded with neighbouring threads on the operand's contiguous axis (the layout a comptime
 //!   choice), so the loads coalesce whichever way round an operand lies;
@@ -54,18 +59,38 @@ pub enum BlockSize {
     /// does one (a GPU's shared-memory loads, not its arithmetic, bound a 4×4 thread), for a
     /// quarter of the blocks.
     Of128,
+    /// 64×64, each thread 4×4 values read from the stages four at a time
+    /// ([`quad_matmul_kernel`]): a quarter of the shared-memory loads of [`BlockSize::Of64`].
+    Quads64,
+    /// 128×128, each thread 8×8 values (2×2 quads) read four at a time.
+    Quads128,
 }
 
 impl BlockSize {
     /// Every size, in the order the `auto` routine times them.
-    pub const ALL: [BlockSize; 3] = [BlockSize::Of64, BlockSize::Of32, BlockSize::Of128];
+    pub const ALL: [BlockSize; 5] = [
+        BlockSize::Of64,
+        BlockSize::Of32,
+        BlockSize::Of128,
+        BlockSize::Quads64,
+        BlockSize::Quads128,
+    ];
 
     /// Outputs along each side of a thread's block.
     fn per(self) -> usize {
         match self {
-            BlockSize::Of64 => 4,
+            BlockSize::Of64 | BlockSize::Quads64 => 4,
             BlockSize::Of32 => 2,
-            BlockSize::Of128 => 8,
+            BlockSize::Of128 | BlockSize::Quads128 => 8,
+        }
+    }
+
+    /// Quads along each side of a thread's block when its stages are read as quads.
+    fn quads(self) -> Option<usize> {
+        match self {
+            BlockSize::Quads64 => Some(1),
+            BlockSize::Quads128 => Some(2),
+            _ => None,
         }
     }
 
@@ -113,43 +138,7 @@ fn tiled_matmul_kernel<F: Float>(
     let split = z % splits as usize;
     let batch = z / splits as usize;
 
-    // The operands' offsets for this batch index, their batch axes broadcast.
-    let rank = a.rank();
-    let mut rest = batch;
-    let mut a_at = 0;
-    let mut b_at = 0;
-    let mut axis = rank - 2;
-    while axis > 0 {
-        axis -= 1;
-        let (a_size, b_size) = (a.shape(axis), b.shape(axis));
-        let mut size = a_size;
-        if b_size > size {
-            size = b_size;
-        }
-        let coordinate = rest % size;
-        rest /= size;
-        if a_size > 1 {
-            a_at += coordinate * a.stride(axis);
-        }
-        if b_size > 1 {
-            b_at += coordinate * b.stride(axis);
-        }
-    }
-    // Where each operand's block lies: `a`'s rows are its outer axis, `b`'s columns.
-    let a_block = Span {
-        at: a_at,
-        outer_stride: a.stride(rank - 2),
-        inner_stride: a.stride(rank - 1),
-        outer0: m0,
-        outer_len: m,
-    };
-    let b_block = Span {
-        at: b_at,
-        outer_stride: b.stride(rank - 1),
-        inner_stride: b.stride(rank - 2),
-        outer0: n0,
-        outer_len: n,
-    };
+    let (a_block, b_block) = operand_spans(a, b, batch, m0, n0, m, n);
 
     let mut a_stage = Shared::<[F]>::new_slice(comptime!(stride * DEPTH));
     let mut b_stage = Shared::<[F]>::new_slice(comptime!(stride * DEPTH));
@@ -226,6 +215,256 @@ fn tiled_matmul_kernel<F: Float>(
             }
         }
     }
+}
+
+/// Four values side by side: a thread's outputs come in quads along each side, read from the
+/// stages four at a time.
+type Quad<F> = Vector<F, Const<4>>;
+/// Values in a [`Quad`].
+const QUAD: usize = 4;
+
+/// The tiled product with the stages held as quads ([`BlockSize::Quads64`],
+/// [`BlockSize::Quads128`]): a thread computes `quads × quads` blocks of 4×4 values (rows
+/// `64g + 4ty + i`, columns `64h + 4tx + j`) and reads each stage's values for them four at a
+/// time, so one shared-memory load brings four values where [`tiled_matmul_kernel`]'s brings
+/// one (a warp's 16 neighbouring threads read 16 neighbouring quads of `b`, 256 bytes in two
+/// transactions; `a`'s quads are the same for 16 threads, one broadcast). Each thread stores
+/// whole quads into the stages: four outer indices at one inner index, fetched as four values
+/// (neighbouring threads on the operand's contiguous axis, as the other kernel does). Same sums
+/// in the same order as the other kernel.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn quad_matmul_kernel<F: Float>(
+    a: &Tensor<F>,
+    b: &Tensor<F>,
+    out: &mut Tensor<F>,
+    m: u32,
+    n: u32,
+    k: u32,
+    split_depth: u32,
+    splits: u32,
+    #[comptime] quads: usize,
+    #[comptime] a_along_inner: bool,
+    #[comptime] b_along_inner: bool,
+    #[define(F)] _dtype: ElemType,
+) {
+    let (m, n, k) = (m as usize, n as usize, k as usize);
+    let (tx, ty) = (UNIT_POS_X as usize, UNIT_POS_Y as usize);
+    let thread = ty * SIDE + tx;
+    let per = comptime!(QUAD * quads);
+    let block = comptime!(SIDE * QUAD * quads);
+    // Quads along a stage's row (one inner index), and between one row and the next: one more,
+    // so that threads storing down a column (an operand read along its inner dimension) spread
+    // over the memory banks.
+    let row_quads = comptime!(SIDE * quads);
+    let stride = comptime!(SIDE * quads + 1);
+    let (m0, n0) = (CUBE_POS_Y as usize * block, CUBE_POS_X as usize * block);
+    let z = CUBE_POS_Z as usize;
+    let split = z % splits as usize;
+    let batch = z / splits as usize;
+    let (a_block, b_block) = operand_spans(a, b, batch, m0, n0, m, n);
+
+    let mut a_stage = Shared::<[Quad<F>]>::new_slice(comptime!(stride * DEPTH));
+    let mut b_stage = Shared::<[Quad<F>]>::new_slice(comptime!(stride * DEPTH));
+    let mut acc = Array::<F>::new(comptime!(per * per));
+    #[unroll]
+    for i in 0..comptime!(per * per) {
+        acc[i] = F::new(0.0);
+    }
+    let mut a_reg = Array::<F>::new(per);
+    let mut b_reg = Array::<F>::new(per);
+
+    let start = split * split_depth as usize;
+    let mut end = start + split_depth as usize;
+    if end > k {
+        end = k;
+    }
+    // Each thread stores `quads` quads of each operand a stage (a stage holds `DEPTH` rows of
+    // `row_quads`, 256 threads), fetched into registers a stage ahead.
+    let mut a_next = Array::<F>::new(per);
+    let mut b_next = Array::<F>::new(per);
+    #[unroll]
+    for l in 0..quads {
+        let e = thread + l * SIDE * SIDE;
+        #[unroll]
+        for q in 0..QUAD {
+            a_next[l * QUAD + q] =
+                fetch_of_quad::<F>(a, &a_block, e, q, start, end, row_quads, a_along_inner);
+            b_next[l * QUAD + q] =
+                fetch_of_quad::<F>(b, &b_block, e, q, start, end, row_quads, b_along_inner);
+        }
+    }
+    let mut k0 = start;
+    while k0 < end {
+        #[unroll]
+        for l in 0..quads {
+            let e = thread + l * SIDE * SIDE;
+            let mut a_quad = Quad::<F>::empty();
+            let mut b_quad = Quad::<F>::empty();
+            #[unroll]
+            for q in 0..QUAD {
+                a_quad.insert(q, a_next[l * QUAD + q]);
+                b_quad.insert(q, b_next[l * QUAD + q]);
+            }
+            a_stage[quad_slot(e, row_quads, stride, a_along_inner)] = a_quad;
+            b_stage[quad_slot(e, row_quads, stride, b_along_inner)] = b_quad;
+        }
+        sync_cube();
+        let k1 = k0 + DEPTH;
+        if k1 < end {
+            #[unroll]
+            for l in 0..quads {
+                let e = thread + l * SIDE * SIDE;
+                #[unroll]
+                for q in 0..QUAD {
+                    a_next[l * QUAD + q] =
+                        fetch_of_quad::<F>(a, &a_block, e, q, k1, end, row_quads, a_along_inner);
+                    b_next[l * QUAD + q] =
+                        fetch_of_quad::<F>(b, &b_block, e, q, k1, end, row_quads, b_along_inner);
+                }
+            }
+        }
+        #[unroll]
+        for kk in 0..DEPTH {
+            #[unroll]
+            for g in 0..quads {
+                let a_quad = a_stage[kk * stride + g * SIDE + ty];
+                let b_quad = b_stage[kk * stride + g * SIDE + tx];
+                #[unroll]
+                for q in 0..QUAD {
+                    a_reg[g * QUAD + q] = a_quad.extract(q);
+                    b_reg[g * QUAD + q] = b_quad.extract(q);
+                }
+            }
+            #[unroll]
+            for i in 0..per {
+                #[unroll]
+                for j in 0..per {
+                    acc[i * per + j] += a_reg[i] * b_reg[j];
+                }
+            }
+        }
+        sync_cube();
+        k0 = k1;
+    }
+
+    let at = z * m * n;
+    #[unroll]
+    for i in 0..per {
+        #[unroll]
+        for j in 0..per {
+            // Value `i` of the thread's rows: quad `i / 4`'s row `i % 4`.
+            let row = m0 + (i / QUAD) * SIDE * QUAD + ty * QUAD + i % QUAD;
+            let col = n0 + (j / QUAD) * SIDE * QUAD + tx * QUAD + j % QUAD;
+            if row < m && col < n {
+                out[at + row * n + col] = acc[i * per + j];
+            }
+        }
+    }
+}
+
+/// Stage quad `e`'s outer quad and inner index (`row_quads` quads by `DEPTH` inner indices):
+/// with `along_inner` neighbouring threads take neighbouring inner indices, else neighbouring
+/// quads (so the loads coalesce either way round).
+#[cube]
+fn quad_position(
+    e: usize,
+    #[comptime] row_quads: usize,
+    #[comptime] along_inner: bool,
+) -> (usize, usize) {
+    let (mut o, mut kk) = (e / DEPTH, e % DEPTH);
+    if !along_inner {
+        o = e % row_quads;
+        kk = e / row_quads;
+    }
+    (o, kk)
+}
+
+/// Where stage quad `e` lies in shared memory: `kk · stride + o`.
+#[cube]
+fn quad_slot(
+    e: usize,
+    #[comptime] row_quads: usize,
+    #[comptime] stride: usize,
+    #[comptime] along_inner: bool,
+) -> usize {
+    let (o, kk) = quad_position(e, row_quads, along_inner);
+    kk * stride + o
+}
+
+/// Value `q` of stage quad `e` of an operand (`t`, its block's `span`) for the stage starting at
+/// inner index `k0`: outer index `4o + q` of the block, zero past the edges.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn fetch_of_quad<F: Float>(
+    t: &Tensor<F>,
+    span: &Span,
+    e: usize,
+    #[comptime] q: usize,
+    k0: usize,
+    end: usize,
+    #[comptime] row_quads: usize,
+    #[comptime] along_inner: bool,
+) -> F {
+    let (o, kk) = quad_position(e, row_quads, along_inner);
+    let (outer, inner) = (span.outer0 + o * QUAD + q, k0 + kk);
+    let mut value = F::new(0.0);
+    if outer < span.outer_len && inner < end {
+        value = t[span.at + outer * span.outer_stride + inner * span.inner_stride];
+    }
+    value
+}
+
+/// Where the two operands' parts of the cube's block lie for batch index `batch` (batch axes
+/// broadcast as burn's `matmul` does), the block's first row `m0` and column `n0`.
+#[cube]
+fn operand_spans<F: Float>(
+    a: &Tensor<F>,
+    b: &Tensor<F>,
+    batch: usize,
+    m0: usize,
+    n0: usize,
+    m: usize,
+    n: usize,
+) -> (Span, Span) {
+    let rank = a.rank();
+    let mut rest = batch;
+    let mut a_at = 0;
+    let mut b_at = 0;
+    let mut axis = rank - 2;
+    while axis > 0 {
+        axis -= 1;
+        let (a_size, b_size) = (a.shape(axis), b.shape(axis));
+        let mut size = a_size;
+        if b_size > size {
+            size = b_size;
+        }
+        let coordinate = rest % size;
+        rest /= size;
+        if a_size > 1 {
+            a_at += coordinate * a.stride(axis);
+        }
+        if b_size > 1 {
+            b_at += coordinate * b.stride(axis);
+        }
+    }
+    // Where each operand's block lies: `a`'s rows are its outer axis, `b`'s columns.
+    let a_block = Span {
+        at: a_at,
+        outer_stride: a.stride(rank - 2),
+        inner_stride: a.stride(rank - 1),
+        outer0: m0,
+        outer_len: m,
+    };
+    let b_block = Span {
+        at: b_at,
+        outer_stride: b.stride(rank - 1),
+        inner_stride: b.stride(rank - 2),
+        outer0: n0,
+        outer_len: n,
+    };
+
+    (a_block, b_block)
 }
 
 /// Stage value `e`'s outer and inner index (`block` outer by `DEPTH` inner indices): with
@@ -391,23 +630,46 @@ pub fn matmul_in<const D: usize>(
     // Each stage read along the operand's unit stride: `a`'s inner axis (k, its columns) or else
     // its rows; `b`'s columns (its outer axis) or else its inner rows.
     let (a_along_inner, b_along_inner) = (unit_stride(&lhs, 1), !unit_stride(&rhs, 1));
-    tiled_matmul_kernel::launch(
-        &product.client,
+    let (count, dim) = (
         CubeCount::Static(cols as u32, rows as u32, (batch * splits) as u32),
         CubeDim::new_2d(SIDE as u32, SIDE as u32),
-        lhs.into_tensor_arg(),
-        rhs.into_tensor_arg(),
-        product.clone().into_tensor_arg(),
-        m as u32,
-        n as u32,
-        k as u32,
-        depth as u32,
-        splits as u32,
-        size.per(),
-        a_along_inner,
-        b_along_inner,
-        F32,
     );
+    match size.quads() {
+        Some(quads) => quad_matmul_kernel::launch(
+            &product.client,
+            count,
+            dim,
+            lhs.into_tensor_arg(),
+            rhs.into_tensor_arg(),
+            product.clone().into_tensor_arg(),
+            m as u32,
+            n as u32,
+            k as u32,
+            depth as u32,
+            splits as u32,
+            quads,
+            a_along_inner,
+            b_along_inner,
+            F32,
+        ),
+        None => tiled_matmul_kernel::launch(
+            &product.client,
+            count,
+            dim,
+            lhs.into_tensor_arg(),
+            rhs.into_tensor_arg(),
+            product.clone().into_tensor_arg(),
+            m as u32,
+            n as u32,
+            k as u32,
+            depth as u32,
+            splits as u32,
+            size.per(),
+            a_along_inner,
+            b_along_inner,
+            F32,
+        ),
+    }
     // The splits' partial products added in order (one split: the product itself).
     let out = add_grouped_blocks(product, [batch, splits, m * n]);
     Some(to_burn::<2>(out).reshape(shape))

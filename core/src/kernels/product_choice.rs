@@ -1,6 +1,6 @@
 //! `HVQ_GPU_MATMUL=auto` (`device::gpu_matmul`, the CLI's and the desktop inspector's default):
 //! for each distinct plain f32 product on a GPU, the first call times hvq's tiled kernel
-//! (`gpu_matmul_tiled`, in blocks of 64, 32 and 128) against cubek's `SimpleUnit` (burn's own
+//! (`gpu_matmul_tiled`: blocks of 64, 32 and 128, and of 64 and 128 read as quads) against cubek's `SimpleUnit` (burn's own
 //! product) on that call's operands, and the fastest runs it and every later product of the
 //! same kind in this process.
 //!
@@ -31,7 +31,7 @@
 use serde::{Deserialize, Serialize};
 
 /// What runs a kind of product.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProductRoutine {
     /// burn's product (cubek's `SimpleUnit`).
@@ -42,6 +42,10 @@ pub enum ProductRoutine {
     Tiled32,
     /// hvq's tiled kernel in blocks of 128.
     Tiled128,
+    /// hvq's tiled kernel in blocks of 64, its stages read as quads.
+    Quads64,
+    /// hvq's tiled kernel in blocks of 128, its stages read as quads.
+    Quads128,
 }
 
 /// One kind of product and what its candidates took ([`timings`]).
@@ -59,12 +63,9 @@ pub struct ProductTiming {
     pub rhs_strides: Vec<usize>,
     /// Microseconds per launch of burn's product (cubek `SimpleUnit`).
     pub burn_us: f64,
-    /// Microseconds per launch of hvq's tiled kernel in blocks of 64.
-    pub tiled64_us: f64,
-    /// Microseconds per launch of hvq's tiled kernel in blocks of 32.
-    pub tiled32_us: f64,
-    /// Microseconds per launch of hvq's tiled kernel in blocks of 128.
-    pub tiled128_us: f64,
+    /// Microseconds per launch of hvq's tiled kernel in each of its block sizes, by the
+    /// routine's name (`tiled64`, `tiled32`, `tiled128`, `quads64`, `quads128`).
+    pub tiled_us: std::collections::BTreeMap<ProductRoutine, f64>,
     /// What runs this kind of product.
     pub runs_on: ProductRoutine,
     /// Read from the file of kept choices (`HVQ_PRODUCT_CHOICES`, `product_store`): timed by an
@@ -155,25 +156,39 @@ impl ProductRoutine {
             ProductRoutine::Tiled64 => Some(BlockSize::Of64),
             ProductRoutine::Tiled32 => Some(BlockSize::Of32),
             ProductRoutine::Tiled128 => Some(BlockSize::Of128),
+            ProductRoutine::Quads64 => Some(BlockSize::Quads64),
+            ProductRoutine::Quads128 => Some(BlockSize::Quads128),
         }
+    }
+
+    /// The routine of the tiled kernel in blocks of `size`.
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    fn tiled(size: super::gpu_matmul_tiled::BlockSize) -> Self {
+        use super::gpu_matmul_tiled::BlockSize;
+        match size {
+            BlockSize::Of64 => ProductRoutine::Tiled64,
+            BlockSize::Of32 => ProductRoutine::Tiled32,
+            BlockSize::Of128 => ProductRoutine::Tiled128,
+            BlockSize::Quads64 => ProductRoutine::Quads64,
+            BlockSize::Quads128 => ProductRoutine::Quads128,
+        }
+    }
+
+    /// The name reports print (the JSON's).
+    pub fn name(self) -> String {
+        serde_json::to_string(&self)
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_string()
     }
 }
 
 impl ProductTiming {
-    /// Each tiled candidate's routine and microseconds per launch, in the order timed.
-    pub fn tiled_us(&self) -> [(ProductRoutine, f64); 3] {
-        [
-            (ProductRoutine::Tiled64, self.tiled64_us),
-            (ProductRoutine::Tiled32, self.tiled32_us),
-            (ProductRoutine::Tiled128, self.tiled128_us),
-        ]
-    }
-
     /// The slowest candidate's microseconds per launch (the time at stake).
     pub fn slowest_us(&self) -> f64 {
-        self.tiled_us()
-            .iter()
-            .fold(self.burn_us, |most, &(_, us)| most.max(us))
+        self.tiled_us
+            .values()
+            .fold(self.burn_us, |most, &us| most.max(us))
     }
 }
 
@@ -339,32 +354,30 @@ fn time<const D: usize>(
             *best = best.min(per_launch_us(&device, *run, round == 0)?);
         }
     }
-    // Each size's time (`ALL` lists every size once).
-    let time_of =
-        |size: BlockSize| us[1 + BlockSize::ALL.iter().position(|s| *s == size).unwrap_or(0)];
-    let mut timing = ProductTiming {
+    let tiled_us: std::collections::BTreeMap<_, _> = BlockSize::ALL
+        .iter()
+        .zip(&us[1..])
+        .map(|(&size, &took)| (ProductRoutine::tiled(size), took))
+        .collect();
+    Ok(ProductTiming {
         device: kind.device,
         lhs: kind.lhs.0,
         lhs_strides: kind.lhs.1,
         rhs: kind.rhs.0,
         rhs_strides: kind.rhs.1,
         burn_us: us[0],
-        tiled64_us: time_of(BlockSize::Of64),
-        tiled32_us: time_of(BlockSize::Of32),
-        tiled128_us: time_of(BlockSize::Of128),
-        runs_on: ProductRoutine::Burn,
+        runs_on: fastest(us[0], tiled_us.iter().map(|(&r, &t)| (r, t))),
+        tiled_us,
         stored: false,
-    };
-    timing.runs_on = fastest(timing.burn_us, &timing.tiled_us());
-    Ok(timing)
+    })
 }
 
 /// The routine the times choose: the fastest block size of the tiled kernel when it beats
-/// burn's routine by [`MARGIN`] (a tie between sizes goes to the one timed first), else burn's.
+/// burn's routine by [`MARGIN`] (a tie between sizes goes to the first given), else burn's.
 #[cfg(any(feature = "wgpu", feature = "cuda", test))]
-fn fastest(burn_us: f64, tiled: &[(ProductRoutine, f64)]) -> ProductRoutine {
-    let Some(&(routine, us)) = tiled
-        .iter()
+fn fastest(burn_us: f64, tiled: impl IntoIterator<Item = (ProductRoutine, f64)>) -> ProductRoutine {
+    let Some((routine, us)) = tiled
+        .into_iter()
         .reduce(|best, next| if next.1 < best.1 { next } else { best })
     else {
         return ProductRoutine::Burn;
@@ -412,15 +425,23 @@ mod tests {
     #[test]
     fn the_tiled_kernel_needs_to_win_by_the_margin_with_its_faster_size() {
         use ProductRoutine::*;
-        let tiled = |us: [f64; 3]| [(Tiled64, us[0]), (Tiled32, us[1]), (Tiled128, us[2])];
-        assert_eq!(fastest(100.0, &tiled([90.0, 120.0, 130.0])), Tiled64);
-        assert_eq!(fastest(100.0, &tiled([120.0, 90.0, 95.0])), Tiled32);
-        assert_eq!(fastest(100.0, &tiled([120.0, 90.0, 60.0])), Tiled128);
-        assert_eq!(fastest(100.0, &tiled([80.0, 80.0, 80.0])), Tiled64);
-        assert_eq!(fastest(100.0, &tiled([96.0, 97.0, 99.0])), Burn);
-        assert_eq!(fastest(100.0, &tiled([100.0, 100.0, 100.0])), Burn);
-        assert_eq!(fastest(100.0, &tiled([150.0, 200.0, 101.0])), Burn);
-        assert_eq!(fastest(100.0, &[]), Burn);
+        let tiled = |us: [f64; 4]| {
+            [
+                (Tiled64, us[0]),
+                (Tiled32, us[1]),
+                (Tiled128, us[2]),
+                (Quads128, us[3]),
+            ]
+        };
+        assert_eq!(fastest(100.0, tiled([90.0, 120.0, 130.0, 99.0])), Tiled64);
+        assert_eq!(fastest(100.0, tiled([120.0, 90.0, 95.0, 99.0])), Tiled32);
+        assert_eq!(fastest(100.0, tiled([120.0, 90.0, 60.0, 99.0])), Tiled128);
+        assert_eq!(fastest(100.0, tiled([120.0, 90.0, 60.0, 40.0])), Quads128);
+        assert_eq!(fastest(100.0, tiled([80.0, 80.0, 80.0, 80.0])), Tiled64);
+        assert_eq!(fastest(100.0, tiled([96.0, 97.0, 99.0, 98.0])), Burn);
+        assert_eq!(fastest(100.0, tiled([100.0, 100.0, 100.0, 100.0])), Burn);
+        assert_eq!(fastest(100.0, tiled([150.0, 200.0, 101.0, 100.0])), Burn);
+        assert_eq!(fastest(100.0, []), Burn);
     }
 }
 
@@ -475,10 +496,14 @@ mod gpu_tests {
             (t.rhs.as_slice(), t.lhs_strides.as_slice()),
             (&dims_b[..], &[37 * 53, 53, 1][..])
         );
-        for us in [t.burn_us, t.tiled64_us, t.tiled32_us, t.tiled128_us] {
-            assert!(us.is_finite() && us > 0.0, "{t:?}");
+        assert_eq!(t.tiled_us.len(), gpu_matmul_tiled::BlockSize::ALL.len());
+        for us in std::iter::once(&t.burn_us).chain(t.tiled_us.values()) {
+            assert!(us.is_finite() && *us > 0.0, "{t:?}");
         }
-        assert_eq!(t.runs_on, fastest(t.burn_us, &t.tiled_us()));
+        assert_eq!(
+            t.runs_on,
+            fastest(t.burn_us, t.tiled_us.iter().map(|(&r, &u)| (r, u)))
+        );
         let want = match t.runs_on.block_size() {
             Some(size) => values(gpu_matmul_tiled::matmul_in(&a, &b, size).unwrap()),
             None => values(a.clone().matmul(b.clone())),
@@ -533,9 +558,11 @@ mod gpu_tests {
             rhs: kind.rhs.0,
             rhs_strides: kind.rhs.1,
             burn_us: 10.0,
-            tiled64_us: 9.0,
-            tiled32_us: 5.0,
-            tiled128_us: 7.0,
+            tiled_us: [
+                (ProductRoutine::Tiled64, 9.0),
+                (ProductRoutine::Tiled32, 5.0),
+            ]
+            .into(),
             runs_on: ProductRoutine::Tiled32,
             stored: false,
         });

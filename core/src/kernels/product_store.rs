@@ -192,13 +192,20 @@ impl Store {
                 return Vec::new();
             }
         };
+        // The build first: another build's file (perhaps of another layout) is not read.
+        #[derive(Deserialize)]
+        struct Build {
+            build: String,
+        }
+        if serde_json::from_slice::<Build>(&bytes).is_ok_and(|b| b.build != self.build) {
+            return Vec::new();
+        }
         match serde_json::from_slice::<Contents>(&bytes) {
-            Ok(c) if c.build == self.build => c
+            Ok(c) => c
                 .kinds
                 .into_iter()
                 .map(|k| (key(&k.adapter, operands(&k.timing)), k.timing))
                 .collect(),
-            Ok(_) => Vec::new(),
             Err(e) => {
                 warn(&format!(
                     "{} is not a file of product choices ({e}); it will be replaced",
@@ -229,9 +236,11 @@ mod tests {
             rhs: vec![64, 32],
             rhs_strides: vec![1, 64],
             burn_us: 10.0,
-            tiled64_us: 8.0,
-            tiled32_us: 9.0,
-            tiled128_us: 12.0,
+            tiled_us: [
+                (ProductRoutine::Tiled64, 8.0),
+                (ProductRoutine::Quads64, 7.5),
+            ]
+            .into(),
             runs_on,
             stored: false,
         }
