@@ -1,8 +1,8 @@
 //! `HVQ_GPU_MATMUL=auto` (`device::gpu_matmul`, the CLI's and the desktop inspector's default):
 //! for each distinct plain f32 product on a GPU, the first call times hvq's tiled kernel
-//! (`gpu_matmul_tiled`: blocks of 64, 32 and 128, and of 64 and 128 read as quads) against cubek's `SimpleUnit` (burn's own
-//! product) on that call's operands, and the fastest runs it and every later product of the
-//! same kind in this process.
+//! (`gpu_matmul_tiled`: blocks of 64, 32 and 128, and of 64 and 128 read as quads) against
+//! cubek's `SimpleUnit` (burn's own product) on that call's operands, and the fastest runs it
+//! and every later product of the same kind in this process.
 //!
 //! Why at run time: which routine is faster depends on the GPU and on the product's shape. On
 //! an H200 `SimpleUnit` ran the transformer's skinny products at about 1.2 TFLOP/s (2026-12-04),
@@ -84,11 +84,11 @@ pub const ROUNDS: usize = 2;
 pub const MARGIN: f64 = 0.05;
 
 /// The tiled kernel's block size for `a · b` when it is the faster ([`MARGIN`]) for this kind
-/// of product, timed on `a` and `b` if the kind was not timed before; `None` (burn's routine)
-/// otherwise, and without timing when the tiled kernel does not take the operands
-/// (`gpu_matmul_tiled::taken_strides`: not plain f32 tensors of a GPU backend, shapes it
-/// refuses), on a software adapter ([`Timings::timed_on`]) or on a GPU this process cannot wait for (WebGPU in a
-/// browser).
+/// of product, taken from the kept choices ([`keep_choices_in`]) or else timed on `a` and `b`
+/// if the kind was not met before; `None` (burn's routine) otherwise, and without timing when
+/// the tiled kernel does not take the operands (`gpu_matmul_tiled::taken_strides`: not plain
+/// f32 tensors of a GPU backend, shapes it refuses), on a software adapter
+/// ([`Timings::timed_on`]) or on a GPU this process cannot wait for (WebGPU in a browser).
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub fn faster_tiled<const D: usize>(
     a: &burn::tensor::Tensor<D>,
@@ -607,7 +607,7 @@ mod gpu_tests {
         assert!(!timed_here[0].stored);
         let mut file: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        let entry = file["kinds"]
+        let entry = file["builds"][0]["kinds"]
             .as_array_mut()
             .unwrap()
             .iter_mut()

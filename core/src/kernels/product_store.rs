@@ -10,11 +10,13 @@
 //! holds for every later one on that GPU: the same routines, the same scores.
 //!
 //! Entries are keyed by the adapter's name (two GPUs of one model share them) and the operands'
-//! shapes and strides. The file belongs to one build: a rebuilt hvq (its executable's size or
-//! modification time changed, or another version) may have other kernels, so it ignores the
-//! file and writes its own over it. Writes are atomic (`fs::write_atomic`) and merge what other
-//! processes of the same build wrote meanwhile. A file that cannot be read as one is replaced,
-//! with a warning naming it; one that cannot be written leaves the choices in the process only.
+//! shapes and strides, and filed under the build that timed them: a rebuilt hvq (its
+//! executable's size or modification time changed, or another version) may have other kernels,
+//! so it reads only its own entries. The file keeps the [`BUILDS_KEPT`] builds written most
+//! recently (the CLI and the desktop inspector are two builds sharing it; older ones are
+//! dropped). Writes are atomic (`fs::write_atomic`) and merge what other processes wrote
+//! meanwhile. A file that cannot be read as one is replaced, with a warning naming it; one that
+//! cannot be written leaves the choices in the process only.
 // A build without a GPU backend reads the variable (a typo is still refused) but times nothing.
 #![cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(dead_code))]
 
@@ -85,12 +87,23 @@ pub fn this_build() -> Option<String> {
     ))
 }
 
+/// The builds whose choices a file keeps, the most recently written first.
+pub const BUILDS_KEPT: usize = 4;
+
 /// The file's contents.
-#[derive(Serialize, Deserialize)]
+#[derive(Default, Serialize, Deserialize)]
 struct Contents {
-    /// The build that timed the kinds ([`this_build`]).
+    /// Each build's kinds, the build written most recently first.
+    #[serde(default)]
+    builds: Vec<BuildKinds>,
+}
+
+/// The kinds one build timed.
+#[derive(Serialize, Deserialize)]
+struct BuildKinds {
+    /// The build ([`this_build`]).
     build: String,
-    /// Every kind timed, in the order first kept.
+    /// Every kind it timed, in the order first kept.
     kinds: Vec<Kept>,
 }
 
@@ -144,7 +157,12 @@ impl Store {
     /// `None` if it was not kept.
     pub fn find(&mut self, adapter: &str, device: &str, wanted: Operands) -> Option<ProductTiming> {
         if self.read.is_none() {
-            self.read = Some(self.read_file().into_iter().collect());
+            let mine = self
+                .read_file()
+                .builds
+                .into_iter()
+                .find(|b| b.build == self.build);
+            self.read = Some(mine.map(|b| by_key(b.kinds)).unwrap_or_default());
         }
         let found = self.read.as_ref()?.get(&key(adapter, wanted))?;
         Some(ProductTiming {
@@ -154,67 +172,65 @@ impl Store {
         })
     }
 
-    /// Keep `timing` (timed on `adapter`): the file rewritten with what it holds now for this
-    /// build (other processes' kinds) and this one.
+    /// Keep `timing` (timed on `adapter`): the file rewritten with what it holds now (other
+    /// processes' kinds, other builds') and this one, this build first.
     pub fn keep(&mut self, adapter: &str, timing: &ProductTiming) -> Result<()> {
-        let mut kinds: Vec<(Key, ProductTiming)> = self.read_file();
-        let new = key(adapter, operands(timing));
-        kinds.retain(|(k, _)| *k != new);
-        kinds.push((new, timing.clone()));
-        let contents = Contents {
-            build: self.build.clone(),
-            kinds: kinds
-                .iter()
-                .map(|((adapter, _), t)| Kept {
-                    adapter: adapter.clone(),
-                    timing: ProductTiming {
-                        stored: false,
-                        ..t.clone()
-                    },
-                })
-                .collect(),
+        let mut contents = self.read_file();
+        let at = contents.builds.iter().position(|b| b.build == self.build);
+        let mut mine = match at {
+            Some(at) => contents.builds.remove(at),
+            None => BuildKinds {
+                build: self.build.clone(),
+                kinds: Vec::new(),
+            },
         };
+        let new = key(adapter, operands(timing));
+        mine.kinds
+            .retain(|k| key(&k.adapter, operands(&k.timing)) != new);
+        mine.kinds.push(Kept {
+            adapter: adapter.to_string(),
+            timing: ProductTiming {
+                stored: false,
+                ..timing.clone()
+            },
+        });
+        let kinds = by_key(mine.kinds.clone());
+        contents.builds.insert(0, mine);
+        contents.builds.truncate(BUILDS_KEPT);
         let json = serde_json::to_string_pretty(&contents)
             .map_err(|e| HvqError::Config(format!("{}: {e}", self.path.display())))?;
         crate::fs::write_atomic(&self.path, json.as_bytes())?;
-        self.read = Some(kinds.into_iter().collect());
+        self.read = Some(kinds);
         Ok(())
     }
 
-    /// The file's kinds for this build: none when it is missing or another build's; a file that
-    /// is not a store's is reported (it will be replaced) and read as none.
-    fn read_file(&self) -> Vec<(Key, ProductTiming)> {
+    /// The file's contents: none when it is missing; a file that is not a store's is reported
+    /// (it will be replaced) and read as none.
+    fn read_file(&self) -> Contents {
         let bytes = match std::fs::read(&self.path) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Contents::default(),
             Err(e) => {
                 warn(&format!("cannot read {}: {e}", self.path.display()));
-                return Vec::new();
+                return Contents::default();
             }
         };
-        // The build first: another build's file (perhaps of another layout) is not read.
-        #[derive(Deserialize)]
-        struct Build {
-            build: String,
-        }
-        if serde_json::from_slice::<Build>(&bytes).is_ok_and(|b| b.build != self.build) {
-            return Vec::new();
-        }
-        match serde_json::from_slice::<Contents>(&bytes) {
-            Ok(c) => c
-                .kinds
-                .into_iter()
-                .map(|k| (key(&k.adapter, operands(&k.timing)), k.timing))
-                .collect(),
-            Err(e) => {
-                warn(&format!(
-                    "{} is not a file of product choices ({e}); it will be replaced",
-                    self.path.display()
-                ));
-                Vec::new()
-            }
-        }
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            warn(&format!(
+                "{} is not a file of product choices ({e}); it will be replaced",
+                self.path.display()
+            ));
+            Contents::default()
+        })
     }
+}
+
+/// Kept kinds by their key.
+fn by_key(kinds: Vec<Kept>) -> HashMap<Key, ProductTiming> {
+    kinds
+        .into_iter()
+        .map(|k| (key(&k.adapter, operands(&k.timing)), k.timing))
+        .collect()
 }
 
 /// A problem with the store, on standard error: it never stops the work (the choices are then
@@ -292,20 +308,43 @@ mod tests {
         let mut strides = asked.clone();
         strides.rhs_strides = vec![32, 1];
         assert!(find(&mut later, "GPU", &strides).is_none());
-        let contents: Contents = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        assert_eq!(contents.kinds.len(), 2);
+        let read =
+            || -> Contents { serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap() };
+        let contents = read();
+        assert_eq!(contents.builds.len(), 1);
+        assert_eq!(contents.builds[0].kinds.len(), 2);
 
+        // Another build (the desktop inspector beside the CLI, or a rebuilt hvq) keeps its own
+        // kinds beside the first build's, and reads only its own.
         let mut rebuilt = Store::new(path.clone(), "build B".into());
         assert!(find(&mut rebuilt, "GPU", &asked).is_none());
         rebuilt
             .keep("GPU", &timing(300, ProductRoutine::Tiled32))
             .unwrap();
-        let contents: Contents = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let builds: Vec<(String, usize)> = read()
+            .builds
+            .iter()
+            .map(|b| (b.build.clone(), b.kinds.len()))
+            .collect();
         assert_eq!(
-            (contents.build.as_str(), contents.kinds.len()),
-            ("build B", 1),
-            "another build's file is replaced"
+            builds,
+            [("build B".to_string(), 1), ("build A".to_string(), 2)]
         );
+        let mut again = Store::new(path.clone(), "build A".into());
+        assert!(find(&mut again, "GPU", &asked).is_some());
+        // Only the builds written most recently stay.
+        for n in 0..BUILDS_KEPT {
+            Store::new(path.clone(), format!("build {n}"))
+                .keep("GPU", &asked)
+                .unwrap();
+        }
+        let contents = read();
+        assert_eq!(contents.builds.len(), BUILDS_KEPT);
+        assert_eq!(
+            contents.builds[0].build,
+            format!("build {}", BUILDS_KEPT - 1)
+        );
+        assert!(contents.builds.iter().all(|b| b.build != "build A"));
         std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).ok();
     }
 
@@ -315,7 +354,11 @@ mod tests {
     fn a_damaged_or_unwritable_store_is_no_failure() {
         let path = temp_file("damaged");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, b"{\"build\": \"build A\", \"kinds\": [").unwrap();
+        std::fs::write(
+            &path,
+            b"{\"builds\": [{\"build\": \"build A\", \"kinds\": [",
+        )
+        .unwrap();
         let mut store = Store::new(path.clone(), "build A".into());
         let at = |t: &ProductTiming| operands(t).map(<[usize]>::to_vec);
         let wanted = at(&timing(100, ProductRoutine::Burn));
