@@ -102,6 +102,14 @@ def product_tables(runs, keys, top=12):
             return t["tiled_us"]
         return {name: t[f"{name}_us"] for name in ("tiled64", "tiled32", "tiled128") if t.get(f"{name}_us") is not None}
 
+    def gflops(t):
+        lhs, rhs = t["lhs"], t["rhs"]
+        batch = 1
+        for x, y in zip(lhs[:-2], rhs[:-2]):
+            batch *= max(x, y)
+        us = t["burn_us"] if t["runs_on"] == "burn" else tiled(t).get(t["runs_on"])
+        return None if not us else 2 * batch * lhs[-2] * lhs[-1] * rhs[-1] / (us * 1e3)
+
     out = []
     for k in keys:
         timings = runs[k].get("product_timings") or []
@@ -122,8 +130,10 @@ def product_tables(runs, keys, top=12):
         for t in sorted(timings, key=lambda t: -max(us(t)))[:top]:
             rows.append([f"{t['lhs']} · {t['rhs']}", "x".join(map(str, t["lhs_strides"])) + " · " +
                          "x".join(map(str, t["rhs_strides"])), fmt(t["burn_us"])] +
-                        [fmt(tiled(t).get(n)) for n in names] + [t["runs_on"] + (" (kept)" if t.get("stored") else "")])
-        out.append(table(["operands", "strides", "burn µs"] + [f"{n} µs" for n in names] + ["runs on"], rows))
+                        [fmt(tiled(t).get(n)) for n in names] +
+                        [fmt(gflops(t), 0), t["runs_on"] + (" (kept)" if t.get("stored") else "")])
+        out.append(table(["operands", "strides", "burn µs"] + [f"{n} µs" for n in names] +
+                         ["GFLOP/s (its choice)", "runs on"], rows))
     return "\n".join(out)
 
 

@@ -184,6 +184,27 @@ impl ProductRoutine {
 }
 
 impl ProductTiming {
+    /// Multiply-adds counted twice: `2·batch·m·k·n` (batch axes broadcast).
+    pub fn flops(&self) -> f64 {
+        let rank = self.lhs.len().min(self.rhs.len());
+        if rank < 2 {
+            return 0.0;
+        }
+        let batch: usize = (0..rank - 2)
+            .map(|axis| self.lhs[axis].max(self.rhs[axis]))
+            .product();
+        let (m, k, n) = (self.lhs[rank - 2], self.lhs[rank - 1], self.rhs[rank - 1]);
+        2.0 * (batch * m * k * n) as f64
+    }
+
+    /// Microseconds per launch of the routine that runs this kind.
+    pub fn chosen_us(&self) -> f64 {
+        match self.runs_on {
+            ProductRoutine::Burn => self.burn_us,
+            tiled => self.tiled_us.get(&tiled).copied().unwrap_or(f64::NAN),
+        }
+    }
+
     /// The slowest candidate's microseconds per launch (the time at stake).
     pub fn slowest_us(&self) -> f64 {
         self.tiled_us
@@ -442,6 +463,32 @@ mod tests {
         assert_eq!(fastest(100.0, tiled([100.0, 100.0, 100.0, 100.0])), Burn);
         assert_eq!(fastest(100.0, tiled([150.0, 200.0, 101.0, 100.0])), Burn);
         assert_eq!(fastest(100.0, []), Burn);
+    }
+
+    /// A kind's flops count its broadcast batch; the chosen routine's time is its own.
+    #[test]
+    fn a_kind_counts_its_flops_and_the_chosen_time() {
+        let t = ProductTiming {
+            device: "gpu".into(),
+            lhs: vec![2, 196, 256],
+            lhs_strides: vec![50176, 256, 1],
+            rhs: vec![1, 256, 128],
+            rhs_strides: vec![32768, 1, 256],
+            burn_us: 10.0,
+            tiled_us: [(ProductRoutine::Quads64, 4.0)].into(),
+            runs_on: ProductRoutine::Quads64,
+            stored: false,
+        };
+        assert_eq!(t.flops(), 2.0 * 2.0 * 196.0 * 256.0 * 128.0);
+        assert_eq!(t.chosen_us(), 4.0);
+        assert_eq!(
+            ProductTiming {
+                runs_on: ProductRoutine::Burn,
+                ..t
+            }
+            .chosen_us(),
+            10.0
+        );
     }
 }
 
