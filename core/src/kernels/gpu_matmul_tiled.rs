@@ -132,13 +132,8 @@ fn tiled_matmul_kernel<F: Float>(
     // banks instead of one.
     let block = comptime!(SIDE * per);
     let stride = comptime!(SIDE * per + 1);
-    let (m0, n0) = (CUBE_POS_Y as usize * block, CUBE_POS_X as usize * block);
-    // `CUBE_POS_Z` is the batch index times the splits plus the split.
-    let z = CUBE_POS_Z as usize;
-    let split = z % splits as usize;
-    let batch = z / splits as usize;
-
-    let (a_block, b_block) = operand_spans(a, b, batch, m0, n0, m, n);
+    let work = cube_work(a, b, m, n, k, split_depth, splits, block);
+    let (a_block, b_block, m0, n0) = (work.a, work.b, work.m0, work.n0);
 
     let mut a_stage = Shared::<[F]>::new_slice(comptime!(stride * DEPTH));
     let mut b_stage = Shared::<[F]>::new_slice(comptime!(stride * DEPTH));
@@ -150,11 +145,7 @@ fn tiled_matmul_kernel<F: Float>(
     let mut a_reg = Array::<F>::new(per);
     let mut b_reg = Array::<F>::new(per);
 
-    let start = split * split_depth as usize;
-    let mut end = start + split_depth as usize;
-    if end > k {
-        end = k;
-    }
+    let (start, end) = (work.start, work.end);
     // The next stage's values, fetched into registers before the current stage is multiplied,
     // so that their global loads' latency overlaps the arithmetic.
     let mut a_next = Array::<F>::new(per);
@@ -204,7 +195,7 @@ fn tiled_matmul_kernel<F: Float>(
         k0 = k1;
     }
 
-    let at = z * m * n;
+    let at = work.z * m * n;
     #[unroll]
     for i in 0..per {
         #[unroll]
@@ -258,11 +249,8 @@ fn quad_matmul_kernel<F: Float>(
     // over the memory banks.
     let row_quads = comptime!(SIDE * quads);
     let stride = comptime!(SIDE * quads + 1);
-    let (m0, n0) = (CUBE_POS_Y as usize * block, CUBE_POS_X as usize * block);
-    let z = CUBE_POS_Z as usize;
-    let split = z % splits as usize;
-    let batch = z / splits as usize;
-    let (a_block, b_block) = operand_spans(a, b, batch, m0, n0, m, n);
+    let work = cube_work(a, b, m, n, k, split_depth, splits, block);
+    let (a_block, b_block, m0, n0) = (work.a, work.b, work.m0, work.n0);
 
     let mut a_stage = Shared::<[Quad<F>]>::new_slice(comptime!(stride * DEPTH));
     let mut b_stage = Shared::<[Quad<F>]>::new_slice(comptime!(stride * DEPTH));
@@ -274,11 +262,7 @@ fn quad_matmul_kernel<F: Float>(
     let mut a_reg = Array::<F>::new(per);
     let mut b_reg = Array::<F>::new(per);
 
-    let start = split * split_depth as usize;
-    let mut end = start + split_depth as usize;
-    if end > k {
-        end = k;
-    }
+    let (start, end) = (work.start, work.end);
     // Each thread stores `quads` quads of each operand a stage (a stage holds `DEPTH` rows of
     // `row_quads`, 256 threads), fetched into registers a stage ahead.
     let mut a_next = Array::<F>::new(per);
@@ -348,7 +332,7 @@ fn quad_matmul_kernel<F: Float>(
         k0 = k1;
     }
 
-    let at = z * m * n;
+    let at = work.z * m * n;
     #[unroll]
     for i in 0..per {
         #[unroll]
@@ -413,6 +397,57 @@ fn fetch_of_quad<F: Float>(
         value = t[span.at + outer * span.outer_stride + inner * span.inner_stride];
     }
     value
+}
+
+/// What one cube of either kernel works on.
+#[derive(CubeType)]
+struct Work {
+    /// The operands' parts of its block.
+    a: Span,
+    b: Span,
+    /// Its block's first row and column.
+    m0: usize,
+    n0: usize,
+    /// Its part of the inner dimension, `start..end`.
+    start: usize,
+    end: usize,
+    /// Its partial product among the output's (`CUBE_POS_Z`: the batch index times the splits
+    /// plus the split).
+    z: usize,
+}
+
+/// This cube's [`Work`] for an output in blocks of `block`, the inner dimension `k` split in
+/// `splits` parts of `split_depth`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn cube_work<F: Float>(
+    a: &Tensor<F>,
+    b: &Tensor<F>,
+    m: usize,
+    n: usize,
+    k: usize,
+    split_depth: u32,
+    splits: u32,
+    #[comptime] block: usize,
+) -> Work {
+    let (m0, n0) = (CUBE_POS_Y as usize * block, CUBE_POS_X as usize * block);
+    let z = CUBE_POS_Z as usize;
+    let split = z % splits as usize;
+    let (a_span, b_span) = operand_spans(a, b, z / splits as usize, m0, n0, m, n);
+    let start = split * split_depth as usize;
+    let mut end = start + split_depth as usize;
+    if end > k {
+        end = k;
+    }
+    Work {
+        a: a_span,
+        b: b_span,
+        m0,
+        n0,
+        start,
+        end,
+        z,
+    }
 }
 
 /// Where the two operands' parts of the cube's block lie for batch index `batch` (batch axes

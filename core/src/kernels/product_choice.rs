@@ -565,6 +565,7 @@ mod gpu_tests {
         let names = profile.stages[0].names();
         let prefix = match t.runs_on {
             ProductRoutine::Burn => "MatmulEntry",
+            ProductRoutine::Quads64 | ProductRoutine::Quads128 => "QuadMatmul",
             _ => "TiledMatmul",
         };
         assert!(
