@@ -1,6 +1,7 @@
 //! A batched f32 matrix product as hvq's own tiled GPU kernel (CubeCL: wgpu, CUDA): the
-//! `HVQ_GPU_MATMUL=tiled` routine (`device::gpu_matmul`), and two of the candidates the `auto`
-//! routine times against cubek's `SimpleUnit` for each kind of product (`product_choice`).
+//! `HVQ_GPU_MATMUL=tiled` routine (`device::gpu_matmul`), and the five candidates
+//! ([`BlockSize::ALL`]) the `auto` routine times against cubek's `SimpleUnit` for each kind of
+//! product (`product_choice`).
 //!
 //! Why: at batch 8 on an H200 (2026-12-04 profile, wgpu) the training step's 115 backward
 //! products took 51.5 ms of kernel time, PyTorch's about 2.4 ms: some 1.2 TFLOP/s of the
@@ -16,9 +17,8 @@
 //!   batch 1 by 256 columns: 16 blocks of 64, 56 of 32), or a 128×128 block, each thread 8×8
 //!   values (twice the arithmetic per shared value read, for large outputs), over steps of 16
 //!   of the inner dimension staged in shared memory (8, 4 or 16 KiB, rows padded against bank
-//!   conflicts), the
-//!   next stage fetched into registers while the current one is multiplied (its loads' latency
-//!   hidden by the arithmetic);
+//!   conflicts), the next stage fetched into registers while the current one is multiplied (its
+//!   loads' latency hidden by the arithmetic);
 //! - or ([`BlockSize::Quads64`], [`BlockSize::Quads128`]: [`quad_matmul_kernel`]) a thread's
 //!   outputs come in 4×4 quads (rows `64g + 4ty + i`) and the stages are held as quads of four
 //!   neighbouring values, so that a thread reads four of them with one shared-memory load: a
@@ -153,8 +153,28 @@ fn tiled_matmul_kernel<F: Float>(
     #[unroll]
     for l in 0..per {
         let e = thread + l * SIDE * SIDE;
-        a_next[l] = fetch::<F>(a, &a_block, e, start, end, block, a_along_inner);
-        b_next[l] = fetch::<F>(b, &b_block, e, start, end, block, b_along_inner);
+        a_next[l] = fetch::<F>(
+            a,
+            &a_block,
+            e,
+            start,
+            end,
+            block,
+            a_along_inner,
+            1usize,
+            0usize,
+        );
+        b_next[l] = fetch::<F>(
+            b,
+            &b_block,
+            e,
+            start,
+            end,
+            block,
+            b_along_inner,
+            1usize,
+            0usize,
+        );
     }
     let mut k0 = start;
     while k0 < end {
@@ -172,8 +192,28 @@ fn tiled_matmul_kernel<F: Float>(
             #[unroll]
             for l in 0..per {
                 let e = thread + l * SIDE * SIDE;
-                a_next[l] = fetch::<F>(a, &a_block, e, k1, end, block, a_along_inner);
-                b_next[l] = fetch::<F>(b, &b_block, e, k1, end, block, b_along_inner);
+                a_next[l] = fetch::<F>(
+                    a,
+                    &a_block,
+                    e,
+                    k1,
+                    end,
+                    block,
+                    a_along_inner,
+                    1usize,
+                    0usize,
+                );
+                b_next[l] = fetch::<F>(
+                    b,
+                    &b_block,
+                    e,
+                    k1,
+                    end,
+                    block,
+                    b_along_inner,
+                    1usize,
+                    0usize,
+                );
             }
         }
         #[unroll]
@@ -244,11 +284,11 @@ fn quad_matmul_kernel<F: Float>(
     let thread = ty * SIDE + tx;
     let per = comptime!(QUAD * quads);
     let block = comptime!(SIDE * QUAD * quads);
-    // Quads along a stage's row (one inner index), and between one row and the next: one more,
-    // so that threads storing down a column (an operand read along its inner dimension) spread
-    // over the memory banks.
+    // Quads along a stage's row (one inner index), and between one row and the next: one more
+    // (`stage_slot`), so that threads storing down a column (an operand read along its inner
+    // dimension) spread over the memory banks.
     let row_quads = comptime!(SIDE * quads);
-    let stride = comptime!(SIDE * quads + 1);
+    let stride = comptime!(row_quads + 1);
     let work = cube_work(a, b, m, n, k, split_depth, splits, block);
     let (a_block, b_block, m0, n0) = (work.a, work.b, work.m0, work.n0);
 
@@ -272,10 +312,28 @@ fn quad_matmul_kernel<F: Float>(
         let e = thread + l * SIDE * SIDE;
         #[unroll]
         for q in 0..QUAD {
-            a_next[l * QUAD + q] =
-                fetch_of_quad::<F>(a, &a_block, e, q, start, end, row_quads, a_along_inner);
-            b_next[l * QUAD + q] =
-                fetch_of_quad::<F>(b, &b_block, e, q, start, end, row_quads, b_along_inner);
+            a_next[l * QUAD + q] = fetch::<F>(
+                a,
+                &a_block,
+                e,
+                start,
+                end,
+                row_quads,
+                a_along_inner,
+                QUAD,
+                q,
+            );
+            b_next[l * QUAD + q] = fetch::<F>(
+                b,
+                &b_block,
+                e,
+                start,
+                end,
+                row_quads,
+                b_along_inner,
+                QUAD,
+                q,
+            );
         }
     }
     let mut k0 = start;
@@ -290,8 +348,8 @@ fn quad_matmul_kernel<F: Float>(
                 a_quad.insert(q, a_next[l * QUAD + q]);
                 b_quad.insert(q, b_next[l * QUAD + q]);
             }
-            a_stage[quad_slot(e, row_quads, stride, a_along_inner)] = a_quad;
-            b_stage[quad_slot(e, row_quads, stride, b_along_inner)] = b_quad;
+            a_stage[stage_slot(e, row_quads, a_along_inner)] = a_quad;
+            b_stage[stage_slot(e, row_quads, b_along_inner)] = b_quad;
         }
         sync_cube();
         let k1 = k0 + DEPTH;
@@ -302,9 +360,9 @@ fn quad_matmul_kernel<F: Float>(
                 #[unroll]
                 for q in 0..QUAD {
                     a_next[l * QUAD + q] =
-                        fetch_of_quad::<F>(a, &a_block, e, q, k1, end, row_quads, a_along_inner);
+                        fetch::<F>(a, &a_block, e, k1, end, row_quads, a_along_inner, QUAD, q);
                     b_next[l * QUAD + q] =
-                        fetch_of_quad::<F>(b, &b_block, e, q, k1, end, row_quads, b_along_inner);
+                        fetch::<F>(b, &b_block, e, k1, end, row_quads, b_along_inner, QUAD, q);
                 }
             }
         }
@@ -345,58 +403,6 @@ fn quad_matmul_kernel<F: Float>(
             }
         }
     }
-}
-
-/// Stage quad `e`'s outer quad and inner index (`row_quads` quads by `DEPTH` inner indices):
-/// with `along_inner` neighbouring threads take neighbouring inner indices, else neighbouring
-/// quads (so the loads coalesce either way round).
-#[cube]
-fn quad_position(
-    e: usize,
-    #[comptime] row_quads: usize,
-    #[comptime] along_inner: bool,
-) -> (usize, usize) {
-    let (mut o, mut kk) = (e / DEPTH, e % DEPTH);
-    if !along_inner {
-        o = e % row_quads;
-        kk = e / row_quads;
-    }
-    (o, kk)
-}
-
-/// Where stage quad `e` lies in shared memory: `kk · stride + o`.
-#[cube]
-fn quad_slot(
-    e: usize,
-    #[comptime] row_quads: usize,
-    #[comptime] stride: usize,
-    #[comptime] along_inner: bool,
-) -> usize {
-    let (o, kk) = quad_position(e, row_quads, along_inner);
-    kk * stride + o
-}
-
-/// Value `q` of stage quad `e` of an operand (`t`, its block's `span`) for the stage starting at
-/// inner index `k0`: outer index `4o + q` of the block, zero past the edges.
-#[cube]
-#[allow(clippy::too_many_arguments)]
-fn fetch_of_quad<F: Float>(
-    t: &Tensor<F>,
-    span: &Span,
-    e: usize,
-    #[comptime] q: usize,
-    k0: usize,
-    end: usize,
-    #[comptime] row_quads: usize,
-    #[comptime] along_inner: bool,
-) -> F {
-    let (o, kk) = quad_position(e, row_quads, along_inner);
-    let (outer, inner) = (span.outer0 + o * QUAD + q, k0 + kk);
-    let mut value = F::new(0.0);
-    if outer < span.outer_len && inner < end {
-        value = t[span.at + outer * span.outer_stride + inner * span.inner_stride];
-    }
-    value
 }
 
 /// What one cube of either kernel works on.
@@ -502,28 +508,30 @@ fn operand_spans<F: Float>(
     (a_block, b_block)
 }
 
-/// Stage value `e`'s outer and inner index (`block` outer by `DEPTH` inner indices): with
-/// `along_inner` neighbouring threads take neighbouring inner indices (an operand contiguous
-/// along them), else neighbouring outer ones, so the loads coalesce either way round.
+/// Stage entry `e`'s outer and inner index (`row` entries along the outer axis by `DEPTH`
+/// inner indices; an entry is a value, or a quad in [`quad_matmul_kernel`]): with `along_inner`
+/// neighbouring threads take neighbouring inner indices (an operand contiguous along them),
+/// else neighbouring outer ones, so the loads coalesce either way round.
 #[cube]
 fn stage_position(
     e: usize,
-    #[comptime] block: usize,
+    #[comptime] row: usize,
     #[comptime] along_inner: bool,
 ) -> (usize, usize) {
     let (mut o, mut kk) = (e / DEPTH, e % DEPTH);
     if !along_inner {
-        o = e % block;
-        kk = e / block;
+        o = e % row;
+        kk = e / row;
     }
     (o, kk)
 }
 
-/// Where stage value `e` lies in shared memory: `kk · (block + 1) + o`.
+/// Where stage entry `e` lies in shared memory: `kk · (row + 1) + o` (rows padded by one entry
+/// against bank conflicts).
 #[cube]
-fn stage_slot(e: usize, #[comptime] block: usize, #[comptime] along_inner: bool) -> usize {
-    let (o, kk) = stage_position(e, block, along_inner);
-    kk * comptime!(block + 1) + o
+fn stage_slot(e: usize, #[comptime] row: usize, #[comptime] along_inner: bool) -> usize {
+    let (o, kk) = stage_position(e, row, along_inner);
+    kk * comptime!(row + 1) + o
 }
 
 /// Where one operand's part of a cube's block lies: `at` (the batch's offset) and the outer and
@@ -538,20 +546,24 @@ struct Span {
     outer_len: usize,
 }
 
-/// Stage value `e` of an operand (`t`, its block's `span`) for the stage starting at inner
-/// index `k0`, zero past the edges (`end`: the split's end).
+/// Value `lane` of stage entry `e` (entries of `width` values: 1, or [`QUAD`]) of an operand
+/// (`t`, its block's `span`) for the stage starting at inner index `k0`: outer index
+/// `width · o + lane` of the block, zero past the edges (`end`: the split's end).
 #[cube]
+#[allow(clippy::too_many_arguments)]
 fn fetch<F: Float>(
     t: &Tensor<F>,
     span: &Span,
     e: usize,
     k0: usize,
     end: usize,
-    #[comptime] block: usize,
+    #[comptime] row: usize,
     #[comptime] along_inner: bool,
+    #[comptime] width: usize,
+    #[comptime] lane: usize,
 ) -> F {
-    let (o, kk) = stage_position(e, block, along_inner);
-    let (outer, inner) = (span.outer0 + o, k0 + kk);
+    let (o, kk) = stage_position(e, row, along_inner);
+    let (outer, inner) = (span.outer0 + o * width + lane, k0 + kk);
     let mut value = F::new(0.0);
     if outer < span.outer_len && inner < end {
         value = t[span.at + outer * span.outer_stride + inner * span.inner_stride];
@@ -744,7 +756,8 @@ mod tests {
         (want, bound)
     }
 
-    /// On wgpu, against the f64 product, in blocks of 64, 32 and 128: shapes not multiples of a
+    /// On wgpu, against the f64 product, in every block size (64, 32, 128; 64 and 128 as
+    /// quads): shapes not multiples of a
     /// block or a stage, smaller than one, a weight gradient's (few blocks, a deep inner
     /// dimension: split, two launches), both operands in either layout (transposed views read
     /// at their strides), batch axes equal and broadcast either way; one launch when not split.

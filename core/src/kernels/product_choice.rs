@@ -105,7 +105,7 @@ pub fn faster_tiled<const D: usize>(
     if let Some(routine) = known.by_kind.get(&kind) {
         return routine.block_size();
     }
-    let adapter = known.adapter(&a.device(), &kind.device);
+    let adapter = known.adapter(&a.device(), &kind.device).name;
     if let Some(kept) = known.kept(&adapter, &kind) {
         let size = kept.runs_on.block_size();
         known.record(kept);
@@ -222,47 +222,53 @@ pub fn timings() -> Vec<ProductTiming> {
 }
 
 /// The kinds timed so far: in the order met, and each kind's routine by its kind (every
-/// product looks its kind up: a hash, not a walk over a few dozen entries); and whether each
-/// device met (as burn prints it) has its products timed.
+/// product looks its kind up: a hash, not a walk over a few dozen entries); and each device met
+/// (as burn prints it): whether it is a physical GPU and its adapter's name.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 #[derive(Default)]
 struct Timings {
     list: Vec<ProductTiming>,
     by_kind: std::collections::HashMap<Kind, ProductRoutine>,
-    physical: std::collections::HashMap<String, bool>,
-    /// Each device's adapter name, as the kept choices are keyed.
-    adapters: std::collections::HashMap<String, String>,
+    adapters: std::collections::HashMap<String, Adapter>,
     /// Where choices are kept between processes ([`keep_choices_in`]).
     store: Option<super::product_store::Store>,
 }
 
+/// What the timings need to know of a device's adapter, asked once per device.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+#[derive(Clone)]
+struct Adapter {
+    /// A physical GPU (products timed), not a software adapter.
+    physical: bool,
+    /// Its name, as the kept choices are keyed (the printed device where the backend gives
+    /// none).
+    name: String,
+}
+
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 impl Timings {
+    /// `device`'s adapter (`name`: the device as burn prints it), asked of the backend once.
+    fn adapter(&mut self, device: &burn::tensor::Device, name: &str) -> Adapter {
+        if let Some(adapter) = self.adapters.get(name) {
+            return adapter.clone();
+        }
+        let info = crate::device::adapter_info(device);
+        let adapter = Adapter {
+            physical: info.as_ref().is_some_and(|a| a.physical),
+            name: info.map_or_else(|| name.to_string(), |a| a.name),
+        };
+        self.adapters.insert(name.to_string(), adapter.clone());
+        adapter
+    }
+
     /// Whether products on `device` (printed as `name`) are timed: on a physical GPU, not on a
-    /// software adapter, where burn's routine runs untimed (module documentation). Asked of
-    /// the adapter once per device.
+    /// software adapter, where burn's routine runs untimed (module documentation).
     fn timed_on(&mut self, device: &burn::tensor::Device, name: &str) -> bool {
         #[cfg(all(test, feature = "wgpu"))]
         if TIME_SOFTWARE_HERE.with(std::cell::Cell::get) {
             return true;
         }
-        if let Some(&physical) = self.physical.get(name) {
-            return physical;
-        }
-        let physical = crate::device::adapter_info(device).is_some_and(|a| a.physical);
-        self.physical.insert(name.to_string(), physical);
-        physical
-    }
-
-    /// The adapter's name of `device` (printed as `name`), asked once per device; the printed
-    /// name where the backend gives none.
-    fn adapter(&mut self, device: &burn::tensor::Device, name: &str) -> String {
-        if let Some(adapter) = self.adapters.get(name) {
-            return adapter.clone();
-        }
-        let adapter = crate::device::adapter_name(device).unwrap_or_else(|| name.to_string());
-        self.adapters.insert(name.to_string(), adapter.clone());
-        adapter
+        self.adapter(device, name).physical
     }
 
     /// The kind as an earlier process of this build kept it, if the store has it.
@@ -289,25 +295,11 @@ impl Timings {
     #[cfg(all(test, feature = "wgpu"))]
     fn forget(&mut self, kind: &Kind) {
         self.by_kind.remove(kind);
-        self.list.retain(|t| {
-            (&t.device, &t.lhs, &t.lhs_strides, &t.rhs, &t.rhs_strides)
-                != (
-                    &kind.device,
-                    &kind.lhs.0,
-                    &kind.lhs.1,
-                    &kind.rhs.0,
-                    &kind.rhs.1,
-                )
-        });
+        self.list.retain(|t| Kind::timed_in(t) != *kind);
     }
 
     fn record(&mut self, t: ProductTiming) {
-        let kind = Kind {
-            device: t.device.clone(),
-            lhs: (t.lhs.clone(), t.lhs_strides.clone()),
-            rhs: (t.rhs.clone(), t.rhs_strides.clone()),
-        };
-        self.by_kind.insert(kind, t.runs_on);
+        self.by_kind.insert(Kind::timed_in(&t), t.runs_on);
         self.list.push(t);
     }
 }
@@ -341,6 +333,15 @@ struct Kind {
 
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 impl Kind {
+    /// The kind a timing was taken of.
+    fn timed_in(t: &ProductTiming) -> Self {
+        Kind {
+            device: t.device.clone(),
+            lhs: (t.lhs.clone(), t.lhs_strides.clone()),
+            rhs: (t.rhs.clone(), t.rhs_strides.clone()),
+        }
+    }
+
     /// The kind of `a · b`, with the strides the tiled kernel reads; `None` when it does not
     /// take the operands (`gpu_matmul_tiled::taken_strides`).
     fn of<const D: usize>(
