@@ -16,17 +16,19 @@
 #   1. batch 8 with both sides' kernel profiles (hvq's products on the default `auto` routine:
 #      each kind timed on cubek's `SimpleUnit` and hvq's tiled kernel in five variants, the
 #      table of those timings in summary.md, the choices kept in product-choices.json, which the
-#      later runs take instead of timing), the fixed routines `simple` (cubek) and `tiled` (hvq's) beside it, and the
-#      attention A/B (--attention-ab);
+#      later runs take instead of timing), the fixed routine `simple` (cubek's, every product)
+#      beside it, the kernels compiled to SPIR-V by CubeCL beside the default's WGSL
+#      (--compiler-ab) and
+#      the attention A/B (--attention-ab);
 #   2. batch 1 and batch 32 without profiles;
 # prints the summaries, and packs everything as $OUT/device-wgpu.tgz (the tool returns few files).
-# Options: --batches "8 1 32" (the first gets the profiles and the A/B), --routines "simple tiled",
+# Options: --batches "8 1 32" (the first gets the profiles and the A/B), --routines "simple",
 #          --budget SECONDS (default 540: the device call's 600 less unpacking and packing).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 BATCHES="8 1 32"
-ROUTINES="simple tiled"
+ROUTINES="simple"
 BUDGET=540
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -65,7 +67,7 @@ for batch in $BATCHES; do
   args=(--hvq /tmp/hvq --no-cuda --configs official --batch "$batch" --runs 5 --out "$RUN/b$batch"
         --time-limit "$remaining")
   if [ "$first" = 1 ]; then
-    args+=(--matmul-routines "$ROUTINES" --attention-ab)
+    args+=(--matmul-routines "$ROUTINES" --attention-ab --compiler-ab)
   else
     args+=(--no-kernels)
   fi
@@ -74,7 +76,7 @@ for batch in $BATCHES; do
   HVQ_PYTHON=python3 timeout --kill-after=10 "$remaining" bash scripts/gpu-bench.sh "${args[@]}" \
     > "$RUN/b$batch.log" 2>&1 || STATUS=1
   sed -n '/## config/,/^host/p' "$RUN/b$batch/summary.md" 2>/dev/null | head -30
-  for table in matmul attention; do
+  for table in compiler matmul attention; do
     [ -f "$RUN/b$batch/$table/summary.txt" ] && { echo "-- $table"; cat "$RUN/b$batch/$table/summary.txt"; }
   done
 done

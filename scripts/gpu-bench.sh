@@ -12,7 +12,7 @@
 #                                   [--out DIR] [--skip-build] [--hvq BINARY] [--no-cuda] [--no-wgpu]
 #                                   [--no-torch] [--precisions "f32 tf32"] [--time-limit SECONDS]
 #                                   [--no-kernels] [--matmul-routines "simple double gemm"]
-#                                   [--attention-ab] [--device-thread-ab]
+#                                   [--attention-ab] [--device-thread-ab] [--compiler-ab]
 #   --hvq BINARY        use this hvq binary (built elsewhere, e.g. on a machine that can build) and
 #                       skip the build; its CUDA runs are tried unless --no-cuda
 #   --no-cuda           no `hvq --device cuda` runs (a binary built without the `cuda` feature)
@@ -38,6 +38,11 @@
 #                       operations (HVQ_TRAIN_ATTENTION=composed), beside the default run's hvq
 #                       kernels: attention/*.json and a table in attention/summary.txt
 #                       (--train-attention-ab: the same)
+#   --compiler-ab       also time hvq on wgpu via the NVIDIA Vulkan driver (f32, the first config)
+#                       with its kernels compiled to SPIR-V by CubeCL itself
+#                       (HVQ_WGPU_COMPILER=spirv) beside the default run's WGSL (which wgpu's
+#                       naga translates), checked against the CPU first (hvq selfcheck):
+#                       compiler/*.json and a table in compiler/summary.txt
 #   --device-thread-ab  also time hvq on CUDA (f32, the first config) with the device's work run on
 #                       the thread that issues it (HVQ_DEVICE_THREAD=caller, the patched
 #                       cubecl-common) beside the default run's runner thread, checked against the
@@ -75,6 +80,7 @@ KERNELS=1
 MATMUL_ROUTINES=""
 ATTENTION_AB=0
 DEVICE_THREAD_AB=0
+COMPILER_AB=0
 
 log() { printf '[gpu-bench] %s\n' "$*"; }
 warn() { printf '[gpu-bench] WARNING: %s\n' "$*" >&2; }
@@ -99,6 +105,7 @@ while [ $# -gt 0 ]; do
     --matmul-routines) MATMUL_ROUTINES=${2:?--matmul-routines needs a list}; shift 2 ;;
     --attention-ab|--train-attention-ab) ATTENTION_AB=1; shift ;;
     --device-thread-ab) DEVICE_THREAD_AB=1; shift ;;
+    --compiler-ab) COMPILER_AB=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
@@ -304,6 +311,28 @@ PY
       log "wgpu: Vulkan driver file $ICD"
       command -v vulkaninfo >/dev/null && VK_DRIVER_FILES=$ICD VK_ICD_FILENAMES=$ICD vulkaninfo --summary > "$OUT/vulkaninfo.txt" 2>&1 || true
       for cfg in $CONFIGS; do run_hvq wgpu "$cfg" f32 VK_DRIVER_FILES="$ICD" VK_ICD_FILENAMES="$ICD" WGPU_BACKEND=vulkan; done
+      # The same binary with its kernels compiled to SPIR-V by CubeCL instead of the default's
+      # WGSL (which naga translates), beside the default run just above.
+      if [ "$COMPILER_AB" = 1 ]; then
+        mkdir -p "$OUT/compiler"
+        cfg=${CONFIGS%% *}
+        wgpu_env=(VK_DRIVER_FILES="$ICD" VK_ICD_FILENAMES="$ICD" WGPU_BACKEND=vulkan HVQ_WGPU_COMPILER=spirv)
+        log "HVQ_WGPU_COMPILER=spirv: selfcheck, then hvq bench --device wgpu --config $cfg"
+        if env "${wgpu_env[@]}" "${LIMIT[@]}" "$HVQ" selfcheck --device wgpu \
+            > "$OUT/compiler/selfcheck-spirv.log" 2>&1; then
+          tail -n 1 "$OUT/compiler/selfcheck-spirv.log"
+          run_bench "hvq wgpu $cfg HVQ_WGPU_COMPILER=spirv" "$OUT/compiler/HVQ_WGPU_COMPILER-$cfg.json" \
+            "$OUT/compiler/HVQ_WGPU_COMPILER-$cfg.log" \
+            env "${wgpu_env[@]}" "$HVQ" bench --device wgpu --config "$cfg" --batch "$BATCH" \
+            --runs "$RUNS" --json "$OUT/compiler/HVQ_WGPU_COMPILER-$cfg.json"
+        else
+          tail -n 5 "$OUT/compiler/selfcheck-spirv.log" >&2 || true
+          warn "HVQ_WGPU_COMPILER=spirv: selfcheck failed, not timed"
+          FAILED+=("spirv compiler selfcheck")
+        fi
+        python3 scripts/pytorch/ab_table.py "$OUT/hvq-wgpu-$cfg.json" "$OUT/compiler/HVQ_WGPU_COMPILER-$cfg.json" \
+          | tee "$OUT/compiler/summary.txt" || true
+      fi
     elif [ "${HVQ_FORCE_WGPU:-0}" = 1 ]; then
       warn "no NVIDIA Vulkan driver file (nvidia_icd.json) found; running wgpu anyway (HVQ_FORCE_WGPU=1): it may not be on the GPU"
       for cfg in $CONFIGS; do run_hvq wgpu "$cfg" f32 WGPU_BACKEND=vulkan; done
@@ -315,7 +344,7 @@ PY
   # The attention A/B beside the default run (which, on wgpu, ran just above).
   if [ -n "$AB_DEV" ] && [ "$ATTENTION_AB" = 1 ]; then
     cfg=${CONFIGS%% *}
-    python3 scripts/pytorch/attention_ab.py "$OUT/hvq-$AB_DEV-$cfg.json" "$OUT"/attention/*-"$cfg".json \
+    python3 scripts/pytorch/ab_table.py "$OUT/hvq-$AB_DEV-$cfg.json" "$OUT"/attention/*-"$cfg".json \
       | tee "$OUT/attention/summary.txt" || true
   fi
 fi

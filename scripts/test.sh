@@ -19,6 +19,9 @@ if [ "$#" -eq 0 ]; then
   # The wgpu golden tests (inference, backbone, a training step) once more with every plain f32
   # product on hvq's tiled kernel (HVQ_GPU_MATMUL=tiled, a routine gpu-bench.sh times).
   HVQ_GPU_MATMUL=tiled cargo test --workspace --test golden --no-fail-fast -- wgpu 2>&1 | tee -a "$log" || status=$?
+  # And with the kernels compiled to SPIR-V by CubeCL itself (HVQ_WGPU_COMPILER=spirv; the runs
+  # above use the default, WGSL that naga translates), an alternative gpu-bench.sh times.
+  HVQ_WGPU_COMPILER=spirv cargo test --workspace --test golden --no-fail-fast -- wgpu 2>&1 | tee -a "$log" || status=$?
   cargo build -q --workspace --examples 2>&1 | tee -a "$log" || status=$?
   examples="$CARGO_TARGET_DIR/debug/examples"
   "$examples/inspect" samples 2>&1 | tee -a "$log" || status=$?

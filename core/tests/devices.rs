@@ -158,6 +158,47 @@ fn both_device_threads_compute_the_same() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// The kernels compiled to WGSL (the default: naga translates) and by CubeCL's own SPIR-V
+/// compiler (`HVQ_WGPU_COMPILER=spirv`, the patched cubecl-wgpu's switch, with the patched
+/// cubecl-spirv's shared memory) both pass the self-check on this Vulkan driver, each run says
+/// which compiler it got (lavapipe has what CubeCL's SPIR-V needs), only the non-default one is
+/// announced. A value the variable does not take is refused, naming it.
+#[test]
+fn both_kernel_compilers_pass_the_selfcheck() {
+    let dir = temp("kernel-compiler");
+    for compiler in ["wgsl", "spirv"] {
+        let json = dir.join(format!("{compiler}.json"));
+        let text = run(hvq()
+            .args(["selfcheck", "--device", "wgpu", "--json"])
+            .arg(&json)
+            .env("HVQ_WGPU_COMPILER", compiler));
+        assert!(text.contains("selfcheck passed"), "{compiler}: {text}");
+        assert_eq!(
+            text.contains("kernels: compiled to spirv (HVQ_WGPU_COMPILER)"),
+            compiler == "spirv",
+            "{compiler}: {text}"
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(v["kernel_compiler"], compiler, "{v}");
+        let samples = v["samples"].as_array().unwrap();
+        assert_eq!(samples.len(), 4, "{v}");
+        assert!(samples.iter().all(|s| s["passed"] == true), "{v}");
+    }
+    let out = hvq()
+        .args(["selfcheck", "--device", "wgpu"])
+        .env("HVQ_WGPU_COMPILER", "glsl")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("HVQ_WGPU_COMPILER=glsl") && err.contains("wgsl, spirv"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// `--precision tf32` is every command's option: where the backend has no TF32 products (wgpu
 /// on Vulkan, the CPU) the device line says they stay f32 and the results are exactly the f32
 /// run's (the patched kernel selection changes nothing there); the JSON records the precision; a

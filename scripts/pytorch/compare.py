@@ -166,7 +166,11 @@ def main():
     out.append(f"\nmachine: {any_r.get('machine', '?')}")
     for (fw, dev, cfg), r in sorted(runs.items()):
         if fw == "hvq" and r.get("adapter"):
-            out.append(f"hvq ({dev}, {cfg}): adapter {r['adapter']}")
+            compiler = r.get("kernel_compiler")
+            out.append(
+                f"hvq ({dev}, {cfg}): adapter {r['adapter']}"
+                + (f", kernels compiled to {compiler}" if compiler else "")
+            )
         if fw == "hvq" and r.get("precision", "f32") != "f32":
             out.append(f"hvq ({dev}, {cfg}): precision {r['precision']}")
         if fw == "torch":

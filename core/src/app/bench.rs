@@ -78,6 +78,11 @@ pub struct BenchReport {
     /// runner or caller); `None` on the CPU backend and in reports from before it existed.
     #[serde(default)]
     pub device_thread: Option<String>,
+    /// What compiled the wgpu device's kernels (`HVQ_WGPU_COMPILER`, `device::wgpu_compiler`:
+    /// spirv or wgsl, as the started device got it); `None` on the CPU and CUDA and in reports
+    /// from before it existed.
+    #[serde(default)]
+    pub kernel_compiler: Option<String>,
     /// Model timed.
     pub model: BenchModel,
     /// Images per batch.
@@ -416,6 +421,7 @@ pub fn run(
         device_thread: adapter
             .as_ref()
             .map(|_| crate::device::device_thread::current().name().to_string()),
+        kernel_compiler: crate::device::wgpu_compiler::in_use(device).map(|c| c.name().to_string()),
         adapter: adapter.map(|identity| identity.name),
         precision: crate::device::precision::current(),
         model: which,
@@ -594,7 +600,7 @@ fn format_product_timings(timings: &[crate::kernels::product_choice::ProductTimi
 /// A readable table of a report.
 pub fn format_report(r: &BenchReport) -> String {
     let mut out = format!(
-        "{} on {} ({}), {} products{}, batch {}, {} runs, training dropout {}{}{}\n{:<30} {:>12} {:>12}\n",
+        "{} on {} ({}), {} products{}, batch {}, {} runs, training dropout {}{}{}{}\n{:<30} {:>12} {:>12}\n",
         serde_json::to_string(&r.model)
             .unwrap_or_default()
             .trim_matches('"'),
@@ -620,6 +626,10 @@ pub fn format_report(r: &BenchReport) -> String {
         },
         match &r.device_thread {
             Some(thread) => format!(", device work on the {thread} thread"),
+            None => String::new(),
+        },
+        match &r.kernel_compiler {
+            Some(compiler) => format!(", kernels compiled to {compiler}"),
             None => String::new(),
         },
         "stage",

@@ -47,6 +47,8 @@ pub struct SelfCheck {
     pub device: String,
     /// Its adapter's name, where the backend reports one.
     pub adapter: Option<String>,
+    /// What compiled a wgpu device's kernels (`spirv`, `wgsl`; `device::wgpu_compiler`).
+    pub kernel_compiler: Option<String>,
     /// [`RELATIVE_BOUND`].
     pub bound: f32,
     /// Per image.
@@ -103,6 +105,7 @@ pub fn run(cpu: &Inspector, device: &Inspector, images: &[(&str, &[u8])]) -> Res
     Ok(SelfCheck {
         device: format!("{dev:?}"),
         adapter: crate::device::adapter_name(dev),
+        kernel_compiler: crate::device::wgpu_compiler::in_use(dev).map(|c| c.name().to_string()),
         bound: RELATIVE_BOUND,
         passed: !samples.is_empty() && samples.iter().all(|s| s.passed),
         samples,

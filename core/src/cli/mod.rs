@@ -41,6 +41,26 @@ pub fn device(name: &str) -> Result<Selection> {
                 hvq::device::device_thread::VARIABLE
             );
         }
+        report_kernel_compiler(&selection);
     }
     Ok(selection)
+}
+
+/// Say on stderr when a wgpu device's kernels are not compiled the default way (asked for with
+/// `HVQ_WGPU_COMPILER`), and when SPIR-V was asked for and the adapter refused it.
+fn report_kernel_compiler(selection: &Selection) {
+    use hvq::device::wgpu_compiler::{VARIABLE, WgpuCompiler, current, in_use};
+    let Some(got) = in_use(&selection.device) else {
+        return;
+    };
+    let asked = current();
+    if got == asked && got == WgpuCompiler::ALL[0] {
+        return;
+    }
+    let why = if got == asked {
+        VARIABLE
+    } else {
+        "the adapter lacks an extension CubeCL's SPIR-V needs"
+    };
+    eprintln!("kernels: compiled to {} ({why})", got.name());
 }

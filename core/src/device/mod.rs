@@ -17,6 +17,7 @@ pub mod precision;
 mod readback;
 pub mod remote;
 mod shards;
+pub mod wgpu_compiler;
 
 pub use denormals::flush_denormals;
 pub use list::create_list;

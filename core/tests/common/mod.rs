@@ -26,9 +26,21 @@ pub fn repo_root() -> PathBuf {
 /// once more on hvq's tiled kernel).
 pub fn device(name: &str) -> Device {
     hvq::device::gpu_matmul::apply_variable().expect("HVQ_GPU_MATMUL names a routine");
+    let compiler = hvq::device::wgpu_compiler::apply_variable()
+        .expect("HVQ_WGPU_COMPILER names a compiler this build has");
     let choice = name.parse().expect("known backend name");
-    hvq::device::create(choice)
-        .unwrap_or_else(|e| panic!("backend {name} must be available for this test: {e}"))
+    let device = hvq::device::create(choice)
+        .unwrap_or_else(|e| panic!("backend {name} must be available for this test: {e}"));
+    // A wgpu test runs the kernels the compiler asked for produced (lavapipe has what CubeCL's
+    // SPIR-V needs), so a run with HVQ_WGPU_COMPILER=spirv really tests CubeCL's SPIR-V.
+    if name == "wgpu" {
+        assert_eq!(
+            hvq::device::wgpu_compiler::in_use(&device),
+            Some(compiler),
+            "the wgpu device's kernel compiler"
+        );
+    }
+    device
 }
 
 /// A golden file's float tensors and its raw bytes (for the int64 ones).
