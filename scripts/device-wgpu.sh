@@ -4,7 +4,7 @@
 # takes ~45 minutes to build here; see scripts/cuda-bundle.sh for the CUDA route).
 #
 # Prepare on the project VM (nothing can be downloaded on the device):
-#   cargo build --release -p core                        # ~10 min incremental
+#   cargo build --release -p core                        # ~10 min incremental, ~20 after vendor/ changes
 #   strip -o /tmp/hvq "$CARGO_TARGET_DIR/release/hvq" && xz -T2 -c /tmp/hvq > .device/wgpu/hvq.xz
 #   .gl/*.deb: apt-get download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2
 #              (amd64; the device image has no Vulkan loader)
