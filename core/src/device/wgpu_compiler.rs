@@ -32,9 +32,6 @@ pub enum WgpuCompiler {
     Spirv,
 }
 
-/// Whether this build carries CubeCL's SPIR-V compiler.
-pub const SPIRV_BUILT: bool = cfg!(all(feature = "vulkan", not(target_family = "wasm")));
-
 impl WgpuCompiler {
     /// Every choice, the default first.
     pub const ALL: [WgpuCompiler; 2] = [WgpuCompiler::Wgsl, WgpuCompiler::Spirv];
