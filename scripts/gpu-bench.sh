@@ -255,7 +255,6 @@ if [ "$BUILD_OK" = 1 ] && [ -x "$HVQ" ]; then
         FAILED+=("matmul $routine selfcheck")
       fi
     done
-    python3 scripts/pytorch/matmul_routines.py "$OUT/matmul" | tee "$OUT/matmul/summary.txt" || true
   fi
   # The attention kernels against the alternatives kept in the same binary: burn's flash kernel
   # at inference (HVQ_GPU_ATTENTION), burn's composed operations in training (HVQ_TRAIN_ATTENTION).
@@ -341,7 +340,12 @@ PY
       FAILED+=("wgpu (no NVIDIA Vulkan driver)")
     fi
   fi
-  # The attention A/B beside the default run (which, on wgpu, ran just above).
+  # The A/B tables beside the default run (which, on wgpu, ran just above).
+  if [ -n "$AB_DEV" ] && [ -n "$MATMUL_ROUTINES" ]; then
+    cfg=${CONFIGS%% *}
+    python3 scripts/pytorch/matmul_routines.py "$OUT/matmul" "$OUT/hvq-$AB_DEV-$cfg.json" \
+      | tee "$OUT/matmul/summary.txt" || true
+  fi
   if [ -n "$AB_DEV" ] && [ "$ATTENTION_AB" = 1 ]; then
     cfg=${CONFIGS%% *}
     python3 scripts/pytorch/ab_table.py "$OUT/hvq-$AB_DEV-$cfg.json" "$OUT"/attention/*-"$cfg".json \
