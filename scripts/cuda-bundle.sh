@@ -6,8 +6,9 @@
 #   .device/golden/small/, b4/      the golden tensors ($HVQ_GOLDEN_DIR, default ../shared/golden):
 #                                   sets B and C, and set A (B4), each with every manifest
 #   .gl/                            the Vulkan/EGL loader packages (wgpu on the NVIDIA driver)
-# The lent machine takes at most 64 MiB per call, the tree included (~12 MiB; hvq.xz ~36, golden.xz
-# ~29, the golden sets 38), so the checks go in three calls, back to back (warm for 30 s between):
+# The lent machine takes at most 64 MiB per call, the tree included (~22 MiB; hvq.xz ~40 with LLVM
+# cut to NVPTX and X86 by scripts/cuda-llvm.sh, golden.xz ~29, the golden sets 38), so the checks go
+# in three calls, back to back (warm for 30 s between):
 #   1. carry [".device/cli", ".gl"]:
 #        for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig;
 #        bash scripts/cuda-checks.sh --hvq .device/cli/hvq.xz --out /tmp/cli; s=$?;
@@ -29,11 +30,16 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hvq-target}"
 golden_src="${HVQ_GOLDEN_DIR:-../shared/golden}"
 mkdir -p .device/cli .device/golden/small .device/golden/b4
 
-cargo build --release -p core --features cuda --locked
+# CUDA and wgpu (with CubeCL's SPIR-V, for gpu-bench.sh --compiler-ab) in one binary; without the
+# `remote` default (burn-remote's network stack, which no device check uses) to keep it small.
+features=cuda,wgpu,vulkan,parallel,embedded-weights
+cargo build --release -p core --no-default-features --features "$features" --locked
 strip -o .device/cli/hvq "$CARGO_TARGET_DIR/release/hvq"
 xz -T0 -9e -f .device/cli/hvq
+git rev-parse HEAD > .device/cli/COMMIT
 
-golden_bin=$(cargo test --release -p core --features cuda --locked --test golden --no-run \
+golden_bin=$(cargo test --release -p core --no-default-features --features "$features" --locked \
+  --test golden --no-run \
   --message-format=json | python3 -c '
 import json, sys
 for line in sys.stdin:

@@ -31,7 +31,14 @@ fi
 data_dir="${XDG_DATA_HOME:-$HOME/.local/share}"
 dest="$data_dir/tracel/tracel-llvm-23.1.0-4"
 stamp="$dest/.hvq-llvm-wheels"
-expected_stamp="$(for w in "${!sha256[@]}"; do echo "${sha256[$w]}  $w"; done | sort)"
+# The back ends hvq's CUDA build initialises: NVPTX (cubecl-llvm's kernels) and X86 (the host).
+# The extra-targets wheel brings twenty; `llvm-c/Target.h`'s initialise-all wrappers (which
+# tracel-llvm-bundler compiles and pliron-llvm calls) reference every target its `.def` files
+# list, so all twenty were linked in: the stripped CUDA binary was 237 MB, 49 MB as xz, too big
+# to carry to a lent GPU with the ~22 MiB tree (64 MiB a call). With the lists cut to these two,
+# the linker takes no other back end's code from the static libraries.
+targets="X86 NVPTX"
+expected_stamp="$(for w in "${!sha256[@]}"; do echo "${sha256[$w]}  $w"; done | sort; echo "targets: $targets")"
 
 if [ -f "$dest/.tracel-llvm-installed" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$expected_stamp" ] \
   && [ -x "$dest/bin/llvm-config" ]; then
@@ -73,6 +80,26 @@ for lib in LLVMCore LLVMX86CodeGen LLVMNVPTXCodeGen; do
   fi
 done
 "$staging/bin/llvm-config" --version >/dev/null
+# Cut the all-targets lists (used whenever the extra-targets wheel is present) to $targets.
+keep="$(echo "$targets" | sed 's/ /|/g')"
+config="$staging/include/llvm/Config/mlc-all"
+for def in "$config"/*.def; do
+  awk -v keep="^($keep)\$" '
+    /^LLVM_[A-Z_]+\(.*\)[[:space:]]*$/ {
+      name = $0; sub(/^[^(]*\(/, "", name); sub(/\).*$/, "", name)
+      if (name !~ keep) next
+    }
+    { print }' "$def" > "$def.cut"
+  mv "$def.cut" "$def"
+done
+for t in $targets; do
+  grep -q "^LLVM_TARGET($t)" "$config/Targets.def" \
+    || { echo "cuda-llvm: $t missing from the cut Targets.def" >&2; exit 1; }
+done
+if [ "$(grep -c '^LLVM_TARGET(' "$config/Targets.def")" != "$(echo "$targets" | wc -w)" ]; then
+  echo "cuda-llvm: Targets.def lists more than $targets after the cut" >&2
+  exit 1
+fi
 echo "$expected_stamp" >"$staging/.hvq-llvm-wheels"
 touch "$staging/.tracel-llvm-installed"
 rm -rf "$dest"

@@ -71,6 +71,18 @@ check "driver but no toolkit: auto falls back to the CPU" 0 "device: cpu" "CUDA:
 check "training with --device cuda fails before reading data" nonzero "no NVIDIA driver" -- \
   "$HVQ" train --device cuda --data "folder:$tmp/none" --out "$tmp/run" --epochs 1
 
+# The LLVM back ends linked in: NVPTX (the kernels) and X86 (the host) only, as scripts/cuda-llvm.sh
+# cuts LLVM's initialise-all lists; any other would mean the cut was lost (and ~60 MB more binary).
+initialisers=$(nm "$HVQ" 2>/dev/null | awk '$3 ~ /^LLVMInitialize[A-Za-z0-9]+Target$/ { print $3 }' | sort | tr '\n' ' ')
+if [ -z "$(nm "$HVQ" 2>/dev/null | head -n1)" ]; then
+  echo "not checked: LLVM back ends (the binary is stripped: nm lists no symbols)"
+elif [ "$initialisers" = "LLVMInitializeNVPTXTarget LLVMInitializeX86Target " ]; then
+  echo "ok    LLVM back ends linked: NVPTX and X86 only"
+else
+  echo "FAIL  LLVM back ends linked: ${initialisers:-none} (expected NVPTX and X86 only; see scripts/cuda-llvm.sh)"
+  failures=$((failures + 1))
+fi
+
 if [ "$failures" -gt 0 ]; then
   echo "cuda-smoke: $failures check(s) failed"
   exit 1

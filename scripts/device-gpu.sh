@@ -8,17 +8,16 @@
 #   wgpu only: cargo build --release -p core     # ~10 min incremental, ~20 after vendor/ changes
 #              strip -o /tmp/hvq "$CARGO_TARGET_DIR/release/hvq" && xz -T2 -c /tmp/hvq > .device/wgpu/hvq.xz
 #              git rev-parse HEAD > .device/wgpu/COMMIT
-#   --cuda:    cargo build --release -p core --features cuda   # CUDA and wgpu in one binary
-#              strip -o /tmp/hvq "$CARGO_TARGET_DIR/release/hvq" && xz -T2 -c /tmp/hvq > .device/cli/hvq.xz
-#              git rev-parse HEAD > .device/cli/COMMIT        (~37 MB; scripts/cuda-bundle.sh also
-#              makes it, with the golden test binary for scripts/cuda-checks.sh)
+#   --cuda:    bash scripts/cuda-bundle.sh   # .device/cli/hvq.xz: CUDA and wgpu in one binary
+#              (LLVM from scripts/cuda-llvm.sh, cut to the NVPTX and X86 back ends), and the golden
+#              test binary for scripts/cuda-checks.sh; ~45 min cold
 #   .gl/*.deb: apt-get download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2
 #              (amd64; the device image has no Vulkan loader)
 #   .device/wheels/: pip download --no-deps --only-binary=:all: --platform manylinux2014_x86_64
 #              --python-version 3.12 safetensors     (the device's python3 has torch and numpy)
 # Then one call, timeout_s 600, carry [".device/wgpu", ".device/wheels", ".gl"]:
 #   bash scripts/device-gpu.sh
-# or carry [".device/cli", ".device/wheels", ".gl"] (under 64 MiB with the ~12 MiB tree):
+# or carry [".device/cli", ".device/wheels", ".gl"] (64 MiB a call, the ~22 MiB tree included):
 #   bash scripts/device-gpu.sh --cuda
 # It runs, each step bounded so that the whole fits the call, the tables the issue asks for first:
 #   0. (--cuda) hvq selfcheck --device cuda: the shipped model on CUDA against the CPU;
