@@ -29,9 +29,10 @@
 #   --matmul-routines LIST
 #                       also time hvq on CUDA (else on wgpu via the NVIDIA Vulkan driver; f32, the
 #                       first config) with each of these routines for the products no tensor core
-#                       takes (HVQ_GPU_MATMUL: simple, the default, simple-min-tile, double,
-#                       double-min-tile, gemm, tiled: hvq's own kernel), each checked against the
-#                       CPU first (hvq selfcheck); a table of them in matmul/summary.txt
+#                       takes (HVQ_GPU_MATMUL: simple, simple-min-tile, double, double-min-tile,
+#                       gemm, tiled: hvq's own kernel), each checked against the CPU first (hvq
+#                       selfcheck); a table of them beside the default run (auto) in
+#                       matmul/summary.txt
 #   --attention-ab      also time hvq (on CUDA, else on wgpu via the NVIDIA Vulkan driver; f32, the
 #                       first config) with inference's attention on burn's flash kernel
 #                       (HVQ_GPU_ATTENTION=flash) and with training's attention composed from burn's
@@ -245,10 +246,10 @@ if [ "$BUILD_OK" = 1 ] && [ -x "$HVQ" ]; then
       if env "${AB_ENV[@]}" HVQ_GPU_MATMUL="$routine" "${LIMIT[@]}" "$HVQ" selfcheck --device "$AB_DEV" \
           > "$OUT/matmul/selfcheck-$routine.log" 2>&1; then
         tail -n 1 "$OUT/matmul/selfcheck-$routine.log"
-        run_bench "hvq $AB_DEV $cfg matmul $routine" "$OUT/matmul/hvq-$routine-$cfg.json" \
-          "$OUT/matmul/hvq-$routine-$cfg.log" \
+        run_bench "hvq $AB_DEV $cfg matmul $routine" "$OUT/matmul/HVQ_GPU_MATMUL-$routine-$cfg.json" \
+          "$OUT/matmul/HVQ_GPU_MATMUL-$routine-$cfg.log" \
           env "${AB_ENV[@]}" HVQ_GPU_MATMUL="$routine" "$HVQ" bench --device "$AB_DEV" --config "$cfg" \
-          --batch "$BATCH" --runs "$RUNS" --json "$OUT/matmul/hvq-$routine-$cfg.json"
+          --batch "$BATCH" --runs "$RUNS" --json "$OUT/matmul/HVQ_GPU_MATMUL-$routine-$cfg.json"
       else
         tail -n 5 "$OUT/matmul/selfcheck-$routine.log" >&2 || true
         warn "HVQ_GPU_MATMUL=$routine: selfcheck failed, not timed"
@@ -343,7 +344,7 @@ PY
   # The A/B tables beside the default run (which, on wgpu, ran just above).
   if [ -n "$AB_DEV" ] && [ -n "$MATMUL_ROUTINES" ]; then
     cfg=${CONFIGS%% *}
-    python3 scripts/pytorch/matmul_routines.py "$OUT/matmul" "$OUT/hvq-$AB_DEV-$cfg.json" \
+    python3 scripts/pytorch/ab_table.py "$OUT/hvq-$AB_DEV-$cfg.json" "$OUT"/matmul/HVQ_GPU_MATMUL-*-"$cfg".json \
       | tee "$OUT/matmul/summary.txt" || true
   fi
   if [ -n "$AB_DEV" ] && [ "$ATTENTION_AB" = 1 ]; then

@@ -4,7 +4,9 @@ first `-` (as gpu-bench.sh names them):
   --attention-ab: burn's flash kernel at inference (HVQ_GPU_ATTENTION=flash), burn's composed
                   operations in training (HVQ_TRAIN_ATTENTION=composed);
   --compiler-ab:  the kernels compiled to SPIR-V by CubeCL itself (HVQ_WGPU_COMPILER=spirv)
-                  instead of the default's WGSL, which wgpu's naga translates.
+                  instead of the default's WGSL, which wgpu's naga translates;
+  --matmul-routines: one routine for every product no tensor core takes (HVQ_GPU_MATMUL=simple,
+                  ...; the report names it) instead of the default's `auto`.
 
 Usage: python3 scripts/pytorch/ab_table.py DEFAULT.json ALTERNATIVE.json...
 Standard library only.
@@ -23,12 +25,15 @@ ALTERNATIVES = {
 
 def label(report: dict, path: Path) -> str:
     variable = path.stem.split("-", 1)[0]
+    if variable == "HVQ_GPU_MATMUL":
+        return f"products: {report.get('gpu_matmul') or path.stem.split('-')[1]}"
     if variable in ALTERNATIVES:
         return ALTERNATIVES[variable]
     return (
         f"default (inference {report.get('inference_attention') or '?'}, "
         f"training {report.get('train_attention') or '?'}, "
-        f"kernels {report.get('kernel_compiler') or '?'})"
+        f"kernels {report.get('kernel_compiler') or '?'}, "
+        f"products {report.get('gpu_matmul') or '?'})"
     )
 
 
