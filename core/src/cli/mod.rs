@@ -9,6 +9,8 @@ pub mod inspect_options;
 pub mod panic_report;
 pub mod predict;
 pub mod progress;
+#[cfg(all(feature = "cuda", feature = "wgpu"))]
+pub mod ptx_check;
 pub mod selfcheck;
 pub mod synth;
 pub mod train;

@@ -14,6 +14,8 @@ pub mod kernel_profile;
 mod list;
 pub mod panic_capture;
 pub mod precision;
+#[cfg(all(feature = "cuda", feature = "wgpu", not(target_family = "wasm")))]
+pub mod ptx_check;
 mod readback;
 pub mod remote;
 mod shards;

@@ -139,6 +139,16 @@ pub fn keep_choices_in(path: Option<std::path::PathBuf>) {
     let _ = path;
 }
 
+/// From now on, time products on a software adapter too (lavapipe, SwiftShader), where burn's
+/// routine otherwise runs untimed: so that every candidate is launched, and compiled, there.
+/// For `hvq ptx-check`, which compiles every kernel a run launches for an NVIDIA GPU as well.
+pub fn time_on_software_adapters() {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    {
+        timings_now().time_software = true;
+    }
+}
+
 /// Read `HVQ_PRODUCT_CHOICES` (unset: the user's cache directory) and keep the choices there
 /// ([`keep_choices_in`]); an empty value is an error naming the variable.
 pub fn apply_variable() -> crate::error::Result<()> {
@@ -232,6 +242,8 @@ struct Timings {
     adapters: std::collections::HashMap<String, Adapter>,
     /// Where choices are kept between processes ([`keep_choices_in`]).
     store: Option<super::product_store::Store>,
+    /// Products on a software adapter are timed too ([`time_on_software_adapters`]).
+    time_software: bool,
 }
 
 /// What the timings need to know of a device's adapter, asked once per device.
@@ -268,7 +280,7 @@ impl Timings {
         if TIME_SOFTWARE_HERE.with(std::cell::Cell::get) {
             return true;
         }
-        self.adapter(device, name).physical
+        self.time_software || self.adapter(device, name).physical
     }
 
     /// The kind as an earlier process of this build kept it, if the store has it.

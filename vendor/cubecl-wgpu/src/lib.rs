@@ -11,11 +11,14 @@ mod graphics;
 mod runtime;
 // hvq patch (vendor/README.md).
 mod spirv_choice;
+// hvq patch: see kernel_observer.rs.
+mod kernel_observer;
 
 pub use compiler::base::*;
 pub use compute::*;
 pub use device::*;
 pub use graphics::*;
+pub use kernel_observer::{KernelObserver, set_kernel_observer};
 pub use runtime::*;
 pub use spirv_choice::{set_spirv_on_vulkan, spirv_on_vulkan};
 /// The exact wgpu version used by this runtime, for sharing resources with applications.

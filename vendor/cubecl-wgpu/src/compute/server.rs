@@ -243,6 +243,9 @@ impl<C: WgpuCompiler> WgpuServer<C> {
             return Ok(pipeline.clone());
         }
 
+        // hvq patch: before the on-disk cache, so a cached pipeline is observed too.
+        crate::kernel_observer::observe(&*kernel);
+
         let mut recording = CompilationRecording::new(&kernel_id);
         let cached = self.load_cached_pipeline(&kernel_id, bindings, mode)?;
 

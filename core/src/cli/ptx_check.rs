@@ -1,0 +1,142 @@
+//! `hvq ptx-check` (CUDA builds): run the pipeline on wgpu and compile every kernel it launches
+//! for an NVIDIA GPU too, writing the PTX (see `hvq::device::ptx_check`). Exit status 1 when the
+//! CUDA backend's compiler refused a kernel. `scripts/ptx-check.sh` runs it over several workloads
+//! and assembles the PTX with NVIDIA's `ptxas`.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use hvq::Inspector;
+use hvq::app::ModelSource;
+use hvq::app::bench::{self, BenchModel};
+use hvq::app::inspect::ClassChoice;
+use hvq::device::ptx_check::{self, NvidiaTarget};
+
+use super::bench::ConfigArg;
+
+/// Options of `hvq ptx-check`.
+#[derive(Args, Debug)]
+pub struct PtxCheckArgs {
+    /// Folder for the PTX files (one per kernel, named by its key) and `kernels-<run>.json`.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// A name for this run's list of kernels (`kernels-<run>.json`), so that several runs can
+    /// share the folder.
+    #[arg(long, default_value = "run")]
+    pub run: String,
+    /// The model the bench pass runs (the shipped model is inspected as well).
+    #[arg(long, value_enum, default_value = "official")]
+    pub config: ConfigArg,
+    /// Images per batch in the bench pass.
+    #[arg(long, default_value_t = 2)]
+    pub batch: usize,
+    /// The NVIDIA compute capability compiled for, packed (90: H100, H200).
+    #[arg(long, default_value_t = NvidiaTarget::H200.compute_capability)]
+    pub compute_capability: u32,
+    /// The NVIDIA driver's CUDA version, as cuDriverGetVersion gives it (13000: CUDA 13.0), which
+    /// sets the PTX version.
+    #[arg(long, default_value_t = NvidiaTarget::H200.driver_version)]
+    pub driver_version: i32,
+    /// Time every kind of f32 product on each candidate routine (hvq's tiled variants and
+    /// burn's), as `auto` does on a GPU, so that all of them are compiled: on a software adapter
+    /// (lavapipe) `auto` otherwise runs burn's routine alone. Slower.
+    #[arg(long)]
+    pub every_product_routine: bool,
+}
+
+const SAMPLE: &[u8] = include_bytes!("../../../samples/mono-defect-cell0001.png");
+
+/// Run `hvq ptx-check`.
+pub fn run(args: PtxCheckArgs) -> Result<()> {
+    let target = NvidiaTarget {
+        compute_capability: args.compute_capability,
+        driver_version: args.driver_version,
+    };
+    // Before the device starts, so that its first kernel is seen.
+    ptx_check::install(&args.out, target)?;
+    if args.every_product_routine {
+        // On lavapipe `auto` gives every product to burn's routine untimed: timed, each of
+        // hvq's tiled variants is launched too.
+        hvq::kernels::product_choice::time_on_software_adapters();
+    }
+    // The list is written whatever the workload's fate: a kernel the workload failed on (on
+    // wgpu) leaves the ones before it checked.
+    let workload = run_workload(&args);
+    let check = ptx_check::finish()?;
+    let json = args.out.join(format!("kernels-{}.json", args.run));
+    hvq::fs::write_atomic(&json, serde_json::to_string_pretty(&check)?.as_bytes())?;
+    let failures: Vec<_> = check.failures().collect();
+    let largest_shared = check
+        .kernels
+        .iter()
+        .filter_map(|k| k.shared_memory_bytes)
+        .max()
+        .unwrap_or(0);
+    println!(
+        "ptx-check: {} kernels seen, compiled for {} ({}), {} refused; largest shared memory {} bytes; \
+         PTX in {}, list in {}",
+        check.kernels.len(),
+        check.architecture,
+        check
+            .ptx_version
+            .as_deref()
+            .unwrap_or("LLVM's default PTX version"),
+        failures.len(),
+        largest_shared,
+        args.out.display(),
+        json.display()
+    );
+    for failure in &failures {
+        println!(
+            "REFUSED {}: {}",
+            failure.name,
+            failure.error.as_deref().unwrap_or_default()
+        );
+    }
+    workload?;
+    if check.kernels.is_empty() {
+        bail!("no kernel was compiled: the observer saw nothing (is this a wgpu device?)");
+    }
+    if !failures.is_empty() {
+        bail!(
+            "{} of {} kernels were refused by the CUDA backend's compiler",
+            failures.len(),
+            check.kernels.len()
+        );
+    }
+    Ok(())
+}
+
+/// The shipped model inspected through the application layer, as a user's image goes; then every
+/// bench stage of the chosen model, a training step on cached features and one through the
+/// backbone, on wgpu.
+fn run_workload(args: &PtxCheckArgs) -> Result<()> {
+    let selection = super::device("wgpu")?;
+    let device = selection.device;
+    let inspector = Inspector::new(ModelSource::Shipped.load(&device)?, device.clone());
+    for (name, bytes) in hvq::pretrained::SAMPLES {
+        inspector.inspect_bytes(bytes, name, &ClassChoice::Auto)?;
+    }
+    let which = match args.config {
+        ConfigArg::Official => BenchModel::Official,
+        ConfigArg::Default => BenchModel::Default,
+    };
+    let detector = bench::model(which, &device)?;
+    let options = bench::BenchOptions {
+        batch: args.batch,
+        warmup: 0,
+        runs: 1,
+        train_dropout: 0.1,
+        kernels: false,
+    };
+    bench::run(
+        &detector,
+        which,
+        &device,
+        selection.backend.name(),
+        SAMPLE,
+        options,
+    )?;
+    Ok(())
+}

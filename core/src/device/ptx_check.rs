@@ -1,0 +1,254 @@
+//! Every kernel a wgpu run compiles, compiled again for an NVIDIA GPU, on a machine without one
+//! (`hvq ptx-check`, `scripts/ptx-check.sh`).
+//!
+//! Why: hvq's CUDA path had never run when its ~30 own kernels were written; they were tested on
+//! wgpu (lavapipe here), and a GPU to try CUDA on is lent for minutes at a time. burn's CUDA
+//! backend compiles each kernel in-process (cubecl-llvm: the kernel's IR through pliron and
+//! LLVM's NVPTX back end to PTX), which needs no GPU; only loading the PTX does. So a wgpu run
+//! with an observer in its compiler (vendor/cubecl-wgpu's `set_kernel_observer`) hands each
+//! kernel definition, once, to that same compiler with the options burn's CUDA runtime gives an
+//! NVIDIA device ([`NvidiaTarget`]), and keeps the PTX, which NVIDIA's `ptxas` then assembles for
+//! that architecture (the script). A kernel that cubecl-llvm refuses, panics on, or emits PTX
+//! `ptxas` rejects would have failed on the GPU at its first launch.
+//!
+//! What it cannot see: a kernel whose definition depends on the device's properties is checked
+//! as wgpu defines it (burn's matrix products pick tensor-core routines on CUDA, which a wgpu
+//! adapter has none of; hvq's own kernels define the same on both, plane sizes aside), and
+//! whether the PTX computes the right numbers (golden parity and `hvq selfcheck` on the GPU).
+
+use std::collections::HashSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use cubecl::CubeKernel;
+use cubecl::ir::nvidia::SmArch;
+use cubecl_llvm::nvptx::ptx_version::PtxVersion;
+use cubecl_llvm::{LlvmTarget, PlironArtifact, PlironCompiler, PlironOptions};
+use serde::Serialize;
+
+use crate::error::{HvqError, Result};
+
+/// The NVIDIA device the kernels are compiled for, as burn's CUDA runtime describes one to its
+/// compiler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NvidiaTarget {
+    /// Compute capability, packed as CUDA's runtime reports it: 90 for 9.0 (H100, H200).
+    pub compute_capability: u32,
+    /// The driver's CUDA version as `cuDriverGetVersion` reports it (13000 for 13.0), which
+    /// decides the PTX version emitted.
+    pub driver_version: i32,
+}
+
+impl NvidiaTarget {
+    /// An H100 or H200 on the driver the project's GPU machine has (580, CUDA 13.0).
+    pub const H200: NvidiaTarget = NvidiaTarget {
+        compute_capability: 90,
+        driver_version: 13000,
+    };
+
+    /// The architecture as `ptxas -arch` and the PTX's `.target` name it (`sm_90a`: burn's
+    /// CUDA runtime targets the architecture-specific variant from 9.0 on).
+    pub fn architecture(self) -> String {
+        self.sm_arch().target_cpu()
+    }
+
+    fn sm_arch(self) -> SmArch {
+        // Every part of compute capability 7.0 or later has tensor cores but for the GTX
+        // Turings, which are 7.5: a check for 9.0 does not depend on it.
+        SmArch::new(self.compute_capability, self.compute_capability >= 70)
+    }
+
+    fn options(self) -> PlironOptions {
+        PlironOptions {
+            sm_arch: Some(self.sm_arch()),
+            ptx_version: PtxVersion::for_driver(self.driver_version),
+            // burn's CUDA runtime passes scalars and metadata as grid constants from 7.0 on
+            // (cubecl-cuda's runtime.rs), so its kernels are compiled that way there.
+            grid_constants: self.compute_capability >= 70,
+            ..Default::default()
+        }
+    }
+}
+
+/// One kernel as the NVIDIA compiler took it.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelPtx {
+    /// The kernel's name (its Rust type, with its compile-time parameters).
+    pub name: String,
+    /// A key for this definition (the hash of cubecl's kernel id, which holds the compile-time
+    /// parameters, launch shape and checking mode): the PTX file's name without `.ptx`. Stable
+    /// between runs of one binary, so runs of several workloads into one folder share files.
+    pub key: String,
+    /// The PTX file written, relative to the output folder; `None` when compiling failed.
+    pub ptx_file: Option<String>,
+    /// Shared memory a launch reserves, in bytes.
+    pub shared_memory_bytes: Option<usize>,
+    /// Why the compiler refused the kernel (or panicked on it).
+    pub error: Option<String>,
+}
+
+/// What one run saw.
+#[derive(Clone, Debug, Serialize)]
+pub struct PtxCheck {
+    /// `ptxas -arch` for the PTX written.
+    pub architecture: String,
+    /// The PTX version emitted (`ptx90` for 9.0), `None` for LLVM's default.
+    pub ptx_version: Option<String>,
+    /// Every distinct kernel the run compiled, in the order first compiled.
+    pub kernels: Vec<KernelPtx>,
+}
+
+impl PtxCheck {
+    /// The kernels the compiler refused.
+    pub fn failures(&self) -> impl Iterator<Item = &KernelPtx> {
+        self.kernels.iter().filter(|k| k.error.is_some())
+    }
+}
+
+struct Observed {
+    out: PathBuf,
+    target: NvidiaTarget,
+    seen: HashSet<String>,
+    kernels: Vec<KernelPtx>,
+}
+
+static OBSERVED: Mutex<Option<Observed>> = Mutex::new(None);
+
+/// From now on, compile every kernel a wgpu device compiles for `target` too, writing its PTX
+/// into `out` (created). Once per process, before the first wgpu kernel; [`finish`] says what
+/// was seen. `libdevice` (the CUDA toolkit's math library, which the compiler links into any
+/// kernel calling a math function) is looked up as burn's CUDA runtime does: `CUDA_PATH`, else
+/// the usual toolkit folders.
+pub fn install(out: &Path, target: NvidiaTarget) -> Result<()> {
+    super::cuda_driver::find_libdevice(std::env::var_os("CUDA_PATH").as_deref().map(Path::new))?;
+    std::fs::create_dir_all(out).map_err(|e| HvqError::io(out, e))?;
+    *lock() = Some(Observed {
+        out: out.to_path_buf(),
+        target,
+        seen: HashSet::new(),
+        kernels: Vec::new(),
+    });
+    if !cubecl::wgpu::set_kernel_observer(observe) {
+        return Err(HvqError::Config(
+            "a kernel observer was already installed in this process".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// What the kernels compiled since [`install`] gave.
+pub fn finish() -> Result<PtxCheck> {
+    let observed = lock()
+        .take()
+        .ok_or_else(|| HvqError::Config("ptx_check::install was not called".into()))?;
+    Ok(PtxCheck {
+        architecture: observed.target.architecture(),
+        ptx_version: PtxVersion::for_driver(observed.target.driver_version).map(|v| v.to_string()),
+        kernels: observed.kernels,
+    })
+}
+
+fn lock() -> std::sync::MutexGuard<'static, Option<Observed>> {
+    // A panic while the lock was held (none is expected: compile panics are caught) leaves the
+    // records as they were, still worth reporting.
+    OBSERVED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The observer: called by the wgpu server, on its thread, with each kernel it compiles.
+fn observe(kernel: &dyn CubeKernel) {
+    let key = {
+        let mut hasher = DefaultHasher::new();
+        kernel.id().hash(&mut hasher);
+        format!("{:016x}", hasher.finish())
+    };
+    let mut guard = lock();
+    let Some(observed) = guard.as_mut() else {
+        return;
+    };
+    if !observed.seen.insert(key.clone()) {
+        return;
+    }
+    let name = kernel.name().to_string();
+    let record = match compile(kernel, observed.target) {
+        Ok((ptx, shared_memory_bytes)) => {
+            let file = format!("{key}.ptx");
+            match std::fs::write(observed.out.join(&file), ptx) {
+                Ok(()) => KernelPtx {
+                    name,
+                    key,
+                    ptx_file: Some(file),
+                    shared_memory_bytes: Some(shared_memory_bytes),
+                    error: None,
+                },
+                Err(e) => KernelPtx {
+                    name,
+                    key,
+                    ptx_file: None,
+                    shared_memory_bytes: Some(shared_memory_bytes),
+                    error: Some(format!("writing {file}: {e}")),
+                },
+            }
+        }
+        Err(error) => KernelPtx {
+            name,
+            key,
+            ptx_file: None,
+            shared_memory_bytes: None,
+            error: Some(error),
+        },
+    };
+    observed.kernels.push(record);
+}
+
+/// `kernel` compiled to PTX as burn's CUDA runtime compiles it for `target`, and the shared
+/// memory its launch reserves; the compiler's refusal or panic as text.
+fn compile(
+    kernel: &dyn CubeKernel,
+    target: NvidiaTarget,
+) -> std::result::Result<(String, usize), String> {
+    if let Some(source) = kernel.source() {
+        // cubecl-cuda's LLVM backend has no route for a kernel that carries its own text.
+        return Err(format!(
+            "a precompiled {} kernel: burn's CUDA backend (LLVM) cannot load it",
+            source.lang
+        ));
+    }
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let definition = cubecl::define_kernel(kernel).map_err(|e| e.to_string())?;
+        let mut compiler = PlironCompiler {
+            target: LlvmTarget::Nvptx,
+        };
+        let artifact = cubecl::Compiler::compile(&mut compiler, definition, &target.options())
+            .map_err(|e| e.to_string())?;
+        match artifact {
+            PlironArtifact::NvptxCode(module) => {
+                // The module's PTX is NUL-terminated.
+                let bytes: Vec<u8> = module
+                    .ptx
+                    .iter()
+                    .take_while(|&&c| c != 0)
+                    .map(|&c| c as u8)
+                    .collect();
+                Ok((
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                    module.shared_memory_size,
+                ))
+            }
+            _ => Err("the NVPTX compiler returned no PTX".to_string()),
+        }
+    }));
+    match caught {
+        Ok(result) => result,
+        Err(payload) => Err(format!(
+            "the compiler panicked: {}",
+            payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".into())
+        )),
+    }
+}
