@@ -1,29 +1,32 @@
 #!/usr/bin/env bash
-# Every kernel hvq launches, compiled for an NVIDIA GPU by burn's CUDA compiler and assembled by
+# Every kernel hvq launches, compiled for NVIDIA GPUs by burn's CUDA compiler and assembled by
 # NVIDIA's ptxas, on a machine without a GPU (CI, the developers' VMs): the check that hvq's own
 # kernels, written and tested on wgpu, also build for CUDA, before a lent GPU's minutes are spent
 # finding out. Also says, per kernel, what ptxas allotted: registers, spills, shared memory.
 #
 # How: `hvq ptx-check` (a CUDA build) runs the pipeline on wgpu (lavapipe here) with an observer
 # in the wgpu compiler that hands each kernel to cubecl-llvm's NVPTX compiler, with the options
-# burn's CUDA runtime gives an H100/H200 (compute capability 9.0, CUDA 13.0 driver), and writes
-# the PTX (core/src/device/ptx_check.rs). Several runs cover the kernels one run does not launch:
+# burn's CUDA runtime gives an NVIDIA GPU on a CUDA 13.0 driver, once per architecture: 9.0
+# (H100, H200: the project's), 8.9 (RTX 40, L4), 8.6 (RTX 30, A10), 8.0 (A100), 7.5 (T4, RTX
+# 20: the oldest CUDA 13 runs), and writes the PTX (core/src/device/ptx_check.rs). Several runs cover the kernels one run does not launch:
 # the official and default models (inference of the shipped model on its samples, every bench
 # stage, a training step on cached features and one through the backbone), half precision (f16;
 # bf16 has no type on lavapipe), and the alternatives hvq can be switched to (burn's flash
 # attention, the composed training attention). The f32 runs time every kind of product on each
 # routine, as `auto` does on a GPU (`--every-product-routine`; HVQ_PRODUCT_CHOICES=off, so nothing
 # kept from an earlier run is taken instead), so every tiled variant is compiled. Then
-# `ptxas -arch sm_90a -v` assembles each PTX file.
+# `ptxas -v` assembles each PTX file for its architecture.
 #
 # Not covered: kernels whose definition depends on the device (burn's products pick tensor-core
 # routines on CUDA, which wgpu has none of; burn sizes its element-wise cubes by the adapter, 8
 # threads on lavapipe, so their occupancy in the table is not CUDA's), and whether the PTX computes the right numbers (that is
 # `hvq selfcheck --device cuda` and the golden tests on the GPU: scripts/device-gpu.sh).
 #
-# Usage: bash scripts/ptx-check.sh [--hvq BIN] [--out DIR] [--quick]
+# Usage: bash scripts/ptx-check.sh [--hvq BIN] [--out DIR] [--architectures LIST] [--quick]
 #   BIN: a CUDA build of hvq (default $CARGO_TARGET_DIR/release/hvq, as .ci/run builds it);
 #   DIR: the PTX, the lists, ptxas's logs and report.json (default: a temporary folder);
+#   LIST: compute capabilities, the first one's table printed in full (default 90,89,86,80,75:
+#     8 min 7 s on the project's 2-core VM; 90,75, as CI runs it: 5 min 22 s);
 #   --quick: the official model at f32 only.
 # Needs: a wgpu adapter (lavapipe: scripts/setup.sh), ptxas and libdevice (scripts/cuda-tools.sh,
 # run here if missing). Exit status 1 when a kernel is refused by either compiler.
@@ -32,11 +35,13 @@ cd "$(dirname "$0")/.."
 hvq="${CARGO_TARGET_DIR:-$HOME/.cache/hvq-target}/release/hvq"
 out=""
 quick=0
+architectures=90,89,86,80,75
 while [ $# -gt 0 ]; do
   case "$1" in
     --hvq) hvq=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --quick) quick=1; shift ;;
+    --architectures) architectures=$2; shift 2 ;;
     *) echo "ptx-check: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -50,7 +55,6 @@ mkdir -p "$out"
 tools=$(bash scripts/cuda-tools.sh | tail -1)
 export CUDA_PATH="$tools"
 export HVQ_PRODUCT_CHOICES=off
-arch=sm_90a
 
 # run NAME [VAR=VALUE ...] -- [hvq options ...]
 run() {
@@ -59,7 +63,8 @@ run() {
   while [ "$1" != "--" ]; do vars+=("$1"); shift; done
   shift
   local t0; t0=$(date +%s)
-  if env "${vars[@]}" "$hvq" ptx-check --out "$out/ptx" --run "$name" "$@" >"$out/run-$name.log" 2>&1; then
+  if env "${vars[@]}" "$hvq" ptx-check --out "$out/ptx" --run "$name" \
+    --compute-capabilities "$architectures" "$@" >"$out/run-$name.log" 2>&1; then
     echo "run   $name: $(grep '^ptx-check:' "$out/run-$name.log" | cut -c12- | cut -d';' -f1) ($(( $(date +%s) - t0 )) s)"
   else
     echo "FAIL  run $name (log $out/run-$name.log):"
@@ -76,18 +81,24 @@ if [ "$quick" = 0 ]; then
   run official-flash HVQ_GPU_ATTENTION=flash HVQ_TRAIN_ATTENTION=composed -- --config official
 fi
 
+# Each file for the architecture its `.target` names (as the driver loads it for that part), as
+# many at once as there are cores.
 mkdir -p "$out/ptxas"
-for ptx in "$out"/ptx/*.ptx; do
-  [ -e "$ptx" ] || continue
-  key=$(basename "$ptx" .ptx)
-  if "$tools/bin/ptxas" -arch="$arch" -v -o /dev/null "$ptx" >"$out/ptxas/$key.log" 2>&1; then
-    echo ok >"$out/ptxas/$key.status"
+assemble() {
+  local ptx=$1 file arch
+  file=$(basename "$ptx" .ptx)
+  arch=$(sed -n 's/^\.target \([a-z0-9_]*\).*/\1/p' "$ptx" | head -1)
+  if "$PTXAS" -arch="${arch:-missing-target}" -v -o /dev/null "$ptx" >"$OUT/ptxas/$file.log" 2>&1; then
+    echo ok >"$OUT/ptxas/$file.status"
   else
-    echo failed >"$out/ptxas/$key.status"
+    echo failed >"$OUT/ptxas/$file.status"
   fi
-done
+}
+export -f assemble
+export PTXAS="$tools/bin/ptxas" OUT="$out"
+find "$out/ptx" -name '*.ptx' -print0 | xargs -0 -r -n 8 -P "$(nproc)" bash -c 'for f; do assemble "$f"; done' _
 status=0
-python3 scripts/ptx_report.py "$out" "$arch" || status=$?
+python3 scripts/ptx_report.py "$out" || status=$?
 if [ "$runs_failed" -gt 0 ]; then
   echo "ptx-check: $runs_failed run(s) failed (above)"
   status=1

@@ -31,12 +31,13 @@ pub struct PtxCheckArgs {
     /// Images per batch in the bench pass.
     #[arg(long, default_value_t = 2)]
     pub batch: usize,
-    /// The NVIDIA compute capability compiled for, packed (90: H100, H200).
-    #[arg(long, default_value_t = NvidiaTarget::H200.compute_capability)]
-    pub compute_capability: u32,
+    /// The NVIDIA compute capabilities compiled for, packed: 90 (H100, H200), 89 (RTX 40, L4),
+    /// 86 (RTX 30, A10), 80 (A100), 75 (T4, RTX 20).
+    #[arg(long, value_delimiter = ',', default_values_t = NvidiaTarget::DEFAULT_CAPABILITIES)]
+    pub compute_capabilities: Vec<u32>,
     /// The NVIDIA driver's CUDA version, as cuDriverGetVersion gives it (13000: CUDA 13.0), which
     /// sets the PTX version.
-    #[arg(long, default_value_t = NvidiaTarget::H200.driver_version)]
+    #[arg(long, default_value_t = NvidiaTarget::DRIVER_13_0)]
     pub driver_version: i32,
     /// Time every kind of f32 product on each candidate routine (hvq's tiled variants and
     /// burn's), as `auto` does on a GPU, so that all of them are compiled: on a software adapter
@@ -49,12 +50,16 @@ const SAMPLE: &[u8] = include_bytes!("../../../samples/mono-defect-cell0001.png"
 
 /// Run `hvq ptx-check`.
 pub fn run(args: PtxCheckArgs) -> Result<()> {
-    let target = NvidiaTarget {
-        compute_capability: args.compute_capability,
-        driver_version: args.driver_version,
-    };
+    let targets: Vec<NvidiaTarget> = args
+        .compute_capabilities
+        .iter()
+        .map(|&compute_capability| NvidiaTarget {
+            compute_capability,
+            driver_version: args.driver_version,
+        })
+        .collect();
     // Before the device starts, so that its first kernel is seen.
-    ptx_check::install(&args.out, target)?;
+    ptx_check::install(&args.out, &targets)?;
     if args.every_product_routine {
         // On lavapipe `auto` gives every product to burn's routine untimed: timed, each of
         // hvq's tiled variants is launched too.
@@ -73,24 +78,28 @@ pub fn run(args: PtxCheckArgs) -> Result<()> {
         .filter_map(|k| k.shared_memory_bytes)
         .max()
         .unwrap_or(0);
+    let kernels = check.kernels.len() / check.architectures.len();
     println!(
-        "ptx-check: {} kernels seen, compiled for {} ({}), {} refused; largest shared memory {} bytes; \
-         PTX in {}, list in {}",
-        check.kernels.len(),
-        check.architecture,
+        "ptx-check: {kernels} kernels seen, compiled for {} ({}), {} refused; largest shared \
+         memory {largest_shared} bytes; PTX in {}, list in {}",
+        check.architectures.join(", "),
         check
-            .ptx_version
-            .as_deref()
-            .unwrap_or("LLVM's default PTX version"),
+            .ptx_versions
+            .iter()
+            .map(|v| v.as_deref().unwrap_or("LLVM's default PTX"))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+            .join(", "),
         failures.len(),
-        largest_shared,
         args.out.display(),
         json.display()
     );
     for failure in &failures {
         println!(
-            "REFUSED {}: {}",
+            "REFUSED {} for {}: {}",
             failure.name,
+            failure.architecture,
             failure.error.as_deref().unwrap_or_default()
         );
     }
@@ -100,7 +109,8 @@ pub fn run(args: PtxCheckArgs) -> Result<()> {
     }
     if !failures.is_empty() {
         bail!(
-            "{} of {} kernels were refused by the CUDA backend's compiler",
+            "{} of {} compilations (kernels × architectures) were refused by the CUDA \
+             backend's compiler",
             failures.len(),
             check.kernels.len()
         );

@@ -7,8 +7,9 @@
 //! LLVM's NVPTX back end to PTX), which needs no GPU; only loading the PTX does. So a wgpu run
 //! with an observer in its compiler (vendor/cubecl-wgpu's `set_kernel_observer`) hands each
 //! kernel definition, once, to that same compiler with the options burn's CUDA runtime gives an
-//! NVIDIA device ([`NvidiaTarget`]), and keeps the PTX, which NVIDIA's `ptxas` then assembles for
-//! that architecture (the script). A kernel that cubecl-llvm refuses, panics on, or emits PTX
+//! NVIDIA device, for each of several architectures ([`NvidiaTarget`]: the H100/H200 the project
+//! measures on, and the older parts users run: T4, A100, RTX 30 and 40), and keeps the PTX, which
+//! NVIDIA's `ptxas` then assembles for that architecture (the script). A kernel that cubecl-llvm refuses, panics on, or emits PTX
 //! `ptxas` rejects would have failed on the GPU at its first launch.
 //!
 //! What it cannot see: a kernel whose definition depends on the device's properties is checked
@@ -41,10 +42,18 @@ pub struct NvidiaTarget {
 }
 
 impl NvidiaTarget {
-    /// An H100 or H200 on the driver the project's GPU machine has (580, CUDA 13.0).
+    /// The driver the project's GPU machine has (580, CUDA 13.0).
+    pub const DRIVER_13_0: i32 = 13000;
+
+    /// The architectures checked by default, on [`Self::DRIVER_13_0`]: 9.0 (H100, H200), 8.9
+    /// (RTX 40, L4), 8.6 (RTX 30, A10), 8.0 (A100) and 7.5 (T4, RTX 20: the oldest CUDA 13
+    /// supports).
+    pub const DEFAULT_CAPABILITIES: [u32; 5] = [90, 89, 86, 80, 75];
+
+    /// An H100 or H200 on the project's GPU machine's driver.
     pub const H200: NvidiaTarget = NvidiaTarget {
         compute_capability: 90,
-        driver_version: 13000,
+        driver_version: Self::DRIVER_13_0,
     };
 
     /// The architecture as `ptxas -arch` and the PTX's `.target` name it (`sm_90a`: burn's
@@ -76,11 +85,14 @@ impl NvidiaTarget {
 pub struct KernelPtx {
     /// The kernel's name (its Rust type, with its compile-time parameters).
     pub name: String,
+    /// The architecture compiled for (`sm_90a`, `sm_86`, ...).
+    pub architecture: String,
     /// A key for this definition (the hash of cubecl's kernel id, which holds the compile-time
-    /// parameters, launch shape and checking mode): the PTX file's name without `.ptx`. Stable
-    /// between runs of one binary, so runs of several workloads into one folder share files.
+    /// parameters, launch shape and checking mode). Stable between runs of one binary, so runs
+    /// of several workloads into one folder share files.
     pub key: String,
-    /// The PTX file written, relative to the output folder; `None` when compiling failed.
+    /// The PTX file written (`<key>-<architecture>.ptx`), relative to the output folder; `None`
+    /// when compiling failed.
     pub ptx_file: Option<String>,
     /// Shared memory a launch reserves, in bytes.
     pub shared_memory_bytes: Option<usize>,
@@ -91,11 +103,12 @@ pub struct KernelPtx {
 /// What one run saw.
 #[derive(Clone, Debug, Serialize)]
 pub struct PtxCheck {
-    /// `ptxas -arch` for the PTX written.
-    pub architecture: String,
-    /// The PTX version emitted (`ptx90` for 9.0), `None` for LLVM's default.
-    pub ptx_version: Option<String>,
-    /// Every distinct kernel the run compiled, in the order first compiled.
+    /// The architectures compiled for, as `ptxas -arch` names them.
+    pub architectures: Vec<String>,
+    /// The PTX version emitted for each (`ptx90` for 9.0; `None`: LLVM's default).
+    pub ptx_versions: Vec<Option<String>>,
+    /// Every distinct kernel the run compiled, in the order first compiled, once per
+    /// architecture.
     pub kernels: Vec<KernelPtx>,
 }
 
@@ -108,24 +121,29 @@ impl PtxCheck {
 
 struct Observed {
     out: PathBuf,
-    target: NvidiaTarget,
+    targets: Vec<NvidiaTarget>,
     seen: HashSet<String>,
     kernels: Vec<KernelPtx>,
 }
 
 static OBSERVED: Mutex<Option<Observed>> = Mutex::new(None);
 
-/// From now on, compile every kernel a wgpu device compiles for `target` too, writing its PTX
-/// into `out` (created). Once per process, before the first wgpu kernel; [`finish`] says what
+/// From now on, compile every kernel a wgpu device compiles for each of `targets` too, writing
+/// its PTX into `out` (created). Once per process, before the first wgpu kernel; [`finish`] says what
 /// was seen. `libdevice` (the CUDA toolkit's math library, which the compiler links into any
 /// kernel calling a math function) is looked up as burn's CUDA runtime does: `CUDA_PATH`, else
 /// the usual toolkit folders.
-pub fn install(out: &Path, target: NvidiaTarget) -> Result<()> {
+pub fn install(out: &Path, targets: &[NvidiaTarget]) -> Result<()> {
+    if targets.is_empty() {
+        return Err(HvqError::Config(
+            "no NVIDIA architecture to compile for".into(),
+        ));
+    }
     super::cuda_driver::find_libdevice(std::env::var_os("CUDA_PATH").as_deref().map(Path::new))?;
     std::fs::create_dir_all(out).map_err(|e| HvqError::io(out, e))?;
     *lock() = Some(Observed {
         out: out.to_path_buf(),
-        target,
+        targets: targets.to_vec(),
         seen: HashSet::new(),
         kernels: Vec::new(),
     });
@@ -143,8 +161,12 @@ pub fn finish() -> Result<PtxCheck> {
         .take()
         .ok_or_else(|| HvqError::Config("ptx_check::install was not called".into()))?;
     Ok(PtxCheck {
-        architecture: observed.target.architecture(),
-        ptx_version: PtxVersion::for_driver(observed.target.driver_version).map(|v| v.to_string()),
+        architectures: observed.targets.iter().map(|t| t.architecture()).collect(),
+        ptx_versions: observed
+            .targets
+            .iter()
+            .map(|t| PtxVersion::for_driver(t.driver_version).map(|v| v.to_string()))
+            .collect(),
         kernels: observed.kernels,
     })
 }
@@ -172,35 +194,29 @@ fn observe(kernel: &dyn CubeKernel) {
         return;
     }
     let name = kernel.name().to_string();
-    let record = match compile(kernel, observed.target) {
-        Ok((ptx, shared_memory_bytes)) => {
-            let file = format!("{key}.ptx");
-            match std::fs::write(observed.out.join(&file), ptx) {
-                Ok(()) => KernelPtx {
-                    name,
-                    key,
-                    ptx_file: Some(file),
-                    shared_memory_bytes: Some(shared_memory_bytes),
-                    error: None,
-                },
-                Err(e) => KernelPtx {
-                    name,
-                    key,
-                    ptx_file: None,
-                    shared_memory_bytes: Some(shared_memory_bytes),
-                    error: Some(format!("writing {file}: {e}")),
-                },
-            }
-        }
-        Err(error) => KernelPtx {
-            name,
-            key,
+    for &target in &observed.targets {
+        let architecture = target.architecture();
+        let mut record = KernelPtx {
+            name: name.clone(),
+            architecture: architecture.clone(),
+            key: key.clone(),
             ptx_file: None,
             shared_memory_bytes: None,
-            error: Some(error),
-        },
-    };
-    observed.kernels.push(record);
+            error: None,
+        };
+        match compile(kernel, target) {
+            Ok((ptx, shared_memory_bytes)) => {
+                let file = format!("{key}-{architecture}.ptx");
+                record.shared_memory_bytes = Some(shared_memory_bytes);
+                match std::fs::write(observed.out.join(&file), ptx) {
+                    Ok(()) => record.ptx_file = Some(file),
+                    Err(e) => record.error = Some(format!("writing {file}: {e}")),
+                }
+            }
+            Err(error) => record.error = Some(error),
+        }
+        observed.kernels.push(record);
+    }
 }
 
 /// `kernel` compiled to PTX as burn's CUDA runtime compiles it for `target`, and the shared
