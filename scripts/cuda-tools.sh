@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs the two pieces of NVIDIA's CUDA toolkit that `scripts/ptx-check.sh` needs on a machine
-# without a GPU or a toolkit: `ptxas` (assembles PTX for an architecture, as the driver does when
-# it loads a kernel; runs on the CPU) and `libdevice.10.bc` (the math library burn's CUDA compiler
+# without a GPU or a toolkit: `ptxas` (assembles PTX for an architecture, as the driver does when it
+# loads a kernel; runs on the CPU) and `libdevice.10.bc` (the math library burn's CUDA compiler
 # links into any kernel calling exp, tanh, erf, ...). Both come from NVIDIA's PyPI wheels
-# (`nvidia-cuda-nvcc`, `nvidia-nvvm`; NVIDIA's CUDA EULA, not redistributed here), checked
-# against the SHA-256 sums below, and are unpacked as a toolkit tree (CUDA_PATH) at
+# (`nvidia-cuda-nvcc`, `nvidia-nvvm`; NVIDIA's CUDA EULA, not redistributed here), checked against
+# the SHA-256 sums below, and are unpacked as a toolkit tree (CUDA_PATH) at
 #   ${XDG_DATA_HOME:-$HOME/.local/share}/hvq/cuda-tools-$version/{bin/ptxas,nvvm/libdevice/}
-# Prints that folder on stdout (messages go to stderr). Idempotent; the tree is assembled beside its place and
-# renamed into it, so an interrupted run leaves nothing that looks complete.
+# Prints that folder on stdout (messages go to stderr). Idempotent; the tree is assembled beside its
+# place and renamed into it, so an interrupted run leaves nothing that looks complete.
 set -euo pipefail
 
 version=13.5.37

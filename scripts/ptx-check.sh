@@ -4,23 +4,24 @@
 # kernels, written and tested on wgpu, also build for CUDA, before a lent GPU's minutes are spent
 # finding out. Also says, per kernel, what ptxas allotted: registers, spills, shared memory.
 #
-# How: `hvq ptx-check` (a CUDA build) runs the pipeline on wgpu (lavapipe here) with an observer
-# in the wgpu compiler that hands each kernel to cubecl-llvm's NVPTX compiler, with the options
-# burn's CUDA runtime gives an NVIDIA GPU on a CUDA 13.0 driver, once per architecture: 9.0
-# (H100, H200: the project's), 8.9 (RTX 40, L4), 8.6 (RTX 30, A10), 8.0 (A100), 7.5 (T4, RTX
-# 20: the oldest CUDA 13 runs), and writes the PTX (core/src/device/ptx_check.rs). Several runs cover the kernels one run does not launch:
-# the official and default models (inference of the shipped model on its samples, every bench
-# stage, a training step on cached features and one through the backbone), half precision (f16;
-# bf16 has no type on lavapipe), and the alternatives hvq can be switched to (burn's flash
-# attention, the composed training attention). The f32 runs time every kind of product on each
+# How: `hvq ptx-check` (a CUDA build) runs the pipeline on wgpu (lavapipe here) with an observer in
+# the wgpu compiler that hands each kernel to cubecl-llvm's NVPTX compiler, with the options burn's
+# CUDA runtime gives an NVIDIA GPU on a CUDA 13.0 driver, once per architecture: 9.0 (H100, H200:
+# the project's), 8.9 (RTX 40, L4), 8.6 (RTX 30, A10), 8.0 (A100), 7.5 (T4, RTX 20: the oldest CUDA
+# 13 runs), and writes the PTX (core/src/device/ptx_check.rs). Several runs cover the kernels one
+# run does not launch: the official and default models (inference of the shipped model on its
+# samples, every bench stage, a training step on cached features and one through the backbone), half
+# precision (f16; bf16 has no type on lavapipe), and the alternatives hvq can be switched to (burn's
+# flash attention, the composed training attention). The f32 runs time every kind of product on each
 # routine, as `auto` does on a GPU (`--every-product-routine`; HVQ_PRODUCT_CHOICES=off, so nothing
-# kept from an earlier run is taken instead), so every tiled variant is compiled. Then
-# `ptxas -v` assembles each PTX file for its architecture.
+# kept from an earlier run is taken instead), so every tiled variant is compiled. Then `ptxas -v`
+# assembles each PTX file for its architecture.
 #
 # Not covered: kernels whose definition depends on the device (burn's products pick tensor-core
 # routines on CUDA, which wgpu has none of; burn sizes its element-wise cubes by the adapter, 8
-# threads on lavapipe, so their occupancy in the table is not CUDA's), and whether the PTX computes the right numbers (that is
-# `hvq selfcheck --device cuda` and the golden tests on the GPU: scripts/device-gpu.sh).
+# threads on lavapipe, so their occupancy in the table is not CUDA's), and whether the PTX computes
+# the right numbers (that is `hvq selfcheck --device cuda` and the golden tests on the GPU:
+# scripts/device-gpu.sh).
 #
 # Usage: bash scripts/ptx-check.sh [--hvq BIN] [--out DIR] [--architectures LIST] [--quick]
 #   BIN: a CUDA build of hvq (default $CARGO_TARGET_DIR/release/hvq, as .ci/run builds it);

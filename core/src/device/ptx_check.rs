@@ -3,19 +3,19 @@
 //!
 //! Why: hvq's CUDA path had never run when its ~30 own kernels were written; they were tested on
 //! wgpu (lavapipe here), and a GPU to try CUDA on is lent for minutes at a time. burn's CUDA
-//! backend compiles each kernel in-process (cubecl-llvm: the kernel's IR through pliron and
-//! LLVM's NVPTX back end to PTX), which needs no GPU; only loading the PTX does. So a wgpu run
-//! with an observer in its compiler (vendor/cubecl-wgpu's `set_kernel_observer`) hands each
-//! kernel definition, once, to that same compiler with the options burn's CUDA runtime gives an
-//! NVIDIA device, for each of several architectures ([`NvidiaTarget`]: the H100/H200 the project
-//! measures on, and the older parts users run: T4, A100, RTX 30 and 40), and keeps the PTX, which
-//! NVIDIA's `ptxas` then assembles for that architecture (the script). A kernel that cubecl-llvm refuses, panics on, or emits PTX
-//! `ptxas` rejects would have failed on the GPU at its first launch.
+//! backend compiles each kernel in-process (cubecl-llvm: the kernel's IR through pliron and LLVM's
+//! NVPTX back end to PTX), which needs no GPU; only loading the PTX does. So a wgpu run with an
+//! observer in its compiler (vendor/cubecl-wgpu's `set_kernel_observer`) hands each kernel
+//! definition, once, to that same compiler with the options burn's CUDA runtime gives an NVIDIA
+//! device, for each of several architectures ([`NvidiaTarget`]: the H100/H200 the project measures
+//! on, and the older parts users run: T4, A100, RTX 30 and 40), and keeps the PTX, which NVIDIA's
+//! `ptxas` then assembles for that architecture (the script). A kernel that cubecl-llvm refuses,
+//! panics on, or emits PTX `ptxas` rejects would have failed on the GPU at its first launch.
 //!
-//! What it cannot see: a kernel whose definition depends on the device's properties is checked
-//! as wgpu defines it (burn's matrix products pick tensor-core routines on CUDA, which a wgpu
-//! adapter has none of; hvq's own kernels define the same on both, plane sizes aside), and
-//! whether the PTX computes the right numbers (golden parity and `hvq selfcheck` on the GPU).
+//! What it cannot see: a kernel whose definition depends on the device's properties is checked as
+//! wgpu defines it (burn's matrix products pick tensor-core routines on CUDA, which a wgpu adapter
+//! has none of; hvq's own kernels define the same on both, plane sizes aside), and whether the PTX
+//! computes the right numbers (golden parity and `hvq selfcheck` on the GPU).
 
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -113,7 +113,7 @@ pub struct PtxCheck {
 }
 
 impl PtxCheck {
-    /// The kernels the compiler refused.
+    /// The compilations (a kernel for an architecture) the compiler refused.
     pub fn failures(&self) -> impl Iterator<Item = &KernelPtx> {
         self.kernels.iter().filter(|k| k.error.is_some())
     }
@@ -129,8 +129,8 @@ struct Observed {
 static OBSERVED: Mutex<Option<Observed>> = Mutex::new(None);
 
 /// From now on, compile every kernel a wgpu device compiles for each of `targets` too, writing
-/// its PTX into `out` (created). Once per process, before the first wgpu kernel; [`finish`] says what
-/// was seen. `libdevice` (the CUDA toolkit's math library, which the compiler links into any
+/// its PTX into `out` (created). Once per process, before the first wgpu kernel; [`finish`] says
+/// what was seen. `libdevice` (the CUDA toolkit's math library, which the compiler links into any
 /// kernel calling a math function) is looked up as burn's CUDA runtime does: `CUDA_PATH`, else
 /// the usual toolkit folders.
 pub fn install(out: &Path, targets: &[NvidiaTarget]) -> Result<()> {
