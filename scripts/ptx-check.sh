@@ -49,8 +49,12 @@ done
 [ -x "$hvq" ] || { echo "ptx-check: $hvq is not an executable (build: cargo build --release -p core --features cuda)" >&2; exit 2; }
 if [ -z "$out" ]; then
   out=$(mktemp -d)
+elif [ -n "$(ls -A "$out" 2>/dev/null)" ] && [ ! -d "$out/ptx" ]; then
+  echo "ptx-check: $out is not empty and not an earlier ptx-check's folder; name another" >&2
+  exit 2
 fi
-rm -rf "$out"
+# An earlier run's files only (the folder is this script's or new).
+rm -rf "$out/ptx" "$out/ptxas" "$out"/run-*.log "$out/report.json"
 mkdir -p "$out"
 
 tools=$(bash scripts/cuda-tools.sh | tail -1)

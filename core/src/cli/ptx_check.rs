@@ -1,6 +1,6 @@
 //! `hvq ptx-check` (CUDA builds): run the pipeline on wgpu and compile every kernel it launches
-//! for an NVIDIA GPU too, writing the PTX (see `hvq::device::ptx_check`). Exit status 1 when the
-//! CUDA backend's compiler refused a kernel. `scripts/ptx-check.sh` runs it over several workloads
+//! for NVIDIA GPUs too, writing the PTX (see `hvq::device::ptx_check`). Exit status 1 when the
+//! CUDA backend's compiler refused a kernel for an architecture. `scripts/ptx-check.sh` runs it over several workloads
 //! and assembles the PTX with NVIDIA's `ptxas`.
 
 use std::path::PathBuf;
@@ -18,7 +18,8 @@ use super::bench::ConfigArg;
 /// Options of `hvq ptx-check`.
 #[derive(Args, Debug)]
 pub struct PtxCheckArgs {
-    /// Folder for the PTX files (one per kernel, named by its key) and `kernels-<run>.json`.
+    /// Folder for the PTX files (`<key>-<architecture>.ptx`, one per kernel and architecture) and
+    /// `kernels-<run>.json`.
     #[arg(long)]
     pub out: PathBuf,
     /// A name for this run's list of kernels (`kernels-<run>.json`), so that several runs can
