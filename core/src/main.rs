@@ -44,7 +44,7 @@ enum Command {
     /// Check a device against the CPU: the shipped model on the shipped sample images, on both,
     /// compared; exit status 1 when they differ beyond float rounding.
     Selfcheck(cli::selfcheck::SelfCheckArgs),
-    /// Compile every kernel a wgpu run launches for an NVIDIA GPU too (burn's CUDA compiler),
+    /// Compile every kernel a wgpu run launches for NVIDIA GPUs too (burn's CUDA compiler),
     /// on a machine without one: the PTX files and a list; exit status 1 when one is refused.
     /// `scripts/ptx-check.sh` runs it and assembles the PTX with `ptxas`.
     #[cfg(all(feature = "cuda", feature = "wgpu"))]
