@@ -48,8 +48,9 @@ pub struct BenchArgs {
     pub kernels: bool,
 }
 
-/// The shipped sample image, so `bench` needs no argument.
-const SAMPLE: &[u8] = include_bytes!("../../../samples/mono-defect-cell0001.png");
+/// The shipped sample image, so `bench` needs no argument (the binary already embeds it for
+/// `hvq selfcheck`: `mono-defect-cell0001.png`).
+pub const SAMPLE: &[u8] = hvq::pretrained::SAMPLES[0].1;
 
 /// Run `hvq bench`.
 pub fn run(args: BenchArgs) -> Result<()> {

@@ -1,7 +1,7 @@
 //! `hvq ptx-check` (CUDA builds): run the pipeline on wgpu and compile every kernel it launches
 //! for NVIDIA GPUs too, writing the PTX (see `hvq::device::ptx_check`). Exit status 1 when the
-//! CUDA backend's compiler refused a kernel for an architecture. `scripts/ptx-check.sh` runs it over several workloads
-//! and assembles the PTX with NVIDIA's `ptxas`.
+//! CUDA backend's compiler refused a kernel for an architecture. `scripts/ptx-check.sh` runs it
+//! over several workloads and assembles the PTX with NVIDIA's `ptxas`.
 
 use std::path::PathBuf;
 
@@ -13,7 +13,7 @@ use hvq::app::bench::{self, BenchModel};
 use hvq::app::inspect::ClassChoice;
 use hvq::device::ptx_check::{self, NvidiaTarget};
 
-use super::bench::ConfigArg;
+use super::bench::{ConfigArg, SAMPLE};
 
 /// Options of `hvq ptx-check`.
 #[derive(Args, Debug)]
@@ -46,8 +46,6 @@ pub struct PtxCheckArgs {
     #[arg(long)]
     pub every_product_routine: bool,
 }
-
-const SAMPLE: &[u8] = include_bytes!("../../../samples/mono-defect-cell0001.png");
 
 /// Run `hvq ptx-check`.
 pub fn run(args: PtxCheckArgs) -> Result<()> {

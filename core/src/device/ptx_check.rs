@@ -50,12 +50,6 @@ impl NvidiaTarget {
     /// supports).
     pub const DEFAULT_CAPABILITIES: [u32; 5] = [90, 89, 86, 80, 75];
 
-    /// An H100 or H200 on the project's GPU machine's driver.
-    pub const H200: NvidiaTarget = NvidiaTarget {
-        compute_capability: 90,
-        driver_version: Self::DRIVER_13_0,
-    };
-
     /// The architecture as `ptxas -arch` and the PTX's `.target` name it (`sm_90a`: burn's
     /// CUDA runtime targets the architecture-specific variant from 9.0 on).
     pub fn architecture(self) -> String {
@@ -63,8 +57,8 @@ impl NvidiaTarget {
     }
 
     fn sm_arch(self) -> SmArch {
-        // Every part of compute capability 7.0 or later has tensor cores but for the GTX
-        // Turings, which are 7.5: a check for 9.0 does not depend on it.
+        // Every part of compute capability 7.0 or later has tensor cores but the GTX 16 Turings
+        // (7.5, as the T4 and RTX 20, which have them): checked as the parts that have them.
         SmArch::new(self.compute_capability, self.compute_capability >= 70)
     }
 
@@ -194,6 +188,8 @@ fn observe(kernel: &dyn CubeKernel) {
         return;
     }
     let name = kernel.name().to_string();
+    // The kernel is defined again for each architecture: the compiler consumes its definition,
+    // which cannot be copied.
     for &target in &observed.targets {
         let architecture = target.architecture();
         let mut record = KernelPtx {
