@@ -15,7 +15,8 @@
 # flash attention, the composed training attention). The f32 runs time every kind of product on each
 # routine, as `auto` does on a GPU (`--every-product-routine`; HVQ_PRODUCT_CHOICES=off, so nothing
 # kept from an earlier run is taken instead), so every tiled variant is compiled. Then `ptxas -v`
-# assembles each PTX file for its architecture.
+# assembles each PTX file for its architecture, and for sm_90a `scripts/sass_mix.py` reads the
+# machine code of hvq's own kernels (nvdisasm): what each main loop spends its instructions on.
 #
 # Not covered: kernels whose definition depends on the device (burn's products pick tensor-core
 # routines on CUDA, which wgpu has none of; burn sizes its element-wise cubes by the adapter, 8
@@ -54,7 +55,7 @@ elif [ -n "$(ls -A "$out" 2>/dev/null)" ] && [ ! -d "$out/ptx" ]; then
   exit 2
 fi
 # An earlier run's files only (the folder is this script's or new).
-rm -rf "$out/ptx" "$out/ptxas" "$out"/run-*.log "$out/report.json"
+rm -rf "$out/ptx" "$out/ptxas" "$out"/run-*.log "$out/report.json" "$out/sass.md" "$out/sass.json"
 mkdir -p "$out"
 
 tools=$(bash scripts/cuda-tools.sh | tail -1)
@@ -93,7 +94,8 @@ assemble() {
   local ptx=$1 file arch
   file=$(basename "$ptx" .ptx)
   arch=$(sed -n 's/^\.target \([a-z0-9_]*\).*/\1/p' "$ptx" | head -1)
-  if "$PTXAS" -arch="${arch:-missing-target}" -v -o /dev/null "$ptx" >"$OUT/ptxas/$file.log" 2>&1; then
+  if "$PTXAS" -arch="${arch:-missing-target}" -v -o "$OUT/ptxas/$file.cubin" "$ptx" \
+    >"$OUT/ptxas/$file.log" 2>&1; then
     echo ok >"$OUT/ptxas/$file.status"
   else
     echo failed >"$OUT/ptxas/$file.status"
@@ -104,6 +106,12 @@ export PTXAS="$tools/bin/ptxas" OUT="$out"
 find "$out/ptx" -name '*.ptx' -print0 | xargs -0 -r -n 8 -P "$(nproc)" bash -c 'for f; do assemble "$f"; done' _
 status=0
 python3 scripts/ptx_report.py "$out" || status=$?
+# hvq's own kernels' machine code on sm_90a: what their main loops spend instructions on.
+if [[ ",$architectures," == *",90,"* ]]; then
+  echo
+  python3 scripts/sass_mix.py "$out" --json "$out/sass.json" | tee "$out/sass.md" \
+    || status=1
+fi
 if [ "$runs_failed" -gt 0 ]; then
   echo "ptx-check: $runs_failed run(s) failed (above)"
   status=1

