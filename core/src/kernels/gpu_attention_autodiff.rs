@@ -45,9 +45,9 @@ use super::gpu::{
     tracked_parts,
 };
 use super::gpu_attention_split::{
-    CUBE, Dims, DimsLaunch, Operand, OperandLaunch, PARTIAL, QUERIES, SPLIT, SplitAttention, at,
-    dropped, element, load_row, load_stage, pair_grid, pair_of_cube, place, share_sums, stage_keys,
-    write_share_sums,
+    CUBE, Dims, DimsLaunch, Operand, OperandLaunch, PAD, PARTIAL, QUERIES, SPLIT, SplitAttention,
+    at, dropped, element, load_row, load_stage, pair_grid, pair_of_cube, place, share_sums,
+    stage_keys, write_share_sums,
 };
 use super::gpu_column_sums::column_sums;
 use super::products;
@@ -87,13 +87,13 @@ fn attention_query_gradient_kernel<F: Float, I: Numeric>(
     let (x, slot, thread, i, batch, column, valid) = (
         p.owner, p.share, p.thread, p.index, p.batch, p.column, p.valid,
     );
-    let width = comptime!(head_dim + 1);
+    let width = comptime!(head_dim + PAD);
     let per_slot = comptime!(stage / SPLIT);
     let row = (batch * lq + i) * heads * head_dim + column;
     let d_o = load_row(d_out, row, valid, head_dim);
     let k_first = element(&ko, batch * lk, column);
     let v_first = element(&vo, batch * lk, column);
-    let mut staged = Shared::<[F]>::new_slice(comptime!(stage * (head_dim + 1)));
+    let mut staged = Shared::<[F]>::new_slice(comptime!(stage * (head_dim + PAD)));
 
     // ∂P through the mask, kept, and this thread's part of Σ ∂P ⊙ P.
     let mut dot = F::new(0.0);
@@ -220,12 +220,12 @@ fn attention_key_gradient_kernel<F: Float, I: Numeric>(
     let (y, share, thread, j, batch, column, valid) = (
         p.owner, p.share, p.thread, p.index, p.batch, p.column, p.valid,
     );
-    let width = comptime!(head_dim + 1);
+    let width = comptime!(head_dim + PAD);
     let per_slot = comptime!(stage / SPLIT);
     let q_first = element(&qo, batch * lq, column);
     let o_first = batch * lq * heads * head_dim + column;
-    let mut q_stage = Shared::<[F]>::new_slice(comptime!(stage * (head_dim + 1)));
-    let mut o_stage = Shared::<[F]>::new_slice(comptime!(stage * (head_dim + 1)));
+    let mut q_stage = Shared::<[F]>::new_slice(comptime!(stage * (head_dim + PAD)));
+    let mut o_stage = Shared::<[F]>::new_slice(comptime!(stage * (head_dim + PAD)));
     let mut dk = share_sums::<F>(head_dim);
     let mut dv = share_sums::<F>(head_dim);
     let mut t0 = 0;

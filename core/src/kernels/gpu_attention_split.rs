@@ -35,9 +35,18 @@ use super::gpu::{F32, plain_f32, to_burn, unread_slot};
 pub(super) const QUERIES: usize = 16;
 /// Threads per query along y, each taking a share of every stage's keys.
 pub(super) const SPLIT: usize = 8;
-/// The most key (and as many value) elements a stage holds: with a padding column, ~8.3 KiB for
-/// both.
+/// The most key (and as many value) elements a stage holds: with the rows' padding ([`PAD`]),
+/// at most 9.5 KiB for both (heads 16 wide), and with the forward's other shared values at most
+/// 15.25 KiB in all.
 const STAGE_VALUES: usize = 1024;
+/// Floats a staged row holds past its `head_dim` columns (its stride in shared memory is
+/// `head_dim + PAD`). Four keeps each row's start on a 16-byte boundary when the head's width is
+/// a multiple of four, so a GPU reads four columns with one load instruction (with a pad of one
+/// the key gradient's loop read one float at a time on an H100/H200: `scripts/sass_mix.py`), while
+/// the rows the threads of a warp read together still start in different banks of shared memory's
+/// 32 (a query's or key's shares read neighbouring rows, which start 4 banks apart for widths
+/// that are multiples of 32).
+pub(super) const PAD: usize = 4;
 /// The most keys a stage holds (narrow heads would otherwise stage hundreds).
 const MAX_STAGE_KEYS: usize = 64;
 
@@ -126,7 +135,7 @@ pub(super) const CUBE: usize = QUERIES * SPLIT;
 pub(super) const PARTIAL: usize = SPLIT * SPLIT * (QUERIES + 1);
 
 /// Rows `t0 .. t0 + stage` of an operand (`len` rows from `first`, `row` apart, `head_dim`
-/// columns each) into `smem[r · (head_dim + 1) + c]`, zeros past the end; the cube's threads
+/// columns each) into `smem[r · (head_dim + PAD) + c]`, zeros past the end; the cube's threads
 /// (`thread` of [`CUBE`]) take neighbouring columns.
 #[cube]
 #[allow(clippy::too_many_arguments)]
@@ -141,7 +150,7 @@ pub(super) fn load_stage<F: Float>(
     #[comptime] head_dim: usize,
     #[comptime] stage: usize,
 ) {
-    let width = comptime!(head_dim + 1);
+    let width = comptime!(head_dim + PAD);
     #[unroll]
     for l in 0..comptime!((stage * head_dim).div_ceil(CUBE)) {
         let e = thread + l * CUBE;
@@ -339,7 +348,7 @@ fn split_attention_kernel<F: Float, I: Numeric>(
     let (x, slot, thread, i, batch, column, valid) = (
         p.owner, p.share, p.thread, p.index, p.batch, p.column, p.valid,
     );
-    let width = comptime!(head_dim + 1);
+    let width = comptime!(head_dim + PAD);
     let per_slot = comptime!(stage / SPLIT);
     let query = load_row(q, element(&qo, batch * lq + i, column), valid, head_dim);
     let mut acc = share_sums::<F>(head_dim);
@@ -349,8 +358,8 @@ fn split_attention_kernel<F: Float, I: Numeric>(
     let s = F::cast_from(shape.scale);
     let k_first = element(&ko, batch * lk, column);
     let v_first = element(&vo, batch * lk, column);
-    let mut k_stage = Shared::<[F]>::new_slice(comptime!(stage * (head_dim + 1)));
-    let mut v_stage = Shared::<[F]>::new_slice(comptime!(stage * (head_dim + 1)));
+    let mut k_stage = Shared::<[F]>::new_slice(comptime!(stage * (head_dim + PAD)));
+    let mut v_stage = Shared::<[F]>::new_slice(comptime!(stage * (head_dim + PAD)));
 
     let mut t0 = 0;
     while t0 < lk {
