@@ -36,7 +36,7 @@ pub(super) const QUERIES: usize = 16;
 /// Threads per query along y, each taking a share of every stage's keys.
 pub(super) const SPLIT: usize = 8;
 /// The most key (and as many value) elements a stage holds: with the rows' padding ([`PAD`]),
-/// at most 9.5 KiB for both (heads 16 wide), and with the forward's other shared values at most
+/// at most 10 KiB for both (heads 16 wide), and with the forward's other shared values at most
 /// 15.25 KiB in all.
 const STAGE_VALUES: usize = 1024;
 /// Floats a staged row holds past its `head_dim` columns (its stride in shared memory is
