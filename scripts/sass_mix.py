@@ -102,8 +102,10 @@ def main():
     parser.add_argument("--all", action="store_true")
     parser.add_argument("--json")
     args = parser.parse_args()
-    tools = subprocess.run(["bash", "scripts/cuda-tools.sh"], check=True, capture_output=True,
-                           text=True).stdout.strip().splitlines()[-1]
+    # ptx-check.sh exports the toolkit tree it installed; run alone, install (or find) it here.
+    tools = os.environ.get("CUDA_PATH") or subprocess.run(
+        ["bash", "scripts/cuda-tools.sh"], check=True, capture_output=True,
+        text=True).stdout.strip().splitlines()[-1]
     nvdisasm = os.path.join(tools, "bin", "nvdisasm")
     report = json.load(open(os.path.join(args.out, "report.json")))
     chosen = [k for k in report["kernels"]
