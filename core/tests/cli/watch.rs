@@ -64,6 +64,20 @@ fn image_of(record: &serde_json::Value) -> PathBuf {
     PathBuf::from(record["image"].as_str().unwrap())
 }
 
+/// Wait until the watch has moved each recorded image into its verdict folder. It writes the
+/// record first and moves the image after (so a kill in between is finished on restart), so a
+/// record can be read before its move is done.
+fn wait_sorted(out: &Path, seen: &[serde_json::Value]) {
+    let start = Instant::now();
+    for r in seen {
+        let sorted = out.join(r["sorted"].as_str().unwrap());
+        while !sorted.exists() || image_of(r).exists() {
+            assert!(start.elapsed() < Duration::from_secs(60), "not moved: {r}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 #[test]
 fn watch_inspects_complete_files_once_and_survives_a_kill() {
     let input = temp("watch-in");
@@ -111,6 +125,7 @@ fn watch_inspects_complete_files_once_and_survives_a_kill() {
     assert!(c["error"].as_str().unwrap().contains("c.png"), "{c}");
     assert_eq!(by_name("d.png")["verdict"], "normal");
     // Sorted into verdict folders, gone from the watched one; overlays written.
+    wait_sorted(&out, &seen);
     for r in &seen {
         let sorted = out.join(r["sorted"].as_str().unwrap());
         assert!(sorted.exists(), "{r}");
