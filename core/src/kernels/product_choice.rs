@@ -111,9 +111,16 @@ pub fn faster_tiled<const D: usize>(
         known.record(kept);
         return size;
     }
+    // On a software adapter timed only so that every candidate is compiled (`hvq ptx-check`),
+    // one launch each does that; the choice it makes is as good as any there.
+    let launches = if known.time_software && !known.adapter(&a.device(), &kind.device).physical {
+        Launches::Once
+    } else {
+        Launches::Timed
+    };
     // Timed outside the lock's scope would let two threads time the same kind; holding it
     // keeps one timing per kind (another thread's product of a known kind waits meanwhile).
-    let timing = match time(a, b, kind) {
+    let timing = match time(a, b, kind, launches) {
         Ok(t) => t,
         // The device could not be waited for: burn's routine, untimed, and asked again later.
         Err(_) => return None,
@@ -140,8 +147,9 @@ pub fn keep_choices_in(path: Option<std::path::PathBuf>) {
 }
 
 /// From now on, time products on a software adapter too (lavapipe, SwiftShader), where burn's
-/// routine otherwise runs untimed: so that every candidate is launched, and compiled, there.
-/// For `hvq ptx-check`, which compiles every kernel a run launches for an NVIDIA GPU as well.
+/// routine otherwise runs untimed: so that every candidate is launched, and compiled, there,
+/// once per kind of product. For `hvq ptx-check`, which compiles every kernel a run launches for
+/// an NVIDIA GPU as well.
 pub fn time_on_software_adapters() {
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
     {
@@ -242,7 +250,8 @@ struct Timings {
     adapters: std::collections::HashMap<String, Adapter>,
     /// Where choices are kept between processes ([`keep_choices_in`]).
     store: Option<super::product_store::Store>,
-    /// Products on a software adapter are timed too ([`time_on_software_adapters`]).
+    /// Products on a software adapter are timed too, each candidate launched once
+    /// ([`time_on_software_adapters`]).
     time_software: bool,
 }
 
@@ -369,12 +378,25 @@ impl Kind {
     }
 }
 
+/// How each candidate is launched when a kind of product is timed.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+#[derive(Clone, Copy, PartialEq)]
+enum Launches {
+    /// [`ROUNDS`] rounds of [`per_launch_us`]: times a GPU's choice can rest on.
+    Timed,
+    /// One launch each, its compilation included: every candidate compiled, at a third or less
+    /// of the launches (on lavapipe, where `hvq ptx-check` times products, the official model's
+    /// products take milliseconds each).
+    Once,
+}
+
 /// Every candidate timed on `a · b`.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn time<const D: usize>(
     a: &burn::tensor::Tensor<D>,
     b: &burn::tensor::Tensor<D>,
     kind: Kind,
+    launches: Launches,
 ) -> Result<ProductTiming, String> {
     use super::gpu_matmul_tiled::{BlockSize, matmul_in};
     let device = a.device();
@@ -383,9 +405,18 @@ fn time<const D: usize>(
     let mut candidates: Vec<&dyn Fn()> = vec![&burn_product];
     candidates.extend(tiled.iter().map(|run| run as &dyn Fn()));
     let mut us = [f64::INFINITY; 1 + BlockSize::ALL.len()];
-    for round in 0..ROUNDS {
-        for (best, run) in us.iter_mut().zip(&candidates) {
-            *best = best.min(per_launch_us(&device, *run, round == 0)?);
+    match launches {
+        Launches::Timed => {
+            for round in 0..ROUNDS {
+                for (best, run) in us.iter_mut().zip(&candidates) {
+                    *best = best.min(per_launch_us(&device, *run, round == 0)?);
+                }
+            }
+        }
+        Launches::Once => {
+            for (took, run) in us.iter_mut().zip(&candidates) {
+                *took = one_launch_us(&device, *run)?;
+            }
         }
     }
     let tiled_us: std::collections::BTreeMap<_, _> = BlockSize::ALL
@@ -421,6 +452,17 @@ fn fastest(burn_us: f64, tiled: impl IntoIterator<Item = (ProductRoutine, f64)>)
     } else {
         ProductRoutine::Burn
     }
+}
+
+/// Microseconds of `run` launched once, the device idle before and waited for after.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn one_launch_us(device: &burn::tensor::Device, run: &dyn Fn()) -> Result<f64, String> {
+    let wait = || device.sync().map_err(|e| format!("{e:?}"));
+    wait()?;
+    let start = web_time::Instant::now();
+    run();
+    wait()?;
+    Ok(start.elapsed().as_secs_f64() * 1e6)
 }
 
 /// Microseconds of one launch of `run`: launches in growing batches (1, 4, 16, …) until a batch
