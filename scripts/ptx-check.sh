@@ -66,9 +66,8 @@ export HVQ_PRODUCT_CHOICES=off
 # run NAME [VAR=VALUE ...] -- [hvq options ...]: in the background, its verdict line into
 # $out/run-NAME.result. A run keeps about one core and a quarter busy (lavapipe, and the NVPTX
 # compiler on the wgpu thread) and ~2.1 GB of memory (the official run's peak), so as many run at
-# once as there are cores: on the project's 2-core
-# VM, 2026-12-06, `--architectures 90,75` took 6 min 2 s so, 11 min 20 s with the runs one after
-# another (same PTX, same tables).
+# once as there are cores: on the project's 2-core VM, 2026-12-06, `--architectures 90,75` took
+# 6 min 2 s so, 11 min 20 s with the runs one after another (same PTX, same tables).
 run() {
   local name=$1; shift
   local vars=()
