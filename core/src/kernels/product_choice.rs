@@ -380,7 +380,7 @@ impl Kind {
 
 /// How each candidate is launched when a kind of product is timed.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Launches {
     /// [`ROUNDS`] rounds of [`per_launch_us`]: times a GPU's choice can rest on.
     Timed,
