@@ -25,17 +25,19 @@
 # scripts/device-gpu.sh).
 #
 # Usage: bash scripts/ptx-check.sh [--hvq BIN] [--out DIR] [--architectures LIST] [--quick]
-#   BIN: a CUDA build of hvq (default $CARGO_TARGET_DIR/release/hvq, as .ci/run builds it);
+#   BIN: a CUDA build of hvq (default $CARGO_TARGET_DIR/debug/hvq, as .ci/run and scripts/test.sh
+#     build it; a release build works the same and runs faster);
 #   DIR: the PTX, the lists, ptxas's logs and report.json (default: a temporary folder);
 #   LIST: compute capabilities, the first one's table printed in full (default 90,89,86,80,75:
 #     8 min 7 s on the project's 2-core VM with the runs one after another; 90,75, as CI runs it:
-#     6 min 2 s, the runs two at a time, 2026-12-06);
+#     6 min 2 s with a release binary, 6 min 45 s with the debug one, the runs two at a time,
+#     2026-12-06);
 #   --quick: the official model at f32 only.
 # Needs: a wgpu adapter (lavapipe: scripts/setup.sh), ptxas and libdevice (scripts/cuda-tools.sh,
 # run here if missing). Exit status 1 when a kernel is refused by either compiler.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-hvq="${CARGO_TARGET_DIR:-$HOME/.cache/hvq-target}/release/hvq"
+hvq="${CARGO_TARGET_DIR:-$HOME/.cache/hvq-target}/debug/hvq"
 out=""
 quick=0
 architectures=90,89,86,80,75
@@ -48,7 +50,7 @@ while [ $# -gt 0 ]; do
     *) echo "ptx-check: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-[ -x "$hvq" ] || { echo "ptx-check: $hvq is not an executable (build: cargo build --release -p core --features cuda)" >&2; exit 2; }
+[ -x "$hvq" ] || { echo "ptx-check: $hvq is not an executable (build: cargo build --workspace --features core/cuda)" >&2; exit 2; }
 if [ -z "$out" ]; then
   out=$(mktemp -d)
 elif [ -n "$(ls -A "$out" 2>/dev/null)" ] && [ ! -d "$out/ptx" ]; then

@@ -3,6 +3,13 @@
 # Golden tensors are read from $HVQ_GOLDEN_DIR (default ../shared/golden).
 # Extra arguments go to `cargo test` after `--` (e.g. a name filter, `--nocapture`).
 # Then the web page: built into web/dist and tested in headless Chromium against the CLI.
+#
+# Everything is built with the CUDA backend (`--features core/cuda`, linked against the LLVM that
+# scripts/setup.sh installs): the tests then run the binary users build for NVIDIA GPUs (without
+# a driver here: CUDA is refused with one clear error, `auto` passes it over, the CUDA-only
+# golden tests are marked ignored), and CI builds the whole stack once for the tests, the CUDA
+# checks and ptx-check instead of a second time in release. .ci/run's build stage passes the
+# same features, so that this script builds nothing again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hvq-target}"
@@ -10,19 +17,20 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace --lib --bins --tests --no-fail-fast -- "$@" 2>&1 | tee "$log" || status=$?
+features=(--features core/cuda --locked)
+cargo test --workspace "${features[@]}" --lib --bins --tests --no-fail-fast -- "$@" 2>&1 | tee "$log" || status=$?
 if [ "$#" -eq 0 ]; then
   # The public API's documentation examples, and the two example programs (README "Layout").
   # Built for the whole workspace, as the tests above: `-p core` alone resolves the dependencies'
   # features without the desktop's and would build burn, CubeCL and wgpu a second time.
-  cargo test --workspace --doc --no-fail-fast 2>&1 | tee -a "$log" || status=$?
+  cargo test --workspace "${features[@]}" --doc --no-fail-fast 2>&1 | tee -a "$log" || status=$?
   # The wgpu golden tests (inference, backbone, a training step) once more with every plain f32
   # product on hvq's tiled kernel (HVQ_GPU_MATMUL=tiled, a routine gpu-bench.sh times).
-  HVQ_GPU_MATMUL=tiled cargo test --workspace --test golden --no-fail-fast -- wgpu 2>&1 | tee -a "$log" || status=$?
+  HVQ_GPU_MATMUL=tiled cargo test --workspace "${features[@]}" --test golden --no-fail-fast -- wgpu 2>&1 | tee -a "$log" || status=$?
   # And with the kernels compiled to SPIR-V by CubeCL itself (HVQ_WGPU_COMPILER=spirv; the runs
   # above use the default, WGSL that naga translates), an alternative gpu-bench.sh times.
-  HVQ_WGPU_COMPILER=spirv cargo test --workspace --test golden --no-fail-fast -- wgpu 2>&1 | tee -a "$log" || status=$?
-  cargo build -q --workspace --examples 2>&1 | tee -a "$log" || status=$?
+  HVQ_WGPU_COMPILER=spirv cargo test --workspace "${features[@]}" --test golden --no-fail-fast -- wgpu 2>&1 | tee -a "$log" || status=$?
+  cargo build -q --workspace "${features[@]}" --examples 2>&1 | tee -a "$log" || status=$?
   examples="$CARGO_TARGET_DIR/debug/examples"
   "$examples/inspect" samples 2>&1 | tee -a "$log" || status=$?
   "$examples/train" 2>&1 | tee -a "$log" || status=$?

@@ -426,11 +426,12 @@ mod tests {
         assert!(err.contains("auto, cpu, wgpu or cuda"), "{err}");
     }
 
-    /// auto takes wgpu exactly when its adapter is a physical card; lavapipe (CI and the
-    /// developers' VMs have no GPU) is a software adapter, so there auto lands on the CPU.
-    #[cfg(not(feature = "cuda"))]
+    /// auto takes CUDA where it is built and starts, else wgpu exactly when its adapter is a
+    /// physical card; lavapipe (CI and the developers' VMs have no GPU) is a software adapter,
+    /// so there auto lands on the CPU and says why it passed over each.
     #[test]
     fn auto_passes_over_software_adapters_and_says_why() {
+        let cuda = create(DeviceChoice::Cuda);
         let wgpu = create(DeviceChoice::Wgpu)
             .ok()
             .and_then(|d| adapter_info(&d));
@@ -441,7 +442,17 @@ mod tests {
             assert!(!hardware, "{} taken for a card", i.name);
         }
         let s = select(DeviceChoice::Auto).unwrap();
-        assert!(s.reason.contains("CUDA: not in this build"), "{}", s.reason);
+        match &cuda {
+            Ok(_) => {
+                assert_eq!(s.backend, DeviceChoice::Cuda, "{}", s.reason);
+                return;
+            }
+            Err(e) if CUDA_BUILT => {
+                let why = format!("CUDA: {}", first_clause(e));
+                assert!(s.reason.contains(&why), "{} lacks {why:?}", s.reason);
+            }
+            Err(_) => assert!(s.reason.contains("CUDA: not in this build"), "{}", s.reason),
+        }
         if hardware {
             assert_eq!(s.backend, DeviceChoice::Wgpu, "{}", s.reason);
         } else {
