@@ -2,7 +2,7 @@
 # One call on a lent NVIDIA GPU machine (the `device` tool) that times hvq against PyTorch CUDA on
 # the same GPU: through CUDA and wgpu (the NVIDIA Vulkan driver) with a binary built with
 # `--features cuda` (`--cuda`), or through wgpu alone with the plain release build (the default:
-# a CUDA build takes ~45 minutes from cold here, the plain one ~10-20).
+# a CUDA build takes 27-45 minutes from cold here, the plain one ~10-20).
 #
 # Prepare on the project VM (nothing can be downloaded on the device):
 #   wgpu only: cargo build --release -p core     # ~10 min incremental, ~20 after vendor/ changes
@@ -10,7 +10,9 @@
 #              git rev-parse HEAD > .device/wgpu/COMMIT
 #   --cuda:    bash scripts/cuda-bundle.sh   # .device/cli/hvq.xz: CUDA and wgpu in one binary
 #              (LLVM from scripts/cuda-llvm.sh, cut to the NVPTX and X86 back ends), and the golden
-#              test binary for scripts/cuda-checks.sh; ~45 min cold
+#              test binary for scripts/cuda-checks.sh; 55 min cold on 2026-12-06 (27 min the
+#              binary, 24 the golden test's, which compiles the stack again with the tests'
+#              features)
 #   .gl/*.deb: apt-get download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2
 #              (amd64; the device image has no Vulkan loader)
 #   .device/wheels/: pip download --no-deps --only-binary=:all: --platform manylinux2014_x86_64

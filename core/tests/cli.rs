@@ -510,6 +510,14 @@ fn bench_writes_a_comparable_json_report() {
     assert_eq!(r["batch"], 2);
     assert_eq!(r["model"], "default");
     assert_eq!(r["train_dropout"], 0.1);
+    // The binary is built with the tests' profile: it says whether that had debug assertions,
+    // in the JSON and in the heading, so figures of the two kinds of build are not mixed.
+    assert_eq!(r["debug_assertions"], cfg!(debug_assertions), "{r}");
+    assert_eq!(
+        out.contains("built with debug assertions (not --release"),
+        cfg!(debug_assertions),
+        "{out}"
+    );
     // What a CPU figure ran on (issue 22: AVX2 and AVX-512 figures side by side).
     let isa = &r["cpu_isa"];
     assert!(

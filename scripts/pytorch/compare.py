@@ -171,6 +171,8 @@ def main():
                 f"hvq ({dev}, {cfg}): adapter {r['adapter']}"
                 + (f", kernels compiled to {compiler}" if compiler else "")
             )
+        if fw == "hvq" and r.get("debug_assertions"):
+            out.append(f"hvq ({dev}, {cfg}): built with debug assertions (not --release: its host costs are not a release build's)")
         if fw == "hvq" and r.get("precision", "f32") != "f32":
             out.append(f"hvq ({dev}, {cfg}): precision {r['precision']}")
         if fw == "torch":

@@ -83,6 +83,14 @@ pub struct BenchReport {
     /// from before it existed.
     #[serde(default)]
     pub kernel_compiler: Option<String>,
+    /// Whether this hvq was built with debug assertions (cargo's `dev` and `test` profiles, as
+    /// `cargo build` and the tests make) rather than `--release`. Its dependencies then keep
+    /// their checks too (wgpu-core traces every snatch lock, capturing a backtrace when
+    /// `RUST_BACKTRACE` is set, and wgpu's instance takes its `DEBUG` and `VALIDATION` flags), so
+    /// its host costs are not a release build's: the H200 runs of 2026-12-04 timed such a build.
+    /// `None` in reports from before it existed.
+    #[serde(default)]
+    pub debug_assertions: Option<bool>,
     /// Model timed.
     pub model: BenchModel,
     /// Images per batch.
@@ -424,6 +432,7 @@ pub fn run(
         kernel_compiler: crate::device::wgpu_compiler::in_use(device).map(|c| c.name().to_string()),
         adapter: adapter.map(|identity| identity.name),
         precision: crate::device::precision::current(),
+        debug_assertions: Some(cfg!(debug_assertions)),
         model: which,
         batch,
         runs,
@@ -597,10 +606,21 @@ fn format_product_timings(timings: &[crate::kernels::product_choice::ProductTimi
     out
 }
 
+/// What the report's heading says of the build: nothing for a release build (or a report that
+/// does not say), a warning for one with debug assertions, whose host costs may differ.
+pub fn build_note(debug_assertions: Option<bool>) -> &'static str {
+    match debug_assertions {
+        Some(true) => {
+            ", built with debug assertions (not --release: its host costs are not a release build's)"
+        }
+        _ => "",
+    }
+}
+
 /// A readable table of a report.
 pub fn format_report(r: &BenchReport) -> String {
     let mut out = format!(
-        "{} on {} ({}), {} products{}, batch {}, {} runs, training dropout {}{}{}{}\n{:<30} {:>12} {:>12}\n",
+        "{} on {} ({}), {} products{}, batch {}, {} runs, training dropout {}{}{}{}{}\n{:<30} {:>12} {:>12}\n",
         serde_json::to_string(&r.model)
             .unwrap_or_default()
             .trim_matches('"'),
@@ -632,6 +652,7 @@ pub fn format_report(r: &BenchReport) -> String {
             Some(compiler) => format!(", kernels compiled to {compiler}"),
             None => String::new(),
         },
+        build_note(r.debug_assertions),
         "stage",
         "median ms",
         "min ms"
@@ -734,6 +755,30 @@ mod tests {
             runs_on,
             stored: false,
         }
+    }
+
+    /// A report from a build with debug assertions says so in its heading; a release build's,
+    /// or one from before the field existed, says nothing of the build.
+    #[test]
+    fn the_heading_names_a_build_with_debug_assertions() {
+        assert!(build_note(Some(true)).contains("built with debug assertions (not --release"));
+        assert_eq!(build_note(Some(false)), "");
+        assert_eq!(build_note(None), "");
+    }
+
+    /// The H200 report of 2026-12-04 (written before the field existed) still reads, as a build
+    /// of unknown kind.
+    #[test]
+    fn a_report_without_the_build_field_still_reads() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../bench-results/h200-2026-12-04/b1/hvq-wgpu-official.json"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let report: BenchReport = serde_json::from_str(&text).unwrap();
+        assert_eq!(report.debug_assertions, None);
+        assert_eq!(report.batch, 1);
+        assert!(build_note(report.debug_assertions).is_empty());
     }
 
     /// The `auto` table counts the kinds each way and lists them, the most time at stake first,
