@@ -27,7 +27,8 @@
 #      against PyTorch; hvq's products on the default `auto` routine (each kind timed on cubek's
 #      `SimpleUnit` and hvq's tiled kernel in five variants: the table of those timings in
 #      summary.md, the choices kept in product-choices.json, which the later runs take instead
-#      of timing);
+#      of timing), and inference's attention on `auto` likewise (hvq's split kernel against
+#      burn's flash kernel per kind of attention: its table in summary.md, kept in the same file);
 #   2. the other batches (1, 32) without profiles;
 #   3. the A/B runs at the first batch (hvq alone, no PyTorch, into b8-ab/): the fixed routine
 #      `simple` (cubek's, every product) beside auto, the attention A/B (--attention-ab), both on

@@ -36,8 +36,10 @@
 #   --attention-ab      also time hvq (on CUDA, else on wgpu via the NVIDIA Vulkan driver; f32, the
 #                       first config) with inference's attention on burn's flash kernel
 #                       (HVQ_GPU_ATTENTION=flash) and with training's attention composed from burn's
-#                       operations (HVQ_TRAIN_ATTENTION=composed), beside the default run's hvq
-#                       kernels: attention/*.json and a table in attention/summary.txt
+#                       operations (HVQ_TRAIN_ATTENTION=composed), beside the default run's (auto
+#                       at inference: the faster kernel per kind, its timings of both in the
+#                       default run's report; hvq's fused kernels in training):
+#                       attention/*.json and a table in attention/summary.txt
 #                       (--train-attention-ab: the same)
 #   --compiler-ab       also time hvq on wgpu via the NVIDIA Vulkan driver (f32, the first config)
 #                       with its kernels compiled to SPIR-V by CubeCL itself
@@ -258,7 +260,9 @@ if [ "$BUILD_OK" = 1 ] && [ -x "$HVQ" ]; then
     done
   fi
   # The attention kernels against the alternatives kept in the same binary: burn's flash kernel
-  # at inference (HVQ_GPU_ATTENTION), burn's composed operations in training (HVQ_TRAIN_ATTENTION).
+  # at inference (HVQ_GPU_ATTENTION; the default, auto, already timed it against hvq's split
+  # kernel per kind of attention, so this is the whole pipeline on it), burn's composed
+  # operations in training (HVQ_TRAIN_ATTENTION).
   if [ -n "$AB_DEV" ] && [ "$ATTENTION_AB" = 1 ]; then
     mkdir -p "$OUT/attention"
     cfg=${CONFIGS%% *}

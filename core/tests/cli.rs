@@ -622,7 +622,7 @@ fn the_cpu_instruction_set_cap_reaches_every_kernel_choice() {
         (
             "HVQ_GPU_ATTENTION",
             "flsh",
-            "HVQ_GPU_ATTENTION=flsh: expected one of split, flash",
+            "HVQ_GPU_ATTENTION=flsh: expected one of split, flash, auto",
         ),
         (
             "HVQ_DEVICE_THREAD",

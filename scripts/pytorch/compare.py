@@ -137,6 +137,28 @@ def product_tables(runs, keys, top=12):
     return "\n".join(out)
 
 
+def attention_tables(runs, keys):
+    """Inference attention's `auto` timings of each hvq run that has them (HVQ_GPU_ATTENTION=auto:
+    hvq's split kernel against burn's flash kernel, per kind of attention, on the first batch or
+    kept from an earlier run)."""
+    out = []
+    for k in keys:
+        timings = runs[k].get("attention_timings") or []
+        if not timings:
+            continue
+        on_flash = sum(1 for t in timings if t["runs_on"] == "flash")
+        kept = sum(1 for t in timings if t.get("stored"))
+        out.append(f"\ninference attention timed by `auto` (hvq {k[1]}, µs per launch): {len(timings)} kinds, "
+                   f"{on_flash} on burn's flash kernel, {len(timings) - on_flash} on hvq's split kernel"
+                   + (f"; {kept} kept from an earlier run (HVQ_PRODUCT_CHOICES)" if kept else ""))
+        rows = [[str(t["heads"]), f"{t['q']} · {t['k']}",
+                 " · ".join("x".join(map(str, t[f"{x}_strides"])) for x in "qkv"),
+                 fmt(t.get("split_us")), fmt(t.get("flash_us")),
+                 t["runs_on"] + (" (kept)" if t.get("stored") else "")] for t in timings]
+        out.append(table(["heads", "q · k", "strides q · k · v", "split µs", "flash µs", "runs on"], rows))
+    return "\n".join(out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dir")
@@ -252,6 +274,9 @@ def main():
         products = product_tables(runs, [k for k in order if k[0] == "hvq"])
         if products:
             out.append(products)
+        attention = attention_tables(runs, [k for k in order if k[0] == "hvq"])
+        if attention:
+            out.append(attention)
     text = "\n".join(out)
     print(text)
     (d / "summary.md").write_text(text + "\n")

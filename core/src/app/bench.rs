@@ -64,13 +64,18 @@ pub struct BenchReport {
     /// hvq's tiled kernel took for it (`kernels::product_choice`); empty otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub product_timings: Vec<crate::kernels::product_choice::ProductTiming>,
+    /// With `HVQ_GPU_ATTENTION=auto` on a GPU where attention is timed, each kind of inference
+    /// attention the run met and what hvq's split kernel and burn's flash kernel took for it
+    /// (`kernels::attention_choice`); empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attention_timings: Vec<crate::kernels::attention_choice::AttentionTiming>,
     /// How training's attention ran on the GPU (`HVQ_TRAIN_ATTENTION`,
     /// `kernels::train_attention`: fused or composed); `None` on the CPU backend and in reports
     /// from before it existed.
     #[serde(default)]
     pub train_attention: Option<String>,
     /// Which kernel inference's attention ran on the GPU (`HVQ_GPU_ATTENTION`,
-    /// `kernels::inference_attention`: split or flash); `None` on the CPU backend and in reports
+    /// `kernels::inference_attention`: split, flash or auto); `None` on the CPU backend and in reports
     /// from before it existed.
     #[serde(default)]
     pub inference_attention: Option<String>,
@@ -416,6 +421,7 @@ pub fn run(
             .as_ref()
             .map(|_| crate::device::gpu_matmul::current().name().to_string()),
         product_timings: crate::kernels::product_choice::timings(),
+        attention_timings: crate::kernels::attention_choice::timings(),
         train_attention: adapter.as_ref().map(|_| {
             crate::kernels::train_attention::current()
                 .name()
@@ -546,6 +552,38 @@ fn profile_kernels(
     _pass: impl FnOnce(&mut dyn FnMut(&'static str)) -> Result<()>,
 ) -> Result<KernelProfile> {
     profiler_available(_device).map(|()| unreachable!("refused above: no GPU backend"))
+}
+
+/// Inference attention's `auto` timings ([`BenchReport::attention_timings`]): each kind, the
+/// microseconds of both kernels and the one that runs it.
+fn format_attention_timings(
+    timings: &[crate::kernels::attention_choice::AttentionTiming],
+) -> String {
+    let kept = timings.iter().filter(|t| t.stored).count();
+    let mut out = format!(
+        "
+inference attention timed (auto): {} kinds; {kept} kept from an earlier run \
+         (HVQ_PRODUCT_CHOICES), with its times\n{:<52} {:>9} {:>9}  runs on\n",
+        timings.len(),
+        "heads × q · k, v (shape, strides)",
+        "split µs",
+        "flash µs"
+    );
+    let us = |t: Option<f64>| t.map_or_else(|| "-".to_string(), |us| format!("{us:.1}"));
+    for t in timings {
+        out.push_str(&format!(
+            "{:<52} {:>9} {:>9}  {}{}\n",
+            format!(
+                "{} × {:?}{:?} · {:?}{:?}, {:?}{:?}",
+                t.heads, t.q, t.q_strides, t.k, t.k_strides, t.v, t.v_strides
+            ),
+            us(t.split_us),
+            us(t.flash_us),
+            t.runs_on.name(),
+            if t.stored { " (kept)" } else { "" }
+        ));
+    }
+    out
 }
 
 /// The `auto` routine's timings ([`BenchReport::product_timings`]): how many kinds of product
@@ -696,6 +734,9 @@ pub fn format_report(r: &BenchReport) -> String {
     if !r.product_timings.is_empty() {
         out.push_str(&format_product_timings(&r.product_timings));
     }
+    if !r.attention_timings.is_empty() {
+        out.push_str(&format_attention_timings(&r.attention_timings));
+    }
     if let Some(profile) = &r.kernels {
         let stage_ms = |name: &str| {
             r.stages
@@ -820,5 +861,48 @@ mod tests {
             lines[1].ends_with("-     2569  tiled32 (kept)") && lines[1].contains("20.0"),
             "{table}"
         );
+    }
+    /// Inference attention's table: a line per kind with both kernels' times (a dash for one
+    /// that does not take the inputs), the chosen kernel, kept kinds marked.
+    #[test]
+    fn attention_timings_table_lists_both_kernels_and_the_choice() {
+        use crate::kernels::attention_choice::AttentionTiming;
+        use crate::kernels::inference_attention::InferenceAttention;
+        let timing = |rows: usize, split: Option<f64>, flash, runs_on, stored| AttentionTiming {
+            device: "gpu".into(),
+            heads: 8,
+            q: vec![8, rows, 256],
+            q_strides: vec![rows * 768, 768, 1],
+            k: vec![8, 196, 256],
+            k_strides: vec![196 * 768, 768, 1],
+            v: vec![8, 196, 256],
+            v_strides: vec![196 * 768, 768, 1],
+            split_us: split,
+            flash_us: flash,
+            runs_on,
+            stored,
+        };
+        let table = format_attention_timings(&[
+            timing(
+                196,
+                Some(31.5),
+                Some(240.0),
+                InferenceAttention::Split,
+                false,
+            ),
+            timing(49, None, Some(12.34), InferenceAttention::Flash, true),
+        ]);
+        assert!(
+            table.contains("2 kinds; 1 kept from an earlier run"),
+            "{table}"
+        );
+        let lines: Vec<&str> = table.lines().filter(|l| l.starts_with("8 × ")).collect();
+        assert_eq!(lines.len(), 2, "{table}");
+        assert!(
+            lines[0].starts_with("8 × [8, 196, 256][150528, 768, 1] · [8, 196, 256]")
+                && lines[0].ends_with("31.5     240.0  split"),
+            "{table}"
+        );
+        assert!(lines[1].ends_with("-      12.3  flash (kept)"), "{table}");
     }
 }

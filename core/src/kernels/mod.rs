@@ -66,6 +66,7 @@ macro_rules! isa_dispatch {
 
 mod adamw;
 mod attention;
+pub mod attention_choice;
 mod dropout_mask;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu;
@@ -519,9 +520,10 @@ pub fn gpu_attention(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>) -> Option<Tens
 
 /// Inference's attention on the projections `q [B, Lq, E]`, `k [B, Lk, E]`, `v [B, Lk, E]`
 /// (parts of a packed projection allowed) with `heads` heads, the heads read and the result
-/// `[B, Lq, E]` written in place, in one launch: hvq's kernel (`gpu_attention_split`) or, with
-/// `HVQ_GPU_ATTENTION=flash` ([`inference_attention`]), burn's flash kernel on head views
-/// (`gpu_attention::attention_merged`). `None` where [`gpu_attention`] is, or when the layout
+/// `[B, Lq, E]` written in place, in one launch: hvq's kernel (`gpu_attention_split`), burn's
+/// flash kernel on head views (`gpu_attention::attention_merged`) or, with `auto`, the one the
+/// device timed faster for this kind of attention (`attention_choice`), as
+/// `HVQ_GPU_ATTENTION` chooses ([`inference_attention`]). `None` where [`gpu_attention`] is, or when the layout
 /// is not one the kernel reads; the caller splits the heads.
 pub fn gpu_attention_merged(
     q: &Tensor<3>,
@@ -537,6 +539,9 @@ pub fn gpu_attention_merged(
             }
             inference_attention::InferenceAttention::Flash => {
                 gpu_attention::attention_merged(q, k, v, heads)
+            }
+            inference_attention::InferenceAttention::Auto => {
+                attention_choice::attention(q, k, v, heads)
             }
         };
     }

@@ -132,11 +132,13 @@ pub fn faster_tiled<const D: usize>(
 }
 
 /// Keep the choices in the file at `path` for later processes of this build, and take those
-/// it holds (`product_store`); `None`: time each kind in every process, keep nothing. Unset
+/// it holds (`product_store`), inference attention's too (`attention_choice`); `None`: time
+/// each kind in every process, keep nothing. Unset
 /// until a program asks ([`apply_variable`]): the library's tests keep nothing.
 pub fn keep_choices_in(path: Option<std::path::PathBuf>) {
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
     {
+        super::attention_choice::keep_choices_in(path.clone());
         timings_now().store = path.and_then(|path| {
             let build = super::product_store::this_build()?;
             Some(super::product_store::Store::new(path, build))
@@ -155,6 +157,21 @@ pub fn time_on_software_adapters() {
     {
         timings_now().time_software = true;
     }
+}
+
+/// Whether kinds are timed on software adapters too ([`time_on_software_adapters`]; inference
+/// attention's `auto` follows it).
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub(super) fn timed_on_software_adapters() -> bool {
+    timings_now().time_software
+}
+
+/// Whether `device` is a physical GPU (kinds timed there), and its adapter's name as kept
+/// choices are keyed: asked of the backend once per device.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub(super) fn adapter_of(device: &burn::tensor::Device) -> (bool, String) {
+    let adapter = timings_now().adapter(device, &format!("{device:?}"));
+    (adapter.physical, adapter.name)
 }
 
 /// Read `HVQ_PRODUCT_CHOICES` (unset: the user's cache directory) and keep the choices there
@@ -295,7 +312,7 @@ impl Timings {
     /// The kind as an earlier process of this build kept it, if the store has it.
     fn kept(&mut self, adapter: &str, kind: &Kind) -> Option<ProductTiming> {
         let operands = [&kind.lhs.0[..], &kind.lhs.1, &kind.rhs.0, &kind.rhs.1];
-        self.store.as_mut()?.find(adapter, &kind.device, operands)
+        self.store.as_mut()?.find(adapter, &kind.device, &operands)
     }
 
     /// Keep a timing for later processes; a store that cannot be written is dropped with a
@@ -456,7 +473,7 @@ fn fastest(burn_us: f64, tiled: impl IntoIterator<Item = (ProductRoutine, f64)>)
 
 /// Microseconds of `run` launched once, the device idle before and waited for after.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
-fn one_launch_us(device: &burn::tensor::Device, run: &dyn Fn()) -> Result<f64, String> {
+pub(super) fn one_launch_us(device: &burn::tensor::Device, run: &dyn Fn()) -> Result<f64, String> {
     let wait = || device.sync().map_err(|e| format!("{e:?}"));
     wait()?;
     let start = web_time::Instant::now();
@@ -469,7 +486,7 @@ fn one_launch_us(device: &burn::tensor::Device, run: &dyn Fn()) -> Result<f64, S
 /// takes [`TIMED_AT_LEAST`] or [`MOST_LAUNCHES`], the device idle before and waited for after.
 /// With `warm_up`, one untimed launch first (the kernel's compilation).
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
-fn per_launch_us(
+pub(super) fn per_launch_us(
     device: &burn::tensor::Device,
     run: &dyn Fn(),
     warm_up: bool,

@@ -20,11 +20,11 @@
 // A build without a GPU backend reads the variable (a typo is still refused) but times nothing.
 #![cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(dead_code))]
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::attention_choice::AttentionTiming;
 use super::product_choice::ProductTiming;
 use crate::error::{HvqError, Result};
 
@@ -99,42 +99,115 @@ struct Contents {
 }
 
 /// The kinds one build timed.
-#[derive(Serialize, Deserialize)]
-struct BuildKinds {
+#[derive(Clone, Serialize, Deserialize)]
+pub struct BuildKinds {
     /// The build ([`this_build`]).
     build: String,
-    /// Every kind it timed, in the order first kept.
-    kinds: Vec<Kept>,
+    /// Every kind of product it timed, in the order first kept.
+    kinds: Vec<Kept<ProductTiming>>,
+    /// Every kind of inference attention it timed (`attention_choice`), in the order first
+    /// kept (absent from files written before attention was timed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    attention: Vec<Kept<AttentionTiming>>,
 }
 
 /// One kind as kept: the adapter it was timed on and its timing (whose `device` is the timing
 /// process's name for it, not read back).
 #[derive(Clone, Serialize, Deserialize)]
-struct Kept {
+pub struct Kept<T> {
     adapter: String,
     #[serde(flatten)]
-    timing: ProductTiming,
+    timing: T,
 }
 
-/// The operands of a kind of product: the left one's shape and strides, the right one's.
-pub type Operands<'a> = [&'a [usize]; 4];
-
-/// What identifies a kept kind: adapter, then the [`Operands`].
-type Key = (String, [Vec<usize>; 4]);
-
-fn key(adapter: &str, operands: Operands) -> Key {
-    (adapter.to_string(), operands.map(<[usize]>::to_vec))
+/// A kind of choice the file keeps: products ([`ProductTiming`]) and inference attention
+/// ([`AttentionTiming`]), each in its own list of a build's entry.
+pub trait Choice: Clone + Serialize + serde::de::DeserializeOwned {
+    /// What identifies the kind on an adapter: its operands' shapes and strides (and whatever
+    /// else decides the kernel's work).
+    fn operands(&self) -> Vec<&[usize]>;
+    /// The timing as a process that found it kept sees it: on its `device`, marked stored.
+    fn found_on(self, device: &str) -> Self;
+    /// The timing as it is kept: not marked stored (the mark is for the process that reads it).
+    fn unmarked(self) -> Self;
+    /// This kind's list in a build's entry.
+    fn kept_in(build: &BuildKinds) -> &Vec<Kept<Self>>;
+    /// The same, to change.
+    fn kept_in_mut(build: &mut BuildKinds) -> &mut Vec<Kept<Self>>;
 }
 
-fn operands(t: &ProductTiming) -> Operands<'_> {
-    [&t.lhs, &t.lhs_strides, &t.rhs, &t.rhs_strides]
+impl Choice for ProductTiming {
+    fn operands(&self) -> Vec<&[usize]> {
+        vec![&self.lhs, &self.lhs_strides, &self.rhs, &self.rhs_strides]
+    }
+    fn found_on(self, device: &str) -> Self {
+        ProductTiming {
+            device: device.to_string(),
+            stored: true,
+            ..self
+        }
+    }
+    fn unmarked(self) -> Self {
+        ProductTiming {
+            stored: false,
+            ..self
+        }
+    }
+    fn kept_in(build: &BuildKinds) -> &Vec<Kept<Self>> {
+        &build.kinds
+    }
+    fn kept_in_mut(build: &mut BuildKinds) -> &mut Vec<Kept<Self>> {
+        &mut build.kinds
+    }
+}
+
+impl Choice for AttentionTiming {
+    fn operands(&self) -> Vec<&[usize]> {
+        vec![
+            std::slice::from_ref(&self.heads),
+            &self.q,
+            &self.q_strides,
+            &self.k,
+            &self.k_strides,
+            &self.v,
+            &self.v_strides,
+        ]
+    }
+    fn found_on(self, device: &str) -> Self {
+        AttentionTiming {
+            device: device.to_string(),
+            stored: true,
+            ..self
+        }
+    }
+    fn unmarked(self) -> Self {
+        AttentionTiming {
+            stored: false,
+            ..self
+        }
+    }
+    fn kept_in(build: &BuildKinds) -> &Vec<Kept<Self>> {
+        &build.attention
+    }
+    fn kept_in_mut(build: &mut BuildKinds) -> &mut Vec<Kept<Self>> {
+        &mut build.attention
+    }
+}
+
+/// The operands of a kind, as [`Choice::operands`] lists them.
+pub type Operands<'a> = &'a [&'a [usize]];
+
+/// Whether `kept` is the kind on `adapter` with these operands.
+fn is_kind<T: Choice>(kept: &Kept<T>, adapter: &str, wanted: Operands) -> bool {
+    kept.adapter == adapter && kept.timing.operands() == wanted
 }
 
 /// The kept choices of one file for one build, read on first use.
 pub struct Store {
     path: PathBuf,
     build: String,
-    read: Option<HashMap<Key, ProductTiming>>,
+    /// This build's entry as last read or written (`None`: not read yet).
+    read: Option<BuildKinds>,
 }
 
 impl Store {
@@ -152,55 +225,49 @@ impl Store {
         &self.path
     }
 
-    /// The kind of product on `adapter` with these operands as kept by an earlier process of
-    /// this build, as a timing on `device` (this process's name for it) marked `stored`;
-    /// `None` if it was not kept.
-    pub fn find(&mut self, adapter: &str, device: &str, wanted: Operands) -> Option<ProductTiming> {
-        if self.read.is_none() {
-            let mine = self
-                .read_file()
-                .builds
-                .into_iter()
-                .find(|b| b.build == self.build);
-            self.read = Some(mine.map(|b| by_key(b.kinds)).unwrap_or_default());
-        }
-        let found = self.read.as_ref()?.get(&key(adapter, wanted))?;
-        Some(ProductTiming {
-            device: device.to_string(),
-            stored: true,
-            ..found.clone()
-        })
+    /// The kind on `adapter` with these operands as kept by an earlier process of this build,
+    /// as a timing on `device` (this process's name for it) marked `stored`; `None` if it was
+    /// not kept. (A linear search: a process asks once per kind, of a few dozen.)
+    pub fn find<T: Choice>(&mut self, adapter: &str, device: &str, wanted: Operands) -> Option<T> {
+        let build = match &self.read {
+            Some(build) => build,
+            None => {
+                let mine = self
+                    .read_file()
+                    .builds
+                    .into_iter()
+                    .find(|b| b.build == self.build)
+                    .unwrap_or_else(|| BuildKinds::new(&self.build));
+                self.read.insert(mine)
+            }
+        };
+        let found = T::kept_in(build)
+            .iter()
+            .find(|k| is_kind(k, adapter, wanted))?;
+        Some(found.timing.clone().found_on(device))
     }
 
     /// Keep `timing` (timed on `adapter`): the file rewritten with what it holds now (other
     /// processes' kinds, other builds') and this one, this build first.
-    pub fn keep(&mut self, adapter: &str, timing: &ProductTiming) -> Result<()> {
+    pub fn keep<T: Choice>(&mut self, adapter: &str, timing: &T) -> Result<()> {
         let mut contents = self.read_file();
         let at = contents.builds.iter().position(|b| b.build == self.build);
         let mut mine = match at {
             Some(at) => contents.builds.remove(at),
-            None => BuildKinds {
-                build: self.build.clone(),
-                kinds: Vec::new(),
-            },
+            None => BuildKinds::new(&self.build),
         };
-        let new = key(adapter, operands(timing));
-        mine.kinds
-            .retain(|k| key(&k.adapter, operands(&k.timing)) != new);
-        mine.kinds.push(Kept {
+        let kept = T::kept_in_mut(&mut mine);
+        kept.retain(|k| !is_kind(k, adapter, &timing.operands()));
+        kept.push(Kept {
             adapter: adapter.to_string(),
-            timing: ProductTiming {
-                stored: false,
-                ..timing.clone()
-            },
+            timing: timing.clone().unmarked(),
         });
-        let kinds = by_key(mine.kinds.clone());
-        contents.builds.insert(0, mine);
+        contents.builds.insert(0, mine.clone());
         contents.builds.truncate(BUILDS_KEPT);
         let json = serde_json::to_string_pretty(&contents)
             .map_err(|e| HvqError::Config(format!("{}: {e}", self.path.display())))?;
         crate::fs::write_atomic(&self.path, json.as_bytes())?;
-        self.read = Some(kinds);
+        self.read = Some(mine);
         Ok(())
     }
 
@@ -225,12 +292,14 @@ impl Store {
     }
 }
 
-/// Kept kinds by their key.
-fn by_key(kinds: Vec<Kept>) -> HashMap<Key, ProductTiming> {
-    kinds
-        .into_iter()
-        .map(|k| (key(&k.adapter, operands(&k.timing)), k.timing))
-        .collect()
+impl BuildKinds {
+    fn new(build: &str) -> Self {
+        BuildKinds {
+            build: build.to_string(),
+            kinds: Vec::new(),
+            attention: Vec::new(),
+        }
+    }
 }
 
 /// A problem with the store, on standard error: it never stops the work (the choices are then
@@ -277,7 +346,7 @@ mod tests {
         let path = temp_file("keep");
         let mut first = Store::new(path.clone(), "build A".into());
         let find = |store: &mut Store, adapter: &str, t: &ProductTiming| {
-            store.find(adapter, "Wgpu(DiscreteGpu(1))", operands(t))
+            store.find::<ProductTiming>(adapter, "Wgpu(DiscreteGpu(1))", &t.operands())
         };
         assert!(find(&mut first, "GPU", &timing(100, ProductRoutine::Burn)).is_none());
         first
@@ -360,16 +429,18 @@ mod tests {
         )
         .unwrap();
         let mut store = Store::new(path.clone(), "build A".into());
-        let at = |t: &ProductTiming| operands(t).map(<[usize]>::to_vec);
-        let wanted = at(&timing(100, ProductRoutine::Burn));
-        let wanted = [&wanted[0][..], &wanted[1], &wanted[2], &wanted[3]];
-        assert!(store.find("GPU", "gpu", wanted).is_none());
+        let asked = timing(100, ProductRoutine::Burn);
+        let wanted = &asked.operands();
+        assert!(store.find::<ProductTiming>("GPU", "gpu", wanted).is_none());
         store
             .keep("GPU", &timing(100, ProductRoutine::Tiled32))
             .unwrap();
         let mut later = Store::new(path.clone(), "build A".into());
         assert_eq!(
-            later.find("GPU", "gpu", wanted).unwrap().runs_on,
+            later
+                .find::<ProductTiming>("GPU", "gpu", wanted)
+                .unwrap()
+                .runs_on,
             ProductRoutine::Tiled32
         );
 
