@@ -132,13 +132,11 @@ mod gpu {
             const { std::cell::Cell::new(false) };
     }
 
-    /// Keep the choices in the file at `path` (the products' file, `product_store`); `None`:
-    /// keep nothing. Set with the products' ([`product_choice::keep_choices_in`]).
-    pub fn keep_choices_in(path: Option<std::path::PathBuf>) {
-        choices_now().store = path.and_then(|path| {
-            let build = crate::kernels::product_store::this_build()?;
-            Some(Store::new(path, build))
-        });
+    /// Keep the choices in `file`, the products' (its path and this build's identity,
+    /// `product_store`); `None`: keep nothing. Set with the products'
+    /// ([`product_choice::keep_choices_in`]).
+    pub fn keep_choices_in(file: Option<(std::path::PathBuf, String)>) {
+        choices_now().store = file.map(|(path, build)| Store::new(path, build));
     }
 
     /// What makes two attentions the same kind.
@@ -232,6 +230,21 @@ mod gpu {
         }
     }
 
+    /// `kernel`'s attention (burn's flash kernel or hvq's split kernel); `None` where it does
+    /// not take the inputs.
+    fn launch(
+        kernel: InferenceAttention,
+        q: &Tensor<3>,
+        k: &Tensor<3>,
+        v: &Tensor<3>,
+        heads: usize,
+    ) -> Option<Tensor<3>> {
+        match kernel {
+            InferenceAttention::Flash => gpu_attention::attention_merged(q, k, v, heads),
+            _ => gpu_attention_split::attention(q, k, v, heads),
+        }
+    }
+
     /// `kernel`'s attention, the other kernel's where it does not take the inputs.
     fn run(
         kernel: InferenceAttention,
@@ -240,12 +253,11 @@ mod gpu {
         v: &Tensor<3>,
         heads: usize,
     ) -> Option<Tensor<3>> {
-        let split = || gpu_attention_split::attention(q, k, v, heads);
-        let flash = || gpu_attention::attention_merged(q, k, v, heads);
-        match kernel {
-            InferenceAttention::Flash => flash().or_else(split),
-            _ => split().or_else(flash),
-        }
+        let other = match kernel {
+            InferenceAttention::Flash => InferenceAttention::Split,
+            _ => InferenceAttention::Flash,
+        };
+        launch(kernel, q, k, v, heads).or_else(|| launch(other, q, k, v, heads))
     }
 
     /// Inference's attention with `HVQ_GPU_ATTENTION=auto` (module documentation): the kernel
@@ -268,7 +280,7 @@ mod gpu {
             return run(kernel, q, k, v, heads);
         }
         let device = q.device();
-        let (physical, adapter) = product_choice::adapter_of(&device);
+        let (physical, adapter) = product_choice::adapter_of(&device, &kind.device);
         #[cfg(test)]
         let physical = physical || TIME_SOFTWARE_HERE.with(std::cell::Cell::get);
         let time_software = product_choice::timed_on_software_adapters();
@@ -285,50 +297,44 @@ mod gpu {
             return run(kernel, q, k, v, heads);
         }
         // Timed under the lock, as the products are: one timing per kind, however many threads.
-        let split = || gpu_attention_split::attention(q, k, v, heads);
-        let flash = || gpu_attention::attention_merged(q, k, v, heads);
-        // One launch each first (compiled), which also says whether the kernel takes the inputs.
-        let (split_takes, flash_takes) = (split().is_some(), flash().is_some());
-        if !split_takes && !flash_takes {
+        // One launch of each first, its compilation included, which also says whether the
+        // kernel takes the inputs (`None`: it does not). On a software adapter timed only so
+        // that both are compiled (`hvq ptx-check`), that launch is all.
+        let kernels = [InferenceAttention::Split, InferenceAttention::Flash];
+        let mut us = [None, None];
+        for (took, kernel) in us.iter_mut().zip(kernels) {
+            let takes = std::cell::Cell::new(false);
+            let first = || takes.set(launch(kernel, q, k, v, heads).is_some());
+            match product_choice::one_launch_us(&device, &first) {
+                Ok(first_us) => *took = takes.get().then_some(first_us),
+                // The device could not be waited for: hvq's kernel, untimed, asked again later.
+                Err(_) => {
+                    drop(known);
+                    return run(InferenceAttention::Split, q, k, v, heads);
+                }
+            }
+        }
+        if us == [None, None] {
             return None;
         }
-        let timed = |takes: bool, run: &dyn Fn()| -> Result<Option<f64>, String> {
-            if !takes {
-                return Ok(None);
-            }
-            if time_software && !physical {
-                // Only so that both are compiled (`hvq ptx-check`): one launch is enough.
-                return product_choice::one_launch_us(&device, run).map(Some);
-            }
-            product_choice::per_launch_us(&device, run, false).map(Some)
-        };
-        let mut us = [None, None];
-        let rounds = if time_software && !physical {
-            1
-        } else {
-            ROUNDS
-        };
-        for _ in 0..rounds {
-            let times = [
-                timed(split_takes, &|| drop(split())),
-                timed(flash_takes, &|| drop(flash())),
-            ];
-            for (best, took) in us.iter_mut().zip(times) {
-                match took {
-                    Ok(took) => {
-                        *best = match (*best, took) {
-                            (Some(a), Some(b)) => Some(f64::min(a, b)),
-                            (a, b) => a.or(b),
-                        }
+        if physical {
+            let mut timed = [None, None];
+            for _ in 0..ROUNDS {
+                for ((best, took), kernel) in timed.iter_mut().zip(us).zip(kernels) {
+                    if took.is_none() {
+                        continue;
                     }
-                    // The device could not be waited for: hvq's kernel, untimed, asked again
-                    // later.
-                    Err(_) => {
-                        drop(known);
-                        return run(InferenceAttention::Split, q, k, v, heads);
+                    let launched = || drop(launch(kernel, q, k, v, heads));
+                    match product_choice::per_launch_us(&device, &launched, false) {
+                        Ok(t) => *best = Some(best.map_or(t, |b: f64| b.min(t))),
+                        Err(_) => {
+                            drop(known);
+                            return run(InferenceAttention::Split, q, k, v, heads);
+                        }
                     }
                 }
             }
+            us = timed;
         }
         let timing = kind.timing(us[0], us[1]);
         let kernel = timing.runs_on;
@@ -460,7 +466,8 @@ mod gpu_tests {
         let dir = std::env::temp_dir().join(format!("hvq-kept-attention-{}", std::process::id()));
         std::fs::remove_dir_all(&dir).ok();
         let path = dir.join("choices.json");
-        gpu::keep_choices_in(Some(path.clone()));
+        let build = crate::kernels::product_store::this_build().expect("the test's build");
+        gpu::keep_choices_in(Some((path.clone(), build.clone())));
         TIME_SOFTWARE_HERE.with(|here| here.set(true));
         let _ = values(gpu::attention(&q, &k, &v, heads).unwrap());
         let timed_here = timed(heads);
@@ -487,7 +494,7 @@ mod gpu_tests {
         std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
 
         choices_now().forget_heads(heads);
-        gpu::keep_choices_in(Some(path.clone()));
+        gpu::keep_choices_in(Some((path.clone(), build)));
         let want = values(
             match edited {
                 InferenceAttention::Flash => gpu_attention::attention_merged(&q, &k, &v, heads),

@@ -138,11 +138,11 @@ pub fn faster_tiled<const D: usize>(
 pub fn keep_choices_in(path: Option<std::path::PathBuf>) {
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
     {
-        super::attention_choice::keep_choices_in(path.clone());
-        timings_now().store = path.and_then(|path| {
-            let build = super::product_store::this_build()?;
-            Some(super::product_store::Store::new(path, build))
-        });
+        // The build's identity read once (a look at the executable) for both kinds of choice.
+        let file = path.and_then(|path| Some((path, super::product_store::this_build()?)));
+        super::attention_choice::keep_choices_in(file.clone());
+        timings_now().store =
+            file.map(|(path, build)| super::product_store::Store::new(path, build));
     }
     #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
     let _ = path;
@@ -166,11 +166,11 @@ pub(super) fn timed_on_software_adapters() -> bool {
     timings_now().time_software
 }
 
-/// Whether `device` is a physical GPU (kinds timed there), and its adapter's name as kept
-/// choices are keyed: asked of the backend once per device.
+/// Whether `device` (printed as `name`) is a physical GPU (kinds timed there), and its
+/// adapter's name as kept choices are keyed: asked of the backend once per device.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
-pub(super) fn adapter_of(device: &burn::tensor::Device) -> (bool, String) {
-    let adapter = timings_now().adapter(device, &format!("{device:?}"));
+pub(super) fn adapter_of(device: &burn::tensor::Device, name: &str) -> (bool, String) {
+    let adapter = timings_now().adapter(device, name);
     (adapter.physical, adapter.name)
 }
 
