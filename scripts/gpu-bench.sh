@@ -34,11 +34,11 @@
 #                       selfcheck); a table of them beside the default run (auto) in
 #                       matmul/summary.txt
 #   --attention-ab      also time hvq (on CUDA, else on wgpu via the NVIDIA Vulkan driver; f32, the
-#                       first config) with inference's attention on burn's flash kernel
-#                       (HVQ_GPU_ATTENTION=flash) and with training's attention composed from burn's
-#                       operations (HVQ_TRAIN_ATTENTION=composed), beside the default run's (auto
-#                       at inference: the faster kernel per kind, its timings of both in the
-#                       default run's report; hvq's fused kernels in training):
+#                       first config) with both attentions forced to hvq's kernels (inference
+#                       HVQ_GPU_ATTENTION=split, training HVQ_TRAIN_ATTENTION=fused) and to burn's
+#                       (flash at inference, training composed from burn's operations), beside the
+#                       default run's (auto for both: the faster per kind of attention, the
+#                       timings of both in the default run's report):
 #                       attention/*.json and a table in attention/summary.txt
 #                       (--train-attention-ab: the same)
 #   --compiler-ab       also time hvq on wgpu via the NVIDIA Vulkan driver (f32, the first config)
@@ -259,19 +259,20 @@ if [ "$BUILD_OK" = 1 ] && [ -x "$HVQ" ]; then
       fi
     done
   fi
-  # The attention kernels against the alternatives kept in the same binary: burn's flash kernel
-  # at inference (HVQ_GPU_ATTENTION; the default, auto, already timed it against hvq's split
-  # kernel per kind of attention, so this is the whole pipeline on it), burn's composed
-  # operations in training (HVQ_TRAIN_ATTENTION).
+  # The attentions forced to one side, against the default (auto at inference and in training:
+  # each kind of attention timed on both and run on the faster, so these are the whole pipeline
+  # on each side): hvq's kernels (split, fused) and burn's (flash, composed operations).
   if [ -n "$AB_DEV" ] && [ "$ATTENTION_AB" = 1 ]; then
     mkdir -p "$OUT/attention"
     cfg=${CONFIGS%% *}
-    for alternative in HVQ_GPU_ATTENTION=flash HVQ_TRAIN_ATTENTION=composed; do
-      log "$alternative: hvq bench --device $AB_DEV --config $cfg"
-      run_bench "hvq $AB_DEV $cfg $alternative" "$OUT/attention/${alternative%%=*}-$cfg.json" \
-        "$OUT/attention/${alternative%%=*}-$cfg.log" \
-        env "${AB_ENV[@]}" "$alternative" "$HVQ" bench --device "$AB_DEV" --config "$cfg" \
-        --batch "$BATCH" --runs "$RUNS" --json "$OUT/attention/${alternative%%=*}-$cfg.json"
+    for side in "attention_hvq HVQ_GPU_ATTENTION=split HVQ_TRAIN_ATTENTION=fused" \
+        "attention_burn HVQ_GPU_ATTENTION=flash HVQ_TRAIN_ATTENTION=composed"; do
+      read -r name inference training <<< "$side"
+      log "$inference $training: hvq bench --device $AB_DEV --config $cfg"
+      run_bench "hvq $AB_DEV $cfg $inference $training" "$OUT/attention/$name-$cfg.json" \
+        "$OUT/attention/$name-$cfg.log" \
+        env "${AB_ENV[@]}" "$inference" "$training" "$HVQ" bench --device "$AB_DEV" \
+        --config "$cfg" --batch "$BATCH" --runs "$RUNS" --json "$OUT/attention/$name-$cfg.json"
     done
   fi
   # The device's work on the issuing thread (HVQ_DEVICE_THREAD) against the default's runner.

@@ -25,10 +25,11 @@ if [ "$#" -eq 0 ]; then
   # features without the desktop's and would build burn, CubeCL and wgpu a second time.
   cargo test --workspace "${features[@]}" --doc --no-fail-fast 2>&1 | tee -a "$log" || status=$?
   # The wgpu golden tests (inference, backbone, a training step) once more with every plain f32
-  # product on hvq's tiled kernel (HVQ_GPU_MATMUL=tiled, a routine gpu-bench.sh times) and
+  # product on hvq's tiled kernel (HVQ_GPU_MATMUL=tiled, a routine gpu-bench.sh times),
   # inference's attention on hvq's split kernel (HVQ_GPU_ATTENTION=split: unset, `auto` runs
-  # burn's flash kernel on lavapipe, a software adapter).
-  HVQ_GPU_MATMUL=tiled HVQ_GPU_ATTENTION=split cargo test --workspace "${features[@]}" --test golden --no-fail-fast -- wgpu 2>&1 | tee -a "$log" || status=$?
+  # burn's flash kernel on lavapipe, a software adapter) and training's as hvq's one operation
+  # (HVQ_TRAIN_ATTENTION=fused: unset, `auto` composes it from burn's operations on lavapipe).
+  HVQ_GPU_MATMUL=tiled HVQ_GPU_ATTENTION=split HVQ_TRAIN_ATTENTION=fused cargo test --workspace "${features[@]}" --test golden --no-fail-fast -- wgpu 2>&1 | tee -a "$log" || status=$?
   # And with the kernels compiled to SPIR-V by CubeCL itself (HVQ_WGPU_COMPILER=spirv; the runs
   # above use the default, WGSL that naga translates), an alternative gpu-bench.sh times.
   HVQ_WGPU_COMPILER=spirv cargo test --workspace "${features[@]}" --test golden --no-fail-fast -- wgpu 2>&1 | tee -a "$log" || status=$?

@@ -617,7 +617,7 @@ fn the_cpu_instruction_set_cap_reaches_every_kernel_choice() {
         (
             "HVQ_TRAIN_ATTENTION",
             "fusd",
-            "HVQ_TRAIN_ATTENTION=fusd: expected one of fused, composed",
+            "HVQ_TRAIN_ATTENTION=fusd: expected one of fused, composed, auto",
         ),
         (
             "HVQ_GPU_ATTENTION",

@@ -1,8 +1,9 @@
 """The tables of gpu-bench.sh's A/B runs: hvq's default run beside runs of the same binary with
-one start-up variable changed. The alternative's variable is the file name's stem up to its
-first `-` (as gpu-bench.sh names them):
-  --attention-ab: burn's flash kernel at inference (HVQ_GPU_ATTENTION=flash), burn's composed
-                  operations in training (HVQ_TRAIN_ATTENTION=composed);
+start-up variables changed. The alternative is the file name's stem up to its first `-` (as
+gpu-bench.sh names them):
+  --attention-ab: both attentions on hvq's kernels (`attention_hvq`: HVQ_GPU_ATTENTION=split,
+                  HVQ_TRAIN_ATTENTION=fused) and on burn's (`attention_burn`: flash at
+                  inference, composed operations in training);
   --compiler-ab:  the kernels compiled to SPIR-V by CubeCL itself (HVQ_WGPU_COMPILER=spirv)
                   instead of the default's WGSL, which wgpu's naga translates;
   --matmul-routines: one routine for every product no tensor core takes (HVQ_GPU_MATMUL=simple,
@@ -17,8 +18,8 @@ import sys
 from pathlib import Path
 
 ALTERNATIVES = {
-    "HVQ_GPU_ATTENTION": "inference attention: burn flash",
-    "HVQ_TRAIN_ATTENTION": "training attention: burn composed",
+    "attention_hvq": "attention: hvq's kernels (split, fused)",
+    "attention_burn": "attention: burn's (flash, composed)",
     "HVQ_WGPU_COMPILER": "kernels compiled to SPIR-V (CubeCL)",
 }
 

@@ -140,11 +140,12 @@ def product_tables(runs, keys, top=12):
 def attention_tables(runs, keys):
     """Inference attention's `auto` timings of each hvq run that has them (HVQ_GPU_ATTENTION=auto:
     hvq's split kernel against burn's flash kernel, per kind of attention, on the first batch or
-    kept from an earlier run)."""
+    kept from an earlier run), and training attention's (`train_attention_table`)."""
     out = []
     for k in keys:
         timings = runs[k].get("attention_timings") or []
         if not timings:
+            out.append(train_attention_table(runs[k], k))
             continue
         on_flash = sum(1 for t in timings if t["runs_on"] == "flash")
         kept = sum(1 for t in timings if t.get("stored"))
@@ -156,7 +157,31 @@ def attention_tables(runs, keys):
                  fmt(t.get("split_us")), fmt(t.get("flash_us")),
                  t["runs_on"] + (" (kept)" if t.get("stored") else "")] for t in timings]
         out.append(table(["heads", "q · k", "strides q · k · v", "split µs", "flash µs", "runs on"], rows))
-    return "\n".join(out)
+        out.append(train_attention_table(runs[k], k))
+    return "\n".join(o for o in out if o)
+
+
+def train_attention_table(run, k):
+    """Training attention's `auto` timings of one hvq run (HVQ_TRAIN_ATTENTION=auto: the fused
+    operation against the composed form, a forward and backward pass without dropout, per kind of
+    training attention)."""
+    timings = run.get("train_attention_timings") or []
+    if not timings:
+        return ""
+    on_composed = sum(1 for t in timings if t["runs_on"] == "composed")
+    kept = sum(1 for t in timings if t.get("stored"))
+    letters = "qkv"
+
+    def inputs(t):
+        return " ".join("".join(letters[b] for b in range(i["blocks"][0], i["blocks"][1]))
+                        + ("+pos" if i.get("offset") else "") for i in t["inputs"])
+    rows = [[str(t["heads"]), str(t["inputs"][0]["x"]), inputs(t), fmt(t.get("fused_us")),
+             fmt(t.get("composed_us")), t["runs_on"] + (" (kept)" if t.get("stored") else "")]
+            for t in timings]
+    head = (f"\ntraining attention timed by `auto` (hvq {k[1]}, µs per forward and backward pass): "
+            f"{len(timings)} kinds, {on_composed} on the composed form, {len(timings) - on_composed} on the fused one"
+            + (f"; {kept} kept from an earlier run (HVQ_PRODUCT_CHOICES)" if kept else ""))
+    return head + "\n" + table(["heads", "tokens", "inputs", "fused µs", "composed µs", "runs on"], rows)
 
 
 def main():

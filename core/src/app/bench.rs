@@ -69,9 +69,14 @@ pub struct BenchReport {
     /// (`kernels::attention_choice`); empty otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attention_timings: Vec<crate::kernels::attention_choice::AttentionTiming>,
+    /// With `HVQ_TRAIN_ATTENTION=auto` on a GPU where training attention is timed, each kind of
+    /// training attention the run met and what the fused and the composed form took for it, a
+    /// forward and backward pass each (`kernels::train_attention_choice`); empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub train_attention_timings: Vec<crate::kernels::train_attention_choice::TrainAttentionTiming>,
     /// How training's attention ran on the GPU (`HVQ_TRAIN_ATTENTION`,
-    /// `kernels::train_attention`: fused or composed); `None` on the CPU backend and in reports
-    /// from before it existed.
+    /// `kernels::train_attention`: fused, composed or auto); `None` on the CPU backend and in
+    /// reports from before it existed.
     #[serde(default)]
     pub train_attention: Option<String>,
     /// Which kernel inference's attention ran on the GPU (`HVQ_GPU_ATTENTION`,
@@ -422,6 +427,7 @@ pub fn run(
             .map(|_| crate::device::gpu_matmul::current().name().to_string()),
         product_timings: crate::kernels::product_choice::timings(),
         attention_timings: crate::kernels::attention_choice::timings(),
+        train_attention_timings: crate::kernels::train_attention_choice::timings(),
         train_attention: adapter.as_ref().map(|_| {
             crate::kernels::train_attention::current()
                 .name()
@@ -586,6 +592,36 @@ inference attention timed (auto): {} kinds; {kept} kept from an earlier run \
     out
 }
 
+/// Training attention's `auto` timings ([`BenchReport::train_attention_timings`]): each kind
+/// (heads, tokens, how the inputs take the packed projection), the microseconds of a forward
+/// and backward pass in both forms and the one that computes it.
+fn format_train_attention_timings(
+    timings: &[crate::kernels::train_attention_choice::TrainAttentionTiming],
+) -> String {
+    let kept = timings.iter().filter(|t| t.stored).count();
+    let mut out = format!(
+        "\ntraining attention timed (auto, forward and backward without dropout): {} kinds; \
+         {kept} kept from an earlier run (HVQ_PRODUCT_CHOICES), with its times\n\
+         {:<36} {:>10} {:>11}  runs on\n",
+        timings.len(),
+        "heads × tokens, inputs",
+        "fused µs",
+        "composed µs"
+    );
+    let us = |t: Option<f64>| t.map_or_else(|| "-".to_string(), |us| format!("{us:.1}"));
+    for t in timings {
+        out.push_str(&format!(
+            "{:<36} {:>10} {:>11}  {}{}\n",
+            format!("{} × {:?}, {}", t.heads, t.tokens(), t.blocks()),
+            us(t.fused_us),
+            us(t.composed_us),
+            t.runs_on.name(),
+            if t.stored { " (kept)" } else { "" }
+        ));
+    }
+    out
+}
+
 /// The `auto` routine's timings ([`BenchReport::product_timings`]): how many kinds of product
 /// the tiled kernel took, then each kind, the most time at stake first.
 fn format_product_timings(timings: &[crate::kernels::product_choice::ProductTiming]) -> String {
@@ -736,6 +772,9 @@ pub fn format_report(r: &BenchReport) -> String {
     }
     if !r.attention_timings.is_empty() {
         out.push_str(&format_attention_timings(&r.attention_timings));
+    }
+    if !r.train_attention_timings.is_empty() {
+        out.push_str(&format_train_attention_timings(&r.train_attention_timings));
     }
     if let Some(profile) = &r.kernels {
         let stage_ms = |name: &str| {
@@ -904,5 +943,60 @@ mod tests {
             "{table}"
         );
         assert!(lines[1].ends_with("-      12.3  flash (kept)"), "{table}");
+    }
+
+    /// Training attention's table: a line per kind with both forms' times (a dash for a fused
+    /// form that does not take the inputs), the chosen form, kept kinds marked.
+    #[test]
+    fn train_attention_timings_table_lists_both_forms_and_the_choice() {
+        use crate::kernels::train_attention::TrainAttention;
+        use crate::kernels::train_attention_choice::{InputLayout, TrainAttentionTiming};
+        let input = |from, to, offset: bool, sources: Vec<usize>| InputLayout {
+            x: vec![8, 196, 256],
+            x_strides: vec![196 * 256, 256, 1],
+            offset: if offset { vec![1, 196, 256] } else { vec![] },
+            offset_strides: if offset {
+                vec![196 * 256, 256, 1]
+            } else {
+                vec![]
+            },
+            blocks: vec![from, to],
+            sources,
+        };
+        let own = vec![input(0, 2, true, vec![0, 1]), input(2, 3, false, vec![0])];
+        let cross = vec![
+            input(0, 1, true, vec![0, 1]),
+            input(1, 2, true, vec![2, 1]),
+            input(2, 3, false, vec![2]),
+        ];
+        let timing = |inputs, fused, composed, runs_on, stored| TrainAttentionTiming {
+            device: "gpu".into(),
+            heads: 8,
+            inputs,
+            fused_us: fused,
+            composed_us: composed,
+            runs_on,
+            stored,
+        };
+        let table = format_train_attention_timings(&[
+            timing(own, Some(412.5), Some(977.0), TrainAttention::Fused, false),
+            timing(cross, None, Some(1234.56), TrainAttention::Composed, true),
+        ]);
+        assert!(
+            table.contains("2 kinds; 1 kept from an earlier run"),
+            "{table}"
+        );
+        let lines: Vec<&str> = table.lines().filter(|l| l.starts_with("8 × ")).collect();
+        assert_eq!(lines.len(), 2, "{table}");
+        assert!(
+            lines[0].starts_with("8 × [8, 196, 256], qk+pos v")
+                && lines[0].ends_with("412.5       977.0  fused"),
+            "{table}"
+        );
+        assert!(
+            lines[1].starts_with("8 × [8, 196, 256], q+pos k+pos v")
+                && lines[1].ends_with("-      1234.6  composed (kept)"),
+            "{table}"
+        );
     }
 }

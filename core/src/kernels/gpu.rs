@@ -234,6 +234,23 @@ pub(super) fn tracked_parts<const D: usize>(
     (inner.dtype == burn::tensor::DType::F32).then(|| (contiguous(inner), node))
 }
 
+/// A tracked f32 GPU tensor's shape and strides as the backend holds it (not copied) and its
+/// autodiff node's identity (the same for every clone); `None` where [`tracked_f32_on_gpu`]
+/// is false.
+pub(super) fn tracked_layout<const D: usize>(
+    t: &BurnTensor<D>,
+) -> Option<(Vec<usize>, Vec<usize>, burn::backend::autodiff::NodeId)> {
+    if !tracked_f32_on_gpu(t) {
+        return None;
+    }
+    let (inner, node) = t.clone().try_into_primitive::<Tracked>().ok()?.into_parts();
+    Some((
+        inner.meta.shape().to_vec(),
+        inner.meta.strides().to_vec(),
+        node.id(),
+    ))
+}
+
 /// An operation's parent nodes, collected as a list, as the array its [`Backward`] arity takes.
 ///
 /// [`Backward`]: burn::backend::autodiff::ops::Backward

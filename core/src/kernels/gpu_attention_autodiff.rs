@@ -26,9 +26,9 @@
 //! `x` as two tensors, autodiff would add their gradients (and the broadcast addition's sum over
 //! the batch) in launches of its own.
 //!
-//! The formulas are the composed form's (`MultiheadAttention::composed`, PyTorch's): the softmax
-//! as the softmax kernel computes it (`e^{s(x − max)}`, then divided by the row's sum), inverted
-//! dropout scaling kept weights by `1/(1 − p)`.
+//! The formulas are the composed form's (`model::attention`'s `composed_heads`, PyTorch's): the
+//! softmax as the softmax kernel computes it (`e^{s(x − max)}`, then divided by the row's sum),
+//! inverted dropout scaling kept weights by `1/(1 − p)`.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;

@@ -132,6 +132,7 @@ pub mod product_store;
 pub mod products;
 mod softmax_autodiff;
 pub mod train_attention;
+pub mod train_attention_choice;
 
 pub use adamw::{AdamWScalars, adamw_fuses, adamw_update};
 pub use attention::{attention_fuses, fused_attention};
@@ -588,20 +589,42 @@ impl ProjectionInput {
 /// use that autodiff then adds up. `None` where it does not apply (not tracked by autodiff on a
 /// GPU backend, query and key lengths differ, heads wider than the kernels hold, more than one
 /// offset tensor): the caller composes it.
+///
+/// `HVQ_TRAIN_ATTENTION` ([`train_attention`]) says which form computes it: this operation
+/// (`fused`), the caller's composed form (`composed`: `None` here), or with `auto` the one the
+/// device timed faster for this kind of attention (`train_attention_choice`), for which
+/// `composed` is the caller's form as a function of the inputs, the packed weight and bias and
+/// the dropout.
 pub fn packed_attention_trained(
     inputs: &[ProjectionInput],
     weight: &Tensor<2>,
     bias: &Tensor<1>,
     heads: usize,
     p: f64,
+    composed: ComposedAttention,
 ) -> Option<Tensor<3>> {
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    if train_attention::current() == train_attention::TrainAttention::Fused {
-        return gpu_attention_autodiff::attention(inputs, weight, bias, heads, p);
+    return match train_attention::current() {
+        train_attention::TrainAttention::Fused => {
+            gpu_attention_autodiff::attention(inputs, weight, bias, heads, p)
+        }
+        train_attention::TrainAttention::Composed => None,
+        train_attention::TrainAttention::Auto => {
+            train_attention_choice::attention(inputs, weight, bias, heads, p, composed)
+        }
+    };
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    {
+        let _ = (inputs, weight, bias, heads, p, composed);
+        None
     }
-    let _ = (inputs, weight, bias, heads, p);
-    None
 }
+
+/// A training attention's composed form, as [`packed_attention_trained`] takes it: from the
+/// inputs, the packed projection's weight `[3E, E]` and bias `[3E]` and the dropout, the heads
+/// merged `[B, L, E]` (before the output projection).
+pub type ComposedAttention<'a> =
+    &'a dyn Fn(&[ProjectionInput], &Tensor<2>, &Tensor<1>, f64) -> Tensor<3>;
 /// One vector-quantiser level's results for a batch, from [`nearest_codes`].
 pub struct NearestCodes {
     /// Each token's code, `[B, L]`.

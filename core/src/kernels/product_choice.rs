@@ -132,7 +132,8 @@ pub fn faster_tiled<const D: usize>(
 }
 
 /// Keep the choices in the file at `path` for later processes of this build, and take those
-/// it holds (`product_store`), inference attention's too (`attention_choice`); `None`: time
+/// it holds (`product_store`), inference and training attention's too (`attention_choice`,
+/// `train_attention_choice`); `None`: time
 /// each kind in every process, keep nothing. Unset
 /// until a program asks ([`apply_variable`]): the library's tests keep nothing.
 pub fn keep_choices_in(path: Option<std::path::PathBuf>) {
@@ -141,6 +142,7 @@ pub fn keep_choices_in(path: Option<std::path::PathBuf>) {
         // The build's identity read once (a look at the executable) for both kinds of choice.
         let file = path.and_then(|path| Some((path, super::product_store::this_build()?)));
         super::attention_choice::keep_choices_in(file.clone());
+        super::train_attention_choice::keep_choices_in(file.clone());
         timings_now().store =
             file.map(|(path, build)| super::product_store::Store::new(path, build));
     }
@@ -159,8 +161,8 @@ pub fn time_on_software_adapters() {
     }
 }
 
-/// Whether kinds are timed on software adapters too ([`time_on_software_adapters`]; inference
-/// attention's `auto` follows it).
+/// Whether kinds are timed on software adapters too ([`time_on_software_adapters`]; the
+/// attentions' `auto` follows it).
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub(super) fn timed_on_software_adapters() -> bool {
     timings_now().time_software

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::attention_choice::AttentionTiming;
 use super::product_choice::ProductTiming;
+use super::train_attention_choice::TrainAttentionTiming;
 use crate::error::{HvqError, Result};
 
 /// The variable: a file path, or `off` (time per process, keep nothing).
@@ -109,6 +110,10 @@ pub struct BuildKinds {
     /// kept (absent from files written before attention was timed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     attention: Vec<Kept<AttentionTiming>>,
+    /// Every kind of training attention it timed (`train_attention_choice`), in the order
+    /// first kept (absent from files written before training attention was timed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    train_attention: Vec<Kept<TrainAttentionTiming>>,
 }
 
 /// One kind as kept: the adapter it was timed on and its timing (whose `device` is the timing
@@ -120,8 +125,9 @@ pub struct Kept<T> {
     timing: T,
 }
 
-/// A kind of choice the file keeps: products ([`ProductTiming`]) and inference attention
-/// ([`AttentionTiming`]), each in its own list of a build's entry.
+/// A kind of choice the file keeps: products ([`ProductTiming`]), inference attention
+/// ([`AttentionTiming`]) and training attention ([`TrainAttentionTiming`]), each in its own
+/// list of a build's entry.
 pub trait Choice: Clone + Serialize + serde::de::DeserializeOwned {
     /// What identifies the kind on an adapter: its operands' shapes and strides (and whatever
     /// else decides the kernel's work).
@@ -191,6 +197,31 @@ impl Choice for AttentionTiming {
     }
     fn kept_in_mut(build: &mut BuildKinds) -> &mut Vec<Kept<Self>> {
         &mut build.attention
+    }
+}
+
+impl Choice for TrainAttentionTiming {
+    fn operands(&self) -> Vec<&[usize]> {
+        super::train_attention_choice::operands(&self.heads, &self.inputs)
+    }
+    fn found_on(self, device: &str) -> Self {
+        TrainAttentionTiming {
+            device: device.to_string(),
+            stored: true,
+            ..self
+        }
+    }
+    fn unmarked(self) -> Self {
+        TrainAttentionTiming {
+            stored: false,
+            ..self
+        }
+    }
+    fn kept_in(build: &BuildKinds) -> &Vec<Kept<Self>> {
+        &build.train_attention
+    }
+    fn kept_in_mut(build: &mut BuildKinds) -> &mut Vec<Kept<Self>> {
+        &mut build.train_attention
     }
 }
 
@@ -298,6 +329,7 @@ impl BuildKinds {
             build: build.to_string(),
             kinds: Vec::new(),
             attention: Vec::new(),
+            train_attention: Vec::new(),
         }
     }
 }

@@ -39,50 +39,6 @@ impl MultiheadAttention {
         }
     }
 
-    /// The packed projection's rows `[from·E, to·E)`: weight `[(to − from)·E, E]` and bias.
-    fn rows(&self, from: usize, to: usize) -> (Tensor<2>, Tensor<1>) {
-        let [e3, _] = self.in_proj_weight.dims();
-        let e = e3 / 3;
-        let w = self
-            .in_proj_weight
-            .val()
-            .narrow(0, from * e, (to - from) * e);
-        let b = self.in_proj_bias.val().narrow(0, from * e, (to - from) * e);
-        (w, b)
-    }
-
-    /// The packed projection's row blocks `[from·E, to·E)` applied to each input's `x + offset`
-    /// (the offsets added first, in one launch on a GPU: [`crate::kernels::with_offsets`]):
-    /// burn's `linear` with its bias; on a GPU at inference the products alone and then all
-    /// their biases in one launch ([`crate::kernels::add_many`], the same additions).
-    fn project<const N: usize>(&self, inputs: [ProjectionInput; N]) -> [Tensor<3>; N] {
-        let blocks = inputs.each_ref().map(|i| (i.from, i.to));
-        let xs = crate::kernels::with_offsets(inputs.map(|i| (i.x, i.offset)).into());
-        let projections: Vec<Tensor<3>> = if xs.iter().all(crate::kernels::adds_fuse) {
-            let pairs = xs
-                .into_iter()
-                .zip(blocks)
-                .map(|(x, (from, to))| {
-                    let (w, b) = self.rows(from, to);
-                    let [n] = b.dims();
-                    (linear(x, w.transpose(), None), b.reshape([1, 1, n]))
-                })
-                .collect();
-            crate::kernels::add_many(pairs)
-        } else {
-            xs.into_iter()
-                .zip(blocks)
-                .map(|(x, (from, to))| {
-                    let (w, b) = self.rows(from, to);
-                    linear(x, w.transpose(), Some(b))
-                })
-                .collect()
-        };
-        projections
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("one projection per input"))
-    }
-
     /// Attention of `query [B, Lq, E]` over `key [B, Lk, E]` / `value [B, Lk, E]` → `[B, Lq, E]`,
     /// with dropout `p` on the attention weights (0 at inference), plus `residual` when given
     /// (added after the output projection's bias, in the kernel after its product on a GPU).
@@ -99,7 +55,7 @@ impl MultiheadAttention {
             ProjectionInput::new(key, None, 1, 2),
             ProjectionInput::new(value, None, 2, 3),
         ];
-        self.attend_inputs(inputs, p, residual)
+        self.attend_inputs(&inputs, p, residual)
     }
 
     /// Self-attention of `x` whose queries and keys are `x + pos` (the encoder and the decoder's
@@ -116,18 +72,11 @@ impl MultiheadAttention {
         p: f64,
         residual: Option<Tensor<3>>,
     ) -> Tensor<3> {
-        let [_, _, e] = x.dims();
         let inputs = [
             ProjectionInput::new(x.clone(), Some(pos), 0, 2),
             ProjectionInput::new(x, None, 2, 3),
         ];
-        if let Some(out) = self.trained_on_gpu(&inputs, p) {
-            return self.output(out, residual);
-        }
-        let [both, v] = self.project(inputs);
-        let q = both.clone().narrow(2, 0, e);
-        let k = both.narrow(2, e, e);
-        self.attend(q, k, v, p, residual)
+        self.attend_inputs(&inputs, p, residual)
     }
 
     /// Cross-attention of `t` over `memory` with the positional embedding `pos` (`[1, L, E]`) on
@@ -148,34 +97,28 @@ impl MultiheadAttention {
             ProjectionInput::new(memory.clone(), Some(pos), 1, 2),
             ProjectionInput::new(memory, None, 2, 3),
         ];
-        self.attend_inputs(inputs, p, residual)
+        self.attend_inputs(&inputs, p, residual)
     }
 
-    /// Attention of three inputs, one per block: the training operation on a GPU, else the
-    /// projections and [`Self::attend`].
+    /// Attention of inputs that together take the packed projection's three blocks, then the
+    /// output projection and the residual: in training on a GPU one autodiff operation
+    /// ([`crate::kernels::packed_attention_trained`]) where the form chosen is that one, else
+    /// the projections and the heads' attention ([`packed_heads`]).
     fn attend_inputs(
         &self,
-        inputs: [ProjectionInput; 3],
+        inputs: &[ProjectionInput],
         p: f64,
         residual: Option<Tensor<3>>,
     ) -> Tensor<3> {
-        if let Some(out) = self.trained_on_gpu(&inputs, p) {
-            return self.output(out, residual);
-        }
-        let [q, k, v] = self.project(inputs);
-        self.attend(q, k, v, p, residual)
-    }
-
-    /// Training on a GPU: the projection, the heads' attention and its dropout as one autodiff
-    /// operation ([`crate::kernels::packed_attention_trained`]); `None` elsewhere.
-    fn trained_on_gpu(&self, inputs: &[ProjectionInput], p: f64) -> Option<Tensor<3>> {
-        crate::kernels::packed_attention_trained(
-            inputs,
-            &self.in_proj_weight.val(),
-            &self.in_proj_bias.val(),
-            self.heads,
-            p,
-        )
+        let (weight, bias) = (self.in_proj_weight.val(), self.in_proj_bias.val());
+        let heads = self.heads;
+        let composed = |inputs: &[ProjectionInput], w: &Tensor<2>, b: &Tensor<1>, p: f64| {
+            packed_heads(inputs, w, b, heads, p)
+        };
+        let out =
+            crate::kernels::packed_attention_trained(inputs, &weight, &bias, heads, p, &composed)
+                .unwrap_or_else(|| composed(inputs, &weight, &bias, p));
+        self.output(out, residual)
     }
 
     /// The output projection of the merged heads, plus `residual` when given.
@@ -183,58 +126,115 @@ impl MultiheadAttention {
         self.out_proj
             .forward_then(out, crate::kernels::Activation::Identity, residual)
     }
+}
 
-    /// Heads, scaled dot products, softmax, weighted values, the output projection and the
-    /// residual if any. On the CPU the middle is one fused operation
-    /// ([`crate::kernels::fused_attention`]); elsewhere it is composed from burn operations
-    /// ([`Self::composed`]).
-    fn attend(
-        &self,
-        q: Tensor<3>,
-        k: Tensor<3>,
-        v: Tensor<3>,
-        p: f64,
-        residual: Option<Tensor<3>>,
-    ) -> Tensor<3> {
-        let out = if crate::kernels::attention_fuses(&q) {
-            crate::kernels::fused_attention(q, k, v, self.heads, p)
+/// The packed projection's row blocks `[from·E, to·E)` of `weight` `[3E, E]` and `bias` `[3E]`.
+fn rows(weight: &Tensor<2>, bias: &Tensor<1>, from: usize, to: usize) -> (Tensor<2>, Tensor<1>) {
+    let [e3, _] = weight.dims();
+    let e = e3 / 3;
+    let w = weight.clone().narrow(0, from * e, (to - from) * e);
+    let b = bias.clone().narrow(0, from * e, (to - from) * e);
+    (w, b)
+}
+
+/// The packed projection's row blocks `[from·E, to·E)` applied to each input's `x + offset`
+/// (the offsets added first, in one launch on a GPU: [`crate::kernels::with_offsets`]): burn's
+/// `linear` with its bias; on a GPU at inference the products alone and then all their biases in
+/// one launch ([`crate::kernels::add_many`], the same additions).
+fn project(inputs: &[ProjectionInput], weight: &Tensor<2>, bias: &Tensor<1>) -> Vec<Tensor<3>> {
+    let blocks: Vec<(usize, usize)> = inputs.iter().map(|i| (i.from, i.to)).collect();
+    let xs = crate::kernels::with_offsets(
+        inputs
+            .iter()
+            .map(|i| (i.x.clone(), i.offset.clone()))
+            .collect(),
+    );
+    if xs.iter().all(crate::kernels::adds_fuse) {
+        let pairs = xs
+            .into_iter()
+            .zip(blocks)
+            .map(|(x, (from, to))| {
+                let (w, b) = rows(weight, bias, from, to);
+                let [n] = b.dims();
+                (linear(x, w.transpose(), None), b.reshape([1, 1, n]))
+            })
+            .collect();
+        crate::kernels::add_many(pairs)
+    } else {
+        xs.into_iter()
+            .zip(blocks)
+            .map(|(x, (from, to))| {
+                let (w, b) = rows(weight, bias, from, to);
+                linear(x, w.transpose(), Some(b))
+            })
+            .collect()
+    }
+}
+
+/// The heads' attention of inputs that together take the packed projection's three blocks
+/// (`weight` `[3E, E]`, `bias` `[3E]`), merged `[B, Lq, E]`, before the output projection: the
+/// projections ([`project`]; an input of two blocks, self-attention's `x + pos`, is one product
+/// of twice the width, split into queries and keys), then on the CPU one fused operation
+/// ([`crate::kernels::fused_attention`]) and elsewhere burn's operations ([`composed_heads`]).
+/// Training's composed form on a GPU (`crate::kernels::ComposedAttention`).
+fn packed_heads(
+    inputs: &[ProjectionInput],
+    weight: &Tensor<2>,
+    bias: &Tensor<1>,
+    heads: usize,
+    p: f64,
+) -> Tensor<3> {
+    let [_, e] = weight.dims();
+    let mut parts = Vec::with_capacity(3);
+    for (projection, input) in project(inputs, weight, bias).into_iter().zip(inputs) {
+        if input.to - input.from == 1 {
+            parts.push(projection);
         } else {
-            self.composed(q, k, v, p)
-        };
-        self.output(out, residual)
+            for block in 0..input.to - input.from {
+                parts.push(projection.clone().narrow(2, block * e, e));
+            }
+        }
     }
+    let [q, k, v]: [Tensor<3>; 3] = parts
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("the inputs take the three blocks"));
+    if crate::kernels::attention_fuses(&q) {
+        crate::kernels::fused_attention(q, k, v, heads, p)
+    } else {
+        composed_heads(q, k, v, heads, p)
+    }
+}
 
-    /// The attention of every head, composed as PyTorch computes it: split the heads, scaled
-    /// dot products, softmax, dropout, weighted values, heads merged (`[B, Lq, E]`).
-    pub fn composed(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, p: f64) -> Tensor<3> {
-        // Inference on a GPU: burn's flash-attention kernel on head views of the projections,
-        // writing the merged heads (the scale 1/√d its own).
-        if p == 0.0
-            && let Some(out) = crate::kernels::gpu_attention_merged(&q, &k, &v, self.heads)
-        {
-            return out;
-        }
-        let [b, lq, e] = q.dims();
-        let [_, lk, _] = k.dims();
-        let h = self.heads;
-        let hd = e / h;
-        let scale = 1.0 / (hd as f32).sqrt();
-        let split =
-            |t: Tensor<3>, l: usize| -> Tensor<4> { t.reshape([b, l, h, hd]).swap_dims(1, 2) };
-        let q = split(q, lq);
-        let k = split(k, lk);
-        let v = split(v, lk);
-        let merge = |t: Tensor<4>| t.swap_dims(1, 2).reshape([b, lq, e]);
-        // The same kernel on copied heads (layouts the head views do not take).
-        if p == 0.0
-            && let Some(out) = crate::kernels::gpu_attention(&q, &k, &v)
-        {
-            return merge(out);
-        }
-        let weights = crate::kernels::attention_weights(q, k.swap_dims(2, 3), scale);
-        let attn = dropout(weights, p);
-        merge(crate::kernels::products::matmul(attn, v))
+/// The attention of every head of `q [B, Lq, E]`, `k`, `v` `[B, Lk, E]`, composed as PyTorch
+/// computes it: split the heads, scaled dot products, softmax, dropout, weighted values, heads
+/// merged (`[B, Lq, E]`).
+fn composed_heads(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize, p: f64) -> Tensor<3> {
+    // Inference on a GPU: burn's flash-attention kernel on head views of the projections,
+    // writing the merged heads (the scale 1/√d its own).
+    if p == 0.0
+        && let Some(out) = crate::kernels::gpu_attention_merged(&q, &k, &v, heads)
+    {
+        return out;
     }
+    let [b, lq, e] = q.dims();
+    let [_, lk, _] = k.dims();
+    let h = heads;
+    let hd = e / h;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let split = |t: Tensor<3>, l: usize| -> Tensor<4> { t.reshape([b, l, h, hd]).swap_dims(1, 2) };
+    let q = split(q, lq);
+    let k = split(k, lk);
+    let v = split(v, lk);
+    let merge = |t: Tensor<4>| t.swap_dims(1, 2).reshape([b, lq, e]);
+    // The same kernel on copied heads (layouts the head views do not take).
+    if p == 0.0
+        && let Some(out) = crate::kernels::gpu_attention(&q, &k, &v)
+    {
+        return merge(out);
+    }
+    let weights = crate::kernels::attention_weights(q, k.swap_dims(2, 3), scale);
+    let attn = dropout(weights, p);
+    merge(crate::kernels::products::matmul(attn, v))
 }
 
 #[cfg(test)]

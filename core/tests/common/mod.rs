@@ -22,13 +22,17 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// A backend by name; failing to start is a test failure, never a skip. `HVQ_GPU_MATMUL` picks
-/// the GPU products' routine and `HVQ_GPU_ATTENTION` inference's attention kernel as they do
-/// for the CLI (`auto` unset: on lavapipe burn's flash kernel; scripts/test.sh runs the wgpu
-/// golden tests once more on hvq's tiled product kernel and split attention kernel).
+/// the GPU products' routine, `HVQ_GPU_ATTENTION` inference's attention kernel and
+/// `HVQ_TRAIN_ATTENTION` training's attention as they do for the CLI (`auto` unset: on lavapipe
+/// burn's flash kernel and the composed training attention; scripts/test.sh runs the wgpu
+/// golden tests once more on hvq's tiled product kernel, split attention kernel and fused
+/// training attention).
 pub fn device(name: &str) -> Device {
     hvq::device::gpu_matmul::apply_variable().expect("HVQ_GPU_MATMUL names a routine");
     hvq::kernels::inference_attention::apply_variable()
         .expect("HVQ_GPU_ATTENTION names an attention kernel");
+    hvq::kernels::train_attention::apply_variable()
+        .expect("HVQ_TRAIN_ATTENTION names a training attention");
     let compiler = hvq::device::wgpu_compiler::apply_variable()
         .expect("HVQ_WGPU_COMPILER names a compiler this build has");
     let choice = name.parse().expect("known backend name");
