@@ -86,7 +86,7 @@ pub fn faster(split_us: Option<f64>, flash_us: Option<f64>) -> InferenceAttentio
 /// the order first met.
 pub fn timings() -> Vec<AttentionTiming> {
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    return gpu::choices_now().list.clone();
+    return gpu::choices_now().list().to_vec();
     #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
     Vec::new()
 }
@@ -96,26 +96,20 @@ pub(super) use gpu::{attention, keep_choices_in};
 
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu {
-    use std::collections::HashMap;
     use std::sync::{LazyLock, Mutex, MutexGuard};
 
     use burn::tensor::Tensor;
 
     use super::{AttentionTiming, InferenceAttention, faster};
     use crate::kernels::gpu::plain_f32;
-    use crate::kernels::product_choice::{self, ROUNDS};
-    use crate::kernels::product_store::Store;
+    use crate::kernels::timed_choice::{self, time_candidates, timing_on};
     use crate::kernels::{gpu_attention, gpu_attention_split};
 
-    /// The kinds met so far, in order and by kind, and where choices are kept.
-    #[derive(Default)]
-    pub(super) struct Choices {
-        pub(super) list: Vec<AttentionTiming>,
-        by_kind: HashMap<Kind, InferenceAttention>,
-        store: Option<Store>,
-    }
+    /// The kinds met so far and where choices are kept.
+    pub(super) type Choices = timed_choice::Choices<Kind, AttentionTiming, InferenceAttention>;
 
-    static CHOICES: LazyLock<Mutex<Choices>> = LazyLock::new(Default::default);
+    static CHOICES: LazyLock<Mutex<Choices>> =
+        LazyLock::new(|| Mutex::new(Choices::new("attention")));
 
     /// The choices, locked (a thread that panicked while holding them left whole entries only).
     pub(super) fn choices_now() -> MutexGuard<'static, Choices> {
@@ -124,26 +118,18 @@ mod gpu {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    #[cfg(test)]
-    thread_local! {
-        /// A test's choice to time attention on a software adapter too (lavapipe is what CI
-        /// has).
-        pub(super) static TIME_SOFTWARE_HERE: std::cell::Cell<bool> =
-            const { std::cell::Cell::new(false) };
-    }
-
     /// Keep the choices in `file`, the products' (its path and this build's identity,
     /// `product_store`); `None`: keep nothing. Set with the products'
-    /// ([`product_choice::keep_choices_in`]).
+    /// (`product_choice::keep_choices_in`).
     pub fn keep_choices_in(file: Option<(std::path::PathBuf, String)>) {
-        choices_now().store = file.map(|(path, build)| Store::new(path, build));
+        choices_now().keep_in(file);
     }
 
     /// What makes two attentions the same kind.
     #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-    struct Kind {
+    pub(super) struct Kind {
         device: String,
-        heads: usize,
+        pub(super) heads: usize,
         inputs: [(Vec<usize>, Vec<usize>); 3],
     }
 
@@ -160,18 +146,6 @@ mod gpu {
                 heads,
                 inputs: [layout(q)?, layout(k)?, layout(v)?],
             })
-        }
-
-        fn timed_in(t: &AttentionTiming) -> Self {
-            Kind {
-                device: t.device.clone(),
-                heads: t.heads,
-                inputs: [
-                    (t.q.clone(), t.q_strides.clone()),
-                    (t.k.clone(), t.k_strides.clone()),
-                    (t.v.clone(), t.v_strides.clone()),
-                ],
-            }
         }
 
         fn operands(&self) -> Vec<&[usize]> {
@@ -199,34 +173,6 @@ mod gpu {
                 runs_on: faster(split_us, flash_us),
                 stored: false,
             }
-        }
-    }
-
-    impl Choices {
-        fn record(&mut self, t: AttentionTiming) {
-            self.by_kind.insert(Kind::timed_in(&t), t.runs_on);
-            self.list.push(t);
-        }
-
-        /// Keep a timing for later processes; a store that cannot be written is dropped with a
-        /// warning (the choices stay in the process).
-        fn keep(&mut self, adapter: &str, t: &AttentionTiming) {
-            let Some(store) = self.store.as_mut() else {
-                return;
-            };
-            if let Err(e) = store.keep(adapter, t) {
-                crate::kernels::product_store::warn(&format!(
-                    "attention choices not kept: {e}; they hold for this process only"
-                ));
-                self.store = None;
-            }
-        }
-
-        /// Forget a kind, as a process that never met it (tests of the kept choices).
-        #[cfg(all(test, feature = "wgpu"))]
-        pub(super) fn forget_heads(&mut self, heads: usize) {
-            self.by_kind.retain(|kind, _| kind.heads != heads);
-            self.list.retain(|t| t.heads != heads);
         }
     }
 
@@ -275,71 +221,47 @@ mod gpu {
         }
         let kind = Kind::of(q, k, v, heads)?;
         let mut known = choices_now();
-        if let Some(&kernel) = known.by_kind.get(&kind) {
+        if let Some(kernel) = known.chosen(&kind) {
             drop(known);
             return run(kernel, q, k, v, heads);
         }
         let device = q.device();
-        let (physical, adapter) = product_choice::adapter_of(&device, &kind.device);
-        #[cfg(test)]
-        let physical = physical || TIME_SOFTWARE_HERE.with(std::cell::Cell::get);
-        let time_software = product_choice::timed_on_software_adapters();
-        if !physical && !time_software {
+        let Some((physical, adapter)) = timing_on(&device, &kind.device) else {
             drop(known);
             return run(InferenceAttention::Flash, q, k, v, heads);
-        }
-        if let Some(kept) = known.store.as_mut().and_then(|store| {
-            store.find::<AttentionTiming>(&adapter, &kind.device, &kind.operands())
-        }) {
-            let kernel = kept.runs_on;
-            known.record(kept);
+        };
+        let kept = known.kept(
+            kind.clone(),
+            &adapter,
+            &kind.device,
+            &kind.operands(),
+            |t: &AttentionTiming| t.runs_on,
+        );
+        if let Some(kernel) = kept {
             drop(known);
             return run(kernel, q, k, v, heads);
         }
         // Timed under the lock, as the products are: one timing per kind, however many threads.
-        // One launch of each first, its compilation included, which also says whether the
-        // kernel takes the inputs (`None`: it does not). On a software adapter timed only so
-        // that both are compiled (`hvq ptx-check`), that launch is all.
-        let kernels = [InferenceAttention::Split, InferenceAttention::Flash];
-        let mut us = [None, None];
-        for (took, kernel) in us.iter_mut().zip(kernels) {
-            let takes = std::cell::Cell::new(false);
-            let first = || takes.set(launch(kernel, q, k, v, heads).is_some());
-            match product_choice::one_launch_us(&device, &first) {
-                Ok(first_us) => *took = takes.get().then_some(first_us),
-                // The device could not be waited for: hvq's kernel, untimed, asked again later.
-                Err(_) => {
-                    drop(known);
-                    return run(InferenceAttention::Split, q, k, v, heads);
-                }
+        // A kernel that does not take the inputs drops out at its first launch.
+        let launched = |kernel| move || launch(kernel, q, k, v, heads).is_some();
+        let (split, flash) = (
+            launched(InferenceAttention::Split),
+            launched(InferenceAttention::Flash),
+        );
+        let us = match time_candidates(&device, [&split, &flash], physical) {
+            Ok(us) => us,
+            // The device could not be waited for: hvq's kernel, untimed, asked again later.
+            Err(_) => {
+                drop(known);
+                return run(InferenceAttention::Split, q, k, v, heads);
             }
-        }
+        };
         if us == [None, None] {
             return None;
         }
-        if physical {
-            let mut timed = [None, None];
-            for _ in 0..ROUNDS {
-                for ((best, took), kernel) in timed.iter_mut().zip(us).zip(kernels) {
-                    if took.is_none() {
-                        continue;
-                    }
-                    let launched = || drop(launch(kernel, q, k, v, heads));
-                    match product_choice::per_launch_us(&device, &launched, false) {
-                        Ok(t) => *best = Some(best.map_or(t, |b: f64| b.min(t))),
-                        Err(_) => {
-                            drop(known);
-                            return run(InferenceAttention::Split, q, k, v, heads);
-                        }
-                    }
-                }
-            }
-            us = timed;
-        }
-        let timing = kind.timing(us[0], us[1]);
+        let timing = kind.clone().timing(us[0], us[1]);
         let kernel = timing.runs_on;
-        known.keep(&adapter, &timing);
-        known.record(timing);
+        known.timed(kind, &adapter, timing, kernel);
         drop(known);
         run(kernel, q, k, v, heads)
     }
@@ -365,10 +287,11 @@ mod tests {
 mod gpu_tests {
     use burn::tensor::{Distribution, Tensor};
 
-    use super::gpu::{TIME_SOFTWARE_HERE, choices_now};
+    use super::gpu::choices_now;
     use super::*;
     use crate::device::kernel_profile::KernelProfiler;
     use crate::kernels::gpu::{stored_as, values};
+    use crate::kernels::timed_choice::TIME_SOFTWARE_HERE;
     use crate::kernels::{gpu_attention, gpu_attention_split};
 
     /// The timings of attentions with `heads` heads (each test uses a count no other does).
@@ -493,7 +416,7 @@ mod gpu_tests {
         entry["runs_on"] = serde_json::json!(edited.name());
         std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
 
-        choices_now().forget_heads(heads);
+        choices_now().forget(|kind| kind.heads == heads, |t| t.heads == heads);
         gpu::keep_choices_in(Some((path.clone(), build)));
         let want = values(
             match edited {

@@ -131,6 +131,8 @@ pub mod product_choice;
 pub mod product_store;
 pub mod products;
 mod softmax_autodiff;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod timed_choice;
 pub mod train_attention;
 pub mod train_attention_choice;
 

@@ -147,7 +147,7 @@ pub(super) fn operands<'a>(heads: &'a usize, inputs: &'a [InputLayout]) -> Vec<&
 /// process, in the order first met.
 pub fn timings() -> Vec<TrainAttentionTiming> {
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    return gpu::choices_now().list.clone();
+    return gpu::choices_now().list().to_vec();
     #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
     Vec::new()
 }
@@ -157,7 +157,6 @@ pub(super) use gpu::{attention, keep_choices_in};
 
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu {
-    use std::collections::HashMap;
     use std::sync::{LazyLock, Mutex, MutexGuard};
 
     use burn::backend::autodiff::NodeId;
@@ -166,19 +165,14 @@ mod gpu {
     use super::{InputLayout, TrainAttention, TrainAttentionTiming, faster, operands};
     use crate::kernels::gpu::tracked_layout;
     use crate::kernels::gpu_attention_autodiff;
-    use crate::kernels::product_choice::{self, ROUNDS};
-    use crate::kernels::product_store::Store;
+    use crate::kernels::timed_choice::{self, time_candidates, timing_on};
     use crate::kernels::{ComposedAttention, ProjectionInput};
 
-    /// The kinds met so far, in order and by kind, and where choices are kept.
-    #[derive(Default)]
-    pub(super) struct Choices {
-        pub(super) list: Vec<TrainAttentionTiming>,
-        by_kind: HashMap<Kind, TrainAttention>,
-        store: Option<Store>,
-    }
+    /// The kinds met so far and where choices are kept.
+    pub(super) type Choices = timed_choice::Choices<Kind, TrainAttentionTiming, TrainAttention>;
 
-    static CHOICES: LazyLock<Mutex<Choices>> = LazyLock::new(Default::default);
+    static CHOICES: LazyLock<Mutex<Choices>> =
+        LazyLock::new(|| Mutex::new(Choices::new("training attention")));
 
     /// The choices, locked (a thread that panicked while holding them left whole entries only).
     pub(super) fn choices_now() -> MutexGuard<'static, Choices> {
@@ -187,26 +181,18 @@ mod gpu {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    #[cfg(test)]
-    thread_local! {
-        /// A test's choice to time training attention on a software adapter too (lavapipe is
-        /// what CI has).
-        pub(super) static TIME_SOFTWARE_HERE: std::cell::Cell<bool> =
-            const { std::cell::Cell::new(false) };
-    }
-
     /// Keep the choices in `file`, the products' (its path and this build's identity,
     /// `product_store`); `None`: keep nothing. Set with the products'
-    /// ([`product_choice::keep_choices_in`]).
+    /// (`product_choice::keep_choices_in`).
     pub fn keep_choices_in(file: Option<(std::path::PathBuf, String)>) {
-        choices_now().store = file.map(|(path, build)| Store::new(path, build));
+        choices_now().keep_in(file);
     }
 
     /// What makes two training attentions the same kind.
     #[derive(Clone, Debug, PartialEq, Eq, Hash)]
     pub(super) struct Kind {
         device: String,
-        heads: usize,
+        pub(super) heads: usize,
         inputs: Vec<InputLayout>,
     }
 
@@ -249,14 +235,6 @@ mod gpu {
             })
         }
 
-        fn timed_in(t: &TrainAttentionTiming) -> Self {
-            Kind {
-                device: t.device.clone(),
-                heads: t.heads,
-                inputs: t.inputs.clone(),
-            }
-        }
-
         pub(super) fn operands(&self) -> Vec<&[usize]> {
             operands(&self.heads, &self.inputs)
         }
@@ -271,34 +249,6 @@ mod gpu {
                 runs_on: faster(fused_us, composed_us),
                 stored: false,
             }
-        }
-    }
-
-    impl Choices {
-        fn record(&mut self, t: TrainAttentionTiming) {
-            self.by_kind.insert(Kind::timed_in(&t), t.runs_on);
-            self.list.push(t);
-        }
-
-        /// Keep a timing for later processes; a store that cannot be written is dropped with a
-        /// warning (the choices stay in the process).
-        fn keep(&mut self, adapter: &str, t: &TrainAttentionTiming) {
-            let Some(store) = self.store.as_mut() else {
-                return;
-            };
-            if let Err(e) = store.keep(adapter, t) {
-                crate::kernels::product_store::warn(&format!(
-                    "training attention choices not kept: {e}; they hold for this process only"
-                ));
-                self.store = None;
-            }
-        }
-
-        /// Forget a kind, as a process that never met it (tests of the kept choices).
-        #[cfg(all(test, feature = "wgpu"))]
-        pub(super) fn forget_heads(&mut self, heads: usize) {
-            self.by_kind.retain(|kind, _| kind.heads != heads);
-            self.list.retain(|t| t.heads != heads);
         }
     }
 
@@ -372,78 +322,50 @@ mod gpu {
     ) -> Option<Tensor<3>> {
         let kind = Kind::of(inputs, heads)?;
         let mut known = choices_now();
-        if let Some(&form) = known.by_kind.get(&kind) {
+        if let Some(form) = known.chosen(&kind) {
             drop(known);
             return run(form, inputs, weight, bias, heads, p);
         }
         let device = inputs[0].x.device();
-        let (physical, adapter) = product_choice::adapter_of(&device, &kind.device);
-        #[cfg(test)]
-        let physical = physical || TIME_SOFTWARE_HERE.with(std::cell::Cell::get);
-        let time_software = product_choice::timed_on_software_adapters();
-        if !physical && !time_software {
-            return None;
-        }
-        if let Some(kept) = known.store.as_mut().and_then(|store| {
-            store.find::<TrainAttentionTiming>(&adapter, &kind.device, &kind.operands())
-        }) {
-            let form = kept.runs_on;
-            known.record(kept);
+        let (physical, adapter) = timing_on(&device, &kind.device)?;
+        let kept = known.kept(
+            kind.clone(),
+            &adapter,
+            &kind.device,
+            &kind.operands(),
+            |t: &TrainAttentionTiming| t.runs_on,
+        );
+        if let Some(form) = kept {
             drop(known);
             return run(form, inputs, weight, bias, heads, p);
         }
         // Timed under the lock, as the products are: one timing per kind, however many threads
-        // (devices) train. One pass of each first, its compilation included, which also says
-        // whether the fused form takes the inputs. Timed without dropout, whose masks would
-        // draw from the device's generator; on a software adapter timed only so that both are
-        // compiled (`hvq ptx-check`), that pass is all, with the dropout, so that the kernels
-        // compiled are the ones training launches.
+        // (devices) train. The fused form drops out at its first pass where it does not take
+        // the inputs. Timed without dropout, whose masks would draw from the device's
+        // generator; on a software adapter, timed only so that both are compiled (`hvq
+        // ptx-check`), with it, so that the kernels compiled are the ones training launches.
         let leaves = detached(inputs);
         let params = (
             weight.clone().detach().require_grad(),
             bias.clone().detach().require_grad(),
         );
-        let params = (&params.0, &params.1);
         let p_timed = if physical { 0.0 } else { p };
-        let forms = [TrainAttention::Fused, TrainAttention::Composed];
-        let mut us = [None, None];
-        for (took, form) in us.iter_mut().zip(forms) {
-            let takes = std::cell::Cell::new(false);
-            let first = || takes.set(pass(form, &leaves, params, heads, p_timed, composed));
-            match product_choice::one_launch_us(&device, &first) {
-                Ok(first_us) => *took = takes.get().then_some(first_us),
-                // The device could not be waited for: the fused form, untimed, asked again later.
-                Err(_) => {
-                    drop(known);
-                    return run(TrainAttention::Fused, inputs, weight, bias, heads, p);
-                }
-            }
-        }
-        if physical {
-            let mut timed = [None, None];
-            for _ in 0..ROUNDS {
-                for ((best, took), form) in timed.iter_mut().zip(us).zip(forms) {
-                    if took.is_none() {
-                        continue;
-                    }
-                    let passed = || {
-                        pass(form, &leaves, params, heads, p_timed, composed);
-                    };
-                    match product_choice::per_launch_us(&device, &passed, false) {
-                        Ok(t) => *best = Some(best.map_or(t, |b: f64| b.min(t))),
-                        Err(_) => {
-                            drop(known);
-                            return run(TrainAttention::Fused, inputs, weight, bias, heads, p);
-                        }
-                    }
-                }
-            }
-            us = timed;
-        }
-        let timing = kind.timing(us[0], us[1]);
+        let passed = |form| {
+            let (leaves, params) = (&leaves, (&params.0, &params.1));
+            move || pass(form, leaves, params, heads, p_timed, composed)
+        };
+        let (fused, composed_pass) = (
+            passed(TrainAttention::Fused),
+            passed(TrainAttention::Composed),
+        );
+        let Ok(us) = time_candidates(&device, [&fused, &composed_pass], physical) else {
+            // The device could not be waited for: the fused form, untimed, asked again later.
+            drop(known);
+            return run(TrainAttention::Fused, inputs, weight, bias, heads, p);
+        };
+        let timing = kind.clone().timing(us[0], us[1]);
         let form = timing.runs_on;
-        known.keep(&adapter, &timing);
-        known.record(timing);
+        known.timed(kind, &adapter, timing, form);
         drop(known);
         run(form, inputs, weight, bias, heads, p)
     }
@@ -498,10 +420,11 @@ mod tests {
 mod gpu_tests {
     use burn::tensor::{Distribution, Tensor, activation::softmax};
 
-    use super::gpu::{TIME_SOFTWARE_HERE, choices_now};
+    use super::gpu::choices_now;
     use super::*;
     use crate::device::kernel_profile::KernelProfiler;
     use crate::kernels::gpu::values;
+    use crate::kernels::timed_choice::TIME_SOFTWARE_HERE;
     use crate::kernels::{ProjectionInput, gpu_attention_autodiff};
 
     /// The timings of attentions with `heads` heads (each test uses a count no other does).
@@ -794,7 +717,7 @@ mod gpu_tests {
         entry["runs_on"] = serde_json::json!(edited.name());
         std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
 
-        choices_now().forget_heads(6);
+        choices_now().forget(|kind| kind.heads == 6, |t| t.heads == 6);
         gpu::keep_choices_in(Some((path.clone(), build)));
         let fused_names = launched(|| drop(case.fused(&inputs, 0.0)));
         let mut got = None;
