@@ -951,23 +951,12 @@ mod tests {
     fn train_attention_timings_table_lists_both_forms_and_the_choice() {
         use crate::kernels::train_attention::TrainAttention;
         use crate::kernels::train_attention_choice::{InputLayout, TrainAttentionTiming};
-        let input = |from, to, offset: bool, sources: Vec<usize>| InputLayout {
-            x: vec![8, 196, 256],
-            x_strides: vec![196 * 256, 256, 1],
-            offset: if offset { vec![1, 196, 256] } else { vec![] },
-            offset_strides: if offset {
-                vec![196 * 256, 256, 1]
-            } else {
-                vec![]
-            },
-            blocks: vec![from, to],
-            sources,
-        };
-        let own = vec![input(0, 2, true, vec![0, 1]), input(2, 3, false, vec![0])];
+        let input = InputLayout::official;
+        let own = vec![input(0, 2, vec![0, 1]), input(2, 3, vec![0])];
         let cross = vec![
-            input(0, 1, true, vec![0, 1]),
-            input(1, 2, true, vec![2, 1]),
-            input(2, 3, false, vec![2]),
+            input(0, 1, vec![0, 1]),
+            input(1, 2, vec![2, 1]),
+            input(2, 3, vec![2]),
         ];
         let timing = |inputs, fused, composed, runs_on, stored| TrainAttentionTiming {
             device: "gpu".into(),

@@ -607,13 +607,10 @@ pub fn packed_attention_trained(
 ) -> Option<Tensor<3>> {
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
     return match train_attention::current() {
-        train_attention::TrainAttention::Fused => {
-            gpu_attention_autodiff::attention(inputs, weight, bias, heads, p)
-        }
-        train_attention::TrainAttention::Composed => None,
         train_attention::TrainAttention::Auto => {
             train_attention_choice::attention(inputs, weight, bias, heads, p, composed)
         }
+        form => train_attention_choice::by_form(form, inputs, weight, bias, heads, p),
     };
     #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
     {

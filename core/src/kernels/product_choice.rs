@@ -133,8 +133,7 @@ pub fn faster_tiled<const D: usize>(
 
 /// Keep the choices in the file at `path` for later processes of this build, and take those
 /// it holds (`product_store`), inference and training attention's too (`attention_choice`,
-/// `train_attention_choice`); `None`: time
-/// each kind in every process, keep nothing. Unset
+/// `train_attention_choice`); `None`: time each kind in every process, keep nothing. Unset
 /// until a program asks ([`apply_variable`]): the library's tests keep nothing.
 pub fn keep_choices_in(path: Option<std::path::PathBuf>) {
     #[cfg(any(feature = "wgpu", feature = "cuda"))]

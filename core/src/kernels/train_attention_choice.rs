@@ -58,6 +58,24 @@ pub struct InputLayout {
     pub sources: Vec<usize>,
 }
 
+#[cfg(test)]
+impl InputLayout {
+    /// An input of the official model's tokens at batch 8 (`[8, 196, 256]`, contiguous) taking
+    /// the blocks `[from, to)`, with the positional offset `[1, 196, 256]` when `sources` names
+    /// two (the reports' tests).
+    pub(crate) fn official(from: usize, to: usize, sources: Vec<usize>) -> Self {
+        let with_offset = |v: Vec<usize>| if sources.len() == 2 { v } else { Vec::new() };
+        InputLayout {
+            x: vec![8, 196, 256],
+            x_strides: vec![196 * 256, 256, 1],
+            offset: with_offset(vec![1, 196, 256]),
+            offset_strides: with_offset(vec![196 * 256, 256, 1]),
+            blocks: vec![from, to],
+            sources,
+        }
+    }
+}
+
 /// One kind of training attention and what its two forms took ([`timings`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainAttentionTiming {
@@ -153,7 +171,7 @@ pub fn timings() -> Vec<TrainAttentionTiming> {
 }
 
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
-pub(super) use gpu::{attention, keep_choices_in};
+pub(super) use gpu::{attention, by_form, keep_choices_in};
 
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu {
@@ -252,25 +270,25 @@ mod gpu {
         }
     }
 
-    /// The inputs on leaves of their own, detached from the graph they came from: the same
-    /// tensor given for several inputs is one leaf, as it is one parent of the fused form.
-    fn detached(inputs: &[ProjectionInput]) -> Vec<ProjectionInput> {
-        let mut leaves: Vec<(NodeId, Tensor<3>)> = Vec::new();
-        let mut leaf = |t: &Tensor<3>| {
-            let node = tracked_layout(t).map(|(_, _, node)| node);
-            if let Some((_, l)) = leaves.iter().find(|(n, _)| Some(*n) == node) {
-                return l.clone();
+    /// The inputs on leaves of their own, detached from the graph they came from: the inputs
+    /// `kind` numbers as one source are one leaf, as they are one parent of the fused form.
+    fn detached(inputs: &[ProjectionInput], kind: &Kind) -> Vec<ProjectionInput> {
+        let mut leaves: Vec<Option<Tensor<3>>> = Vec::new();
+        let mut leaf = |t: &Tensor<3>, source: usize| {
+            if leaves.len() <= source {
+                leaves.resize(source + 1, None);
             }
-            let l = t.clone().detach().require_grad();
-            if let Some(node) = node {
-                leaves.push((node, l.clone()));
-            }
-            l
+            leaves[source]
+                .get_or_insert_with(|| t.clone().detach().require_grad())
+                .clone()
         };
         inputs
             .iter()
-            .map(|i| {
-                ProjectionInput::new(leaf(&i.x), i.offset.as_ref().map(&mut leaf), i.from, i.to)
+            .zip(&kind.inputs)
+            .map(|(i, layout)| {
+                let x = leaf(&i.x, layout.sources[0]);
+                let offset = i.offset.as_ref().map(|o| leaf(o, layout.sources[1]));
+                ProjectionInput::new(x, offset, i.from, i.to)
             })
             .collect()
     }
@@ -287,14 +305,15 @@ mod gpu {
     ) -> bool {
         let out = match form {
             TrainAttention::Composed => Some(composed(inputs, weight, bias, p)),
-            _ => gpu_attention_autodiff::attention(inputs, weight, bias, heads, p),
+            _ => by_form(form, inputs, weight, bias, heads, p),
         };
         out.map(|out| drop(out.sum().backward())).is_some()
     }
 
-    /// The fused form's attention (`Some`) or `None` for the caller to compose, as chosen for
-    /// `form`.
-    fn run(
+    /// Training's attention as `form` (fused or composed) computes it: the fused form's result,
+    /// or `None` for the composed form (the caller builds it) and where the fused form does not
+    /// take the inputs. (`packed_attention_trained` for a form the variable fixes.)
+    pub fn by_form(
         form: TrainAttention,
         inputs: &[ProjectionInput],
         weight: &Tensor<2>,
@@ -324,7 +343,7 @@ mod gpu {
         let mut known = choices_now();
         if let Some(form) = known.chosen(&kind) {
             drop(known);
-            return run(form, inputs, weight, bias, heads, p);
+            return by_form(form, inputs, weight, bias, heads, p);
         }
         let device = inputs[0].x.device();
         let (physical, adapter) = timing_on(&device, &kind.device)?;
@@ -337,14 +356,14 @@ mod gpu {
         );
         if let Some(form) = kept {
             drop(known);
-            return run(form, inputs, weight, bias, heads, p);
+            return by_form(form, inputs, weight, bias, heads, p);
         }
         // Timed under the lock, as the products are: one timing per kind, however many threads
         // (devices) train. The fused form drops out at its first pass where it does not take
         // the inputs. Timed without dropout, whose masks would draw from the device's
         // generator; on a software adapter, timed only so that both are compiled (`hvq
         // ptx-check`), with it, so that the kernels compiled are the ones training launches.
-        let leaves = detached(inputs);
+        let leaves = detached(inputs, &kind);
         let params = (
             weight.clone().detach().require_grad(),
             bias.clone().detach().require_grad(),
@@ -361,13 +380,13 @@ mod gpu {
         let Ok(us) = time_candidates(&device, [&fused, &composed_pass], physical) else {
             // The device could not be waited for: the fused form, untimed, asked again later.
             drop(known);
-            return run(TrainAttention::Fused, inputs, weight, bias, heads, p);
+            return by_form(TrainAttention::Fused, inputs, weight, bias, heads, p);
         };
         let timing = kind.clone().timing(us[0], us[1]);
         let form = timing.runs_on;
         known.timed(kind, &adapter, timing, form);
         drop(known);
-        run(form, inputs, weight, bias, heads, p)
+        by_form(form, inputs, weight, bias, heads, p)
     }
 }
 
@@ -387,22 +406,13 @@ mod tests {
 
     #[test]
     fn a_kind_names_its_blocks_and_offsets() {
-        let input = |from, to, offset: bool| InputLayout {
-            x: vec![8, 196, 256],
-            x_strides: vec![196 * 256, 256, 1],
-            offset: if offset { vec![1, 196, 256] } else { vec![] },
-            offset_strides: if offset {
-                vec![196 * 256, 256, 1]
-            } else {
-                vec![]
-            },
-            blocks: vec![from, to],
-            sources: if offset { vec![0, 1] } else { vec![0] },
-        };
         let mut t = TrainAttentionTiming {
             device: "DefaultDevice".into(),
             heads: 8,
-            inputs: vec![input(0, 2, true), input(2, 3, false)],
+            inputs: vec![
+                InputLayout::official(0, 2, vec![0, 1]),
+                InputLayout::official(2, 3, vec![0]),
+            ],
             fused_us: Some(100.0),
             composed_us: Some(80.0),
             runs_on: TrainAttention::Composed,
@@ -411,7 +421,11 @@ mod tests {
         assert_eq!(t.blocks(), "qk+pos v");
         assert_eq!(t.tokens(), [8, 196, 256]);
         assert_eq!(t.chosen_us(), Some(80.0));
-        t.inputs = vec![input(0, 1, true), input(1, 2, true), input(2, 3, false)];
+        t.inputs = vec![
+            InputLayout::official(0, 1, vec![0, 1]),
+            InputLayout::official(1, 2, vec![2, 1]),
+            InputLayout::official(2, 3, vec![2]),
+        ];
         assert_eq!(t.blocks(), "q+pos k+pos v");
     }
 }
