@@ -10,11 +10,14 @@
 # the project's), 8.9 (RTX 40, L4), 8.6 (RTX 30, A10), 8.0 (A100), 7.5 (T4, RTX 20: the oldest CUDA
 # 13 runs), and writes the PTX (core/src/device/ptx_check.rs). Several runs cover the kernels one
 # run does not launch: the official and default models (inference of the shipped model on its
-# samples, every bench stage, a training step on cached features and one through the backbone), half
-# precision (f16; bf16 has no type on lavapipe), and the alternatives hvq can be switched to (burn's
-# flash attention, the composed training attention). The f32 runs time every kind of product on each
+# samples, every bench stage, a training step on cached features and one through the backbone) and
+# half precision (f16; bf16 has no type on lavapipe). The f32 runs time every kind of product on each
 # routine, as `auto` does on a GPU (`--every-product-routine`; HVQ_PRODUCT_CHOICES=off, so nothing
-# kept from an earlier run is taken instead), so every tiled variant is compiled. Then `ptxas -v`
+# kept from an earlier run is taken instead), so every tiled variant is compiled, and launch both
+# kernels of each `auto` attention once (hvq's split kernel and burn's flash kernel at inference,
+# the fused and the composed form in training, with dropout), so the alternatives hvq can be
+# switched to are compiled too: a fourth run with them forced (`HVQ_GPU_ATTENTION=flash
+# HVQ_TRAIN_ATTENTION=composed`) added none of the 360 kernels (2026-12-06) and was dropped. Then `ptxas -v`
 # assembles each PTX file for its architecture, and for sm_90a `scripts/sass_mix.py` reads the
 # machine code of hvq's own kernels (nvdisasm): what each main loop spends its instructions on.
 #
@@ -31,7 +34,8 @@
 #   LIST: compute capabilities, the first one's table printed in full (default 90,89,86,80,75:
 #     8 min 7 s on the project's 2-core VM with the runs one after another; 90,75, as CI runs it:
 #     6 min 2 s with a release binary, 6 min 45 s with the debug one, the runs two at a time,
-#     2026-12-06);
+#     2026-12-06; with the three runs of 2026-12-07 and the debug binary 3 min 24 s, where the
+#     four took 5 min 18 s on the same VM);
 #   --quick: the official model at f32 only.
 # Needs: a wgpu adapter (lavapipe: scripts/setup.sh), ptxas and libdevice (scripts/cuda-tools.sh,
 # run here if missing). Exit status 1 when a kernel is refused by either compiler.
@@ -95,7 +99,6 @@ if [ "$quick" = 0 ]; then
   run default-f32 -- --config default --every-product-routine
   # bf16 is not covered: lavapipe has no bf16 type (wgpu refuses bf16 products there).
   run official-f16 -- --precision f16 --config official
-  run official-flash HVQ_GPU_ATTENTION=flash HVQ_TRAIN_ATTENTION=composed -- --config official
 fi
 wait
 for name in "${names[@]}"; do
