@@ -17,8 +17,8 @@
 # kernels of each `auto` attention once (hvq's split kernel and burn's flash kernel at inference,
 # the fused and the composed form in training, with dropout), so the alternatives hvq can be
 # switched to are compiled too: a fourth run with them forced (`HVQ_GPU_ATTENTION=flash
-# HVQ_TRAIN_ATTENTION=composed`) added none of the 360 kernels (2026-12-06) and was dropped. Then `ptxas -v`
-# assembles each PTX file for its architecture, and for sm_90a `scripts/sass_mix.py` reads the
+# HVQ_TRAIN_ATTENTION=composed`) added none of the 360 kernels (2026-12-07) and was dropped. Then
+# `ptxas -v` assembles each PTX file for its architecture, and for sm_90a `scripts/sass_mix.py` reads the
 # machine code of hvq's own kernels (nvdisasm): what each main loop spends its instructions on.
 #
 # Not covered: kernels whose definition depends on the device (burn's products pick tensor-core
@@ -68,6 +68,10 @@ mkdir -p "$out"
 tools=$(bash scripts/cuda-tools.sh | tail -1)
 export CUDA_PATH="$tools"
 export HVQ_PRODUCT_CHOICES=off
+# The runs' coverage rests on `auto` launching every candidate (the products' routines, both
+# attention kernels, both training attention forms): a routine forced in the caller's environment
+# would leave the others uncompiled.
+export HVQ_GPU_MATMUL=auto HVQ_GPU_ATTENTION=auto HVQ_TRAIN_ATTENTION=auto
 
 # run NAME [VAR=VALUE ...] -- [hvq options ...]: in the background, its verdict line into
 # $out/run-NAME.result. A run keeps about one core and a quarter busy (lavapipe, and the NVPTX
