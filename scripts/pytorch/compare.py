@@ -128,7 +128,8 @@ def product_tables(runs, keys, top=12):
                    + (f"; {kept} kept from an earlier run (HVQ_PRODUCT_CHOICES)" if kept else ""))
         rows = []
         for t in sorted(timings, key=lambda t: -max(us(t)))[:top]:
-            rows.append([f"{t['lhs']} · {t['rhs']}", "x".join(map(str, t["lhs_strides"])) + " · " +
+            # A kind timed with its layer's bias, activation and residual (hvq's `epilogue`).
+            rows.append([f"{t['lhs']} · {t['rhs']}" + (" + epilogue" if t.get("epilogue") else ""), "x".join(map(str, t["lhs_strides"])) + " · " +
                          "x".join(map(str, t["rhs_strides"])), fmt(t["burn_us"])] +
                         [fmt(tiled(t).get(n)) for n in names] +
                         [fmt(gflops(t), 0), t["runs_on"] + (" (kept)" if t.get("stored") else "")])

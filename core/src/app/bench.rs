@@ -658,8 +658,13 @@ fn format_product_timings(timings: &[crate::kernels::product_choice::ProductTimi
         out.push_str(&format!(
             "{:<44} {:>9.1}",
             format!(
-                "{:?}{:?} · {:?}{:?}",
-                t.lhs, t.lhs_strides, t.rhs, t.rhs_strides
+                "{:?}{:?} · {:?}{:?}{}",
+                t.lhs,
+                t.lhs_strides,
+                t.rhs,
+                t.rhs_strides,
+                // Timed with its layer's bias, activation and residual.
+                if t.epilogue { " + epilogue" } else { "" }
             ),
             t.burn_us
         ));
@@ -833,6 +838,7 @@ mod tests {
             ]
             .into(),
             runs_on,
+            epilogue: false,
             stored: false,
         }
     }
@@ -863,11 +869,13 @@ mod tests {
 
     /// The `auto` table counts the kinds each way and lists them, the most time at stake first,
     /// with every candidate's time, the chosen one's GFLOP/s (2·196·256·512 flops in 20 µs:
-    /// 2569) and the routine by its JSON name, kinds kept from an earlier run marked.
+    /// 2569) and the routine by its JSON name, kinds kept from an earlier run and kinds timed
+    /// with their layer's epilogue marked.
     #[test]
     fn product_timings_table_lists_each_kind_the_slowest_first() {
         let mut kept = ProductTiming {
             stored: true,
+            epilogue: true,
             ..timing(196, [40.0, 30.0, 20.0, 35.0], ProductRoutine::Tiled32)
         };
         // Kept by a build that had no such routine: a dash in its column.
@@ -900,6 +908,12 @@ mod tests {
             lines[1].ends_with("-     2569  tiled32 (kept)") && lines[1].contains("20.0"),
             "{table}"
         );
+        // Timed with its layer's epilogue: marked beside its operands.
+        assert!(
+            lines[1].starts_with("[196, 256][256, 1] · [256, 512][1, 256] + epilogue"),
+            "{table}"
+        );
+        assert!(!lines[0].contains("epilogue"), "{table}");
     }
     /// Inference attention's table: a line per kind with both kernels' times (a dash for one
     /// that does not take the inputs), the chosen kernel, kept kinds marked.

@@ -384,6 +384,7 @@ mod gpu_tests {
     /// for bit, one launch, nothing timed), marked stored.
     #[test]
     fn kept_attention_choices_are_taken_instead_of_timing() {
+        let _kept_choices = crate::kernels::product_store::test_file_lock();
         let heads = 5;
         let [q, k, v] = inputs(heads);
         let dir = std::env::temp_dir().join(format!("hvq-kept-attention-{}", std::process::id()));

@@ -17,7 +17,7 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 use cubecl::std::tensor::layout::linear::{LinearView, LinearViewMut};
 
-use super::gpu::{F32, contiguous_f32, empty_like, grid, plain_f32, plain_f32_contiguous, to_burn};
+use super::gpu::{F32, empty_like, grid, plain_f32, plain_f32_contiguous, to_burn};
 
 #[cube(launch_unchecked, address_type = "dynamic")]
 fn swish_kernel<F: Float>(
@@ -64,6 +64,142 @@ pub(super) fn activated<F: Float>(v: F, #[comptime] activation: u32) -> F {
     y
 }
 
+/// [`activated`] with the activation's number ([`code`]) given at launch, for kernels that
+/// take an epilogue or none ([`RowEpilogue`]) and compile once for every activation: the same
+/// operations. Swish and the sigmoid share one `exp` and one division (`v / (e⁻ᵛ + 1)` and
+/// `1 / (e⁻ᵛ + 1)`): a product's kernel applies this to each of a thread's 4 to 64 values,
+/// unrolled, and a division or an `exp` is a long sequence of instructions on a GPU, so one of
+/// each instead of two keeps the kernel's code (and its compilation) smaller.
+#[cube]
+fn activated_by<F: Float>(v: F, activation: u32) -> F {
+    let mut y = v;
+    if activation == 1 || activation == 3 {
+        let mut numerator = v;
+        if activation == 3 {
+            numerator = F::new(1.0);
+        }
+        y = numerator / (F::exp(-v) + F::new(1.0));
+    } else if activation == 2 {
+        y = max(min(v, F::new(6.0)), F::new(0.0));
+    } else if activation == 4 {
+        y = max(v, F::new(0.0));
+    }
+    y
+}
+
+/// Value `v` of output `at` as a kernel writes it given its epilogue's arguments
+/// ([`RowEpilogue::arguments`]; `bias`: the bias of the value's column, read by the caller,
+/// which reads it once for many values): `v` itself when `epilogue` is 0, else
+/// `activation(v + bias)`, plus `residual[at]` when `epilogue` is 2; the operations of the
+/// epilogue's own kernel ([`RowEpilogue::after`]) in its order.
+#[cube]
+pub(super) fn finished<F: Float>(
+    v: F,
+    bias: F,
+    residual: &Tensor<F>,
+    at: usize,
+    epilogue: u32,
+    activation: u32,
+) -> F {
+    let mut y = v;
+    if epilogue > 0 {
+        y = activated_by::<F>(v + bias, activation);
+        if epilogue > 1 {
+            y += residual[at];
+        }
+    }
+    y
+}
+
+/// A layer's `activation(v + bias) + residual` (the residual optional) after its matrix
+/// product, in the same f32 operations as adding the bias, applying the activation and adding
+/// the residual one after the other: applied by the product's kernel to each value as it
+/// writes it (`gpu_matmul_tiled`, one launch and one pass over the output saved), or after
+/// another routine's product in one launch of its own ([`RowEpilogue::after`]). The tiled
+/// kernels take it as four arguments ([`RowEpilogue::arguments`]) whether there is one or not,
+/// so one compiled kernel serves plain products and every epilogue.
+pub(super) struct RowEpilogue {
+    bias: CubeTensor,
+    residual: Option<CubeTensor>,
+    activation: super::Activation,
+    /// The output's `[rows, columns]`.
+    pub(super) shape: [usize; 2],
+}
+
+impl RowEpilogue {
+    /// For an output `[rows, columns]` (`shape`), row-major: `bias [columns]` and the residual
+    /// of the output's shape. `None` when the shapes disagree or a tensor is not a plain f32
+    /// tensor of this process's GPU backend (the residual is copied when not contiguous).
+    pub(super) fn new(
+        bias: &BurnTensor<1>,
+        residual: Option<&BurnTensor<2>>,
+        activation: super::Activation,
+        shape: [usize; 2],
+    ) -> Option<Self> {
+        if shape[1] == 0 || bias.dims() != [shape[1]] || residual.is_some_and(|r| r.dims() != shape)
+        {
+            return None;
+        }
+        Some(Self {
+            bias: plain_f32_contiguous(bias.clone())?,
+            residual: match residual {
+                Some(r) => Some(plain_f32_contiguous(r.clone())?),
+                None => None,
+            },
+            activation,
+            shape,
+        })
+    }
+
+    /// The epilogue applied to a product already computed (`[rows, columns]`, any rank of that
+    /// many values in row-major order) in one launch, into a new tensor of its shape: the
+    /// routine for products the tiled kernel does not run. `None` when the product is not a
+    /// plain f32 tensor of this process's GPU backend or holds another number of values (it is
+    /// copied first when not contiguous).
+    pub(super) fn after<const D: usize>(&self, product: BurnTensor<D>) -> Option<BurnTensor<D>> {
+        let input = plain_f32_contiguous(product)?;
+        if input.meta.num_elements() != self.shape[0] * self.shape[1] {
+            return None;
+        }
+        let output = empty_like(&input);
+        let (cube_count, cube_dim) = grid(&input, input.meta.num_elements());
+        let has_residual = self.residual.is_some();
+        // Without a residual any tensor stands in (the kernel does not read it).
+        let residual = self.residual.clone().unwrap_or_else(|| self.bias.clone());
+        bias_activation_kernel::launch(
+            &output.client,
+            cube_count,
+            cube_dim,
+            input.into_tensor_arg(),
+            self.bias.clone().into_tensor_arg(),
+            residual.into_tensor_arg(),
+            output.clone().into_tensor_arg(),
+            code(self.activation),
+            has_residual,
+            F32,
+        );
+        Some(to_burn(output))
+    }
+
+    /// The bias, the residual, the epilogue's number and the activation's, as [`finished`]
+    /// takes them; without an epilogue (`None`) `stand_in` (an input of the launch: read-only,
+    /// never read) fills the two tensor slots and the numbers are 0.
+    pub(super) fn arguments(
+        then: Option<&Self>,
+        stand_in: &CubeTensor,
+    ) -> (CubeTensor, CubeTensor, u32, u32) {
+        match then {
+            None => (stand_in.clone(), stand_in.clone(), 0, 0),
+            Some(t) => (
+                t.bias.clone(),
+                t.residual.clone().unwrap_or_else(|| t.bias.clone()),
+                1 + t.residual.is_some() as u32,
+                code(t.activation),
+            ),
+        }
+    }
+}
+
 /// An activation's number in the kernels.
 pub(super) fn code(activation: super::Activation) -> u32 {
     match activation {
@@ -97,50 +233,6 @@ fn bias_activation_kernel<F: Float>(
     } else {
         output[i] = v;
     }
-}
-
-/// `activation(x + bias) + residual` (the residual optional) in one launch, for `x [rows, c]`
-/// and `bias [c]` (and `residual` of `x`'s shape), all contiguous: the same f32 operations as
-/// adding the bias, applying the activation and adding the residual one after the other.
-/// `None` when the tensors are not plain contiguous f32 tensors of this process's GPU backend,
-/// and the caller composes it.
-pub fn bias_activated(
-    x: &BurnTensor<2>,
-    bias: &BurnTensor<1>,
-    residual: Option<&BurnTensor<2>>,
-    activation: super::Activation,
-) -> Option<BurnTensor<2>> {
-    let [_, channels] = x.dims();
-    if channels == 0 || bias.dims() != [channels] {
-        return None;
-    }
-    if residual.is_some_and(|r| r.dims() != x.dims()) {
-        return None;
-    }
-    let input = contiguous_f32(x.clone())?;
-    let bias = contiguous_f32(bias.clone())?;
-    let residual = match residual {
-        Some(r) => Some(plain_f32_contiguous(r.clone())?),
-        None => None,
-    };
-    let output = empty_like(&input);
-    let (cube_count, cube_dim) = grid(&input, input.meta.num_elements());
-    let has_residual = residual.is_some();
-    // Without a residual any tensor stands in (the kernel does not read it).
-    let residual = residual.unwrap_or_else(|| bias.clone());
-    bias_activation_kernel::launch(
-        &output.client,
-        cube_count,
-        cube_dim,
-        input.into_tensor_arg(),
-        bias.into_tensor_arg(),
-        residual.into_tensor_arg(),
-        output.clone().into_tensor_arg(),
-        code(activation),
-        has_residual,
-        F32,
-    );
-    Some(to_burn(output))
 }
 
 /// Which activation a launch computes.
@@ -307,18 +399,13 @@ mod tests {
             values(residual.clone()),
         );
         use super::super::Activation;
-        for activation in [
-            Activation::Identity,
-            Activation::Swish,
-            Activation::Relu,
-            Activation::Relu6,
-            Activation::Sigmoid,
-        ] {
+        for activation in Activation::ALL {
             for with_residual in [false, true] {
                 let r = with_residual.then_some(&residual);
-                let _ = values(bias_activated(&x, &bias, r, activation).unwrap());
+                let then = RowEpilogue::new(&bias, r, activation, [rows, channels]).unwrap();
+                let _ = values(then.after(x.clone()).unwrap());
                 let profiler = crate::device::kernel_profile::KernelProfiler::start("bias");
-                let got = bias_activated(&x, &bias, r, activation).unwrap();
+                let got = then.after(x.clone()).unwrap();
                 assert_eq!(profiler.finish().stages[0].launches, 1);
                 for (i, g) in values(got).iter().enumerate() {
                     let pre = xv[i] as f64 + bv[i % channels] as f64;
@@ -345,8 +432,13 @@ mod tests {
         }
         // Not this kernel's: a bias of another width, a residual of another shape.
         let other: Tensor<1> = Tensor::zeros([channels + 1], &device);
-        assert!(bias_activated(&x, &other, None, Activation::Swish).is_none());
+        assert!(RowEpilogue::new(&other, None, Activation::Swish, [rows, channels]).is_none());
         let small: Tensor<2> = Tensor::zeros([rows - 1, channels], &device);
-        assert!(bias_activated(&x, &bias, Some(&small), Activation::Swish).is_none());
+        assert!(
+            RowEpilogue::new(&bias, Some(&small), Activation::Swish, [rows, channels]).is_none()
+        );
+        // A product of another size.
+        let then = RowEpilogue::new(&bias, None, Activation::Swish, [rows, channels]).unwrap();
+        assert!(then.after(small).is_none());
     }
 }

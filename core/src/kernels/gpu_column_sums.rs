@@ -16,6 +16,7 @@ use cubecl::prelude::*;
 use cubecl::zspace::metadata::Metadata;
 
 use super::gpu::{COLUMN_SUM_ROWS, F32, contiguous, empty_shaped, grid};
+use super::gpu_activations::{RowEpilogue, finished};
 
 #[cube(launch)]
 fn block_sums_kernel<F: Float>(
@@ -42,11 +43,18 @@ fn block_sums_kernel<F: Float>(
     partial[ABSOLUTE_POS] = sum;
 }
 
-/// `sums[g, c] = Σ_b partial[g, b, c]`, the blocks in order.
+/// `sums[g, c] = Σ_b partial[g, b, c]`, the blocks in order, then the epilogue (`finished`:
+/// none for column sums; a layer's bias, activation and residual for a split product's output
+/// `[m, n]`, whose column is the position modulo the bias's length).
 #[cube(launch)]
+#[allow(clippy::too_many_arguments)]
 fn add_blocks_kernel<F: Float>(
     partial: &Tensor<F>,
     sums: &mut Tensor<F>,
+    bias: &Tensor<F>,
+    residual: &Tensor<F>,
+    epilogue: u32,
+    activation: u32,
     blocks: u32,
     columns: u32,
     #[define(F)] _dtype: ElemType,
@@ -60,7 +68,11 @@ fn add_blocks_kernel<F: Float>(
     for block in 0..blocks {
         sum += partial[(group * blocks + block) * columns + column];
     }
-    sums[ABSOLUTE_POS] = sum;
+    let mut b = F::new(0.0);
+    if epilogue > 0 {
+        b = bias[ABSOLUTE_POS % bias.len()];
+    }
+    sums[ABSOLUTE_POS] = finished::<F>(sum, b, residual, ABSOLUTE_POS, epilogue, activation);
 }
 
 /// `Σ_rows t`, `[columns]`, of an f32 `t [rows, columns]` of a GPU backend (copied first when
@@ -88,32 +100,39 @@ pub(super) fn column_sums(t: CubeTensor) -> CubeTensor {
 /// blocks added in order (one block: its row, no launch).
 pub(super) fn add_blocks(partial: CubeTensor) -> CubeTensor {
     let (blocks, columns) = (partial.meta.shape()[0], partial.meta.shape()[1]);
-    let mut sums = add_grouped_blocks(partial, [1, blocks, columns]);
+    let mut sums = add_grouped_blocks(partial, [1, blocks, columns], None);
     sums.meta = Box::new(Metadata::new([columns], [1]));
     sums
 }
 
 /// `Σ_blocks partial`, `[groups, columns]`, of contiguous f32 partial sums laid out
 /// `[groups, blocks, columns]` (whatever the tensor's shape says), each group's blocks added in
-/// order (one block: the buffer itself, no launch). The tiled product's splits of the inner
-/// dimension are added by it too.
+/// order (one block and no epilogue: the buffer itself, no launch), then the epilogue `then`
+/// applied to each sum, if any. The tiled product's splits of the inner dimension are added by
+/// it too, with the layer's epilogue (one group, `columns` the output's `m·n` values).
 pub(super) fn add_grouped_blocks(
     partial: CubeTensor,
     [groups, blocks, columns]: [usize; 3],
+    then: Option<&RowEpilogue>,
 ) -> CubeTensor {
-    if blocks == 1 {
+    if blocks == 1 && then.is_none() {
         let mut sums = partial;
         sums.meta = Box::new(Metadata::new([groups, columns], [columns, 1]));
         return sums;
     }
     let sums = empty_shaped(&partial, vec![groups, columns]);
     let (cube_count, cube_dim) = grid(&sums, groups * columns);
+    let (bias, residual, epilogue, activation) = RowEpilogue::arguments(then, &partial);
     add_blocks_kernel::launch(
         &sums.client,
         cube_count,
         cube_dim,
         partial.into_tensor_arg(),
         sums.clone().into_tensor_arg(),
+        bias.into_tensor_arg(),
+        residual.into_tensor_arg(),
+        epilogue,
+        activation,
         blocks as u32,
         columns as u32,
         F32,

@@ -283,13 +283,7 @@ mod tests {
                 values(weight.clone()),
                 values(bias.clone()),
             );
-            for activation in [
-                Activation::Identity,
-                Activation::Swish,
-                Activation::Relu,
-                Activation::Relu6,
-                Activation::Sigmoid,
-            ] {
+            for activation in Activation::ALL {
                 let (want, magnitude, pre, dims) = host(
                     &xv,
                     shape,

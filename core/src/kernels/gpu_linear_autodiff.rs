@@ -7,8 +7,9 @@
 //! ReLU's mask in two launches, the two products, and `W`'s gradient comes out as the
 //! transposed view of `xᵀ·∂y` (`[in, out]`), which the optimiser copies to flatten it. With the
 //! official network's 28 such layers that was some 160 launches of a training step. Here the
-//! forward is the product and one kernel for the bias, activation and residual (the inference
-//! form, `gpu_activations::bias_activated`); the backward is, for a ReLU, one kernel that masks
+//! forward is the product and one kernel for the bias, activation and residual, or one launch
+//! where hvq's tiled kernel takes the product and applies them as it writes (the inference
+//! form, `products::linear_activated`); the backward is, for a ReLU, one kernel that masks
 //! `∂y` and sums it over blocks of rows, then one kernel adds the blocks for `∂b` (for the
 //! identity both are [`gpu_column_sums`](super::gpu_column_sums)'); `∂W = ∂yᵀ·x` straight
 //! into `W`'s own `(out, in)` layout and `∂x = ∂y·W`, one product each; the residual's gradient
@@ -28,7 +29,7 @@ use super::gpu::{
     tracked_f32_on_gpu, tracked_parts,
 };
 use super::gpu_column_sums::{add_blocks, column_sums};
-use super::{Activation, gpu_activations, products};
+use super::{Activation, products};
 
 #[cube(launch)]
 fn relu_bias_gradient_kernel<F: Float>(
@@ -112,14 +113,13 @@ pub fn linear<const D: usize>(
         None => None,
     };
     let x_rows = to_burn::<D>(x).reshape([rows, input]);
-    let product = products::linear_at(
-        None,
-        x_rows.clone(),
-        to_burn::<2>(w.clone()).transpose(),
-        None,
-    );
-    let y =
-        gpu_activations::bias_activated(&product, &to_burn::<1>(b), residual.as_ref(), activation)?;
+    let y = products::linear_activated(
+        &x_rows,
+        &to_burn::<2>(w.clone()).transpose(),
+        &to_burn::<1>(b),
+        residual.as_ref(),
+        activation,
+    )?;
     let y = cube(y.reshape(out_dims));
     let op = LinearOp {
         x_dims: dims,

@@ -40,6 +40,7 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 use super::gpu::{F32, empty_shaped, plain_f32, to_burn};
+use super::gpu_activations::{RowEpilogue, finished};
 use super::gpu_column_sums::add_grouped_blocks;
 
 /// Threads along each side of a cube.
@@ -113,6 +114,10 @@ fn tiled_matmul_kernel<F: Float>(
     a: &Tensor<F>,
     b: &Tensor<F>,
     out: &mut Tensor<F>,
+    bias: &Tensor<F>,
+    residual: &Tensor<F>,
+    epilogue: u32,
+    activation: u32,
     m: u32,
     n: u32,
     k: u32,
@@ -235,17 +240,23 @@ fn tiled_matmul_kernel<F: Float>(
         k0 = k1;
     }
 
-    let at = work.z * m * n;
-    #[unroll]
-    for i in 0..per {
-        #[unroll]
-        for j in 0..per {
-            let (row, col) = (m0 + ty + SIDE * i, n0 + tx + SIDE * j);
-            if row < m && col < n {
-                out[at + row * n + col] = acc[i * per + j];
-            }
-        }
-    }
+    write_block::<F>(
+        out,
+        &acc,
+        bias,
+        residual,
+        epilogue,
+        activation,
+        m0,
+        n0,
+        ty,
+        tx,
+        m,
+        n,
+        work.z * m * n,
+        per,
+        false,
+    );
 }
 
 /// Four values side by side: a thread's outputs come in quads along each side, read from the
@@ -269,6 +280,10 @@ fn quad_matmul_kernel<F: Float>(
     a: &Tensor<F>,
     b: &Tensor<F>,
     out: &mut Tensor<F>,
+    bias: &Tensor<F>,
+    residual: &Tensor<F>,
+    epilogue: u32,
+    activation: u32,
     m: u32,
     n: u32,
     k: u32,
@@ -390,16 +405,86 @@ fn quad_matmul_kernel<F: Float>(
         k0 = k1;
     }
 
-    let at = work.z * m * n;
+    write_block::<F>(
+        out,
+        &acc,
+        bias,
+        residual,
+        epilogue,
+        activation,
+        m0,
+        n0,
+        ty,
+        tx,
+        m,
+        n,
+        work.z * m * n,
+        per,
+        true,
+    );
+}
+
+/// Where a thread's value `i` along one side lies in its cube's block, for the thread's index
+/// `t` along that side: `t + 16i` ([`tiled_matmul_kernel`]), or with `quads` value `i % 4` of
+/// the thread's quad `i / 4`, `64·(i / 4) + 4t + i % 4` ([`quad_matmul_kernel`]).
+#[cube]
+fn place(t: usize, i: usize, #[comptime] quads: bool) -> usize {
+    let mut at = t + SIDE * i;
+    if quads {
+        at = (i / QUAD) * SIDE * QUAD + t * QUAD + i % QUAD;
+    }
+    at
+}
+
+/// Writes a thread's `per × per` values `acc` (row-major) into `out`: value `(i, j)` at row
+/// `m0 + place(ty, i)` and column `n0 + place(tx, j)` of the `m × n` product at offset `at` (its
+/// batch's and split's), those inside the product only, each finished by the epilogue
+/// ([`finished`]: none for a plain product) with the bias read once per column.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn write_block<F: Float>(
+    out: &mut Tensor<F>,
+    acc: &Array<F>,
+    bias: &Tensor<F>,
+    residual: &Tensor<F>,
+    epilogue: u32,
+    activation: u32,
+    m0: usize,
+    n0: usize,
+    ty: usize,
+    tx: usize,
+    m: usize,
+    n: usize,
+    at: usize,
+    #[comptime] per: usize,
+    #[comptime] quads: bool,
+) {
+    let mut column_bias = Array::<F>::new(per);
+    #[unroll]
+    for j in 0..per {
+        let col = n0 + place(tx, j, quads);
+        let mut b = F::new(0.0);
+        if epilogue > 0 && col < n {
+            b = bias[col];
+        }
+        column_bias[j] = b;
+    }
     #[unroll]
     for i in 0..per {
+        let row = m0 + place(ty, i, quads);
         #[unroll]
         for j in 0..per {
-            // Value `i` of the thread's rows: quad `i / 4`'s row `i % 4`.
-            let row = m0 + (i / QUAD) * SIDE * QUAD + ty * QUAD + i % QUAD;
-            let col = n0 + (j / QUAD) * SIDE * QUAD + tx * QUAD + j % QUAD;
+            let col = n0 + place(tx, j, quads);
             if row < m && col < n {
-                out[at + row * n + col] = acc[i * per + j];
+                let o = at + row * n + col;
+                out[o] = finished::<F>(
+                    acc[i * per + j],
+                    column_bias[j],
+                    residual,
+                    o,
+                    epilogue,
+                    activation,
+                );
             }
         }
     }
@@ -663,6 +748,20 @@ pub fn matmul_in<const D: usize>(
     b: &BurnTensor<D>,
     size: BlockSize,
 ) -> Option<BurnTensor<D>> {
+    matmul_then(a, b, size, None)
+}
+
+/// [`matmul_in`] with an epilogue applied to each value as it is written (`then`, for an
+/// output `[m, n]`: the bias, activation and residual of a layer): by the product's kernel, or
+/// when the inner dimension is split by the kernel that adds the splits, so one launch or two
+/// as without it. The same values as [`matmul_in`] followed by the epilogue's own kernel
+/// (`RowEpilogue::after`); `None` also for an epilogue of another shape or a batched product.
+pub(super) fn matmul_then<const D: usize>(
+    a: &BurnTensor<D>,
+    b: &BurnTensor<D>,
+    size: BlockSize,
+    then: Option<&RowEpilogue>,
+) -> Option<BurnTensor<D>> {
     let Plan {
         lhs,
         rhs,
@@ -673,7 +772,18 @@ pub fn matmul_in<const D: usize>(
         depth,
     } = plan(a, b, size)?;
     let (m, k, n) = (shape[D - 2], a.dims()[D - 1], shape[D - 1]);
+    if then.is_some_and(|t| batch != 1 || t.shape != [m, n]) {
+        return None;
+    }
     let product = empty_shaped(&lhs, vec![batch * splits, m, n]);
+    // Split, the partial products are written as they are and the kernel adding them applies
+    // the epilogue.
+    let (in_product, in_sums) = if splits == 1 {
+        (then, None)
+    } else {
+        (None, then)
+    };
+    let (bias, residual, epilogue, activation) = RowEpilogue::arguments(in_product, &lhs);
     // Each stage read along the operand's unit stride: `a`'s inner axis (k, its columns) or else
     // its rows; `b`'s columns (its outer axis) or else its inner rows.
     let (a_along_inner, b_along_inner) = (unit_stride(&lhs, 1), !unit_stride(&rhs, 1));
@@ -689,6 +799,10 @@ pub fn matmul_in<const D: usize>(
             lhs.into_tensor_arg(),
             rhs.into_tensor_arg(),
             product.clone().into_tensor_arg(),
+            bias.into_tensor_arg(),
+            residual.into_tensor_arg(),
+            epilogue,
+            activation,
             m as u32,
             n as u32,
             k as u32,
@@ -706,6 +820,10 @@ pub fn matmul_in<const D: usize>(
             lhs.into_tensor_arg(),
             rhs.into_tensor_arg(),
             product.clone().into_tensor_arg(),
+            bias.into_tensor_arg(),
+            residual.into_tensor_arg(),
+            epilogue,
+            activation,
             m as u32,
             n as u32,
             k as u32,
@@ -718,7 +836,7 @@ pub fn matmul_in<const D: usize>(
         ),
     }
     // The splits' partial products added in order (one split: the product itself).
-    let out = add_grouped_blocks(product, [batch, splits, m * n]);
+    let out = add_grouped_blocks(product, [batch, splits, m * n], in_sums);
     Some(to_burn::<2>(out).reshape(shape))
 }
 
@@ -828,5 +946,63 @@ mod tests {
             matmul_in(&a, &b, BlockSize::Of64).is_none(),
             "batch axes disagree"
         );
+    }
+
+    /// On wgpu, a layer's epilogue applied as the product is written, in every block size, each
+    /// activation with and without a residual, the weight stored either way round: bit for bit
+    /// the product followed by the epilogue's own kernel (`RowEpilogue::after`), in one launch where the
+    /// product is one (the epilogue in the product's kernel) and in two where the inner
+    /// dimension is split (in the kernel adding the splits), one fewer than without it. A bias
+    /// or residual of another shape, or a batched product, is refused.
+    #[test]
+    fn the_epilogue_in_the_product_gives_the_product_then_the_epilogue() {
+        use crate::kernels::Activation;
+        let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
+        let _generator = crate::test_rng::lock();
+        device.seed(29);
+        let count = |run: &dyn Fn() -> BurnTensor<2>| {
+            let _ = values(run());
+            let profiler = crate::device::kernel_profile::KernelProfiler::start("epilogue");
+            let got = run();
+            (values(got), profiler.finish().stages[0].launches)
+        };
+        // (rows, inner, columns): one split, then a deep inner dimension (split).
+        for [m, k, n] in [[70, 40, 36], [40, 600, 24]] {
+            let x = BurnTensor::<2>::random([m, k], Distribution::Normal(0.0, 1.0), &device);
+            let w = BurnTensor::<2>::random([k, n], Distribution::Normal(0.0, 0.3), &device);
+            let bias = BurnTensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &device);
+            let residual = BurnTensor::<2>::random([m, n], Distribution::Normal(0.0, 1.0), &device);
+            for w in [w.clone(), stored_as(w, [1, 0])] {
+                for size in BlockSize::ALL {
+                    let splits =
+                        split_inner(m.div_ceil(size.side()) * n.div_ceil(size.side()), k).0;
+                    assert_eq!(splits > 1, k == 600, "{size:?}");
+                    for activation in Activation::ALL {
+                        for r in [None, Some(&residual)] {
+                            let then = RowEpilogue::new(&bias, r, activation, [m, n]).unwrap();
+                            let (got, fused) =
+                                count(&|| matmul_then(&x, &w, size, Some(&then)).unwrap());
+                            let (want, apart) = count(&|| {
+                                let product = matmul_in(&x, &w, size).unwrap();
+                                then.after(product).unwrap()
+                            });
+                            let what =
+                                format!("{m}×{k}×{n} {size:?} {activation:?} {}", r.is_some());
+                            assert_eq!(got, want, "{what}");
+                            assert_eq!(fused, splits.min(2), "{what}");
+                            assert_eq!(apart, fused + 1, "{what}");
+                        }
+                    }
+                }
+            }
+            let wrong_bias = BurnTensor::<1>::zeros([n + 1], &device);
+            assert!(RowEpilogue::new(&wrong_bias, None, Activation::Relu, [m, n]).is_none());
+            let small = BurnTensor::<2>::zeros([m - 1, n], &device);
+            assert!(RowEpilogue::new(&bias, Some(&small), Activation::Relu, [m, n]).is_none());
+            let then = RowEpilogue::new(&bias, None, Activation::Relu, [m, n]).unwrap();
+            let batched = BurnTensor::<3>::zeros([2, m, k], &device);
+            let weights = BurnTensor::<3>::zeros([2, k, n], &device);
+            assert!(matmul_then(&batched, &weights, BlockSize::Of64, Some(&then)).is_none());
+        }
     }
 }

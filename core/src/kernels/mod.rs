@@ -186,6 +186,15 @@ pub enum Activation {
 }
 
 impl Activation {
+    /// Every activation.
+    pub const ALL: [Activation; 5] = [
+        Activation::Identity,
+        Activation::Swish,
+        Activation::Relu,
+        Activation::Relu6,
+        Activation::Sigmoid,
+    ];
+
     /// The activation of `x` on its own ([`swish`], [`sigmoid`]; ReLU6 as one clamp, one kernel
     /// on a GPU backend where `relu` then `clamp_max` are four).
     pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
@@ -222,8 +231,9 @@ impl Epilogue {
 /// ([`products::conv2d`]). On a GPU backend at f32 the bias, activation and residual take one
 /// kernel after the convolution, or none: a convolution with a few inputs per group (depthwise,
 /// or a stem's three colours) is one kernel with its epilogue (`gpu_conv`), a pointwise one a
-/// matrix product and one kernel (`gpu_activations::bias_activated`; burn adds the bias in a
-/// pass of its own). Anything else is the convolution, then the activation, then the residual,
+/// matrix product and one kernel (`products::linear_activated`: one launch where hvq's tiled
+/// kernel runs the product and applies them as it writes; burn adds the bias in a pass of its
+/// own). Anything else is the convolution, then the activation, then the residual,
 /// in the same f32 operations.
 pub fn conv2d_fused(
     x: Tensor<4>,
@@ -248,9 +258,9 @@ pub fn conv2d_fused(
 /// `activation(x·weight + bias) + residual` for `x [.., in]` and `weight [in, out]` (a linear
 /// layer's transposed weight), the residual optional and of the output's shape, at the run's
 /// precision ([`products::linear`]). On a GPU backend at f32, outside autodiff, the bias,
-/// activation and residual take one kernel after the matrix product
-/// (`gpu_activations::bias_activated`) where burn's operations take one to three; the same f32
-/// operations either way (the residual added last).
+/// activation and residual take one kernel after the matrix product, or none where hvq's tiled
+/// kernel runs it and applies them as it writes (`products::linear_activated`), where burn's
+/// operations take one to three; the same f32 operations either way (the residual added last).
 pub fn linear_fused<const D: usize>(
     x: Tensor<D>,
     weight: Tensor<2>,
@@ -266,15 +276,10 @@ pub fn linear_fused<const D: usize>(
         let dims = x.dims();
         let [_, out] = weight.dims();
         let rows = dims[..D - 1].iter().product::<usize>();
-        let product = products::linear_at(
-            None,
-            x.clone().reshape([rows, dims[D - 1]]),
-            weight.clone(),
-            None,
-        );
+        let x_rows = x.clone().reshape([rows, dims[D - 1]]);
         let residual_rows = residual.clone().map(|r| r.reshape([rows, out]));
         if let Some(y) =
-            gpu_activations::bias_activated(&product, &bias, residual_rows.as_ref(), activation)
+            products::linear_activated(&x_rows, &weight, &bias, residual_rows.as_ref(), activation)
         {
             let mut out_dims = dims;
             out_dims[D - 1] = out;
@@ -392,8 +397,8 @@ fn gpu_fused(
             .clone()
             .map(|r| r.permute([0, 2, 3, 1]).reshape([n * h * w, out]));
         let (pixels, weight) = products::pointwise_operands(x.clone(), weight.clone());
-        let rows = products::linear_at(None, pixels, weight, None);
-        let y = gpu_activations::bias_activated(&rows, bias, residual.as_ref(), then.activation)?;
+        let y =
+            products::linear_activated(&pixels, &weight, bias, residual.as_ref(), then.activation)?;
         return Some(products::from_pixel_rows(y, [n, h, w]));
     }
     let [stride, stride_x] = options.stride;

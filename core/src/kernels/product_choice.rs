@@ -15,7 +15,10 @@
 //! always won: there burn's routine runs untimed.
 //!
 //! A product's kind is its device, the operands' shapes and their strides (a transposed view is
-//! read differently). Each candidate is run once untimed (its kernel compiled), then timed over
+//! read differently), and whether a layer's bias, activation and residual follow it
+//! (`products::linear_activated`): such a kind is timed with them, burn's product followed by
+//! their kernel against the tiled kernel applying them as it writes, since that pass over the
+//! output is work the tiled kernel saves. Each candidate is run once untimed (its kernel compiled), then timed over
 //! enough launches to take [`TIMED_AT_LEAST`] of device time (at most [`MOST_LAUNCHES`]), the
 //! candidates taking turns for [`ROUNDS`] rounds, each kept at its fastest round. The tiled
 //! kernel (its faster block size) takes the product only when it is at least [`MARGIN`] faster
@@ -68,6 +71,12 @@ pub struct ProductTiming {
     pub tiled_us: std::collections::BTreeMap<ProductRoutine, f64>,
     /// What runs this kind of product.
     pub runs_on: ProductRoutine,
+    /// Timed with a layer's epilogue (bias, activation, residual: `products::linear_activated`):
+    /// burn's product followed by the epilogue's kernel against the tiled kernel applying it as
+    /// it writes, the work each does for such a layer. A kind of its own beside the same
+    /// operands without one.
+    #[serde(default)]
+    pub epilogue: bool,
     /// Read from the file of kept choices (`HVQ_PRODUCT_CHOICES`, `product_store`): timed by an
     /// earlier process of this build on this GPU, not by this one.
     #[serde(default)]
@@ -83,21 +92,23 @@ pub const ROUNDS: usize = 2;
 /// How much faster (a fraction of burn's time) the tiled kernel must be to take a product.
 pub const MARGIN: f64 = 0.05;
 
-/// The tiled kernel's block size for `a · b` when it is the faster ([`MARGIN`]) for this kind
-/// of product, taken from the kept choices ([`keep_choices_in`]) or else timed on `a` and `b`
-/// if the kind was not met before; `None` (burn's routine) otherwise, and without timing when
+/// The tiled kernel's block size for `a · b` (followed by the epilogue `then`, if any, which
+/// the tiled kernel applies as it writes) when it is the faster ([`MARGIN`]) for this kind of
+/// product, taken from the kept choices ([`keep_choices_in`]) or else timed on `a` and `b` (and
+/// `then`) if the kind was not met before; `None` (burn's routine) otherwise, and without timing when
 /// the tiled kernel does not take the operands (`gpu_matmul_tiled::taken_strides`: not plain
 /// f32 tensors of a GPU backend, shapes it refuses), on a software adapter
 /// ([`Timings::timed_on`]) or on a GPU this process cannot wait for (WebGPU in a browser).
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
-pub fn faster_tiled<const D: usize>(
+pub(super) fn faster_tiled<const D: usize>(
     a: &burn::tensor::Tensor<D>,
     b: &burn::tensor::Tensor<D>,
+    then: Option<&super::gpu_activations::RowEpilogue>,
 ) -> Option<super::gpu_matmul_tiled::BlockSize> {
     if cfg!(target_family = "wasm") {
         return None;
     }
-    let kind = Kind::of(a, b)?;
+    let kind = Kind::of(a, b, then.is_some())?;
     let mut known = timings_now();
     if !known.timed_on(&a.device(), &kind.device) {
         return None;
@@ -120,7 +131,7 @@ pub fn faster_tiled<const D: usize>(
     };
     // Timed outside the lock's scope would let two threads time the same kind; holding it
     // keeps one timing per kind (another thread's product of a known kind waits meanwhile).
-    let timing = match time(a, b, kind, launches) {
+    let timing = match time(a, b, then, kind, launches) {
         Ok(t) => t,
         // The device could not be waited for: burn's routine, untimed, and asked again later.
         Err(_) => return None,
@@ -312,7 +323,13 @@ impl Timings {
 
     /// The kind as an earlier process of this build kept it, if the store has it.
     fn kept(&mut self, adapter: &str, kind: &Kind) -> Option<ProductTiming> {
-        let operands = [&kind.lhs.0[..], &kind.lhs.1, &kind.rhs.0, &kind.rhs.1];
+        let operands = [
+            &kind.lhs.0[..],
+            &kind.lhs.1,
+            &kind.rhs.0,
+            &kind.rhs.1,
+            super::product_store::epilogue_mark(kind.epilogue),
+        ];
         self.store.as_mut()?.find(adapter, &kind.device, &operands)
     }
 
@@ -368,6 +385,8 @@ struct Kind {
     device: String,
     lhs: (Vec<usize>, Vec<usize>),
     rhs: (Vec<usize>, Vec<usize>),
+    /// Followed by a layer's epilogue ([`ProductTiming::epilogue`]).
+    epilogue: bool,
 }
 
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
@@ -378,20 +397,23 @@ impl Kind {
             device: t.device.clone(),
             lhs: (t.lhs.clone(), t.lhs_strides.clone()),
             rhs: (t.rhs.clone(), t.rhs_strides.clone()),
+            epilogue: t.epilogue,
         }
     }
 
-    /// The kind of `a · b`, with the strides the tiled kernel reads; `None` when it does not
-    /// take the operands (`gpu_matmul_tiled::taken_strides`).
+    /// The kind of `a · b` (followed by an epilogue or not), with the strides the tiled kernel
+    /// reads; `None` when it does not take the operands (`gpu_matmul_tiled::taken_strides`).
     fn of<const D: usize>(
         a: &burn::tensor::Tensor<D>,
         b: &burn::tensor::Tensor<D>,
+        epilogue: bool,
     ) -> Option<Self> {
         let [lhs_strides, rhs_strides] = super::gpu_matmul_tiled::taken_strides(a, b)?;
         Some(Kind {
             device: format!("{:?}", a.device()),
             lhs: (a.dims().to_vec(), lhs_strides),
             rhs: (b.dims().to_vec(), rhs_strides),
+            epilogue,
         })
     }
 }
@@ -408,18 +430,25 @@ enum Launches {
     Once,
 }
 
-/// Every candidate timed on `a · b`.
+/// Every candidate timed on `a · b`, followed by the epilogue `then` if any (burn's product
+/// then the epilogue's kernel; the tiled kernel applying it).
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn time<const D: usize>(
     a: &burn::tensor::Tensor<D>,
     b: &burn::tensor::Tensor<D>,
+    then: Option<&super::gpu_activations::RowEpilogue>,
     kind: Kind,
     launches: Launches,
 ) -> Result<ProductTiming, String> {
-    use super::gpu_matmul_tiled::{BlockSize, matmul_in};
+    use super::gpu_matmul_tiled::{BlockSize, matmul_then};
     let device = a.device();
-    let burn_product = || drop(a.clone().matmul(b.clone()));
-    let tiled = BlockSize::ALL.map(|size| move || drop(matmul_in(a, b, size)));
+    let burn_product = || {
+        let product = a.clone().matmul(b.clone());
+        if let Some(then) = then {
+            drop(then.after(product));
+        }
+    };
+    let tiled = BlockSize::ALL.map(|size| move || drop(matmul_then(a, b, size, then)));
     let mut candidates: Vec<&dyn Fn()> = vec![&burn_product];
     candidates.extend(tiled.iter().map(|run| run as &dyn Fn()));
     let mut us = [f64::INFINITY; 1 + BlockSize::ALL.len()];
@@ -451,6 +480,7 @@ fn time<const D: usize>(
         burn_us: us[0],
         runs_on: fastest(us[0], tiled_us.iter().map(|(&r, &t)| (r, t))),
         tiled_us,
+        epilogue: kind.epilogue,
         stored: false,
     })
 }
@@ -550,6 +580,7 @@ mod tests {
             burn_us: 10.0,
             tiled_us: [(ProductRoutine::Quads64, 4.0)].into(),
             runs_on: ProductRoutine::Quads64,
+            epilogue: false,
             stored: false,
         };
         assert_eq!(t.flops(), 2.0 * 2.0 * 196.0 * 256.0 * 128.0);
@@ -671,7 +702,7 @@ mod gpu_tests {
         let (dims_a, dims_b) = ([2, 41, 19], [2, 19, 23]);
         let a = Tensor::<3>::random(dims_a, Distribution::Normal(0.0, 1.0), &device);
         let b = Tensor::<3>::random(dims_b, Distribution::Normal(0.0, 1.0), &device);
-        let kind = Kind::of(&a, &b).unwrap();
+        let kind = Kind::of(&a, &b, false).unwrap();
         timings_now().record(ProductTiming {
             device: kind.device,
             lhs: kind.lhs.0,
@@ -685,6 +716,7 @@ mod gpu_tests {
             ]
             .into(),
             runs_on: ProductRoutine::Tiled32,
+            epilogue: false,
             stored: false,
         });
         tiled_here(Some(TiledUse::WhenFaster));
@@ -705,12 +737,82 @@ mod gpu_tests {
         assert_eq!(timed(dims_a).len(), 1);
     }
 
+    /// A product followed by a layer's epilogue (`products::linear_activated`) is a kind of its
+    /// own, timed with the epilogue: one entry marked `epilogue` with every candidate's time;
+    /// its value bit for bit the chosen routine's product followed by the epilogue's kernel;
+    /// later calls launch the chosen routine only (the tiled kernel alone, applying the
+    /// epilogue, or burn's product and the epilogue's kernel) and time nothing. The same
+    /// operands without an epilogue are another kind, timed apart.
+    #[test]
+    fn a_product_with_an_epilogue_is_timed_with_it() {
+        use crate::kernels::Activation;
+        use crate::kernels::gpu_activations::RowEpilogue;
+        let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
+        // Shapes no other test multiplies (the timings are the process's).
+        let (m, k, n) = (43, 35, 27);
+        let x = Tensor::<2>::random([m, k], Distribution::Normal(0.0, 1.0), &device);
+        let w = Tensor::<2>::random([k, n], Distribution::Normal(0.0, 0.5), &device);
+        let bias = Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &device);
+        let residual = Tensor::<2>::random([m, n], Distribution::Normal(0.0, 1.0), &device);
+        let timed_here = || -> Vec<ProductTiming> {
+            timings().into_iter().filter(|t| t.lhs == [m, k]).collect()
+        };
+        tiled_here(Some(TiledUse::WhenFaster));
+        TIME_SOFTWARE_HERE.with(|here| here.set(true));
+        assert!(timed_here().is_empty());
+        let layer = || {
+            products::linear_activated(&x, &w, &bias, Some(&residual), Activation::Swish).unwrap()
+        };
+
+        let first = values(layer());
+        let entries = timed_here();
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        let t = entries[0].clone();
+        assert!(t.epilogue, "{t:?}");
+        assert_eq!(t.tiled_us.len(), gpu_matmul_tiled::BlockSize::ALL.len());
+        let product = match t.runs_on.block_size() {
+            Some(size) => gpu_matmul_tiled::matmul_in(&x, &w, size).unwrap(),
+            None => x.clone().matmul(w.clone()),
+        };
+        let then = RowEpilogue::new(&bias, Some(&residual), Activation::Swish, [m, n]).unwrap();
+        let want = values(then.after(product).unwrap());
+        assert_eq!(first, want, "{t:?}");
+
+        let profiler = KernelProfiler::start("epilogue");
+        let again = values(layer());
+        let profile = profiler.finish();
+        assert_eq!(again, want);
+        assert_eq!(timed_here().len(), 1, "timed once");
+        let names = profile.stages[0].names();
+        match t.runs_on {
+            ProductRoutine::Burn => assert!(
+                names.len() == 2
+                    && names.iter().any(|n| n.starts_with("MatmulEntry"))
+                    && names.iter().any(|n| n.starts_with("BiasActivation")),
+                "{names:?}"
+            ),
+            _ => assert!(
+                names.len() == 1 && names[0].contains("MatmulKernel"),
+                "{t:?}: {names:?}"
+            ),
+        }
+
+        let _ = values(products::matmul(x.clone(), w.clone()));
+        let entries = timed_here();
+        TIME_SOFTWARE_HERE.with(|here| here.set(false));
+        tiled_here(None);
+        assert_eq!(entries.len(), 2, "{entries:?}");
+        assert!(!entries[1].epilogue);
+        assert_eq!(entries[1].lhs_strides, t.lhs_strides);
+    }
+
     /// With a file of kept choices (`keep_choices_in`), a kind timed here is kept in it; a
     /// process that has not met the kind (here: the kind forgotten, the file read anew) takes
     /// it from the file instead of timing it: the routine the file names (an entry edited to
     /// another one runs that one, bit for bit, one launch, nothing timed), marked stored.
     #[test]
     fn kept_choices_are_taken_instead_of_timing() {
+        let _kept_choices = crate::kernels::product_store::test_file_lock();
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
         let (dims_a, dims_b) = ([2, 45, 27], [2, 27, 31]);
         let a = Tensor::<3>::random(dims_a, Distribution::Normal(0.0, 1.0), &device);
@@ -748,7 +850,7 @@ mod gpu_tests {
         entry["runs_on"] = serde_json::to_value(edited).unwrap();
         std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
 
-        timings_now().forget(&Kind::of(&a, &b).unwrap());
+        timings_now().forget(&Kind::of(&a, &b, false).unwrap());
         keep_choices_in(Some(path.clone()));
         let size = edited.block_size().unwrap();
         let want = values(gpu_matmul_tiled::matmul_in(&a, &b, size).unwrap());

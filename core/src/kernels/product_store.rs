@@ -144,7 +144,13 @@ pub trait Choice: Clone + Serialize + serde::de::DeserializeOwned {
 
 impl Choice for ProductTiming {
     fn operands(&self) -> Vec<&[usize]> {
-        vec![&self.lhs, &self.lhs_strides, &self.rhs, &self.rhs_strides]
+        vec![
+            &self.lhs,
+            &self.lhs_strides,
+            &self.rhs,
+            &self.rhs_strides,
+            epilogue_mark(self.epilogue),
+        ]
     }
     fn found_on(self, device: &str) -> Self {
         ProductTiming {
@@ -223,6 +229,12 @@ impl Choice for TrainAttentionTiming {
     fn kept_in_mut(build: &mut BuildKinds) -> &mut Vec<Kept<Self>> {
         &mut build.train_attention
     }
+}
+
+/// A product kind's epilogue among its operands ([`ProductTiming::epilogue`]): one value for a
+/// kind timed with the epilogue, none for one without.
+pub(super) fn epilogue_mark(epilogue: bool) -> &'static [usize] {
+    if epilogue { &[1] } else { &[] }
 }
 
 /// The operands of a kind, as [`Choice::operands`] lists them.
@@ -334,6 +346,15 @@ impl BuildKinds {
     }
 }
 
+/// Held by the tests that point the process's kept choices at a file of their own: the
+/// products' `keep_choices_in` sets inference and training attention's stores too, so a test
+/// of one kind running beside a test of another would otherwise swap the file under it.
+#[cfg(all(test, feature = "wgpu"))]
+pub(crate) fn test_file_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A problem with the store, on standard error: it never stops the work (the choices are then
 /// timed, or kept, in the process only).
 pub fn warn(message: &str) {
@@ -359,6 +380,7 @@ mod tests {
             ]
             .into(),
             runs_on,
+            epilogue: false,
             stored: false,
         }
     }
@@ -371,8 +393,8 @@ mod tests {
 
     /// A kind kept by one store is found by another of the same build on the same adapter
     /// (marked stored, with the finder's device name), not on another adapter, nor by another
-    /// build; two stores writing in turn keep both their kinds (merged, not overwritten); the
-    /// same kind kept again replaces its entry.
+    /// build, nor as the same operands with an epilogue; two stores writing in turn keep both
+    /// their kinds (merged, not overwritten); the same kind kept again replaces its entry.
     #[test]
     fn kept_kinds_are_found_by_later_stores_of_the_same_build_and_adapter() {
         let path = temp_file("keep");
@@ -409,6 +431,12 @@ mod tests {
         let mut strides = asked.clone();
         strides.rhs_strides = vec![32, 1];
         assert!(find(&mut later, "GPU", &strides).is_none());
+        // The same operands timed with a layer's epilogue are another kind.
+        let with_epilogue = ProductTiming {
+            epilogue: true,
+            ..asked.clone()
+        };
+        assert!(find(&mut later, "GPU", &with_epilogue).is_none());
         let read =
             || -> Contents { serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap() };
         let contents = read();

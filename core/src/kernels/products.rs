@@ -89,12 +89,23 @@ pub(crate) fn runs_tiled<const D: usize>(
     a: &Tensor<D>,
     b: &Tensor<D>,
 ) -> Option<super::gpu_matmul_tiled::BlockSize> {
+    runs_tiled_then(a, b, None)
+}
+
+/// [`runs_tiled`] for a product followed by the epilogue `then` (a kind of its own for `auto`,
+/// timed with the epilogue: `product_choice::faster_tiled`).
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn runs_tiled_then<const D: usize>(
+    a: &Tensor<D>,
+    b: &Tensor<D>,
+    then: Option<&super::gpu_activations::RowEpilogue>,
+) -> Option<super::gpu_matmul_tiled::BlockSize> {
     use super::gpu_matmul_tiled::{BlockSize, taken_strides};
     use crate::device::gpu_matmul::{TiledUse, tiled_use};
     match tiled_use() {
         TiledUse::Never => None,
         TiledUse::Always => taken_strides(a, b).map(|_| BlockSize::Of64),
-        TiledUse::WhenFaster => super::product_choice::faster_tiled(a, b),
+        TiledUse::WhenFaster => super::product_choice::faster_tiled(a, b, then),
     }
 }
 
@@ -102,6 +113,35 @@ pub(crate) fn runs_tiled<const D: usize>(
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn tiled_product<const D: usize>(a: &Tensor<D>, b: &Tensor<D>) -> Option<Tensor<D>> {
     super::gpu_matmul_tiled::matmul_in(a, b, runs_tiled(a, b)?)
+}
+
+/// `activation(x · weight + bias) + residual` (the residual optional) for `x [rows, in]` and
+/// `weight [in, out]` at f32 on a GPU backend: one launch of hvq's tiled kernel with the bias,
+/// activation and residual applied as it writes (two when it splits the inner dimension) where
+/// that kernel runs this product with them ([`runs_tiled_then`]; `auto` times the kind with
+/// them), else burn's product and the epilogue's own kernel
+/// (`gpu_activations::RowEpilogue::after`); the same f32 operations either way. `None` when the
+/// bias or the residual does not fit the output or a tensor is not a plain f32 tensor of this
+/// process's GPU backend, and the caller composes it.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub(super) fn linear_activated(
+    x: &Tensor<2>,
+    weight: &Tensor<2>,
+    bias: &Tensor<1>,
+    residual: Option<&Tensor<2>>,
+    activation: super::Activation,
+) -> Option<Tensor<2>> {
+    use super::{gpu_activations::RowEpilogue, gpu_matmul_tiled::matmul_then};
+    let shape = [x.dims()[0], weight.dims()[1]];
+    let then = RowEpilogue::new(bias, residual, activation, shape)?;
+    if let Some(size) = runs_tiled_then(x, weight, Some(&then))
+        && let Some(y) = matmul_then(x, weight, size, Some(&then))
+    {
+        return Some(y);
+    }
+    // burn's product: the routine chosen for this kind with its epilogue (asking `linear_at`
+    // would ask again for the same operands without it, another kind).
+    then.after(x.clone().matmul(weight.clone()))
 }
 
 /// 2-D convolution, at the run's precision.

@@ -699,6 +699,7 @@ mod gpu_tests {
     /// nothing timed), marked stored.
     #[test]
     fn kept_training_attention_choices_are_taken_instead_of_timing() {
+        let _kept_choices = crate::kernels::product_store::test_file_lock();
         let case = Case::new(6, 5);
         let inputs = case.cross_inputs();
         let dir = std::env::temp_dir().join(format!("hvq-kept-train-{}", std::process::id()));
