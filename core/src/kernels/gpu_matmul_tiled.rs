@@ -949,11 +949,11 @@ mod tests {
     }
 
     /// On wgpu, a layer's epilogue applied as the product is written, in every block size, each
-    /// activation with and without a residual, the weight stored either way round: bit for bit
-    /// the product followed by the epilogue's own kernel (`RowEpilogue::after`), in one launch where the
-    /// product is one (the epilogue in the product's kernel) and in two where the inner
-    /// dimension is split (in the kernel adding the splits), one fewer than without it. A bias
-    /// or residual of another shape, or a batched product, is refused.
+    /// activation with and without a residual, the weight stored either way round: bit for bit the
+    /// product followed by the epilogue's own kernel (`RowEpilogue::after`), in one launch where
+    /// the product is one (the epilogue in the product's kernel) and in two where the inner
+    /// dimension is split (in the kernel adding the splits), one fewer than without it. A bias or
+    /// residual of another shape, or a batched product, is refused.
     #[test]
     fn the_epilogue_in_the_product_gives_the_product_then_the_epilogue() {
         use crate::kernels::Activation;

@@ -16,20 +16,20 @@
 //!
 //! A product's kind is its device, the operands' shapes and their strides (a transposed view is
 //! read differently), and whether a layer's bias, activation and residual follow it
-//! (`products::linear_activated`): such a kind is timed with them, burn's product followed by
-//! their kernel against the tiled kernel applying them as it writes, since that pass over the
-//! output is work the tiled kernel saves. Each candidate is run once untimed (its kernel compiled), then timed over
-//! enough launches to take [`TIMED_AT_LEAST`] of device time (at most [`MOST_LAUNCHES`]), the
-//! candidates taking turns for [`ROUNDS`] rounds, each kept at its fastest round. The tiled
-//! kernel (its faster block size) takes the product only when it is at least [`MARGIN`] faster
-//! than burn's routine: near-ties stay with burn's, so that noise does not make two runs of the
-//! same program choose apart. The choice is made once per process: every product of a kind is
-//! computed the same way after it. The CLI and the inspector also keep it in a file for later
-//! processes of the same build on the same GPU (`HVQ_PRODUCT_CHOICES`, `product_store`), which
-//! take it from there instead of timing: the same routines, so the same scores, run after run.
-//! Waiting for the device waits for other threads' work on it too (training's feature prefetch):
-//! a round that overlapped such work reads slow, which the fastest of the rounds discounts.
-//! [`timings`] lists what was measured (`hvq bench` reports it).
+//! (`products::linear_activated`): such a kind is timed with them, burn's product followed by their
+//! kernel against the tiled kernel applying them as it writes, since that pass over the output is
+//! work the tiled kernel saves. Each candidate is run once untimed (its kernel compiled), then
+//! timed over enough launches to take [`TIMED_AT_LEAST`] of device time (at most
+//! [`MOST_LAUNCHES`]), the candidates taking turns for [`ROUNDS`] rounds, each kept at its fastest
+//! round. The tiled kernel (its faster block size) takes the product only when it is at least
+//! [`MARGIN`] faster than burn's routine: near-ties stay with burn's, so that noise does not make
+//! two runs of the same program choose apart. The choice is made once per process: every product of
+//! a kind is computed the same way after it. The CLI and the inspector also keep it in a file for
+//! later processes of the same build on the same GPU (`HVQ_PRODUCT_CHOICES`, `product_store`),
+//! which take it from there instead of timing: the same routines, so the same scores, run after
+//! run. Waiting for the device waits for other threads' work on it too (training's feature
+//! prefetch): a round that overlapped such work reads slow, which the fastest of the rounds
+//! discounts. [`timings`] lists what was measured (`hvq bench` reports it).
 
 use serde::{Deserialize, Serialize};
 
@@ -92,13 +92,13 @@ pub const ROUNDS: usize = 2;
 /// How much faster (a fraction of burn's time) the tiled kernel must be to take a product.
 pub const MARGIN: f64 = 0.05;
 
-/// The tiled kernel's block size for `a · b` (followed by the epilogue `then`, if any, which
-/// the tiled kernel applies as it writes) when it is the faster ([`MARGIN`]) for this kind of
-/// product, taken from the kept choices ([`keep_choices_in`]) or else timed on `a` and `b` (and
-/// `then`) if the kind was not met before; `None` (burn's routine) otherwise, and without timing when
-/// the tiled kernel does not take the operands (`gpu_matmul_tiled::taken_strides`: not plain
-/// f32 tensors of a GPU backend, shapes it refuses), on a software adapter
-/// ([`Timings::timed_on`]) or on a GPU this process cannot wait for (WebGPU in a browser).
+/// The tiled kernel's block size for `a · b` (followed by the epilogue `then`, if any, which the
+/// tiled kernel applies as it writes) when it is the faster ([`MARGIN`]) for this kind of product,
+/// taken from the kept choices ([`keep_choices_in`]) or else timed on `a` and `b` (and `then`) if
+/// the kind was not met before; `None` (burn's routine) otherwise, and without timing when the
+/// tiled kernel does not take the operands (`gpu_matmul_tiled::taken_strides`: not plain f32
+/// tensors of a GPU backend, shapes it refuses), on a software adapter ([`Timings::timed_on`]) or
+/// on a GPU this process cannot wait for (WebGPU in a browser).
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub(super) fn faster_tiled<const D: usize>(
     a: &burn::tensor::Tensor<D>,
@@ -323,13 +323,11 @@ impl Timings {
 
     /// The kind as an earlier process of this build kept it, if the store has it.
     fn kept(&mut self, adapter: &str, kind: &Kind) -> Option<ProductTiming> {
-        let operands = [
-            &kind.lhs.0[..],
-            &kind.lhs.1,
-            &kind.rhs.0,
-            &kind.rhs.1,
-            super::product_store::epilogue_mark(kind.epilogue),
-        ];
+        let operands = super::product_store::product_operands(
+            [&kind.lhs.0, &kind.lhs.1],
+            [&kind.rhs.0, &kind.rhs.1],
+            kind.epilogue,
+        );
         self.store.as_mut()?.find(adapter, &kind.device, &operands)
     }
 

@@ -144,13 +144,11 @@ pub trait Choice: Clone + Serialize + serde::de::DeserializeOwned {
 
 impl Choice for ProductTiming {
     fn operands(&self) -> Vec<&[usize]> {
-        vec![
-            &self.lhs,
-            &self.lhs_strides,
-            &self.rhs,
-            &self.rhs_strides,
-            epilogue_mark(self.epilogue),
-        ]
+        product_operands(
+            [&self.lhs, &self.lhs_strides],
+            [&self.rhs, &self.rhs_strides],
+            self.epilogue,
+        )
     }
     fn found_on(self, device: &str) -> Self {
         ProductTiming {
@@ -231,10 +229,17 @@ impl Choice for TrainAttentionTiming {
     }
 }
 
-/// A product kind's epilogue among its operands ([`ProductTiming::epilogue`]): one value for a
-/// kind timed with the epilogue, none for one without.
-pub(super) fn epilogue_mark(epilogue: bool) -> &'static [usize] {
-    if epilogue { &[1] } else { &[] }
+/// What identifies a kind of product on an adapter, as [`Choice::operands`] lists it: the
+/// operands' shapes and strides, then its epilogue ([`ProductTiming::epilogue`]: one value for
+/// a kind timed with the epilogue, none for one without). For the timings and for the kinds
+/// looked up before they are timed alike.
+pub(super) fn product_operands<'a>(
+    [lhs, lhs_strides]: [&'a [usize]; 2],
+    [rhs, rhs_strides]: [&'a [usize]; 2],
+    epilogue: bool,
+) -> Vec<&'a [usize]> {
+    let mark: &[usize] = if epilogue { &[1] } else { &[] };
+    vec![lhs, lhs_strides, rhs, rhs_strides, mark]
 }
 
 /// The operands of a kind, as [`Choice::operands`] lists them.
