@@ -48,6 +48,7 @@ pub mod prefetch;
 pub mod preprocess;
 #[cfg(feature = "embedded-weights")]
 pub mod pretrained;
+pub mod replay;
 pub mod threshold;
 pub mod tiling;
 pub mod train;

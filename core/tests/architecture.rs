@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["overlay", "data", "backbone", "model"],
     &["overlay_gpu", "pretrained", "tiling"],
     &["detector"],
-    &["features"],
+    &["features", "replay"],
     &["train", "threshold"],
     &["app"],
 ];

@@ -538,6 +538,16 @@ fn bench_writes_a_comparable_json_report() {
         "CPU report with an adapter: {}",
         r["adapter"]
     );
+    // Nor do they replay a recorded pass (the CPU records nothing: it would time the same runs
+    // again).
+    for key in [
+        "replay",
+        "end_to_end_replayed",
+        "end_to_end_replayed_queued",
+    ] {
+        assert!(r[key].is_null(), "CPU report with {key}: {}", r[key]);
+    }
+    assert!(!out.contains("replayed"), "{out}");
     let bad = hvq()
         .args(["bench", "--train-dropout", "1.5"])
         .output()

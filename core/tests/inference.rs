@@ -590,3 +590,64 @@ fn raw_rgba_pixels_inspect_as_their_png() {
         .to_string();
     assert!(empty.contains("zero width"), "{empty}");
 }
+
+/// Normalised images `[b, 3, 224, 224]` as values, different for each `seed`.
+fn image_values(b: usize, seed: f32) -> Vec<f32> {
+    (0..b * 3 * 224 * 224)
+        .map(|i| (i as f32 * 0.0137 + seed).sin() * 1.7)
+        .collect()
+}
+
+/// A pass recorded once and replayed for new images gives, batch after batch, the values of
+/// the pass run on those images: on wgpu replaying the recorded launches (the recording must
+/// succeed there: lavapipe's cubecl keeps them as a software graph), on the CPU running the
+/// pass again (nothing to record). A mixed-class batch, so the codebook and expert selections
+/// are part of the recording; two different batches in turn, so a replay that kept reading the
+/// recorded images would fail.
+#[test]
+fn replayed_inference_gives_the_pass_values() {
+    use burn::tensor::{Tensor, TensorData};
+    use hvq::replay::ReplayedInference;
+
+    let weights = random_weights();
+    let classes = [1usize, 0];
+    for (name, records) in [("wgpu", true), ("cpu", false)] {
+        let device = device(name);
+        let detector = detector_from(&weights, &device);
+        let tensor = |v: &[f32]| {
+            Tensor::<4>::from_data(TensorData::new(v.to_vec(), [2, 3, 224, 224]), &device)
+        };
+        let mut replayed =
+            ReplayedInference::record(&detector, tensor(&image_values(2, 0.0)), &classes).unwrap();
+        assert_eq!(
+            replayed.recorded(),
+            records,
+            "{name}: not recorded because {:?}",
+            replayed.not_recorded()
+        );
+        let mut images = Vec::new();
+        for seed in [1.0, 2.5, 1.0] {
+            let values = image_values(2, seed);
+            let got = replayed.run(&values).unwrap();
+            let (got_map, got_image) = (host(got.map).data, host(got.image).data);
+            let features = detector.features(tensor(&values));
+            let (_, want) = detector.score(features, &classes).unwrap();
+            let (want_map, want_image) = (host(want.map).data, host(want.image).data);
+            // Bit for bit: the same kernels on the same values (a short message, not the map).
+            let same =
+                |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(
+                same(&got_map, &want_map),
+                "{name}, images {seed}: the map differs by up to {}",
+                max_diff(&got_map, &want_map)
+            );
+            assert!(
+                same(&got_image, &want_image),
+                "{name}, images {seed}: image scores {got_image:?}, run again {want_image:?}"
+            );
+            images.push(got_image);
+        }
+        assert_ne!(images[0], images[1], "{name}: two batches, one result");
+        assert_eq!(images[0], images[2], "{name}: the same batch twice");
+    }
+}

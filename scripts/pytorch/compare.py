@@ -241,6 +241,15 @@ def main():
                 f"{fmt(tm)} (b{train_batch(r)})" if tm is not None else "—",
                 fmt(ratio(tm, train_ms(rr)), 2) if rr and train_batch(r) == train_batch(rr) else "—",
             ])
+            # hvq's inference recorded once and replayed for each batch (`hvq bench` on a GPU).
+            rep, check = r.get("end_to_end_replayed"), r.get("replay") or {}
+            if fw == "hvq" and rep:
+                img = rep["median_ms"] / r["batch"]
+                rows.append([
+                    f"{name}, replayed" + ("" if check.get("recorded") else " (not recorded: ran again)"),
+                    r["batch"], fmt(img, 2), fmt(r["batch"] / (rep["median_ms"] / 1e3)),
+                    fmt(ratio(img, per_image(rr) if rr else None), 2), "—", "—",
+                ])
         out.append(f"\n## config `{cfg}`" + ("" if ref else f"  (no PyTorch {a.ref} run: no ratios)"))
         out.append(table(["run", "batch", "ms/image e2e", "images/s", f"ratio vs PyTorch {a.ref}",
                           "train step ms (cached)", "train ratio"], rows))
@@ -280,6 +289,8 @@ def main():
         for k in order:
             r = runs[k]
             for label, total, queued in (("end to end (ms)", "end_to_end", "end_to_end_queued"),
+                                         ("end to end, replayed (ms)", "end_to_end_replayed",
+                                          "end_to_end_replayed_queued"),
                                          ("train step, cached (ms)", "train_step_cached", "train_step_queued")):
                 t, q = r.get(total), r.get(queued)
                 if t and q:
@@ -294,6 +305,15 @@ def main():
                        "on wgpu a slow device shows in it too: cubecl waits for its previous submission after "
                        "512 queued tasks):")
             out.append(table(["run", "measure", "total", "host queued", "share"], qrows))
+        for k in order:
+            check = runs[k].get("replay")
+            if k[0] == "hvq" and check:
+                out.append(
+                    f"- hvq {k[1]}, replayed: " + (
+                        f"the pass recorded once, each batch replays it; image scores within "
+                        f"{check.get('max_score_difference') or 0:.1e} of the pass run directly"
+                        if check["recorded"] else
+                        f"not recorded ({check.get('not_recorded')}), the pass ran again for each batch"))
         kruns = [k for k in order if runs[k].get("kernels")]
         if kruns:
             out.append(kernel_tables(runs, kruns))

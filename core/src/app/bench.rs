@@ -27,6 +27,20 @@ pub enum BenchModel {
     Default,
 }
 
+/// What became of [`BenchReport::end_to_end_replayed`]'s recording.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReplayCheck {
+    /// The pass was recorded and each batch replayed it; `false`: the pass ran again for each
+    /// batch (the backend records nothing, or refused this recording).
+    pub recorded: bool,
+    /// Why the pass was not recorded (the backend's words), when it was not.
+    pub not_recorded: Option<String>,
+    /// The largest difference between a replay's image scores and those of the pass run
+    /// directly on the same images (0 when the replay runs the same kernels on the same values);
+    /// `None` when no replay ran.
+    pub max_score_difference: Option<f64>,
+}
+
 /// Median and minimum of one stage, milliseconds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StageTime {
@@ -122,6 +136,18 @@ pub struct BenchReport {
     /// reports from before it existed.
     #[serde(default)]
     pub end_to_end_queued: Option<StageTime>,
+    /// End to end with the inference pass recorded once and replayed for each batch
+    /// ([`crate::replay`]; GPU backends only): decode and preprocess on the host as in
+    /// `end_to_end`, the values written into the recorded input, the replay, the read-back.
+    /// `None` on the CPU and in reports from before it existed.
+    #[serde(default)]
+    pub end_to_end_replayed: Option<StageTime>,
+    /// Of `end_to_end_replayed`, the time until the replay is queued (see `end_to_end_queued`).
+    #[serde(default)]
+    pub end_to_end_replayed_queued: Option<StageTime>,
+    /// Whether the pass was recorded, and the replays' scores against the pass run directly.
+    #[serde(default)]
+    pub replay: Option<ReplayCheck>,
     /// Of the staged preprocess: the upload of the host's finished batch to the device and the
     /// wait for it (the rest is decoding, resizing and normalising on the host). On the H200
     /// (2026-12-04, wgpu) preprocess took 7.8 ms at batch 1 where the CPU backend's (no upload)
@@ -418,6 +444,22 @@ pub fn run(
     let end_to_end = stats("end to end", e2e);
     // The GPU's identity, asked once (`None` on the CPU backend).
     let adapter = crate::device::adapter_info(device);
+    // On a GPU, the end-to-end runs again with the pass recorded once and replayed; last, so
+    // that a failure there (reported, not fatal) cannot spoil the measurements above.
+    let replayed = adapter.as_ref().map(|_| {
+        time_replayed(detector, device, &classes, host_values, warmup, runs).unwrap_or_else(|e| {
+            ReplayedRuns {
+                whole: Vec::new(),
+                queued: Vec::new(),
+                check: ReplayCheck {
+                    recorded: false,
+                    not_recorded: Some(format!("the replayed runs failed: {e}")),
+                    max_score_difference: None,
+                },
+            }
+        })
+    });
+
     Ok(BenchReport {
         machine: machine(),
         cpu_isa: Some(crate::kernels::isa::CpuIsa::detect()),
@@ -457,6 +499,15 @@ pub fn run(
         end_to_end,
         end_to_end_queued: Some(stats("end to end, host queued", e2e_queued)),
         preprocess_upload: Some(stats("  of which upload + wait", uploads)),
+        end_to_end_replayed: replayed
+            .as_ref()
+            .filter(|r| !r.whole.is_empty())
+            .map(|r| stats("end to end, replayed", r.whole.clone())),
+        end_to_end_replayed_queued: replayed
+            .as_ref()
+            .filter(|r| !r.queued.is_empty())
+            .map(|r| stats("end to end, replayed, queued", r.queued.clone())),
+        replay: replayed.map(|r| r.check),
         train_step_cached: stats("train step (cached features)", cached),
         train_step_queued: Some(stats("train step, host queued", cached_queued)),
         operation_host_us: Some(operation_host_us),
@@ -464,6 +515,64 @@ pub fn run(
         train_dropout,
         peak_rss_mib: peak_rss_mib(),
         kernels,
+    })
+}
+
+/// The end-to-end runs of a recorded and replayed pass ([`time_replayed`]).
+struct ReplayedRuns {
+    whole: Vec<f64>,
+    queued: Vec<f64>,
+    check: ReplayCheck,
+}
+
+/// `runs` end-to-end runs (after `warmup`) of `detector`'s inference recorded once
+/// ([`ReplayedInference`](crate::replay::ReplayedInference)) on the batch `images` gives: its
+/// values made on the host each run (as the end-to-end runs make them), written into the
+/// recorded input, the replay, the scores read back, the device idle. The replays' image scores
+/// are compared with the pass run directly on the same batch.
+fn time_replayed(
+    detector: &Detector,
+    device: &Device,
+    classes: &[usize],
+    images: impl Fn() -> Result<Vec<f32>>,
+    warmup: usize,
+    runs: usize,
+) -> Result<ReplayedRuns> {
+    let size = detector.config.backbone.input_size;
+    let upload = |values: Vec<f32>| preprocess::upload(values, classes.len(), size, device);
+    let direct = {
+        let features = detector.features(upload(images()?));
+        let (_, scores) = detector.score(features, classes)?;
+        crate::device::read_back(scores.image)?
+    };
+    let mut replayed =
+        crate::replay::ReplayedInference::record(detector, upload(images()?), classes)?;
+    let (mut whole, mut queued) = (Vec::new(), Vec::new());
+    let mut max_score_difference = 0f64;
+    for it in 0..warmup + runs {
+        let t0 = Instant::now();
+        let values = images()?;
+        let scores = replayed.run(&values)?;
+        let launched = ms(t0);
+        crate::device::read_back(scores.map)?;
+        let image = crate::device::read_back(scores.image)?;
+        sync(device)?;
+        if it >= warmup {
+            whole.push(ms(t0));
+            queued.push(launched);
+        }
+        for (a, b) in image.iter().zip(&direct) {
+            max_score_difference = max_score_difference.max(f64::from((a - b).abs()));
+        }
+    }
+    Ok(ReplayedRuns {
+        whole,
+        queued,
+        check: ReplayCheck {
+            recorded: replayed.recorded(),
+            not_recorded: replayed.not_recorded().map(str::to_string),
+            max_score_difference: Some(max_score_difference),
+        },
     })
 }
 
@@ -747,6 +856,8 @@ pub fn format_report(r: &BenchReport) -> String {
         [
             Some(&r.end_to_end),
             r.end_to_end_queued.as_ref(),
+            r.end_to_end_replayed.as_ref(),
+            r.end_to_end_replayed_queued.as_ref(),
             Some(&r.train_step_cached),
             r.train_step_queued.as_ref(),
             Some(&r.train_step_uncached),
@@ -766,6 +877,26 @@ pub fn format_report(r: &BenchReport) -> String {
         "images per second",
         r.images_per_second
     ));
+    if let Some(check) = &r.replay {
+        if let Some(replayed) = &r.end_to_end_replayed {
+            out.push_str(&format!(
+                "{:<30} {:>12.1}\n",
+                "images per second, replayed",
+                r.batch as f64 / (replayed.median_ms / 1e3)
+            ));
+        }
+        out.push_str(&match &check.not_recorded {
+            None => format!(
+                "(replayed: the pass recorded once; image scores within {:e} of the pass run \
+                 directly)\n",
+                check.max_score_difference.unwrap_or(f64::NAN)
+            ),
+            Some(why) => format!(
+                "(replayed: not recorded, the pass ran again for each batch: {})\n",
+                why.lines().last().unwrap_or_default()
+            ),
+        });
+    }
     if let Some(us) = r.operation_host_us {
         out.push_str(&format!("{:<30} {:>12.1}\n", "host µs per operation", us));
     }
@@ -865,6 +996,65 @@ mod tests {
         assert_eq!(report.debug_assertions, None);
         assert_eq!(report.batch, 1);
         assert!(build_note(report.debug_assertions).is_empty());
+    }
+
+    /// A GPU report's replayed runs: their rows below the end-to-end ones, the images per second
+    /// they give, and whether the pass was recorded (with the scores' agreement) or why not;
+    /// a report without them (the CPU's, older ones) prints none of it.
+    #[test]
+    fn the_table_shows_the_replayed_runs_and_their_recording() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../bench-results/h200-2026-12-04/b1/hvq-wgpu-official.json"
+        );
+        let mut report: BenchReport =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert!(report.replay.is_none() && report.end_to_end_replayed.is_none());
+        let plain = format_report(&report);
+        assert!(!plain.contains("replayed"), "{plain}");
+
+        report.end_to_end_replayed = Some(stats("end to end, replayed", vec![20.0, 25.0, 30.0]));
+        report.end_to_end_replayed_queued =
+            Some(stats("end to end, replayed, queued", vec![1.0, 2.0, 3.0]));
+        report.replay = Some(ReplayCheck {
+            recorded: true,
+            not_recorded: None,
+            max_score_difference: Some(0.0),
+        });
+        let table = format_report(&report);
+        let row = |name: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(name) && l[name.len()..].starts_with("  "))
+                .unwrap_or_else(|| panic!("no row {name:?} in\n{table}"))
+                .split_whitespace()
+                .last()
+                .unwrap()
+                .to_string()
+        };
+        // The last column is the fastest run (20 and 1 ms); the median 25 ms at batch 1 gives
+        // 40 images/s.
+        assert_eq!(row("end to end, replayed"), "20.0");
+        assert_eq!(row("end to end, replayed, queued"), "1.0");
+        assert_eq!(row("images per second, replayed"), "40.0");
+        assert!(
+            table.contains("image scores within 0e0 of the pass run directly"),
+            "{table}"
+        );
+
+        report.end_to_end_replayed = None;
+        report.end_to_end_replayed_queued = None;
+        report.replay = Some(ReplayCheck {
+            recorded: false,
+            not_recorded: Some("the replayed runs failed: device lost".into()),
+            max_score_difference: None,
+        });
+        let table = format_report(&report);
+        assert!(
+            table.contains("not recorded, the pass ran again for each batch: the replayed runs failed: device lost"),
+            "{table}"
+        );
+        assert!(!table.contains("images per second, replayed"), "{table}");
     }
 
     /// The `auto` table counts the kinds each way and lists them, the most time at stake first,

@@ -20,11 +20,13 @@ mod readback;
 pub mod remote;
 mod shards;
 pub mod wgpu_compiler;
+mod write;
 
 pub use denormals::flush_denormals;
 pub use list::create_list;
 pub use readback::{read_back, read_back_async};
 pub use shards::shard_sizes;
+pub use write::write_in_place;
 
 use burn::tensor::Device;
 

@@ -10,7 +10,7 @@
 //! rows and norms. The arithmetic is the per-sample path's, operation for operation, so an image
 //! gets bit for bit the same result alone, in a batch of its class or in a mixed one.
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor};
 
 use super::quantizer::Codebook;
 
@@ -56,9 +56,7 @@ impl BatchCodes {
             let embeds: Vec<Tensor<2>> = books.iter().map(|b| b.embed.val()).collect();
             Self::from_columns(Tensor::stack::<3>(embeds, 0).detach())
         });
-        let ids: Vec<i64> = slots.iter().map(|&s| s as i64).collect();
-        let ids =
-            Tensor::<1, Int>::from_data(TensorData::new(ids, [slots.len()]), &level.rows.device());
+        let ids = super::slot_ids::slot_ids(slots, &level.rows.device());
         Self {
             columns: level.columns.select(0, ids.clone()),
             rows: level.rows.select(0, ids.clone()),

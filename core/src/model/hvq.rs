@@ -3,7 +3,7 @@
 //! Table 1 (single VQ layer, shared codebooks, shared expert).
 
 use burn::module::Module;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 
 use super::batch_codes::BatchCodes;
 use super::classifier::Classifier;
@@ -435,8 +435,7 @@ impl HvqModel {
                         .unsqueeze_dim(1),
                 )
             });
-            let ids: Vec<i64> = slots.iter().map(|&s| s as i64).collect();
-            let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [b]), &weights.device());
+            let ids = super::slot_ids::slot_ids(slots, &weights.device());
             return (weights.select(0, ids.clone()), biases.select(0, ids));
         }
         let experts: Vec<&Linear> = slots.iter().map(|&s| &self.output_proj_list[s]).collect();

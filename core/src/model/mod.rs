@@ -14,6 +14,7 @@ mod ot;
 mod position;
 mod quantizer;
 mod sharded;
+mod slot_ids;
 
 pub use attention::MultiheadAttention;
 pub use batch_codes::BatchCodes;

@@ -1,0 +1,70 @@
+//! Host values written into a GPU tensor's own buffer, in place.
+//!
+//! A recorded graph of launches ([`crate::replay`]) reads its input from the buffer it read when
+//! it was recorded; uploading the next batch as a new tensor would leave the graph reading the
+//! old one. cubecl's `write` queues the copy on the writing thread's stream, so it lands after
+//! the launches queued before it and before those queued after (a replay included).
+
+use burn::tensor::Tensor;
+
+use crate::error::{HvqError, Result};
+
+/// Overwrite `target`'s elements with `values` (row-major, as many as it has), in its own device
+/// buffer. Only a plain, contiguous f32 tensor of a GPU backend can be written so; anything
+/// else is an error naming what it is.
+pub fn write_in_place<const D: usize>(target: &Tensor<D>, values: &[f32]) -> Result<()> {
+    let elements: usize = target.dims().iter().product();
+    if values.len() != elements {
+        return Err(HvqError::Config(format!(
+            "writing {} values into a tensor of shape {:?} ({elements} elements)",
+            values.len(),
+            target.dims()
+        )));
+    }
+    gpu_write(target, values)
+}
+
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn gpu_write<const D: usize>(target: &Tensor<D>, values: &[f32]) -> Result<()> {
+    use burn::tensor::{Bytes, DType};
+    use burn_cubecl::CubeBackend;
+
+    let refuse = |why: &str| {
+        Err(HvqError::Device(format!(
+            "cannot write into the device buffer of a tensor of shape {:?}: {why}",
+            target.dims()
+        )))
+    };
+    if target.is_autodiff() || target.dtype() != DType::F32 {
+        return refuse("only plain f32 tensors (not tracked by autodiff) are written in place");
+    }
+    let Ok(cube) = target.clone().try_into_primitive::<CubeBackend>() else {
+        return refuse("it is not on a GPU backend");
+    };
+    // Row-major strides with no padding between rows: the bytes written are the values in order.
+    let shape = cube.meta.shape().to_vec();
+    let strides = cube.meta.strides().to_vec();
+    let mut expected = 1;
+    for (&size, &stride) in shape.iter().zip(&strides).rev() {
+        if size != 1 && stride != expected {
+            return refuse("its elements are not stored contiguously in row-major order");
+        }
+        expected *= size;
+    }
+    let bytes = std::mem::size_of_val(values) as u64;
+    if cube.handle.size_in_used() < bytes {
+        return refuse("its buffer is smaller than its elements");
+    }
+    cube.client
+        .write(&cube.handle, Bytes::from_elems(values.to_vec()));
+    Ok(())
+}
+
+#[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+fn gpu_write<const D: usize>(target: &Tensor<D>, _values: &[f32]) -> Result<()> {
+    Err(HvqError::Device(format!(
+        "cannot write into the device buffer of a tensor of shape {:?}: this build has no GPU \
+         backend",
+        target.dims()
+    )))
+}

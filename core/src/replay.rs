@@ -1,0 +1,182 @@
+//! Inference recorded once as a graph of device launches and replayed for each later batch.
+//!
+//! A pass of the official model at batch 1 is some 350 kernel launches, and on a GPU the host's
+//! work per launch (burn's operation, cubecl's allocation, kernel lookup and encoding) can take
+//! longer than the kernel: the H200 spent more than half of a batch-1 pass queueing it
+//! (docs/gpu.md). burn 0.22 records a closure's launches ([`burn::tensor::capture`]): CUDA keeps
+//! them as a CUDA graph, replayed as one dispatch; wgpu keeps the resolved dispatches and
+//! encodes them again without the launch path. An inspection's batches have one shape and,
+//! image after image, the same classes, so the pass is recorded once for them and each batch
+//! replays it: its values are written into the recorded input buffer in place
+//! ([`crate::device::write_in_place`]) and the replay writes the recorded output buffers.
+//! Where the backend cannot record (the CPU), or the recording failed, each batch runs the
+//! pass again instead: the same values, without the saving ([`ReplayedInference::recorded`]
+//! says which).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use burn::backend::{Backend, BackendGraph, Dispatch, ExecutionError};
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::detector::{Detector, Scores};
+use crate::device::write_in_place;
+use crate::error::{HvqError, Result};
+
+/// The pass a graph records: the scores of the images in the shared input, or why it failed.
+type Pass<'a> = Box<dyn FnMut() -> Result<Scores> + 'a>;
+
+/// Passes run before the recorded one: the first compiles the kernels and times the routines
+/// chosen per device (products, attention), the next fill the memory pools with what the pass
+/// allocates from then on, which the recording must take from them (a fresh allocation while
+/// recording fails it). burn's own `capture` runs three for the same reasons.
+const WARM_UP_PASSES: usize = 3;
+
+/// A detector's inference for batches of one shape and one class list, recorded once.
+///
+/// Not `Send` (the shared input is an `Rc`): the input writes and the replays must come from
+/// the thread that recorded, whose device stream the graph was recorded on, so that they run in
+/// the order they are issued.
+pub struct ReplayedInference<'a> {
+    pass: Pass<'a>,
+    /// The recorded launches; `None` where the pass runs again for each batch.
+    graph: Option<BackendGraph<Dispatch>>,
+    /// Why the pass was not recorded, when it was not.
+    not_recorded: Option<String>,
+    /// The recorded pass's scores: the buffers each replay writes.
+    recorded_scores: Option<Scores>,
+    /// The images the pass reads: the recorded buffer, written in place before each replay.
+    input: Rc<RefCell<Tensor<4>>>,
+    shape: [usize; 4],
+    device: Device,
+}
+
+impl<'a> ReplayedInference<'a> {
+    /// Record `detector`'s inference of normalised `images` `[B, 3, S, S]` under `classes`
+    /// (one per image), after [`WARM_UP_PASSES`] passes. An error of the pass itself (a class
+    /// out of range) or of the device is returned; a backend that cannot record, or a recording
+    /// it refused, leaves the pass to run again for each batch ([`Self::not_recorded`] says
+    /// why).
+    pub fn record(detector: &'a Detector, images: Tensor<4>, classes: &[usize]) -> Result<Self> {
+        let shape = images.dims();
+        if classes.len() != shape[0] {
+            return Err(HvqError::Config(format!(
+                "{} classes for a batch of {} images",
+                classes.len(),
+                shape[0]
+            )));
+        }
+        let device = images.device();
+        let input = Rc::new(RefCell::new(images));
+        let read = Rc::clone(&input);
+        let classes = classes.to_vec();
+        let mut pass: Pass<'a> = Box::new(move || {
+            let images = read.borrow().clone();
+            let features = detector.features(images);
+            detector.score(features, &classes).map(|(_, scores)| scores)
+        });
+        let dispatch = device.as_dispatch();
+        let device_error = |what: &str, e: ExecutionError| {
+            HvqError::Device(format!(
+                "recording the inference pass: {what}: {}",
+                reason(e)
+            ))
+        };
+        Dispatch::graph_prepare(dispatch).map_err(|e| device_error("preparing", e))?;
+        for _ in 0..WARM_UP_PASSES {
+            // Kept until the device is done: the pass's buffers are what the recording reuses.
+            let scores = pass()?;
+            Dispatch::sync(dispatch).map_err(|e| device_error("warming up", e))?;
+            drop(scores);
+        }
+        let (graph, not_recorded, recorded_scores) = match Dispatch::graph_start_capture(dispatch) {
+            Ok(()) => {
+                let scores = pass();
+                // A failed stop still ends the recording, so the device goes on as before.
+                match (Dispatch::graph_stop_capture(dispatch), scores) {
+                    (Ok(graph), Ok(scores)) => (Some(graph), None, Some(scores)),
+                    (Err(e), Ok(_)) => (None, Some(reason(e)), None),
+                    (_, Err(e)) => return Err(e),
+                }
+            }
+            Err(e) => (None, Some(reason(e)), None),
+        };
+        Ok(Self {
+            pass,
+            graph,
+            not_recorded,
+            recorded_scores,
+            input,
+            shape,
+            device,
+        })
+    }
+
+    /// Whether the pass was recorded (CUDA, wgpu): a batch replays its launches. `false` where
+    /// the backend records nothing or the recording failed, and each batch runs the pass.
+    pub fn recorded(&self) -> bool {
+        self.graph.is_some()
+    }
+
+    /// Why the pass was not recorded (the backend's words), when it was not.
+    pub fn not_recorded(&self) -> Option<&str> {
+        self.not_recorded.as_deref()
+    }
+
+    /// The batch's shape `[B, 3, S, S]`.
+    pub fn shape(&self) -> [usize; 4] {
+        self.shape
+    }
+
+    /// The scores of the images `values` (normalised, `[B, 3, S, S]` row-major), queued on the
+    /// device (read them back to wait for them). Replayed, the tensors are the recorded
+    /// outputs, which the next batch overwrites: read them before running it.
+    pub fn run(&mut self, values: &[f32]) -> Result<Scores> {
+        let expected: usize = self.shape.iter().product();
+        if values.len() != expected {
+            return Err(HvqError::Config(format!(
+                "a batch of {} values for a recorded pass of shape {:?} ({expected} values)",
+                values.len(),
+                self.shape
+            )));
+        }
+        let (Some(graph), Some(scores)) = (&self.graph, &self.recorded_scores) else {
+            // The pass runs again and reads whatever tensor the input holds.
+            *self.input.borrow_mut() =
+                Tensor::from_data(TensorData::new(values.to_vec(), self.shape), &self.device);
+            return (self.pass)();
+        };
+        write_in_place(&self.input.borrow(), values)?;
+        // Safety: every buffer the recorded launches read or write stays alive as long as
+        // `self`: the input (held here and by the pass), the detector's weights and the caches
+        // derived from them (borrowed for `'a`, so not changed meanwhile), and the outputs (held
+        // here). The input write above and the replay are issued from this thread, on the
+        // stream of the recording (`ReplayedInference` is not `Send`), so the replay reads the
+        // new values and a later write or read waits for it.
+        unsafe { Dispatch::graph_replay(self.device.as_dispatch(), graph) }.map_err(|e| {
+            HvqError::Device(format!("replaying the inference pass: {}", reason(e)))
+        })?;
+        Ok(scores.clone())
+    }
+}
+
+/// A backend error's own words on one line: burn nests each cause under a generic heading and
+/// ends with a backtrace section, which say nothing to the reader of a report.
+fn reason(e: ExecutionError) -> String {
+    let text = e.to_string();
+    let said: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| {
+            !line.is_empty()
+                && !matches!(
+                    *line,
+                    "An error happened during execution"
+                        | "Caused by:"
+                        | "Backtrace:"
+                        | "No backtrace available"
+                )
+        })
+        .collect();
+    said.join(" ")
+}
