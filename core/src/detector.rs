@@ -106,8 +106,9 @@ pub(crate) fn embedded_lite0() -> Result<TensorMap> {
     ))
 }
 
-/// Backbone + reconstruction network.
-#[derive(Debug)]
+/// Backbone + reconstruction network. A clone shares the weights' device buffers (burn's
+/// tensors are counted references), so it costs no device memory.
+#[derive(Clone, Debug)]
 pub struct Detector {
     /// Architecture.
     pub config: ModelConfig,

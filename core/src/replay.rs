@@ -3,18 +3,20 @@
 //! A pass of the official model at batch 1 is some 350 kernel launches, and on a GPU the host's
 //! work per launch (burn's operation, cubecl's allocation, kernel lookup and encoding) can take
 //! longer than the kernel: the H200 spent more than half of a batch-1 pass queueing it
-//! (docs/gpu.md). burn 0.22 records a closure's launches ([`burn::tensor::capture`]): CUDA keeps
-//! them as a CUDA graph, replayed as one dispatch; wgpu keeps the resolved dispatches and
-//! encodes them again without the launch path. An inspection's batches have one shape and,
-//! image after image, the same classes, so the pass is recorded once for them and each batch
-//! replays it: its values are written into the recorded input buffer in place
-//! ([`crate::device::write_in_place`]) and the replay writes the recorded output buffers.
-//! Where the backend cannot record (the CPU), or the recording failed, each batch runs the
-//! pass again instead: the same values, without the saving ([`ReplayedInference::recorded`]
-//! says which).
+//! (docs/gpu.md). burn 0.22 records a closure's launches: CUDA keeps them as a CUDA graph,
+//! replayed as one dispatch; wgpu keeps the resolved dispatches and encodes them again without
+//! the launch path. An inspection's batches have one shape and, image after image, the same
+//! classes, so the pass is recorded once for them and each batch replays it: its values are
+//! written into the recorded input buffer in place ([`crate::device::write_in_place`]) and the
+//! replay writes the recorded output buffers. Where the backend cannot record (the CPU), or the
+//! recording failed, each batch runs the pass again instead: the same values, without the
+//! saving ([`ReplayedInference::recorded`] says which). `hvq bench` times both on a GPU; an
+//! `app::Inspector` replays repeated batches with a fixed class when `HVQ_REPLAY` is on
+//! ([`apply_variable`]: the CLI's and the desktop's default).
 
-use std::cell::RefCell;
-use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 
 use burn::backend::{Backend, BackendGraph, Dispatch, ExecutionError};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -23,8 +25,35 @@ use crate::detector::{Detector, Scores};
 use crate::device::write_in_place;
 use crate::error::{HvqError, Result};
 
+/// The environment variable that turns replaying off for a process (`off`) or on (`on`, the
+/// CLI's and the desktop inspector's default).
+pub const VARIABLE: &str = "HVQ_REPLAY";
+
+/// Whether inspections replay a recorded pass when their batches repeat (the library's default:
+/// no; the CLI and the desktop turn it on through [`apply_variable`]).
+static REPLAY: AtomicBool = AtomicBool::new(false);
+
+/// Read `HVQ_REPLAY` (`on` or `off`; unset: on) and set it for the inspectors created afterwards.
+pub fn apply_variable() -> Result<bool> {
+    let on = crate::env_setting::read(VARIABLE, true, parse)?;
+    REPLAY.store(on, Ordering::Relaxed);
+    Ok(on)
+}
+
+/// `on` or `off`.
+pub fn parse(name: &str) -> Result<bool> {
+    crate::env_setting::named(VARIABLE, name, &[true, false], |on| {
+        if on { "on" } else { "off" }
+    })
+}
+
+/// Whether inspectors created now replay ([`apply_variable`]).
+pub fn enabled() -> bool {
+    REPLAY.load(Ordering::Relaxed)
+}
+
 /// The pass a graph records: the scores of the images in the shared input, or why it failed.
-type Pass<'a> = Box<dyn FnMut() -> Result<Scores> + 'a>;
+type Pass = Box<dyn FnMut() -> Result<Scores> + Send>;
 
 /// Passes run before the recorded one: the first compiles the kernels and times the routines
 /// chosen per device (products, attention), the next fill the memory pools with what the pass
@@ -34,11 +63,11 @@ const WARM_UP_PASSES: usize = 3;
 
 /// A detector's inference for batches of one shape and one class list, recorded once.
 ///
-/// Not `Send` (the shared input is an `Rc`): the input writes and the replays must come from
-/// the thread that recorded, whose device stream the graph was recorded on, so that they run in
-/// the order they are issued.
-pub struct ReplayedInference<'a> {
-    pass: Pass<'a>,
+/// The input writes and the replays must come from the thread that recorded, whose device
+/// stream the graph was recorded on, so that they run in the order they are issued: from
+/// another thread [`ReplayedInference::run`] refuses.
+pub struct ReplayedInference {
+    pass: Pass,
     /// The recorded launches; `None` where the pass runs again for each batch.
     graph: Option<BackendGraph<Dispatch>>,
     /// Why the pass was not recorded, when it was not.
@@ -46,18 +75,32 @@ pub struct ReplayedInference<'a> {
     /// The recorded pass's scores: the buffers each replay writes.
     recorded_scores: Option<Scores>,
     /// The images the pass reads: the recorded buffer, written in place before each replay.
-    input: Rc<RefCell<Tensor<4>>>,
+    input: Arc<Mutex<Tensor<4>>>,
     shape: [usize; 4],
+    classes: Vec<usize>,
     device: Device,
+    thread: ThreadId,
 }
 
-impl<'a> ReplayedInference<'a> {
+impl std::fmt::Debug for ReplayedInference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplayedInference")
+            .field("shape", &self.shape)
+            .field("classes", &self.classes)
+            .field("recorded", &self.recorded())
+            .field("not_recorded", &self.not_recorded)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReplayedInference {
     /// Record `detector`'s inference of normalised `images` `[B, 3, S, S]` under `classes`
-    /// (one per image), after [`WARM_UP_PASSES`] passes. An error of the pass itself (a class
-    /// out of range) or of the device is returned; a backend that cannot record, or a recording
-    /// it refused, leaves the pass to run again for each batch ([`Self::not_recorded`] says
-    /// why).
-    pub fn record(detector: &'a Detector, images: Tensor<4>, classes: &[usize]) -> Result<Self> {
+    /// (one per image), after [`WARM_UP_PASSES`] passes. The recording keeps `detector` (a
+    /// clone shares its weights): it computes with the weights as they are now. An error of the
+    /// pass itself (a class out of range) or of the device is returned; a backend that cannot
+    /// record, or a recording it refused, leaves the pass to run again for each batch
+    /// ([`Self::not_recorded`] says why).
+    pub fn record(detector: Detector, images: Tensor<4>, classes: &[usize]) -> Result<Self> {
         let shape = images.dims();
         if classes.len() != shape[0] {
             return Err(HvqError::Config(format!(
@@ -67,13 +110,15 @@ impl<'a> ReplayedInference<'a> {
             )));
         }
         let device = images.device();
-        let input = Rc::new(RefCell::new(images));
-        let read = Rc::clone(&input);
-        let classes = classes.to_vec();
-        let mut pass: Pass<'a> = Box::new(move || {
-            let images = read.borrow().clone();
+        let input = Arc::new(Mutex::new(images));
+        let read = Arc::clone(&input);
+        let pass_classes = classes.to_vec();
+        let mut pass: Pass = Box::new(move || {
+            let images = read.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let features = detector.features(images);
-            detector.score(features, &classes).map(|(_, scores)| scores)
+            detector
+                .score(features, &pass_classes)
+                .map(|(_, scores)| scores)
         });
         let dispatch = device.as_dispatch();
         let device_error = |what: &str, e: ExecutionError| {
@@ -108,7 +153,9 @@ impl<'a> ReplayedInference<'a> {
             recorded_scores,
             input,
             shape,
+            classes: classes.to_vec(),
             device,
+            thread: std::thread::current().id(),
         })
     }
 
@@ -123,9 +170,14 @@ impl<'a> ReplayedInference<'a> {
         self.not_recorded.as_deref()
     }
 
-    /// The batch's shape `[B, 3, S, S]`.
-    pub fn shape(&self) -> [usize; 4] {
-        self.shape
+    /// Whether this thread recorded the pass (the only one that may replay it).
+    pub fn on_this_thread(&self) -> bool {
+        self.thread == std::thread::current().id()
+    }
+
+    /// Whether batches of `shape` under `classes`, from this thread, replay this recording.
+    pub fn takes(&self, shape: [usize; 4], classes: &[usize]) -> bool {
+        self.shape == shape && self.classes == classes && self.on_this_thread()
     }
 
     /// The scores of the images `values` (normalised, `[B, 3, S, S]` row-major), queued on the
@@ -140,19 +192,27 @@ impl<'a> ReplayedInference<'a> {
                 self.shape
             )));
         }
+        if !self.on_this_thread() {
+            return Err(HvqError::Device(
+                "a recorded inference pass replays only on the thread that recorded it".into(),
+            ));
+        }
         let (Some(graph), Some(scores)) = (&self.graph, &self.recorded_scores) else {
             // The pass runs again and reads whatever tensor the input holds.
-            *self.input.borrow_mut() =
+            *self.input.lock().unwrap_or_else(|e| e.into_inner()) =
                 Tensor::from_data(TensorData::new(values.to_vec(), self.shape), &self.device);
             return (self.pass)();
         };
-        write_in_place(&self.input.borrow(), values)?;
+        write_in_place(
+            &self.input.lock().unwrap_or_else(|e| e.into_inner()),
+            values,
+        )?;
         // Safety: every buffer the recorded launches read or write stays alive as long as
         // `self`: the input (held here and by the pass), the detector's weights and the caches
-        // derived from them (borrowed for `'a`, so not changed meanwhile), and the outputs (held
-        // here). The input write above and the replay are issued from this thread, on the
-        // stream of the recording (`ReplayedInference` is not `Send`), so the replay reads the
-        // new values and a later write or read waits for it.
+        // derived from them (held by the pass's detector), and the outputs (held here). The
+        // input write above and the replay are issued from the recording thread (checked
+        // above), on the stream of the recording, so the replay reads the new values and a
+        // later write or read waits for it.
         unsafe { Dispatch::graph_replay(self.device.as_dispatch(), graph) }.map_err(|e| {
             HvqError::Device(format!("replaying the inference pass: {}", reason(e)))
         })?;
@@ -179,4 +239,35 @@ fn reason(e: ExecutionError) -> String {
         })
         .collect();
     said.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `on` and `off` parse (space and case as the other switches take them); a typo is an
+    /// error naming the variable; the library's default, which no test changes, is off.
+    #[test]
+    fn the_switch_parses_and_a_typo_is_refused_naming_the_variable() {
+        assert!(parse("on").unwrap());
+        assert!(!parse(" OFF ").unwrap());
+        let err = parse("yes").unwrap_err().to_string();
+        assert!(err.contains(VARIABLE) && err.contains("yes"), "{err}");
+        assert!(!enabled(), "the library's default");
+    }
+
+    /// The reason shown for a backend error keeps its own words, without burn's headings and
+    /// backtrace section.
+    #[test]
+    fn a_backend_error_reads_as_one_line_of_its_own_words() {
+        let e = ExecutionError::WithContext {
+            reason: "write: a wgpu capture window records dispatches only\nBacktrace:\nNo \
+                     backtrace available"
+                .into(),
+        };
+        assert_eq!(
+            reason(e),
+            "write: a wgpu capture window records dispatches only"
+        );
+    }
 }

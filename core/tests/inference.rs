@@ -618,7 +618,8 @@ fn replayed_inference_gives_the_pass_values() {
             Tensor::<4>::from_data(TensorData::new(v.to_vec(), [2, 3, 224, 224]), &device)
         };
         let mut replayed =
-            ReplayedInference::record(&detector, tensor(&image_values(2, 0.0)), &classes).unwrap();
+            ReplayedInference::record(detector.clone(), tensor(&image_values(2, 0.0)), &classes)
+                .unwrap();
         assert_eq!(
             replayed.recorded(),
             records,
@@ -649,5 +650,63 @@ fn replayed_inference_gives_the_pass_values() {
         }
         assert_ne!(images[0], images[1], "{name}: two batches, one result");
         assert_eq!(images[0], images[2], "{name}: the same batch twice");
+    }
+}
+
+/// An inspector replaying repeated batches gives every image the result of one that runs each
+/// batch directly, bit for bit: the first batch of a shape and class list runs directly, its
+/// repeat records the pass (wgpu: recorded) and later ones replay it, with new images each
+/// time; another class list or a class left to the model runs directly beside the recording.
+/// On the CPU nothing can be recorded: the first repeat stops replaying, with the reason.
+#[test]
+fn an_inspector_replays_repeated_batches_with_the_same_results() {
+    use hvq::MapResolution;
+    use hvq::app::ReplayState;
+
+    let weights = random_weights();
+    let (a, b) = (chelsea(), chelsea().fliph());
+    let c = chelsea().rotate180();
+    let fixed = ClassChoice::Index(1);
+    let steps: [(&[&DynamicImage], &ClassChoice, &str); 6] = [
+        (&[&a, &b], &fixed, "idle"),
+        (&[&b, &c], &fixed, "recorded"),
+        (&[&c, &a], &fixed, "recorded"),
+        (&[&a, &b], &ClassChoice::Index(0), "recorded"),
+        (&[&b], &fixed, "recorded"),
+        (&[&b, &a], &ClassChoice::Auto, "recorded"),
+    ];
+    for (name, recordable) in [("wgpu", true), ("cpu", false)] {
+        let device = device(name);
+        let direct =
+            Inspector::new(detector_from(&weights, &device), device.clone()).with_replay(false);
+        let replaying =
+            Inspector::new(detector_from(&weights, &device), device.clone()).with_replay(true);
+        for (step, (images, class, state)) in steps.iter().enumerate() {
+            let got = replaying
+                .inspect_batch(images, class, MapResolution::Image)
+                .unwrap();
+            let want = direct
+                .inspect_batch(images, class, MapResolution::Image)
+                .unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                let (g, w) = (g.as_ref().unwrap(), w.as_ref().unwrap());
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(g.score.to_bits(), w.score.to_bits(), "{name} step {step}");
+                assert_eq!(g.class_index, w.class_index, "{name} step {step}");
+                assert!(
+                    bits(&g.model_map) == bits(&w.model_map) && bits(&g.map) == bits(&w.map),
+                    "{name} step {step}: maps differ by up to {}",
+                    max_diff(&g.model_map, &w.model_map)
+                );
+            }
+            let now = replaying.replay_state();
+            match (recordable, step, &now) {
+                (true, _, _) if *state == "idle" => assert_eq!(now, ReplayState::Idle),
+                (true, _, _) => assert_eq!(now, ReplayState::Recorded, "{name} step {step}"),
+                (false, 0, _) => assert_eq!(now, ReplayState::Idle),
+                (false, _, ReplayState::Stopped(why)) => assert!(!why.is_empty()),
+                (false, _, other) => panic!("cpu step {step}: {other:?}"),
+            }
+        }
     }
 }

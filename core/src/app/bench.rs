@@ -546,7 +546,7 @@ fn time_replayed(
         crate::device::read_back(scores.image)?
     };
     let mut replayed =
-        crate::replay::ReplayedInference::record(detector, upload(images()?), classes)?;
+        crate::replay::ReplayedInference::record(detector.clone(), upload(images()?), classes)?;
     let (mut whole, mut queued) = (Vec::new(), Vec::new());
     let mut max_score_difference = 0f64;
     for it in 0..warmup + runs {

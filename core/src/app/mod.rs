@@ -38,7 +38,7 @@ pub mod watch;
 pub mod worker;
 
 pub use images::{ImageListing, list_images};
-pub use inspect::{ClassChoice, Inspection, Inspector, MapResolution, StageTimes};
+pub use inspect::{ClassChoice, Inspection, Inspector, MapResolution, ReplayState, StageTimes};
 pub use results::{OutputNames, ResultRow};
 pub use source::ModelSource;
 pub use verdict::Verdict;

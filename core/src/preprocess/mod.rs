@@ -224,12 +224,23 @@ pub fn batch_of(
     norm: &InputNorm,
     device: &Device,
 ) -> Tensor<4> {
+    upload(
+        host_batch_of(images, size, norm),
+        images.len(),
+        size,
+        device,
+    )
+}
+
+/// [`batch_of`]'s values on the host, `[N, 3, size, size]` row-major (a recorded pass takes them
+/// into its own input buffer, `crate::replay`).
+pub fn host_batch_of(images: &[&DynamicImage], size: usize, norm: &InputNorm) -> Vec<f32> {
     let values = fill_batch(images, size, |img, out| {
         write_input(img, size, norm, out);
         Ok::<(), std::convert::Infallible>(())
     });
     let Ok(values) = values;
-    upload(values, images.len(), size, device)
+    values
 }
 
 /// Decode image files, in parallel where the build has threads; one result per path, in order.
