@@ -22,14 +22,16 @@
 # or carry [".device/cli", ".device/wheels", ".gl"] (64 MiB a call, the ~22 MiB tree included):
 #   bash scripts/device-gpu.sh --cuda
 # It runs, each step bounded so that the whole fits the call, the tables the issue asks for first:
-#   0. (--cuda) hvq selfcheck --device cuda: the shipped model on CUDA against the CPU;
+#   0. (--cuda) hvq selfcheck --device cuda: the shipped model on CUDA against the CPU, and its
+#      inspections replayed from a recorded pass (a CUDA graph) against the same run directly;
 #   1. the first batch (8) with both sides' kernel profiles: hvq (CUDA with --cuda, and wgpu)
 #      against PyTorch; hvq's products on the default `auto` routine (each kind timed on cubek's
 #      `SimpleUnit` and hvq's tiled kernel in five variants: the table of those timings in
 #      summary.md, the choices kept in product-choices.json, which the later runs take instead
 #      of timing), and inference's attention on `auto` likewise (hvq's split kernel against
 #      burn's flash kernel per kind of attention: its table in summary.md, kept in the same file);
-#   2. the other batches (1, 32) without profiles;
+#   2. the other batches (1, 32) without profiles (every `hvq bench` also times its end-to-end
+#      runs replayed from a recorded pass: the "replayed" rows of each summary);
 #   3. the A/B runs at the first batch (hvq alone, no PyTorch, into b8-ab/): the fixed routine
 #      `simple` (cubek's, every product) beside auto, the attention A/B (--attention-ab), both on
 #      CUDA with --cuda (else on wgpu), and the kernels compiled to SPIR-V by CubeCL beside the

@@ -144,6 +144,21 @@ fn selfcheck_compares_a_device_with_the_cpu() {
                 assert_eq!(rel, 0.0, "the CPU against itself is exact: {s}");
             }
         }
+        // On a GPU the replayed inspections are checked too: recorded on lavapipe (cubecl's
+        // software graph), the same bits as the direct ones. The CPU has no replay to check.
+        let replay = &v["replay"];
+        if device == "wgpu" {
+            assert_eq!(replay["recorded"], true, "{replay}");
+            assert_eq!(replay["relative_diff"].as_f64(), Some(0.0), "{replay}");
+            assert_eq!(replay["passed"], true, "{replay}");
+            assert!(
+                text.contains("replayed inspections (the samples as one batch, three rounds): recorded and replayed, 0.00e0"),
+                "{text}"
+            );
+        } else {
+            assert!(replay.is_null(), "{replay}");
+            assert!(!text.contains("replayed"), "{text}");
+        }
     }
     std::fs::remove_dir_all(dir).ok();
 }

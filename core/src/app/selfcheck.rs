@@ -9,9 +9,10 @@
 //! ≤ 1.3e-4 (maps of the same samples, measured when the CUDA path first ran).
 
 use burn::tensor::Device;
+use image::DynamicImage;
 use serde::Serialize;
 
-use super::inspect::{ClassChoice, Inspection, Inspector};
+use super::inspect::{ClassChoice, Inspection, Inspector, MapResolution, ReplayState};
 use crate::error::Result;
 
 /// Largest allowed |device − CPU| over the CPU's largest |map| value.
@@ -40,6 +41,23 @@ pub struct SampleDiff {
     pub passed: bool,
 }
 
+/// A GPU's inspections replayed from a recorded pass against the same inspections run directly
+/// (`crate::replay`): the samples as one batch with a fixed class, three rounds (run directly,
+/// recorded, replayed), the images in another order each round.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayDiff {
+    /// The pass was recorded and replayed; `false`: the device refused the recording and the
+    /// batches ran directly (`not_recorded` says why), which inspections then do too.
+    pub recorded: bool,
+    /// Why the pass was not recorded, when it was not.
+    pub not_recorded: Option<String>,
+    /// Largest |replayed − direct| over the scores and maps, over the largest |map| value
+    /// (0: the same bits, as the same kernels on the same values give).
+    pub relative_diff: f32,
+    /// `relative_diff` within [`RELATIVE_BOUND`].
+    pub passed: bool,
+}
+
 /// The whole check.
 #[derive(Debug, Clone, Serialize)]
 pub struct SelfCheck {
@@ -55,7 +73,9 @@ pub struct SelfCheck {
     pub samples: Vec<SampleDiff>,
     /// The largest `relative_diff`.
     pub worst_relative_diff: f32,
-    /// Every image passed.
+    /// On a GPU: its replayed inspections against its direct ones.
+    pub replay: Option<ReplayDiff>,
+    /// Every image passed, and the replay where checked.
     pub passed: bool,
 }
 
@@ -102,14 +122,64 @@ pub fn run(cpu: &Inspector, device: &Inspector, images: &[(&str, &[u8])]) -> Res
     }
     let worst_relative_diff = samples.iter().fold(0.0f32, |m, s| m.max(s.relative_diff));
     let dev: &Device = device.device();
+    let adapter = crate::device::adapter_name(dev);
+    let replay = match adapter {
+        Some(_) => Some(check_replay(device, images)?),
+        None => None,
+    };
     Ok(SelfCheck {
         device: format!("{dev:?}"),
-        adapter: crate::device::adapter_name(dev),
+        adapter,
         kernel_compiler: crate::device::wgpu_compiler::in_use(dev).map(|c| c.name().to_string()),
         bound: RELATIVE_BOUND,
-        passed: !samples.is_empty() && samples.iter().all(|s| s.passed),
+        passed: !samples.is_empty()
+            && samples.iter().all(|s| s.passed)
+            && replay.as_ref().is_none_or(|r| r.passed),
         samples,
         worst_relative_diff,
+        replay,
+    })
+}
+
+/// [`ReplayDiff`] for `device`'s model on `images`.
+fn check_replay(device: &Inspector, images: &[(&str, &[u8])]) -> Result<ReplayDiff> {
+    let fresh = |replay: bool| {
+        Inspector::new(device.detector.clone(), device.device().clone()).with_replay(replay)
+    };
+    let (direct, replaying) = (fresh(false), fresh(true));
+    let decoded = images
+        .iter()
+        .map(|(name, bytes)| crate::preprocess::decode(bytes, name))
+        .collect::<Result<Vec<_>>>()?;
+    let class = ClassChoice::Index(0);
+    let (mut worst, mut scale) = (0.0f32, 0.0f32);
+    // A NaN anywhere must fail: made infinite before `f32::max` (which drops NaN) sees it.
+    let finite = |d: f32| if d.is_nan() { f32::INFINITY } else { d };
+    for round in 0..3 {
+        let mut batch: Vec<&DynamicImage> = decoded.iter().collect();
+        batch.rotate_left(round % decoded.len().max(1));
+        let got = replaying.inspect_batch(&batch, &class, MapResolution::Model)?;
+        let want = direct.inspect_batch(&batch, &class, MapResolution::Model)?;
+        for (got, want) in got.into_iter().zip(want) {
+            let (got, want) = (got?, want?);
+            worst = worst.max(finite((got.score - want.score).abs()));
+            for (a, b) in got.model_map.iter().zip(&want.model_map) {
+                worst = worst.max(finite((a - b).abs()));
+                scale = scale.max(b.abs());
+            }
+        }
+    }
+    let relative_diff = finite(worst / scale.max(f32::MIN_POSITIVE));
+    let (recorded, not_recorded) = match replaying.replay_state() {
+        ReplayState::Recorded => (true, None),
+        ReplayState::Stopped(why) => (false, Some(why)),
+        ReplayState::Idle => (false, Some("no batch was recorded".into())),
+    };
+    Ok(ReplayDiff {
+        recorded,
+        not_recorded,
+        relative_diff,
+        passed: relative_diff <= RELATIVE_BOUND,
     })
 }
 

@@ -58,11 +58,37 @@ pub fn run(args: SelfCheckArgs) -> Result<()> {
             if s.passed { "ok" } else { "DIFFERS" }
         );
     }
+    if let Some(replay) = &check.replay {
+        println!(
+            "replayed inspections (the samples as one batch, three rounds): {}, {:.2e} of the \
+             map's range from the direct ones  {}",
+            match &replay.not_recorded {
+                None => "recorded and replayed".to_string(),
+                Some(why) => format!("not recorded ({why}), run directly"),
+            },
+            replay.relative_diff,
+            if replay.passed { "ok" } else { "DIFFERS" }
+        );
+    }
     if let Some(path) = &args.json {
         let mut value = serde_json::to_value(&check)?;
         value["backend"] = serde_json::Value::String(selection.backend.name().into());
         value["precision"] = serde_json::to_value(precision)?;
         hvq::fs::write_atomic(path, serde_json::to_string_pretty(&value)?.as_bytes())?;
+    }
+    let samples_passed = check.samples.iter().all(|s| s.passed);
+    if let Some(replay) = check
+        .replay
+        .as_ref()
+        .filter(|r| samples_passed && !r.passed)
+    {
+        bail!(
+            "{}: inspections replayed from a recorded pass differ from the same inspections run \
+             directly by up to {:.2e} of the map's range (bound {:.0e}): run with HVQ_REPLAY=off",
+            selection.backend,
+            replay.relative_diff,
+            check.bound
+        );
     }
     if !check.passed && precision != Precision::F32 {
         // The CPU side runs at the same precision: a half type there too, f32 for tf32.
