@@ -206,13 +206,9 @@ impl Inspector {
     /// The scores of the batch `values` (`shape`) under `classes` through the recorded pass:
     /// replayed when this batch repeats the recording's shape and classes (or the batch before
     /// it, which records it); `None` to run the batch directly (a new shape or classes, or
-    /// replaying stopped: a refused recording or a failed replay stops it, with the reason).
-    fn replayed(
-        &self,
-        values: &[f32],
-        shape: [usize; 4],
-        classes: &[usize],
-    ) -> Option<Result<Scores>> {
+    /// replaying stopped: a refused or failed recording, or a failed replay, stops it, with the
+    /// reason).
+    fn replayed(&self, values: &[f32], shape: [usize; 4], classes: &[usize]) -> Option<Scores> {
         let mut replays = self.replays.lock().unwrap_or_else(|e| e.into_inner());
         // Another thread's recording stays theirs (recording again here would discard it).
         if replays.stopped.is_some()
@@ -239,18 +235,24 @@ impl Inspector {
             // The previous recording (if any) goes first: its buffers are the device's again.
             replays.recorded = None;
             let images = preprocess::upload(values.to_vec(), shape[0], shape[2], &self.device);
+            // A refused or failed recording stops replaying; the batch runs directly (and fails
+            // there, with its own error, if the device itself is failing).
             match ReplayedInference::record(self.detector.clone(), images, classes) {
                 Ok(recorded) if recorded.recorded() => replays.recorded = Some(recorded),
                 Ok(refused) => {
-                    replays.stopped = refused.not_recorded().map(str::to_string);
+                    let why = refused.not_recorded().unwrap_or("not recorded");
+                    replays.stopped = Some(why.to_string());
                     return None;
                 }
-                Err(e) => return Some(Err(e)),
+                Err(e) => {
+                    replays.stopped = Some(e.to_string());
+                    return None;
+                }
             }
         }
         let recorded = replays.recorded.as_mut()?;
         match recorded.run(values) {
-            Ok(scores) => Some(Ok(scores)),
+            Ok(scores) => Some(scores),
             Err(e) => {
                 replays.recorded = None;
                 replays.stopped = Some(e.to_string());
@@ -388,6 +390,7 @@ impl Inspector {
         let t0 = Instant::now();
         let values = preprocess::host_batch_of(images, s, &cfg.backbone.input_norm);
         let shape = [n, 3, s, s];
+        let prepared = Instant::now();
         let replayed = match fixed {
             // Replayed: one class for every image, scored by its maximum as below.
             Some(class) if self.replay => self.replayed(&values, shape, &vec![class; n]),
@@ -395,12 +398,12 @@ impl Inspector {
         };
         let (t1, t2, classes, scores, maps) = match replayed {
             Some(replayed) => {
-                let t1 = Instant::now();
-                let replayed = replayed?;
                 let maps = read_back_async(replayed.map).await?;
                 let scores = read_back_async(replayed.image).await?;
-                // The whole pass counts as the model's: the replay does not split it.
-                (t1, t1, vec![fixed.unwrap_or_default(); n], scores, maps)
+                // The whole pass (the values' write included) counts as the model's: the replay
+                // does not split it.
+                let classes = vec![fixed.unwrap_or_default(); n];
+                (prepared, prepared, classes, scores, maps)
             }
             None => {
                 let input = preprocess::upload(values, n, s, &self.device);
