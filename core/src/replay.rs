@@ -130,9 +130,19 @@ impl ReplayedInference {
         Dispatch::graph_prepare(dispatch).map_err(|e| device_error("preparing", e))?;
         for _ in 0..WARM_UP_PASSES {
             // Kept until the device is done: the pass's buffers are what the recording reuses.
-            let scores = pass()?;
-            Dispatch::sync(dispatch).map_err(|e| device_error("warming up", e))?;
-            drop(scores);
+            let warmed = pass().and_then(|scores| {
+                Dispatch::sync(dispatch).map_err(|e| device_error("warming up", e))?;
+                drop(scores);
+                Ok(())
+            });
+            if let Err(e) = warmed {
+                // A prepared stream waits for its recording: open and close one (recording
+                // nothing) so that the device's stream is as before, then report.
+                if Dispatch::graph_start_capture(dispatch).is_ok() {
+                    let _ = Dispatch::graph_stop_capture(dispatch);
+                }
+                return Err(e);
+            }
         }
         let (graph, not_recorded, recorded_scores) = match Dispatch::graph_start_capture(dispatch) {
             Ok(()) => {

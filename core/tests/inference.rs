@@ -617,6 +617,11 @@ fn replayed_inference_gives_the_pass_values() {
         let tensor = |v: &[f32]| {
             Tensor::<4>::from_data(TensorData::new(v.to_vec(), [2, 3, 224, 224]), &device)
         };
+        // A pass that fails while warming up (a class the model does not have) is an error,
+        // and leaves the device's stream able to record the next one.
+        let refused =
+            ReplayedInference::record(detector.clone(), tensor(&image_values(2, 0.0)), &[1, 99]);
+        assert!(refused.is_err(), "{name}: class 99 recorded");
         let mut replayed =
             ReplayedInference::record(detector.clone(), tensor(&image_values(2, 0.0)), &classes)
                 .unwrap();
