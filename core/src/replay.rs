@@ -110,7 +110,8 @@ impl ReplayedInference {
             )));
         }
         let device = images.device();
-        let input = Arc::new(Mutex::new(images));
+        // The buffer each batch is written into: without the row padding CUDA may give it.
+        let input = Arc::new(Mutex::new(crate::device::writable(images)));
         let read = Arc::clone(&input);
         let pass_classes = classes.to_vec();
         let mut pass: Pass = Box::new(move || {

@@ -144,3 +144,31 @@ fn the_reference_scanner_sees_grouped_and_nested_paths() {
     let got: Vec<String> = crate_references(code).into_iter().collect();
     assert_eq!(got, ["a", "b", "e", "g"]);
 }
+
+/// hvq's GPU kernels index their outputs as row-major without padding (`out[i]`), so they
+/// allocate them with cubecl's contiguous layout (`empty_device_contiguous_dtype`). burn's
+/// `empty_device_dtype` takes the runtime's policy, which on CUDA pads a row to an aligned pitch
+/// (a `[.., 14]` f32 tensor's rows 16 values apart): a kernel writing in order there would leave
+/// its values where the tensor's strides do not look. wgpu never pads, so no lavapipe test can
+/// see the difference; this one refuses the call in the kernels' sources.
+#[test]
+fn gpu_kernels_allocate_their_outputs_unpadded() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/kernels");
+    let mut files = Vec::new();
+    rust_files(&dir, &mut files);
+    let padded: Vec<String> = files
+        .iter()
+        .filter(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(|l| l.split("//").next().unwrap_or(""))
+                .any(|code| code.contains("empty_device_dtype"))
+        })
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(
+        padded.is_empty(),
+        "kernels allocating with the runtime's layout: {padded:?}"
+    );
+}

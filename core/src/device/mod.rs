@@ -26,7 +26,7 @@ pub use denormals::flush_denormals;
 pub use list::create_list;
 pub use readback::{read_back, read_back_async};
 pub use shards::shard_sizes;
-pub use write::write_in_place;
+pub use write::{writable, write_in_place};
 
 use burn::tensor::Device;
 

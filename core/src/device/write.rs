@@ -24,6 +24,22 @@ pub fn write_in_place<const D: usize>(target: &Tensor<D>, values: &[f32]) -> Res
     gpu_write(target, values)
 }
 
+/// `t`, or a copy of it, stored contiguously in row-major order, so that [`write_in_place`] can
+/// write it. On CUDA a new tensor's rows may be padded to an aligned pitch (cubecl's pitched
+/// layout: a `[.., 224]` f32 tensor's rows 256 values apart), which a write of the values in
+/// order would not fill right; wgpu and the CPU store every tensor without padding.
+pub fn writable<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    if !t.is_autodiff() && t.dtype() == burn::tensor::DType::F32 {
+        use burn_cubecl::CubeBackend;
+        if let Ok(cube) = t.clone().try_into_primitive::<CubeBackend>() {
+            let stored = burn_cubecl::kernel::into_contiguous(cube);
+            return Tensor::from_primitive::<CubeBackend>(stored);
+        }
+    }
+    t
+}
+
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn gpu_write<const D: usize>(target: &Tensor<D>, values: &[f32]) -> Result<()> {
     use burn::tensor::{Bytes, DType};

@@ -3,7 +3,7 @@
 
 use burn::tensor::Tensor as BurnTensor;
 use burn_cubecl::CubeBackend;
-use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::*;
@@ -93,7 +93,7 @@ pub(super) fn empty_like(t: &CubeTensor) -> CubeTensor {
 
 /// A new contiguous buffer of shape `shape` and `t`'s type, on its device.
 pub(super) fn empty_shaped(t: &CubeTensor, shape: Vec<usize>) -> CubeTensor {
-    empty_device_dtype(t.client.clone(), t.device.clone(), shape.into(), t.dtype)
+    empty_device_contiguous_dtype(t.client.clone(), t.device.clone(), shape.into(), t.dtype)
 }
 
 /// Whether `t`'s device binds `bindings` buffers in one launch (its tensors and the launch's
@@ -106,7 +106,7 @@ pub(super) fn binds(t: &CubeTensor, bindings: u32) -> bool {
 /// A one-element buffer on `t`'s device for a kernel argument the launch does not read (a
 /// fixed list of tensor slots, fewer used): allocated, not filled, so no launch.
 pub(super) fn unread_slot(t: &CubeTensor) -> CubeTensor {
-    empty_device_dtype(t.client.clone(), t.device.clone(), [1].into(), t.dtype)
+    empty_device_contiguous_dtype(t.client.clone(), t.device.clone(), [1].into(), t.dtype)
 }
 
 /// Threads of the cubes that take one sample each and share their sums in shared memory

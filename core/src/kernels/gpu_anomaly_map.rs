@@ -7,7 +7,7 @@
 //! operations: `sqrt(Σ_c (r − f)²) + ot·weight`.
 
 use burn::tensor::Tensor as BurnTensor;
-use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::prelude::*;
 
 use super::gpu::{F32, contiguous_f32, grid, plain_f32, to_burn};
@@ -66,7 +66,7 @@ pub fn anomaly_map(
     }
     let rec = plain_f32(rec.clone())?;
     let feature = plain_f32(feature.clone())?;
-    let map = empty_device_dtype(
+    let map = empty_device_contiguous_dtype(
         rec.client.clone(),
         rec.device.clone(),
         [b, 1, h, w].into(),

@@ -13,7 +13,7 @@ use burn::tensor::Tensor as BurnTensor;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn_cubecl::kernel::attention::{AttentionStrategy, attention};
 
-use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::ir::{ElemType, UIntKind};
 use cubecl::zspace::metadata::Metadata;
@@ -97,7 +97,7 @@ pub fn attention_merged(
     if !same_device || k.meta.shape()[2] != e || v.meta.shape()[2] != e {
         return None;
     }
-    let out = empty_device_dtype(
+    let out = empty_device_contiguous_dtype(
         q.client.clone(),
         q.device.clone(),
         [b, lq, e].into(),

@@ -35,7 +35,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, NodeGuard, Ops};
 use burn::tensor::{DType, Distribution, Int, Tensor as BurnTensor};
 use burn_cubecl::CubeBackend;
-use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
@@ -530,7 +530,7 @@ pub fn attention(
     let seed = seed.try_into_primitive::<CubeBackend>().ok()?;
     let index_type = index_type(seed.dtype)?;
     let new = |shape: Vec<usize>| {
-        empty_device_dtype(w.client.clone(), device.clone(), shape.into(), w.dtype)
+        empty_device_contiguous_dtype(w.client.clone(), device.clone(), shape.into(), w.dtype)
     };
     let out = new(vec![batch, len, width]);
     let probs = new(vec![batch * heads * len * len]);
@@ -631,7 +631,7 @@ fn weight_gradient_in_place(
     {
         return None;
     }
-    let d_weight = empty_device_dtype(
+    let d_weight = empty_device_contiguous_dtype(
         like.client.clone(),
         like.device.clone(),
         [3 * width, width].into(),
@@ -710,7 +710,7 @@ impl<const N: usize> Backward<CubeBackend, N> for AttentionOp {
         let d_out = contiguous(grads.consume::<CubeBackend>(&ops.node));
         let client = d_out.client.clone();
         let new = |shape: Vec<usize>| {
-            empty_device_dtype(
+            empty_device_contiguous_dtype(
                 client.clone(),
                 d_out.device.clone(),
                 shape.into(),

@@ -24,7 +24,7 @@
 //! values of keys and as many of values.
 
 use burn::tensor::Tensor as BurnTensor;
-use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
@@ -574,7 +574,7 @@ pub fn attention(
     }
     let (qo, ko, vo) = (operand(&q)?, operand(&k)?, operand(&v)?);
     let head_dim = e / heads;
-    let out = empty_device_dtype(
+    let out = empty_device_contiguous_dtype(
         q.client.clone(),
         q.device.clone(),
         [b, lq, e].into(),

@@ -21,7 +21,7 @@
 //! convolution (a matrix product over channels, `products`) reads it without a copy.
 
 use burn::tensor::Tensor as BurnTensor;
-use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::prelude::*;
 
 use super::Activation;
@@ -155,7 +155,7 @@ pub fn conv_activated(
         return None;
     };
     let bias = contiguous_f32(bias.clone())?;
-    let output = empty_device_dtype(
+    let output = empty_device_contiguous_dtype(
         input.client.clone(),
         input.device.clone(),
         [n, out_height, out_width, outputs].into(),

@@ -9,7 +9,7 @@
 //! cover: its part's value, or zero in the padding between parts.
 
 use burn::tensor::Tensor as BurnTensor;
-use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::prelude::*;
 
 use super::gpu::{F32, binds, contiguous_f32, grid, to_burn, unread_slot};
@@ -101,7 +101,7 @@ pub fn gather(parts: &[(usize, BurnTensor<1>)], total: usize) -> Option<BurnTens
     if tensors.iter().any(|(_, t)| t.device != first.device) || !binds(first, BINDINGS) {
         return None;
     }
-    let flat = empty_device_dtype(
+    let flat = empty_device_contiguous_dtype(
         client.clone(),
         first.device.clone(),
         [total].into(),

@@ -20,7 +20,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::tensor::{Shape, Tensor as BurnTensor};
 use burn_cubecl::CubeBackend;
-use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
@@ -156,7 +156,8 @@ pub fn layer_norm<const D: usize>(
     let rows = x.meta.num_elements() / row;
     let y = empty_like(&x);
     let xhat = empty_like(&x);
-    let rstd = empty_device_dtype(x.client.clone(), x.device.clone(), [rows].into(), x.dtype);
+    let rstd =
+        empty_device_contiguous_dtype(x.client.clone(), x.device.clone(), [rows].into(), x.dtype);
     let (cube_count, cube_dim) = row_cubes(&x, rows);
     let client = x.client.clone();
     forward_kernel::launch(
@@ -235,7 +236,7 @@ impl<const D: usize> Backward<CubeBackend, 3> for LayerNormOp<D> {
         if pg.is_some() || pb.is_some() {
             // γ's and β's gradients at their rank-D shape `[1, …, 1, row]`, as γ itself.
             let blocks = rows.div_ceil(COLUMN_SUM_ROWS);
-            let partial = empty_device_dtype(
+            let partial = empty_device_contiguous_dtype(
                 client.clone(),
                 dy.device.clone(),
                 [blocks, 2, row].into(),

@@ -20,7 +20,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::tensor::Tensor as BurnTensor;
 use burn_cubecl::CubeBackend;
-use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
@@ -166,13 +166,13 @@ impl<const N: usize, const D: usize> Backward<CubeBackend, N> for LinearOp<D> {
         // The gradient at the product (through the ReLU) and its column sums, ∂b.
         let (g, d_bias) = match output {
             Some(y) => {
-                let masked = empty_device_dtype(
+                let masked = empty_device_contiguous_dtype(
                     d_out.client.clone(),
                     d_out.device.clone(),
                     [rows, out].into(),
                     d_out.dtype,
                 );
-                let partial = empty_device_dtype(
+                let partial = empty_device_contiguous_dtype(
                     d_out.client.clone(),
                     d_out.device.clone(),
                     [rows.div_ceil(COLUMN_SUM_ROWS), out].into(),

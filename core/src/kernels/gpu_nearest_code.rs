@@ -16,7 +16,7 @@
 
 use burn::tensor::{Int, Tensor as BurnTensor};
 use burn_cubecl::CubeBackend;
-use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
@@ -194,7 +194,7 @@ pub fn nearest_codes(
         .ok()?;
     let index_type = index_type(indices.dtype)?;
     let new = |shape: Vec<usize>| {
-        empty_device_dtype(
+        empty_device_contiguous_dtype(
             input.client.clone(),
             input.device.clone(),
             shape.into(),

@@ -8,7 +8,7 @@
 //! element: `x·e / τ`, `e^{l − max}`, `p = e / Σ`, `cos = x·e / (‖x‖·‖e‖)`, `p · ((−cos) + 1)`.
 
 use burn::tensor::Tensor as BurnTensor;
-use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::prelude::*;
 
 use super::gpu::{F32, grid, to_burn};
@@ -82,7 +82,7 @@ pub fn ot_scores(
         dims: [b, l, d, k],
         book_per_sample,
     } = tokens_and_codes(x, dots, code_norms)?;
-    let scores = empty_device_dtype(
+    let scores = empty_device_contiguous_dtype(
         input.client.clone(),
         input.device.clone(),
         [b, l].into(),

@@ -7,7 +7,7 @@
 //! (viewed as NCHW), so the projection after it reads it without a copy.
 
 use burn::tensor::Tensor as BurnTensor;
-use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::prelude::*;
 
 use super::gpu::{F32, contiguous_f32, grid, plain_f32, to_burn};
@@ -43,7 +43,7 @@ pub fn gated(x: &BurnTensor<4>, gate: &BurnTensor<2>) -> Option<BurnTensor<4>> {
         return None;
     }
     let gate = contiguous_f32(gate.clone())?;
-    let output = empty_device_dtype(
+    let output = empty_device_contiguous_dtype(
         pixels.client.clone(),
         pixels.device.clone(),
         [n, h, w, c].into(),
