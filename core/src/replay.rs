@@ -68,12 +68,7 @@ const WARM_UP_PASSES: usize = 3;
 /// another thread [`ReplayedInference::run`] refuses.
 pub struct ReplayedInference {
     pass: Pass,
-    /// The recorded launches; `None` where the pass runs again for each batch.
-    graph: Option<BackendGraph<Dispatch>>,
-    /// Why the pass was not recorded, when it was not.
-    not_recorded: Option<String>,
-    /// The recorded pass's scores: the buffers each replay writes.
-    recorded_scores: Option<Scores>,
+    recording: Recording,
     /// The images the pass reads: the recorded buffer, written in place before each replay.
     input: Arc<Mutex<Tensor<4>>>,
     shape: [usize; 4],
@@ -82,13 +77,22 @@ pub struct ReplayedInference {
     thread: ThreadId,
 }
 
+/// What the backend made of the recording.
+enum Recording {
+    /// The recorded launches, and the recorded pass's scores: the buffers each replay writes
+    /// (boxed: burn's graph and tensors take some two kilobytes, the refusal a string).
+    Recorded(Box<(BackendGraph<Dispatch>, Scores)>),
+    /// Not recorded, for the reason given: the pass runs again for each batch.
+    Refused(String),
+}
+
 impl std::fmt::Debug for ReplayedInference {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReplayedInference")
             .field("shape", &self.shape)
             .field("classes", &self.classes)
             .field("recorded", &self.recorded())
-            .field("not_recorded", &self.not_recorded)
+            .field("not_recorded", &self.not_recorded())
             .finish_non_exhaustive()
     }
 }
@@ -145,23 +149,21 @@ impl ReplayedInference {
                 return Err(e);
             }
         }
-        let (graph, not_recorded, recorded_scores) = match Dispatch::graph_start_capture(dispatch) {
+        let recording = match Dispatch::graph_start_capture(dispatch) {
             Ok(()) => {
                 let scores = pass();
                 // A failed stop still ends the recording, so the device goes on as before.
                 match (Dispatch::graph_stop_capture(dispatch), scores) {
-                    (Ok(graph), Ok(scores)) => (Some(graph), None, Some(scores)),
-                    (Err(e), Ok(_)) => (None, Some(reason(e)), None),
+                    (Ok(graph), Ok(scores)) => Recording::Recorded(Box::new((graph, scores))),
+                    (Err(e), Ok(_)) => Recording::Refused(reason(e)),
                     (_, Err(e)) => return Err(e),
                 }
             }
-            Err(e) => (None, Some(reason(e)), None),
+            Err(e) => Recording::Refused(reason(e)),
         };
         Ok(Self {
             pass,
-            graph,
-            not_recorded,
-            recorded_scores,
+            recording,
             input,
             shape,
             classes: classes.to_vec(),
@@ -173,12 +175,15 @@ impl ReplayedInference {
     /// Whether the pass was recorded (CUDA, wgpu): a batch replays its launches. `false` where
     /// the backend records nothing or the recording failed, and each batch runs the pass.
     pub fn recorded(&self) -> bool {
-        self.graph.is_some()
+        matches!(self.recording, Recording::Recorded(_))
     }
 
     /// Why the pass was not recorded (the backend's words), when it was not.
     pub fn not_recorded(&self) -> Option<&str> {
-        self.not_recorded.as_deref()
+        match &self.recording {
+            Recording::Recorded(_) => None,
+            Recording::Refused(why) => Some(why),
+        }
     }
 
     /// Whether this thread recorded the pass (the only one that may replay it).
@@ -208,7 +213,7 @@ impl ReplayedInference {
                 "a recorded inference pass replays only on the thread that recorded it".into(),
             ));
         }
-        let (Some(graph), Some(scores)) = (&self.graph, &self.recorded_scores) else {
+        let Recording::Recorded(recorded) = &self.recording else {
             // The pass runs again and reads whatever tensor the input holds.
             *self.input.lock().unwrap_or_else(|e| e.into_inner()) =
                 Tensor::from_data(TensorData::new(values.to_vec(), self.shape), &self.device);
@@ -224,6 +229,7 @@ impl ReplayedInference {
         // input write above and the replay are issued from the recording thread (checked
         // above), on the stream of the recording, so the replay reads the new values and a
         // later write or read waits for it.
+        let (graph, scores) = recorded.as_ref();
         unsafe { Dispatch::graph_replay(self.device.as_dispatch(), graph) }.map_err(|e| {
             HvqError::Device(format!("replaying the inference pass: {}", reason(e)))
         })?;

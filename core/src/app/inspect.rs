@@ -393,16 +393,19 @@ impl Inspector {
         let prepared = Instant::now();
         let replayed = match fixed {
             // Replayed: one class for every image, scored by its maximum as below.
-            Some(class) if self.replay => self.replayed(&values, shape, &vec![class; n]),
+            Some(class) if self.replay => {
+                let classes = vec![class; n];
+                self.replayed(&values, shape, &classes)
+                    .map(|scores| (classes, scores))
+            }
             _ => None,
         };
         let (t1, t2, classes, scores, maps) = match replayed {
-            Some(replayed) => {
+            Some((classes, replayed)) => {
                 let maps = read_back_async(replayed.map).await?;
                 let scores = read_back_async(replayed.image).await?;
                 // The whole pass (the values' write included) counts as the model's: the replay
                 // does not split it.
-                let classes = vec![fixed.unwrap_or_default(); n];
                 (prepared, prepared, classes, scores, maps)
             }
             None => {

@@ -30,49 +30,51 @@ pub fn write_in_place<const D: usize>(target: &Tensor<D>, values: &[f32]) -> Res
 /// order would not fill right; wgpu and the CPU store every tensor without padding.
 pub fn writable<const D: usize>(t: Tensor<D>) -> Tensor<D> {
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    if !t.is_autodiff() && t.dtype() == burn::tensor::DType::F32 {
-        use burn_cubecl::CubeBackend;
-        if let Ok(cube) = t.clone().try_into_primitive::<CubeBackend>() {
-            let stored = burn_cubecl::kernel::into_contiguous(cube);
-            return Tensor::from_primitive::<CubeBackend>(stored);
-        }
+    if let Some(cube) = plain_gpu_f32(&t) {
+        let stored = burn_cubecl::kernel::into_contiguous(cube);
+        return Tensor::from_primitive::<burn_cubecl::CubeBackend>(stored);
     }
     t
 }
 
+/// `t` as burn's GPU backend holds it, when it is a plain f32 tensor (not tracked by autodiff)
+/// of this process's GPU backend: what [`write_in_place`] and [`writable`] take.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn plain_gpu_f32<const D: usize>(t: &Tensor<D>) -> Option<burn_cubecl::tensor::CubeTensor> {
+    if t.is_autodiff() || t.dtype() != burn::tensor::DType::F32 {
+        return None;
+    }
+    t.clone()
+        .try_into_primitive::<burn_cubecl::CubeBackend>()
+        .ok()
+}
+
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn gpu_write<const D: usize>(target: &Tensor<D>, values: &[f32]) -> Result<()> {
-    use burn::tensor::{Bytes, DType};
-    use burn_cubecl::CubeBackend;
-
     let refuse = |why: &str| {
         Err(HvqError::Device(format!(
             "cannot write into the device buffer of a tensor of shape {:?}: {why}",
             target.dims()
         )))
     };
-    if target.is_autodiff() || target.dtype() != DType::F32 {
-        return refuse("only plain f32 tensors (not tracked by autodiff) are written in place");
-    }
-    let Ok(cube) = target.clone().try_into_primitive::<CubeBackend>() else {
-        return refuse("it is not on a GPU backend");
+    let Some(cube) = plain_gpu_f32(target) else {
+        return refuse(
+            "only plain f32 tensors of a GPU backend (not tracked by autodiff) are written in \
+             place",
+        );
     };
     // Row-major strides with no padding between rows: the bytes written are the values in order.
-    let shape = cube.meta.shape().to_vec();
-    let strides = cube.meta.strides().to_vec();
-    let mut expected = 1;
-    for (&size, &stride) in shape.iter().zip(&strides).rev() {
-        if size != 1 && stride != expected {
-            return refuse("its elements are not stored contiguously in row-major order");
-        }
-        expected *= size;
+    if !cube.is_contiguous() {
+        return refuse("its elements are not stored contiguously in row-major order");
     }
     let bytes = std::mem::size_of_val(values) as u64;
     if cube.handle.size_in_used() < bytes {
         return refuse("its buffer is smaller than its elements");
     }
-    cube.client
-        .write(&cube.handle, Bytes::from_elems(values.to_vec()));
+    cube.client.write(
+        &cube.handle,
+        burn::tensor::Bytes::from_elems(values.to_vec()),
+    );
     Ok(())
 }
 

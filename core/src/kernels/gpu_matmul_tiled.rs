@@ -138,7 +138,6 @@ fn tiled_matmul_kernel<F: Float>(
     let block = comptime!(SIDE * per);
     let stride = comptime!(SIDE * per + 1);
     let work = cube_work(a, b, m, n, k, split_depth, splits, block);
-    let (a_block, b_block, m0, n0) = (work.a, work.b, work.m0, work.n0);
 
     let mut a_stage = Shared::<[F]>::new_slice(comptime!(stride * DEPTH));
     let mut b_stage = Shared::<[F]>::new_slice(comptime!(stride * DEPTH));
@@ -160,7 +159,7 @@ fn tiled_matmul_kernel<F: Float>(
         let e = thread + l * SIDE * SIDE;
         a_next[l] = fetch::<F>(
             a,
-            &a_block,
+            &work.a,
             e,
             start,
             end,
@@ -171,7 +170,7 @@ fn tiled_matmul_kernel<F: Float>(
         );
         b_next[l] = fetch::<F>(
             b,
-            &b_block,
+            &work.b,
             e,
             start,
             end,
@@ -197,28 +196,10 @@ fn tiled_matmul_kernel<F: Float>(
             #[unroll]
             for l in 0..per {
                 let e = thread + l * SIDE * SIDE;
-                a_next[l] = fetch::<F>(
-                    a,
-                    &a_block,
-                    e,
-                    k1,
-                    end,
-                    block,
-                    a_along_inner,
-                    1usize,
-                    0usize,
-                );
-                b_next[l] = fetch::<F>(
-                    b,
-                    &b_block,
-                    e,
-                    k1,
-                    end,
-                    block,
-                    b_along_inner,
-                    1usize,
-                    0usize,
-                );
+                a_next[l] =
+                    fetch::<F>(a, &work.a, e, k1, end, block, a_along_inner, 1usize, 0usize);
+                b_next[l] =
+                    fetch::<F>(b, &work.b, e, k1, end, block, b_along_inner, 1usize, 0usize);
             }
         }
         #[unroll]
@@ -241,21 +222,7 @@ fn tiled_matmul_kernel<F: Float>(
     }
 
     write_block::<F>(
-        out,
-        &acc,
-        bias,
-        residual,
-        epilogue,
-        activation,
-        m0,
-        n0,
-        ty,
-        tx,
-        m,
-        n,
-        work.z * m * n,
-        per,
-        false,
+        out, &acc, bias, residual, epilogue, activation, &work, ty, tx, m, n, per, false,
     );
 }
 
@@ -305,7 +272,6 @@ fn quad_matmul_kernel<F: Float>(
     let row_quads = comptime!(SIDE * quads);
     let stride = comptime!(row_quads + 1);
     let work = cube_work(a, b, m, n, k, split_depth, splits, block);
-    let (a_block, b_block, m0, n0) = (work.a, work.b, work.m0, work.n0);
 
     let mut a_stage = Shared::<[Quad<F>]>::new_slice(comptime!(stride * DEPTH));
     let mut b_stage = Shared::<[Quad<F>]>::new_slice(comptime!(stride * DEPTH));
@@ -327,28 +293,10 @@ fn quad_matmul_kernel<F: Float>(
         let e = thread + l * SIDE * SIDE;
         #[unroll]
         for q in 0..QUAD {
-            a_next[l * QUAD + q] = fetch::<F>(
-                a,
-                &a_block,
-                e,
-                start,
-                end,
-                row_quads,
-                a_along_inner,
-                QUAD,
-                q,
-            );
-            b_next[l * QUAD + q] = fetch::<F>(
-                b,
-                &b_block,
-                e,
-                start,
-                end,
-                row_quads,
-                b_along_inner,
-                QUAD,
-                q,
-            );
+            a_next[l * QUAD + q] =
+                fetch::<F>(a, &work.a, e, start, end, row_quads, a_along_inner, QUAD, q);
+            b_next[l * QUAD + q] =
+                fetch::<F>(b, &work.b, e, start, end, row_quads, b_along_inner, QUAD, q);
         }
     }
     let mut k0 = start;
@@ -375,9 +323,9 @@ fn quad_matmul_kernel<F: Float>(
                 #[unroll]
                 for q in 0..QUAD {
                     a_next[l * QUAD + q] =
-                        fetch::<F>(a, &a_block, e, k1, end, row_quads, a_along_inner, QUAD, q);
+                        fetch::<F>(a, &work.a, e, k1, end, row_quads, a_along_inner, QUAD, q);
                     b_next[l * QUAD + q] =
-                        fetch::<F>(b, &b_block, e, k1, end, row_quads, b_along_inner, QUAD, q);
+                        fetch::<F>(b, &work.b, e, k1, end, row_quads, b_along_inner, QUAD, q);
                 }
             }
         }
@@ -406,21 +354,7 @@ fn quad_matmul_kernel<F: Float>(
     }
 
     write_block::<F>(
-        out,
-        &acc,
-        bias,
-        residual,
-        epilogue,
-        activation,
-        m0,
-        n0,
-        ty,
-        tx,
-        m,
-        n,
-        work.z * m * n,
-        per,
-        true,
+        out, &acc, bias, residual, epilogue, activation, &work, ty, tx, m, n, per, true,
     );
 }
 
@@ -437,9 +371,10 @@ fn place(t: usize, i: usize, #[comptime] quads: bool) -> usize {
 }
 
 /// Writes a thread's `per × per` values `acc` (row-major) into `out`: value `(i, j)` at row
-/// `m0 + place(ty, i)` and column `n0 + place(tx, j)` of the `m × n` product at offset `at` (its
-/// batch's and split's), those inside the product only, each finished by the epilogue
-/// ([`finished`]: none for a plain product) with the bias read once per column.
+/// `m0 + place(ty, i)` and column `n0 + place(tx, j)` of the cube's `work` (its block's first row
+/// and column) in the `m × n` product of its batch and split, those inside the product only, each
+/// finished by the epilogue ([`finished`]: none for a plain product) with the bias read once per
+/// column.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn write_block<F: Float>(
@@ -449,16 +384,15 @@ fn write_block<F: Float>(
     residual: &Tensor<F>,
     epilogue: u32,
     activation: u32,
-    m0: usize,
-    n0: usize,
+    work: &Work,
     ty: usize,
     tx: usize,
     m: usize,
     n: usize,
-    at: usize,
     #[comptime] per: usize,
     #[comptime] quads: bool,
 ) {
+    let (m0, n0, at) = (work.m0, work.n0, work.z * m * n);
     let mut column_bias = Array::<F>::new(per);
     #[unroll]
     for j in 0..per {
