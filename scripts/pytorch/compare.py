@@ -310,7 +310,9 @@ def main():
             if k[0] == "hvq" and check:
                 out.append(
                     f"- hvq {k[1]}, replayed: " + (
-                        f"the pass recorded once, each batch replays it; image scores within "
+                        f"the pass recorded once"
+                        + (f" in {check['record_ms']:.1f} ms" if check.get("record_ms") is not None else "")
+                        + f", each batch replays it; image scores within "
                         f"{check.get('max_score_difference') or 0:.1e} of the pass run directly"
                         if check["recorded"] else
                         f"not recorded ({check.get('not_recorded')}), the pass ran again for each batch"))

@@ -39,6 +39,12 @@ pub struct ReplayCheck {
     /// directly on the same images (0 when the replay runs the same kernels on the same values);
     /// `None` when no replay ran.
     pub max_score_difference: Option<f64>,
+    /// What the recording took, once, before the first replay: its warm-up passes and the
+    /// recorded pass, until the device is idle (milliseconds, the routines already chosen and
+    /// the kernels compiled by the runs before, as for an inspector's second batch); `None`
+    /// when it failed (or in reports from before 2026-12-07).
+    #[serde(default)]
+    pub record_ms: Option<f64>,
 }
 
 /// Median and minimum of one stage, milliseconds.
@@ -455,6 +461,7 @@ pub fn run(
                     recorded: false,
                     not_recorded: Some(format!("the replayed runs failed: {e}")),
                     max_score_difference: None,
+                    record_ms: None,
                 },
             }
         })
@@ -545,8 +552,12 @@ fn time_replayed(
         let (_, scores) = detector.score(features, classes)?;
         crate::device::read_back(scores.image)?
     };
-    let mut replayed =
-        crate::replay::ReplayedInference::record(detector.clone(), upload(images()?), classes)?;
+    let input = upload(images()?);
+    sync(device)?;
+    let t0 = Instant::now();
+    let mut replayed = crate::replay::ReplayedInference::record(detector.clone(), input, classes)?;
+    sync(device)?;
+    let record_ms = ms(t0);
     let (mut whole, mut queued) = (Vec::new(), Vec::new());
     let mut max_score_difference = 0f64;
     for it in 0..warmup + runs {
@@ -572,6 +583,7 @@ fn time_replayed(
             recorded: replayed.recorded(),
             not_recorded: replayed.not_recorded().map(str::to_string),
             max_score_difference: Some(max_score_difference),
+            record_ms: Some(record_ms),
         },
     })
 }
@@ -885,6 +897,20 @@ pub fn format_report(r: &BenchReport) -> String {
                 r.batch as f64 / (replayed.median_ms / 1e3)
             ));
         }
+        if let Some(record) = check.record_ms {
+            out.push_str(&format!("{:<30} {:>12.1}\n", "recording, once", record));
+            // How many replayed batches the saving takes to pay the recording back.
+            if let Some(replayed) = &r.end_to_end_replayed {
+                let saved = r.end_to_end.median_ms - replayed.median_ms;
+                if check.not_recorded.is_none() && saved > 0.0 {
+                    out.push_str(&format!(
+                        "{:<30} {:>12.0}\n",
+                        "batches to repay it",
+                        (record / saved).ceil()
+                    ));
+                }
+            }
+        }
         out.push_str(&match &check.not_recorded {
             None => format!(
                 "(replayed: the pass recorded once; image scores within {:e} of the pass run \
@@ -1016,10 +1042,12 @@ mod tests {
         report.end_to_end_replayed = Some(stats("end to end, replayed", vec![20.0, 25.0, 30.0]));
         report.end_to_end_replayed_queued =
             Some(stats("end to end, replayed, queued", vec![1.0, 2.0, 3.0]));
+        report.end_to_end = stats("end to end", vec![45.0]);
         report.replay = Some(ReplayCheck {
             recorded: true,
             not_recorded: None,
             max_score_difference: Some(0.0),
+            record_ms: Some(130.0),
         });
         let table = format_report(&report);
         let row = |name: &str| {
@@ -1037,6 +1065,9 @@ mod tests {
         assert_eq!(row("end to end, replayed"), "20.0");
         assert_eq!(row("end to end, replayed, queued"), "1.0");
         assert_eq!(row("images per second, replayed"), "40.0");
+        // 130 ms of recording, 45 − 25 = 20 ms saved per batch: repaid by the seventh.
+        assert_eq!(row("recording, once"), "130.0");
+        assert_eq!(row("batches to repay it"), "7");
         assert!(
             table.contains("image scores within 0e0 of the pass run directly"),
             "{table}"
@@ -1048,6 +1079,7 @@ mod tests {
             recorded: false,
             not_recorded: Some("the replayed runs failed: device lost".into()),
             max_score_difference: None,
+            record_ms: None,
         });
         let table = format_report(&report);
         assert!(
@@ -1055,6 +1087,7 @@ mod tests {
             "{table}"
         );
         assert!(!table.contains("images per second, replayed"), "{table}");
+        assert!(!table.contains("recording, once"), "{table}");
     }
 
     /// The `auto` table counts the kinds each way and lists them, the most time at stake first,
