@@ -122,6 +122,8 @@ for batch in $BATCHES; do
   sed -n '/## config/,/^host/p' "$RUN/b$batch/summary.md" 2>/dev/null | head -30
 done
 sed -n '/kernels of one/,/longest kernels/p' "$RUN/b$FIRST/summary.md" 2>/dev/null
+# CubeCL's copies that make a tensor contiguous: on CUDA, burn's padded rows (docs/gpu.md).
+sed -n '/layout copies/,/^$/p' "$RUN/b$FIRST/summary.md" 2>/dev/null
 # What `auto` measured: each kind of product on SimpleUnit and on the tiled kernel's five variants.
 sed -n '/products timed by/,$p' "$RUN/b$FIRST/summary.md" 2>/dev/null | head -20
 

@@ -88,7 +88,29 @@ def kernel_tables(runs, kruns, top=3):
             if s and s["kernels"]:
                 best = ", ".join(f"{x['name'][:50]} ×{x['launches']} {x['ms']:.2f} ms" for x in s["kernels"][:top])
                 lines.append(f"- {st}, {label(k)}: {best}")
+    copies = layout_copies(runs, [k for k in kruns if k[0] == "hvq"], stages, find)
+    if copies:
+        lines.append("\nhvq's layout copies (CubeCL's copy kernels, which make a strided or padded tensor "
+                     "contiguous; on CUDA burn pads rows that are not a whole alignment, docs/gpu.md), "
+                     "launches / ms per stage:")
+        lines += copies
     return "\n".join(lines)
+
+
+def layout_copies(runs, kruns, stages, find):
+    """Per hvq run, the launches and kernel time of CubeCL's copy kernels (`CopyKernel`,
+    `CopyKernelPack`, `CopyKernelPacked`, `CopyPerpendicular`) in each stage that has any."""
+    out = []
+    for k in kruns:
+        parts = []
+        for st in stages:
+            s = find(k, st)
+            hits = [x for x in (s or {}).get("kernels", []) if x["name"].lower().startswith(("copykernel", "copyperpendicular", "copy_kernel", "copy_perpendicular"))]
+            if hits:
+                parts.append(f"{st} {sum(x['launches'] for x in hits)} / {sum(x['ms'] for x in hits):.2f}")
+        if parts:
+            out.append(f"- hvq {k[1]}: " + "; ".join(parts))
+    return out
 
 
 def product_tables(runs, keys, top=12):
