@@ -33,6 +33,12 @@ if [ "$#" -eq 0 ]; then
   # And with the kernels compiled to SPIR-V by CubeCL itself (HVQ_WGPU_COMPILER=spirv; the runs
   # above use the default, WGSL that naga translates), an alternative gpu-bench.sh times.
   HVQ_WGPU_COMPILER=spirv cargo test --workspace "${features[@]}" --test golden --no-fail-fast -- wgpu 2>&1 | tee -a "$log" || status=$?
+  # And with wgpu allocating as CUDA does (HVQ_WGPU_LAYOUT=pitched, vendor/cubecl-wgpu): rows
+  # padded to CUDA's alignment, so a kernel that writes or reads a padded tensor in order fails
+  # here as it would on an NVIDIA GPU (docs/gpu.md); once with the default routines, once with
+  # hvq's own kernels forced as above.
+  HVQ_WGPU_LAYOUT=pitched cargo test --workspace "${features[@]}" --test golden --no-fail-fast -- wgpu 2>&1 | tee -a "$log" || status=$?
+  HVQ_WGPU_LAYOUT=pitched HVQ_GPU_MATMUL=tiled HVQ_GPU_ATTENTION=split HVQ_TRAIN_ATTENTION=fused cargo test --workspace "${features[@]}" --test golden --no-fail-fast -- wgpu 2>&1 | tee -a "$log" || status=$?
   cargo build -q --workspace "${features[@]}" --examples 2>&1 | tee -a "$log" || status=$?
   examples="$CARGO_TARGET_DIR/debug/examples"
   "$examples/inspect" samples 2>&1 | tee -a "$log" || status=$?

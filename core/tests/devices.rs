@@ -242,6 +242,33 @@ fn both_kernel_compilers_pass_the_selfcheck() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// wgpu allocating as CUDA does (`HVQ_WGPU_LAYOUT=pitched`, the patched cubecl-wgpu's stand-in
+/// for CUDA's padded rows) passes the self-check, replay included, and says so; a value the
+/// variable does not take is refused, naming it.
+#[test]
+fn the_cuda_layout_on_wgpu_passes_the_selfcheck() {
+    let text = run(hvq()
+        .args(["selfcheck", "--device", "wgpu"])
+        .env("HVQ_WGPU_LAYOUT", "pitched"));
+    assert!(text.contains("selfcheck passed"), "{text}");
+    assert!(
+        text.contains("memory: rows padded as CUDA pads them (HVQ_WGPU_LAYOUT)"),
+        "{text}"
+    );
+    assert!(text.contains("recorded and replayed"), "{text}");
+    let out = hvq()
+        .args(["selfcheck", "--device", "wgpu"])
+        .env("HVQ_WGPU_LAYOUT", "padded")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("HVQ_WGPU_LAYOUT=padded") && err.contains("contiguous, pitched"),
+        "{err}"
+    );
+}
+
 /// `--precision tf32` is every command's option: where the backend has no TF32 products (wgpu
 /// on Vulkan, the CPU) the device line says they stay f32 and the results are exactly the f32
 /// run's (the patched kernel selection changes nothing there); the JSON records the precision; a

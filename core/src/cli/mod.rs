@@ -44,8 +44,20 @@ pub fn device(name: &str) -> Result<Selection> {
             );
         }
         report_kernel_compiler(&selection);
+        report_layout(&selection);
     }
     Ok(selection)
+}
+
+/// Say on stderr when a wgpu device pads tensors' rows as CUDA does (`HVQ_WGPU_LAYOUT=pitched`,
+/// the tests' stand-in): its runs are a check, not a measurement.
+fn report_layout(selection: &Selection) {
+    use hvq::device::wgpu_layout::{VARIABLE, WgpuLayout, current};
+    if hvq::device::wgpu_compiler::in_use(&selection.device).is_some()
+        && current() == WgpuLayout::Pitched
+    {
+        eprintln!("memory: rows padded as CUDA pads them ({VARIABLE})");
+    }
 }
 
 /// Say on stderr when a wgpu device's kernels are not compiled the default way (asked for with

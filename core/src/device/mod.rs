@@ -20,6 +20,7 @@ mod readback;
 pub mod remote;
 mod shards;
 pub mod wgpu_compiler;
+pub mod wgpu_layout;
 mod write;
 
 pub use denormals::flush_denormals;

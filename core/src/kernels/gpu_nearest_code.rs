@@ -189,18 +189,24 @@ pub fn nearest_codes(
         return None;
     }
     let code_rows = contiguous_f32(code_rows.clone())?;
-    let indices = BurnTensor::<2, Int>::empty([b, l], &x.device())
+    // The device's integer type, from a one-value tensor of it: burn's `empty` takes the
+    // runtime's layout, which on CUDA pads a `[B, L]` tensor's rows (docs/gpu.md), while the
+    // kernel writes the indices in order.
+    let int_dtype = BurnTensor::<1, Int>::empty([1], &x.device())
         .try_into_primitive::<CubeBackend>()
-        .ok()?;
-    let index_type = index_type(indices.dtype)?;
-    let new = |shape: Vec<usize>| {
+        .ok()?
+        .dtype;
+    let index_type = index_type(int_dtype)?;
+    let new_of = |shape: Vec<usize>, dtype| {
         empty_device_contiguous_dtype(
             input.client.clone(),
             input.device.clone(),
             shape.into(),
-            input.dtype,
+            dtype,
         )
     };
+    let new = |shape: Vec<usize>| new_of(shape, input.dtype);
+    let indices = new_of(vec![b, l], int_dtype);
     let codes = new(vec![b, l, d]);
     let quantized = new(vec![b, l, d]);
     let commitment = new(vec![b, l]);

@@ -13,6 +13,8 @@ mod runtime;
 mod spirv_choice;
 // hvq patch: see kernel_observer.rs.
 mod kernel_observer;
+// hvq patch: see pitched_layout.rs.
+mod pitched_layout;
 
 pub use compiler::base::*;
 pub use compute::*;
@@ -21,6 +23,8 @@ pub use graphics::*;
 pub use kernel_observer::{KernelObserver, set_kernel_observer};
 pub use runtime::*;
 pub use spirv_choice::{set_spirv_on_vulkan, spirv_on_vulkan};
+// hvq patch: see pitched_layout.rs.
+pub use pitched_layout::pitched_layout;
 /// The exact wgpu version used by this runtime, for sharing resources with applications.
 pub use wgpu;
 

@@ -66,6 +66,10 @@ impl<C: WgpuCompiler> Runtime for WgpuRuntime<C> {
         if shape.is_empty() {
             return true;
         }
+        // hvq patch: padded rows read as CUDA's do (pitched_layout.rs).
+        if crate::pitched_layout::is_pitched(shape, strides) {
+            return true;
+        }
 
         for (&expected, &stride) in contiguous_strides(shape).iter().zip(strides.iter()) {
             if expected != stride {
@@ -750,16 +754,30 @@ fn try_create_server<C: WgpuCompiler>(
     let logger = alloc::sync::Arc::new(ServerLogger::default());
     let name = runtime_name(setup.backend, &compilation_options);
 
-    let allocator = ContiguousMemoryLayoutPolicy::new(device_props.memory.alignment as usize);
     let memory_properties = device_props.memory.clone();
-    let (utilities, captures) = ServerUtilities::init(
-        ServiceId::of::<WgpuServer<C>>(device_id),
-        name,
-        device_props,
-        WgpuRuntime::<C>::target_properties(),
-        logger,
-        allocator,
-    );
+    // hvq patch: CUDA's pitched allocations when asked for (pitched_layout.rs).
+    let (utilities, captures) = if crate::pitched_layout::pitched_layout() {
+        ServerUtilities::init(
+            ServiceId::of::<WgpuServer<C>>(device_id),
+            name,
+            device_props,
+            WgpuRuntime::<C>::target_properties(),
+            logger,
+            cubecl_server::allocator::PitchedMemoryLayoutPolicy::new(
+                crate::pitched_layout::CUDA_ROW_ALIGNMENT,
+            ),
+        )
+    } else {
+        let allocator = ContiguousMemoryLayoutPolicy::new(device_props.memory.alignment as usize);
+        ServerUtilities::init(
+            ServiceId::of::<WgpuServer<C>>(device_id),
+            name,
+            device_props,
+            WgpuRuntime::<C>::target_properties(),
+            logger,
+            allocator,
+        )
+    };
     Ok(WgpuServer::new(
         memory_properties,
         options.memory_config,

@@ -421,8 +421,12 @@ impl<C: WgpuCompiler> Server for WgpuServer<C> {
 
         let mut streams = vec![stream_id];
         let mut resources = Vec::with_capacity(descriptors.len());
-        for desc in descriptors {
-            if contiguous_strides(&desc.shape) != desc.strides {
+        // hvq patch: padded rows, read whole and unpadded on the host (pitched_layout.rs).
+        let mut pitches = Vec::with_capacity(descriptors.len());
+        for mut desc in descriptors {
+            let pitch =
+                crate::pitched_layout::pitch(&desc.shape, &desc.strides, desc.elem_size);
+            if pitch.is_none() && contiguous_strides(&desc.shape) != desc.strides {
                 return Box::pin(async {
                     Err(IoError::UnsupportedStrides {
                         backtrace: BackTrace::capture(),
@@ -430,6 +434,11 @@ impl<C: WgpuCompiler> Server for WgpuServer<C> {
                     .into())
                 });
             }
+            if let Some(p) = pitch {
+                let spanned = crate::pitched_layout::spanned_bytes(p);
+                desc.shape = Shape::from([spanned / desc.elem_size]);
+            }
+            pitches.push(pitch);
             if !streams.contains(&desc.handle.stream) {
                 streams.push(desc.handle.stream);
             }
@@ -444,7 +453,19 @@ impl<C: WgpuCompiler> Server for WgpuServer<C> {
         self.scheduler.execute_streams(streams);
 
         let stream = self.scheduler.stream(&stream_id);
-        stream.read_resources(resources, stream_id)
+        let read = stream.read_resources(resources, stream_id);
+        if pitches.iter().all(Option::is_none) {
+            return read;
+        }
+        Box::pin(async move {
+            let mut all = read.await?;
+            for (bytes, pitch) in all.iter_mut().zip(&pitches) {
+                if let Some(p) = pitch {
+                    *bytes = Bytes::from_bytes_vec(crate::pitched_layout::unpadded(bytes, *p));
+                }
+            }
+            Ok(all)
+        })
     }
 
     fn write(&mut self, descriptors: Vec<(CopyDescriptor, Bytes)>, stream_id: StreamId) {
@@ -494,11 +515,18 @@ impl<C: WgpuCompiler> Server for WgpuServer<C> {
             let mut written = self.write_set();
             written.push(desc.handle.clone());
             ExecuteScope::over(self, stream_id, written).execute(|server| {
-                if contiguous_strides(&desc.shape) != desc.strides {
+                // hvq patch: padded rows written with their padding (pitched_layout.rs).
+                let pitch =
+                    crate::pitched_layout::pitch(&desc.shape, &desc.strides, desc.elem_size);
+                if pitch.is_none() && contiguous_strides(&desc.shape) != desc.strides {
                     return Err(ServerError::Io(IoError::UnsupportedStrides {
                         backtrace: BackTrace::capture(),
                     }));
                 }
+                let data = match pitch {
+                    Some(p) => Bytes::from_bytes_vec(crate::pitched_layout::padded(&data, p)),
+                    None => data,
+                };
 
                 // The write is registered on the caller, so name the
                 // stream that owns the handle as an argument: its queued
