@@ -149,10 +149,19 @@ fn the_reference_scanner_sees_grouped_and_nested_paths() {
 /// allocate them with cubecl's contiguous layout (`empty_device_contiguous_dtype`). burn's
 /// `empty_device_dtype` takes the runtime's policy, which on CUDA pads a row to an aligned pitch
 /// (a `[.., 14]` f32 tensor's rows 16 values apart): a kernel writing in order there would leave
-/// its values where the tensor's strides do not look. wgpu never pads, so no lavapipe test can
-/// see the difference; this one refuses the call in the kernels' sources.
+/// its values where the tensor's strides do not look. wgpu never pads, so lavapipe sees the
+/// difference only with `HVQ_WGPU_LAYOUT=pitched` and on the paths a test runs; this one refuses
+/// the call, and burn's `empty` of two or more axes, anywhere in the kernels' sources.
 #[test]
 fn gpu_kernels_allocate_their_outputs_unpadded() {
+    // burn's `Tensor::empty([a, b, ..])` takes the runtime's layout too (the nearest-code
+    // kernel's indices did, found by `HVQ_WGPU_LAYOUT=pitched`); of rank one it has no rows.
+    assert!(empty_of_rank_two_or_more(
+        "let i = BurnTensor::<2, Int>::empty([b, l], &d)"
+    ));
+    assert!(!empty_of_rank_two_or_more(
+        "BurnTensor::<1, Int>::empty([2], &plain)"
+    ));
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/kernels");
     let mut files = Vec::new();
     rust_files(&dir, &mut files);
@@ -163,7 +172,7 @@ fn gpu_kernels_allocate_their_outputs_unpadded() {
                 .unwrap()
                 .lines()
                 .map(|l| l.split("//").next().unwrap_or(""))
-                .any(|code| code.contains("empty_device_dtype"))
+                .any(|code| code.contains("empty_device_dtype") || empty_of_rank_two_or_more(code))
         })
         .map(|f| f.display().to_string())
         .collect();
@@ -171,4 +180,15 @@ fn gpu_kernels_allocate_their_outputs_unpadded() {
         padded.is_empty(),
         "kernels allocating with the runtime's layout: {padded:?}"
     );
+}
+
+/// Whether `code` calls burn's `empty` with a shape of two or more axes (`::empty([a, b`).
+fn empty_of_rank_two_or_more(code: &str) -> bool {
+    code.match_indices("::empty([").any(|(at, call)| {
+        let shape = &code[at + call.len()..];
+        shape
+            .split(']')
+            .next()
+            .is_some_and(|dims| dims.contains(','))
+    })
 }
