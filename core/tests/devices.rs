@@ -228,18 +228,23 @@ fn both_kernel_compilers_pass_the_selfcheck() {
         assert_eq!(samples.len(), 4, "{v}");
         assert!(samples.iter().all(|s| s["passed"] == true), "{v}");
     }
+    selfcheck_refuses("HVQ_WGPU_COMPILER", "glsl", "wgsl, spirv");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// `hvq selfcheck --device wgpu` with `variable=value` fails, naming both and the `choices`.
+fn selfcheck_refuses(variable: &str, value: &str, choices: &str) {
     let out = hvq()
         .args(["selfcheck", "--device", "wgpu"])
-        .env("HVQ_WGPU_COMPILER", "glsl")
+        .env(variable, value)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(
-        err.contains("HVQ_WGPU_COMPILER=glsl") && err.contains("wgsl, spirv"),
+        err.contains(&format!("{variable}={value}")) && err.contains(choices),
         "{err}"
     );
-    std::fs::remove_dir_all(dir).ok();
 }
 
 /// wgpu allocating as CUDA does (`HVQ_WGPU_LAYOUT=pitched`, the patched cubecl-wgpu's stand-in
@@ -256,17 +261,7 @@ fn the_cuda_layout_on_wgpu_passes_the_selfcheck() {
         "{text}"
     );
     assert!(text.contains("recorded and replayed"), "{text}");
-    let out = hvq()
-        .args(["selfcheck", "--device", "wgpu"])
-        .env("HVQ_WGPU_LAYOUT", "padded")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
-    assert!(
-        err.contains("HVQ_WGPU_LAYOUT=padded") && err.contains("contiguous, pitched"),
-        "{err}"
-    );
+    selfcheck_refuses("HVQ_WGPU_LAYOUT", "padded", "contiguous, pitched");
 }
 
 /// `--precision tf32` is every command's option: where the backend has no TF32 products (wgpu

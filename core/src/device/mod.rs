@@ -10,6 +10,8 @@ pub mod cuda_driver;
 mod denormals;
 pub mod device_thread;
 pub mod gpu_matmul;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub mod gpu_tensor;
 pub mod kernel_profile;
 mod list;
 pub mod panic_capture;

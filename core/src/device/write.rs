@@ -30,23 +30,11 @@ pub fn write_in_place<const D: usize>(target: &Tensor<D>, values: &[f32]) -> Res
 /// order would not fill right; wgpu and the CPU store every tensor without padding.
 pub fn writable<const D: usize>(t: Tensor<D>) -> Tensor<D> {
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    if let Some(cube) = plain_gpu_f32(&t) {
+    if let Some(cube) = super::gpu_tensor::plain_f32(t.clone()) {
         let stored = burn_cubecl::kernel::into_contiguous(cube);
         return Tensor::from_primitive::<burn_cubecl::CubeBackend>(stored);
     }
     t
-}
-
-/// `t` as burn's GPU backend holds it, when it is a plain f32 tensor (not tracked by autodiff)
-/// of this process's GPU backend: what [`write_in_place`] and [`writable`] take.
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
-fn plain_gpu_f32<const D: usize>(t: &Tensor<D>) -> Option<burn_cubecl::tensor::CubeTensor> {
-    if t.is_autodiff() || t.dtype() != burn::tensor::DType::F32 {
-        return None;
-    }
-    t.clone()
-        .try_into_primitive::<burn_cubecl::CubeBackend>()
-        .ok()
 }
 
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
@@ -57,7 +45,7 @@ fn gpu_write<const D: usize>(target: &Tensor<D>, values: &[f32]) -> Result<()> {
             target.dims()
         )))
     };
-    let Some(cube) = plain_gpu_f32(target) else {
+    let Some(cube) = super::gpu_tensor::plain_f32(target.clone()) else {
         return refuse(
             "only plain f32 tensors of a GPU backend (not tracked by autodiff) are written in \
              place",

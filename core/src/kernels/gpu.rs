@@ -11,14 +11,9 @@ use cubecl::prelude::*;
 /// The element type every kernel here runs at (they take f32 tensors only).
 pub(super) const F32: ElemType = ElemType::Float(cubecl::ir::FloatKind::F32);
 
-/// `t` as burn's GPU backend holds it, when it is a plain f32 tensor (not tracked by autodiff) of
-/// this process's GPU backend; `None` otherwise, and the caller composes the operation.
-pub(super) fn plain_f32<const D: usize>(t: BurnTensor<D>) -> Option<CubeTensor> {
-    if t.is_autodiff() || t.dtype() != burn::tensor::DType::F32 {
-        return None;
-    }
-    t.try_into_primitive::<CubeBackend>().ok()
-}
+// A plain f32 tensor of this process's GPU backend as burn holds it (`None` otherwise, and the
+// caller composes the operation).
+pub(super) use crate::device::gpu_tensor::plain_f32;
 
 /// [`plain_f32`], copied into a contiguous layout when it is not in one.
 pub(super) fn plain_f32_contiguous<const D: usize>(t: BurnTensor<D>) -> Option<CubeTensor> {
