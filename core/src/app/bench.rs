@@ -430,19 +430,13 @@ pub fn run(
     let kernels = if kernels {
         let train_feat: Tensor<4> =
             Tensor::random([batch, f, side, side], Distribution::Normal(0.0, 1.0), &ad);
-        Some(profile_kernels(device, &ad, |profiler| {
-            let x = preprocess_batch()?;
-            profiler("backbone");
-            let feat = detector.features(x);
-            profiler("encoder");
-            let (_, s) = detector.score_staged(feat, &classes, &mut |ended| {
-                if let Some(next) = STAGES.iter().position(|s| *s == ended) {
-                    profiler(STAGES.get(next + 1).copied().unwrap_or("readback"));
-                }
-            })?;
-            read_values(s.map, s.image)?;
-            train_step(net, &mut opt, train_feat, &classes, &cfg.hvq, profiler).map(drop)
-        })?)
+        Some(profile_pass(
+            detector,
+            preprocess_batch,
+            &classes,
+            (net, &mut opt),
+            train_feat,
+        )?)
     } else {
         None
     };
@@ -679,6 +673,37 @@ fn profile_kernels(
     _pass: impl FnOnce(&mut dyn FnMut(&'static str)) -> Result<()>,
 ) -> Result<KernelProfile> {
     profiler_available(_device).map(|()| unreachable!("refused above: no GPU backend"))
+}
+
+/// The pass `hvq bench --kernels` profiles: the inference stages ([`STAGES`]) on the batch
+/// `preprocess` uploads for `classes`, the scores read back, then one step of the training
+/// network `net` (on the autodiff form of the detector's device) with `opt` on cached features
+/// `train_feat` ([`TRAIN_STAGES`]), every kernel launch recorded under its stage. An error off
+/// a GPU backend. `tests/cuda_layout.rs` compares it across memory layouts.
+pub fn profile_pass(
+    detector: &Detector,
+    preprocess: impl FnOnce() -> Result<Tensor<4>>,
+    classes: &[usize],
+    (net, opt): (HvqModel, &mut AdamW),
+    train_feat: Tensor<4>,
+) -> Result<KernelProfile> {
+    let device = detector.device();
+    profiler_available(&device)?;
+    let ad = train_feat.device();
+    profile_kernels(&device, &ad, |profiler| {
+        let x = preprocess()?;
+        profiler("backbone");
+        let feat = detector.features(x);
+        profiler("encoder");
+        let (_, s) = detector.score_staged(feat, classes, &mut |ended| {
+            if let Some(next) = STAGES.iter().position(|s| *s == ended) {
+                profiler(STAGES.get(next + 1).copied().unwrap_or("readback"));
+            }
+        })?;
+        read_values(s.map, s.image)?;
+        let hvq = &detector.config.hvq;
+        train_step(net, opt, train_feat, classes, hvq, profiler).map(drop)
+    })
 }
 
 /// Inference attention's `auto` timings ([`BenchReport::attention_timings`]): each kind, the

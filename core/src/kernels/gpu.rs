@@ -66,6 +66,49 @@ pub(super) fn contiguous(t: CubeTensor) -> CubeTensor {
     }
 }
 
+/// The distance, in values, between consecutive rows of `t` viewed as `[values / n, n]` (`n` its
+/// last axis): `Some` when each row is contiguous and the rows follow one another in order at
+/// one distance, as CUDA's pitched allocations lay out the outputs of burn's operations (a row
+/// of 24 values padded to 32: distance 32; contiguous tensors give `n`). Kernels that read a
+/// row-major `[rows, n]` input take such a tensor as it is, where a copy into a contiguous one
+/// would read and write it all once more.
+pub(super) fn row_pitch(t: &CubeTensor) -> Option<usize> {
+    let (shape, strides) = (t.meta.shape(), t.meta.strides());
+    let rank = shape.len();
+    let n = *shape.last()?;
+    if n != 1 && strides[rank - 1] != 1 {
+        return None;
+    }
+    // Axes of one value have no say; the innermost other row axis gives the distance.
+    let row_axes = || (0..rank - 1).rev().filter(|&a| shape[a] != 1);
+    let pitch = row_axes().next().map_or(n, |a| strides[a]);
+    if pitch < n {
+        return None;
+    }
+    let mut step = pitch;
+    for axis in row_axes() {
+        if strides[axis] != step {
+            return None;
+        }
+        step *= shape[axis];
+    }
+    Some(pitch)
+}
+
+/// `t` as rows of its last axis, with the distance between two rows ([`row_pitch`]): as it
+/// lies when its rows are evenly spaced (contiguous, or padded apart as CUDA allocates burn's
+/// outputs), else copied into a contiguous tensor. What the kernels that read a row-major
+/// `[rows, n]` input take.
+pub(super) fn rows(t: CubeTensor) -> (CubeTensor, usize) {
+    match row_pitch(&t) {
+        Some(pitch) => (t, pitch),
+        None => {
+            let n = t.meta.shape().last().copied().unwrap_or(1);
+            (contiguous(t), n)
+        }
+    }
+}
+
 /// Whether `t`'s elements lie contiguously with its axes in the order `axes` (outermost first:
 /// `[2, 3, 1, 0]` of an `[o, c, k, k]` weight is `[k, k, c, o]` storage). Axes of size one
 /// have no say.
@@ -321,6 +364,24 @@ pub(super) fn stored_as<const D: usize>(t: BurnTensor<D>, axes: [usize; D]) -> B
     copied.permute(inverse(axes))
 }
 
+/// `t`'s values in a new buffer whose rows (its last axis) are each followed by `pad` NaNs, viewed
+/// in `t`'s shape: the padded rows CUDA gives burn's outputs, on wgpu, which pads none (tests: a
+/// kernel taking such a tensor as it lies must skip the padding, and a NaN read shows). `pad`
+/// is 64 values, so that the view's end is a whole 256 bytes from the buffer's and burn's slice
+/// keeps the buffer (checked).
+#[cfg(test)]
+pub(super) fn padded_rows<const D: usize>(t: BurnTensor<D>) -> BurnTensor<D> {
+    const PAD: usize = 64;
+    let mut dims = t.dims();
+    let n = dims[D - 1];
+    dims[D - 1] = PAD;
+    let filler = BurnTensor::<D>::full(dims, f32::NAN, &t.device());
+    let view = BurnTensor::cat(vec![t, filler], D - 1).narrow(D - 1, 0, n);
+    let pitch = row_pitch(&cube(view.clone()));
+    assert_eq!(pitch, Some(n + PAD), "not a view of padded rows");
+    view
+}
+
 /// A tensor's values on the host (tests).
 #[cfg(test)]
 pub(super) fn values<const D: usize>(t: BurnTensor<D>) -> Vec<f32> {
@@ -336,4 +397,33 @@ pub(crate) fn relative(a: Vec<f32>, b: Vec<f32>) -> f32 {
         .zip(&b)
         .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
     gap / scale
+}
+
+#[cfg(all(test, feature = "wgpu"))]
+mod tests {
+    use super::*;
+
+    /// The row distance of the layouts kernels meet: contiguous tensors (their row length,
+    /// axes of one value anywhere), padded rows in two and three axes, and `None` where a row is
+    /// not contiguous (a transpose, a channels-last view) or the rows are out of order.
+    #[test]
+    fn row_pitch_reads_padded_rows_and_refuses_other_layouts() {
+        let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
+        let pitch = |t: BurnTensor<3>| row_pitch(&cube(t));
+        let t = BurnTensor::<3>::ones([2, 3, 5], &device);
+        assert_eq!(pitch(t.clone()), Some(5));
+        assert_eq!(pitch(BurnTensor::<3>::ones([1, 1, 5], &device)), Some(5));
+        assert_eq!(pitch(BurnTensor::<3>::ones([2, 1, 5], &device)), Some(5));
+        assert_eq!(pitch(padded_rows(t.clone())), Some(69));
+        assert_eq!(
+            pitch(padded_rows(BurnTensor::<3>::ones([2, 1, 5], &device))),
+            Some(69)
+        );
+        assert_eq!(pitch(t.clone().swap_dims(1, 2)), None);
+        assert_eq!(pitch(t.clone().swap_dims(0, 1)), None);
+        assert_eq!(pitch(padded_rows(t).swap_dims(0, 1)), None);
+        let nchw = BurnTensor::<4>::ones([2, 3, 4, 5], &device);
+        assert_eq!(row_pitch(&cube(nchw.clone().permute([0, 2, 3, 1]))), None);
+        assert_eq!(row_pitch(&cube(nchw)), Some(5));
+    }
 }

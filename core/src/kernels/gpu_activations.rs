@@ -17,7 +17,9 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 use cubecl::std::tensor::layout::linear::{LinearView, LinearViewMut};
 
-use super::gpu::{F32, empty_like, grid, plain_f32, plain_f32_contiguous, to_burn};
+use super::gpu::{
+    F32, contiguous, empty_like, grid, plain_f32, plain_f32_contiguous, rows, to_burn,
+};
 
 #[cube(launch_unchecked, address_type = "dynamic")]
 fn swish_kernel<F: Float>(
@@ -152,15 +154,22 @@ impl RowEpilogue {
     }
 
     /// The epilogue applied to a product already computed (`[rows, columns]`, any rank of that
-    /// many values in row-major order) in one launch, into a new tensor of its shape: the
-    /// routine for products the tiled kernel does not run. `None` when the product is not a
-    /// plain f32 tensor of this process's GPU backend or holds another number of values (it is
-    /// copied first when not contiguous).
+    /// many values in row-major order) in one launch, into a new contiguous tensor of its shape:
+    /// the routine for products the tiled kernel does not run. `None` when the product is not a
+    /// plain f32 tensor of this process's GPU backend or holds another number of values. Rows
+    /// padded apart (burn's product on CUDA, whose allocator pads a row of 24 values to 32) are
+    /// read where they lie; another layout is copied first.
     pub(super) fn after<const D: usize>(&self, product: BurnTensor<D>) -> Option<BurnTensor<D>> {
-        let input = plain_f32_contiguous(product)?;
+        let mut input = plain_f32(product)?;
         if input.meta.num_elements() != self.shape[0] * self.shape[1] {
             return None;
         }
+        let columns = self.shape[1];
+        let pitch;
+        (input, pitch) = match input.meta.shape().last() == Some(&columns) {
+            true => rows(input),
+            false => (contiguous(input), columns),
+        };
         let output = empty_like(&input);
         let (cube_count, cube_dim) = grid(&input, input.meta.num_elements());
         let has_residual = self.residual.is_some();
@@ -174,6 +183,7 @@ impl RowEpilogue {
             self.bias.clone().into_tensor_arg(),
             residual.into_tensor_arg(),
             output.clone().into_tensor_arg(),
+            pitch,
             code(self.activation),
             has_residual,
             F32,
@@ -212,13 +222,15 @@ pub(super) fn code(activation: super::Activation) -> u32 {
 }
 
 /// `activation(x + bias) (+ residual)` over rows of `x` whose last axis is the bias's, the
-/// output of a convolution computed as a matrix product without its bias.
+/// output of a convolution computed as a matrix product without its bias: `x`'s rows `pitch`
+/// values apart (its row length when contiguous), the output and the residual contiguous.
 #[cube(launch)]
 fn bias_activation_kernel<F: Float>(
     x: &Tensor<F>,
     bias: &Tensor<F>,
     residual: &Tensor<F>,
     output: &mut Tensor<F>,
+    pitch: usize,
     #[comptime] activation: u32,
     #[comptime] has_residual: bool,
     #[define(F)] _dtype: ElemType,
@@ -227,7 +239,11 @@ fn bias_activation_kernel<F: Float>(
     if i >= output.len() {
         terminate!();
     }
-    let v = activated::<F>(x[i] + bias[i % bias.len()], activation);
+    let column = i % bias.len();
+    let v = activated::<F>(
+        x[(i / bias.len()) * pitch + column] + bias[column],
+        activation,
+    );
     if has_residual {
         output[i] = v + residual[i];
     } else {
@@ -381,9 +397,11 @@ mod tests {
     }
 
     /// The bias-activation kernel against the f64 form on the host, one launch: each
-    /// activation, with and without a residual, within one rounding each of the bias's sum, the
-    /// activation (plus Vulkan's `exp` bound, 3 + 2|x| ulp, for swish and the sigmoid) and the
-    /// residual's sum, relative to the values involved.
+    /// activation, with and without a residual, on a contiguous product and on one whose rows
+    /// are padded apart (as CUDA allocates burn's products; read in place, the padding's NaNs
+    /// never), within one rounding each of the bias's sum, the activation (plus Vulkan's `exp`
+    /// bound, 3 + 2|x| ulp, for swish and the sigmoid) and the residual's sum, relative to the
+    /// values involved.
     #[test]
     fn one_kernel_adds_the_bias_activates_and_adds_the_residual() {
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
@@ -399,7 +417,11 @@ mod tests {
             values(residual.clone()),
         );
         use super::super::Activation;
-        for activation in Activation::ALL {
+        let padded = crate::kernels::gpu::padded_rows(x.clone());
+        for (activation, x) in Activation::ALL
+            .into_iter()
+            .flat_map(|a| [(a, x.clone()), (a, padded.clone())])
+        {
             for with_residual in [false, true] {
                 let r = with_residual.then_some(&residual);
                 let then = RowEpilogue::new(&bias, r, activation, [rows, channels]).unwrap();

@@ -25,7 +25,7 @@ use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::prelude::*;
 
 use super::Activation;
-use super::gpu::{F32, contiguous_f32, grid, plain_f32, stored_contiguous, to_burn};
+use super::gpu::{F32, contiguous, contiguous_f32, grid, plain_f32, stored_contiguous, to_burn};
 use super::gpu_activations::{activated, code};
 
 /// The largest number of input channels per group this kernel takes: each thread loops over its
@@ -115,9 +115,9 @@ pub(super) fn weight_layout([_, per_group, kh, kw]: [usize; 4]) -> Option<[usize
 
 /// `activation(conv(x, weight) + bias)` for `x [n, c, h, w]`, `weight [o, c/groups, k, k]`
 /// (square, at most [`MAX_INPUTS_PER_GROUP`] inputs per group; stored contiguously as is or as
-/// [`weight_layout`] says, which reads fastest), `bias [o]`, in one launch; `None` when the
-/// tensors are not plain f32 tensors of this process's GPU backend (the bias contiguous, the
-/// weight in one of those layouts) or the shapes are not this kernel's, and the caller composes
+/// [`weight_layout`] says, which reads fastest; in another layout it is copied first), `bias
+/// [o]`, in one launch; `None` when the tensors are not plain f32 tensors of this process's GPU
+/// backend (the bias contiguous) or the shapes are not this kernel's, and the caller composes
 /// it.
 pub fn conv_activated(
     x: &BurnTensor<4>,
@@ -147,12 +147,14 @@ pub fn conv_activated(
     let out_width = (width + padding[1].0 + padding[1].1 - kw) / stride + 1;
     let input = plain_f32(x.clone())?;
     let weight = plain_f32(weight.clone())?;
-    let outputs_innermost = if weight.is_contiguous() {
-        false
+    // A kernel in neither layout (CUDA pads a loaded kernel's rows of 3 or 5 taps) is copied:
+    // a few thousand values, where declining would run the whole convolution as burn's.
+    let (weight, outputs_innermost) = if weight.is_contiguous() {
+        (weight, false)
     } else if stored_contiguous(&weight, [2, 3, 1, 0]) {
-        true
+        (weight, true)
     } else {
-        return None;
+        (contiguous(weight), false)
     };
     let bias = contiguous_f32(bias.clone())?;
     let output = empty_device_contiguous_dtype(
@@ -337,8 +339,9 @@ mod tests {
     }
 
     /// What the kernel does not take comes back as `None`: many inputs per group, a tensor
-    /// tracked by autodiff, one on the CPU backend, a non-square kernel, a weight stored in
-    /// another layout than its two.
+    /// tracked by autodiff, one on the CPU backend, a non-square kernel. A weight stored in
+    /// another layout than its two (a transposed one; CUDA's padded rows of taps) is copied
+    /// first: the same values as from a contiguous copy, one launch more, padding never read.
     #[test]
     fn other_convolutions_are_left_to_the_composed_form() {
         let wgpu = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
@@ -360,8 +363,24 @@ mod tests {
         let x = Tensor::<4>::ones([1, 8, 5, 5], &wgpu);
         let b = Tensor::<1>::zeros([8], &wgpu);
         let random = Tensor::<4>::random([8, 1, 3, 3], Distribution::Default, &wgpu);
-        let kernel_transposed = stored_as(random, [0, 1, 3, 2]);
-        let swish = Activation::Swish;
-        assert!(conv_activated(&x, &kernel_transposed, &b, 1, [(1, 1); 2], 8, swish).is_none());
+        let transposed = stored_as(random.clone(), [0, 1, 3, 2]);
+        let padded = crate::kernels::gpu::padded_rows(random.clone());
+        // Computed before the launches are counted.
+        let _ = (
+            values(random.clone()),
+            values(transposed.clone()),
+            values(padded.clone()),
+        );
+        let conv = |w: &Tensor<4>| {
+            let profiler = crate::device::kernel_profile::KernelProfiler::start("conv");
+            let y = conv_activated(&x, w, &b, 1, [(1, 1); 2], 8, Activation::Swish).unwrap();
+            let launches = profiler.finish().stages[0].launches;
+            (values(y), launches)
+        };
+        let (want, launches) = conv(&random);
+        assert_eq!(launches, 1);
+        for other in [transposed, padded] {
+            assert_eq!(conv(&other), (want.clone(), 2));
+        }
     }
 }

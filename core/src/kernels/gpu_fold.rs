@@ -13,7 +13,9 @@
 use burn::tensor::Tensor as BurnTensor;
 use cubecl::prelude::*;
 
-use super::gpu::{F32, contiguous_f32, cube, empty_like, empty_shaped, grid, inverse, to_burn};
+use super::gpu::{
+    F32, cube, empty_like, empty_shaped, grid, inverse, plain_f32_contiguous, to_burn,
+};
 
 #[cube(launch)]
 // `%` rather than `is_multiple_of`: the kernel is CubeCL's language, which has the operator.
@@ -57,17 +59,21 @@ fn fold_kernel<F: Float>(
 }
 
 /// The folded kernel and bias in one launch, the kernel in the layout its convolution reads
-/// best (see the module's doc); `None` when the tensors are not plain contiguous f32 tensors of
-/// this process's GPU backend (the caller composes the fold then).
+/// best (see the module's doc); `None` when the tensors are not plain f32 tensors of this
+/// process's GPU backend (the caller composes the fold then). Inputs in another layout are
+/// copied first: CUDA pads the rows of a loaded `[out, in, k, k]` kernel (3 values to 4), and
+/// the composed fold would leave a padded kernel that hvq's convolution does not take, so every
+/// depthwise convolution would run as burn's; the fold runs once per convolution
+/// ([`crate::backbone`] keeps it), so the copies cost nothing per image.
 pub fn fold(input: &super::BatchNormFold, eps: f32) -> Option<(BurnTensor<4>, BurnTensor<1>)> {
     let [out, per_group, kh, kw] = input.weight.dims();
-    let weight = contiguous_f32(input.weight.clone())?;
-    let gamma = contiguous_f32(input.gamma.clone())?;
-    let beta = contiguous_f32(input.beta.clone())?;
-    let mean = contiguous_f32(input.mean.clone())?;
-    let var = contiguous_f32(input.var.clone())?;
+    let weight = plain_f32_contiguous(input.weight.clone())?;
+    let gamma = plain_f32_contiguous(input.gamma.clone())?;
+    let beta = plain_f32_contiguous(input.beta.clone())?;
+    let mean = plain_f32_contiguous(input.mean.clone())?;
+    let var = plain_f32_contiguous(input.var.clone())?;
     let conv_bias = match &input.conv_bias {
-        Some(b) => Some(contiguous_f32(b.clone())?),
+        Some(b) => Some(plain_f32_contiguous(b.clone())?),
         None => None,
     };
     let folded = match super::gpu_conv::weight_layout([out, per_group, kh, kw]) {

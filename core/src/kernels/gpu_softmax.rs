@@ -9,14 +9,16 @@ use burn::tensor::Tensor as BurnTensor;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::gpu::{F32, contiguous_f32, empty_like, grid, to_burn};
+use super::gpu::{F32, empty_like, grid, plain_f32, to_burn};
 
+/// `x`'s rows lie `pitch` values apart (CUDA pads burn's rows), the output's `row` apart.
 #[cube(launch)]
 fn softmax_kernel<F: Float>(
     x: &Tensor<F>,
     out: &mut Tensor<F>,
     rows: u32,
     row: u32,
+    pitch: u32,
     scale: f32,
     #[define(F)] _dtype: ElemType,
 ) {
@@ -25,15 +27,15 @@ fn softmax_kernel<F: Float>(
         terminate!();
     }
     let n = row as usize;
-    let base = r * n;
+    let (base, from) = (r * n, r * pitch as usize);
     let s = F::cast_from(scale);
-    let mut max = x[base];
+    let mut max = x[from];
     for j in 1..n {
-        max = F::max(max, x[base + j]);
+        max = F::max(max, x[from + j]);
     }
     let mut sum = F::new(0.0);
     for j in 0..n {
-        let e = F::exp((x[base + j] - max) * s);
+        let e = F::exp((x[from + j] - max) * s);
         out[base + j] = e;
         sum += e;
     }
@@ -42,20 +44,22 @@ fn softmax_kernel<F: Float>(
     }
 }
 
-/// `softmax(scale · x)` over the last axis in one launch (`scale > 0`); `None` when `x` is not a
-/// plain contiguous f32 tensor of this process's GPU backend (or its rows are empty), and the
-/// caller composes it.
+/// `softmax(scale · x)` over the last axis in one launch (`scale > 0`), into a contiguous
+/// tensor; `None` when `x` is not a plain f32 tensor of this process's GPU backend (or its rows
+/// are empty), and the caller composes it. Rows padded apart are read where they lie; another
+/// layout is copied first.
 pub fn softmax<const D: usize>(x: &BurnTensor<D>, scale: f32) -> Option<BurnTensor<D>> {
     let row = x.dims()[D - 1];
     if row == 0 {
         return None;
     }
-    let input = contiguous_f32(x.clone())?;
-    Some(to_burn(launch(input, row, scale)))
+    Some(to_burn(launch(plain_f32(x.clone())?, row, scale)))
 }
 
-/// The kernel on a contiguous f32 tensor with rows of `row` values, into a new one.
+/// The kernel on an f32 tensor with rows of `row` values (its last axis), into a new contiguous
+/// one.
 pub(super) fn launch(input: CubeTensor, row: usize, scale: f32) -> CubeTensor {
+    let (input, pitch) = super::gpu::rows(input);
     let rows = input.meta.num_elements() / row;
     let out = empty_like(&input);
     let (cube_count, cube_dim) = grid(&input, rows);
@@ -67,6 +71,7 @@ pub(super) fn launch(input: CubeTensor, row: usize, scale: f32) -> CubeTensor {
         out.clone().into_tensor_arg(),
         rows as u32,
         row as u32,
+        pitch as u32,
         scale,
         F32,
     );
@@ -83,16 +88,25 @@ mod tests {
     /// On wgpu, one launch against the f64 softmax of the scaled rows: within Vulkan's `exp`
     /// error (3 + 2·|argument| units in the last place, arguments here ≤ 0 and down to about
     /// −40) plus a row-length's worth of rounding in the sum, relative to each value; rows of
-    /// 196 (attention) and 7, scales 1 and 1/16. The rows sum to 1.
+    /// 196 (attention) and 7, scales 1 and 1/16, contiguous and padded apart (as CUDA allocates
+    /// burn's products: read in place, the padding's NaNs never). The rows sum to 1.
     #[test]
     fn one_kernel_gives_each_rows_softmax() {
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
-        for (rows, row, scale) in [(24usize, 196usize, 0.0625f32), (10, 7, 1.0)] {
-            let x = BurnTensor::<3>::random(
+        for (rows, row, scale, padded) in [
+            (24usize, 196usize, 0.0625f32, false),
+            (10, 7, 1.0, false),
+            (24, 196, 0.0625, true),
+            (10, 7, 1.0, true),
+        ] {
+            let mut x = BurnTensor::<3>::random(
                 [2, rows / 2, row],
                 Distribution::Normal(0.0, 8.0),
                 &device,
             );
+            if padded {
+                x = crate::kernels::gpu::padded_rows(x);
+            }
             let _ = values(softmax(&x, scale).unwrap());
             let profiler = crate::device::kernel_profile::KernelProfiler::start("softmax");
             let got = softmax(&x, scale).unwrap();
@@ -124,8 +138,13 @@ mod tests {
         }
         let cpu = crate::device::create(crate::device::DeviceChoice::Cpu).unwrap();
         assert!(softmax(&BurnTensor::<2>::ones([2, 3], &cpu), 1.0).is_none());
-        let on_gpu = BurnTensor::<2>::ones([3, 2], &device);
-        assert!(softmax(&on_gpu.clone().transpose(), 1.0).is_none());
+        // Rows not contiguous: copied first, then the same kernel.
+        let on_gpu = BurnTensor::<2>::random([3, 5], Distribution::Normal(0.0, 8.0), &device);
+        let profiler = crate::device::kernel_profile::KernelProfiler::start("softmax");
+        let transposed = values(softmax(&on_gpu.clone().transpose(), 1.0).unwrap());
+        assert_eq!(profiler.finish().stages[0].launches, 2);
+        let copied = on_gpu.clone().transpose().reshape([15]).reshape([5, 3]);
+        assert_eq!(transposed, values(softmax(&copied, 1.0).unwrap()));
         assert!(softmax(&on_gpu.autodiff(), 1.0).is_none());
     }
 }

@@ -16,15 +16,18 @@ use burn_cubecl::CubeBackend;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::gpu::{F32, Tracked, contiguous, empty_like, grid, recorded, tracked_f32_on_gpu};
+use super::gpu::{F32, Tracked, empty_like, grid, recorded, rows, tracked_f32_on_gpu};
 
+/// `dy`'s rows lie `pitch` values apart (CUDA pads burn's rows), `y`'s and `dx`'s `row` apart.
 #[cube(launch)]
+#[allow(clippy::too_many_arguments)]
 fn backward_kernel<F: Float>(
     dy: &Tensor<F>,
     y: &Tensor<F>,
     dx: &mut Tensor<F>,
     rows: u32,
     row: u32,
+    pitch: u32,
     scale: f32,
     #[define(F)] _dtype: ElemType,
 ) {
@@ -33,14 +36,14 @@ fn backward_kernel<F: Float>(
         terminate!();
     }
     let n = row as usize;
-    let base = r * n;
+    let (base, from) = (r * n, r * pitch as usize);
     let mut dot = F::new(0.0);
     for j in 0..n {
-        dot += dy[base + j] * y[base + j];
+        dot += dy[from + j] * y[base + j];
     }
     let s = F::cast_from(scale);
     for j in 0..n {
-        dx[base + j] = y[base + j] * (dy[base + j] - dot) * s;
+        dx[base + j] = y[base + j] * (dy[from + j] - dot) * s;
     }
 }
 
@@ -54,7 +57,7 @@ pub fn softmax<const D: usize>(x: &BurnTensor<D>, scale: f32) -> Option<BurnTens
         return None;
     }
     let (inner, node) = x.clone().try_into_primitive::<Tracked>().ok()?.into_parts();
-    let y = super::gpu_softmax::launch(contiguous(inner), row, scale);
+    let y = super::gpu_softmax::launch(inner, row, scale);
     let op = SoftmaxOp { row, scale };
     Some(recorded(op, [node], y.clone(), y))
 }
@@ -71,7 +74,7 @@ impl Backward<CubeBackend, 1> for SoftmaxOp {
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let y = ops.state;
-        let dy = contiguous(grads.consume::<CubeBackend>(&ops.node));
+        let (dy, pitch) = rows(grads.consume::<CubeBackend>(&ops.node));
         let [parent] = ops.parents;
         if let Some(node) = parent {
             let rows = y.meta.num_elements() / self.row;
@@ -86,6 +89,7 @@ impl Backward<CubeBackend, 1> for SoftmaxOp {
                 dx.clone().into_tensor_arg(),
                 rows as u32,
                 self.row as u32,
+                pitch as u32,
                 self.scale,
                 F32,
             );
