@@ -9,9 +9,9 @@
 //! --kernels`), on CUDA the whole backbone in burn's direct convolution.
 //!
 //! A process chooses its layout once, when its first wgpu device starts, so the test runs itself
-//! twice as a child, once per layout, each writing the kernel profile of one pass
-//! (`hvq::app::bench::profile_pass`: the inference stages, then a training step) for the parent
-//! to compare.
+//! as a child per layout and model (the official network and the shipped default), each writing
+//! the kernel profile of one pass (`hvq::app::bench::profile_pass`: the inference stages, then a
+//! training step) for the parent to compare.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,84 +28,69 @@ use hvq::train::{AdamW, AdamWConfig};
 /// Set in a child: where it writes its profile.
 const CHILD_OUTPUT: &str = "HVQ_CUDA_LAYOUT_TEST_OUTPUT";
 
+/// Set in a child: the model it runs, by name ([`MODELS`]).
+const CHILD_MODEL: &str = "HVQ_CUDA_LAYOUT_TEST_MODEL";
+
+/// The models compared, by name: the official network (random weights; B4 with squeeze-and-
+/// excitation, 272 feature channels) and the shipped default (Lite0, 192).
+const MODELS: [(&str, BenchModel); 2] = [
+    ("official", BenchModel::Official),
+    ("default", BenchModel::Default),
+];
+
 /// This test's name, which a child is asked to run.
 const NAME: &str = "padded_rows_launch_the_kernels_unpadded_memory_launches";
 
 /// Layout copies a pass may add under padding, by stage, each for a reason named here; any
 /// other difference in the launches fails. Inference: the encoder's input projection reshapes
-/// the aligned features `[B, 272, 14, 14]` (rows of 14 padded to 16) into tokens, a copy (one
-/// image's features, 213 KB). Training: the same reshape in the step's forward, and the loss's
-/// reconstruction error copies the reconstruction and the features (`gpu_loss_means`); the
-/// backward copies nothing more.
-const COPIES_ALLOWED: [(&str, usize); 3] =
-    [("encoder", 1), ("train forward", 3), ("train backward", 0)];
+/// the aligned features `[B, F, 14, 14]` (rows of 14 padded to 16) into tokens, a copy (one
+/// image's features, 213 KB for the official network's 272 channels). Training: the same
+/// reshape in the step's forward, and the loss's reconstruction error copies the reconstruction
+/// and the features (`gpu_loss_means`); the backward copies nothing more; the optimiser, which
+/// flattens each gradient, copies one more of the default model's (stored with padded rows; a
+/// parameter's gradient, at most a few hundred KB).
+const COPIES_ALLOWED: [(&str, usize); 4] = [
+    ("encoder", 1),
+    ("train forward", 3),
+    ("train backward", 0),
+    ("optimizer", 1),
+];
 
 #[test]
 fn padded_rows_launch_the_kernels_unpadded_memory_launches() {
     if let Some(output) = std::env::var_os(CHILD_OUTPUT) {
-        return profile_into(Path::new(&output));
+        let model = std::env::var(CHILD_MODEL).unwrap();
+        let (_, model) = MODELS.into_iter().find(|(name, _)| *name == model).unwrap();
+        return profile_into(model, Path::new(&output));
     }
     let dir = std::env::temp_dir().join(format!("hvq-cuda-layout-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut launches = Vec::new();
-    for layout in WgpuLayout::ALL {
-        let output = dir.join(layout.name());
-        let child = Command::new(std::env::current_exe().unwrap())
-            .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
-            .env(CHILD_OUTPUT, &output)
-            .env(wgpu_layout::VARIABLE, layout.name())
-            .output()
-            .unwrap();
-        assert!(
-            child.status.success(),
-            "the {} child failed:\n{}\n{}",
-            layout.name(),
-            String::from_utf8_lossy(&child.stdout),
-            String::from_utf8_lossy(&child.stderr)
-        );
-        let profile: KernelProfile =
-            serde_json::from_slice(&std::fs::read(&output).unwrap()).unwrap();
-        launches.push(by_stage(&profile));
+    let mut differences = Vec::new();
+    for (model, _) in MODELS {
+        // `WgpuLayout::ALL`: contiguous first.
+        let [plain, padded] = WgpuLayout::ALL.map(|layout| {
+            let output = dir.join(format!("{model}-{}", layout.name()));
+            let child = Command::new(std::env::current_exe().unwrap())
+                .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
+                .env(CHILD_OUTPUT, &output)
+                .env(CHILD_MODEL, model)
+                .env(wgpu_layout::VARIABLE, layout.name())
+                .output()
+                .unwrap();
+            assert!(
+                child.status.success(),
+                "the {model} {} child failed:\n{}\n{}",
+                layout.name(),
+                String::from_utf8_lossy(&child.stdout),
+                String::from_utf8_lossy(&child.stderr)
+            );
+            let profile: KernelProfile =
+                serde_json::from_slice(&std::fs::read(&output).unwrap()).unwrap();
+            by_stage(&profile)
+        });
+        differences.extend(compare(model, &plain, &padded));
     }
     std::fs::remove_dir_all(&dir).ok();
-    // `WgpuLayout::ALL`: contiguous first.
-    let (plain, padded) = (&launches[0], &launches[1]);
-    // The backbone ran hvq's own kernels (the check means something only if they run here).
-    for kernel in [
-        "ConvKernel",
-        "PartialSumsKernel",
-        "ExciteKernel",
-        "SeGateKernel",
-    ] {
-        assert!(
-            plain["backbone"].contains_key(kernel),
-            "{kernel} not launched: {:?}",
-            plain["backbone"]
-        );
-    }
-    let mut differences = Vec::new();
-    for stage in plain.keys().chain(padded.keys()) {
-        let empty = BTreeMap::new();
-        let (a, b) = (
-            plain.get(stage).unwrap_or(&empty),
-            padded.get(stage).unwrap_or(&empty),
-        );
-        for name in a.keys().chain(b.keys()) {
-            let (x, y) = (
-                a.get(name).copied().unwrap_or(0),
-                b.get(name).copied().unwrap_or(0),
-            );
-            let allowed = COPIES_ALLOWED
-                .iter()
-                .find(|(s, _)| s == stage)
-                .map_or(0, |(_, n)| *n);
-            let copy = name.starts_with("Copy");
-            if x != y && !(copy && y >= x && y - x <= allowed) {
-                differences.push(format!("{stage}: {name} {x} unpadded, {y} padded"));
-            }
-        }
-    }
-    differences.dedup();
     assert!(
         differences.is_empty(),
         "launches that padded rows change:\n{}",
@@ -114,7 +99,52 @@ fn padded_rows_launch_the_kernels_unpadded_memory_launches() {
 }
 
 /// Per stage, launches per kernel name.
-fn by_stage(profile: &KernelProfile) -> BTreeMap<String, BTreeMap<String, usize>> {
+type Launches = BTreeMap<String, BTreeMap<String, usize>>;
+
+/// The differences between `model`'s launches unpadded (`plain`) and padded, but for the copies
+/// [`COPIES_ALLOWED`]. First, that its backbone ran hvq's convolution (the comparison means
+/// something only where hvq's kernels run), and for the official network its squeeze-and-
+/// excitation kernels.
+fn compare(model: &str, plain: &Launches, padded: &Launches) -> Vec<String> {
+    let mut expected = vec!["ConvKernel"];
+    if model == "official" {
+        expected.extend(["PartialSumsKernel", "ExciteKernel", "SeGateKernel"]);
+    }
+    for kernel in expected {
+        assert!(
+            plain["backbone"].contains_key(kernel),
+            "{model}: {kernel} not launched: {:?}",
+            plain["backbone"]
+        );
+    }
+    let empty = BTreeMap::new();
+    let mut differences = Vec::new();
+    for stage in plain.keys().chain(padded.keys()) {
+        let (a, b) = (
+            plain.get(stage).unwrap_or(&empty),
+            padded.get(stage).unwrap_or(&empty),
+        );
+        let allowed = COPIES_ALLOWED
+            .iter()
+            .find(|(s, _)| s == stage)
+            .map_or(0, |(_, n)| *n);
+        for name in a.keys().chain(b.keys()) {
+            let (x, y) = (
+                a.get(name).copied().unwrap_or(0),
+                b.get(name).copied().unwrap_or(0),
+            );
+            let copy = name.starts_with("Copy");
+            if x != y && !(copy && y >= x && y - x <= allowed) {
+                differences.push(format!("{model}, {stage}: {name} {x} unpadded, {y} padded"));
+            }
+        }
+    }
+    differences.sort();
+    differences.dedup();
+    differences
+}
+
+fn by_stage(profile: &KernelProfile) -> Launches {
     profile
         .stages
         .iter()
@@ -129,9 +159,9 @@ fn by_stage(profile: &KernelProfile) -> BTreeMap<String, BTreeMap<String, usize>
         .collect()
 }
 
-/// The child's part: the official network (random weights) at batch 1 on wgpu, one warm-up pass
-/// (the BatchNorm folds, compilation) and one profiled, written to `output` as JSON.
-fn profile_into(output: &Path) {
+/// The child's part: `model` at batch 1 on wgpu, one warm-up pass (the BatchNorm folds,
+/// compilation) and one profiled, written to `output` as JSON.
+fn profile_into(model: BenchModel, output: &Path) {
     let asked = wgpu_layout::check_variable().unwrap();
     let device = create(DeviceChoice::Wgpu).unwrap();
     assert_eq!(
@@ -139,7 +169,7 @@ fn profile_into(output: &Path) {
         asked,
         "the layout the child was asked for"
     );
-    let detector = bench::model(BenchModel::Official, &device).unwrap();
+    let detector = bench::model(model, &device).unwrap();
     let hvq = &detector.config.hvq;
     let ad = device.clone().autodiff();
     let net = HvqModel::new(hvq, &ad)
@@ -147,7 +177,7 @@ fn profile_into(output: &Path) {
         .load_native(&detector.hvq.to_native())
         .unwrap();
     let mut opt = AdamW::new(AdamWConfig::default());
-    let classes = [3];
+    let classes = [1];
     let image = || {
         Ok(Tensor::<4>::random(
             [1, 3, 224, 224],
