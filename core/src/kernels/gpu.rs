@@ -268,8 +268,17 @@ pub(super) type Tracked = burn::backend::autodiff::Autodiff<
 pub(super) fn tracked_parts<const D: usize>(
     t: BurnTensor<D>,
 ) -> Option<(CubeTensor, burn::backend::autodiff::ops::NodeGuard)> {
+    tracked_value(t).map(|(inner, node)| (contiguous(inner), node))
+}
+
+/// A tracked f32 tensor's GPU value as it lies, in any layout (for burn's own operations, which
+/// read strides: a copy would only cost a pass, on CUDA wherever rows are padded), and its
+/// autodiff node.
+pub(super) fn tracked_value<const D: usize>(
+    t: BurnTensor<D>,
+) -> Option<(CubeTensor, burn::backend::autodiff::ops::NodeGuard)> {
     let (inner, node) = t.try_into_primitive::<Tracked>().ok()?.into_parts();
-    (inner.dtype == burn::tensor::DType::F32).then(|| (contiguous(inner), node))
+    (inner.dtype == burn::tensor::DType::F32).then_some((inner, node))
 }
 
 /// A tracked f32 GPU tensor's shape and strides as the backend holds it (not copied) and its

@@ -20,7 +20,7 @@ use burn::tensor::Tensor as BurnTensor;
 use burn_cubecl::CubeBackend;
 use burn_cubecl::tensor::CubeTensor;
 
-use super::gpu::{cube, recorded, to_burn, tracked_f32_on_gpu, tracked_parts};
+use super::gpu::{cube, recorded, to_burn, tracked_f32_on_gpu, tracked_value};
 
 /// `mean((rec − feature)²)` with `mean` (the caller's order of sums) under one autodiff node;
 /// `None` unless `rec` is an f32 tensor tracked by autodiff on a GPU backend and `feature` one
@@ -37,8 +37,9 @@ pub fn mean_squared_error(
     if rec.dims() != feature.dims() || !tracked_f32_on_gpu(rec) || !tracked_f32_on_gpu(&feature) {
         return None;
     }
-    let (r, r_node) = tracked_parts(rec.clone())?;
-    let (f, f_node) = tracked_parts(feature)?;
+    // burn's operations below read any layout: no copies.
+    let (r, r_node) = tracked_value(rec.clone())?;
+    let (f, f_node) = tracked_value(feature)?;
     if r.device != f.device {
         return None;
     }
@@ -61,7 +62,7 @@ pub fn mean(t: &BurnTensor<1>) -> Option<BurnTensor<1>> {
     if t.dims()[0] == 0 || !tracked_f32_on_gpu(t) {
         return None;
     }
-    let (inner, node) = tracked_parts(t.clone())?;
+    let (inner, node) = tracked_value(t.clone())?;
     let n = inner.meta.num_elements();
     let value = to_burn::<1>(inner).mean();
     Some(recorded(MeanOp { n }, [node], (), cube(value)))
