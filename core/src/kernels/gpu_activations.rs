@@ -160,15 +160,15 @@ impl RowEpilogue {
     /// padded apart (burn's product on CUDA, whose allocator pads a row of 24 values to 32) are
     /// read where they lie; another layout is copied first.
     pub(super) fn after<const D: usize>(&self, product: BurnTensor<D>) -> Option<BurnTensor<D>> {
-        let mut input = plain_f32(product)?;
+        let input = plain_f32(product)?;
         if input.meta.num_elements() != self.shape[0] * self.shape[1] {
             return None;
         }
         let columns = self.shape[1];
-        let pitch;
-        (input, pitch) = match input.meta.shape().last() == Some(&columns) {
-            true => rows(input),
-            false => (contiguous(input), columns),
+        let (input, pitch) = if input.meta.shape().last() == Some(&columns) {
+            rows(input)
+        } else {
+            (contiguous(input), columns)
         };
         let output = empty_like(&input);
         let (cube_count, cube_dim) = grid(&input, input.meta.num_elements());
