@@ -71,7 +71,8 @@ fn repeats_onto(x: &[usize], y: &[usize]) -> bool {
 /// [`super::add_many`] on a GPU backend: `x + y` for every pair, `y` broadcast onto `x`
 /// ([`repeats_onto`]). `None` when a tensor is not a plain contiguous f32 tensor of this
 /// process's GPU backend, a `y` does not broadcast that way, the devices differ or the device
-/// binds too few buffers; the caller adds them one by one.
+/// binds too few buffers; the caller adds them one by one (burn's additions read any layout, so
+/// declining costs a launch a pair, where copying each tensor first would cost one a tensor).
 pub fn add_many<const D: usize>(
     pairs: &[(BurnTensor<D>, BurnTensor<D>)],
 ) -> Option<Vec<BurnTensor<D>>> {
@@ -140,7 +141,8 @@ mod tests {
 
     /// On wgpu, five pairs (two launches): biases `[1, 1, E]` and a positional table `[1, L, E]`
     /// over `[B, L, E]` activations, a same-shape pair, the same `y` twice: each output bit for
-    /// bit burn's broadcast `add`. A `y` that does not repeat onto its `x` is refused.
+    /// bit burn's broadcast `add`. A `y` that does not repeat onto its `x`, and an `x` with rows
+    /// padded apart, are refused.
     #[test]
     fn several_adds_in_one_launch_equal_burns_adds() {
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
@@ -169,6 +171,10 @@ mod tests {
             assert_eq!(bits(sum), bits(want));
         }
         assert!(add_many(&[(t([b, l, e]), t([1, l, 1]))]).is_none());
+        // Rows padded apart (CUDA's layout of burn's outputs) are left to burn's additions, one
+        // launch a pair that read any layout, where copying first would cost a launch a tensor.
+        let padded = crate::kernels::gpu::padded_rows(t([b, l, e]));
+        assert!(add_many(&[(padded, bias)]).is_none());
         assert!(repeats_onto(&[2, 3, 4], &[1, 1, 4]) && repeats_onto(&[2, 3, 4], &[3, 4]));
         assert!(!repeats_onto(&[2, 3, 4], &[2, 1, 4]));
     }

@@ -10,7 +10,7 @@ use burn::tensor::Tensor as BurnTensor;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::prelude::*;
 
-use super::gpu::{F32, contiguous_f32, grid, plain_f32, to_burn};
+use super::gpu::{F32, grid, plain_f32, rows, to_burn};
 
 #[cube(launch)]
 fn anomaly_map_kernel<F: Float>(
@@ -41,7 +41,8 @@ fn anomaly_map_kernel<F: Float>(
     }
     let mut value = F::sqrt(sum);
     if with_ot {
-        value += ot[i] * F::cast_from(weight);
+        // The OT score's rows (one an image) may lie padded apart (CUDA's layout).
+        value += ot[n * ot.stride(0) + y * width + x] * F::cast_from(weight);
     }
     map[i] = value;
 }
@@ -49,8 +50,8 @@ fn anomaly_map_kernel<F: Float>(
 /// [`super::anomaly_map`] on a GPU backend: `‖rec − feature‖₂` over the channels of
 /// `[B, F, H, W]` tensors (any layout) plus `weight · ot` for the OT score `ot [B, H·W]`
 /// (row-major over the grid), `[B, 1, H, W]`. `None` when an input is not a plain f32 tensor of
-/// this process's GPU backend (the OT score also contiguous) or the shapes disagree; the caller
-/// composes it.
+/// this process's GPU backend or the shapes disagree; the caller composes it. The OT score's
+/// rows are read where they lie when evenly spaced (CUDA pads them apart), else copied first.
 pub fn anomaly_map(
     rec: &BurnTensor<4>,
     feature: &BurnTensor<4>,
@@ -75,7 +76,7 @@ pub fn anomaly_map(
     // Without an OT term the kernel never reads it: the features (read-only, as the term would
     // be) stand in as the argument.
     let ot_arg = match ot {
-        Some(ot) => contiguous_f32(ot.clone())?,
+        Some(ot) => rows(plain_f32(ot.clone())?).0,
         None => feature.clone(),
     };
     let (cube_count, cube_dim) = grid(&map, b * h * w);
@@ -103,8 +104,8 @@ mod tests {
 
     /// On wgpu, one launch against the map in f64 from the same values: the reconstruction a
     /// channels-last view (as the decoder leaves it) and the features contiguous, with and
-    /// without the OT term; within the channel sum's rounding and the square root's, plus the
-    /// term's.
+    /// without the OT term, the term's rows contiguous or padded apart; within the channel sum's
+    /// rounding and the square root's, plus the term's.
     #[test]
     fn one_kernel_gives_the_anomaly_map() {
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
@@ -121,8 +122,11 @@ mod tests {
             values(feature.clone()),
             values(ot.clone()),
         );
-        for with_ot in [true, false] {
-            let ot = with_ot.then_some(&ot);
+        // The OT score with rows padded apart (CUDA's layout of burn's outputs, NaN padding):
+        // read in place, the same map.
+        let padded_ot = crate::kernels::gpu::padded_rows(ot.clone());
+        for (with_ot, ot) in [(true, &ot), (true, &padded_ot), (false, &ot)] {
+            let ot = with_ot.then_some(ot);
             let _ = anomaly_map(&rec, &feature, ot, weight).unwrap();
             let profiler = crate::device::kernel_profile::KernelProfiler::start("map");
             let got = anomaly_map(&rec, &feature, ot, weight).unwrap();

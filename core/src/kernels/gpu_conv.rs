@@ -25,7 +25,9 @@ use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::prelude::*;
 
 use super::Activation;
-use super::gpu::{F32, contiguous, contiguous_f32, grid, plain_f32, stored_contiguous, to_burn};
+use super::gpu::{
+    F32, contiguous, grid, plain_f32, plain_f32_contiguous, stored_contiguous, to_burn,
+};
 use super::gpu_activations::{activated, code};
 
 /// The largest number of input channels per group this kernel takes: each thread loops over its
@@ -156,7 +158,7 @@ pub fn conv_activated(
     } else {
         (contiguous(weight), false)
     };
-    let bias = contiguous_f32(bias.clone())?;
+    let bias = plain_f32_contiguous(bias.clone())?;
     let output = empty_device_contiguous_dtype(
         input.client.clone(),
         input.device.clone(),

@@ -12,12 +12,14 @@ use burn::tensor::Tensor as BurnTensor;
 use cubecl::prelude::*;
 
 use super::gpu::{
-    F32, ROW_THREADS, contiguous_f32, cube_sum, empty_like, row_cubes, row_of_cube, to_burn,
+    F32, ROW_THREADS, cube_sum, empty_like, plain_f32, plain_f32_contiguous, row_cubes,
+    row_of_cube, rows, to_burn,
 };
 
 /// One cube per row: each thread sums every `ROW_THREADS`-th value (neighbouring threads read
 /// neighbouring values), the cube adds the partial sums pairwise in shared memory, for the mean
-/// and then the squared deviations, and each thread writes its values.
+/// and then the squared deviations, and each thread writes its values. `x`'s rows lie `pitch`
+/// values apart (CUDA pads the rows of burn's outputs), the output's `row` apart.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn layer_norm_kernel<F: Float>(
@@ -27,17 +29,18 @@ fn layer_norm_kernel<F: Float>(
     out: &mut Tensor<F>,
     rows: u32,
     row: u32,
+    pitch: u32,
     eps: f32,
     #[define(F)] _dtype: ElemType,
 ) {
     let thread = UNIT_POS_X as usize;
     let (r, n) = row_of_cube(rows, row);
-    let base = r * row as usize;
+    let (from, base) = (r * pitch as usize, r * row as usize);
     let mut partial = Shared::<[F]>::new_slice(ROW_THREADS);
-    let (mean, denom) = row_statistics::<F>(x, &mut partial, thread, base, n, row, eps);
+    let (mean, denom) = row_statistics::<F>(x, &mut partial, thread, from, n, row, eps);
     let mut j = thread;
     while j < n {
-        out[base + j] = (x[base + j] - mean) / denom * gamma[j] + beta[j];
+        out[base + j] = (x[from + j] - mean) / denom * gamma[j] + beta[j];
         j += ROW_THREADS;
     }
 }
@@ -74,9 +77,10 @@ pub(super) fn row_statistics<F: Float>(
     (mean, F::sqrt(variance + F::cast_from(eps)))
 }
 
-/// `(x − mean)/√(var + ε)·γ + β` over the last axis of `x` in one launch; `None` when the
-/// tensors are not plain contiguous f32 tensors of this process's GPU backend (or the row is
-/// empty), and the caller composes it.
+/// `(x − mean)/√(var + ε)·γ + β` over the last axis of `x` in one launch, into a contiguous
+/// tensor; `None` when the tensors are not plain f32 tensors of this process's GPU backend (or
+/// the row is empty), and the caller composes it. Rows of `x` padded apart are read where they
+/// lie; another layout is copied first.
 pub fn layer_norm<const D: usize>(
     x: &BurnTensor<D>,
     gamma: &BurnTensor<1>,
@@ -87,9 +91,9 @@ pub fn layer_norm<const D: usize>(
     if row == 0 || gamma.dims() != [row] || beta.dims() != [row] {
         return None;
     }
-    let input = contiguous_f32(x.clone())?;
-    let gamma = contiguous_f32(gamma.clone())?;
-    let beta = contiguous_f32(beta.clone())?;
+    let (input, pitch) = rows(plain_f32(x.clone())?);
+    let gamma = plain_f32_contiguous(gamma.clone())?;
+    let beta = plain_f32_contiguous(beta.clone())?;
     let rows = input.meta.num_elements() / row;
     let out = empty_like(&input);
     let (cube_count, cube_dim) = row_cubes(&input, rows);
@@ -103,6 +107,7 @@ pub fn layer_norm<const D: usize>(
         out.clone().into_tensor_arg(),
         rows as u32,
         row as u32,
+        pitch as u32,
         eps as f32,
         F32,
     );
@@ -122,8 +127,8 @@ mod tests {
     /// digits), the width of the default model (64) and rows narrower, wider and not a multiple
     /// of the cube's 64 threads (the decoder's 512), and more rows than one axis of cubes
     /// holds; burn's composed layer norm is held to
-    /// the same bound. An autodiff tensor, a non-contiguous one and a CPU one are left to the
-    /// composed form.
+    /// the same bound. Rows padded apart are read in place, bit for bit; a transposed input is
+    /// copied first. An autodiff tensor and a CPU one are left to the composed form.
     #[test]
     fn one_kernel_normalises_each_row() {
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
@@ -147,6 +152,18 @@ mod tests {
             let got = layer_norm(&x, &gamma, &beta, 1e-5).unwrap();
             let profile = profiler.finish();
             assert_eq!(profile.stages[0].launches, 1, "{profile:#?}");
+            // Rows padded apart (CUDA's layout of burn's outputs): read in place, one launch,
+            // the same values (the padding's NaNs never read).
+            let padded = crate::kernels::gpu::padded_rows(x.clone());
+            let _ = values(layer_norm(&padded, &gamma, &beta, 1e-5).unwrap());
+            let profiler = crate::device::kernel_profile::KernelProfiler::start("norm");
+            let from_padded = layer_norm(&padded, &gamma, &beta, 1e-5).unwrap();
+            assert_eq!(profiler.finish().stages[0].launches, 1);
+            assert_eq!(
+                values(from_padded),
+                values(got.clone()),
+                "padded rows of {row}"
+            );
             let composed = burn::tensor::module::layer_norm(
                 x.clone(),
                 gamma.clone(),
@@ -186,14 +203,15 @@ mod tests {
         );
         assert!(layer_norm(&x.clone().autodiff(), &g, &b, 1e-5).is_none());
         assert!(layer_norm(&x, &g, &b, 1e-5).is_some());
-        assert!(
-            layer_norm(
-                &BurnTensor::<2>::ones([8, 8], &device).transpose(),
-                &g,
-                &b,
-                1e-5
-            )
-            .is_none()
+        // Rows not evenly spaced: copied first, then the same kernel.
+        let square = BurnTensor::<2>::random([8, 8], Distribution::Normal(0.0, 2.0), &device);
+        let profiler = crate::device::kernel_profile::KernelProfiler::start("norm");
+        let transposed = values(layer_norm(&square.clone().transpose(), &g, &b, 1e-5).unwrap());
+        assert_eq!(profiler.finish().stages[0].launches, 2);
+        let copied = square.transpose().reshape([64]).reshape([8, 8]);
+        assert_eq!(
+            transposed,
+            values(layer_norm(&copied, &g, &b, 1e-5).unwrap())
         );
         let cpu = crate::device::create(crate::device::DeviceChoice::Cpu).unwrap();
         let on_cpu = BurnTensor::<2>::ones([4, 8], &cpu);

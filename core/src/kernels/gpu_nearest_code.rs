@@ -22,8 +22,7 @@ use cubecl::prelude::*;
 
 use super::NearestCodes;
 use super::gpu::{
-    F32, ROW_THREADS, contiguous_f32, cube_sum, index_type, plain_f32_contiguous, row_cubes,
-    row_of_cube, to_burn,
+    F32, ROW_THREADS, cube_sum, index_type, plain_f32_contiguous, row_cubes, row_of_cube, to_burn,
 };
 
 /// One cube of `ROW_THREADS` per token: every thread sums the token's `x²` (the same sum in
@@ -158,7 +157,7 @@ pub(super) fn tokens_and_codes(
     Some(TokensAndCodes {
         x: plain_f32_contiguous(x.clone())?,
         dots: plain_f32_contiguous(dots.clone())?,
-        per_code: contiguous_f32(per_code.clone())?,
+        per_code: plain_f32_contiguous(per_code.clone())?,
         dims: [b, l, d, k],
         book_per_sample: g > 1,
     })
@@ -168,8 +167,8 @@ pub(super) fn tokens_and_codes(
 /// given its dot products `dots [B, L, K]` with its sample's codes, the codes' squared norms
 /// `code_norms [G, K]` and the codes as rows `code_rows [G·K, D]` (G = 1: one codebook for every
 /// sample; G = B: sample b's at b). `None` when an input is not a plain f32 tensor of this
-/// process's GPU backend (the codes' also contiguous; the tokens and products are copied when
-/// they are not), the shapes disagree or the index type is not a 32- or 64-bit integer; the
+/// process's GPU backend (each is copied when it is not laid out contiguously), the shapes
+/// disagree or the index type is not a 32- or 64-bit integer; the
 /// caller composes it.
 pub fn nearest_codes(
     x: &BurnTensor<3>,
@@ -188,7 +187,7 @@ pub fn nearest_codes(
     if code_rows.dims() != [g * k, d] {
         return None;
     }
-    let code_rows = contiguous_f32(code_rows.clone())?;
+    let code_rows = plain_f32_contiguous(code_rows.clone())?;
     // The device's integer type, from a one-value tensor of it: burn's `empty` takes the
     // runtime's layout, which on CUDA pads a `[B, L]` tensor's rows (docs/gpu.md), while the
     // kernel writes the indices in order.
@@ -361,8 +360,9 @@ mod tests {
         }
     }
 
-    /// Only plain contiguous f32 tensors of a GPU backend with agreeing shapes: the CPU, a
-    /// tracked tensor or a transposed view is composed by the caller.
+    /// Only plain f32 tensors of a GPU backend with agreeing shapes: the CPU or a tracked
+    /// tensor is composed by the caller; a transposed view of the codes is copied first (one
+    /// launch more, the same result).
     #[test]
     fn other_inputs_are_left_to_the_caller() {
         let gpu = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
@@ -378,8 +378,16 @@ mod tests {
         let (x, dots, norms, rows) = args(&gpu);
         assert!(nearest_codes(&x, &dots, &norms, &rows).is_some());
         assert!(nearest_codes(&x.clone().autodiff(), &dots, &norms, &rows).is_none());
-        let transposed = Tensor::<2>::ones([4, 5], &gpu).transpose();
-        assert!(nearest_codes(&x, &dots, &norms, &transposed).is_none());
+        let codes = Tensor::<2>::random([4, 5], Distribution::Normal(0.0, 1.0), &gpu);
+        let profiler = crate::device::kernel_profile::KernelProfiler::start("codes");
+        let from_transposed = nearest_codes(&x, &dots, &norms, &codes.clone().transpose());
+        let launches = profiler.finish().stages[0].launches;
+        let copied = codes.transpose().reshape([20]).reshape([5, 4]);
+        let profiler = crate::device::kernel_profile::KernelProfiler::start("codes");
+        let from_contiguous = nearest_codes(&x, &dots, &norms, &copied);
+        assert_eq!(launches, profiler.finish().stages[0].launches + 1);
+        let (a, b) = (from_transposed.unwrap(), from_contiguous.unwrap());
+        assert_eq!(values(a.codes), values(b.codes));
         let three_books = Tensor::<2>::ones([3, 5], &gpu);
         assert!(nearest_codes(&x, &dots, &three_books, &rows).is_none());
         let (x, dots, norms, rows) = args(&cpu);

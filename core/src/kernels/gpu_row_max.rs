@@ -12,7 +12,7 @@
 use burn::tensor::Tensor as BurnTensor;
 use cubecl::prelude::*;
 
-use super::gpu::{CUBE_THREADS as THREADS, F32, contiguous_f32, cube_max, empty_shaped, to_burn};
+use super::gpu::{CUBE_THREADS as THREADS, F32, cube_max, empty_shaped, plain_f32, to_burn};
 
 /// Values one cube takes: 16 loads a thread.
 const CHUNK: usize = 16 * THREADS;
@@ -22,16 +22,18 @@ fn row_max_kernel<F: Float>(x: &Tensor<F>, maxima: &mut Tensor<F>, #[define(F)] 
     let (chunk, row) = (CUBE_POS_X as usize, CUBE_POS_Y as usize);
     let thread = UNIT_POS_X as usize;
     let columns = x.shape(1);
+    // Rows lie `pitch` values apart: CUDA pads the rows of burn's outputs.
+    let pitch = x.stride(0);
     let mut end = (chunk + 1) * CHUNK;
     if end > columns {
         end = columns;
     }
     // Every cube has at least one value (the launch counts whole chunks only), so a thread
     // without any of its own starts from the chunk's first.
-    let mut best = x[row * columns + chunk * CHUNK];
+    let mut best = x[row * pitch + chunk * CHUNK];
     let mut j = chunk * CHUNK + thread;
     while j < end {
-        best = F::max(best, x[row * columns + j]);
+        best = F::max(best, x[row * pitch + j]);
         j += THREADS;
     }
     let mut partial = Shared::<[F]>::new_slice(THREADS);
@@ -43,14 +45,14 @@ fn row_max_kernel<F: Float>(x: &Tensor<F>, maxima: &mut Tensor<F>, #[define(F)] 
 }
 
 /// The largest value of each row of `x [rows, columns]`, `[rows]`; `None` when `x` is not a
-/// plain contiguous f32 tensor of this process's GPU backend or has no columns (the caller
-/// composes it).
+/// plain f32 tensor of this process's GPU backend or has no columns (the caller composes it).
+/// Rows padded apart are read where they lie; another layout is copied first.
 pub fn row_max(x: &BurnTensor<2>) -> Option<BurnTensor<1>> {
     let [rows, columns] = x.dims();
     if rows == 0 || columns == 0 || rows > u16::MAX as usize {
         return None;
     }
-    let mut values = contiguous_f32(x.clone())?;
+    let (mut values, _) = super::gpu::rows(plain_f32(x.clone())?);
     let mut columns = columns;
     loop {
         let chunks = columns.div_ceil(CHUNK);
@@ -81,7 +83,7 @@ mod tests {
     /// level of chunks: one column, a row shorter than a cube's threads, one of exactly a chunk,
     /// the official pooled map's 209² (two levels), and rows whose maximum is their first or
     /// last value or lies in the last, partial chunk; all values negative (a maximum started
-    /// from zero would be wrong).
+    /// from zero would be wrong). Rows padded apart are read in place, a transposed input copied.
     #[test]
     fn each_rows_maximum_exactly() {
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
@@ -110,6 +112,16 @@ mod tests {
             let profiler = crate::device::kernel_profile::KernelProfiler::start("max");
             let got = values(row_max(&x).unwrap());
             assert_eq!(profiler.finish().stages[0].launches, launches);
+            // Rows padded apart (CUDA's layout of burn's outputs; NaN padding): read in place.
+            let padded = crate::kernels::gpu::padded_rows(x.clone());
+            let _ = values(row_max(&padded).unwrap());
+            let profiler = crate::device::kernel_profile::KernelProfiler::start("max");
+            assert_eq!(
+                values(row_max(&padded).unwrap()),
+                got,
+                "padded ({rows}, {columns})"
+            );
+            assert_eq!(profiler.finish().stages[0].launches, launches);
             for (r, g) in got.iter().enumerate() {
                 let want = host[r * columns..(r + 1) * columns]
                     .iter()
@@ -119,6 +131,19 @@ mod tests {
         }
         let cpu = crate::device::create(crate::device::DeviceChoice::Cpu).unwrap();
         assert!(row_max(&Tensor::<2>::ones([2, 3], &cpu)).is_none());
-        assert!(row_max(&Tensor::<2>::ones([4, 3], &device).transpose()).is_none());
+        // Rows not evenly spaced: copied first, then the same kernel.
+        let x = Tensor::<2>::random([4, 3], Distribution::Uniform(-50.0, -1.0), &device);
+        let profiler = crate::device::kernel_profile::KernelProfiler::start("max");
+        let transposed = values(row_max(&x.clone().transpose()).unwrap());
+        assert_eq!(profiler.finish().stages[0].launches, 2);
+        let host = values(x);
+        let want: Vec<f32> = (0..3)
+            .map(|c| {
+                (0..4)
+                    .map(|r| host[r * 3 + c])
+                    .fold(f32::NEG_INFINITY, f32::max)
+            })
+            .collect();
+        assert_eq!(transposed, want);
     }
 }

@@ -25,7 +25,8 @@ use cubecl::prelude::*;
 
 use super::Activation;
 use super::gpu::{
-    COLUMN_SUM_ROWS, CUBE_THREADS as THREADS, F32, contiguous_f32, empty_shaped, grid, to_burn,
+    COLUMN_SUM_ROWS, CUBE_THREADS as THREADS, F32, empty_shaped, grid, plain_f32_contiguous,
+    to_burn,
 };
 use super::gpu_activations::{activated, code};
 
@@ -144,9 +145,9 @@ fn excite_kernel<F: Float>(
 /// convolutions leave them): their channel means through the reduce convolution
 /// (`reduce_weight [r, c, 1, 1]`, `reduce_bias [r]`, then `activation`) and the expand
 /// convolution (`expand_weight [c, r, 1, 1]`, `expand_bias [c]`, then the sigmoid), in two
-/// launches. `None` when a tensor is not a plain f32 tensor of this process's GPU backend (`x`
-/// channels-last, the weights and biases contiguous), the shapes disagree, or `r` or `c` exceed
-/// [`MAX_REDUCED`] or [`MAX_CHANNELS`]; the caller composes it.
+/// launches (three when `x` is not channels-last, or a weight not contiguous: copied first).
+/// `None` when a tensor is not a plain f32 tensor of this process's GPU backend, the shapes
+/// disagree, or `r` or `c` exceed [`MAX_REDUCED`] or [`MAX_CHANNELS`]; the caller composes it.
 pub fn excite(
     x: &BurnTensor<4>,
     reduce: (&BurnTensor<4>, &BurnTensor<1>),
@@ -165,12 +166,14 @@ pub fn excite(
     if !fits {
         return None;
     }
-    // `[n, h, w, c]` contiguous: the pixels are the rows of each sample's `[h·w, c]`.
-    let pixels = contiguous_f32(x.clone().permute([0, 2, 3, 1]))?;
-    let reduce_weight = contiguous_f32(reduce.0.clone())?;
-    let reduce_bias = contiguous_f32(reduce.1.clone())?;
-    let expand_weight = contiguous_f32(expand.0.clone())?;
-    let expand_bias = contiguous_f32(expand.1.clone())?;
+    // `[n, h, w, c]` contiguous: the pixels are the rows of each sample's `[h·w, c]`. Other
+    // layouts are copied into it (one pass; burn's channel means would be one thread walking
+    // each channel of each sample).
+    let pixels = plain_f32_contiguous(x.clone().permute([0, 2, 3, 1]))?;
+    let reduce_weight = plain_f32_contiguous(reduce.0.clone())?;
+    let reduce_bias = plain_f32_contiguous(reduce.1.clone())?;
+    let expand_weight = plain_f32_contiguous(expand.0.clone())?;
+    let expand_bias = plain_f32_contiguous(expand.1.clone())?;
     let blocks = (h * w).div_ceil(COLUMN_SUM_ROWS);
     let sums = empty_shaped(&pixels, vec![n, blocks, c]);
     let (cube_count, cube_dim) = grid(&sums, n * blocks * c);
@@ -274,8 +277,8 @@ mod tests {
     /// block and of many blocks (B4's first block is 112², 392 blocks): within f32 rounding of
     /// the means (see `host`) and of the sums (each term's magnitude times the terms summed,
     /// c + 2 and r + 2, ·2⁻²⁴, through the sigmoid's slope ≤ 1/4) plus Vulkan's bound on `exp`
-    /// (3 + 2|x| ulp, |x| at most the terms' magnitudes) twice. The activations laid out NCHW
-    /// are left to the composed form.
+    /// (3 + 2|x| ulp, |x| at most the terms' magnitudes) twice. Activations laid out NCHW are
+    /// copied channels-last first (one launch more, the same gates).
     #[test]
     fn two_kernels_squeeze_and_excite_as_the_two_layers() {
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
@@ -310,6 +313,13 @@ mod tests {
             let got = run().unwrap();
             assert_eq!(profiler.finish().stages[0].launches, 2);
             assert_eq!(got.dims(), [n, c]);
+            // NCHW activations are copied channels-last first: one launch more, the same gates.
+            if h * w > 1 {
+                let profiler = crate::device::kernel_profile::KernelProfiler::start("excite");
+                let from_nchw = excite(&x, (&w1, &b1), (&w2, &b2), Activation::Swish).unwrap();
+                assert_eq!(profiler.finish().stages[0].launches, 3);
+                assert_eq!(values(from_nchw), values(got.clone()));
+            }
             let terms = (c.max(r) + 2) as f64;
             for (i, g) in values(got).iter().enumerate() {
                 let rounding = 0.25 * terms * 2f64.powi(-24) * scale[i] + squeezed[i];
@@ -321,10 +331,39 @@ mod tests {
                     want[i]
                 );
             }
-            if h * w > 1 {
-                assert!(excite(&x, (&w1, &b1), (&w2, &b2), Activation::Swish).is_none());
-            }
         }
+    }
+
+    /// `kernels::excite` on NCHW activations (which the gate kernel does not take): the gates
+    /// computed once by these kernels (the activations copied channels-last first) and applied
+    /// by burn's broadcast product: four launches, bit for bit `x · gate`, where it once
+    /// computed the gates again in the composed form.
+    #[test]
+    fn nchw_activations_take_the_gates_once() {
+        let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
+        let _generator = crate::test_rng::lock();
+        device.seed(8);
+        let (n, c, r, h, w) = (2, 24, 6, 5, 7);
+        let normal =
+            |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let x = normal([n, c, h, w]);
+        let (w1, w2) = (normal([r, c, 1, 1]), normal([c, r, 1, 1]));
+        let b1 = Tensor::<1>::random([r], Distribution::Normal(0.0, 0.5), &device);
+        let b2 = Tensor::<1>::random([c], Distribution::Normal(0.0, 0.5), &device);
+        let excitation = || crate::kernels::Excitation {
+            reduce_weight: w1.clone(),
+            reduce_bias: b1.clone(),
+            expand_weight: w2.clone(),
+            expand_bias: b2.clone(),
+            activation: Activation::Swish,
+        };
+        let _ = values(crate::kernels::excite(x.clone(), excitation()));
+        let profiler = crate::device::kernel_profile::KernelProfiler::start("excite");
+        let got = crate::kernels::excite(x.clone(), excitation());
+        assert_eq!(profiler.finish().stages[0].launches, 4);
+        let gate = excite(&x, (&w1, &b1), (&w2, &b2), Activation::Swish).unwrap();
+        let want = x * gate.reshape([n, c, 1, 1]);
+        assert_eq!(values(got), values(want));
     }
 
     /// What the kernels do not take comes back as `None`: a reduced width above

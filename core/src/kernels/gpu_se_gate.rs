@@ -10,7 +10,7 @@ use burn::tensor::Tensor as BurnTensor;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::prelude::*;
 
-use super::gpu::{F32, contiguous_f32, grid, plain_f32, to_burn};
+use super::gpu::{F32, grid, plain_f32, plain_f32_contiguous, to_burn};
 
 #[cube(launch)]
 fn se_gate_kernel<F: Float>(
@@ -31,8 +31,9 @@ fn se_gate_kernel<F: Float>(
 
 /// `x · gate` for activations `x [n, c, h, w]` laid out channels-last (a convolution's output)
 /// and one gate per sample and channel, `gate [n, c]`; the result channels-last, viewed as NCHW.
-/// `None` when a tensor is not a plain f32 tensor of this process's GPU backend laid out so (the
-/// gate contiguous) or the shapes disagree; the caller composes it.
+/// `None` when a tensor is not a plain f32 tensor of this process's GPU backend, the activations
+/// are not laid out so (burn's broadcast product is then one launch too) or the shapes disagree;
+/// the caller composes it. A gate not laid out contiguously is copied first.
 pub fn gated(x: &BurnTensor<4>, gate: &BurnTensor<2>) -> Option<BurnTensor<4>> {
     let [n, c, h, w] = x.dims();
     if n == 0 || c == 0 || gate.dims() != [n, c] {
@@ -42,7 +43,7 @@ pub fn gated(x: &BurnTensor<4>, gate: &BurnTensor<2>) -> Option<BurnTensor<4>> {
     if !pixels.is_contiguous() {
         return None;
     }
-    let gate = contiguous_f32(gate.clone())?;
+    let gate = plain_f32_contiguous(gate.clone())?;
     let output = empty_device_contiguous_dtype(
         pixels.client.clone(),
         pixels.device.clone(),

@@ -455,9 +455,14 @@ pub fn excite(x: Tensor<4>, excitation: Excitation) -> Tensor<4> {
             (&expand_weight, &expand_bias),
             activation,
         )
-        && let Some(y) = gpu_se_gate::gated(&x, &gate)
     {
-        return y;
+        if let Some(y) = gpu_se_gate::gated(&x, &gate) {
+            return y;
+        }
+        // Activations the gate kernel does not take (not channels-last): burn's broadcast
+        // product, one launch, rather than computing the gates again.
+        let [n, c] = gate.dims();
+        return x * gate.reshape([n, c, 1, 1]);
     }
     let options = burn::tensor::ops::ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
     let hidden = conv2d_fused(
