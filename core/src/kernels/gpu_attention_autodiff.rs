@@ -604,9 +604,11 @@ struct Saved {
 }
 
 /// The packed weight's gradient `[3E, E]` with each block's product written into its rows by
-/// the product itself (no concatenation pass): at f32, when every block's rows start and end
-/// on the device's buffer-offset alignment (burn's row views are then views, not copies).
-/// `None` otherwise, or when a product refuses the layout; the caller concatenates.
+/// the product itself (no concatenation pass: a launch per block and a pass over the gradient
+/// fewer), on the routine `products::matmul` would run it on (hvq's tiled kernel where it runs
+/// this product, else burn's): at f32, when every block's rows start and end on the device's
+/// buffer-offset alignment (burn's row views are then views, not copies). `None` otherwise, or
+/// when a product refuses the layout; the caller concatenates.
 fn weight_gradient_in_place(
     factors: &[(BurnTensor<2>, BurnTensor<2>)],
     blocks: &[(usize, usize)],
@@ -620,15 +622,7 @@ fn weight_gradient_in_place(
         (from * block_bytes).is_multiple_of(alignment)
             && ((3 - to) * block_bytes).is_multiple_of(alignment)
     });
-    // hvq's tiled kernel (`HVQ_GPU_MATMUL=tiled`, or `auto` where it was timed faster) writes
-    // whole outputs: its products go through `products::matmul` and the caller's
-    // concatenation.
-    if products::half_dtype().is_some()
-        || !aligned
-        || factors
-            .iter()
-            .any(|(g, x)| products::runs_tiled(g, x).is_some())
-    {
+    if products::half_dtype().is_some() || !aligned {
         return None;
     }
     let d_weight = empty_device_contiguous_dtype(
@@ -638,15 +632,21 @@ fn weight_gradient_in_place(
         DType::F32,
     );
     for ((g, x), &(from, to)) in factors.iter().zip(blocks) {
-        let rows = to_burn::<2>(d_weight.clone()).narrow(0, from * width, (to - from) * width);
-        matmul(
-            cube(g.clone()),
-            cube(x.clone()),
-            Some(cube(rows)),
-            MatmulStrategy::default(),
-            DType::F32,
-        )
-        .ok()?;
+        let rows =
+            cube(to_burn::<2>(d_weight.clone()).narrow(0, from * width, (to - from) * width));
+        match products::runs_tiled(g, x) {
+            Some(size) => super::gpu_matmul_tiled::matmul_into(g, x, size, &rows)?,
+            None => {
+                matmul(
+                    cube(g.clone()),
+                    cube(x.clone()),
+                    Some(rows),
+                    MatmulStrategy::default(),
+                    DType::F32,
+                )
+                .ok()?;
+            }
+        }
     }
     Some(d_weight)
 }
@@ -1092,6 +1092,69 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// With hvq's tiled kernel running the products (as `auto` may choose on a GPU), each
+    /// block's weight gradient is written into its rows of the packed gradient by its product:
+    /// the backward launches no concatenation (`SliceAssignKernel`), and every gradient matches
+    /// the composed form's as on burn's routine. Widths 64 (blocks on the buffer alignment: in
+    /// place) and 30 (3,600-byte blocks, off lavapipe's alignment: concatenated, as before).
+    #[test]
+    fn on_the_tiled_kernel_the_weight_gradient_is_written_in_place() {
+        use crate::device::gpu_matmul::{TiledUse, tiled_here};
+        tiled_here(Some(TiledUse::Always));
+        for (width, uses) in [
+            (64, self_positioned()),
+            (64, cross_positioned()),
+            (30, self_positioned()),
+        ] {
+            let case = Case {
+                batch: 2,
+                len: 50,
+                width,
+                heads: 2,
+                uses,
+                offset_batch: 1,
+                offset_trained: true,
+                p: 0.0,
+            };
+            for (name, gap) in matches_the_composed_form(&case) {
+                assert!(gap <= 4e-6, "{name}: {gap} (width {width})");
+            }
+            // The backward's launches.
+            let _generator = crate::test_rng::lock();
+            let device = wgpu();
+            let random = |shape: [usize; 2]| {
+                Tensor::<2>::random(shape, Distribution::Normal(0.0, 0.3), &device).require_grad()
+            };
+            let xs: Vec<Tensor<3>> = (0..2)
+                .map(|_| random([2 * 50, width]).reshape([2, 50, width]))
+                .collect();
+            let (weight, bias) = (random([3 * width, width]), random([1, 3 * width]));
+            let bias = bias.reshape([3 * width]);
+            let inputs: Vec<ProjectionInput> = case
+                .uses
+                .iter()
+                .map(|u| ProjectionInput::new(xs[u.tokens].clone(), None, u.blocks.0, u.blocks.1))
+                .collect();
+            let out = attention(&inputs, &weight, &bias, 2, 0.0).expect("applies on wgpu");
+            let loss = out.sum();
+            let profiler = crate::device::kernel_profile::KernelProfiler::start("backward");
+            let grads = loss.backward();
+            let _ = values(weight.grad(&grads).unwrap().reshape([3 * width * width]));
+            let launched: Vec<String> = profiler.finish().stages[0]
+                .kernels
+                .iter()
+                .map(|k| k.name.clone())
+                .collect();
+            assert!(
+                launched.iter().any(|k| k.starts_with("TiledMatmul")),
+                "{launched:?}"
+            );
+            let concatenated = launched.iter().any(|k| k.starts_with("SliceAssign"));
+            assert_eq!(concatenated, width == 30, "width {width}: {launched:?}");
+        }
+        tiled_here(None);
     }
 
     /// A tensor given both as an input and as an offset, or two different offsets, is not

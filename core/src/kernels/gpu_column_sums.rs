@@ -121,6 +121,18 @@ pub(super) fn add_grouped_blocks(
         return sums;
     }
     let sums = empty_shaped(&partial, vec![groups, columns]);
+    add_grouped_blocks_into(partial, [groups, blocks, columns], then, sums.clone());
+    sums
+}
+
+/// [`add_grouped_blocks`] written into `sums`, a contiguous buffer of `groups · columns` values
+/// (a view into a larger one: the rows of a packed weight's gradient), in one launch.
+pub(super) fn add_grouped_blocks_into(
+    partial: CubeTensor,
+    [groups, blocks, columns]: [usize; 3],
+    then: Option<&RowEpilogue>,
+    sums: CubeTensor,
+) {
     let (cube_count, cube_dim) = grid(&sums, groups * columns);
     let (bias, residual, epilogue, activation) = RowEpilogue::arguments(then, &partial);
     add_blocks_kernel::launch(
@@ -137,7 +149,6 @@ pub(super) fn add_grouped_blocks(
         columns as u32,
         F32,
     );
-    sums
 }
 
 #[cfg(all(test, feature = "wgpu"))]

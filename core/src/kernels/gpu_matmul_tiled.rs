@@ -41,7 +41,7 @@ use cubecl::prelude::*;
 
 use super::gpu::{F32, empty_shaped, plain_f32, to_burn};
 use super::gpu_activations::{RowEpilogue, finished};
-use super::gpu_column_sums::add_grouped_blocks;
+use super::gpu_column_sums::{add_grouped_blocks, add_grouped_blocks_into};
 
 /// Threads along each side of a cube.
 const SIDE: usize = 16;
@@ -696,6 +696,34 @@ pub(super) fn matmul_then<const D: usize>(
     size: BlockSize,
     then: Option<&RowEpilogue>,
 ) -> Option<BurnTensor<D>> {
+    let (out, shape) = product_to(a, b, size, then, None)?;
+    Some(to_burn::<2>(out).reshape(shape))
+}
+
+/// [`matmul_in`] of `a [m, k]` and `b [k, n]` written into `out`, a contiguous `[m, n]` tensor
+/// of the same device (rows of a larger buffer: the training attention's packed weight gradient,
+/// one block's rows per product, so that no concatenation copies the blocks together); the
+/// same launches and values. `None`, writing nothing, where [`matmul_in`] refuses the operands
+/// or `out` is not such a tensor.
+pub(super) fn matmul_into(
+    a: &BurnTensor<2>,
+    b: &BurnTensor<2>,
+    size: BlockSize,
+    out: &CubeTensor,
+) -> Option<()> {
+    product_to(a, b, size, None, Some(out)).map(|_| ())
+}
+
+/// The product as [`matmul_then`] computes it, into `into` when given (checked: one batch, its
+/// shape `[m, n]`, contiguous, on the operands' device), else into a new contiguous buffer;
+/// with the output's shape.
+fn product_to<const D: usize>(
+    a: &BurnTensor<D>,
+    b: &BurnTensor<D>,
+    size: BlockSize,
+    then: Option<&RowEpilogue>,
+    into: Option<&CubeTensor>,
+) -> Option<(CubeTensor, [usize; D])> {
     let Plan {
         lhs,
         rhs,
@@ -709,7 +737,20 @@ pub(super) fn matmul_then<const D: usize>(
     if then.is_some_and(|t| batch != 1 || t.shape != [m, n]) {
         return None;
     }
-    let product = empty_shaped(&lhs, vec![batch * splits, m, n]);
+    if let Some(into) = into
+        && (batch != 1
+            || into.meta.shape().to_vec() != [m, n]
+            || !into.is_contiguous()
+            || into.dtype != lhs.dtype
+            || into.device != lhs.device)
+    {
+        return None;
+    }
+    // Not split, the product's kernel writes the output itself.
+    let product = match into {
+        Some(into) if splits == 1 => into.clone(),
+        _ => empty_shaped(&lhs, vec![batch * splits, m, n]),
+    };
     // Split, the partial products are written as they are and the kernel adding them applies
     // the epilogue.
     let (in_product, in_sums) = if splits == 1 {
@@ -770,8 +811,15 @@ pub(super) fn matmul_then<const D: usize>(
         ),
     }
     // The splits' partial products added in order (one split: the product itself).
-    let out = add_grouped_blocks(product, [batch, splits, m * n], in_sums);
-    Some(to_burn::<2>(out).reshape(shape))
+    let out = match into {
+        Some(into) if splits > 1 => {
+            add_grouped_blocks_into(product, [batch, splits, m * n], in_sums, into.clone());
+            into.clone()
+        }
+        Some(_) => product,
+        None => add_grouped_blocks(product, [batch, splits, m * n], in_sums),
+    };
+    Some((out, shape))
 }
 
 #[cfg(all(test, feature = "wgpu"))]
@@ -880,6 +928,52 @@ mod tests {
             matmul_in(&a, &b, BlockSize::Of64).is_none(),
             "batch axes disagree"
         );
+    }
+
+    /// On wgpu, a product written into rows of a larger buffer (a view: the packed weight
+    /// gradient's block), in every block size, split (a weight gradient's deep inner dimension)
+    /// and not, an operand transposed: bit for bit [`matmul_in`], in as many launches, the
+    /// buffer's other rows untouched (NaN before and after). A destination of another shape, or
+    /// not contiguous, is refused without a launch.
+    #[test]
+    fn a_product_written_into_rows_of_a_buffer_is_the_product() {
+        let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
+        let _generator = crate::test_rng::lock();
+        device.seed(23);
+        // (m, k, n, rows of the buffer before the destination's, after)
+        for (m, k, n, before, after) in [(64, 96, 64, 64, 64), (64, 1568, 64, 0, 128)] {
+            let a =
+                Tensor::<2>::random([k, m], Distribution::Normal(0.0, 1.0), &device).transpose();
+            let b = Tensor::<2>::random([k, n], Distribution::Normal(0.0, 1.0), &device);
+            for size in BlockSize::ALL {
+                let want = values(matmul_in(&a, &b, size).unwrap());
+                let profiler = crate::device::kernel_profile::KernelProfiler::start("plain");
+                let _ = values(matmul_in(&a, &b, size).unwrap());
+                let plain = profiler.finish().stages[0].launches;
+                let buffer = Tensor::<2>::full([before + m + after, n], f32::NAN, &device);
+                let rows = crate::kernels::gpu::cube(buffer.clone().narrow(0, before, m));
+                let profiler = crate::device::kernel_profile::KernelProfiler::start("into");
+                assert!(matmul_into(&a, &b, size, &rows).is_some(), "{size:?}");
+                let all = values(buffer);
+                assert_eq!(profiler.finish().stages[0].launches, plain, "{size:?}");
+                let (head, rest) = all.split_at(before * n);
+                let (got, tail) = rest.split_at(m * n);
+                let differ = got.iter().zip(&want).filter(|(g, w)| g != w).count();
+                assert_eq!(differ, 0, "{size:?} ({m}, {k}, {n}): values differ");
+                assert!(head.iter().chain(tail).all(|v| v.is_nan()), "{size:?}");
+            }
+            let wrong = crate::kernels::gpu::cube(Tensor::<2>::zeros([m, n + 1], &device));
+            let transposed =
+                crate::kernels::gpu::cube(Tensor::<2>::zeros([n, m], &device).transpose());
+            for out in [wrong, transposed] {
+                let profiler = crate::device::kernel_profile::KernelProfiler::start("refused");
+                assert!(matmul_into(&a, &b, BlockSize::Of64, &out).is_none());
+                assert_eq!(
+                    profiler.finish().stages.first().map_or(0, |s| s.launches),
+                    0
+                );
+            }
+        }
     }
 
     /// On wgpu, a layer's epilogue applied as the product is written, in every block size, each
