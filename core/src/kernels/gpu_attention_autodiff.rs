@@ -1142,11 +1142,8 @@ mod tests {
             let profiler = crate::device::kernel_profile::KernelProfiler::start("backward");
             let grads = loss.backward();
             let _ = values(weight.grad(&grads).unwrap().reshape([3 * width * width]));
-            let launched: Vec<String> = profiler.finish().stages[0]
-                .kernels
-                .iter()
-                .map(|k| k.name.clone())
-                .collect();
+            let profile = profiler.finish();
+            let launched = profile.stages[0].names();
             assert!(
                 launched.iter().any(|k| k.starts_with("TiledMatmul")),
                 "{launched:?}"
