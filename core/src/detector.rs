@@ -8,11 +8,12 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::{Backbone, align_features};
+use crate::class_choice::{self, BatchClasses, Resolved, first_minimum_rows, last_maximum_rows};
 use crate::config::ModelConfig;
 use crate::device::read_back_async;
 use crate::error::{HvqError, Result};
 use crate::map::{self, ScoreKind};
-use crate::model::{HvqModel, HvqOutput};
+use crate::model::{Classes, HvqModel, HvqOutput, kept_ids};
 use crate::weights::TensorMap;
 
 /// File names inside a model directory.
@@ -266,10 +267,18 @@ impl Detector {
         classes: &[usize],
         stage: &mut dyn FnMut(&'static str),
     ) -> Result<(HvqOutput, Scores)> {
-        let out = self
-            .hvq
-            .forward_eval_staged(feature.clone(), classes, stage)?;
-        let ot = (self.config.hvq.ot_weight != 0.0).then(|| self.hvq.ot(&out, classes));
+        self.score_for_staged(feature, &Classes::Listed(classes.to_vec()), stage)
+    }
+
+    /// [`Detector::score_staged`] for classes listed or chosen on the device.
+    pub fn score_for_staged(
+        &self,
+        feature: Tensor<4>,
+        classes: &Classes,
+        stage: &mut dyn FnMut(&'static str),
+    ) -> Result<(HvqOutput, Scores)> {
+        let out = self.hvq.forward_eval_for(feature.clone(), classes, stage)?;
+        let ot = (self.config.hvq.ot_weight != 0.0).then(|| self.hvq.ot_for(&out, classes));
         let map14 = map::anomaly_map(out.rec.clone(), feature, ot, self.config.hvq.ot_weight);
         stage("map + ot");
         let s = self.config.backbone.input_size;
@@ -285,16 +294,74 @@ impl Detector {
             Some(logits) => {
                 let n = logits.dims()[1];
                 let values = read_back_async(logits).await?;
-                Ok(Some(argmax_rows(&values, n)))
+                Ok(Some(last_maximum_rows(&values, n)))
             }
             None => Ok(None),
         }
     }
 
+    /// Score a batch of features under `choice`, every class decision made on the device:
+    /// given classes as they are; left to the model, the classifier's prediction
+    /// ([`class_choice::last_maximum`] of its logits) selects each image's codebooks and expert
+    /// on the device, or without a classifier every class is scored and the lowest
+    /// `kind` score kept ([`class_choice::first_minimum`]). Nothing is read back (a pass that
+    /// ends here can be recorded, [`crate::replay`]); [`Resolved::read`] reads the classes and
+    /// scores once.
+    pub fn score_resolved(
+        &self,
+        feature: Tensor<4>,
+        choice: &BatchClasses,
+        kind: ScoreKind,
+    ) -> Result<Resolved> {
+        let kind_score = |s: &Scores| match kind {
+            ScoreKind::Max => s.image.clone(),
+            ScoreKind::Mean => map::mean_score(s.map.clone()),
+        };
+        let resolved = |scores: Scores, classes: Classes| Resolved {
+            scores: kind_score(&scores),
+            maps: scores.map,
+            classes,
+        };
+        let b = feature.dims()[0];
+        let n = self.config.hvq.num_classes;
+        let given = match choice {
+            BatchClasses::Given(classes) => classes.clone(),
+            BatchClasses::ByModel if n == 1 => vec![0; b],
+            BatchClasses::ByModel => {
+                if let Some(logits) = self.hvq.classify(feature.clone()) {
+                    let classes = Classes::OnDevice(Box::new(class_choice::last_maximum(logits)));
+                    let (_, scores) = self.score_for_staged(feature, &classes, &mut |_| {})?;
+                    return Ok(resolved(scores, classes));
+                }
+                // Every image under every class (image-major rows), the lowest score kept.
+                let device = feature.device();
+                let image_of: Vec<usize> = (0..b).flat_map(|i| std::iter::repeat_n(i, n)).collect();
+                let classes: Vec<usize> = (0..b).flat_map(|_| 0..n).collect();
+                let rows = feature.select(0, kept_ids(&image_of, &device));
+                let (_, scores) = self.score(rows, &classes)?;
+                let all = kind_score(&scores);
+                let pick = class_choice::first_minimum(all.clone().reshape([b, n]));
+                let starts: Vec<usize> = (0..b).map(|i| i * n).collect();
+                let best = kept_ids(&starts, &device) + pick.clone();
+                return Ok(Resolved {
+                    maps: scores.map.select(0, best.clone()),
+                    scores: all.select(0, best),
+                    classes: Classes::OnDevice(Box::new(pick)),
+                });
+            }
+        };
+        let classes = Classes::Listed(given);
+        let (_, scores) = self.score_for_staged(feature, &classes, &mut |_| {})?;
+        Ok(resolved(scores, classes))
+    }
+
     /// Score a batch of features, image `i` under class `fixed[i]` when given, otherwise under
     /// the class the model chooses: its classifier's prediction when it has one; else every
     /// class, keeping the lowest score (the best reconstruction; the first on ties). The one
-    /// place where "auto" is resolved, for single images and for datasets alike.
+    /// place where "auto" is resolved, for single images and for datasets alike. A batch whose
+    /// classes are all given, or all left to the model, is resolved on the device
+    /// ([`Detector::score_resolved`]: one read for the classes and scores); one mixing both,
+    /// on the host, with the same choice ([`crate::class_choice`]).
     pub async fn score_choosing(
         &self,
         feature: Tensor<4>,
@@ -308,12 +375,28 @@ impl Detector {
                 fixed.len()
             )));
         }
-        let n_classes = self.config.hvq.num_classes;
-        let predicted = if fixed.iter().any(Option::is_none) {
-            self.predicted_classes(feature.clone()).await?
+        let choice = if let Some(given) = fixed.iter().copied().collect::<Option<Vec<usize>>>() {
+            Some(BatchClasses::Given(given))
+        } else if fixed.iter().all(Option::is_none) {
+            Some(BatchClasses::ByModel)
         } else {
             None
         };
+        if let Some(choice) = choice {
+            let resolved = self.score_resolved(feature, &choice, kind)?;
+            let (classes, scores) = resolved.read().await?;
+            let predicted = (choice == BatchClasses::ByModel && self.hvq.classifier.is_some())
+                .then(|| classes.clone());
+            return Ok(Chosen {
+                classes,
+                scores,
+                maps: resolved.maps,
+                predicted,
+            });
+        }
+        // A batch mixing given classes with ones left to the model, on the host.
+        let n_classes = self.config.hvq.num_classes;
+        let predicted = self.predicted_classes(feature.clone()).await?;
         // Rows to score, image-major: one per image, or one per class for an image whose class
         // is left to the model when there is no classifier to ask.
         let (mut image_of, mut classes) = (Vec::new(), Vec::new());
@@ -350,12 +433,7 @@ impl Detector {
         let mut start = 0;
         for i in 0..b {
             let n = image_of[start..].iter().take_while(|&&k| k == i).count();
-            let pick = values[start..start + n]
-                .iter()
-                .enumerate()
-                .min_by(|a, b| a.1.total_cmp(b.1))
-                .map_or(0, |(k, _)| k);
-            best.push(start + pick);
+            best.push(start + first_minimum_rows(&values[start..start + n], n)[0]);
             start += n;
         }
         // The maps need no gather when each image was scored once, in order (no extra rows).
@@ -371,16 +449,4 @@ impl Detector {
             predicted,
         })
     }
-}
-
-/// Row-wise argmax of row-major values with `n` columns (ties: the last maximum, as `max_by`).
-fn argmax_rows(v: &[f32], n: usize) -> Vec<usize> {
-    v.chunks(n.max(1))
-        .map(|row| {
-            row.iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map_or(0, |(i, _)| i)
-        })
-        .collect()
 }

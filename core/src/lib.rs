@@ -29,6 +29,7 @@
 pub mod allocator;
 pub mod app;
 pub mod backbone;
+pub mod class_choice;
 pub mod config;
 pub mod data;
 pub mod detector;

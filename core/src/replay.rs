@@ -10,20 +10,24 @@
 //! written into the recorded input buffer in place ([`crate::device::write_in_place`]) and the
 //! replay writes the recorded output buffers. Where the backend cannot record (the CPU), or the
 //! recording failed, each batch runs the pass again instead: the same values, without the
-//! saving ([`ReplayedInference::recorded`] says which). `hvq bench` times both on a GPU; an
-//! `app::Inspector` replays repeated batches with a fixed class when `HVQ_REPLAY` is on
-//! ([`apply_variable`]: the CLI's and the desktop's default).
+//! saving ([`ReplayedInference::recorded`] says which). A batch whose classes are left to the
+//! model records the choice too (made on the device, [`crate::class_choice`]): each replay
+//! chooses again for its own images. `hvq bench` times both on a GPU; an `app::Inspector`
+//! replays repeated batches when `HVQ_REPLAY` is on ([`apply_variable`]: the CLI's and the
+//! desktop's default).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
 
 use burn::backend::{Backend, BackendGraph, Dispatch, ExecutionError};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::detector::{Detector, Scores};
+use crate::class_choice::{BatchClasses, Resolved};
+use crate::detector::Detector;
 use crate::device::write_in_place;
 use crate::error::{HvqError, Result};
+use crate::map::ScoreKind;
 
 /// The environment variable that turns replaying off for a process (`off`) or on (`on`, the
 /// CLI's and the desktop inspector's default).
@@ -52,8 +56,9 @@ pub fn enabled() -> bool {
     REPLAY.load(Ordering::Relaxed)
 }
 
-/// The pass a graph records: the scores of the images in the shared input, or why it failed.
-type Pass = Box<dyn FnMut() -> Result<Scores> + Send>;
+/// The pass a graph records: the images in the shared input scored under their classes (chosen
+/// on the device when left to the model), or why it failed.
+type Pass = Box<dyn FnMut() -> Result<Resolved> + Send>;
 
 /// Passes run before the recorded one: the first compiles the kernels and times the routines
 /// chosen per device (products, attention), the next fill the memory pools with what the pass
@@ -61,7 +66,8 @@ type Pass = Box<dyn FnMut() -> Result<Scores> + Send>;
 /// recording fails it). burn's own `capture` runs three for the same reasons.
 const WARM_UP_PASSES: usize = 3;
 
-/// A detector's inference for batches of one shape and one class list, recorded once.
+/// A detector's inference for batches of one shape and one class list (or classes left to the
+/// model), recorded once; images are scored by their maps' maximum ([`ScoreKind::Max`]).
 ///
 /// The input writes and the replays must come from the thread that recorded, whose device
 /// stream the graph was recorded on, so that they run in the order they are issued: from
@@ -72,16 +78,19 @@ pub struct ReplayedInference {
     /// The images the pass reads: the recorded buffer, written in place before each replay.
     input: Arc<Mutex<Tensor<4>>>,
     shape: [usize; 4],
-    classes: Vec<usize>,
+    classes: BatchClasses,
     device: Device,
     thread: ThreadId,
+    /// The kept index tensors when the pass was recorded (those it selected with among
+    /// them), held so that their buffers outlive the recording ([`crate::model::kept_now`]).
+    index_tensors: Vec<Tensor<1, Int>>,
 }
 
 /// What the backend made of the recording.
 enum Recording {
-    /// The recorded launches, and the recorded pass's scores: the buffers each replay writes
+    /// The recorded launches, and the recorded pass's results: the buffers each replay writes
     /// (boxed: burn's graph and tensors take some two kilobytes, the refusal a string).
-    Recorded(Box<(BackendGraph<Dispatch>, Scores)>),
+    Recorded(Box<(BackendGraph<Dispatch>, Resolved)>),
     /// Not recorded, for the reason given: the pass runs again for each batch.
     Refused(String),
 }
@@ -99,17 +108,19 @@ impl std::fmt::Debug for ReplayedInference {
 
 impl ReplayedInference {
     /// Record `detector`'s inference of normalised `images` `[B, 3, S, S]` under `classes`
-    /// (one per image), after [`WARM_UP_PASSES`] passes. The recording keeps `detector` (a
+    /// (one per image, or left to the model), after [`WARM_UP_PASSES`] passes. The recording keeps `detector` (a
     /// clone shares its weights): it computes with the weights as they are now. An error of the
     /// pass itself (a class out of range) or of the device is returned; a backend that cannot
     /// record, or a recording it refused, leaves the pass to run again for each batch
     /// ([`Self::not_recorded`] says why).
-    pub fn record(detector: Detector, images: Tensor<4>, classes: &[usize]) -> Result<Self> {
+    pub fn record(detector: Detector, images: Tensor<4>, classes: &BatchClasses) -> Result<Self> {
         let shape = images.dims();
-        if classes.len() != shape[0] {
+        if let BatchClasses::Given(given) = classes
+            && given.len() != shape[0]
+        {
             return Err(HvqError::Config(format!(
                 "{} classes for a batch of {} images",
-                classes.len(),
+                given.len(),
                 shape[0]
             )));
         }
@@ -117,13 +128,11 @@ impl ReplayedInference {
         // The buffer each batch is written into: without the row padding CUDA may give it.
         let input = Arc::new(Mutex::new(crate::device::writable(images)));
         let read = Arc::clone(&input);
-        let pass_classes = classes.to_vec();
+        let pass_classes = classes.clone();
         let mut pass: Pass = Box::new(move || {
             let images = read.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let features = detector.features(images);
-            detector
-                .score(features, &pass_classes)
-                .map(|(_, scores)| scores)
+            detector.score_resolved(features, &pass_classes, ScoreKind::Max)
         });
         let dispatch = device.as_dispatch();
         let device_error = |what: &str, e: ExecutionError| {
@@ -135,9 +144,9 @@ impl ReplayedInference {
         Dispatch::graph_prepare(dispatch).map_err(|e| device_error("preparing", e))?;
         for _ in 0..WARM_UP_PASSES {
             // Kept until the device is done: the pass's buffers are what the recording reuses.
-            let warmed = pass().and_then(|scores| {
+            let warmed = pass().and_then(|resolved| {
                 Dispatch::sync(dispatch).map_err(|e| device_error("warming up", e))?;
-                drop(scores);
+                drop(resolved);
                 Ok(())
             });
             if let Err(e) = warmed {
@@ -149,9 +158,11 @@ impl ReplayedInference {
                 return Err(e);
             }
         }
+        let mut index_tensors = Vec::new();
         let recording = match Dispatch::graph_start_capture(dispatch) {
             Ok(()) => {
                 let scores = pass();
+                index_tensors = crate::model::kept_now();
                 // A failed stop still ends the recording, so the device goes on as before.
                 match (Dispatch::graph_stop_capture(dispatch), scores) {
                     (Ok(graph), Ok(scores)) => Recording::Recorded(Box::new((graph, scores))),
@@ -166,9 +177,10 @@ impl ReplayedInference {
             recording,
             input,
             shape,
-            classes: classes.to_vec(),
+            classes: classes.clone(),
             device,
             thread: std::thread::current().id(),
+            index_tensors,
         })
     }
 
@@ -186,20 +198,27 @@ impl ReplayedInference {
         }
     }
 
+    /// How many index tensors the recording holds: those kept when it was made, among them
+    /// every one the pass selected with ([`crate::model::kept_now`]).
+    pub fn held_index_tensors(&self) -> usize {
+        self.index_tensors.len()
+    }
+
     /// Whether this thread recorded the pass (the only one that may replay it).
     pub fn on_this_thread(&self) -> bool {
         self.thread == std::thread::current().id()
     }
 
     /// Whether batches of `shape` under `classes`, from this thread, replay this recording.
-    pub fn takes(&self, shape: [usize; 4], classes: &[usize]) -> bool {
-        self.shape == shape && self.classes == classes && self.on_this_thread()
+    pub fn takes(&self, shape: [usize; 4], classes: &BatchClasses) -> bool {
+        self.shape == shape && self.classes == *classes && self.on_this_thread()
     }
 
-    /// The scores of the images `values` (normalised, `[B, 3, S, S]` row-major), queued on the
-    /// device (read them back to wait for them). Replayed, the tensors are the recorded
-    /// outputs, which the next batch overwrites: read them before running it.
-    pub fn run(&mut self, values: &[f32]) -> Result<Scores> {
+    /// The maps, scores and classes of the images `values` (normalised, `[B, 3, S, S]`
+    /// row-major), queued on the device (read them back to wait for them). Replayed, the
+    /// tensors are the recorded outputs, which the next batch overwrites: read them before
+    /// running it.
+    pub fn run(&mut self, values: &[f32]) -> Result<Resolved> {
         let expected: usize = self.shape.iter().product();
         if values.len() != expected {
             return Err(HvqError::Config(format!(
@@ -225,15 +244,16 @@ impl ReplayedInference {
         )?;
         // Safety: every buffer the recorded launches read or write stays alive as long as
         // `self`: the input (held here and by the pass), the detector's weights and the caches
-        // derived from them (held by the pass's detector), and the outputs (held here). The
+        // derived from them (held by the pass's detector), the index tensors the pass selected
+        // with (held here), and the outputs (held here). The
         // input write above and the replay are issued from the recording thread (checked
         // above), on the stream of the recording, so the replay reads the new values and a
         // later write or read waits for it.
-        let (graph, scores) = recorded.as_ref();
+        let (graph, resolved) = recorded.as_ref();
         unsafe { Dispatch::graph_replay(self.device.as_dispatch(), graph) }.map_err(|e| {
             HvqError::Device(format!("replaying the inference pass: {}", reason(e)))
         })?;
-        Ok(scores.clone())
+        Ok(resolved.clone())
     }
 }
 

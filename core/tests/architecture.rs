@@ -16,7 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["kernels"],
     &["weights", "preprocess", "map"],
     &["overlay", "data", "backbone", "model"],
-    &["overlay_gpu", "pretrained", "tiling"],
+    &["overlay_gpu", "pretrained", "tiling", "class_choice"],
     &["detector"],
     &["features", "replay"],
     &["train", "threshold"],

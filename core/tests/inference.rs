@@ -25,9 +25,29 @@ fn small_config() -> ModelConfig {
     ModelConfig { backbone, hvq }
 }
 
+/// [`small_config`] with the paper's class-predicting head.
+fn classifier_config() -> ModelConfig {
+    let mut config = small_config();
+    config.hvq.classifier = Some(hvq::config::ClassifierConfig {
+        hidden: 8,
+        weight: 1.0,
+    });
+    config
+}
+
 /// Weights of a model with the embedded Lite0 backbone and a random reconstruction network.
 fn random_weights() -> hvq::weights::TensorMap {
-    let mut d = Detector::new(small_config(), &Device::flex()).unwrap();
+    random_weights_of(small_config())
+}
+
+/// [`random_weights`] for another architecture: the same weights on every run (drawn from the
+/// seeded generator, one model at a time), so that a test's choice of images (which classes
+/// they get) holds from run to run.
+fn random_weights_of(config: ModelConfig) -> hvq::weights::TensorMap {
+    static DRAWING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = DRAWING.lock().unwrap_or_else(|e| e.into_inner());
+    Device::flex().seed(7);
+    let mut d = Detector::new(config, &Device::flex()).unwrap();
     d.backbone = hvq::pretrained::lite0_tensors()
         .unwrap()
         .load_into(d.backbone)
@@ -37,7 +57,12 @@ fn random_weights() -> hvq::weights::TensorMap {
 
 /// A model on `device` from given weights, with a threshold.
 fn detector_from(map: &hvq::weights::TensorMap, device: &Device) -> Detector {
-    let mut d = Detector::from_tensors(small_config(), map, device).unwrap();
+    detector_of(small_config(), map, device)
+}
+
+/// [`detector_from`] for another architecture.
+fn detector_of(config: ModelConfig, map: &hvq::weights::TensorMap, device: &Device) -> Detector {
+    let mut d = Detector::from_tensors(config, map, device).unwrap();
     d.calibration = Some(Calibration {
         threshold: 50.0,
         source: "test".into(),
@@ -601,67 +626,209 @@ fn image_values(b: usize, seed: f32) -> Vec<f32> {
 /// A pass recorded once and replayed for new images gives, batch after batch, the values of
 /// the pass run on those images: on wgpu replaying the recorded launches (the recording must
 /// succeed there: lavapipe's cubecl keeps them as a software graph), on the CPU running the
-/// pass again (nothing to record). A mixed-class batch, so the codebook and expert selections
-/// are part of the recording; two different batches in turn, so a replay that kept reading the
-/// recorded images would fail.
+/// pass again (nothing to record). Three ways to class a batch: given (a mixed-class batch, so
+/// the codebook and expert selections are part of the recording), and left to the model, by
+/// its classifier or, without one, by every class's score (the choice is then recorded too, and
+/// each replay must choose again for its own images: the batches are picked so that the classes
+/// chosen differ between them). Each is checked against the pass computed with the choice made
+/// on the host (the logits or scores read back, the images scored under the classes read).
+/// Two different batches in turn, so a replay that kept reading the recorded images would fail.
 #[test]
 fn replayed_inference_gives_the_pass_values() {
+    use hvq::class_choice::BatchClasses;
+
+    let given = BatchClasses::Given(vec![1, 0]);
+    let cases = [
+        ("given", small_config(), random_weights(), given.clone()),
+        (
+            "every class",
+            small_config(),
+            random_weights(),
+            BatchClasses::ByModel,
+        ),
+        (
+            "classifier",
+            classifier_config(),
+            balanced_classifier(),
+            BatchClasses::ByModel,
+        ),
+    ];
+    for (case, config, weights, classes) in cases {
+        // The second batch: one the model (on the CPU) classes otherwise than the first.
+        let on_cpu = detector_of(config.clone(), &weights, &Device::flex());
+        let chosen = |seed: f32| on_cpu_classes(&on_cpu, seed);
+        let seed_b = (3..40)
+            .map(|k| k as f32 * 0.5)
+            .find(|&seed| classes == given || chosen(seed) != chosen(1.0))
+            .unwrap_or_else(|| panic!("{case}: every batch gets the classes {:?}", chosen(1.0)));
+        for (name, records) in [("wgpu", true), ("cpu", false)] {
+            let detector = detector_of(config.clone(), &weights, &device(name));
+            replay_case(
+                &detector,
+                &format!("{case} on {name}"),
+                &classes,
+                records,
+                seed_b,
+            );
+        }
+    }
+}
+
+/// The classes the model chooses for the batch `image_values(2, seed)`.
+fn on_cpu_classes(detector: &Detector, seed: f32) -> Vec<usize> {
+    let features = detector.features(image_tensor(&image_values(2, seed), &detector.device()));
+    let none = [None, None];
+    let chosen = detector.score_choosing(features, &none, hvq::map::ScoreKind::Max);
+    burn::tensor::try_read_sync(chosen)
+        .unwrap()
+        .unwrap()
+        .classes
+}
+
+/// `[2, 3, 224, 224]` images from their values.
+fn image_tensor(values: &[f32], device: &Device) -> burn::tensor::Tensor<4> {
+    let data = burn::tensor::TensorData::new(values.to_vec(), [2, 3, 224, 224]);
+    burn::tensor::Tensor::from_data(data, device)
+}
+
+/// Weights of [`classifier_config`] whose classifier splits the test's images between the two
+/// classes: a random head prefers one class for all of them (the images differ little), so its
+/// second class's bias is moved by the median of the logits' difference over those images.
+fn balanced_classifier() -> hvq::weights::TensorMap {
+    use burn::module::Param;
+
+    let config = classifier_config();
+    let mut d = detector_of(config.clone(), &random_weights_of(config), &Device::flex());
+    let mut differences: Vec<f32> = (0..40)
+        .flat_map(|k| {
+            let features = d.features(image_tensor(
+                &image_values(2, k as f32 * 0.5),
+                &Device::flex(),
+            ));
+            let logits = host(d.hvq.classify(features).unwrap()).data;
+            [logits[1] - logits[0], logits[3] - logits[2]]
+        })
+        .collect();
+    differences.sort_by(f32::total_cmp);
+    let median = differences[differences.len() / 2];
+    let head = d.hvq.classifier.as_mut().unwrap();
+    let bias =
+        head.fc2.bias.val() - burn::tensor::Tensor::from_floats([0.0, median], &Device::flex());
+    head.fc2.bias = Param::from_tensor(bias);
+    d.to_tensors()
+}
+
+/// One case of [`replayed_inference_gives_the_pass_values`].
+fn replay_case(
+    detector: &Detector,
+    name: &str,
+    classes: &hvq::class_choice::BatchClasses,
+    records: bool,
+    seed_b: f32,
+) {
     use burn::tensor::{Tensor, TensorData};
+    use hvq::class_choice::{BatchClasses, first_minimum_rows, last_maximum_rows};
     use hvq::replay::ReplayedInference;
 
-    let weights = random_weights();
-    let classes = [1usize, 0];
-    for (name, records) in [("wgpu", true), ("cpu", false)] {
-        let device = device(name);
-        let detector = detector_from(&weights, &device);
-        let tensor = |v: &[f32]| {
-            Tensor::<4>::from_data(TensorData::new(v.to_vec(), [2, 3, 224, 224]), &device)
+    let device = detector.device();
+    let tensor = |v: &[f32]| image_tensor(v, &device);
+    // A pass that fails while warming up (a class the model does not have) is an error, and
+    // leaves the device's stream able to record the next one.
+    let refused = ReplayedInference::record(
+        detector.clone(),
+        tensor(&image_values(2, 0.0)),
+        &BatchClasses::Given(vec![1, 99]),
+    );
+    assert!(refused.is_err(), "{name}: class 99 recorded");
+    let mut replayed =
+        ReplayedInference::record(detector.clone(), tensor(&image_values(2, 0.0)), classes)
+            .unwrap();
+    assert_eq!(
+        replayed.recorded(),
+        records,
+        "{name}: not recorded because {:?}",
+        replayed.not_recorded()
+    );
+    // The index tensors the pass selected with (kept by `hvq::model` for later batches, and
+    // dropped once 32 other lists came after them) are held by the recording: a replay reads
+    // their buffers.
+    assert!(
+        !records || replayed.held_index_tensors() > 0,
+        "{name}: the recording holds no index tensor"
+    );
+    let n = detector.config.hvq.num_classes;
+    let mut seen = Vec::new();
+    for seed in [1.0, seed_b, 1.0] {
+        let values = image_values(2, seed);
+        let got = replayed.run(&values).unwrap();
+        let (got_classes, got_scores) = burn::tensor::try_read_sync(got.read()).unwrap().unwrap();
+        let got_map = host(got.maps).data;
+        // The reference: the choice made on the host from values read back.
+        let features = detector.features(tensor(&values));
+        let (want_classes, want_map, want_scores) = match classes {
+            BatchClasses::Given(given) => {
+                let (_, s) = detector.score(features, given).unwrap();
+                (given.clone(), host(s.map).data, host(s.image).data)
+            }
+            BatchClasses::ByModel => match detector.hvq.classify(features.clone()) {
+                Some(logits) => {
+                    let chosen = last_maximum_rows(&host(logits).data, n);
+                    let (_, s) = detector.score(features, &chosen).unwrap();
+                    (chosen, host(s.map).data, host(s.image).data)
+                }
+                None => {
+                    let rows = Tensor::<1, burn::tensor::Int>::from_data(
+                        TensorData::new((0..2 * n as i64).map(|r| r / n as i64).collect(), [2 * n]),
+                        &device,
+                    );
+                    let every: Vec<usize> = (0..2).flat_map(|_| 0..n).collect();
+                    let (_, s) = detector.score(features.select(0, rows), &every).unwrap();
+                    let (maps, scores) = (host(s.map).data, host(s.image).data);
+                    let chosen = first_minimum_rows(&scores, n);
+                    let pixels = maps.len() / (2 * n);
+                    let row = |i: usize| i * n + chosen[i];
+                    let map = (0..2)
+                        .flat_map(|i| maps[row(i) * pixels..(row(i) + 1) * pixels].to_vec())
+                        .collect();
+                    (
+                        chosen.clone(),
+                        map,
+                        (0..2).map(|i| scores[row(i)]).collect(),
+                    )
+                }
+            },
         };
-        // A pass that fails while warming up (a class the model does not have) is an error,
-        // and leaves the device's stream able to record the next one.
-        let refused =
-            ReplayedInference::record(detector.clone(), tensor(&image_values(2, 0.0)), &[1, 99]);
-        assert!(refused.is_err(), "{name}: class 99 recorded");
-        let mut replayed =
-            ReplayedInference::record(detector.clone(), tensor(&image_values(2, 0.0)), &classes)
-                .unwrap();
-        assert_eq!(
-            replayed.recorded(),
-            records,
-            "{name}: not recorded because {:?}",
-            replayed.not_recorded()
+        assert_eq!(got_classes, want_classes, "{name}, images {seed}: classes");
+        // Bit for bit: the same kernels on the same values (a short message, not the map).
+        let same = |a: &[f32], b: &[f32]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+        };
+        assert!(
+            same(&got_map, &want_map),
+            "{name}, images {seed}: the map differs by up to {}",
+            max_diff(&got_map, &want_map)
         );
-        let mut images = Vec::new();
-        for seed in [1.0, 2.5, 1.0] {
-            let values = image_values(2, seed);
-            let got = replayed.run(&values).unwrap();
-            let (got_map, got_image) = (host(got.map).data, host(got.image).data);
-            let features = detector.features(tensor(&values));
-            let (_, want) = detector.score(features, &classes).unwrap();
-            let (want_map, want_image) = (host(want.map).data, host(want.image).data);
-            // Bit for bit: the same kernels on the same values (a short message, not the map).
-            let same =
-                |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
-            assert!(
-                same(&got_map, &want_map),
-                "{name}, images {seed}: the map differs by up to {}",
-                max_diff(&got_map, &want_map)
-            );
-            assert!(
-                same(&got_image, &want_image),
-                "{name}, images {seed}: image scores {got_image:?}, run again {want_image:?}"
-            );
-            images.push(got_image);
-        }
-        assert_ne!(images[0], images[1], "{name}: two batches, one result");
-        assert_eq!(images[0], images[2], "{name}: the same batch twice");
+        assert!(
+            same(&got_scores, &want_scores),
+            "{name}, images {seed}: image scores {got_scores:?}, with the host's choice {want_scores:?}"
+        );
+        seen.push((got_classes, got_scores));
+    }
+    assert_ne!(seen[0].1, seen[1].1, "{name}: two batches, one result");
+    assert_eq!(seen[0], seen[2], "{name}: the same batch twice");
+    if *classes == BatchClasses::ByModel {
+        assert_ne!(
+            seen[0].0, seen[1].0,
+            "{name}: the second batch's classes, chosen on the CPU, differ from the first's"
+        );
     }
 }
 
 /// An inspector replaying repeated batches gives every image the result of one that runs each
 /// batch directly, bit for bit: the first batch of a shape and class list runs directly, its
 /// repeat records the pass (wgpu: recorded) and later ones replay it, with new images each
-/// time; another class list or a class left to the model runs directly beside the recording.
+/// time; another class list runs directly beside the recording, and classes left to the
+/// model, repeated, are recorded in turn (the class chosen on the device for each batch).
 /// On the CPU nothing can be recorded: the first repeat stops replaying, with the reason.
 #[test]
 fn an_inspector_replays_repeated_batches_with_the_same_results() {
@@ -672,13 +839,18 @@ fn an_inspector_replays_repeated_batches_with_the_same_results() {
     let (a, b) = (chelsea(), chelsea().fliph());
     let c = chelsea().rotate180();
     let fixed = ClassChoice::Index(1);
-    let steps: [(&[&DynamicImage], &ClassChoice, &str); 6] = [
+    let auto = ClassChoice::Auto;
+    let steps: [(&[&DynamicImage], &ClassChoice, &str); 8] = [
         (&[&a, &b], &fixed, "idle"),
         (&[&b, &c], &fixed, "recorded"),
         (&[&c, &a], &fixed, "recorded"),
         (&[&a, &b], &ClassChoice::Index(0), "recorded"),
         (&[&b], &fixed, "recorded"),
-        (&[&b, &a], &ClassChoice::Auto, "recorded"),
+        (&[&b, &a], &auto, "recorded"),
+        // Classes left to the model, repeated: recorded (the choice made on the device), then
+        // replayed.
+        (&[&a, &c], &auto, "recorded"),
+        (&[&c, &b], &auto, "recorded"),
     ];
     for (name, recordable) in [("wgpu", true), ("cpu", false)] {
         let device = device(name);

@@ -549,7 +549,8 @@ fn time_replayed(
     let input = upload(images()?);
     sync(device)?;
     let t0 = Instant::now();
-    let mut replayed = crate::replay::ReplayedInference::record(detector.clone(), input, classes)?;
+    let given = crate::class_choice::BatchClasses::Given(classes.to_vec());
+    let mut replayed = crate::replay::ReplayedInference::record(detector.clone(), input, &given)?;
     sync(device)?;
     let record_ms = ms(t0);
     let (mut whole, mut queued) = (Vec::new(), Vec::new());
@@ -557,10 +558,10 @@ fn time_replayed(
     for it in 0..warmup + runs {
         let t0 = Instant::now();
         let values = images()?;
-        let scores = replayed.run(&values)?;
+        let resolved = replayed.run(&values)?;
         let launched = ms(t0);
-        crate::device::read_back(scores.map)?;
-        let image = crate::device::read_back(scores.image)?;
+        crate::device::read_back(resolved.maps)?;
+        let image = crate::device::read_back(resolved.scores)?;
         sync(device)?;
         if it >= warmup {
             whole.push(ms(t0));

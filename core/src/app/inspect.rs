@@ -7,7 +7,8 @@ use burn::tensor::Device;
 use image::DynamicImage;
 use serde::Serialize;
 
-use crate::detector::{Detector, Scores};
+use crate::class_choice::{BatchClasses, Resolved};
+use crate::detector::Detector;
 use crate::device::read_back_async;
 use crate::error::{HvqError, Result};
 use crate::map::ScoreKind;
@@ -137,7 +138,8 @@ pub enum MapResolution {
 /// A loaded model on a device, ready to inspect images.
 ///
 /// On a GPU, when replaying is on ([`crate::replay::enabled`]: the CLI's and the desktop
-/// inspector's default), a batch with the shape and the fixed classes of the batch before it
+/// inspector's default), a batch with the shape and the classes of the batch before it (a
+/// fixed class, or `auto`: the class is then chosen on the device, as part of the pass)
 /// records the pass, and later such batches replay the recording ([`crate::replay`]): the same
 /// values, without the host's work per launch. The recording computes with the weights the
 /// detector had when it was made: build a new inspector to change them.
@@ -166,7 +168,7 @@ pub enum ReplayState {
 #[derive(Debug, Default)]
 struct Replays {
     /// The shape and classes of the last batch run directly, which a repeat records.
-    seen: Option<([usize; 4], Vec<usize>)>,
+    seen: Option<([usize; 4], BatchClasses)>,
     /// The recorded pass.
     recorded: Option<ReplayedInference>,
     /// Why replaying stopped, once it has.
@@ -203,12 +205,17 @@ impl Inspector {
         }
     }
 
-    /// The scores of the batch `values` (`shape`) under `classes` through the recorded pass:
+    /// The batch `values` (`shape`) scored under `classes` through the recorded pass:
     /// replayed when this batch repeats the recording's shape and classes (or the batch before
     /// it, which records it); `None` to run the batch directly (a new shape or classes, or
     /// replaying stopped: a refused or failed recording, or a failed replay, stops it, with the
     /// reason).
-    fn replayed(&self, values: &[f32], shape: [usize; 4], classes: &[usize]) -> Option<Scores> {
+    fn replayed(
+        &self,
+        values: &[f32],
+        shape: [usize; 4],
+        classes: &BatchClasses,
+    ) -> Option<Resolved> {
         let mut replays = self.replays.lock().unwrap_or_else(|e| e.into_inner());
         // Another thread's recording stays theirs (recording again here would discard it).
         if replays.stopped.is_some()
@@ -229,7 +236,7 @@ impl Inspector {
                 .as_ref()
                 .is_some_and(|(s, c)| *s == shape && c == classes);
             if !repeat {
-                replays.seen = Some((shape, classes.to_vec()));
+                replays.seen = Some((shape, classes.clone()));
                 return None;
             }
             // The previous recording (if any) goes first: its buffers are the device's again.
@@ -252,7 +259,7 @@ impl Inspector {
         }
         let recorded = replays.recorded.as_mut()?;
         match recorded.run(values) {
-            Ok(scores) => Some(scores),
+            Ok(resolved) => Some(resolved),
             Err(e) => {
                 replays.recorded = None;
                 replays.stopped = Some(e.to_string());
@@ -391,19 +398,21 @@ impl Inspector {
         let values = preprocess::host_batch_of(images, s, &cfg.backbone.input_norm);
         let shape = [n, 3, s, s];
         let prepared = Instant::now();
-        let replayed = match fixed {
-            // Replayed: one class for every image, scored by its maximum as below.
-            Some(class) if self.replay => {
-                let classes = vec![class; n];
-                self.replayed(&values, shape, &classes)
-                    .map(|scores| (classes, scores))
-            }
-            _ => None,
+        // Replayed: the images under their class, or under the class the model chooses on the
+        // device for each, scored by its maximum as below.
+        let replayed = if self.replay {
+            let classes = match fixed {
+                Some(class) => BatchClasses::Given(vec![class; n]),
+                None => BatchClasses::ByModel,
+            };
+            self.replayed(&values, shape, &classes)
+        } else {
+            None
         };
         let (t1, t2, classes, scores, maps) = match replayed {
-            Some((classes, replayed)) => {
-                let maps = read_back_async(replayed.map).await?;
-                let scores = read_back_async(replayed.image).await?;
+            Some(replayed) => {
+                let (classes, scores) = replayed.read().await?;
+                let maps = read_back_async(replayed.maps).await?;
                 // The whole pass (the values' write included) counts as the model's: the replay
                 // does not split it.
                 (prepared, prepared, classes, scores, maps)

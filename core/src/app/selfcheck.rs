@@ -42,8 +42,10 @@ pub struct SampleDiff {
 }
 
 /// A GPU's inspections replayed from a recorded pass against the same inspections run directly
-/// (`crate::replay`): the samples as one batch with a fixed class, three rounds (run directly,
-/// recorded, replayed), the images in another order each round.
+/// (`crate::replay`): the samples as one batch with their classes left to the model (as
+/// `hvq predict` leaves them by default: the class chosen on the device, recorded with the
+/// pass), three rounds (run directly, recorded, replayed), the images in another order each
+/// round.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplayDiff {
     /// The pass was recorded and replayed; `false`: the device refused the recording and the
@@ -151,7 +153,7 @@ fn check_replay(device: &Inspector, images: &[(&str, &[u8])]) -> Result<ReplayDi
         .iter()
         .map(|(name, bytes)| crate::preprocess::decode(bytes, name))
         .collect::<Result<Vec<_>>>()?;
-    let class = ClassChoice::Index(0);
+    let class = ClassChoice::Auto;
     // Each image compared as the samples are (NaN fails), the direct inspection the reference.
     let mut diffs = Vec::new();
     for round in 0..3 {

@@ -13,6 +13,7 @@
 use burn::tensor::{Int, Tensor};
 
 use super::quantizer::Codebook;
+use super::slot_ids::Slots;
 
 /// The codebooks a batch uses, in both layouts: G = 1 when every sample shares one, else G = B
 /// (sample b's at b).
@@ -52,15 +53,36 @@ impl BatchCodes {
         // Codebooks differ between samples: each sample's is selected from the level's codebooks
         // stacked once (kept by the level's first codebook until a code moves), three launches
         // for the batch instead of a copy per sample and the rows and norms of the copies.
-        let level = books[0].level_stack.get_or_compute(|| {
+        let level = Self::level(books);
+        let ids = super::slot_ids::slot_ids(slots, &level.rows.device());
+        level.selected(ids)
+    }
+
+    /// The codebooks of a batch whose slots are listed, or chosen on the device (selected from
+    /// the level's stack by the index tensor, as a batch mixing listed slots is: the same
+    /// values, bit for bit, whichever slots the device chose).
+    pub fn for_batch(books: &[Codebook], slots: &Slots) -> Self {
+        match slots {
+            Slots::Listed(slots) => Self::for_slots(books, slots),
+            Slots::OnDevice(ids) => Self::level(books).selected((**ids).clone()),
+        }
+    }
+
+    /// Every codebook of a level stacked, `G` = the level's codebooks (kept by its first
+    /// codebook until a code of the level moves).
+    fn level(books: &[Codebook]) -> Self {
+        books[0].level_stack.get_or_compute(|| {
             let embeds: Vec<Tensor<2>> = books.iter().map(|b| b.embed.val()).collect();
             Self::from_columns(Tensor::stack::<3>(embeds, 0).detach())
-        });
-        let ids = super::slot_ids::slot_ids(slots, &level.rows.device());
+        })
+    }
+
+    /// The stacked codebooks `ids [B]` (one per sample).
+    fn selected(&self, ids: Tensor<1, Int>) -> Self {
         Self {
-            columns: level.columns.select(0, ids.clone()),
-            rows: level.rows.select(0, ids.clone()),
-            squared_norms: level.squared_norms.select(0, ids),
+            columns: self.columns.clone().select(0, ids.clone()),
+            rows: self.rows.clone().select(0, ids.clone()),
+            squared_norms: self.squared_norms.clone().select(0, ids),
         }
     }
 

@@ -3,7 +3,7 @@
 //! Table 1 (single VQ layer, shared codebooks, shared expert).
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 
 use super::batch_codes::BatchCodes;
 use super::classifier::Classifier;
@@ -14,6 +14,7 @@ use super::ot::ot_score;
 use super::position::PositionEmbedding;
 use super::quantizer::{Codebook, QuantizeOutput, quantize};
 use super::sharded::Shard;
+use super::slot_ids::Slots;
 use crate::config::HvqConfig;
 use crate::error::{HvqError, Result};
 use crate::weights::{DerivedCache, TensorMap};
@@ -25,6 +26,17 @@ pub enum Mode {
     Eval,
     /// Codebooks follow the EMA, updated sample by sample in batch order.
     Train,
+}
+
+/// The class of each sample of a batch at inference: listed by the caller, or chosen on the
+/// device (the classifier's prediction, `Detector::score_resolved`) and read by the model
+/// there, so that nothing is read back between the classifier and the scores.
+#[derive(Clone, Debug)]
+pub enum Classes {
+    /// One class per sample.
+    Listed(Vec<usize>),
+    /// One class per sample as a device index tensor `[B]`, each below the model's class count.
+    OnDevice(Box<Tensor<1, Int>>),
 }
 
 /// One VQ level's results.
@@ -239,18 +251,50 @@ impl HvqModel {
         classes: &[usize],
         stage: &mut dyn FnMut(&'static str),
     ) -> Result<HvqOutput> {
+        self.forward_eval_for(feature, &Classes::Listed(classes.to_vec()), stage)
+    }
+
+    /// [`HvqModel::forward_eval_staged`] for classes listed or chosen on the device. Classes
+    /// chosen on the device select the samples' codebooks and experts from their stacks (as a
+    /// batch mixing listed classes does): the same values, bit for bit, as the classes listed.
+    pub fn forward_eval_for(
+        &self,
+        feature: Tensor<4>,
+        classes: &Classes,
+        stage: &mut dyn FnMut(&'static str),
+    ) -> Result<HvqOutput> {
         let [b, _, _, _] = feature.dims();
-        self.check_classes(classes, b)?;
-        let book_slots = self.codebook_slots(classes);
-        let expert_slots = self.expert_slots(classes);
+        match classes {
+            Classes::Listed(classes) => self.check_classes(classes, b)?,
+            Classes::OnDevice(ids) if ids.dims()[0] != b => {
+                return Err(HvqError::Config(format!(
+                    "{} class ids for a batch of {b}",
+                    ids.dims()[0]
+                )));
+            }
+            Classes::OnDevice(_) => {}
+        }
+        let book_slots = self.slots_for(classes, self.config.ablation.switch_codebooks);
+        let expert_slots = self.slots_for(classes, self.config.ablation.switch_experts);
         let books = &self.quantize_lists;
         Ok(self.forward_with(
             feature,
             &expert_slots,
             0.0,
-            |level, x| quantize(x, BatchCodes::for_slots(&books[level], &book_slots)),
+            |level, x| quantize(x, BatchCodes::for_batch(&books[level], &book_slots)),
             stage,
         ))
+    }
+
+    /// The codebook or expert slot of each of `classes`: its class when the model keeps one
+    /// per class (`switch`), else the shared slot 0 (known to the host whatever the classes).
+    fn slots_for(&self, classes: &Classes, switch: bool) -> Slots {
+        match (classes, switch) {
+            (Classes::Listed(classes), true) => Slots::Listed(classes.clone()),
+            (Classes::Listed(classes), false) => Slots::Listed(vec![0; classes.len()]),
+            (Classes::OnDevice(ids), true) => Slots::OnDevice(ids.clone()),
+            (Classes::OnDevice(ids), false) => Slots::Listed(vec![0; ids.dims()[0]]),
+        }
     }
 
     /// Training forward: the codebooks follow the EMA, sample by sample in batch order, so a later
@@ -268,7 +312,7 @@ impl HvqModel {
     fn forward_with(
         &self,
         feature: Tensor<4>,
-        expert_slots: &[usize],
+        expert_slots: &Slots,
         dropout: f64,
         quant: impl FnMut(usize, Tensor<3>) -> QuantizeOutput,
         stage: &mut dyn FnMut(&'static str),
@@ -304,7 +348,7 @@ impl HvqModel {
         encoded: Encoded,
         levels: Vec<QuantizeOutput>,
         inputs: Vec<Tensor<3>>,
-        expert_slots: &[usize],
+        expert_slots: &Slots,
         dims: [usize; 4],
         dropout: f64,
         class_logits: Option<Tensor<2>>,
@@ -379,14 +423,15 @@ impl HvqModel {
         expert_slots: &[usize],
         dims: [usize; 4],
     ) -> (Tensor<3>, Tensor<4>) {
-        self.decode_with(levels, pos_doubled, expert_slots, dims, 0.0)
+        let slots = Slots::Listed(expert_slots.to_vec());
+        self.decode_with(levels, pos_doubled, &slots, dims, 0.0)
     }
 
     pub(super) fn decode_with(
         &self,
         levels: &[QuantizeOutput],
         pos_doubled: &Tensor<3>,
-        expert_slots: &[usize],
+        expert_slots: &Slots,
         [b, f, h, w]: [usize; 4],
         dropout: f64,
     ) -> (Tensor<3>, Tensor<4>) {
@@ -412,36 +457,51 @@ impl HvqModel {
 
     /// Each sample's expert (`slots`, one per sample) as weights `[B, F, 2C]` and biases
     /// `[B, 1, F]`. A batch of one expert reads it in place (a broadcast view); at inference a
-    /// mixed batch selects its experts from all of them stacked once (two launches, not two
-    /// copies per sample); in training the batch's experts are stacked as they always were
-    /// (each copy's gradient added into its expert's: the training numbers stay as they are).
-    fn batch_experts(&self, slots: &[usize]) -> (Tensor<3>, Tensor<3>) {
-        let b = slots.len();
-        let first = &self.output_proj_list[slots[0]];
+    /// mixed batch, or one whose slots the device chose, selects its experts from all of them
+    /// stacked once (two launches, not two copies per sample); in training the batch's experts
+    /// are stacked as they always were (each copy's gradient added into its expert's: the
+    /// training numbers stay as they are).
+    fn batch_experts(&self, slots: &Slots) -> (Tensor<3>, Tensor<3>) {
+        let tracked = self.output_proj_list[0].weight.val().is_autodiff();
+        let stacked = || {
+            if tracked {
+                return Self::stack_experts(self.output_proj_list.iter());
+            }
+            self.stacked_experts
+                .get_or_compute(|| Self::stack_experts(self.output_proj_list.iter()))
+        };
+        let listed = match slots {
+            Slots::Listed(listed) => listed,
+            Slots::OnDevice(ids) => {
+                let (weights, biases) = stacked();
+                let ids = (**ids).clone();
+                return (weights.select(0, ids.clone()), biases.select(0, ids));
+            }
+        };
+        let b = listed.len();
+        let first = &self.output_proj_list[listed[0]];
         let [f, c2] = first.weight.dims();
-        let tracked = first.weight.val().is_autodiff();
-        if !tracked && slots.windows(2).all(|w| w[0] == w[1]) {
+        if !tracked && listed.windows(2).all(|w| w[0] == w[1]) {
             return (
                 first.weight.val().unsqueeze::<3>().expand([b, f, c2]),
                 first.bias.val().reshape([1, 1, f]).expand([b, 1, f]),
             );
         }
         if !tracked {
-            let (weights, biases) = self.stacked_experts.get_or_compute(|| {
-                let experts = &self.output_proj_list;
-                (
-                    Tensor::stack::<3>(experts.iter().map(|e| e.weight.val()).collect(), 0),
-                    Tensor::stack::<2>(experts.iter().map(|e| e.bias.val()).collect(), 0)
-                        .unsqueeze_dim(1),
-                )
-            });
-            let ids = super::slot_ids::slot_ids(slots, &weights.device());
+            let (weights, biases) = stacked();
+            let ids = super::slot_ids::slot_ids(listed, &weights.device());
             return (weights.select(0, ids.clone()), biases.select(0, ids));
         }
-        let experts: Vec<&Linear> = slots.iter().map(|&s| &self.output_proj_list[s]).collect();
+        Self::stack_experts(listed.iter().map(|&s| &self.output_proj_list[s]))
+    }
+
+    /// `experts`' weights stacked `[E, F, 2C]` and biases `[E, 1, F]`.
+    fn stack_experts<'a>(experts: impl Iterator<Item = &'a Linear>) -> (Tensor<3>, Tensor<3>) {
+        let (weights, biases): (Vec<_>, Vec<_>) =
+            experts.map(|e| (e.weight.val(), e.bias.val())).unzip();
         (
-            Tensor::stack::<3>(experts.iter().map(|e| e.weight.val()).collect(), 0),
-            Tensor::stack::<2>(experts.iter().map(|e| e.bias.val()).collect(), 0).unsqueeze_dim(1),
+            Tensor::stack::<3>(weights, 0),
+            Tensor::stack::<2>(biases, 0).unsqueeze_dim(1),
         )
     }
 
@@ -479,9 +539,15 @@ impl HvqModel {
 
     /// OT score `[B, L]` of level 1 for the samples' classes.
     pub fn ot(&self, out: &HvqOutput, classes: &[usize]) -> Tensor<2> {
+        self.ot_for(out, &Classes::Listed(classes.to_vec()))
+    }
+
+    /// [`HvqModel::ot`] for classes listed or chosen on the device.
+    pub fn ot_for(&self, out: &HvqOutput, classes: &Classes) -> Tensor<2> {
+        let slots = self.slots_for(classes, self.config.ablation.switch_codebooks);
         ot_score(
             out.level1_input.clone(),
-            &self.level1_codebooks(classes),
+            &BatchCodes::for_batch(&self.quantize_lists[0], &slots),
             self.config.ot_temperature(),
         )
     }
@@ -688,7 +754,7 @@ mod tests {
             )
         };
         let got = |model: &HvqModel, slots: &[usize]| {
-            let (w, b) = model.batch_experts(slots);
+            let (w, b) = model.batch_experts(&Slots::Listed(slots.to_vec()));
             (read(w), read(b))
         };
         let mut model = HvqModel::new(&config, &device).unwrap();
@@ -708,7 +774,7 @@ mod tests {
         assert_eq!(got(&model, &slots), stacked(&other, &slots), "{device:?}");
         assert_ne!(stacked(&other, &slots), before);
         let tracked = HvqModel::new(&config, &device.clone().autodiff()).unwrap();
-        let (w, _) = tracked.batch_experts(&slots);
+        let (w, _) = tracked.batch_experts(&Slots::Listed(slots.to_vec()));
         assert!(w.is_autodiff());
         assert!(!tracked.stacked_experts.is_filled());
         assert_eq!(read(w), stacked(&tracked, &slots).0);

@@ -21,6 +21,7 @@ use super::joined::{concat, stack};
 use super::quantizer::{
     Codebook, Commitment, QuantizeOutput, Restart, ema_update, quantize, straight_through,
 };
+use super::slot_ids::Slots;
 use crate::error::{HvqError, Result};
 
 /// One shard of a training batch: aligned features `[B, F, H, W]` on its replica's device and
@@ -109,7 +110,7 @@ fn forward_shards(
                     encoded,
                     levels,
                     inputs,
-                    &model.expert_slots(&shard.classes),
+                    &Slots::Listed(model.expert_slots(&shard.classes)),
                     shard.feature.dims(),
                     dropout,
                     class_logits,

@@ -19,7 +19,19 @@ type Kept = Vec<(Vec<usize>, Device, Tensor<1, Int>)>;
 
 static KEPT_IDS: Mutex<Kept> = Mutex::new(Vec::new());
 
-/// `slots` as a `[len]` index tensor on `device`, the same tensor (the same device buffer) each
+/// Each sample's codebook or expert slot: listed by the host, or an index tensor `[B]` the device
+/// computed (the classes the classifier chose, [`crate::model::Classes::OnDevice`]), which the
+/// host never reads: the stacks are then selected by it on the device.
+#[derive(Clone, Debug)]
+pub enum Slots {
+    /// The slots, one per sample.
+    Listed(Vec<usize>),
+    /// The slots as a device index tensor `[B]`.
+    OnDevice(Box<Tensor<1, Int>>),
+}
+
+/// `slots` (or any index list: `crate::class_choice` keeps its weights here) as a `[len]` index
+/// tensor on `device`, the same tensor (the same device buffer) each
 /// time the same slots are asked for on the same device while they are kept.
 pub fn slot_ids(slots: &[usize], device: &Device) -> Tensor<1, Int> {
     // A poisoned lock only means another thread panicked while holding it; the list itself is
@@ -38,6 +50,15 @@ pub fn slot_ids(slots: &[usize], device: &Device) -> Tensor<1, Int> {
     }
     kept.push((slots.to_vec(), device.clone(), ids.clone()));
     ids
+}
+
+/// Every index tensor kept now (clones: the same device buffers). A recorded pass
+/// ([`crate::replay`]) holds them for as long as it may replay: its launches read the buffers
+/// of the index tensors the pass asked for, which a later list could otherwise push out of the
+/// kept ones and free.
+pub fn kept_now() -> Vec<Tensor<1, Int>> {
+    let kept = KEPT_IDS.lock().unwrap_or_else(|e| e.into_inner());
+    kept.iter().map(|(_, _, ids)| ids.clone()).collect()
 }
 
 #[cfg(test)]
