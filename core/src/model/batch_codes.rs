@@ -26,6 +26,9 @@ pub struct BatchCodes {
     rows: Tensor<3>,
     /// Squared norms of the codes, summed over the rows, `[G, 1, K]`.
     squared_norms: Tensor<3>,
+    /// Euclidean norms of the codes, summed over the columns, `[G, 1, K]`, when kept with a
+    /// shared codebook (the OT score's; computed when asked otherwise).
+    norms: Option<Tensor<3>>,
 }
 
 impl BatchCodes {
@@ -37,17 +40,19 @@ impl BatchCodes {
             && let Some(&slot) = slots.first()
         {
             // One codebook, read in place (a view; stacking one tensor copies it). Its rows and
-            // squared norms depend on the codebook alone: computed at the first batch and kept
-            // by the codebook until its codes change.
+            // norms depend on the codebook alone: computed at the first batch and kept by the
+            // codebook until its codes change.
             let book = &books[slot];
             let columns = book.embed.val().unsqueeze::<3>().detach();
-            let (rows, squared_norms) = book
-                .rows_and_norms
-                .get_or_compute(|| Self::rows_and_norms(&columns));
+            let (rows, squared_norms, norms) = book.rows_and_norms.get_or_compute(|| {
+                let (rows, squared_norms) = Self::rows_and_norms(&columns);
+                (rows, squared_norms, Self::norms_of(&columns))
+            });
             return Self {
                 columns,
                 rows,
                 squared_norms,
+                norms: Some(norms),
             };
         }
         // Codebooks differ between samples: each sample's is selected from the level's codebooks
@@ -83,6 +88,7 @@ impl BatchCodes {
             columns: self.columns.clone().select(0, ids.clone()),
             rows: self.rows.clone().select(0, ids.clone()),
             squared_norms: self.squared_norms.clone().select(0, ids),
+            norms: None,
         }
     }
 
@@ -94,6 +100,7 @@ impl BatchCodes {
             columns,
             rows,
             squared_norms,
+            norms: None,
         }
     }
 
@@ -153,7 +160,14 @@ impl BatchCodes {
     /// Euclidean norms of the codes, summed over the columns (as the OT score always did),
     /// `[G, 1, K]`.
     pub fn norms(&self) -> Tensor<3> {
-        self.columns.clone().powi_scalar(2).sum_dim(1).sqrt()
+        self.norms
+            .clone()
+            .unwrap_or_else(|| Self::norms_of(&self.columns))
+    }
+
+    /// [`BatchCodes::norms`] of `columns [G, D, K]`.
+    fn norms_of(columns: &Tensor<3>) -> Tensor<3> {
+        columns.clone().powi_scalar(2).sum_dim(1).sqrt()
     }
 
     /// Each sample's codebook as `[B, D, K]` (codes as columns; a broadcast view when shared).
@@ -172,6 +186,7 @@ impl BatchCodes {
             columns: self.columns.clone().to_device(device),
             rows: self.rows.clone().to_device(device),
             squared_norms: self.squared_norms.clone().to_device(device),
+            norms: self.norms.clone().map(|n| n.to_device(device)),
         }
     }
 
@@ -184,6 +199,7 @@ impl BatchCodes {
             columns: self.columns.clone().narrow(0, start, len),
             rows: self.rows.clone().narrow(0, start, len),
             squared_norms: self.squared_norms.clone().narrow(0, start, len),
+            norms: self.norms.clone().map(|n| n.narrow(0, start, len)),
         }
     }
 }

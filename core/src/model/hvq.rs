@@ -80,6 +80,10 @@ pub struct HvqOutput {
     /// (the classifier's loss needs them); `None` at inference, where the scores do not use them
     /// and a caller that wants the prediction asks [`HvqModel::classify`].
     pub class_logits: Option<Tensor<2>>,
+    /// At inference, the codebooks level 1 was quantised with, which the OT score reads
+    /// ([`HvqModel::ot_for`]: a batch whose codebooks were selected by class, listed or chosen
+    /// on the device, does not select them again); `None` in training.
+    pub level1_codes: Option<BatchCodes>,
 }
 
 impl HvqOutput {
@@ -277,13 +281,17 @@ impl HvqModel {
         let book_slots = self.slots_for(classes, self.config.ablation.switch_codebooks);
         let expert_slots = self.slots_for(classes, self.config.ablation.switch_experts);
         let books = &self.quantize_lists;
-        Ok(self.forward_with(
-            feature,
-            &expert_slots,
-            0.0,
-            |level, x| quantize(x, BatchCodes::for_batch(&books[level], &book_slots)),
-            stage,
-        ))
+        let mut level1_codes = None;
+        let quantize_level = |level: usize, x| {
+            let codes = BatchCodes::for_batch(&books[level], &book_slots);
+            if level == 0 {
+                level1_codes = Some(codes.clone());
+            }
+            quantize(x, codes)
+        };
+        let mut out = self.forward_with(feature, &expert_slots, 0.0, quantize_level, stage);
+        out.level1_codes = level1_codes;
+        Ok(out)
     }
 
     /// The codebook or expert slot of each of `classes`: its class when the model keeps one
@@ -364,6 +372,7 @@ impl HvqModel {
             decoded,
             rec,
             class_logits,
+            level1_codes: None,
         }
     }
 
@@ -542,12 +551,22 @@ impl HvqModel {
         self.ot_for(out, &Classes::Listed(classes.to_vec()))
     }
 
-    /// [`HvqModel::ot`] for classes listed or chosen on the device.
+    /// [`HvqModel::ot`] for classes listed or chosen on the device: those of the forward that
+    /// gave `out`, whose level-1 codebooks it reads when it kept them (inference), instead of
+    /// selecting them again.
     pub fn ot_for(&self, out: &HvqOutput, classes: &Classes) -> Tensor<2> {
-        let slots = self.slots_for(classes, self.config.ablation.switch_codebooks);
+        let selected;
+        let codes = match &out.level1_codes {
+            Some(codes) => codes,
+            None => {
+                let slots = self.slots_for(classes, self.config.ablation.switch_codebooks);
+                selected = BatchCodes::for_batch(&self.quantize_lists[0], &slots);
+                &selected
+            }
+        };
         ot_score(
             out.level1_input.clone(),
-            &BatchCodes::for_batch(&self.quantize_lists[0], &slots),
+            codes,
             self.config.ot_temperature(),
         )
     }
@@ -680,6 +699,72 @@ mod tests {
         );
         assert_eq!(sample_rounds(&[3, 3, 3]), vec![vec![0], vec![1], vec![2]]);
         assert_eq!(sample_rounds(&[]), Vec::<Vec<usize>>::new());
+    }
+
+    /// The OT score reads the codebooks level 1 was quantised with: for a batch mixing classes,
+    /// listed or chosen on the device, no selection of its own on wgpu; for a batch of one class
+    /// the norms its codebook keeps (no reduction); and the values of the OT over the codebooks
+    /// selected, norms computed, afresh (bit for bit: the same operations on the same codes).
+    #[cfg(feature = "wgpu")]
+    #[test]
+    fn the_ot_reads_the_codebooks_level_1_was_quantised_with() {
+        use crate::device::kernel_profile::KernelProfiler;
+        use burn::tensor::{Distribution, TensorData};
+
+        let _generator = crate::test_rng::lock();
+        let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
+        let mut config = HvqConfig::official(24, vec!["a".into(), "b".into(), "c".into()]);
+        (config.embed_dim, config.heads, config.ffn_dim) = (16, 2, 32);
+        (config.enc_layers, config.dec_layers, config.codes) = (1, 1, 8);
+        config.feature_size = 4;
+        let model = HvqModel::new(&config, &device).unwrap();
+        let feature = Tensor::<4>::random([3, 24, 4, 4], Distribution::Normal(0.0, 1.0), &device);
+        let listed = [2usize, 0, 2];
+        let ids = Tensor::<1, Int>::from_data(TensorData::new(vec![2i64, 0, 2], [3]), &device);
+        let read = |t: Tensor<2>| crate::device::read_back(t).unwrap();
+        let fresh = |out: &HvqOutput, listed: &[usize]| {
+            let codes = if listed == [1, 1, 1] {
+                let book = &model.quantize_lists[0][1];
+                BatchCodes::from_columns(book.embed.val().unsqueeze::<3>())
+            } else {
+                BatchCodes::for_slots(&model.quantize_lists[0], listed)
+            };
+            read(ot_score(
+                out.level1_input.clone(),
+                &codes,
+                config.ot_temperature(),
+            ))
+        };
+        for (classes, slots) in [
+            (Classes::Listed(listed.to_vec()), listed),
+            (Classes::OnDevice(Box::new(ids)), listed),
+            (Classes::Listed(vec![1; 3]), [1; 3]),
+        ] {
+            let out = model
+                .forward_eval_for(feature.clone(), &classes, &mut |_| {})
+                .unwrap();
+            let profiler = KernelProfiler::start("ot");
+            let ot = read(model.ot_for(&out, &classes));
+            let profile = profiler.finish();
+            let names = profile.stages[0].names();
+            assert!(
+                !names.iter().any(|n| n.contains("Select")),
+                "{classes:?}: {names:?}"
+            );
+            if slots == [1; 3] {
+                assert!(
+                    !names.iter().any(|n| n.contains("Reduce")),
+                    "{classes:?}: {names:?}"
+                );
+            }
+            let want = fresh(&out, &slots);
+            assert!(
+                ot.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{classes:?}: {ot:?} against {want:?}"
+            );
+        }
     }
 
     /// Inference runs no classifier (its logits are nobody's input there): on wgpu, scoring a

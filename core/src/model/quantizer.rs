@@ -18,10 +18,10 @@ pub struct Codebook {
     pub embed_avg: Param<Tensor<2>>,
     /// EMA of the assignment counts.
     pub cluster_size: Param<Tensor<1>>,
-    /// The codes as rows `[1, K, D]` and their squared norms `[1, 1, K]`, from the first
-    /// forward that uses this codebook for a whole batch on (not a parameter; emptied when `embed`
-    /// changes: [`ema_update`], loading).
-    pub(super) rows_and_norms: DerivedCache<(Tensor<3>, Tensor<3>)>,
+    /// The codes as rows `[1, K, D]`, their squared norms `[1, 1, K]` and their Euclidean norms
+    /// `[1, 1, K]` (the OT score's), from the first forward that uses this codebook for a whole
+    /// batch on (not a parameter; emptied when `embed` changes: [`ema_update`], loading).
+    pub(super) rows_and_norms: DerivedCache<(Tensor<3>, Tensor<3>, Tensor<3>)>,
     /// Kept on a level's first codebook only: every codebook of the level, stacked in both
     /// layouts, from the first batch that mixes codebooks on; such a batch selects its samples'
     /// codebooks from it ([`BatchCodes::for_slots`]). Emptied when any codebook of the level
