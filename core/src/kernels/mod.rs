@@ -1624,27 +1624,13 @@ mod tests {
             if on_gpu {
                 // The strided input made contiguous, then the softmax kernel; its backward one
                 // kernel (beside the weightings' and sums' own).
-                let names = |p: &crate::device::kernel_profile::KernelProfile| {
-                    let stage = &p.stages[0];
-                    (
-                        stage.launches,
-                        stage
-                            .kernels
-                            .iter()
-                            .map(|k| k.name.clone())
-                            .collect::<Vec<_>>(),
-                    )
-                };
-                let (launches, kernels) = names(&forward);
+                let (stage, kernels) = (&forward.stages[0], forward.stages[0].names());
                 assert!(
-                    launches <= 2 && kernels.contains(&"SoftmaxKernel".to_string()),
+                    stage.launches <= 2 && kernels.contains(&"SoftmaxKernel"),
                     "{kernels:?}"
                 );
-                let (_, kernels) = names(&backward);
-                assert!(
-                    kernels.contains(&"BackwardKernel".to_string()),
-                    "{kernels:?}"
-                );
+                let kernels = backward.stages[0].names();
+                assert!(kernels.contains(&"BackwardKernel"), "{kernels:?}");
             }
             let g: Vec<f32> = base
                 .grad(&grads)

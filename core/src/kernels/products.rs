@@ -446,10 +446,11 @@ mod tests {
                 Some(bias.clone()),
                 pointwise(),
             );
-            let launched: Vec<String> = profiler.finish().stages[0]
-                .kernels
+            let profile = profiler.finish();
+            let launched: Vec<String> = profile.stages[0]
+                .names()
                 .iter()
-                .map(|k| k.name.to_lowercase())
+                .map(|name| name.to_lowercase())
                 .collect();
             assert!(
                 launched.iter().any(|k| k.contains("matmul"))
