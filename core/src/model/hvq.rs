@@ -192,32 +192,23 @@ impl HvqModel {
         Ok(())
     }
 
-    /// Codebook slot per sample (its class, or 0 when codebooks are shared).
-    fn codebook_slot(&self, class: usize) -> usize {
-        if self.config.ablation.switch_codebooks {
-            class
-        } else {
-            0
-        }
+    /// The slot of each of `classes`: its class when the model keeps one codebook or expert
+    /// per class (`switch`), else the shared slot 0.
+    fn listed_slots(classes: &[usize], switch: bool) -> Vec<usize> {
+        classes
+            .iter()
+            .map(|&c| if switch { c } else { 0 })
+            .collect()
     }
 
     /// The codebook slot each of `classes` is quantised with (and whose EMA it moves).
     pub fn codebook_slots(&self, classes: &[usize]) -> Vec<usize> {
-        classes.iter().map(|&c| self.codebook_slot(c)).collect()
+        Self::listed_slots(classes, self.config.ablation.switch_codebooks)
     }
 
     /// Expert slot per sample (its class, or 0 when the expert is shared).
     pub(super) fn expert_slots(&self, classes: &[usize]) -> Vec<usize> {
-        classes
-            .iter()
-            .map(|&c| {
-                if self.config.ablation.switch_experts {
-                    c
-                } else {
-                    0
-                }
-            })
-            .collect()
+        Self::listed_slots(classes, self.config.ablation.switch_experts)
     }
 
     /// Class logits from aligned features `[B, F, H, W]` (spatially pooled), if the model has a
@@ -298,8 +289,7 @@ impl HvqModel {
     /// per class (`switch`), else the shared slot 0 (known to the host whatever the classes).
     fn slots_for(&self, classes: &Classes, switch: bool) -> Slots {
         match (classes, switch) {
-            (Classes::Listed(classes), true) => Slots::Listed(classes.clone()),
-            (Classes::Listed(classes), false) => Slots::Listed(vec![0; classes.len()]),
+            (Classes::Listed(classes), _) => Slots::Listed(Self::listed_slots(classes, switch)),
             (Classes::OnDevice(ids), true) => Slots::OnDevice(ids.clone()),
             (Classes::OnDevice(ids), false) => Slots::Listed(vec![0; ids.dims()[0]]),
         }
@@ -539,11 +529,6 @@ impl HvqModel {
                 Ok(in_use as f64 / books.len().max(1) as f64)
             })
             .collect()
-    }
-
-    /// Level-1 codebooks for the samples' classes.
-    pub fn level1_codebooks(&self, classes: &[usize]) -> BatchCodes {
-        BatchCodes::for_slots(&self.quantize_lists[0], &self.codebook_slots(classes))
     }
 
     /// OT score `[B, L]` of level 1 for the samples' classes.
