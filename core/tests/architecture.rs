@@ -192,3 +192,66 @@ fn empty_of_rank_two_or_more(code: &str) -> bool {
             .is_some_and(|dims| dims.contains(','))
     })
 }
+
+/// burn-flex and cubek each keep one random generator for the process, and the unit tests run on
+/// parallel threads: a test that re-seeds and expects the same draw fails when another draws in
+/// between (twice in CI). So a unit test that draws holds `test_rng::lock` (see `test_rng`);
+/// this scan finds the test functions whose own body draws (`::random(`, `Distribution::`)
+/// without taking it.
+#[test]
+fn unit_tests_that_draw_hold_the_generator_lock() {
+    let drawing = "#[test]\n    fn a() {\n        let x = Tensor::random([2], Distribution::Default, &d);\n    }\n";
+    assert_eq!(unlocked_drawing_tests(drawing), ["a"]);
+    let locked = "#[test]\nfn b() {\n    let _g = crate::test_rng::lock();\n    let s = format!(\"{x}\");\n    Tensor::random([2], D, &d);\n}\n#[test]\nfn c() {}\n";
+    assert!(unlocked_drawing_tests(locked).is_empty());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&dir, &mut files);
+    let unlocked: Vec<String> = files
+        .iter()
+        .flat_map(|f| {
+            let code = std::fs::read_to_string(f).unwrap();
+            unlocked_drawing_tests(&code)
+                .into_iter()
+                .map(move |name| format!("{}: {name}", f.display()))
+        })
+        .collect();
+    assert!(
+        unlocked.is_empty(),
+        "tests drawing without test_rng::lock: {unlocked:?}"
+    );
+}
+
+/// The names of the `#[test]` functions in `code` whose body (up to its matching brace) draws
+/// from a generator and does not take `test_rng::lock`.
+fn unlocked_drawing_tests(code: &str) -> Vec<String> {
+    code.split("#[test]")
+        .skip(1)
+        .filter_map(|after| {
+            let name_at = after.find("fn ")? + 3;
+            let name: String = after[name_at..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            let open = after.find('{')?;
+            let mut depth = 0usize;
+            let mut end = after.len();
+            for (i, c) in after[open..].char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            end = open + i;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let body = &after[open..end];
+            let draws = body.contains("::random(") || body.contains("Distribution::");
+            (draws && !body.contains("test_rng::lock")).then_some(name)
+        })
+        .collect()
+}

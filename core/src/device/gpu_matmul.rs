@@ -207,6 +207,7 @@ mod tests {
     #[cfg(feature = "wgpu")]
     #[test]
     fn each_routine_runs_the_product() {
+        let _generator = crate::test_rng::lock();
         use burn::tensor::{Distribution, Tensor};
         let wgpu = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
         let a: Tensor<2> = Tensor::random([70, 96], Distribution::Normal(0.0, 1.0), &wgpu);

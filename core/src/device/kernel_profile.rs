@@ -363,6 +363,7 @@ mod tests {
     /// finished are recorded.
     #[test]
     fn launches_are_counted_timed_and_attributed_to_their_stage() {
+        let _generator = crate::test_rng::lock();
         let device = create(DeviceChoice::Wgpu).unwrap();
         let a: Tensor<2> = Tensor::random([64, 64], Distribution::Default, &device);
         let x: Tensor<4> = Tensor::random([1, 8, 16, 16], Distribution::Default, &device);
@@ -434,6 +435,7 @@ mod tests {
     /// taking CubeCL's one observer slot from it.
     #[test]
     fn concurrent_profilers_each_get_their_own_launches() {
+        let _generator = crate::test_rng::lock();
         let device = create(DeviceChoice::Wgpu).unwrap();
         let a: Tensor<2> = Tensor::random([32, 32], Distribution::Default, &device);
         let _ = (a.clone() + a.clone()).into_data();

@@ -330,6 +330,7 @@ mod tests {
     /// reads it without a copy).
     #[test]
     fn one_kernel_gives_the_composed_swish() {
+        let _generator = crate::test_rng::lock();
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
         let x: Tensor<4> = Tensor::random([2, 6, 5, 7], Distribution::Normal(0.0, 30.0), &device);
         let w: Tensor<4> = Tensor::random([6, 6, 3, 3], Distribution::Normal(0.0, 1.0), &device);
@@ -380,6 +381,7 @@ mod tests {
     /// division, relative to the value.
     #[test]
     fn one_kernel_gives_the_sigmoid() {
+        let _generator = crate::test_rng::lock();
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
         let x: Tensor<4> =
             Tensor::random([2, 40, 1, 1], Distribution::Uniform(-30.0, 30.0), &device);
@@ -404,6 +406,7 @@ mod tests {
     /// values involved.
     #[test]
     fn one_kernel_adds_the_bias_activates_and_adds_the_residual() {
+        let _generator = crate::test_rng::lock();
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
         let (rows, channels) = (30, 12);
         let x: Tensor<2> =

@@ -182,6 +182,7 @@ mod tests {
     /// terms' magnitudes.
     #[test]
     fn flash_attention_gives_the_f64_attention() {
+        let _generator = crate::test_rng::lock();
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
         for (b, h, lq, lk, d, one_launch) in [(2, 8, 196, 196, 32, true), (1, 2, 9, 13, 8, false)] {
             let t = |l: usize| {

@@ -445,6 +445,23 @@ pub fn attention(
     heads: usize,
     p: f64,
 ) -> Option<BurnTensor<3>> {
+    attention_with_mask_seed(inputs, weight, bias, heads, p, |device| {
+        // Drawn on the device from its generator: masks follow the device seed, no read-back.
+        BurnTensor::<1, Int>::random([2], Distribution::Uniform(0.0, 1_073_741_824.0), device)
+    })
+}
+
+/// [`attention`] with the dropout mask's two seeds from `draw_seed` (called only when `p` > 0).
+/// The tests hand fixed seeds: the device's generator is the process's, and another test
+/// drawing between a re-seed and this draw would change the mask under them.
+fn attention_with_mask_seed(
+    inputs: &[ProjectionInput],
+    weight: &BurnTensor<2>,
+    bias: &BurnTensor<1>,
+    heads: usize,
+    p: f64,
+    draw_seed: impl FnOnce(&burn::tensor::Device) -> BurnTensor<1, Int>,
+) -> Option<BurnTensor<3>> {
     let [rows3, width] = weight.dims();
     let [batch, len, _] = inputs.first()?.x.dims();
     let fits = inputs_fit(inputs, [batch, len, width])
@@ -522,8 +539,7 @@ pub fn attention(
     let device = w.device.clone();
     let plain = inputs[0].x.device().inner();
     let seed = if geometry.dropping() {
-        // Drawn on the device from its generator: masks follow the device seed, no read-back.
-        BurnTensor::<1, Int>::random([2], Distribution::Uniform(0.0, 1_073_741_824.0), &plain)
+        draw_seed(&plain)
     } else {
         BurnTensor::<1, Int>::empty([2], &plain)
     };
@@ -944,8 +960,8 @@ mod tests {
     }
 
     /// The operation's output and every gradient against the composed form's under burn's
-    /// autodiff, on wgpu, with the same dropout mask (rebuilt on the host from the seed the
-    /// operation draws after the same device seed).
+    /// autodiff, on wgpu, with the same dropout mask (rebuilt on the host from the seeds the
+    /// operation is handed).
     fn matches_the_composed_form(case: &Case) -> Vec<(String, f32)> {
         let _generator = crate::test_rng::lock();
         let device = wgpu();
@@ -987,25 +1003,20 @@ mod tests {
             })
             .collect();
 
-        let seed = 7;
-        device.seed(seed);
+        // Fixed seeds handed to the operation (not drawn after re-seeding the device: another
+        // test drawing from the process's generator in between would change the mask).
+        let seeds = [987_654_321u32, 123_456_789];
         let plain = device.clone().inner();
-        let drawn: Vec<u32> =
-            BurnTensor::<1, Int>::random([2], Distribution::Uniform(0.0, 1_073_741_824.0), &plain)
-                .into_data()
-                .convert::<i64>()
-                .try_to_vec::<i64>()
-                .unwrap()
-                .into_iter()
-                .map(|v| v as u32)
-                .collect();
         let mask = (p > 0.0).then(|| {
             let shape = [batch, heads, len, len];
-            let values = host_mask([drawn[0], drawn[1]], [batch, heads, len], p);
+            let values = host_mask(seeds, [batch, heads, len], p);
             Tensor::<4>::from_data(burn::tensor::TensorData::new(values, shape), &plain).autodiff()
         });
-        device.seed(seed);
-        let fused = attention(&inputs, &weight, &bias, heads, p).expect("applies on wgpu");
+        let fused = attention_with_mask_seed(&inputs, &weight, &bias, heads, p, |device| {
+            let seeds = seeds.map(i64::from).to_vec();
+            BurnTensor::<1, Int>::from_data(burn::tensor::TensorData::new(seeds, [2]), device)
+        })
+        .expect("applies on wgpu");
         let want = composed(&inputs, &weight, &bias, heads, mask);
 
         let with_offset = offset_trained && uses.iter().any(|u| u.offset);
@@ -1158,6 +1169,7 @@ mod tests {
     /// taken (their gradients would not be one product's): the caller composes.
     #[test]
     fn offsets_that_are_inputs_or_several_are_refused() {
+        let _generator = crate::test_rng::lock();
         let device = wgpu();
         let random =
             |b| Tensor::<3>::random([b, 5, 8], Distribution::Default, &device).require_grad();

@@ -165,6 +165,7 @@ mod tests {
     /// one launch, more two.
     #[test]
     fn column_sums_give_the_f64_sums() {
+        let _generator = crate::test_rng::lock();
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
         for (rows, columns, transposed) in [
             (1, 5, false),

@@ -263,6 +263,7 @@ mod tests {
     /// channels-last. The weight stored outputs innermost gives the same.
     #[test]
     fn one_kernel_gives_the_convolution_bias_and_activation() {
+        let _generator = crate::test_rng::lock();
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
         let cases = [
             // (channels, outputs, inputs per group, k, stride, padding)
@@ -346,6 +347,7 @@ mod tests {
     /// first: the same values as from a contiguous copy, one launch more, padding never read.
     #[test]
     fn other_convolutions_are_left_to_the_composed_form() {
+        let _generator = crate::test_rng::lock();
         let wgpu = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
         let cpu = crate::device::create(crate::device::DeviceChoice::Cpu).unwrap();
         let run = |d: &burn::tensor::Device, c: usize, groups: usize, kw: usize, autodiff: bool| {

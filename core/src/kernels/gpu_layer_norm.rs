@@ -131,6 +131,7 @@ mod tests {
     /// copied first. An autodiff tensor and a CPU one are left to the composed form.
     #[test]
     fn one_kernel_normalises_each_row() {
+        let _generator = crate::test_rng::lock();
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
         // Rows of a cube's width, narrower, wider and not a multiple of it (the decoder's 512).
         let shapes = [

@@ -365,6 +365,7 @@ mod tests {
     /// launch more, the same result).
     #[test]
     fn other_inputs_are_left_to_the_caller() {
+        let _generator = crate::test_rng::lock();
         let gpu = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
         let cpu = crate::device::create(crate::device::DeviceChoice::Cpu).unwrap();
         let args = |device: &burn::tensor::Device| {

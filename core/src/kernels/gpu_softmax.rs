@@ -92,6 +92,7 @@ mod tests {
     /// burn's products: read in place, the padding's NaNs never). The rows sum to 1.
     #[test]
     fn one_kernel_gives_each_rows_softmax() {
+        let _generator = crate::test_rng::lock();
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
         for (rows, row, scale, padded) in [
             (24usize, 196usize, 0.0625f32, false),

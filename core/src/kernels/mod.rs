@@ -1232,6 +1232,7 @@ mod fused_tests {
 
     #[test]
     fn fused_convolutions_equal_the_composed_form() {
+        let _generator = crate::test_rng::lock();
         let wgpu = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
         let cpu = crate::device::create(crate::device::DeviceChoice::Cpu).unwrap();
         // (input channels, outputs, groups, k, stride, padding, activation, residual, launches)
@@ -1324,6 +1325,7 @@ mod linear_tests {
 
     #[test]
     fn a_fused_linear_layer_equals_its_f64_form() {
+        let _generator = crate::test_rng::lock();
         let wgpu = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
         let cpu = crate::device::create(crate::device::DeviceChoice::Cpu).unwrap();
         let (b, l, d_in, d_out) = (2usize, 13usize, 24usize, 40usize);
@@ -1397,6 +1399,7 @@ mod tests {
     #[cfg(feature = "wgpu")]
     #[test]
     fn channel_means_are_one_reduction_on_channels_last_activations() {
+        let _generator = crate::test_rng::lock();
         let wgpu = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
         let x = Tensor::<4>::random([2, 5, 7, 9], Distribution::Normal(1.0, 2.0), &wgpu);
         let channels_last = x

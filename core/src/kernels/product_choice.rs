@@ -617,6 +617,7 @@ mod gpu_tests {
     /// tracked operands, which the tiled kernel does not take, are never timed.
     #[test]
     fn each_kind_of_product_is_timed_once_and_runs_on_the_faster_routine() {
+        let _generator = crate::test_rng::lock();
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
         // A shape no other test multiplies (the timings are the process's).
         let (dims_a, dims_b) = ([3, 37, 53], [3, 53, 29]);
@@ -696,6 +697,7 @@ mod gpu_tests {
     /// launch of the tiled kernel, its values bit for bit, nothing timed again.
     #[test]
     fn a_kind_recorded_for_the_tiled_kernel_runs_on_it() {
+        let _generator = crate::test_rng::lock();
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
         let (dims_a, dims_b) = ([2, 41, 19], [2, 19, 23]);
         let a = Tensor::<3>::random(dims_a, Distribution::Normal(0.0, 1.0), &device);
@@ -743,6 +745,7 @@ mod gpu_tests {
     /// operands without an epilogue are another kind, timed apart.
     #[test]
     fn a_product_with_an_epilogue_is_timed_with_it() {
+        let _generator = crate::test_rng::lock();
         use crate::kernels::Activation;
         use crate::kernels::gpu_activations::RowEpilogue;
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
@@ -810,6 +813,7 @@ mod gpu_tests {
     /// another one runs that one, bit for bit, one launch, nothing timed), marked stored.
     #[test]
     fn kept_choices_are_taken_instead_of_timing() {
+        let _generator = crate::test_rng::lock();
         let _kept_choices = crate::kernels::product_store::test_file_lock();
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
         let (dims_a, dims_b) = ([2, 45, 27], [2, 27, 31]);

@@ -275,6 +275,7 @@ mod tests {
     /// results come back as f32.
     #[test]
     fn half_products_are_the_rounded_operands_products() {
+        let _generator = crate::test_rng::lock();
         let device = cpu();
         let x: Tensor<3> = Tensor::random([2, 5, 24], Distribution::Normal(0.0, 1.0), &device);
         let w: Tensor<2> = Tensor::random([24, 7], Distribution::Normal(0.0, 0.3), &device);
@@ -328,6 +329,7 @@ mod tests {
     /// half type equals burn's operation on the cast operands, cast back.
     #[test]
     fn matmul_and_conv_route_through_the_half_type() {
+        let _generator = crate::test_rng::lock();
         let device = cpu();
         let a: Tensor<3> = Tensor::random([2, 4, 16], Distribution::Normal(0.0, 1.0), &device);
         let b: Tensor<3> = Tensor::random([2, 16, 3], Distribution::Normal(0.0, 1.0), &device);
@@ -400,6 +402,7 @@ mod tests {
     #[cfg(feature = "wgpu")]
     #[test]
     fn pointwise_convolutions_on_a_gpu_are_the_channel_products() {
+        let _generator = crate::test_rng::lock();
         let device = crate::device::create(crate::device::DeviceChoice::Wgpu).unwrap();
         let (n, c, h, w, o) = (2, 24, 5, 7, 40);
         let x: Tensor<4> = Tensor::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device);

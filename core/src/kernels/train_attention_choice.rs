@@ -647,6 +647,7 @@ mod gpu_tests {
     /// draws the same masks whether its process timed the kind or took it from the file.
     #[test]
     fn timing_draws_nothing_from_the_device_s_generator() {
+        let _generator = crate::test_rng::lock();
         let case = Case::new(4, 7);
         let inputs = case.self_inputs();
         let draws = |f: &mut dyn FnMut()| -> usize {

@@ -245,6 +245,7 @@ mod tests {
     /// cross-attention's positional additions are the general form's.
     #[test]
     fn self_and_cross_attention_equal_the_general_form() {
+        let _generator = crate::test_rng::lock();
         let device = Device::flex();
         let mha = MultiheadAttention::new(32, 4, &device);
         let random = |b| Tensor::<3>::random([b, 9, 32], Distribution::Default, &device);
