@@ -19,6 +19,7 @@ use burn::tensor::{Int, Tensor};
 
 use crate::device::read_back_async;
 use crate::error::{HvqError, Result};
+use crate::kernels::RowChoice;
 use crate::model::{Classes, kept_ids};
 
 /// How the classes of a batch's images are given to a pass.
@@ -69,8 +70,15 @@ impl Resolved {
 }
 
 /// Per row of `logits [B, N]`, the index of its largest value (the last on ties; NaN counts as
-/// −∞), `[B]`, computed on the device. [`last_maximum_rows`] is its host twin.
+/// −∞), `[B]`, computed on the device: one kernel on a GPU backend, burn's operations elsewhere.
+/// [`last_maximum_rows`] is its host twin.
 pub fn last_maximum(logits: Tensor<2>) -> Tensor<1, Int> {
+    crate::kernels::row_choice(&logits, RowChoice::LastMaximum)
+        .unwrap_or_else(|| last_maximum_composed(logits))
+}
+
+/// [`last_maximum`] in burn's operations (any backend).
+fn last_maximum_composed(logits: Tensor<2>) -> Tensor<1, Int> {
     let n = logits.dims()[1];
     let logits = logits.clone().mask_fill(logits.is_nan(), f32::NEG_INFINITY);
     // Each column weighted by its index + 1: the largest weight among the maxima is the last.
@@ -79,8 +87,15 @@ pub fn last_maximum(logits: Tensor<2>) -> Tensor<1, Int> {
 }
 
 /// Per row of `scores [B, N]`, the index of its lowest value (the first on ties; NaN counts as
-/// +∞), `[B]`, computed on the device. [`first_minimum_rows`] is its host twin.
+/// +∞), `[B]`, computed on the device: one kernel on a GPU backend, burn's operations elsewhere.
+/// [`first_minimum_rows`] is its host twin.
 pub fn first_minimum(scores: Tensor<2>) -> Tensor<1, Int> {
+    crate::kernels::row_choice(&scores, RowChoice::FirstMinimum)
+        .unwrap_or_else(|| first_minimum_composed(scores))
+}
+
+/// [`first_minimum`] in burn's operations (any backend).
+fn first_minimum_composed(scores: Tensor<2>) -> Tensor<1, Int> {
     let n = scores.dims()[1];
     let scores = scores.clone().mask_fill(scores.is_nan(), f32::INFINITY);
     // Each column weighted by N − its index: the largest weight among the minima is the first.
@@ -170,14 +185,45 @@ mod tests {
         );
     }
 
+    /// On `device`, the choices (one kernel launch each on a GPU backend) and their composed
+    /// forms against the host twins' indices, on the rows as they are and on their transposed
+    /// view's transpose (columns not adjacent: strides read).
     fn choices_on(device: Device, values: &[f32], n: usize, maxima: &[usize], minima: &[usize]) {
         let b = values.len() / n;
         let tensor = || Tensor::<2>::from_data(TensorData::new(values.to_vec(), [b, n]), &device);
+        let strided = || {
+            let t: Vec<f32> = (0..n * b).map(|i| values[(i % b) * n + i / b]).collect();
+            Tensor::<2>::from_data(TensorData::new(t, [n, b]), &device).transpose()
+        };
         let read = |t: Tensor<1, Int>| -> Vec<usize> {
             let v = crate::device::read_back(t.float()).unwrap();
             v.iter().map(|&x| x as usize).collect()
         };
-        assert_eq!(read(last_maximum(tensor())), maxima, "{device:?}");
-        assert_eq!(read(first_minimum(tensor())), minima, "{device:?}");
+        for (name, values) in [("rows", tensor()), ("strided", strided())] {
+            assert_eq!(
+                read(last_maximum(values.clone())),
+                maxima,
+                "{device:?} {name}"
+            );
+            assert_eq!(
+                read(first_minimum(values.clone())),
+                minima,
+                "{device:?} {name}"
+            );
+            #[cfg(any(feature = "wgpu", feature = "cuda"))]
+            if crate::device::adapter_info(&device).is_some() {
+                let launches = |choose: fn(Tensor<2>) -> Tensor<1, Int>| {
+                    let profiler = crate::device::kernel_profile::KernelProfiler::start("choice");
+                    let chosen = choose(values.clone());
+                    let launches = profiler.finish().stages[0].launches;
+                    drop(chosen);
+                    launches
+                };
+                assert_eq!(launches(last_maximum), 1, "{device:?} {name}");
+                assert_eq!(launches(first_minimum), 1, "{device:?} {name}");
+            }
+            assert_eq!(read(last_maximum_composed(values.clone())), maxima);
+            assert_eq!(read(first_minimum_composed(values)), minima);
+        }
     }
 }

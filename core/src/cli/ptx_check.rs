@@ -127,6 +127,14 @@ fn run_workload(args: &PtxCheckArgs) -> Result<()> {
     for (name, bytes) in hvq::pretrained::SAMPLES {
         inspector.inspect_bytes(bytes, name, &ClassChoice::Auto)?;
     }
+    // The shipped model has a classifier, whose largest logit picks the class; a model without
+    // one keeps the lowest of every class's scores, the choice's other rule (a kernel variant
+    // of its own): compiled from a row of scores.
+    let scores = burn::tensor::Tensor::<2>::from_data(
+        burn::tensor::TensorData::new(vec![2.0f32, 1.0, 3.0], [1, 3]),
+        &device,
+    );
+    hvq::device::read_back(hvq::class_choice::first_minimum(scores).float())?;
     let which = match args.config {
         ConfigArg::Official => BenchModel::Official,
         ConfigArg::Default => BenchModel::Default,

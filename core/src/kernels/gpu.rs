@@ -30,6 +30,14 @@ pub(super) fn index_type(dtype: burn::tensor::DType) -> Option<ElemType> {
     }
 }
 
+/// The integer type of `device`'s `Int` tensors, from a one-value tensor of it: burn's `empty`
+/// would take the runtime's layout for the kernels' outputs, which on CUDA pads the rows of a
+/// tensor of two or more axes (docs/gpu.md), while they write in order.
+pub(super) fn int_dtype(device: &burn::tensor::Device) -> Option<burn::tensor::DType> {
+    let one = BurnTensor::<1, burn::tensor::Int>::empty([1], device);
+    Some(one.try_into_primitive::<CubeBackend>().ok()?.dtype)
+}
+
 /// Rows one thread sums in the kernels that add a `[rows, columns]` tensor up by column (the
 /// training operations' bias and scale gradients): one thread per column over every row would
 /// be a few hundred threads walking 196·B rows, a few warps of a large GPU each waiting on one

@@ -14,7 +14,7 @@
 //! mean of `(q − x)²` beside it. (A GPU compiler may simplify `x + (q − x)` to `q`, as lavapipe's
 //! does: one rounding at the token's scale from the reference's value, within every tolerance.)
 
-use burn::tensor::{Int, Tensor as BurnTensor};
+use burn::tensor::Tensor as BurnTensor;
 use burn_cubecl::CubeBackend;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
@@ -22,7 +22,8 @@ use cubecl::prelude::*;
 
 use super::NearestCodes;
 use super::gpu::{
-    F32, ROW_THREADS, cube_sum, index_type, plain_f32_contiguous, row_cubes, row_of_cube, to_burn,
+    F32, ROW_THREADS, cube_sum, index_type, int_dtype, plain_f32_contiguous, row_cubes,
+    row_of_cube, to_burn,
 };
 
 /// One cube of `ROW_THREADS` per token: every thread sums the token's `x²` (the same sum in
@@ -188,13 +189,7 @@ pub fn nearest_codes(
         return None;
     }
     let code_rows = plain_f32_contiguous(code_rows.clone())?;
-    // The device's integer type, from a one-value tensor of it: burn's `empty` takes the
-    // runtime's layout, which on CUDA pads a `[B, L]` tensor's rows (docs/gpu.md), while the
-    // kernel writes the indices in order.
-    let int_dtype = BurnTensor::<1, Int>::empty([1], &x.device())
-        .try_into_primitive::<CubeBackend>()
-        .ok()?
-        .dtype;
+    let int_dtype = int_dtype(&x.device())?;
     let index_type = index_type(int_dtype)?;
     let new_of = |shape: Vec<usize>, dtype| {
         empty_device_contiguous_dtype(
@@ -240,7 +235,7 @@ pub fn nearest_codes(
 #[cfg(all(test, feature = "wgpu"))]
 mod tests {
     use super::*;
-    use burn::tensor::{Distribution, Tensor};
+    use burn::tensor::{Distribution, Int, Tensor};
 
     use crate::kernels::gpu::values;
 

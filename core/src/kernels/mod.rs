@@ -113,6 +113,8 @@ mod gpu_pot_loss;
 #[cfg(all(test, any(feature = "wgpu", feature = "cuda")))]
 pub(crate) use gpu::relative;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod gpu_row_choice;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_row_max;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod gpu_se_excite;
@@ -144,7 +146,7 @@ pub use layer_norm::layer_norm;
 use burn::backend::flex::FlexTensor;
 use burn::backend::{DispatchDevice, Flex};
 use burn::tensor::activation::softmax;
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{DType, Device, Int, Tensor};
 
 /// `x / (1 + e⁻ˣ)` (= `x·σ(x)`), element-wise. On the fast path x < −88 gives ≈ x·6e−39
 /// (`exp` is clamped) where the exact value underflows to −0.
@@ -498,6 +500,28 @@ pub fn row_max(x: Tensor<2>) -> Tensor<1> {
     }
     let [rows, _] = x.dims();
     x.max_dim(1).reshape([rows])
+}
+
+/// Which column of a row [`row_choice`] picks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowChoice {
+    /// The largest value's, the last on ties; NaN ranks as −∞.
+    LastMaximum,
+    /// The lowest value's, the first on ties; NaN ranks as +∞.
+    FirstMinimum,
+}
+
+/// The column `rule` picks in each row of `values [rows, columns]`, `[rows]`, in one launch on a
+/// GPU backend (plain f32: `gpu_row_choice`); `None` elsewhere, where the caller composes it
+/// (`class_choice`, whose host twins define the same rule).
+pub fn row_choice(values: &Tensor<2>, rule: RowChoice) -> Option<Tensor<1, Int>> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    return gpu_row_choice::row_choice(values, rule);
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    {
+        let _ = (values, rule);
+        None
+    }
 }
 
 /// The squeeze of squeeze-and-excitation: each channel's mean over the image, `[n, c, 1, 1]`.
