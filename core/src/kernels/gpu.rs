@@ -30,12 +30,12 @@ pub(super) fn index_type(dtype: burn::tensor::DType) -> Option<ElemType> {
     }
 }
 
-/// The integer type of `device`'s `Int` tensors, from a one-value tensor of it: burn's `empty`
-/// would take the runtime's layout for the kernels' outputs, which on CUDA pads the rows of a
-/// tensor of two or more axes (docs/gpu.md), while they write in order.
-pub(super) fn int_dtype(device: &burn::tensor::Device) -> Option<burn::tensor::DType> {
-    let one = BurnTensor::<1, burn::tensor::Int>::empty([1], device);
-    Some(one.try_into_primitive::<CubeBackend>().ok()?.dtype)
+/// The integer type of `device`'s `Int` tensors, the type burn's own creation takes from the
+/// device's settings, read without allocating anything (the kernels allocate their index
+/// outputs themselves: burn's `empty` would take the runtime's layout, which on CUDA pads the
+/// rows of a tensor of two or more axes, docs/gpu.md, while they write in order).
+pub(super) fn int_dtype(device: &burn::tensor::Device) -> burn::tensor::DType {
+    device.settings().int_dtype.into()
 }
 
 /// Rows one thread sums in the kernels that add a `[rows, columns]` tensor up by column (the

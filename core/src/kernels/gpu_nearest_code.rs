@@ -189,7 +189,7 @@ pub fn nearest_codes(
         return None;
     }
     let code_rows = plain_f32_contiguous(code_rows.clone())?;
-    let int_dtype = int_dtype(&x.device())?;
+    let int_dtype = int_dtype(&x.device());
     let index_type = index_type(int_dtype)?;
     let new_of = |shape: Vec<usize>, dtype| {
         empty_device_contiguous_dtype(

@@ -68,7 +68,7 @@ pub fn row_choice(values: &BurnTensor<2>, rule: RowChoice) -> Option<BurnTensor<
     if columns == 0 || columns > u32::MAX as usize {
         return None;
     }
-    let int_dtype = int_dtype(&values.device())?;
+    let int_dtype = int_dtype(&values.device());
     let values = plain_f32(values.clone())?;
     let index_type = index_type(int_dtype)?;
     let chosen = empty_device_contiguous_dtype(
